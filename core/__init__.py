@@ -1,0 +1,1 @@
+"""What every kernelwatch process shares: settings, database, models, sweep specs, catalogue."""

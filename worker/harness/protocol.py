@@ -1,0 +1,31 @@
+"""The protocol between a worker and its harness subprocess (JSON lines).
+
+The harness runs inside one FlashInfer version's own environment (``python -m worker.harness``
+with the repository root on ``PYTHONPATH``); it imports only torch, flashinfer, the standard
+library and ``core.formulas`` (standard library only). It reads one request from stdin and
+writes one JSON object per line to stdout, flushing after each, so the worker stores every
+point the moment it is measured: a crash loses at most the point in flight.
+
+Request (stdin, one JSON object):
+    {"kernel": "batch_decode",
+     "device": "cuda" | "cpu",
+     "backends": ["fa2", "torch-sdpa"],
+     "timing": {"warmup": 5, "iterations": 30, "cold_l2": true, "check_correctness": true},
+     "points": [{"point_index": 0, "params": {...completed params...}}, ...],
+     "skip": [[point_index, backend], ...]}          # already stored: do not measure again
+
+Messages (stdout, one per line):
+    {"type": "env", "environment": {...fingerprint...}, "timing_method": "cuda_graph"}
+    {"type": "point", "point_index": 0, "backend": "fa2", "resolved_backend": "fa2",
+     "status": "ok" | "incorrect" | "unsupported" | "error", "error": null | "message",
+     "samples_us": [...every timed iteration, microseconds...],
+     "timing_method": "cuda_graph" | "cupti" | "cuda_event" | "cpu_perf_counter",
+     "jit_seconds": float | null, "plan_seconds": float | null,
+     "max_abs_error": float | null, "peak_memory_bytes": int | null,
+     "throttled": bool, "telemetry": {...NVML before/after, L2 rotation facts...}}
+    {"type": "log", "message": "..."}
+    {"type": "fatal", "error": "..."}     # the harness cannot go on (e.g. import failed)
+    {"type": "done"}
+"""
+
+PROTOCOL_VERSION = 1
