@@ -1,0 +1,1 @@
+"""Confirmation of flagged regressions (interleaved re-measurement); being written."""
