@@ -1,0 +1,89 @@
+"""The comparison statistics on synthetic samples with a known truth (no database)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.compare import (
+    IMPROVEMENT,
+    REGRESSION,
+    UNCHANGED,
+    compare_samples,
+    verdict_for,
+    verdicts_batch,
+)
+
+
+def lognormal(rng: np.random.Generator, shape: tuple[int, ...], cv: float, scale: float):
+    sigma = np.sqrt(np.log1p(cv * cv))
+    return scale * rng.lognormal(-sigma * sigma / 2, sigma, size=shape)
+
+
+def test_verdict_needs_significance_and_threshold() -> None:
+    assert verdict_for(1.05, 1.01, 1.09, 0.03) == REGRESSION
+    assert verdict_for(1.05, 0.99, 1.11, 0.03) == UNCHANGED  # beyond threshold, not significant
+    assert verdict_for(1.01, 1.005, 1.015, 0.03) == UNCHANGED  # significant, within threshold
+    assert verdict_for(0.95, 0.93, 0.97, 0.03) == IMPROVEMENT
+    assert verdict_for(0.95, 0.93, 1.01, 0.03) == UNCHANGED
+
+
+def test_identical_samples_are_unchanged_with_ratio_one() -> None:
+    x = lognormal(np.random.default_rng(1), (30,), 0.02, 50.0)
+    est = compare_samples(x, x)
+    assert est.ratio == 1.0
+    assert est.ci_low <= 1.0 <= est.ci_high
+    assert est.verdict == UNCHANGED
+
+
+def test_ci_brackets_the_true_ratio_and_is_reproducible() -> None:
+    rng = np.random.default_rng(2)
+    b = lognormal(rng, (30,), 0.01, 100.0)
+    c = lognormal(rng, (30,), 0.01, 110.0)
+    est = compare_samples(b, c)
+    assert est.ci_low < 1.10 < est.ci_high
+    assert est.verdict == REGRESSION
+    assert compare_samples(b, c) == est  # seeded
+    assert compare_samples(c, b).verdict == IMPROVEMENT
+
+
+def test_rejects_too_few_or_non_positive_samples() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        compare_samples([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="positive"):
+        compare_samples([1.0, 0.0], [1.0, 2.0])
+
+
+def test_batch_matches_single_point_rule() -> None:
+    rng = np.random.default_rng(3)
+    b = lognormal(rng, (20, 30), 0.02, 100.0)
+    c = lognormal(rng, (20, 30), 0.02, 104.0)
+    ratio, lo, hi, verdict = verdicts_batch(b, c)
+    for k in range(20):
+        assert verdict[k] == verdict_for(float(ratio[k]), float(lo[k]), float(hi[k]), 0.03)
+        assert ratio[k] == pytest.approx(np.median(c[k]) / np.median(b[k]))
+
+
+@pytest.mark.parametrize("cv", [0.01, 0.02])
+def test_detection_and_false_positive_rates(cv: float) -> None:
+    """The goal of the issue at CV 1% (and 2%): >= 95% of 5% slowdowns flagged, <= 1% of
+    unchanged points flagged, over a few hundred trials."""
+    rng = np.random.default_rng(4)
+    trials = 300
+    base = lognormal(rng, (trials, 30), cv, 100.0)
+    same = lognormal(rng, (trials, 30), cv, 100.0)
+    slow = lognormal(rng, (trials, 30), cv, 105.0)
+    _, _, _, v0 = verdicts_batch(base, same, resamples=1000)
+    _, _, _, v5 = verdicts_batch(base, slow, resamples=1000)
+    assert np.mean(v0 == REGRESSION) <= 0.01
+    assert np.mean(v0 == IMPROVEMENT) <= 0.01
+    assert np.mean(v5 == REGRESSION) >= 0.95
+
+
+def test_small_slowdown_within_threshold_is_not_flagged() -> None:
+    rng = np.random.default_rng(5)
+    b = lognormal(rng, (200, 30), 0.005, 100.0)
+    c = lognormal(rng, (200, 30), 0.005, 101.5)
+    _, lo, _, verdict = verdicts_batch(b, c, resamples=1000)
+    assert np.mean(lo > 1.0) > 0.9  # the change is significant ...
+    assert np.mean(verdict == REGRESSION) == 0.0  # ... but below the 3% threshold
