@@ -454,7 +454,7 @@ def _group(points: list[PointComparison], replicates: dict[str, np.ndarray]) -> 
         compared = [p for p in pts if p.ratio is not None]
         g.compared = len(compared)
         if compared:
-            logs = np.log([p.ratio for p in compared])  # type: ignore[misc]
+            logs = np.log(np.array([p.ratio for p in compared], dtype=np.float64))
             g.geomean_ratio = float(math.exp(float(logs.mean())))
             reps = np.log(np.stack([replicates[p.series_key] for p in compared]))
             lo, hi = percentile_ci(np.exp(reps.mean(axis=0)))
