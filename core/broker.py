@@ -35,8 +35,31 @@ def get_celery() -> Celery:
         task_default_queue=queue_for_tag("cpu"),
         task_ignore_result=True,  # results live in the database
         broker_connection_retry_on_startup=True,
-        # Redis redelivers an unacknowledged message after this; a sweep chunk may be long.
-        broker_transport_options={"visibility_timeout": 6 * 3600},
+        broker_transport_options=_transport_options(settings.resolved_broker_url),
         worker_hijack_root_logger=False,
     )
+    if settings.resolved_broker_url.startswith("sqla+"):
+        # kombu's SQL transport has no fanout: remote control (pidbox) would fail on it.
+        app.conf.worker_enable_remote_control = False
+        # Its transport options all go to create_engine(), so the polling interval (how soon
+        # an idle worker sees a new run; kombu's default is 1 s) is set on the class instead.
+        from kombu.transport import sqlalchemy as kombu_sqla
+
+        kombu_sqla.Transport.polling_interval = SQLA_POLLING_SECONDS
     return app
+
+
+SQLA_POLLING_SECONDS = 0.2
+
+
+def _transport_options(broker_url: str) -> dict[str, object]:
+    if broker_url.startswith("sqla+"):
+        # Passed to create_engine(): wait for SQLite's lock instead of failing a publish.
+        return {"connect_args": {"timeout": 30}}
+    # Redis redelivers an unacknowledged message after this; a sweep chunk may be long.
+    return {"visibility_timeout": 6 * 3600}
+
+
+def queue_for_node(name: str) -> str:
+    """The queue only one node consumes (e.g. confirmations that must run on the same GPU)."""
+    return queue_for_tag(f"node-{name}")

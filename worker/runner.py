@@ -1,0 +1,205 @@
+"""Running the harness subprocess for one run and streaming what it measures.
+
+The harness (``python -m worker.harness``, see worker/harness/protocol.py) runs in the
+interpreter of the run's FlashInfer environment. It may die in the middle of a point (a
+segfault in a kernel, the OOM killer): the point in flight is then recorded as an errored
+point with the exit code and the end of stderr, and a fresh harness measures what is left,
+so one bad point never ends the sweep.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STDERR_TAIL_LINES = 30
+
+# Started through this shim rather than ``-m worker.harness`` so that the harness dies with
+# the worker (PR_SET_PDEATHSIG): a killed worker must not leave a harness measuring on the
+# GPU while its restarted self starts another.
+_SHIM = (
+    "import ctypes, signal, runpy\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"
+    "except Exception:\n"
+    "    pass\n"
+    "runpy.run_module('worker.harness', run_name='__main__', alter_sys=True)\n"
+)
+
+Pair = tuple[int, str]
+
+
+@dataclass
+class HarnessRequest:
+    kernel: str
+    device: str
+    backends: list[str]
+    timing: dict[str, Any]
+    points: list[tuple[int, dict[str, Any]]]  # (point_index, completed params)
+    skip: set[Pair] = field(default_factory=set)
+
+    @property
+    def points_by_index(self) -> dict[int, dict[str, Any]]:
+        return dict(self.points)
+
+    def pairs(self) -> list[Pair]:
+        """Every (point_index, backend) still to measure, in the order the harness goes
+        through them: point by point, each point with every backend."""
+        return [(i, b) for i, _ in self.points for b in self.backends if (i, b) not in self.skip]
+
+    def to_json(self, skip: set[Pair]) -> str:
+        return json.dumps({
+            "kernel": self.kernel,
+            "device": self.device,
+            "backends": self.backends,
+            "timing": self.timing,
+            "points": [{"point_index": i, "params": p} for i, p in self.points],
+            "skip": sorted([i, b] for i, b in skip),
+        })
+
+
+def error_point(pair: Pair, error: str) -> dict[str, Any]:
+    return {"type": "point", "point_index": pair[0], "backend": pair[1], "status": "error",
+            "error": error, "samples_us": []}
+
+
+def harness_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment (CUDA_VISIBLE_DEVICES included, as this process has it) with
+    the repository root first on PYTHONPATH, so ``worker.harness`` imports from any env."""
+    env = dict(os.environ if base is None else base)
+    parts = [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class HarnessRunner:
+    """Yields the harness's messages (``env`` once, ``point`` for every pair, ``log``), with a
+    synthesised error ``point`` for a pair the harness died on. ``stop()`` (from another
+    thread or a signal handler) ends it without blaming any point."""
+
+    def __init__(self, python: str, request: HarnessRequest,
+                 env: dict[str, str] | None = None) -> None:
+        self.python = python
+        self.request = request
+        self.env = harness_env(env)
+        self.proc: subprocess.Popen[str] | None = None
+        self.stopped = False
+        self.restarts = 0
+        self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+
+    def stop(self) -> None:
+        self.stopped = True
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGKILL)
+
+    def _spawn(self, skip: set[Pair]) -> subprocess.Popen[str]:
+        self._stderr.clear()
+        proc = subprocess.Popen(
+            [self.python, "-c", _SHIM],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, bufsize=1, cwd=str(REPO_ROOT), env=self.env,
+            # Its own session: a Ctrl-C at the terminal reaches the worker, which decides;
+            # it must not kill the harness behind its back and look like a crashed point.
+            start_new_session=True,
+        )
+        assert proc.stdin is not None and proc.stderr is not None
+        threading.Thread(target=self._drain, args=(proc.stderr,), daemon=True).start()
+        proc.stdin.write(self.request.to_json(skip))
+        proc.stdin.close()
+        return proc
+
+    def _drain(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._stderr.append(line.rstrip("\n"))
+            log.debug("harness: %s", line.rstrip("\n"))
+
+    def stderr_tail(self) -> str:
+        return "\n".join(self._stderr)
+
+    def messages(self) -> Iterator[dict[str, Any]]:
+        done: set[Pair] = set(self.request.skip)
+        todo = self.request.pairs()
+        env_sent = False
+        while not self.stopped:
+            remaining = [p for p in todo if p not in done]
+            if not remaining:
+                return
+            proc = self.proc = self._spawn(done)
+            assert proc.stdout is not None
+            saw_env = finished = False
+            fatal: str | None = None
+            for line in proc.stdout:
+                msg = _parse(line)
+                kind = msg.get("type")
+                if kind == "env":
+                    saw_env = True
+                    if not env_sent:
+                        env_sent = True
+                        yield msg
+                elif kind == "point":
+                    pair = (int(msg["point_index"]), str(msg["backend"]))
+                    if pair in done:
+                        log.warning("harness reported %s twice; kept the first", pair)
+                        continue
+                    done.add(pair)
+                    yield msg
+                elif kind == "fatal":
+                    fatal = str(msg.get("error") or "harness failed")
+                elif kind == "done":
+                    finished = True
+                elif kind != "blank":
+                    yield msg
+            code = proc.wait()
+            self.proc = None
+            if self.stopped:
+                return
+            remaining = [p for p in todo if p not in done]
+            if not remaining:
+                return
+            if fatal is not None or not saw_env:
+                # It cannot start (import error, broken environment): restarting would fail
+                # the same way, so every pair left is errored with the reason.
+                why = fatal or f"harness exited with code {code} before starting"
+                tail = self.stderr_tail()
+                for pair in remaining:
+                    done.add(pair)
+                    yield error_point(pair, f"{why}\n{tail}".strip())
+                return
+            # It died in the middle: the first pair it had not reported is the one in flight.
+            pair = remaining[0]
+            done.add(pair)
+            how = "said done without measuring it" if finished else f"exited with code {code}"
+            yield error_point(
+                pair, f"harness {how} while measuring this point; stderr tail:\n"
+                f"{self.stderr_tail()}".strip())
+            self.restarts += 1
+            log.warning("harness %s on point %s/%s; restarting for %d pairs left", how,
+                        pair[0], pair[1], len(remaining) - 1)
+
+
+def _parse(line: str) -> dict[str, Any]:
+    line = line.strip()
+    if not line:
+        return {"type": "blank"}
+    try:
+        msg = json.loads(line)
+    except json.JSONDecodeError:
+        # Something in the environment printed to stdout: keep it as a log line.
+        return {"type": "log", "message": line}
+    return msg if isinstance(msg, dict) else {"type": "log", "message": line}
