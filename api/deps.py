@@ -1,0 +1,62 @@
+"""Request dependencies: one database session per request, committed at the boundary, and the
+bearer-token checks (``CurrentToken`` for writes; ``ReadAccess`` for reads, open unless
+``KERNELWATCH_REQUIRE_TOKEN_FOR_READS`` is set)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from core.db import new_session
+from core.models import Token
+from core.settings import get_settings
+from core.tokens import verify_token
+
+
+def get_session() -> Iterator[Session]:
+    session = new_session()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+# scope="function": the commit happens before the response is sent, so a client never sees
+# a success for a transaction that then failed to commit.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `kernelwatch token create`.")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _unauthorized(msg: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=msg,
+                         headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_token(session: SessionDep, creds: BearerDep) -> Token:
+    if creds is None or not creds.credentials:
+        raise _unauthorized("missing bearer token: send 'Authorization: Bearer <token>' "
+                            "(create one with `kernelwatch token create --name NAME`)")
+    token = verify_token(session, creds.credentials)
+    if token is None:
+        raise _unauthorized("invalid or revoked token")
+    return token
+
+
+def read_access(session: SessionDep, creds: BearerDep) -> Token | None:
+    if not get_settings().require_token_for_reads:
+        return None
+    return require_token(session, creds)
+
+
+CurrentToken = Annotated[Token, Depends(require_token)]
+ReadAccess = Annotated[Token | None, Depends(read_access)]

@@ -1,0 +1,251 @@
+"""Jobs: submit a sweep, list, inspect, cancel, read results. Thin: parsing and HTTP here,
+everything else in ``core.jobs``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from enum import StrEnum
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from api.deps import CurrentToken, ReadAccess, SessionDep
+from api.schemas import JobList, JobOut, JobSummary, Progress, RunOut
+from core import hooks
+from core import jobs as service
+from core.models import Job, JobStatus
+from core.spec import SweepSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logging.getLogger("kernelwatch.api")
+
+JSON_TYPES = ("application/json", "")
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+SOURCES = ("api", "cli")
+ENQUEUE_FAILED = "enqueue failed"
+
+
+def _body_error(msg: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body",), "msg": msg, "type": "value_error"}])
+
+
+async def spec_from_body(request: Request) -> SweepSpec:
+    """The sweep spec from a JSON body, or YAML with a YAML content type. Parsing happens here
+    (not in FastAPI's body handling) so that both formats share one validation path. Async:
+    reading the body needs the event loop; the endpoint itself is sync and runs in the thread
+    pool with its database session."""
+    raw = await request.body()
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _body_error("body is not UTF-8 text") from None
+    if not text.strip():
+        raise _body_error("empty body: send a sweep spec as JSON (or YAML with "
+                          "Content-Type: application/yaml)")
+    data: Any
+    if ctype in YAML_TYPES:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise _body_error(f"malformed YAML: {e}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise _body_error(
+                f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}"
+                + ("" if ctype in JSON_TYPES else
+                   f" (Content-Type {ctype!r}; use application/yaml for YAML)")
+            ) from None
+    if not isinstance(data, dict):
+        raise _body_error("a sweep spec must be a JSON object / YAML mapping, not "
+                          f"{type(data).__name__}")
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as e:
+        # The exception handler (api/errors.py) turns these into the API's message shape.
+        raise RequestValidationError(
+            [{**err, "loc": ("body", *err["loc"])} for err in e.errors()]
+        ) from None
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline_refs(defs[ref.rsplit("/", 1)[1]], defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+def _spec_openapi() -> dict[str, Any]:
+    """The request body in OpenAPI: the SweepSpec schema, as JSON or YAML."""
+    schema = SweepSpec.model_json_schema()
+    body_schema = _inline_refs(schema, schema.pop("$defs", {}))
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "A sweep spec (JSON, or YAML with Content-Type application/yaml).",
+            "content": {
+                "application/json": {"schema": body_schema},
+                "application/yaml": {"schema": body_schema},
+            },
+        },
+    }
+
+
+SpecBody = Annotated[SweepSpec, Depends(spec_from_body)]
+
+
+def job_summary(job: Job, message: str | None = None) -> JobSummary:
+    return JobSummary(
+        id=job.id, name=job.name, kind=job.kind, kernel=job.kernel, status=job.status,
+        source=job.source, submitted_by=job.submitted_by, release_version=job.release_version,
+        total_points=job.total_points, message=message if message is not None else job.message,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+    )
+
+
+def job_detail(session: Any, job: Job) -> JobOut:
+    waiting = service.waiting_reason(session, job)
+    runs = [
+        RunOut(
+            id=r.id, target=r.target, queue=r.queue, flashinfer_version=r.flashinfer_version,
+            chunk=r.chunk, chunks=r.chunks, points=len(r.point_indices), status=r.status,
+            attempts=r.attempts, node=n.name if n else None, gpu_name=r.gpu_name,
+            gpu_sku=r.gpu_sku, timing_method=r.timing_method, environment=r.environment,
+            message=r.message, started_at=r.started_at, finished_at=r.finished_at,
+        )
+        for r, n in service.runs_with_nodes(session, job.id)
+    ]
+    summary = job_summary(job, waiting or job.message)
+    return JobOut(**summary.model_dump(), progress=Progress(**service.job_progress(session, job)),
+                  spec=job.spec, runs=runs)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    openapi_extra=_spec_openapi(),
+    responses={200: {"description": "An existing job (same Idempotency-Key)",
+                     "model": JobOut},
+               422: {"description": "Invalid spec: detail names the field and allowed values"}},
+)
+def submit_job(
+    spec: SpecBody,
+    response: Response,
+    session: SessionDep,
+    token: CurrentToken,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    x_kernelwatch_source: Annotated[str, Header(pattern="^(api|cli)$")] = "api",
+) -> JobOut:
+    """Submit a sweep. 201 with the new job, or 200 with the job an earlier request with the
+    same ``Idempotency-Key`` created. Runs are enqueued only after the job is committed."""
+    job, created, runs = service.create_job(
+        session, spec, source=x_kernelwatch_source, submitted_by=token.name,
+        idempotency_key=idempotency_key,
+    )
+    retry_enqueue = (not created and job.status == JobStatus.queued
+                     and (job.message or "").startswith(ENQUEUE_FAILED))
+    session.commit()
+    if created or retry_enqueue:
+        _enqueue_or_record(session, job, runs)
+    if not created:
+        response.status_code = 200
+    return job_detail(session, job)
+
+
+def _enqueue_or_record(session: Any, job: Job, runs: list[Any]) -> None:
+    """Enqueue after the commit. When the broker is down the job is kept (the database is the
+    truth) with a message; a retry with the same Idempotency-Key enqueues it again."""
+    try:
+        service.enqueue_runs(runs)
+    except Exception as e:
+        log.exception("enqueue of job %s failed", job.id)
+        job.message = f"{ENQUEUE_FAILED}: {type(e).__name__}: {e}"
+        session.commit()
+        raise HTTPException(
+            503, detail=f"job {job.id} is stored but the broker refused its runs ({e}); "
+                        "retry with the same Idempotency-Key to enqueue it again",
+        ) from e
+    if job.message and job.message.startswith(ENQUEUE_FAILED):
+        job.message = None
+        session.commit()
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    session: SessionDep,
+    _: ReadAccess,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    """Jobs, newest first."""
+    rows, total = service.list_jobs(session, status=status.value if status else None,
+                                    limit=limit, offset=offset)
+    return JobList(total=total, limit=limit, offset=offset,
+                   items=[job_summary(j) for j in rows])
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: int, session: SessionDep, _: ReadAccess) -> JobOut:
+    """State, progress (points done / total / errored), why it waits, and its runs."""
+    return job_detail(session, service.get_job(session, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut,
+             responses={409: {"description": "The job already finished"}})
+def cancel_job(job_id: int, session: SessionDep, _: CurrentToken) -> JobOut:
+    """Cancel a queued or running job; workers stop at the next point."""
+    job = service.cancel_job(session, service.get_job(session, job_id))
+    session.commit()
+    hooks.on_job_finished(job.id)
+    return job_detail(session, job)
+
+
+class ResultFormat(StrEnum):
+    json = "json"
+    csv = "csv"
+
+
+@router.get("/{job_id}/results", responses={200: {"content": {"text/csv": {}}}})
+def job_results(
+    job_id: int,
+    session: SessionDep,
+    _: ReadAccess,
+    format: Annotated[ResultFormat, Query(description="json or csv")] = ResultFormat.json,
+) -> Response:
+    """One flat row per measured point: job, run and environment columns, the parameters
+    (``param_*``), then every statistic (median, p10/p90, CV, bootstrap CI, TB/s, ...)."""
+    job = service.get_job(session, job_id)
+    rows = service.result_rows(session, job)
+    if format == ResultFormat.csv:
+        return Response(content=rows_to_csv(rows), media_type="text/csv",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="job-{job_id}.csv"'})
+    progress = service.job_progress(session, job)
+    return JSONResponse(content={"job_id": job.id, "status": job.status,
+                                 "progress": progress, "rows": rows})
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for row in rows:  # parameters differ between kernels: the union, in first-seen order
+        columns.extend(k for k in row if k not in columns)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

@@ -1,0 +1,40 @@
+"""Helpers for the API tests: an app built for the current settings and a token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from core.db import session_scope
+from core.tokens import create_token
+
+
+def make_client() -> TestClient:
+    """A client on a fresh app (the settings of the running test: database, queue prefix)."""
+    return TestClient(create_app())
+
+
+def new_token(name: str = "tester") -> str:
+    with session_scope() as session:
+        return create_token(session, name)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def decode_spec(**overrides: Any) -> dict[str, Any]:
+    """A small valid CPU sweep: 2 x 2 grid, two torch backends."""
+    spec: dict[str, Any] = {
+        "name": "decode-gqa",
+        "kernel": "batch_decode",
+        "backends": ["torch-sdpa", "torch-math"],
+        "targets": ["cpu"],
+        "params": {"batch_size": [1, 4], "kv_len": [128, 256], "num_qo_heads": [8],
+                   "num_kv_heads": [2], "head_dim": [64]},
+        "timing": {"warmup": 1, "iterations": 30},
+    }
+    spec.update(overrides)
+    return spec
