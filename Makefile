@@ -24,6 +24,7 @@ run: venv
 test-deps: venv
 	bash scripts/ensure-services.sh
 	bash scripts/ensure-browser.sh
+	bash scripts/ensure-compose.sh
 
 lint: venv
 	$(BIN)/ruff check .
