@@ -4,6 +4,16 @@ baseline and contender jobs have both finished, compare them and confirm regress
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger(__name__)
+
 
 def on_job_finished(job_id: int) -> None:
     """Called once per job, after its terminal status is committed. Must not raise."""
+    try:
+        from core.releases import on_release_job_finished
+
+        on_release_job_finished(job_id)
+    except Exception:
+        log.exception("on_job_finished(%s): the release flow failed", job_id)

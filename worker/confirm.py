@@ -1,1 +1,230 @@
-"""Confirmation of flagged regressions (interleaved re-measurement); being written."""
+"""Confirmation before alarm: re-measure the points a comparison flagged, on the node that
+measured the contender, both versions interleaved, and keep or drop each alarm.
+
+Why interleave: a node drifts (clocks, temperature, a neighbour's load); measuring all of
+version A then all of B turns that drift into a difference between A and B. Alternating
+A B A B ... for ``ROUNDS`` rounds spreads the drift over both sides. Each round is one short
+harness invocation per version for just the flagged points (JIT caches make repeats fast).
+
+Nothing is lost: the re-measurement is a Job of kind ``confirm`` whose runs (one per round and
+version) store their points and every sample through ``core.results.store_point``. Its spec is
+a valid sweep spec over the flagged points (params: the values they take; each run's
+``point_indices`` pick exactly the flagged combinations), so if this node dies mid-way, the
+reaper's re-queued runs are ordinary runs the worker knows how to finish.
+
+Per regression the pooled samples of all rounds give a new ratio of medians with its bootstrap
+CI (``core.compare``, same rule and threshold as the comparison). ``confirmed`` when that
+verdict is still ``regression``; ``not_reproduced`` otherwise; ``confirm_failed`` when the
+re-measurement produced no usable samples (it says nothing either way).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.broker import TASK_CONFIRM_REGRESSIONS, get_celery, queue_for_node
+from core.compare import REGRESSION, compare_samples, load_samples
+from core.db import new_session
+from core.models import Comparison, Job, JobStatus, Node, Point, PointStatus, Regression, Run
+from core.models import utcnow as _now
+from core.spec import SweepSpec
+from worker import node as node_mod
+
+log = logging.getLogger(__name__)
+app = get_celery()
+
+ROUNDS = 5
+CONFIRMABLE = ("open", "confirming")
+
+
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def confirm_spec(
+    comparison_id: int, kernel: str, regs: list[Regression], target: str,
+    versions: list[str | None], timing: dict[str, Any],
+) -> tuple[SweepSpec, list[int]]:
+    """A sweep spec whose grid covers the flagged points, and their indices in that grid."""
+    wanted = {_key(r.params) for r in regs}
+    names = list(regs[0].params)
+    values = {n: list(dict.fromkeys(r.params[n] for r in regs)) for n in names}
+    spec = SweepSpec(
+        name=f"confirm comparison {comparison_id}: {kernel}",
+        kernel=kernel,
+        backends=sorted({r.backend for r in regs}),
+        flashinfer_versions=[v for v in dict.fromkeys(versions) if v],
+        targets=[target],
+        params=values,
+        timing=timing,  # type: ignore[arg-type]
+    )
+    indices = [i for i, p in enumerate(spec.grid()) if _key(p) in wanted]
+    return spec, indices
+
+
+def _measure_run(session: Session, run: Run, job: Job, device: str, me: Node | None,
+                 service: node_mod.NodeService | None) -> None:
+    """One harness invocation for one round of one version (the worker's own machinery)."""
+    from core.jobs import mark_run_finished, mark_run_started
+    from core.results import store_point
+    from worker.runner import HarnessRunner, error_point
+    from worker.tasks import build_request, harness_python_for, store_environment
+
+    mark_run_started(session, run, me)
+    session.commit()
+    if service is not None:
+        service.current_run_id = run.id  # the reaper must not hand this run to another task
+    try:
+        request = build_request(session, run, job, device)
+        params_of = request.points_by_index
+        cold_l2 = bool(request.timing.get("cold_l2", True))
+        try:
+            python = harness_python_for(run, request.backends)
+        except Exception as e:
+            for pair in request.pairs():
+                store_point(session, run, request.kernel, dict(params_of[pair[0]]),
+                            error_point(pair, f"no harness environment: {e}"))
+            session.commit()
+            mark_run_finished(session, run, message=f"no harness environment: {e}")
+            session.commit()
+            return
+        for msg in HarnessRunner(python, request).messages():
+            if msg.get("type") == "env":
+                store_environment(run, msg)
+                session.commit()
+            elif msg.get("type") == "point":
+                store_point(session, run, request.kernel,
+                            dict(params_of[int(msg["point_index"])]), msg, cold_l2=cold_l2)
+                session.commit()
+        mark_run_finished(session, run)
+        session.commit()
+    finally:
+        if service is not None:
+            service.current_run_id = None
+
+
+def run_confirmation(
+    session: Session,
+    comparison_id: int,
+    rounds: int = ROUNDS,
+    service: node_mod.NodeService | None = None,
+) -> dict[str, str]:
+    """Re-measure and settle every open regression of a comparison; returns {id: state}."""
+    comparison = session.get(Comparison, comparison_id)
+    if comparison is None:
+        log.warning("confirm: comparison %s does not exist", comparison_id)
+        return {}
+    regs = list(session.scalars(
+        select(Regression).where(Regression.comparison_id == comparison_id,
+                                 Regression.state.in_(CONFIRMABLE)).order_by(Regression.id)
+    ))
+    if not regs:
+        return {}
+    base_runs = list(session.scalars(select(Run).where(Run.id.in_(comparison.baseline_run_ids))))
+    cont_runs = list(session.scalars(select(Run).where(Run.id.in_(comparison.contender_run_ids))))
+    base_version = base_runs[0].flashinfer_version if base_runs else None
+    cont_version = cont_runs[0].flashinfer_version if cont_runs else None
+    ref_run = cont_runs[0]
+    cont_job = session.get(Job, ref_run.job_id)
+    timing = dict((cont_job.spec or {}).get("timing") or {}) if cont_job else {}
+    me = session.get(Node, service.node_id) if service and service.node_id else None
+    device = service.ident.device if service else ("cuda" if ref_run.gpu_sku else "cpu")
+    queue = queue_for_node(me.name) if me else ref_run.queue
+    thresholds = dict((comparison.summary or {}).get("kernel_thresholds") or {})
+
+    by_kernel: dict[str, list[Regression]] = defaultdict(list)
+    for r in regs:
+        by_kernel[r.kernel].append(r)
+        r.state = "confirming"
+    session.commit()
+
+    roles: dict[int, str] = {}  # run id -> baseline | contender
+    for kernel, kregs in by_kernel.items():
+        spec, indices = confirm_spec(comparison_id, kernel, kregs, ref_run.target,
+                                     [base_version, cont_version], timing)
+        job = Job(name=spec.name, kind="confirm", kernel=kernel,
+                  spec=spec.model_dump(mode="json"), status=JobStatus.queued,
+                  source="confirm", submitted_by=f"comparison:{comparison_id}",
+                  release_version=cont_version,
+                  total_points=len(indices) * len(spec.backends) * rounds * 2)
+        session.add(job)
+        session.flush()
+        runs = []
+        for rnd in range(rounds):  # A B A B ...
+            for role, version in (("baseline", base_version), ("contender", cont_version)):
+                run = Run(job_id=job.id, target=ref_run.target, queue=queue,
+                          flashinfer_version=version, chunk=rnd, chunks=rounds,
+                          point_indices=indices, status=JobStatus.queued,
+                          gpu_sku=ref_run.gpu_sku, gpu_name=ref_run.gpu_name)
+                session.add(run)
+                runs.append((run, role))
+        session.flush()
+        for run, role in runs:
+            roles[run.id] = role
+        for r in kregs:
+            r.confirm_job_id = job.id
+        session.commit()
+        log.info("confirm: comparison %s, %s: %d points x %d backends, %d rounds on %s",
+                 comparison_id, kernel, len(indices), len(spec.backends), rounds,
+                 me.name if me else device)
+        for run, _ in runs:
+            _measure_run(session, run, job, device, me, service)
+    return settle(session, comparison, regs, roles, thresholds)
+
+
+def settle(session: Session, comparison: Comparison, regs: list[Regression],
+           roles: dict[int, str], thresholds: dict[str, float]) -> dict[str, str]:
+    points = list(session.scalars(
+        select(Point).where(Point.run_id.in_(list(roles)), Point.status == PointStatus.ok)
+    ))
+    samples = load_samples(session, [p.id for p in points])
+    pooled: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for p in sorted(points, key=lambda p: p.id):
+        pooled[(p.series_key, roles[p.run_id])].extend(samples.get(p.id, []))
+    out = {}
+    for r in regs:
+        b = pooled.get((r.series_key, "baseline"), [])
+        c = pooled.get((r.series_key, "contender"), [])
+        if len(b) < 2 or len(c) < 2:
+            r.state = "confirm_failed"
+        else:
+            est = compare_samples(b, c, thresholds.get(r.kernel, comparison.threshold))
+            r.confirm_ratio, r.confirm_ci_low, r.confirm_ci_high = (
+                est.ratio, est.ci_low, est.ci_high)
+            r.state = "confirmed" if est.verdict == REGRESSION else "not_reproduced"
+        out[str(r.id)] = r.state
+    session.commit()
+    return out
+
+
+@app.task(name=TASK_CONFIRM_REGRESSIONS, acks_late=True)
+def confirm_regressions(comparison_id: int, rounds: int = ROUNDS) -> dict[str, str]:
+    service = node_mod.service()
+    if service is None:
+        service = node_mod.start_service()
+    session = new_session()
+    try:
+        started = _now()
+        states = run_confirmation(session, comparison_id, rounds, service)
+        log.info("confirm: comparison %s settled in %.0f s: %s", comparison_id,
+                 (_now() - started).total_seconds(), states)
+    except Exception:
+        log.exception("confirm: comparison %s failed", comparison_id)
+        session.rollback()
+        for r in session.scalars(select(Regression).where(
+                Regression.comparison_id == comparison_id, Regression.state == "confirming")):
+            r.state = "confirm_failed"
+        session.commit()
+        states = {}
+    finally:
+        session.close()
+    from core.releases import confirmation_finished
+
+    confirmation_finished(comparison_id)
+    return states
