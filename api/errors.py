@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
-from core import catalogue
+from core import catalogue, gpus
 from core.jobs import IllegalTransition, JobNotFound, SpecRejected, loc_from_message
 from core.spec import SweepSpec, Timing
 
@@ -34,6 +34,12 @@ def body_too_large_response(limit: int) -> JSONResponse:
 
 
 _MODELS_BY_PREFIX: dict[str, type] = {"": SweepSpec, "timing": Timing}
+# Allowed values for fields whose own message (missing, empty list) does not list them.
+_ALLOWED: dict[str, tuple[str, ...]] = {
+    "kernel": tuple(catalogue.KERNELS),
+    "backends": catalogue.ALL_BACKENDS,
+    "targets": gpus.BUILTIN_TAGS,
+}
 
 
 def clean_error(err: dict[str, Any], prefix: tuple[str | int, ...] = ()) -> dict[str, Any]:
@@ -62,10 +68,10 @@ def clean_error(err: dict[str, Any], prefix: tuple[str | int, ...] = ()) -> dict
                f"allowed: {str(ctx['expected']).replace(' or ', ', ')}")
     elif kind == "missing":
         msg = f"{field}: field required"
-        if inner == ["kernel"]:
-            msg += f"; allowed: {', '.join(catalogue.KERNELS)}"
     elif inner and not loc_from_message(msg):
         msg = f"{field}: {msg}"  # pydantic's own messages do not say which field
+    if field in _ALLOWED and "allowed" not in msg:
+        msg += f"; allowed: {', '.join(_ALLOWED[field])}"
     return {"loc": loc, "msg": msg, "type": kind}
 
 
