@@ -1,0 +1,223 @@
+"""FlashInfer adapters: one prepared call per kernel, for 0.5.x, 0.6.x and 0.7.x.
+
+Every FlashInfer argument is passed by keyword (0.3.0 inserted positional parameters into
+``single_prefill_with_kv_cache``; 0.6 turned the decode ``plan()`` optional positionals into
+deprecated ``*args``). The keyword sets live in the ``*_kwargs`` functions below, which take no
+tensors' values into account beyond shapes and dtypes, so tests check them against each
+version's real signatures without a GPU (tests/test_adapters.py).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from worker.harness.inputs import Inputs, torch_dtype
+from worker.harness.prepared import Prepared
+
+WORKSPACE_BYTES = 256 * 1024 * 1024
+"""Float workspace for the batch wrappers (split-KV partial outputs); FlashInfer's examples use
+128 MiB, large prefill batches need more."""
+
+
+def _dtypes(params: dict[str, Any]) -> tuple[torch.dtype, torch.dtype]:
+    dt = torch_dtype(params["dtype"])
+    return dt, torch_dtype(params.get("kv_dtype") or params["dtype"])
+
+
+def single_decode_kwargs(params: dict[str, Any], scale: float) -> dict[str, Any]:
+    return {
+        "kv_layout": params["kv_layout"],
+        "use_tensor_cores": bool(params["use_tensor_cores"]),
+        "sm_scale": scale,
+    }
+
+
+def single_prefill_kwargs(params: dict[str, Any], scale: float, backend: str) -> dict[str, Any]:
+    return {
+        "causal": bool(params["causal"]),
+        "kv_layout": params["kv_layout"],
+        "sm_scale": scale,
+        "backend": backend,
+    }
+
+
+def decode_init_kwargs(params: dict[str, Any], backend: str) -> dict[str, Any]:
+    return {
+        "kv_layout": params["kv_layout"],
+        "use_tensor_cores": bool(params["use_tensor_cores"]),
+        "backend": backend,
+    }
+
+
+def decode_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
+    p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
+    return {
+        "indptr": inp.meta["kv_indptr"],
+        "indices": inp.meta["kv_indices"],
+        "last_page_len": inp.meta["kv_last_page_len"],
+        "num_qo_heads": p["num_qo_heads"],
+        "num_kv_heads": p["num_kv_heads"],
+        "head_dim": p["head_dim"],
+        "page_size": p["page_size"],
+        "q_data_type": dt,
+        "kv_data_type": kv_dt,
+        "sm_scale": scale,
+    }
+
+
+def prefill_init_kwargs(params: dict[str, Any], backend: str) -> dict[str, Any]:
+    return {"kv_layout": params.get("kv_layout", "NHD"), "backend": backend}
+
+
+def prefill_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
+    p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
+    return {
+        "qo_indptr": inp.meta["qo_indptr"],
+        "paged_kv_indptr": inp.meta["kv_indptr"],
+        "paged_kv_indices": inp.meta["kv_indices"],
+        "paged_kv_last_page_len": inp.meta["kv_last_page_len"],
+        "num_qo_heads": p["num_qo_heads"],
+        "num_kv_heads": p["num_kv_heads"],
+        "head_dim_qk": p["head_dim"],
+        "page_size": p["page_size"],
+        "causal": bool(p["causal"]),
+        "sm_scale": scale,
+        "q_data_type": dt,
+        "kv_data_type": kv_dt,
+    }
+
+
+def ragged_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
+    p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
+    return {
+        "qo_indptr": inp.meta["qo_indptr"],
+        "kv_indptr": inp.meta["kv_indptr"],
+        "num_qo_heads": p["num_qo_heads"],
+        "num_kv_heads": p["num_kv_heads"],
+        "head_dim_qk": p["head_dim"],
+        "causal": bool(p["causal"]),
+        "sm_scale": scale,
+        "q_data_type": dt,
+        "kv_data_type": kv_dt,
+    }
+
+
+def mla_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
+    p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
+    return {
+        "qo_indptr": inp.meta["qo_indptr"],
+        "kv_indptr": inp.meta["kv_indptr"],
+        "kv_indices": inp.meta["kv_indices"],
+        "kv_len_arr": inp.meta["kv_lens"],
+        "num_heads": p["num_qo_heads"],
+        "head_dim_ckv": p["head_dim_ckv"],
+        "head_dim_kpe": p["head_dim_kpe"],
+        "page_size": p["page_size"],
+        "causal": False,
+        "sm_scale": scale,
+        "q_data_type": dt,
+        "kv_data_type": kv_dt,
+    }
+
+
+def resolved_backend(wrapper: Any, requested: str, tensor_cores: bool = True) -> str:
+    """What ``auto`` became. 0.7 exposes ``resolved_backend``; earlier versions overwrite
+    ``_backend`` in plan() (prefill) or keep ``auto`` for the CUDA-core decode kernel, which is
+    FlashInfer's FA2-family decode kernel."""
+    value = getattr(type(wrapper), "resolved_backend", None)
+    if isinstance(value, property):
+        return str(wrapper.resolved_backend)
+    got = str(getattr(wrapper, "_backend", requested))
+    if got == "auto" and not tensor_cores:
+        return "fa2"
+    return got
+
+
+def _split(lens: list[int]) -> Any:
+    def outputs(raw: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.split(raw, lens, dim=0))
+
+    return outputs
+
+
+def _auto_single_prefill(fi: Any, inp: Inputs) -> str:
+    """single_prefill resolves ``auto`` inside the call; ask the same helper it asks."""
+    from flashinfer.utils import determine_attention_backend
+
+    dt, kv_dt = _dtypes(inp.params)
+    dev = inp.data["q"].device
+    d = int(inp.params["head_dim"])
+    try:
+        return str(
+            determine_attention_backend(
+                dev, 0, False, False, dt, kv_dt, head_dim_qk=d, head_dim_vo=d
+            )
+        )
+    except TypeError:  # 0.5.x: no head-dim arguments
+        return str(determine_attention_backend(dev, 0, False, False, dt, kv_dt))
+
+
+def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
+    import flashinfer as fi
+
+    kernel, p = inp.kernel, inp.params
+    if kernel == "single_decode":
+        if backend not in ("auto", "fa2"):
+            raise NotImplementedError(f"single_decode has no backend {backend!r} (auto, fa2)")
+        kw = single_decode_kwargs(p, scale)
+        return Prepared(
+            lambda d: fi.single_decode_with_kv_cache(q=d["q"], k=d["k"], v=d["v"], **kw),
+            lambda o: [o[None]],
+            "fa2",
+        )
+    if kernel == "single_prefill":
+        kw = single_prefill_kwargs(p, scale, backend)
+        resolved = _auto_single_prefill(fi, inp) if backend == "auto" else backend
+        return Prepared(
+            lambda d: fi.single_prefill_with_kv_cache(q=d["q"], k=d["k"], v=d["v"], **kw),
+            lambda o: [o],
+            resolved,
+        )
+    device = next(iter(inp.meta.values())).device
+    workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
+    wrapper: Any
+    tensor_cores = True
+    if kernel == "batch_decode":
+        wrapper = fi.BatchDecodeWithPagedKVCacheWrapper(workspace, **decode_init_kwargs(p, backend))
+        plan_kw = decode_plan_kwargs(inp, scale)
+        tensor_cores = bool(p["use_tensor_cores"])
+        fn: Any = lambda d: wrapper.run(d["q"], d["kv_cache"])  # noqa: E731
+        outputs: Any = _split([1] * len(inp.kv_lens))
+    elif kernel == "batch_prefill":
+        wrapper = fi.BatchPrefillWithPagedKVCacheWrapper(
+            workspace, **prefill_init_kwargs(p, backend)
+        )
+        plan_kw = prefill_plan_kwargs(inp, scale)
+        fn = lambda d: wrapper.run(d["q"], d["kv_cache"])  # noqa: E731
+        outputs = _split(inp.qo_lens)
+    elif kernel == "batch_prefill_ragged":
+        wrapper = fi.BatchPrefillWithRaggedKVCacheWrapper(
+            workspace, kv_layout="NHD", backend=backend
+        )
+        plan_kw = ragged_plan_kwargs(inp, scale)
+        fn = lambda d: wrapper.run(d["q"], d["k"], d["v"])  # noqa: E731
+        outputs = _split(inp.qo_lens)
+    elif kernel == "mla_decode":
+        wrapper = fi.BatchMLAPagedAttentionWrapper(workspace, backend=backend)
+        plan_kw = mla_plan_kwargs(inp, scale)
+        fn = lambda d: wrapper.run(d["q_nope"], d["q_pe"], d["ckv"], d["kpe"])  # noqa: E731
+        outputs = _split([1] * len(inp.kv_lens))
+    else:
+        raise NotImplementedError(f"no FlashInfer adapter for kernel {kernel!r}")
+
+    def plan() -> None:
+        wrapper.plan(**plan_kw)
+
+    t0 = time.perf_counter()
+    plan()
+    torch.cuda.synchronize()
+    first_plan = time.perf_counter() - t0
+    return Prepared(fn, outputs, resolved_backend(wrapper, backend, tensor_cores), plan, first_plan)

@@ -1,0 +1,201 @@
+"""Measuring one (point, backend): inputs, correctness against the float32 reference, first-call
+and plan() seconds, then the timed samples, with telemetry around it. Every failure becomes a
+point message with a status; nothing here ends the harness."""
+
+from __future__ import annotations
+
+import gc
+import time
+import traceback
+from typing import Any
+
+import torch
+
+from core.catalogue import TORCH_BACKENDS
+from worker.harness import timing
+from worker.harness.inputs import Inputs, flashinfer_inputs, sm_scale, torch_inputs
+from worker.harness.prepared import Prepared
+from worker.harness.reference import max_abs_error, reference, tolerance
+from worker.harness.telemetry import Nvml, is_throttled
+from worker.harness.torch_backends import prepare_torch
+
+
+class Unsupported(Exception):
+    """The backend refuses this combination; the message is the library's own."""
+
+
+# Phrases FlashInfer (and torch) use when refusing a combination rather than failing on it.
+_UNSUPPORTED_HINTS = (
+    "not supported",
+    "unsupported",
+    "not implemented",
+    "only supports",
+    "does not support",
+    "only support",
+    "is not available",
+    "requires sm",
+    "not compiled",
+    "no kernel",
+    "invalid backend",
+)
+
+
+def classify(exc: BaseException) -> str:
+    if isinstance(exc, Unsupported | NotImplementedError):
+        return "unsupported"
+    text = str(exc).lower()
+    return "unsupported" if any(h in text for h in _UNSUPPORTED_HINTS) else "error"
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _prepare(backend: str, inp: Inputs, scale: float, device: str) -> Prepared:
+    if backend in TORCH_BACKENDS:
+        kv = inp.params.get("kv_dtype")
+        if kv and str(kv).startswith("float8"):
+            raise Unsupported(f"{backend} has no fp8 KV path (kv_dtype={kv})")
+        return prepare_torch(backend, inp, scale)
+    if device != "cuda":
+        raise Unsupported(f"FlashInfer backend {backend!r} needs a CUDA device")
+    from worker.harness.flashinfer_backends import prepare_flashinfer  # lazy: imports flashinfer
+
+    return prepare_flashinfer(backend, inp, scale)
+
+
+class Measurer:
+    def __init__(self, device: str, timing_cfg: dict[str, Any]) -> None:
+        self.device = device
+        self.warmup = int(timing_cfg.get("warmup", 5))
+        self.iterations = int(timing_cfg.get("iterations", 30))
+        self.cold_l2 = bool(timing_cfg.get("cold_l2", True))
+        self.check = bool(timing_cfg.get("check_correctness", True))
+        self.use_graph = bool(timing_cfg.get("cuda_graph", True))
+        self.nvml = Nvml() if device == "cuda" else None
+        self.l2_bytes = 0
+        if device == "cuda":
+            self.l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0))
+
+    @property
+    def default_method(self) -> str:
+        if self.device != "cuda":
+            return timing.CPU_PERF_COUNTER
+        return timing.CUDA_GRAPH if self.use_graph else timing.CUDA_EVENT
+
+    def measure(
+        self, kernel: str, index: int, params: dict[str, Any], backend: str
+    ) -> dict[str, Any]:
+        msg: dict[str, Any] = {
+            "type": "point",
+            "point_index": index,
+            "backend": backend,
+            "resolved_backend": None,
+            "status": "ok",
+            "error": None,
+            "samples_us": [],
+            "timing_method": None,
+            "jit_seconds": None,
+            "plan_seconds": None,
+            "max_abs_error": None,
+            "peak_memory_bytes": None,
+            "throttled": False,
+            "telemetry": {},
+        }
+        telemetry: dict[str, Any] = msg["telemetry"]
+        if self.nvml is not None:
+            telemetry["nvml_before"] = self.nvml.snapshot()
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            self._measure(kernel, params, backend, msg)
+        except Exception as exc:  # one point never ends the harness
+            msg["status"] = classify(exc)
+            msg["error"] = f"{type(exc).__name__}: {exc}".strip()[:4000]
+            if msg["status"] == "error":
+                telemetry["traceback"] = traceback.format_exc(limit=8)[-4000:]
+            msg["samples_us"] = []
+        finally:
+            if self.device == "cuda":
+                try:
+                    torch.cuda.synchronize()
+                    msg["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated())
+                except Exception:  # a broken context: keep the message we have
+                    pass
+            if self.nvml is not None:
+                telemetry["nvml_after"] = self.nvml.snapshot()
+                before = (telemetry.get("nvml_before") or {}).get("throttle_reasons")
+                after = (telemetry.get("nvml_after") or {}).get("throttle_reasons")
+                msg["throttled"] = is_throttled(before, after)
+            gc.collect()
+            if self.device == "cuda":
+                torch.cuda.empty_cache()
+        return msg
+
+    def _measure(
+        self, kernel: str, params: dict[str, Any], backend: str, msg: dict[str, Any]
+    ) -> None:
+        telemetry = msg["telemetry"]
+        scale = sm_scale(kernel, params)
+        build = torch_inputs if backend in TORCH_BACKENDS else flashinfer_inputs
+        inp = build(kernel, params, self.device)
+        t0 = time.perf_counter()
+        prepared = _prepare(backend, inp, scale, self.device)
+        first = prepared.fn(inp.data)
+        _sync(self.device)
+        # First call (and first plan()): module load and JIT compilation land here, never in
+        # the samples.
+        msg["jit_seconds"] = time.perf_counter() - t0
+        msg["resolved_backend"] = prepared.resolved_backend
+        if prepared.plan is not None:
+            plans = []
+            for _ in range(3):
+                _sync(self.device)
+                t1 = time.perf_counter()
+                prepared.plan()
+                _sync(self.device)
+                plans.append(time.perf_counter() - t1)
+            msg["plan_seconds"] = sorted(plans)[1]
+            telemetry["first_plan_seconds"] = prepared.first_plan_seconds
+        if self.check:
+            err = max_abs_error(prepared.outputs(first), reference(inp, scale))
+            msg["max_abs_error"] = err
+            tol = tolerance(params)
+            telemetry["tolerance"] = tol
+            if not err <= tol:
+                msg["status"] = "incorrect"
+                msg["error"] = f"max abs error {err:.3g} vs float32 reference exceeds {tol:g}"
+        del first
+        msg["samples_us"], msg["timing_method"] = self._time(prepared, inp, telemetry)
+
+    def _time(
+        self, prepared: Prepared, inp: Inputs, telemetry: dict[str, Any]
+    ) -> tuple[list[float], str]:
+        if self.device != "cuda":
+            return (
+                timing.time_cpu(prepared.fn, [inp.data], self.warmup, self.iterations),
+                timing.CPU_PERF_COUNTER,
+            )
+        free, _ = torch.cuda.mem_get_info()
+        rot = timing.rotation_for(inp.data_bytes(), self.l2_bytes, free, self.cold_l2)
+        datas = [inp.data] + [inp.copy_data() for _ in range(rot.copies - 1)]
+        ptrs = [tuple(inp.data_ptrs(d)) for d in datas]
+        telemetry["rotation"] = {**rot.as_dict(), "distinct_copies": len(set(ptrs))}
+        if self.use_graph:
+            try:
+                est = timing.estimate_call_us(prepared.fn, datas)
+                calls = timing.calls_per_graph(rot.copies, est)
+                res = timing.time_cuda_graph(
+                    prepared.fn, datas, self.warmup, self.iterations, calls, inp.data_ptrs
+                )
+                telemetry["rotation"].update(res.rotation_check())
+                telemetry["rotation"]["verified"] = res.rotation_check()[
+                    "distinct_inputs_in_graph"
+                ] == min(calls, rot.copies)
+                return res.samples_us, timing.CUDA_GRAPH
+            except Exception as exc:  # capture refused (host sync inside, …): events instead
+                telemetry["cuda_graph_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+                torch.cuda.synchronize()
+        samples = timing.time_cuda_events(prepared.fn, datas, self.warmup, self.iterations)
+        return samples, timing.CUDA_EVENT

@@ -1,0 +1,172 @@
+"""Timing one prepared call: CUDA-graph replay with cold-L2 input rotation on a GPU, CUDA
+events as the labelled fallback, ``time.perf_counter`` on the CPU.
+
+CUDA graph replay (``cuda_graph``): after eager warm-up, ``calls`` invocations are captured in
+one graph, invocation ``i`` reading input copy ``i % copies``; each replay is bracketed by CUDA
+events and one sample is the replay's GPU time divided by ``calls``. Launch overhead
+disappears (kernels run back to back as in a serving loop's graph) and, with enough copies,
+each invocation finds its inputs out of L2: the copies' total is at least ``L2_FACTOR`` times
+the L2 size (FlashInfer's own ``bench_gpu_time`` uses the same threshold). The pointers each
+captured invocation read are recorded so the rotation is checked, not assumed (FlashInfer
+issue 4468 was a benchmark whose rotation silently did nothing).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+CPU_PERF_COUNTER = "cpu_perf_counter"
+CUDA_GRAPH = "cuda_graph"
+CUDA_EVENT = "cuda_event"
+
+L2_FACTOR = 5
+"""Rotated inputs total at least this many times the L2 size (cold L2 for every call)."""
+MEMORY_FRACTION = 0.4
+"""Rotation copies may take at most this fraction of the GPU memory free before copying."""
+MAX_COPIES = 1024
+MAX_CALLS_PER_GRAPH = 10
+GRAPH_TARGET_US = 1000.0
+"""A graph holds enough calls to run about this long (at most MAX_CALLS_PER_GRAPH, at least
+one pass over the copies), so per-replay event overhead is negligible."""
+
+Fn = Callable[[dict[str, Any]], Any]
+
+
+@dataclass
+class Rotation:
+    copies: int
+    bytes_per_copy: int
+    l2_bytes: int
+    capped_by_memory: bool = False
+
+    @property
+    def total_bytes(self) -> int:
+        return self.copies * self.bytes_per_copy
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "copies": self.copies,
+            "bytes_per_copy": self.bytes_per_copy,
+            "rotation_bytes": self.total_bytes,
+            "l2_bytes": self.l2_bytes,
+            "l2_multiple": round(self.total_bytes / self.l2_bytes, 2) if self.l2_bytes else None,
+            "capped_by_memory": self.capped_by_memory,
+        }
+
+
+def rotation_for(bytes_per_copy: int, l2_bytes: int, free_bytes: int, cold_l2: bool) -> Rotation:
+    """How many input copies make every call cold in L2: one when a single copy is already
+    L2_FACTOR times the L2, else enough to reach that total, capped by free memory."""
+    if not cold_l2 or l2_bytes <= 0 or bytes_per_copy <= 0:
+        return Rotation(1, bytes_per_copy, l2_bytes)
+    if bytes_per_copy >= L2_FACTOR * l2_bytes:
+        return Rotation(1, bytes_per_copy, l2_bytes)
+    want = max(2, math.ceil(L2_FACTOR * l2_bytes / bytes_per_copy))
+    fit = max(1, int(MEMORY_FRACTION * free_bytes) // bytes_per_copy)
+    copies = min(want, fit, MAX_COPIES)
+    return Rotation(copies, bytes_per_copy, l2_bytes, capped_by_memory=copies < want)
+
+
+def calls_per_graph(copies: int, est_call_us: float) -> int:
+    """At least one pass over the copies; otherwise about GRAPH_TARGET_US of work."""
+    per_time = max(1, min(MAX_CALLS_PER_GRAPH, math.ceil(GRAPH_TARGET_US / max(est_call_us, 1e-3))))
+    return max(copies, per_time)
+
+
+def time_cpu(fn: Fn, datas: list[dict[str, Any]], warmup: int, iterations: int) -> list[float]:
+    for i in range(warmup):
+        fn(datas[i % len(datas)])
+    samples = []
+    for i in range(iterations):
+        t0 = time.perf_counter()
+        fn(datas[i % len(datas)])
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return samples
+
+
+def estimate_call_us(fn: Fn, datas: list[dict[str, Any]], calls: int = 3) -> float:
+    """Mean GPU time of a few eager calls (events), to size the graph."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for i in range(calls):
+        fn(datas[i % len(datas)])
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1000.0 / calls
+
+
+def time_cuda_events(
+    fn: Fn, datas: list[dict[str, Any]], warmup: int, iterations: int
+) -> list[float]:
+    """Fallback: events around each eager call (includes launch gaps for tiny kernels)."""
+    for i in range(warmup):
+        fn(datas[i % len(datas)])
+    events = [
+        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        for _ in range(iterations)
+    ]
+    torch.cuda.synchronize()
+    for i, (s, e) in enumerate(events):
+        s.record()
+        fn(datas[i % len(datas)])
+        e.record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) * 1000.0 for s, e in events]
+
+
+@dataclass
+class GraphTiming:
+    samples_us: list[float]
+    calls: int
+    pointers_per_call: list[tuple[int, ...]]
+
+    def rotation_check(self) -> dict[str, Any]:
+        """Whether consecutive captured calls really read different memory."""
+        distinct = len(set(self.pointers_per_call))
+        return {"calls_per_replay": self.calls, "distinct_inputs_in_graph": distinct}
+
+
+def time_cuda_graph(
+    fn: Fn,
+    datas: list[dict[str, Any]],
+    warmup: int,
+    iterations: int,
+    calls: int,
+    pointers: Callable[[dict[str, Any]], list[int]],
+) -> GraphTiming:
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up off the capture stream, as torch requires
+        for i in range(max(3, len(datas))):
+            fn(datas[i % len(datas)])
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    used: list[tuple[int, ...]] = []
+    with torch.cuda.graph(graph):
+        for i in range(calls):
+            data = datas[i % len(datas)]
+            used.append(tuple(pointers(data)))
+            fn(data)
+    for _ in range(max(1, warmup)):
+        graph.replay()
+    events = [
+        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        for _ in range(iterations)
+    ]
+    torch.cuda.synchronize()
+    for s, e in events:
+        s.record()
+        graph.replay()
+        e.record()
+    torch.cuda.synchronize()
+    samples = [s.elapsed_time(e) * 1000.0 / calls for s, e in events]
+    del graph
+    return GraphTiming(samples, calls, used)
