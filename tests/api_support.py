@@ -38,3 +38,17 @@ def decode_spec(**overrides: Any) -> dict[str, Any]:
     }
     spec.update(overrides)
     return spec
+
+
+def add_node(name: str, tags: list[str], age_seconds: float = 0.0, **extra: Any) -> int:
+    """Register a node as a worker would, with a heartbeat ``age_seconds`` old."""
+    from datetime import timedelta
+
+    from core.models import Node, utcnow
+
+    with session_scope() as session:
+        node = Node(name=name, hostname=name.split(":")[0], tags=tags,
+                    last_heartbeat=utcnow() - timedelta(seconds=age_seconds), **extra)
+        session.add(node)
+        session.flush()
+        return node.id
