@@ -19,8 +19,8 @@ from tests.conftest import configure
 
 
 def _create(session: Session, **overrides: Any) -> tuple[Job, list[Run]]:
-    job, created, runs = jobs.create_job(session, SweepSpec.model_validate(decode_spec(**overrides)),
-                                         source="api", submitted_by="t")
+    spec = SweepSpec.model_validate(decode_spec(**overrides))
+    job, created, runs = jobs.create_job(session, spec, source="api", submitted_by="t")
     session.commit()
     assert created
     return job, runs
@@ -140,7 +140,7 @@ def test_chunks_follow_live_nodes_and_waiting_reason(session: Session) -> None:
     add_node("b:cpu", ["cpu", "x"])
     add_node("old:cpu", ["cpu"], age_seconds=3600)  # stale: does not count
     assert jobs.waiting_reason(session, job) is None
-    job2, runs2 = _create(session)
+    _, runs2 = _create(session)
     assert [r.point_indices for r in runs2] == [[0, 1], [2, 3]]
     assert [(r.chunk, r.chunks) for r in runs2] == [(0, 2), (1, 2)]
     # Two targets: one run set per target, each on its own queue.
