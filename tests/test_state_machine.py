@@ -46,6 +46,7 @@ def test_run_lifecycle_to_succeeded(session: Session) -> None:
     job, [run] = _create(session)
     assert job.status == "queued" and job.total_points == 8
     node = session.get(Node, add_node("h:cpu", ["cpu"], gpu_name="cpu"))
+    assert node is not None
     jobs.mark_run_started(session, run, node)
     session.commit()
     assert (run.status, job.status, run.attempts, run.node_id) == ("running", "running", 1, node.id)
