@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -374,3 +375,34 @@ def maybe_finish(version: str | None) -> None:
     from core.notify import notify_release
 
     notify_release(release_id)
+
+
+def trigger_release(
+    session: Session,
+    version: str,
+    *,
+    previous: str | None = None,
+    source: str = "manual",
+    submitted_by: str | None = None,
+    before_commit: Callable[[ReleaseStart], None] | None = None,
+) -> ReleaseStart:
+    """``start_release``, commit, then enqueue the new jobs' runs (never before the commit:
+    a worker must not receive a run the database does not hold yet). ``before_commit`` lets
+    the caller store something in the same transaction (the webhook's delivery answer). A
+    broker failure is recorded on the release; the jobs stay queued in the database."""
+    from core.jobs import enqueue_runs
+
+    start = start_release(session, version, previous=previous, source=source,
+                          submitted_by=submitted_by)
+    if before_commit is not None:
+        before_commit(start)
+    session.commit()
+    if start.created and start.runs:
+        try:
+            enqueue_runs(start.runs)
+        except Exception as e:
+            log.exception("release %s: enqueue failed", version)
+            start.release.details = {**(start.release.details or {}),
+                                     "message": f"enqueue failed: {type(e).__name__}: {e}"}
+            session.commit()
+    return start

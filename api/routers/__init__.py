@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routers import health, jobs, nodes
+from api.routers import compare, health, jobs, nodes, regressions, releases, webhooks
 
 ROUTERS: list[APIRouter] = [
     health.router,
     jobs.router,
     nodes.router,
+    compare.router,
+    releases.router,
+    regressions.router,
+    webhooks.router,
 ]
