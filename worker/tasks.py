@@ -39,13 +39,13 @@ log = logging.getLogger(__name__)
 app = get_celery()
 
 # Environment fields that change what a number means: two runs with the same fingerprint
-# (and series key) are comparable. Clocks read once, temperatures, pids and paths are not here.
+# (and series key) are comparable. The GPU's uuid, a clock snapshot, paths and the Python
+# build are not here: another card of the same SKU and setup is the same experiment.
 FINGERPRINT_FIELDS = (
-    "device", "gpu_name", "gpu_sku", "sm_count", "memory_bytes", "memory_total_bytes",
-    "compute_capability", "driver", "driver_version", "cuda", "cuda_version", "cuda_runtime",
-    "torch", "torch_version", "flashinfer", "flashinfer_version", "flashinfer_cubin",
-    "flashinfer_jit_cache", "cudnn", "cudnn_version", "power_limit_w", "max_clocks",
-    "application_clocks", "ecc", "ecc_mode", "mig", "mig_mode", "cpu", "cpu_model",
+    "device", "gpu_name", "sm_count", "capability", "memory_bytes", "l2_cache_bytes",
+    "driver", "power_limit_w", "max_sm_clock_mhz", "max_mem_clock_mhz", "ecc_mode", "mig_mode",
+    "torch", "torch_cuda", "flashinfer", "flashinfer_cubin", "flashinfer_jit_cache",
+    "cpu", "cpu_count", "torch_threads",
 )
 
 
