@@ -3,6 +3,7 @@ the job service, wait for the database to say something."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -73,10 +74,8 @@ def children_of(pid: int) -> list[int]:
     """Direct children of a process (Linux /proc), e.g. a worker's harness subprocess."""
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):
             out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
     return out
 
 
