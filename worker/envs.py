@@ -1,22 +1,233 @@
-"""Which Python runs the harness for a FlashInfer version (one virtualenv per version).
+"""Which Python runs the harness for a FlashInfer version: one virtualenv per version.
 
-Interface used by the worker (``worker.tasks``): ``harness_python`` and ``ready_versions``.
-The GPU-worker work fills in building environments from a wheelhouse or the package index.
+Interface used by the worker (``worker.tasks``, ``worker.node``, ``worker.runner``):
+``harness_python(version, needs_flashinfer)``, ``ready_versions()`` and
+``harness_env(version)``.
+
+Layout under ``settings.resolved_envs_dir`` (``<data_dir>/envs`` by default)::
+
+    <version>/venv/     the virtualenv (``--system-site-packages``: the node's torch is reused)
+    <version>/jit/      FlashInfer's JIT cache for this version (FLASHINFER_WORKSPACE_BASE)
+    <version>/READY     JSON written last: the env is complete (a half-built env has none)
+    .locks/<version>.lock   flock held while building, so two workers never build one env
+
+FlashInfer is installed with ``--no-deps`` plus the few light packages it imports at start
+(``apache-tvm-ffi`` and friends): its full dependency list names CUDA toolkits and DSL
+compilers that the node's torch environment already covers or that only optional backends
+use, and resolving them on a node without an index would fail. From ``KERNELWATCH_WHEELHOUSE``
+(``--no-index --find-links``) when set, else from the package index.
+
+Standard library only at import time (the device bench script uses it where kernelwatch's
+service dependencies are absent); settings are read only when no explicit folder is given.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
 import sys
+import sysconfig
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+FLASHINFER = "flashinfer-python"
+# Imported by ``import flashinfer`` (module name -> distribution). Installed only when the
+# env does not already see them through the system site-packages.
+LIGHT_DEPS = {
+    "tvm_ffi": "apache-tvm-ffi",
+    "einops": "einops",
+    "click": "click",
+    "tabulate": "tabulate",
+    "tqdm": "tqdm",
+    "requests": "requests",
+    "packaging": "packaging",
+    "ninja": "ninja",
+    "pynvml": "nvidia-ml-py",
+    "numpy": "numpy",
+}
+_VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+!-]*$")
+
+
+class EnvBuildError(RuntimeError):
+    pass
+
+
+def _settings_dirs() -> tuple[Path, str]:
+    from core.settings import get_settings
+
+    s = get_settings()
+    return Path(s.resolved_envs_dir), s.wheelhouse
+
+
+def _root(envs_dir: Path | str | None) -> Path:
+    return Path(envs_dir) if envs_dir is not None else _settings_dirs()[0]
+
+
+def _wheelhouse(wheelhouse: str | None) -> str:
+    return wheelhouse if wheelhouse is not None else _settings_dirs()[1]
+
+
+def _check_version(version: str) -> str:
+    if not _VERSION_RE.match(version):
+        raise ValueError(f"not a FlashInfer version: {version!r}")
+    return version
+
+
+def env_dir(version: str, envs_dir: Path | str | None = None) -> Path:
+    return _root(envs_dir) / _check_version(version)
+
+
+def venv_python(version: str, envs_dir: Path | str | None = None) -> Path:
+    return env_dir(version, envs_dir) / "venv" / "bin" / "python"
+
+
+def jit_dir(version: str, envs_dir: Path | str | None = None) -> Path:
+    return env_dir(version, envs_dir) / "jit"
+
+
+def is_ready(version: str, envs_dir: Path | str | None = None) -> bool:
+    return (env_dir(version, envs_dir) / "READY").is_file() and venv_python(
+        version, envs_dir
+    ).exists()
+
+
+def ready_versions(envs_dir: Path | str | None = None) -> list[str]:
+    """FlashInfer versions whose environment is built on this node."""
+    root = _root(envs_dir)
+    if not root.is_dir():
+        return []
+    out = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(v for v in out if _VERSION_RE.match(v) and is_ready(v, root))
+
+
+@contextlib.contextmanager
+def _lock(root: Path, version: str) -> Iterator[None]:
+    locks = root / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{version}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # blocks while another worker builds this version
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _parent_site_dirs() -> list[str]:
+    """Site-packages of the interpreter creating the env. When that interpreter is itself a
+    virtualenv (the node's torch often lives in one), ``--system-site-packages`` would expose
+    only the base interpreter's packages, so these are added through a ``.pth`` file."""
+    paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    return sorted(p for p in paths if Path(p).is_dir())
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    with open(log, "a") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        tail = log.read_text()[-3000:]
+        raise EnvBuildError(f"{' '.join(cmd[:4])} … failed ({proc.returncode}):\n{tail}")
+
+
+def _pip(python: Path, wheelhouse: str) -> list[str]:
+    cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+    if wheelhouse:
+        cmd += ["--no-index", "--find-links", wheelhouse]
+    return cmd
+
+
+def _missing_modules(python: Path) -> list[str]:
+    code = (
+        "import importlib.util, json, sys\n"
+        f"mods = {sorted(LIGHT_DEPS)!r}\n"
+        "print(json.dumps([m for m in mods if importlib.util.find_spec(m) is None]))\n"
+    )
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def installed_version(python: Path, dist: str = FLASHINFER) -> str | None:
+    code = (
+        "import importlib.metadata as m\n"
+        f"try: print(m.version({dist!r}))\n"
+        "except Exception: print('')"
+    )
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+def build_env(
+    version: str, envs_dir: Path | str | None = None, wheelhouse: str | None = None
+) -> Path:
+    """Create (or finish) the env for ``version`` and return its python. Idempotent and safe
+    to call from several workers at once."""
+    root = _root(envs_dir)
+    wh = _wheelhouse(wheelhouse)
+    with _lock(root, version):
+        if is_ready(version, root):
+            return venv_python(version, root)
+        where = env_dir(version, root)
+        shutil.rmtree(where / "venv", ignore_errors=True)  # a half-built one from a crash
+        where.mkdir(parents=True, exist_ok=True)
+        jit_dir(version, root).mkdir(exist_ok=True)
+        log = where / "build.log"
+        log.write_text("")
+        _run([sys.executable, "-m", "venv", "--system-site-packages", str(where / "venv")], log)
+        python = venv_python(version, root)
+        if sys.prefix != sys.base_prefix:
+            site = subprocess.run(
+                [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            # Appended after the env's own site-packages: the env's flashinfer wins.
+            Path(site, "_kernelwatch_parent.pth").write_text("\n".join(_parent_site_dirs()) + "\n")
+        _run([*_pip(python, wh), "--no-deps", f"{FLASHINFER}=={version}"], log)
+        missing = [LIGHT_DEPS[m] for m in _missing_modules(python)]
+        if missing:
+            _run([*_pip(python, wh), *missing], log)
+        got = installed_version(python)
+        if got != version:
+            raise EnvBuildError(f"{FLASHINFER} {version}: env reports {got!r} after install")
+        (where / "READY").write_text(
+            json.dumps(
+                {
+                    "version": version,
+                    "python": str(python),
+                    "built_at": time.time(),
+                    "wheelhouse": wh or None,
+                    "installed_light_deps": missing,
+                }
+            )
+        )
+        return python
 
 
 def harness_python(version: str | None, needs_flashinfer: bool) -> str:
     """The interpreter to run ``python -m worker.harness`` with. A run whose backends are all
-    torch ones needs no FlashInfer, whatever version label it carries: the worker's own."""
+    torch ones needs no FlashInfer, whatever version label it carries: the worker's own.
+    A FlashInfer version not built yet is built now (from the wheelhouse or the index)."""
     if version is None or not needs_flashinfer:
         return sys.executable
-    raise RuntimeError(f"FlashInfer {version}: version environments are not built yet")
+    return str(build_env(version))
 
 
-def ready_versions() -> list[str]:
-    """FlashInfer versions whose environment is built on this node."""
-    return []
+def harness_env(
+    version: str | None, envs_dir: Path | str | None = None, base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Environment variables for the harness of ``version``: its own JIT cache folder, so
+    versions never share compiled modules. ``base`` (default ``os.environ``) is copied."""
+    env = dict(os.environ if base is None else base)
+    if version is not None:
+        jit = jit_dir(version, envs_dir)
+        jit.mkdir(parents=True, exist_ok=True)
+        env["FLASHINFER_WORKSPACE_BASE"] = str(jit)
+    return env

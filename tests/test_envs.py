@@ -1,0 +1,108 @@
+"""Version environments built from a wheelhouse of real (tiny, test-built) wheels: one venv per
+version, --no-index from the wheelhouse, READY marker, per-version JIT folder, the build lock,
+and the node's packages visible inside the env (--system-site-packages + parent .pth)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import subprocess
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from worker import envs
+
+
+def _wheel(folder: Path, dist: str, version: str, module: str, body: str) -> Path:
+    """A minimal valid pure-Python wheel (PEP 427) holding ``module/__init__.py``."""
+    name = dist.replace("-", "_")
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": body,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    record.append(f"{info}/RECORD,,")
+    out = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(out, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+        zf.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wh = tmp_path_factory.mktemp("wheelhouse")
+    for v in ("0.0.1", "0.0.2"):
+        _wheel(wh, "flashinfer-python", v, "flashinfer", f"__version__ = {v!r}\n")
+    # The light dependencies the env does not already see get installed from here too.
+    for module, dist in envs.LIGHT_DEPS.items():
+        _wheel(wh, dist, "0.0.1", module, "FAKE = True\n")
+    return wh
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Path:
+    root = tmp_path_factory.mktemp("envs")
+    envs.build_env("0.0.1", root, str(wheelhouse))
+    return root
+
+
+def _py(python: Path, code: str) -> str:
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_env_has_its_version_and_sees_the_node_torch(built: Path) -> None:
+    python = envs.venv_python("0.0.1", built)
+    assert envs.ready_versions(built) == ["0.0.1"]
+    assert _py(python, "import flashinfer; print(flashinfer.__version__)") == "0.0.1"
+    # torch is not installed into the env: it comes from the interpreter that built it.
+    torch_file = _py(python, "import torch; print(torch.__file__)")
+    assert not torch_file.startswith(str(built))
+    # The repository's harness package imports inside the env (runner puts the repo on PATH).
+    assert envs.harness_python("0.0.1", needs_flashinfer=False) != str(python)
+
+
+def test_versions_side_by_side_with_own_jit_cache(built: Path, wheelhouse: Path) -> None:
+    envs.build_env("0.0.2", built, str(wheelhouse))
+    assert envs.ready_versions(built) == ["0.0.1", "0.0.2"]
+    a = envs.harness_env("0.0.1", built, base={})
+    b = envs.harness_env("0.0.2", built, base={})
+    assert a["FLASHINFER_WORKSPACE_BASE"] != b["FLASHINFER_WORKSPACE_BASE"]
+    assert Path(a["FLASHINFER_WORKSPACE_BASE"]).is_dir()
+    assert envs.harness_env(None, built, base={"X": "1"}) == {"X": "1"}
+
+
+def test_build_is_idempotent_and_locked(built: Path, wheelhouse: Path) -> None:
+    marker = built / "0.0.1" / "READY"
+    before = marker.read_text()
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        str(envs.build_env("0.0.1", built, str(wheelhouse))))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and marker.read_text() == before
+
+
+def test_missing_version_in_wheelhouse_fails_and_is_not_ready(tmp_path: Path,
+                                                                wheelhouse: Path) -> None:
+    with pytest.raises(envs.EnvBuildError, match="flashinfer-python==9.9.9"):
+        envs.build_env("9.9.9", tmp_path, str(wheelhouse))
+    assert envs.ready_versions(tmp_path) == []
+
+
+def test_bad_version_string_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        envs.env_dir("../../etc", tmp_path)
