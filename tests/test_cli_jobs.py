@@ -1,0 +1,142 @@
+"""The job commands of the CLI against a real API server (uvicorn on a free port)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from api.main import create_app
+from cli.main import cli
+from core import jobs
+from core.db import session_scope
+from core.models import Job, Run
+from core.results import store_point
+from core.settings import Settings
+from core.spec import SweepSpec
+from tests.api_support import decode_spec, new_token
+from tests.conftest import configure
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def api_server(kw_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    configure(monkeypatch, api_url=url)
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    monkeypatch.setenv("KERNELWATCH_TOKEN", new_token("cli"))
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps tables to 80 columns off a terminal
+    yield url
+    server.should_exit = True
+    thread.join(5)
+
+
+SPEC_YAML = """
+name: cli-sweep
+kernel: batch_decode
+backends: [torch-sdpa]
+targets: [cpu]
+params:
+  batch_size: [1, 2]
+  kv_len: [64]
+  num_qo_heads: [4]
+  num_kv_heads: [2]
+  head_dim: [64]
+"""
+
+
+def _fake_worker(job_id: int) -> None:
+    """Measure the job through the service calls a worker makes (no Celery worker here)."""
+    time.sleep(0.5)
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        grid = SweepSpec.model_validate(job.spec).grid()
+        runs = list(session.scalars(select(Run).where(Run.job_id == job_id)))
+        for run in runs:
+            jobs.mark_run_started(session, run, None)
+            session.commit()
+            for i in run.point_indices:
+                store_point(session, run, job.kernel, grid[i], {
+                    "point_index": i, "backend": "torch-sdpa", "status": "ok",
+                    "samples_us": [50.0 + k % 3 for k in range(30)]})
+                session.commit()
+                time.sleep(0.2)
+            jobs.mark_run_finished(session, run)
+
+
+def test_submit_wait_jobs_results(api_server: str, tmp_path: Path) -> None:
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(SPEC_YAML)
+    runner = CliRunner()
+    worker = threading.Thread(target=_fake_worker, args=(1,))
+    worker.start()
+    res = runner.invoke(cli, ["submit", str(spec), "--wait", "--poll", "0.2"])
+    worker.join()
+    assert res.exit_code == 0, res.output
+    assert "job 1 submitted" in res.output
+    assert "succeeded" in res.output
+    assert "batch_size=1 " in res.output and "51.00" in res.output
+    assert "kv_len=64 num_qo_heads=4" in res.output  # the fixed parameters, in the title
+
+    res = runner.invoke(cli, ["jobs"])
+    assert res.exit_code == 0 and "cli-sweep" in res.output and "succeeded" in res.output
+
+    res = runner.invoke(cli, ["results", "1", "--csv"])
+    assert res.exit_code == 0
+    header, *lines = res.output.strip().splitlines()
+    assert "median_us" in header and len(lines) == 2
+    res = runner.invoke(cli, ["results", "1", "--json"])
+    rows = json.loads(res.output)
+    assert [r["median_us"] for r in rows] == [51.0, 51.0]
+    with session_scope() as s:
+        assert s.scalars(select(Job.source)).one() == "cli"
+
+
+def test_api_errors_are_readable_with_exit_2(api_server: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(decode_spec(params={"dtype": ["float32"]})))
+    res = CliRunner().invoke(cli, ["submit", str(bad)])
+    assert res.exit_code == 2
+    assert "params.dtype: params.dtype: 'float32' is not allowed" not in res.output
+    assert "params.dtype:" in res.output and "allowed: float16, bfloat16" in res.output
+    monkeypatch.setenv("KERNELWATCH_TOKEN", "wrong")
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(decode_spec()))
+    res = CliRunner().invoke(cli, ["submit", str(good)])
+    assert res.exit_code == 2 and "401" in res.output and "token create" in res.output
+
+
+def test_unreachable_api(kw_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, api_url=f"http://127.0.0.1:{_free_port()}")
+    res = CliRunner().invoke(cli, ["jobs"])
+    assert res.exit_code == 1 and "cannot reach the API" in res.output
+
+
+def test_token_create(kw_env: Settings) -> None:
+    res = CliRunner().invoke(cli, ["token", "create", "--name", "ci"])
+    assert res.exit_code == 0 and len(res.output.strip()) > 30
+    res = CliRunner().invoke(cli, ["token", "create", "--name", "ci"])
+    assert res.exit_code == 1 and "already exists" in res.output
