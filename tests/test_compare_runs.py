@@ -1,0 +1,186 @@
+"""compare_runs / persist_comparison on real recorded samples (CPU runs measured through the
+real harness: tests/fixtures/compare/, recorded by bench/regression_record_cpu_fixture.py;
+GPU runs: tests/fixtures/gpu/ when present), and GET /v1/compare."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.main import create_app
+from core.compare import (
+    BASELINE_ONLY,
+    CONTENDER_ONLY,
+    NOT_COMPARABLE,
+    REGRESSION,
+    UNCHANGED,
+    UnknownRunsError,
+    compare_runs,
+    persist_comparison,
+)
+from core.fixtures import import_job
+from core.models import Comparison, Regression, Run
+from core.series import series_key
+from core.settings import Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CPU = json.loads((FIXTURES / "compare" / "cpu_same_spec_two_runs.json").read_text())
+
+
+def load(session: Session, data: dict[str, Any]) -> list[int]:
+    job = import_job(session, data)
+    session.commit()
+    return list(session.scalars(select(Run.id).where(Run.job_id == job.id).order_by(Run.id)))
+
+
+def ok_points(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for r in data["runs"] for p in r["points"] if p["status"] == "ok"]
+
+
+def test_a_run_compared_with_itself_reports_no_change(session: Session) -> None:
+    runs = load(session, CPU["baseline"])
+    result = compare_runs(session, runs, runs)
+    assert len(result.points) == sum(len(r["points"]) for r in CPU["baseline"]["runs"])
+    assert result.counts[REGRESSION] == 0 and result.counts["improvement"] == 0
+    compared = [p for p in result.points if p.ratio is not None]
+    assert len(compared) == len(ok_points(CPU["baseline"])) > 0
+    for p in compared:
+        assert p.ratio == 1.0 and p.ci_low <= 1.0 <= p.ci_high  # type: ignore[operator]
+        assert p.verdict == UNCHANGED
+    for g in result.groups:
+        assert g.geomean_ratio == pytest.approx(1.0)
+        assert g.geomean_ci_low <= 1.0 <= g.geomean_ci_high  # type: ignore[operator]
+
+
+def test_planted_slowdown_on_real_samples_is_the_one_regression(session: Session) -> None:
+    base = CPU["baseline"]
+    cont = copy.deepcopy(base)
+    target = ok_points(cont)[0]
+    target["samples"]["latency_us"] = [v * 1.5 for v in target["samples"]["latency_us"]]
+    b_runs, c_runs = load(session, base), load(session, cont)
+    result = compare_runs(session, b_runs, c_runs)
+    regressed = [p for p in result.points if p.verdict == REGRESSION]
+    assert len(regressed) == 1
+    assert regressed[0].backend == target["backend"] and regressed[0].params == target["params"]
+    assert regressed[0].ratio == pytest.approx(1.5)
+    assert all(p.verdict == UNCHANGED for p in result.points if p is not regressed[0]
+               and p.ratio is not None)
+    group = next(g for g in result.groups if g.backend == target["backend"])
+    assert group.worst_ratio == pytest.approx(1.5) and group.regressions == 1
+    assert group.geomean_ratio is not None and group.geomean_ratio > 1.0
+
+    comparison = persist_comparison(session, result, ("0.6.18", "0.6.18.post1"))
+    session.commit()
+    regs = session.scalars(select(Regression).where(
+        Regression.comparison_id == comparison.id)).all()
+    assert [(r.state, r.backend, r.baseline_version, r.contender_version) for r in regs] == [
+        ("open", target["backend"], "0.6.18", "0.6.18.post1")]
+    stored = session.get(Comparison, comparison.id)
+    assert stored is not None and stored.summary["counts"][REGRESSION] == 1
+    assert len(stored.summary["points"]) == len(result.points)
+
+
+def test_points_on_one_side_and_not_ok_points_are_listed(session: Session) -> None:
+    base = CPU["baseline"]
+    cont = copy.deepcopy(base)
+    run = cont["runs"][0]
+    dropped = run["points"].pop()  # measured in the baseline only
+    broken = next(p for p in run["points"] if p["status"] == "ok")
+    broken.update(status="incorrect", error="max abs error 0.5 > 0.01")
+    extra = copy.deepcopy(broken)  # measured in the contender only
+    params = {**extra["params"], "batch_size": 64}
+    extra.update(params=params, point_index=99, status="ok", error=None,
+                 series_key=series_key(extra["kernel"], params, extra["backend"],
+                                       extra["gpu_sku"]))
+    run["points"].append(extra)
+    result = compare_runs(session, load(session, base), load(session, cont))
+    by_verdict = {v: [p for p in result.points if p.verdict == v]
+                  for v in (BASELINE_ONLY, CONTENDER_ONLY, NOT_COMPARABLE)}
+    assert [(p.backend, p.params) for p in by_verdict[BASELINE_ONLY]] == [
+        (dropped["backend"], dropped["params"])]
+    assert by_verdict[BASELINE_ONLY][0].contender_status is None
+    assert [p.params["batch_size"] for p in by_verdict[CONTENDER_ONLY]] == [64]
+    (nc,) = by_verdict[NOT_COMPARABLE]
+    assert (nc.baseline_status, nc.contender_status) == ("ok", "incorrect")
+    assert nc.contender_error == "max abs error 0.5 > 0.01" and nc.ratio is None
+    assert "baseline_only" in result.to_csv() and "incorrect" in result.to_csv()
+
+
+def test_unknown_runs_and_bad_threshold(session: Session) -> None:
+    runs = load(session, CPU["baseline"])
+    with pytest.raises(UnknownRunsError, match="contender: unknown run id"):
+        compare_runs(session, runs, [999999])
+    with pytest.raises(ValueError, match="threshold"):
+        compare_runs(session, runs, runs, threshold=1.5)
+
+
+def test_compare_endpoint_json_csv_and_errors(kw_env: Settings, session: Session) -> None:
+    b = load(session, CPU["baseline"])
+    c = load(session, CPU["contender"])
+    with TestClient(create_app()) as client:
+        r = client.get("/v1/compare", params={"baseline": ",".join(map(str, b)),
+                                              "contender": ",".join(map(str, c))})
+        assert r.status_code == 200
+        body = r.json()
+        assert body["baseline_run_ids"] == b and len(body["points"]) > 0
+        assert sum(body["counts"].values()) == len(body["points"])
+        r = client.get("/v1/compare", params={"baseline": b[0], "contender": c[0],
+                                              "format": "csv", "threshold": 0.05})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+        assert r.text.splitlines()[0].startswith("series_key,kernel,backend")
+        r = client.get("/v1/compare", params={"baseline": "abc", "contender": c[0]})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "baseline"]
+        r = client.get("/v1/compare", params={"baseline": b[0], "contender": c[0],
+                                              "threshold": 2})
+        assert r.status_code == 422 and "threshold" in r.json()["detail"][0]["msg"]
+        r = client.get("/v1/compare", params={"baseline": b[0], "contender": c[0],
+                                              "format": "xml"})
+        assert r.status_code == 422 and "json, csv" in r.json()["detail"][0]["msg"]
+        r = client.get("/v1/compare", params={"baseline": 424242, "contender": c[0]})
+        assert r.status_code == 404 and "424242" in r.json()["detail"]
+        assert client.get("/v1/compare", params={"contender": c[0]}).status_code == 422
+
+
+GPU_FIXTURES = sorted((FIXTURES / "gpu").glob("*same_version*.json"))
+
+
+@pytest.mark.parametrize("path", GPU_FIXTURES, ids=[p.name for p in GPU_FIXTURES])
+def test_two_runs_of_the_same_version_on_the_same_gpu_report_no_regression(
+    session: Session, path: Path
+) -> None:
+    """Two runs of one FlashInfer version measured one after the other on one GPU."""
+    data = json.loads(path.read_text())
+    result = compare_runs(session, load(session, data["baseline"]),
+                          load(session, data["contender"]))
+    assert result.counts[REGRESSION] == 0, [
+        (p.kernel, p.backend, p.params, p.ratio, p.ci_low) for p in result.regressions]
+    ratios = np.array([p.ratio for p in result.points if p.ratio is not None])
+    assert ratios.size > 0 and np.all(np.abs(ratios - 1) < 0.03)
+
+
+def test_cli_compare_prints_the_verdict_table(kw_env: Settings, session: Session) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    base = CPU["baseline"]
+    cont = copy.deepcopy(base)
+    target = ok_points(cont)[0]
+    target["samples"]["latency_us"] = [v * 1.5 for v in target["samples"]["latency_us"]]
+    b, c = load(session, base), load(session, cont)
+    out = CliRunner().invoke(cli, ["compare", ",".join(map(str, b)), ",".join(map(str, c))],
+                             env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "regression" in out.output and "+50.0%" in out.output
+    bad = CliRunner().invoke(cli, ["compare", "x", "1"])
+    assert bad.exit_code != 0 and "BASELINE" in bad.output
+    missing = CliRunner().invoke(cli, ["compare", "999999", str(c[0])])
+    assert missing.exit_code != 0 and "unknown run id" in missing.output
