@@ -206,9 +206,21 @@ class NodeService:
             return 0
 
     def stop(self) -> None:
+        """Stop beating and mark the node gone (heartbeat in the past), so that other nodes'
+        reapers take over a run it leaves behind without waiting ``node_stale_seconds``."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.node_id is None:
+            return
+        try:
+            with session_scope() as session:
+                node = session.get(Node, self.node_id)
+                if node is not None:
+                    stale = get_settings().node_stale_seconds + 1
+                    node.last_heartbeat = datetime.now(UTC) - timedelta(seconds=stale)
+        except Exception:
+            log.exception("could not mark node %s stopped", self.ident.name)
 
     def _loop(self) -> None:
         settings = get_settings()

@@ -14,7 +14,6 @@ import json
 import logging
 from typing import Any
 
-from celery.exceptions import Reject
 from sqlalchemy.orm import Session
 
 from core import hooks
@@ -51,7 +50,13 @@ FINGERPRINT_FIELDS = (
 
 class _Shutdown:
     """Set from Celery's ``worker_shutting_down`` (a signal handler): the task stops its
-    harness at once and gives the run back to the queue instead of finishing it."""
+    harness at once and leaves the run to the reaper instead of finishing it.
+
+    Why not requeue the message: a worker in warm shutdown may still fetch it again at once
+    (it did, on the SQL transport), and start a harness only to stop it. A run left running
+    on a stopped node is exactly the crash case, which the reaper already handles: this node
+    re-queues it when it starts again, and another node of the tag takes it over once this
+    node's heartbeat is stale (``stop_service`` makes it stale at once)."""
 
     requested = False
     runner: HarnessRunner | None = None
@@ -61,6 +66,14 @@ def request_shutdown() -> None:
     _Shutdown.requested = True
     if _Shutdown.runner is not None:
         _Shutdown.runner.stop()
+
+
+def _leave_for_reaper(session: Session, run: Run) -> None:
+    session.refresh(run)
+    if run.status == JobStatus.running:
+        run.message = ("interrupted: the worker was stopped; the run resumes (stored points "
+                       "kept) when this node restarts or another node of its tag takes it over")
+        session.commit()
 
 
 def env_fingerprint(environment: dict[str, Any]) -> str:
@@ -160,9 +173,15 @@ def _execute(session: Session, run_id: int, service: node_mod.NodeService) -> st
     session.commit()
     if run is None:
         return "skipped"
+    if _Shutdown.requested:  # received while stopping: claimed, so the reaper will resume it
+        _leave_for_reaper(session, run)
+        return "interrupted"
     job = session.get(Job, run.job_id)
     assert job is not None
     request = build_request(session, run, job, service.ident.device)
+    run.message = (f"resumed (attempt {run.attempts}): {len(request.skip)} points stored by "
+                   "an earlier attempt are kept, not measured again") if request.skip else None
+    session.commit()
     log.info("run %s (job %s): %d pairs to measure, %d already stored", run.id, job.id,
              len(request.pairs()), len(request.skip))
     try:
@@ -208,13 +227,7 @@ def _execute(session: Session, run_id: int, service: node_mod.NodeService) -> st
         _finish(session, run, status=JobStatus.cancelled)
         return "cancelled"
     if _Shutdown.requested:
-        # Hand the run back: stored points stay, the next delivery measures the rest.
-        session.refresh(run)
-        if run.status == JobStatus.running:
-            run.status = JobStatus.queued
-            run.node_id = None
-            run.message = "re-queued: the worker was shut down while running it"
-            session.commit()
-        raise Reject("worker shutting down", requeue=True)
+        _leave_for_reaper(session, run)
+        return "interrupted"
     _finish(session, run)
     return str(run.status)
