@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from core import jobs
+from core import db, jobs
+from core.migrate import upgrade
 from core.models import Job, Run
 from core.results import store_point
 from core.settings import Settings
 from core.spec import SweepSpec
 from tests.api_support import add_node, auth, decode_spec, make_client, new_token
+from tests.conftest import configure
 
 
 @pytest.fixture
@@ -141,3 +146,32 @@ def test_health_metrics_and_docs(client: TestClient) -> None:
     assert "kernel" in body["application/json"]["schema"]["properties"]
     assert "application/yaml" in body
     assert client.get("/docs").status_code == 200
+
+
+def test_embedded_sqlite_submit_and_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    """The embedded default (SQLite + SQLite broker, nothing configured) serves the same API:
+    a submission, its idempotent replay, and the run's message in the local broker."""
+    configure(monkeypatch, data_dir=str(tmp_path / "kw"), database_url="", broker_url="",
+              queue_prefix="kwembedded")
+    try:
+        upgrade()
+        c = make_client()
+        c.headers.update({**auth(new_token()), "Idempotency-Key": "k1"})
+        first = c.post("/v1/jobs", json=decode_spec())
+        again = c.post("/v1/jobs", json=decode_spec())
+        assert (first.status_code, again.status_code) == (201, 200)
+        assert first.json()["id"] == again.json()["id"]
+        assert c.get(f"/v1/jobs/{first.json()['id']}").json()["progress"]["total"] == 8
+        with db.get_engine().connect() as conn:
+            assert conn.scalar(text("SELECT count(*) FROM jobs")) == 1
+        broker = create_engine(f"sqlite:///{tmp_path / 'kw' / 'broker.sqlite'}")
+        with broker.connect() as conn:
+            payloads = conn.execute(text(
+                "SELECT m.payload FROM kombu_message m JOIN kombu_queue q ON q.id = m.queue_id"
+                " WHERE q.name = 'kwembedded.cpu'")).scalars().all()
+        broker.dispose()
+        assert len(payloads) == 1
+        assert json.loads(payloads[0])["headers"]["task"] == "kernelwatch.execute_run"
+    finally:
+        db.reset_engine()

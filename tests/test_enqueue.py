@@ -85,3 +85,34 @@ def test_failing_commit_enqueues_nothing(kw_env: Settings, session: Session) -> 
             conn.execute(text("DROP FUNCTION kw_fail_commit()"))
     assert session.scalar(select(func.count()).select_from(Job)) == 0
     assert _messages(f"{kw_env.queue_prefix}.cpu") == []
+
+
+def test_broker_down_keeps_the_job_and_a_replay_enqueues_it(
+    kw_env: Settings, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database is the truth: a job committed while the broker is unreachable stays, says
+    why it waits, and the client's retry with the same Idempotency-Key enqueues it."""
+    from tests.conftest import configure
+
+    token = new_token()
+    headers = {**auth(token), "Idempotency-Key": "broker-down"}
+    configure(monkeypatch, broker_url="redis://127.0.0.1:1/0")  # nothing listens there
+    c = TestClient(create_app())
+    r = c.post("/v1/jobs", json=decode_spec(), headers=headers)
+    assert r.status_code == 503, r.text
+    assert "retry with the same Idempotency-Key" in r.json()["detail"]
+    job = session.scalars(select(Job)).one()
+    assert job.status == "queued" and (job.message or "").startswith("enqueue failed")
+
+    configure(monkeypatch, broker_url=REDIS_URL)
+    c = TestClient(create_app())
+    r = c.post("/v1/jobs", json=decode_spec(), headers=headers)
+    assert r.status_code == 200 and r.json()["id"] == job.id
+    assert [m["args"] for m in _messages(f"{kw_env.queue_prefix}.cpu")] == \
+        [[r.json()["runs"][0]["id"]]]
+    session.expire_all()
+    assert session.get(Job, job.id).message is None  # type: ignore[union-attr]
+    # A further replay does not enqueue it a second time.
+    assert c.post("/v1/jobs", json=decode_spec(), headers=headers).status_code == 200
+    assert len(_messages(f"{kw_env.queue_prefix}.cpu")) == 1
+    redis.Redis.from_url(REDIS_URL).delete(f"{kw_env.queue_prefix}.cpu")
