@@ -363,18 +363,33 @@ def versions_on_gpu(session: Session) -> dict[str, list[str]]:
     return {k: sort_versions(v) for k, v in out.items()}
 
 
-def runs_for_version(session: Session, gpu_sku: str, version: str) -> list[int]:
-    """The runs of the most recent job that measured ``version`` on ``gpu_sku``."""
+def release_pair_runs(session: Session, gpu_sku: str, baseline_version: str,
+                      contender_version: str) -> tuple[list[int], list[int]]:
+    """The runs to compare two FlashInfer versions on one GPU: from the latest job that
+    measured both (a release job does), else the latest job of each with the same kernel."""
     sku_cond = Run.gpu_sku.is_(None) if gpu_sku == NONE else Run.gpu_sku == gpu_sku
-    job_id = session.execute(
-        select(func.max(Run.job_id)).where(sku_cond, Run.flashinfer_version == version)
-    ).scalar()
-    if job_id is None:
-        return []
-    return list(session.execute(
-        select(Run.id).where(sku_cond, Run.flashinfer_version == version, Run.job_id == job_id)
-        .order_by(Run.id)
-    ).scalars())
+    rows = session.execute(
+        select(Run.id, Run.job_id, Run.flashinfer_version, Job.kernel)
+        .join(Job, Job.id == Run.job_id)
+        .where(sku_cond, Run.flashinfer_version.in_([baseline_version, contender_version]))
+    ).all()
+    by_job: dict[tuple[int, str], list[int]] = defaultdict(list)
+    kernel_of: dict[int, str] = {}
+    for run_id, job_id, version, kernel in rows:
+        by_job[(int(job_id), str(version))].append(int(run_id))
+        kernel_of[int(job_id)] = str(kernel)
+    jobs_b = {j for j, v in by_job if v == baseline_version}
+    jobs_c = {j for j, v in by_job if v == contender_version}
+    if not jobs_b or not jobs_c:
+        return [], []
+    both = jobs_b & jobs_c
+    if both:
+        jb = jc = max(both)
+    else:
+        jb = max(jobs_b)
+        same = {j for j in jobs_c if kernel_of[j] == kernel_of[jb]}
+        jc = max(same or jobs_c)
+    return sorted(by_job[(jb, baseline_version)]), sorted(by_job[(jc, contender_version)])
 
 
 def regressions_for_runs(

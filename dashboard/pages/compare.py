@@ -69,8 +69,7 @@ def layout(baseline: str | None = None, contender: str | None = None,
         b_ids, c_ids = as_ints(baseline), as_ints(contender)
         from_v, to_v = q.get("from"), q.get("to")
         if gpu and from_v and to_v and not (b_ids or c_ids):
-            b_ids = queries.runs_for_version(s, gpu, str(from_v))
-            c_ids = queries.runs_for_version(s, gpu, str(to_v))
+            b_ids, c_ids = queries.release_pair_runs(s, gpu, str(from_v), str(to_v))
         known = {r["value"] for r in runs}
         for rid in [*b_ids, *c_ids]:  # runs older than the recent list stay selectable
             if str(rid) not in known:
@@ -136,8 +135,7 @@ def pick_releases(gpu: str | None, from_v: str | None, to_v: str | None) -> tupl
         vers = queries.versions_on_gpu(s).get(gpu or "", [])
         if ctx.triggered_id == f"{P}-gpu" or not (gpu and from_v and to_v):
             return vers, vers, no_update, no_update
-        b = queries.runs_for_version(s, gpu, from_v)
-        c = queries.runs_for_version(s, gpu, to_v)
+        b, c = queries.release_pair_runs(s, gpu, from_v, to_v)
     return vers, vers, [str(i) for i in b], [str(i) for i in c]
 
 

@@ -176,7 +176,8 @@ def histogram_figure(point_id: int, samples: list[float]) -> dict[str, Any]:
     st = summarize(samples)
     shapes = [
         {"type": "rect", "xref": "x", "yref": "paper", "x0": st.ci_low, "x1": st.ci_high,
-         "y0": 0, "y1": 1, "fillcolor": "rgba(31,119,180,0.15)", "line": {"width": 0}},
+         "y0": 0, "y1": 1, "fillcolor": "rgba(214,39,40,0.12)", "line": {"width": 0},
+         "layer": "below"},
         {"type": "line", "xref": "x", "yref": "paper", "x0": st.median, "x1": st.median,
          "y0": 0, "y1": 1, "line": {"color": "#d62728", "width": 2}},
     ]

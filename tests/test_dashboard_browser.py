@@ -1,0 +1,249 @@
+"""The dashboard in a real headless browser: Debian's chromium driven by Playwright, the app
+served by ``dashboard.app.main`` in a subprocess against a Postgres database seeded through
+the real storage path. Screenshots of every page go to ci-output/screenshots/."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from core.db import make_engine
+from core.models import Base
+from tests.dashboard_seed import V_NEW, V_OLD, Seeded, seed
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "ci-output" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+PAGES = {
+    "overview": "/",
+    "curves": "/curves",
+    "compare": None,  # needs the seeded run ids
+    "roofline": "/roofline",
+    "speedup": "/speedup",
+    "job": "/job",
+}
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip("Debian's chromium is missing: run scripts/ensure-browser.sh",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def seeded_db(pg_url: str) -> Iterator[tuple[str, Seeded]]:
+    engine = make_engine(pg_url)
+    names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as session:
+        out = seed(session)
+    engine.dispose()
+    yield pg_url, out
+
+
+@pytest.fixture(scope="module")
+def server(seeded_db: tuple[str, Seeded]) -> Iterator[str]:
+    url, _ = seeded_db
+    port = free_port()
+    env = {**os.environ, "KERNELWATCH_DATABASE_URL": url,
+           "KERNELWATCH_DASHBOARD_PORT": str(port), "KERNELWATCH_DASHBOARD_HOST": "127.0.0.1"}
+    proc = subprocess.Popen([sys.executable, "-c", "from dashboard.app import main; main()"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(base + "/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            raise RuntimeError("the dashboard did not start")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        tracebacks = [line for line in (out or b"").decode(errors="replace").splitlines()
+                      if "Traceback" in line]
+        assert not tracebacks, "the dashboard logged server errors"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Console:
+    def __init__(self, page: Any) -> None:
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.console = Console(pg)
+    yield pg
+    ctx.close()
+
+
+def graph(page: Any, graph_id: str) -> dict[str, Any]:
+    """Wait for a chart to be drawn with data, and read its traces and layout from the page."""
+    sel = f"#{graph_id} .js-plotly-plot"
+    page.wait_for_function(
+        "(sel) => { const g = document.querySelector(sel); return g && g.data && "
+        "(g.data.length > 0 || (g.layout.annotations || []).length > 0); }", arg=sel,
+        timeout=20_000)
+    return dict(page.evaluate(
+        "(sel) => { const g = document.querySelector(sel); return {data: g.data.map(t => "
+        "({name: t.name, type: t.type, n: (t.x || []).length, text: t.text || null})), "
+        "layout: {yaxis: g.layout.yaxis.title.text, shapes: (g.layout.shapes || []).length,"
+        " annotations: (g.layout.annotations || []).map(a => a.text)}}; }", sel))
+
+
+def settle(page: Any) -> None:
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(400)
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+CURVE_URL = (f"/curves?kernel=batch_decode&x=kv_len&y=latency&series=backend&batch_size=64"
+             f"&flashinfer_version={V_OLD}")
+
+
+def test_every_page_loads_without_console_errors(server, seeded_db, page):
+    _, seeded = seeded_db
+    paths = {**PAGES, "compare": f"/compare?baseline={seeded.runs[V_OLD]}"
+                                 f"&contender={seeded.runs[V_NEW]}"}
+    for name, path in paths.items():
+        page.goto(server + path)
+        settle(page)
+        first_graph = {"curves": "curves-graph", "compare": "compare-heatmap",
+                       "roofline": "roofline-graph", "speedup": "speedup-graph",
+                       "job": "job-hist"}.get(name)
+        if first_graph:
+            fig = graph(page, first_graph)
+            assert fig["data"], f"{name}: empty chart ({fig['layout']['annotations']})"
+        assert page.locator("h2").first.inner_text() != ""
+        shot(page, name)
+    assert page.console.errors == []
+
+
+def test_curve_renders_expected_traces_and_points(server, page):
+    page.goto(server + CURVE_URL)
+    fig = graph(page, "curves-graph")
+    # fa2: 3 measured (kv 32768 unsupported), torch-sdpa: 4, and the unsupported marker.
+    assert [(t["name"], t["n"]) for t in fig["data"]] == [
+        ("fa2", 3), ("torch-sdpa", 4), ("unsupported / error", 1)]
+    assert fig["layout"]["yaxis"] == "median latency (µs)"
+    assert page.console.errors == []
+
+
+def test_selector_change_updates_chart_and_url(server, page):
+    page.goto(server + CURVE_URL)
+    graph(page, "curves-graph")
+    page.click("#curves-y")
+    page.get_by_role("option", name="achieved bandwidth (TB/s)").click()
+    page.wait_for_function(
+        "() => document.querySelector('#curves-graph .js-plotly-plot').layout.yaxis.title.text"
+        " === 'achieved bandwidth (TB/s)'", timeout=20_000)
+    page.wait_for_function("() => window.location.search.includes('y=tbps')", timeout=10_000)
+    # A fixed dimension: batch 64 -> 1 brings fa2's fourth point back (supported at batch 1).
+    page.click("[id*='batch_size']")
+    page.get_by_role("option", name="1", exact=True).click()
+    page.wait_for_function(
+        "() => document.querySelector('#curves-graph .js-plotly-plot').data[0].x.length === 4",
+        timeout=20_000)
+    q = parse_qs(urlparse(page.url).query)
+    assert q["y"] == ["tbps"] and q["batch_size"] == ["1"]
+    shot(page, "curves-after-change")
+    assert page.console.errors == []
+
+
+def test_shared_url_restores_view(server, browser, page):
+    page.goto(server + CURVE_URL)
+    graph(page, "curves-graph")
+    page.click("#curves-series")
+    page.get_by_role("option", name="flashinfer_version", exact=True).click()
+    page.wait_for_function("() => window.location.search.includes('series=flashinfer_version')",
+                           timeout=20_000)
+    settle(page)
+    shared = page.url
+    before = graph(page, "curves-graph")
+    other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    Console(other)
+    other.goto(shared)
+    after = graph(other, "curves-graph")
+    assert [(t["name"], t["n"]) for t in after["data"]] == \
+        [(t["name"], t["n"]) for t in before["data"]]
+    assert other.locator("#curves-series").inner_text() == "flashinfer_version"
+    assert parse_qs(urlparse(other.url).query) == parse_qs(urlparse(shared).query)
+    other.context.close()
+
+
+def test_compare_highlights_planted_regression(server, seeded_db, page):
+    _, seeded = seeded_db
+    # Exactly the link the release notification carries.
+    page.goto(f"{server}/compare?baseline={seeded.runs[V_OLD]}&contender={seeded.runs[V_NEW]}")
+    fig = graph(page, "compare-heatmap")
+    assert fig["layout"]["shapes"] == len(seeded.regressed)
+    heat_text = [c for row in fig["data"][0]["text"] for c in row]
+    assert sum(c.startswith("▲") for c in heat_text) == len(seeded.regressed)
+    rows = page.locator("#compare-regressions tbody tr")
+    assert rows.count() == len(seeded.regressed)
+    assert "confirmed" in rows.first.inner_text()
+    assert "regressions" in page.locator("#compare-summary").inner_text()
+    shot(page, "compare-regression")
+    assert page.console.errors == []
+
+
+def test_job_page_histogram_of_selected_point(server, seeded_db, page):
+    _, seeded = seeded_db
+    page.goto(f"{server}/job?job={seeded.decode_job}")
+    graph(page, "job-hist")
+    cell = page.locator("#job-table td[data-dash-column='median_us']").nth(3)
+    cell.click()
+    page.wait_for_function("() => window.location.search.includes('point=')", timeout=20_000)
+    point = parse_qs(urlparse(page.url).query)["point"][0]
+    page.wait_for_function(
+        "(p) => (document.querySelector('#job-hist .js-plotly-plot').layout.title.text || '')"
+        ".startsWith('point ' + p + ':')", arg=point, timeout=20_000)
+    assert page.console.errors == []

@@ -1,0 +1,299 @@
+"""The dashboard's callbacks, called as functions against a Postgres database seeded through
+the real storage path (tests/dashboard_seed.py). Expected values are read back from the
+points table, not hard-coded."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+from dash._callback_context import context_value
+from dash._utils import AttributeDict
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.models import Point, Sample
+from dashboard import queries
+from dashboard.app import create_app
+from dashboard.export import to_csv
+from tests.dashboard_seed import GPU, KV_LENS, N_SAMPLES, V_NEW, V_OLD, Seeded, seed
+
+
+@pytest.fixture(scope="module")
+def pages() -> dict[str, ModuleType]:
+    """Creating the app imports the page modules (Dash registers them); then they are plain
+    modules whose callbacks are functions."""
+    create_app()
+    return {name: importlib.import_module(f"dashboard.pages.{name}")
+            for name in ("overview", "curves", "compare", "roofline", "speedup", "job")}
+
+
+@pytest.fixture
+def seeded(session: Session) -> Seeded:
+    return seed(session)
+
+
+def fixed_for(curves: ModuleType, kernel: str, x: str, series: str, **chosen: str
+              ) -> tuple[list[str], list[dict[str, str]]]:
+    """The pattern-matching selector values and ids the page would hold."""
+    with curves.reading() as s:
+        combos = queries.combos(s, kernel)
+    fixed = combos.settle([x, series], chosen)
+    ids = [{"type": "curves-fix", "dim": d} for d in fixed]
+    return list(fixed.values()), ids
+
+
+def medians(session: Session, **where: Any) -> dict[int, float | None]:
+    """kv_len -> median of the matching batch_decode points, from the table itself."""
+    rows = session.execute(select(Point).where(Point.kernel == "batch_decode")).scalars()
+    out = {}
+    for p in rows:
+        if all((p.params.get(k) if k in p.params else getattr(p, k)) == v
+               for k, v in where.items()):
+            out[int(p.params["kv_len"])] = p.median_us
+    return out
+
+
+def test_curve_traces_points_error_bars_and_log_axis(pages, seeded, session):
+    curves = pages["curves"]
+    values, ids = fixed_for(curves, "batch_decode", "kv_len", "backend",
+                            batch_size="64", flashinfer_version=V_OLD)
+    fig, rows, summary, search = curves.update_graph(
+        "batch_decode", "kv_len", "latency", "backend", values, None, ids)
+    names = [t["name"] for t in fig["data"]]
+    assert names == ["fa2", "torch-sdpa", "unsupported / error"]
+    fa2, sdpa, bad = fig["data"]
+    want_fa2 = medians(session, batch_size=64, backend="fa2", flashinfer_version=V_OLD)
+    # fa2 at kv 32768 is unsupported: it is not on the line, and never drawn as a zero.
+    assert fa2["x"] == [512.0, 2048.0, 8192.0]
+    assert fa2["y"] == pytest.approx([want_fa2[k] for k in (512, 2048, 8192)])
+    assert len(sdpa["x"]) == len(KV_LENS)
+    assert bad["x"] == [32768.0] and bad["yaxis"] == "y2" and 0 not in fa2["y"]
+    # Error bars are the bootstrap CI of each median.
+    p = session.execute(select(Point).where(
+        Point.backend == "fa2", Point.flashinfer_version == V_OLD)).scalars().all()
+    p512 = next(x for x in p if x.params["kv_len"] == 512 and x.params["batch_size"] == 64)
+    assert fa2["error_y"]["array"][0] == pytest.approx(p512.ci_high_us - p512.median_us)
+    assert fa2["error_y"]["arrayminus"][0] == pytest.approx(p512.median_us - p512.ci_low_us)
+    # kv_len spans 64x: log x axis. Hover carries the environment and the sample count.
+    assert fig["layout"]["xaxis"]["type"] == "log"
+    assert f"samples: {N_SAMPLES}" in fa2["hovertext"][0]
+    assert "driver_version: 570.86" in fa2["hovertext"][0]
+    assert summary.children[0].startswith("7 measured points in 2 series")
+    assert {r["status"] for r in rows} == {"ok", "unsupported"}
+    # The URL holds the whole view.
+    q = dict(parse_qsl(search.lstrip("?")))
+    assert q["kernel"] == "batch_decode" and q["x"] == "kv_len" and q["batch_size"] == "64"
+    assert q["flashinfer_version"] == V_OLD
+
+
+def test_incorrect_points_are_flagged_not_plotted_on_the_line(pages, seeded):
+    curves = pages["curves"]
+    values, ids = fixed_for(curves, "batch_decode", "kv_len", "backend",
+                            batch_size="1", flashinfer_version=V_NEW)
+    fig, *_ = curves.update_graph("batch_decode", "kv_len", "latency", "backend", values,
+                                  None, ids)
+    by_name = {t["name"]: t for t in fig["data"]}
+    assert by_name["torch-sdpa"]["x"] == [2048.0, 8192.0, 32768.0]
+    assert by_name["incorrect output"]["x"] == [512.0]
+    assert by_name["incorrect output"]["text"] == ["incorrect"]
+
+
+def test_metric_switch_and_series_by_version(pages, seeded, session):
+    curves = pages["curves"]
+    values, ids = fixed_for(curves, "batch_decode", "kv_len", "flashinfer_version",
+                            batch_size="1", backend="fa2")
+    fig, *_ = curves.update_graph("batch_decode", "kv_len", "tbps", "flashinfer_version",
+                                  values, None, ids)
+    assert [t["name"] for t in fig["data"]] == [V_OLD, V_NEW]
+    new = fig["data"][1]
+    pts = {p.params["kv_len"]: p for p in session.execute(select(Point).where(
+        Point.kernel == "batch_decode", Point.backend == "fa2",
+        Point.flashinfer_version == V_NEW)).scalars()
+        if p.params["batch_size"] == 1}
+    assert new["y"] == pytest.approx([pts[k].tbps for k in KV_LENS])
+    # TB/s is bytes / latency: its CI's upper end comes from the latency CI's lower end.
+    p = pts[512]
+    assert new["error_y"]["array"][0] == pytest.approx(
+        p.tbps * p.median_us / p.ci_low_us - p.tbps)
+
+
+def test_layout_restores_view_from_url(pages, seeded):
+    curves = pages["curves"]
+    values, ids = fixed_for(curves, "batch_decode", "kv_len", "backend", batch_size="64")
+    *_, search = curves.update_graph("batch_decode", "kv_len", "tbps", "backend", values,
+                                     None, ids)
+    query = dict(parse_qsl(search.lstrip("?")))
+    page = curves.layout(**query)
+
+    def find(node: Any, id_: Any) -> Any:
+        if getattr(node, "id", None) == id_:
+            return node
+        children = getattr(node, "children", None)
+        for child in children if isinstance(children, list) else [children]:
+            if child is not None and not isinstance(child, str):
+                hit = find(child, id_)
+                if hit is not None:
+                    return hit
+        return None
+
+    assert find(page, "curves-kernel").value == "batch_decode"
+    assert find(page, "curves-y").value == "tbps"
+    assert find(page, {"type": "curves-fix", "dim": "batch_size"}).value == "64"
+
+
+def triggered_by(prop_id: str) -> None:
+    """What Dash sets while it runs a callback (as its docs show for testing callbacks)."""
+    context_value.set(AttributeDict(triggered_inputs=[{"prop_id": prop_id, "value": None}]))
+
+
+def test_selectors_follow_kernel_change(pages, seeded):
+    curves = pages["curves"]
+    triggered_by("curves-kernel.value")
+    x_opts, x, s_opts, series, panel = curves.update_selectors(
+        "single_prefill", "kv_len", "backend", None, [], [])
+    assert "qo_len" in x_opts and x in x_opts
+    assert series == "backend"
+    dims = [c.children[1].id["dim"] for c in panel]
+    assert "causal" in dims and "backend" not in dims
+
+
+def test_compare_highlights_planted_regression(pages, seeded, session):
+    compare = pages["compare"]
+    out = compare.update([str(seeded.runs[V_OLD])], [str(seeded.runs[V_NEW])], 0.03, None,
+                         None, None)
+    summary, groups, group, axes, hx, y_axes, hy, fig, rows, regs, gtable, search = out
+    assert group == "batch_decode/fa2"  # opens on the group that regressed
+    assert hx == "kv_len" and hy == "batch_size"
+    heat = fig["data"][0]
+    # One outlined cell per planted regression, each at a planted (kv_len, batch_size).
+    planted = {(str(r["params"]["kv_len"]), str(r["params"]["batch_size"]))
+               for r in seeded.regressed}
+    shapes = fig["layout"]["shapes"]
+    outlined = {(heat["x"][round(s["x0"] + 0.48)], heat["y"][round(s["y0"] + 0.48)])
+                for s in shapes}
+    assert outlined == planted
+    for kv, b in planted:
+        z = heat["z"][heat["y"].index(b)][heat["x"].index(kv)]
+        assert z == pytest.approx(1.10, abs=0.01)
+        assert heat["text"][heat["y"].index(b)][heat["x"].index(kv)].startswith("▲")
+    # Cells not planted stay near 1 and are not outlined.
+    assert heat["z"][heat["y"].index("1")][heat["x"].index("512")] == pytest.approx(1.0,
+                                                                                    abs=0.01)
+    # The regression list carries the CI and the stored confirmation state.
+    table_rows = regs.children[1].children
+    states = sorted(r.children[8].children for r in table_rows)
+    assert states == ["confirmed", "open", "open"]
+    assert dict(parse_qsl(search.lstrip("?")))["baseline"] == str(seeded.runs[V_OLD])
+
+
+def test_compare_page_accepts_notification_url_and_release_pair(pages, seeded):
+    compare = pages["compare"]
+    page = compare.layout(baseline=str(seeded.runs[V_OLD]), contender=str(seeded.runs[V_NEW]))
+    text = str(page)
+    assert f"'{seeded.runs[V_OLD]}'" in text and f"'{seeded.runs[V_NEW]}'" in text
+    triggered_by("compare-to.value")
+    opts_from, opts_to, b, c = compare.pick_releases(GPU, V_OLD, V_NEW)
+    assert b == [str(seeded.runs[V_OLD])] and c == [str(seeded.runs[V_NEW])]
+    assert V_OLD in opts_from and V_NEW in opts_to
+
+
+def test_compare_unknown_run_is_reported(pages, seeded):
+    out = pages["compare"].update(["999999"], [str(seeded.runs[V_NEW])], 0.03, None, None,
+                                  None)
+    assert "999999" in str(out[0])
+
+
+def test_job_table_progress_and_histogram(pages, seeded, session):
+    job = pages["job"]
+    header, progress, rows, columns, tick_disabled = job.load_job(seeded.decode_job, None)
+    assert len(rows) == 32 and tick_disabled  # finished: no polling
+    ids = [c["id"] for c in columns]
+    assert "batch_size" in ids and "kv_len" in ids and "median_us" in ids
+    assert sorted({r["status"] for r in rows}) == ["incorrect", "ok", "unsupported"]
+    assert "32 of 32" in str(progress)
+    point = next(r for r in rows if r["status"] == "ok")
+    assert job.select_point({"row": 0, "column": 0, "row_id": point["id"]}) == point["id"]
+    fig, csv_rows, search = job.show_samples(point["id"], seeded.decode_job, "", [], rows)
+    want = session.execute(select(Sample.latency_us).where(Sample.point_id == point["id"])
+                           .order_by(Sample.iteration)).scalars().all()
+    assert fig["data"][0]["x"] == pytest.approx(list(want))
+    assert len(csv_rows) == N_SAMPLES
+    assert f"point={point['id']}" in search
+
+
+def test_job_running_polls_and_unknown_job(pages, seeded, session):
+    from core.models import Job
+
+    j = session.get(Job, seeded.decode_job)
+    j.status = "running"
+    session.commit()
+    *_, tick_disabled = pages["job"].load_job(seeded.decode_job, None)
+    assert tick_disabled is False
+    header, *_ = pages["job"].load_job(424242, None)
+    assert "does not exist" in str(header)
+
+
+def test_speedup_table_is_measured(pages, seeded, session):
+    rows, columns, fig, csv_rows, search = pages["speedup"].update(
+        GPU, V_NEW, ["single_decode", "single_prefill"])
+    assert [r["scenario"].split()[0] for r in rows] == ["single_decode", "single_prefill"]
+    pts = {(p.kernel, p.backend): p.median_us for p in session.execute(
+        select(Point).where(Point.job_id == seeded.speedup_job)).scalars()}
+    dec = rows[0]
+    assert dec["speedup vs torch-math"] == pytest.approx(
+        pts[("single_decode", "torch-math")] / pts[("single_decode", "fa2")], abs=0.01)
+    assert dec["speedup vs torch-sdpa"] == pytest.approx(
+        pts[("single_decode", "torch-sdpa")] / pts[("single_decode", "fa2")], abs=0.01)
+    assert {t["name"] for t in fig["data"]} == {"torch-math", "torch-sdpa", "fa2"}
+
+
+def test_roofline_points_and_roofs(pages, seeded):
+    fig, rows, search = pages["roofline"].update("batch_decode", GPU, V_NEW, "backend")
+    points = [t for t in fig["data"] if t["mode"] == "markers"]
+    roofs = {t["name"].split(" (")[0] for t in fig["data"] if t["mode"] == "lines"}
+    assert roofs == {"h100 spec roof", "measured copy bandwidth"}
+    # 16 points of 0.7.2 minus the unsupported one and the incorrect one.
+    assert sum(len(t["x"]) for t in points) == 14
+    for r in rows:
+        assert r["intensity_flop_per_byte"] > 0 and r["tflops"] > 0
+    assert fig["layout"]["xaxis"]["type"] == "log"
+
+
+def test_overview_lists_nodes_jobs_and_release_verdict(pages, seeded):
+    text = str(pages["overview"].render())
+    assert "gpu-host-1:gpu0" in text and "gpu-host-2:gpu0" in text
+    assert "decode sweep" in text
+    assert "1 regression(s) confirmed" in text
+    assert f"/compare?baseline={seeded.runs[V_OLD]}&contender={seeded.runs[V_NEW]}" in text
+
+
+def test_csv_export_of_chart_rows():
+    csv_text = to_csv([{"a": 1, "b": {"k": 2}}, {"a": 3, "c": "x"}])
+    lines = csv_text.strip().splitlines()
+    assert lines[0] == "a,b,c"
+    assert lines[1] == '1,"{""k"": 2}",'
+    assert lines[2] == "3,,x"
+
+
+def test_rerun_replaces_older_point_on_curve(pages, seeded, session):
+    """A second job measuring the same series: the curve shows the newest point only."""
+    from tests.dashboard_seed import _job, _run, _store
+
+    job = _job(session, "rerun", "batch_decode", {}, 1)
+    run = _run(session, job, V_OLD)
+    params = session.execute(select(Point.params).where(
+        Point.run_id == seeded.runs[V_OLD], Point.backend == "fa2")).scalars().first()
+    _store(session, run, "batch_decode", 0, params, "fa2")
+    session.commit()
+    newest = session.execute(select(Point.id).where(Point.run_id == run.id)).scalar_one()
+    with pages["curves"].reading() as s:
+        rows = queries.curve_points(s, "batch_decode", "kv_len", "backend",
+                                    {"flashinfer_version": V_OLD, "batch_size": "1"})
+    at = [r for r in rows if r["series"] == "fa2" and r["x"] == str(params["kv_len"])]
+    assert [r["id"] for r in at] == [newest]
+    assert not math.isnan(at[0]["median_us"])
