@@ -24,7 +24,7 @@ finishing at once on two nodes cannot both miss being the last one.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -85,23 +85,32 @@ def loc_from_message(msg: str) -> list[str]:
 # Nodes
 
 
-def live_cutoff() -> Any:
+def live_cutoff() -> datetime:
     return utcnow() - timedelta(seconds=get_settings().node_stale_seconds)
 
 
-def known_tags(session: Session) -> set[str]:
-    tags: set[str] = set()
-    for node_tags in session.scalars(select(Node.tags)):
-        tags.update(str(t) for t in node_tags or [])
-    return tags
+def fleet_tags(session: Session) -> tuple[set[str], dict[str, int]]:
+    """Every tag any registered node carries, and per tag the number of live nodes (one
+    query: the node table is small, and this runs on every submission)."""
+    cutoff = live_cutoff()
+    known: set[str] = set()
+    live: dict[str, int] = {}
+    for node_tags, beat in session.execute(select(Node.tags, Node.last_heartbeat)):
+        tags = {str(t) for t in node_tags or []}
+        known |= tags
+        if _aware(beat) >= cutoff:
+            for t in tags:
+                live[t] = live.get(t, 0) + 1
+    return known, live
 
 
 def live_nodes_by_tag(session: Session) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for node_tags in session.scalars(select(Node.tags).where(Node.last_heartbeat >= live_cutoff())):
-        for t in set(node_tags or []):
-            counts[str(t)] = counts.get(str(t), 0) + 1
-    return counts
+    return fleet_tags(session)[1]
+
+
+def _aware(t: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,13 +154,13 @@ def create_job(
         existing = _job_by_key(session, idempotency_key)
         if existing is not None:
             return existing, False, _runs_of(session, existing.id)
+    known, live = fleet_tags(session)
     try:
-        spec.check_targets(known_tags(session))
+        spec.check_targets(known)
     except ValueError as e:
         raise SpecRejected(loc_from_message(str(e)) or ["targets"], str(e)) from None
 
     grid_points = len(spec.grid())
-    live = live_nodes_by_tag(session)
     job = Job(
         name=spec.name,
         kind=kind,

@@ -86,3 +86,14 @@ def test_losing_insert_returns_the_winners_job(kw_env: Settings) -> None:
     run_ids = list(a.scalars(select(Run.id).where(Run.job_id == job_a.id)))
     a.close()
     assert out == {"id": job_a.id, "created": False, "runs": run_ids}
+
+
+def test_same_key_with_another_spec_is_409(kw_env: Settings, session: Session) -> None:
+    c = make_client()
+    headers = {**auth(new_token()), "Idempotency-Key": "k"}
+    job_id = c.post("/v1/jobs", json=decode_spec(), headers=headers).json()["id"]
+    r = c.post("/v1/jobs", json=decode_spec(name="other"), headers=headers)
+    assert r.status_code == 409
+    assert f"job {job_id}" in r.json()["detail"] and "different spec" in r.json()["detail"]
+    assert session.scalar(select(func.count()).select_from(Job)) == 1
+    assert _queue_len(kw_env) == 1

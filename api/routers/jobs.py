@@ -140,6 +140,7 @@ def job_detail(session: Any, job: Job) -> JobOut:
     openapi_extra=_spec_openapi(),
     responses={200: {"description": "An existing job (same Idempotency-Key)",
                      "model": JobOut},
+               409: {"description": "Idempotency-Key already used with a different spec"},
                422: {"description": "Invalid spec: detail names the field and allowed values"}},
 )
 def submit_job(
@@ -156,6 +157,10 @@ def submit_job(
         session, spec, source=x_kernelwatch_source, submitted_by=token.name,
         idempotency_key=idempotency_key,
     )
+    if not created and job.spec != spec.model_dump(mode="json"):
+        # Same key, different request: answering with the old job would hide the mistake.
+        raise HTTPException(409, detail=f"Idempotency-Key {idempotency_key!r} was already used "
+                                        f"for job {job.id} with a different spec")
     retry_enqueue = (not created and job.status == JobStatus.queued
                      and (job.message or "").startswith(ENQUEUE_FAILED))
     session.commit()
