@@ -32,6 +32,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.broker import TASK_EXECUTE_RUN, get_celery, queue_for_tag
+from core.catalogue import FLASHINFER_BACKENDS, TORCH_BACKENDS
+from core.gpus import ARCH_TAGS
 from core.models import (
     TERMINAL_STATUSES,
     Job,
@@ -159,6 +161,14 @@ def create_job(
         spec.check_targets(known)
     except ValueError as e:
         raise SpecRejected(loc_from_message(str(e)) or ["targets"], str(e)) from None
+    flashinfer = [b for b in spec.backends if b in FLASHINFER_BACKENDS]
+    if "cpu" in spec.targets and flashinfer:
+        # FlashInfer is CUDA only: on a cpu node every such point could only error.
+        raise SpecRejected(["targets"], (
+            f"targets: 'cpu' cannot run FlashInfer backends ({', '.join(flashinfer)}); "
+            f"allowed with them: GPU tags ({', '.join(ARCH_TAGS)}, or a SKU such as h100); "
+            f"on cpu only {', '.join(TORCH_BACKENDS)}"
+        ))
 
     grid_points = len(spec.grid())
     job = Job(

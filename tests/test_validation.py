@@ -44,6 +44,8 @@ CASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
      ["flashinfer_versions"], ["flashinfer_versions", "'latest'", "not a version"]),
     ("unknown target", {"targets": ["tpu-v5"]}, ["targets"],
      ["targets", "tpu-v5", "allowed", "cpu", "hopper", "h100"]),
+    ("flashinfer on cpu", {"backends": ["fa2"], "flashinfer_versions": ["0.6.18.post1"]},
+     ["targets"], ["targets", "'cpu'", "fa2", "hopper", "torch-sdpa"]),
     ("unknown dtype", {"params": _params(dtype=["float32"])}, ["params", "dtype"],
      ["params.dtype", "float32", "allowed: float16, bfloat16"]),
     ("unknown parameter", {"params": _params(num_layers=[2])}, ["params"],
