@@ -136,11 +136,27 @@ def _run(cmd: list[str], log: Path) -> None:
         raise EnvBuildError(f"{' '.join(cmd[:4])} … failed ({proc.returncode}):\n{tail}")
 
 
-def _pip(python: Path, wheelhouse: str) -> list[str]:
-    cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+def _pip_args(wheelhouse: str) -> list[str]:
+    args = ["install", "--disable-pip-version-check", "--no-input"]
     if wheelhouse:
-        cmd += ["--no-index", "--find-links", wheelhouse]
-    return cmd
+        args += ["--no-index", "--find-links", wheelhouse]
+    return args
+
+
+def _make_venv(where: Path, python: Path, log: Path) -> list[str]:
+    """Create the venv; return the pip command that installs into it. Where the interpreter
+    has no ensurepip (some distribution builds), the venv is made without pip and the
+    creating interpreter's pip installs into it (``pip --python``)."""
+    try:
+        _run([sys.executable, "-m", "venv", "--system-site-packages", str(where)], log)
+        return [str(python), "-m", "pip"]
+    except EnvBuildError:
+        shutil.rmtree(where, ignore_errors=True)
+        _run(
+            [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(where)],
+            log,
+        )
+        return [sys.executable, "-m", "pip", "--python", str(python)]
 
 
 def _missing_modules(python: Path) -> list[str]:
@@ -179,8 +195,8 @@ def build_env(
         jit_dir(version, root).mkdir(exist_ok=True)
         log = where / "build.log"
         log.write_text("")
-        _run([sys.executable, "-m", "venv", "--system-site-packages", str(where / "venv")], log)
         python = venv_python(version, root)
+        pip = _make_venv(where / "venv", python, log)
         if sys.prefix != sys.base_prefix:
             site = subprocess.run(
                 [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -190,10 +206,10 @@ def build_env(
             ).stdout.strip()
             # Appended after the env's own site-packages: the env's flashinfer wins.
             Path(site, "_kernelwatch_parent.pth").write_text("\n".join(_parent_site_dirs()) + "\n")
-        _run([*_pip(python, wh), "--no-deps", f"{FLASHINFER}=={version}"], log)
+        _run([*pip, *_pip_args(wh), "--no-deps", f"{FLASHINFER}=={version}"], log)
         missing = [LIGHT_DEPS[m] for m in _missing_modules(python)]
         if missing:
-            _run([*_pip(python, wh), *missing], log)
+            _run([*pip, *_pip_args(wh), *missing], log)
         got = installed_version(python)
         if got != version:
             raise EnvBuildError(f"{FLASHINFER} {version}: env reports {got!r} after install")

@@ -9,8 +9,19 @@ import traceback
 from typing import IO, Any
 
 
+def _clean(obj: Any) -> Any:
+    """NaN and infinities have no JSON form: null them (the status says what happened)."""
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
 def emit(out: IO[str], message: dict[str, Any]) -> None:
-    out.write(json.dumps(message, default=str, allow_nan=False) + "\n")
+    out.write(json.dumps(_clean(message), default=str, allow_nan=False) + "\n")
     out.flush()
 
 

@@ -9,6 +9,7 @@ version's real signatures without a GPU (tests/test_adapters.py).
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -123,6 +124,21 @@ def mla_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     }
 
 
+def check_decode_backend(backend: str, tensor_cores: bool, version: str) -> None:
+    """Without tensor cores, BatchDecodeWithPagedKVCacheWrapper runs its CUDA-core decode
+    kernel whatever ``backend`` says, except for the backends it special-cases: measuring
+    ``fa3`` there would time the fa2-family kernel under another name."""
+    honoured = {"auto", "fa2", "trtllm-gen"}
+    major_minor = tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+    if major_minor >= (0, 7):
+        honoured.add("cudnn")
+    if not tensor_cores and backend not in honoured:
+        raise NotImplementedError(
+            f"batch_decode backend {backend!r} needs use_tensor_cores=true: without it "
+            f"FlashInfer {version} ignores the backend and runs its CUDA-core decode kernel"
+        )
+
+
 def resolved_backend(wrapper: Any, requested: str, tensor_cores: bool = True) -> str:
     """What ``auto`` became. 0.7 exposes ``resolved_backend``; earlier versions overwrite
     ``_backend`` in plan() (prefill) or keep ``auto`` for the CUDA-core decode kernel, which is
@@ -186,6 +202,7 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
     wrapper: Any
     tensor_cores = True
     if kernel == "batch_decode":
+        check_decode_backend(backend, bool(p["use_tensor_cores"]), str(fi.__version__))
         wrapper = fi.BatchDecodeWithPagedKVCacheWrapper(workspace, **decode_init_kwargs(p, backend))
         plan_kw = decode_plan_kwargs(inp, scale)
         tensor_cores = bool(p["use_tensor_cores"])

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from core.catalogue import TORCH_BACKENDS
+from core.catalogue import KERNELS, TORCH_BACKENDS
 from worker.harness import timing
 from worker.harness.inputs import Inputs, flashinfer_inputs, sm_scale, torch_inputs
 from worker.harness.prepared import Prepared
@@ -53,6 +53,12 @@ def _sync(device: str) -> None:
 
 
 def _prepare(backend: str, inp: Inputs, scale: float, device: str) -> Prepared:
+    allowed = KERNELS[inp.kernel].backends
+    if backend not in allowed:
+        # FlashInfer wrappers may silently ignore an unknown backend name: never pass one.
+        raise Unsupported(
+            f"backend {backend!r} is not offered for {inp.kernel}; allowed: {', '.join(allowed)}"
+        )
     if backend in TORCH_BACKENDS:
         kv = inp.params.get("kv_dtype")
         if kv and str(kv).startswith("float8"):
@@ -72,7 +78,14 @@ class Measurer:
         self.iterations = int(timing_cfg.get("iterations", 30))
         self.cold_l2 = bool(timing_cfg.get("cold_l2", True))
         self.check = bool(timing_cfg.get("check_correctness", True))
-        self.use_graph = bool(timing_cfg.get("cuda_graph", True))
+        # "auto": CUPTI when cupti-python is there (kernel time, as flashinfer.testing's
+        # bench_gpu_time measures it), else CUDA-graph replay; "cuda_event" is the fallback.
+        self.method = str(timing_cfg.get("method", "auto"))
+        self.cupti = timing.cupti_module() if device == "cuda" else None
+        if self.method == "auto":
+            self.method = timing.CUPTI if self.cupti is not None else timing.CUDA_GRAPH
+        if self.method == timing.CUPTI and self.cupti is None:
+            self.method = timing.CUDA_GRAPH
         self.nvml = Nvml() if device == "cuda" else None
         self.l2_bytes = 0
         if device == "cuda":
@@ -82,7 +95,7 @@ class Measurer:
     def default_method(self) -> str:
         if self.device != "cuda":
             return timing.CPU_PERF_COUNTER
-        return timing.CUDA_GRAPH if self.use_graph else timing.CUDA_EVENT
+        return self.method
 
     def measure(
         self, kernel: str, index: int, params: dict[str, Any], backend: str
@@ -182,7 +195,22 @@ class Measurer:
         datas = [inp.data] + [inp.copy_data() for _ in range(rot.copies - 1)]
         ptrs = [tuple(inp.data_ptrs(d)) for d in datas]
         telemetry["rotation"] = {**rot.as_dict(), "distinct_copies": len(set(ptrs))}
-        if self.use_graph:
+        if self.method == timing.CUPTI:
+            try:
+                # Every timed call reads the next copy; copies made early are long evicted
+                # by the ones made after them.
+                order = [datas[(self.warmup + i) % len(datas)] for i in range(self.iterations)]
+                samples = timing.time_cupti(
+                    prepared.fn, datas[: self.warmup] or datas[:1], self.warmup, order, self.cupti
+                )
+                used = {tuple(inp.data_ptrs(d)) for d in order}
+                telemetry["rotation"]["distinct_inputs_timed"] = len(used)
+                telemetry["rotation"]["verified"] = len(used) == min(self.iterations, rot.copies)
+                return samples, timing.CUPTI
+            except Exception as exc:  # CUPTI busy or refused: graph replay instead
+                telemetry["cupti_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+                torch.cuda.synchronize()
+        if self.method in (timing.CUPTI, timing.CUDA_GRAPH):
             try:
                 est = timing.estimate_call_us(prepared.fn, datas)
                 calls = timing.calls_per_graph(rot.copies, est)

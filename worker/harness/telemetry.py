@@ -50,7 +50,9 @@ class Nvml:
             self.nv = pynvml
             uuid = str(torch.cuda.get_device_properties(torch_index).uuid)
             try:
-                self.handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
+                self.handle = pynvml.nvmlDeviceGetHandleByUUID(
+                    uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+                )
             except pynvml.NVMLError:
                 self.handle = pynvml.nvmlDeviceGetHandleByIndex(torch_index)
         except Exception:  # no NVML library, no driver, or an old pynvml: no readings

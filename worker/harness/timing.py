@@ -29,7 +29,9 @@ L2_FACTOR = 5
 """Rotated inputs total at least this many times the L2 size (cold L2 for every call)."""
 MEMORY_FRACTION = 0.4
 """Rotation copies may take at most this fraction of the GPU memory free before copying."""
-MAX_COPIES = 1024
+MAX_COPIES = 4096
+"""Tiny inputs (a few KB) would need more copies than is useful; past this the rotation
+total falls short of L2_FACTOR x L2 and ``l2_multiple`` in the telemetry says so."""
 MAX_CALLS_PER_GRAPH = 10
 GRAPH_TARGET_US = 1000.0
 """A graph holds enough calls to run about this long (at most MAX_CALLS_PER_GRAPH, at least
@@ -70,7 +72,7 @@ def rotation_for(bytes_per_copy: int, l2_bytes: int, free_bytes: int, cold_l2: b
     want = max(2, math.ceil(L2_FACTOR * l2_bytes / bytes_per_copy))
     fit = max(1, int(MEMORY_FRACTION * free_bytes) // bytes_per_copy)
     copies = min(want, fit, MAX_COPIES)
-    return Rotation(copies, bytes_per_copy, l2_bytes, capped_by_memory=copies < want)
+    return Rotation(copies, bytes_per_copy, l2_bytes, capped_by_memory=fit < want)
 
 
 def calls_per_graph(copies: int, est_call_us: float) -> int:
@@ -170,3 +172,76 @@ def time_cuda_graph(
     samples = [s.elapsed_time(e) * 1000.0 / calls for s, e in events]
     del graph
     return GraphTiming(samples, calls, used)
+
+
+CUPTI = "cupti"
+
+
+def cupti_module() -> Any | None:
+    """``cupti`` from cupti-python >= 13 (what flashinfer.testing requires), or None."""
+    try:
+        import importlib.metadata
+
+        from cupti import cupti
+
+        if int(importlib.metadata.version("cupti-python").split(".")[0]) < 13:
+            return None
+        return cupti
+    except Exception:
+        return None
+
+
+def time_cupti(
+    fn: Fn, warm: list[dict[str, Any]], warmup: int, order: list[dict[str, Any]], cupti: Any
+) -> list[float]:
+    """CUPTI activity records: each sample is the GPU span of the kernels (and memcpy/memset)
+    one call launched, first start to last end, so host launch overhead is excluded while
+    gaps between a call's own kernels (split-KV merge, per-request loops) count. The device
+    is synchronised between calls, so calls never overlap (PDL, queued launches) and every
+    call reads the next input copy (``order``): cold L2 by rotation, as in graph replay."""
+    for i in range(warmup):
+        fn(warm[i % len(warm)])
+    torch.cuda.synchronize()
+    kernels: list[tuple[int, int, int]] = []
+    launches: list[tuple[int, int]] = []
+    kind = cupti.ActivityKind
+    gpu_kinds = (kind.CONCURRENT_KERNEL, kind.MEMCPY, kind.MEMSET)
+    api_kinds = (kind.RUNTIME, kind.DRIVER)
+
+    def requested() -> tuple[int, int]:
+        return 8 * 1024 * 1024, 0
+
+    def completed(activities: list[Any]) -> None:
+        for a in activities:
+            if a.kind in gpu_kinds:
+                kernels.append((a.start, a.end, a.correlation_id))
+            elif a.kind in api_kinds:
+                launches.append((a.start, a.correlation_id))
+
+    for k in (*api_kinds, *gpu_kinds):
+        cupti.activity_enable(k)
+    cupti.activity_register_callbacks(requested, completed)
+    windows = []
+    try:
+        for data in order:
+            torch.cuda.synchronize()
+            t0 = cupti.get_timestamp()
+            fn(data)
+            t1 = cupti.get_timestamp()
+            torch.cuda.synchronize()
+            windows.append((t0, t1))
+        cupti.activity_flush_all(0)
+    finally:
+        for k in (*api_kinds, *gpu_kinds):
+            cupti.activity_disable(k)
+        cupti.finalize()
+    by_corr: dict[int, list[tuple[int, int, int]]] = {}
+    for rec in kernels:
+        by_corr.setdefault(rec[2], []).append(rec)
+    samples = []
+    for t0, t1 in windows:
+        recs = [r for start, corr in launches if t0 <= start <= t1 for r in by_corr.get(corr, [])]
+        if not recs:
+            raise RuntimeError("CUPTI recorded no GPU activity for a call")
+        samples.append((max(r[1] for r in recs) - min(r[0] for r in recs)) / 1000.0)
+    return samples

@@ -1,0 +1,302 @@
+"""The GPU evidence sweep: kernelwatch's real worker path (version environments from
+worker/envs.py, the harness subprocess through worker/runner.py's HarnessRunner) on the
+reference shapes, run twice, with FlashInfer's own timer on the same shapes for agreement.
+
+    python bench/gpu_sweep.py --versions 0.6.18.post1 0.5.3 --wheelhouse .whl \
+        --envs-dir /tmp/kw-envs --out OUT [--runs 2] [--suites decode,prefill,single] \
+        [--agreement]
+
+Prints per point: median, bootstrap 95% CI, CV, JIT and plan seconds; per suite and run the
+wall time; the share of points with CV <= 1% (points slower than 20 us); whether the two runs
+agree within their CIs; and each point's median against ``bench_gpu_time``'s. Raw harness
+messages (with each request and the environment) go to ``OUT/raw-<label>.jsonl``:
+bench/gpu_fixture.py turns them into a fixture the service imports.
+
+Needs only the standard library, numpy, torch and FlashInfer wheels (it runs on a GPU machine
+without kernelwatch's service dependencies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from core.catalogue import complete_params  # noqa: E402
+from core.stats import summarize  # noqa: E402
+from worker import envs  # noqa: E402
+from worker.runner import HarnessRequest, HarnessRunner, harness_env  # noqa: E402
+
+HEADS = {"num_qo_heads": [32], "num_kv_heads": [8], "head_dim": [128], "dtype": ["bfloat16"]}
+SUITES: dict[str, dict[str, Any]] = {
+    "decode": {
+        "kernel": "batch_decode",
+        "backends": ["fa2", "auto"],
+        "params": {
+            "batch_size": [1, 16, 64, 256],
+            "kv_len": [512, 2048, 8192, 32768],
+            "page_size": [16],
+            **HEADS,
+        },
+    },
+    "prefill": {
+        "kernel": "batch_prefill",
+        "backends": ["fa2", "auto"],
+        "params": {
+            "batch_size": [1, 8],
+            "qo_len": [512, 2048],
+            "kv_len": [2048, 8192],
+            "causal": [True],
+            "page_size": [16],
+            **HEADS,
+        },
+    },
+    "tiny": {  # a smoke test of this script (also on CPU: --device cpu --suites tiny)
+        "kernel": "batch_decode",
+        "backends": ["fa2"],
+        "params": {
+            "batch_size": [1, 3],
+            "kv_len": [64, 200],
+            "page_size": [16],
+            "kv_len_distribution": ["uniform"],
+            **HEADS,
+        },
+    },
+    "single": {
+        "kernel": "single_decode",
+        "backends": ["fa2"],
+        "params": {"kv_len": [512, 2048, 8192, 32768, 131072], **HEADS},
+    },
+}
+TIMING = {"warmup": 5, "iterations": 30, "cold_l2": True, "check_correctness": True}
+
+
+def grid(kernel: str, params: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Same order as core.spec.SweepSpec.grid (itertools.product over the params in order)."""
+    names = list(params)
+    return [
+        complete_params(kernel, dict(zip(names, combo, strict=True)))
+        for combo in itertools.product(*(params[n] for n in names))
+    ]
+
+
+def request_for(suite: str, backends: list[str], device: str = "cuda") -> HarnessRequest:
+    s = SUITES[suite]
+    points = list(enumerate(grid(s["kernel"], s["params"])))
+    return HarnessRequest(s["kernel"], device, backends, dict(TIMING), points)
+
+
+def run_suite(
+    python: str, env: dict[str, str], request: HarnessRequest, raw: Any, meta: dict[str, Any]
+) -> tuple[list[dict[str, Any]], float]:
+    raw.write(
+        json.dumps({"type": "request", **meta, "request": json.loads(request.to_json(set()))})
+        + "\n"
+    )
+    t0 = time.perf_counter()
+    msgs = []
+    for msg in HarnessRunner(python, request, env).messages():
+        msgs.append(msg)
+        raw.write(json.dumps(msg) + "\n")
+        raw.flush()
+    wall = time.perf_counter() - t0
+    raw.write(json.dumps({"type": "wall", **meta, "wall_seconds": wall}) + "\n")
+    return msgs, wall
+
+
+def short(kernel: str, p: dict[str, Any]) -> str:
+    keys = ("batch_size", "qo_len", "kv_len") if kernel != "single_decode" else ("kv_len",)
+    return " ".join(
+        f"{k.split('_')[0][0]}{k.split('_')[1][0] if '_' in k else ''}={p[k]}"
+        for k in keys
+        if k in p
+    )
+
+
+def agreement(
+    python: str, env: dict[str, str], request: HarnessRequest
+) -> dict[tuple[int, str], dict[str, Any]]:
+    proc = subprocess.run(
+        [python, str(REPO / "bench" / "gpu_agreement.py")],
+        input=request.to_json(set()),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(REPO),
+        timeout=900,
+    )
+    out = {}
+    for line in proc.stdout.splitlines():
+        try:
+            m = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out[(int(m["point_index"]), str(m["backend"]))] = m
+    if proc.returncode != 0:
+        print(f"agreement run failed ({proc.returncode}): {proc.stderr[-1500:]}")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--versions", nargs="*", default=["0.6.18.post1", "0.5.3"])
+    ap.add_argument("--wheelhouse", default=str(REPO / ".whl"))
+    ap.add_argument("--envs-dir", default="/tmp/kw-envs")
+    ap.add_argument("--out", default="gpu-sweep-out")
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--suites", default="decode,prefill,single")
+    ap.add_argument(
+        "--torch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure torch-sdpa on every suite (worker's own python)",
+    )
+    ap.add_argument("--agreement", action="store_true")
+    ap.add_argument("--device", default="cuda")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suites = [s for s in args.suites.split(",") if s]
+
+    labels: list[tuple[str, str | None]] = [(v, v) for v in args.versions]
+    if args.torch:
+        labels.append(("torch", None))
+    results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    walls: dict[tuple[str, str, int], float] = {}
+    agree: dict[tuple[str, str], dict[tuple[int, str], dict[str, Any]]] = {}
+    for label, version in labels:
+        t0 = time.perf_counter()
+        python = (
+            envs.build_env(version, args.envs_dir, args.wheelhouse)
+            if version
+            else Path(sys.executable)
+        )
+        build_s = time.perf_counter() - t0
+        env = harness_env(envs.harness_env(version, args.envs_dir))
+        print(f"[{label}] env ready in {build_s:.1f} s: {python}", flush=True)
+        with open(out / f"raw-{label}.jsonl", "w") as raw:
+            for run in range(1, args.runs + 1):
+                for suite in suites:
+                    backends = ["torch-sdpa"] if version is None else SUITES[suite]["backends"]
+                    req = request_for(suite, backends, args.device)
+                    meta = {
+                        "label": label,
+                        "flashinfer_version": version,
+                        "suite": suite,
+                        "run": run,
+                    }
+                    msgs, wall = run_suite(str(python), env, req, raw, meta)
+                    results[(label, suite, run)] = msgs
+                    walls[(label, suite, run)] = wall
+                    print(
+                        f"[{label}] run {run} {suite}: {wall:.1f} s wall, "
+                        f"{sum(m.get('type') == 'point' for m in msgs)} points",
+                        flush=True,
+                    )
+        if args.agreement and version:
+            for suite in suites:
+                agree[(label, suite)] = agreement(
+                    str(python), env, request_for(suite, SUITES[suite]["backends"])
+                )
+            with open(out / "agreement.jsonl", "a") as fh:
+                for (lab, suite), rows in agree.items():
+                    if lab == label:
+                        for m in rows.values():
+                            fh.write(json.dumps({"label": lab, "suite": suite, **m}) + "\n")
+    report(results, walls, agree, suites, labels, args.runs, out)
+    return 0
+
+
+def report(
+    results: dict[tuple[str, str, int], list[dict[str, Any]]],
+    walls: dict[tuple[str, str, int], float],
+    agree: dict[tuple[str, str], dict[tuple[int, str], dict[str, Any]]],
+    suites: list[str],
+    labels: list[tuple[str, str | None]],
+    runs: int,
+    out: Path,
+) -> None:
+    lines: list[str] = []
+    cv_ok = cv_n = rep_ok = rep_n = ag_ok = ag_n = 0
+    for label, _ in labels:
+        for suite in suites:
+            kernel = SUITES[suite]["kernel"]
+            pts = dict(enumerate(grid(kernel, SUITES[suite]["params"])))
+            by_run = {
+                r: {
+                    (m["point_index"], m["backend"]): m
+                    for m in results.get((label, suite, r), [])
+                    if m.get("type") == "point"
+                }
+                for r in range(1, runs + 1)
+            }
+            lines.append(
+                f"== {label} {suite} ({kernel}); wall per run: "
+                + ", ".join(
+                    f"{walls.get((label, suite, r), float('nan')):.1f} s"
+                    for r in range(1, runs + 1)
+                )
+            )
+            lines.append(
+                f"{'point':<22}{'backend':<11}{'resolved':<11}{'status':<11}"
+                f"{'median us':>10}{'CI95':>19}{'CV%':>6}{'jit s':>7}{'plan ms':>8}"
+                f"{'run2 med':>9}{'FI med':>9}{'Δ%':>6}"
+            )
+            for key, m in sorted(by_run[1].items()):
+                s = summarize(m["samples_us"]) if m.get("samples_us") else None
+                row = (
+                    f"{short(kernel, pts[key[0]]):<22}{key[1]:<11}"
+                    f"{m.get('resolved_backend')!s:<11}{m['status']:<11}"
+                )
+                if s is None:
+                    lines.append(row + f"  {str(m.get('error'))[:90]}")
+                    continue
+                if s.median > 20:
+                    cv_n += 1
+                    cv_ok += s.cv <= 0.01
+                row += (
+                    f"{s.median:>10.2f} {f'[{s.ci_low:.2f},{s.ci_high:.2f}]':>19}"
+                    f"{100 * s.cv:>6.2f}{(m.get('jit_seconds') or 0):>7.2f}"
+                    f"{1000 * (m.get('plan_seconds') or 0):>8.2f}"
+                )
+                m2 = by_run.get(2, {}).get(key)
+                if m2 and m2.get("samples_us"):
+                    s2 = summarize(m2["samples_us"])
+                    rep_n += 1
+                    rep_ok += s.ci_low <= s2.ci_high and s2.ci_low <= s.ci_high
+                    row += f"{s2.median:>9.2f}"
+                else:
+                    row += f"{'':>9}"
+                fi = agree.get((label, suite), {}).get(key)
+                if fi and fi.get("median_us"):
+                    delta = 100 * (s.median / fi["median_us"] - 1)
+                    ag_n += 1
+                    ag_ok += abs(delta) <= 3
+                    row += f"{fi['median_us']:>9.2f}{delta:>6.1f}"
+                lines.append(row)
+    lines.append(f"CV <= 1% for points > 20 us: {cv_ok}/{cv_n}")
+    lines.append(f"run 1 and run 2 CIs overlap: {rep_ok}/{rep_n}")
+    if ag_n:
+        lines.append(f"median within ±3% of bench_gpu_time: {ag_ok}/{ag_n}")
+    for label, _ in labels:
+        for r in range(1, runs + 1):
+            if (label, "decode", r) in walls:
+                lines.append(
+                    f"decode sweep (16 points x {len(SUITES['decode']['backends'])} "
+                    f"backends) {label} run {r}: {walls[(label, 'decode', r)]:.1f} s"
+                )
+    text = "\n".join(lines)
+    print(text)
+    (out / "summary.txt").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

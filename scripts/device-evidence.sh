@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The GPU evidence run, on the lent GPU machine (see docs/gpu.md). Run from the repo root with
+# the FlashInfer wheels in .whl/ (../shared/tools/gpu-wheels --dir .whl) and $OUT set:
+#
+#   scripts/device-evidence.sh smoke   # GPU tests + a tiny sweep (0.6.18.post1)
+#   scripts/device-evidence.sh v6      # evidence sweeps for 0.6.18.post1 and torch-sdpa, GPU tests
+#   scripts/device-evidence.sh v5      # evidence sweeps for 0.5.3
+#
+# Each step logs under $OUT; the script goes on when one fails.
+set -uo pipefail
+phase=${1:-smoke}
+OUT=${OUT:-/tmp/kw-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+ENVS=/tmp/kw-envs
+V6=0.6.18.post1
+V5=0.5.3
+
+{
+  date -u; nvidia-smi; python3 -V
+  python3 -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())'
+  python3 -m pip list 2>/dev/null | grep -i -E "cupti|nvidia-ml|torch |numpy"
+} >"$OUT/machine.txt" 2>&1
+
+gpu_tests() {  # in the machine's python with FlashInfer beside it, sharing the env's JIT cache
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fi6 \
+    .whl/flashinfer_python-$V6-*.whl .whl/apache_tvm_ffi-*.whl >"$OUT/install.log" 2>&1
+  mkdir -p $ENVS/$V6/jit
+  FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout "$1" python3 -m pytest \
+    --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs 2>&1 | tee "$OUT/pytest-gpu.log" | tail -30
+}
+
+sweep() {  # timeout, then gpu_sweep.py arguments
+  local t=$1; shift
+  timeout "$t" python3 bench/gpu_sweep.py --runs 2 --agreement --envs-dir $ENVS --wheelhouse .whl \
+    --out "$OUT" "$@" 2>&1 | tee -a "$OUT/sweep.log" | grep -v "^\[" | tail -75
+}
+
+case $phase in
+  smoke) gpu_tests 420; sweep 150 --versions $V6 --suites tiny ;;
+  v6) sweep 420 --versions $V6 --suites decode,prefill,single; gpu_tests 150 ;;
+  v5) sweep 560 --versions $V5 --no-torch --suites decode,prefill,single ;;
+esac
