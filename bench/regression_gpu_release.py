@@ -1,0 +1,177 @@
+"""The release flow on one machine, embedded (SQLite + SQLite broker), for the GPU evidence:
+a real worker per GPU, FlashInfer environments built from a wheelhouse, ``release NEW
+--previous OLD``, the comparison, the interleaved confirmation, and the notification received
+by a local HTTP server. Writes under --out:
+
+    release_flow.json   the notification, the release, each comparison (summary + points),
+                        its regressions, and every job (release and confirm) with runs,
+                        points and raw samples (core.fixtures format)
+    worker.log          the worker's log
+
+On the GPU machine, from the repository root (wheels of FlashInfer and apache-tvm-ffi in .whl/,
+kernelwatch's service wheels in .whl/svc/, see scripts/service-wheels.sh):
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/svc .whl/svc/*.whl
+    PYTHONPATH=/tmp/svc:. python3 bench/regression_gpu_release.py \\
+        --new 0.6.18.post1 --previous 0.5.3 --wheelhouse .whl --out $OUT
+
+On a machine without a GPU the same flow runs on the cpu tag (torch backends only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--new", default="0.6.18.post1")
+    ap.add_argument("--previous", default="0.5.3")
+    ap.add_argument("--suite", default=str(ROOT / "bench" / "regression_gpu_suite.yaml"))
+    ap.add_argument("--wheelhouse", default=str(ROOT / ".whl"))
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/kw-out")))
+    ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--timeout", type=float, default=540.0, help="seconds for the whole flow")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="kw-release-"))
+
+    from tests.release_support import notification_server
+
+    t0 = time.monotonic()
+    with notification_server() as (url, received):
+        os.environ.update({
+            "KERNELWATCH_DATA_DIR": str(data_dir),
+            "KERNELWATCH_DATABASE_URL": "", "KERNELWATCH_BROKER_URL": "",
+            "KERNELWATCH_WHEELHOUSE": str(Path(args.wheelhouse).resolve()),
+            "KERNELWATCH_RELEASE_SUITE": str(Path(args.suite).resolve()),
+            "KERNELWATCH_NOTIFY_URL": url,
+            "KERNELWATCH_HEARTBEAT_SECONDS": "2",
+            # One intra-op thread: a CPU torch backend must not wait on a preempted thread.
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        })
+        from cli.service import worker_children
+        from core import db
+        from core.migrate import upgrade
+        from core.settings import get_settings
+
+        get_settings.cache_clear()
+        db.reset_engine()
+        upgrade()
+        children = worker_children()
+        log = open(args.out / "worker.log", "ab")  # noqa: SIM115 (the workers keep it)
+        procs = [subprocess.Popen(c.argv, env={**os.environ, **c.env}, cwd=ROOT, stdout=log,
+                                  stderr=subprocess.STDOUT) for c in children]
+        try:
+            _wait("the workers to register", lambda: _nodes() >= len(children), 120)
+            print(f"[{time.monotonic() - t0:5.0f} s] {len(children)} worker(s) registered",
+                  flush=True)
+            from core.releases import trigger_release
+
+            with db.session_scope() as session:
+                start = trigger_release(session, args.new, previous=args.previous,
+                                        source="manual", submitted_by="evidence")
+                print(f"[{time.monotonic() - t0:5.0f} s] release {args.new} vs "
+                      f"{args.previous}: {start.release.details}", flush=True)
+            _wait("the notification", lambda: bool(received), args.timeout,
+                  progress=lambda: _progress(args.new, t0))
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            _dump(args.out / "release_flow.json", args.new, received)
+    print(f"[{time.monotonic() - t0:5.0f} s] wrote {args.out / 'release_flow.json'}")
+    if received:
+        print(received[0]["text"])
+
+
+def _nodes() -> int:
+    from sqlalchemy import func, select
+
+    from core import db
+    from core.models import Node
+
+    with db.session_scope() as session:
+        return int(session.scalar(select(func.count(Node.id))) or 0)
+
+
+def _progress(version: str, t0: float) -> str:
+    from sqlalchemy import func, select
+
+    from core import db
+    from core.models import Point, Release
+
+    with db.session_scope() as session:
+        release = session.scalar(select(Release).where(Release.version == version))
+        points = session.scalar(select(func.count(Point.id)))
+        tags = {t: s.get("state") for t, s in ((release.details or {}).get("tags") or {}).items()
+                } if release else {}
+        return (f"[{time.monotonic() - t0:5.0f} s] release {release.status if release else '?'}"
+                f" {tags}, {points} points stored")
+
+
+def _wait(what: str, ok: Any, timeout: float, progress: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    last = 0.0
+    while time.monotonic() < deadline:
+        if ok():
+            return
+        if progress and time.monotonic() - last > 15:
+            print(progress(), flush=True)
+            last = time.monotonic()
+        time.sleep(1)
+    print(f"timed out waiting for {what}", flush=True)
+
+
+def _dump(path: Path, version: str, received: list[dict[str, Any]]) -> None:
+    from sqlalchemy import select
+
+    from api.routers.regressions import regression_out
+    from core import db
+    from core.fixtures import export_job
+    from core.models import Comparison, Job, Regression, Release
+
+    with db.session_scope() as session:
+        release = session.scalar(select(Release).where(Release.version == version))
+        comparisons = []
+        jobs = []
+        if release is not None:
+            for c in session.scalars(select(Comparison).where(
+                    Comparison.release_id == release.id)):
+                regs = session.scalars(select(Regression).where(
+                    Regression.comparison_id == c.id).order_by(Regression.id))
+                comparisons.append({"id": c.id, "gpu_sku": c.gpu_sku,
+                                    "baseline": c.baseline_label, "contender": c.contender_label,
+                                    "summary": c.summary,
+                                    "regressions": [regression_out(r) for r in regs]})
+            job_ids = session.scalars(select(Job.id).where(
+                Job.release_version == version).order_by(Job.id))
+            jobs = [export_job(session, j) for j in job_ids]
+        out = {
+            "notification": received[0] if received else None,
+            "release": None if release is None else {
+                "version": release.version, "previous_version": release.previous_version,
+                "status": release.status, "details": release.details},
+            "comparisons": comparisons,
+            "jobs": jobs,
+        }
+    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
