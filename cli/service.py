@@ -39,7 +39,7 @@ def worker_children(extra_tags: str = "", gpus: str | None = None,
                     name: str = "") -> list[Child]:
     """One Celery worker process per GPU (pinned with CUDA_VISIBLE_DEVICES), or one CPU worker
     when there is no GPU. ``gpus``: comma-separated indices to serve (default: all)."""
-    from worker.gpu import detect_gpus
+    from worker.gpu import GpuInfo, detect_gpus
     from worker.node import NODE_ENV, identity_for
 
     settings = get_settings()
@@ -55,7 +55,8 @@ def worker_children(extra_tags: str = "", gpus: str | None = None,
                 f"{', '.join(str(g.index) for g in found) or 'none'}", param_hint="--gpus")
         found = [g for g in found if g.index in wanted]
     children = []
-    for gpu in found or [None]:  # type: ignore[list-item]
+    devices: list[GpuInfo | None] = list(found) or [None]
+    for gpu in devices:
         ident = identity_for(gpu, tags, name)
         env = {NODE_ENV: ident.to_env()}
         if gpu is not None:

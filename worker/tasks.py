@@ -146,10 +146,12 @@ def build_request(session: Session, run: Run, job: Job, device: str) -> HarnessR
     )
 
 
-def harness_python_for(run: Run, backends: list[str]) -> str:
+def harness_python_for(run: Run, backends: list[str], device: str) -> str:
     from worker.envs import harness_python
 
-    needs = any(b in FLASHINFER_BACKENDS for b in backends)
+    # FlashInfer needs a GPU: on a CPU node the harness reports its backends unsupported
+    # without importing it, so no version environment is built there for nothing.
+    needs = device == "cuda" and any(b in FLASHINFER_BACKENDS for b in backends)
     return harness_python(run.flashinfer_version, needs)
 
 
@@ -185,7 +187,7 @@ def _execute(session: Session, run_id: int, service: node_mod.NodeService) -> st
     log.info("run %s (job %s): %d pairs to measure, %d already stored", run.id, job.id,
              len(request.pairs()), len(request.skip))
     try:
-        python = harness_python_for(run, request.backends)
+        python = harness_python_for(run, request.backends, request.device)
     except Exception as e:  # no environment for this version on this node
         for pair in request.pairs():
             store_point(session, run, request.kernel, dict(request.points_by_index[pair[0]]),
@@ -194,7 +196,10 @@ def _execute(session: Session, run_id: int, service: node_mod.NodeService) -> st
         _finish(session, run, message=f"no harness environment: {e}")
         return "failed"
 
-    runner = HarnessRunner(python, request)
+    from worker.envs import harness_env
+
+    # The version's own JIT cache (FLASHINFER_WORKSPACE_BASE); the runner adds PYTHONPATH.
+    runner = HarnessRunner(python, request, env=harness_env(run.flashinfer_version))
     _Shutdown.runner = runner
     cold_l2 = bool(request.timing.get("cold_l2", True))
     params_of = request.points_by_index
