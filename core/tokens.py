@@ -7,12 +7,15 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from datetime import UTC, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.models import Token, utcnow
 from core.settings import get_settings
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def hash_token(plaintext: str) -> str:
@@ -30,13 +33,22 @@ def create_token(session: Session, name: str) -> str:
 
 
 def verify_token(session: Session, plaintext: str) -> Token | None:
-    """The live token whose hash matches, with ``last_used_at`` updated; None otherwise."""
+    """The live token whose hash matches, with ``last_used_at`` updated (to the minute); None
+    otherwise."""
     if not plaintext:
         return None
     token = session.scalar(select(Token).where(Token.token_hash == hash_token(plaintext)))
     if token is None or token.revoked:
         return None
-    token.last_used_at = utcnow()
+    now = utcnow()
+    last = token.last_used_at
+    if last is not None and last.tzinfo is None:  # SQLite drops the zone; stored times are UTC
+        last = last.replace(tzinfo=UTC)
+    # Written at most once a minute: every request of a client uses the same token row, and an
+    # UPDATE per request would hold that row's lock until each request commits, serialising
+    # concurrent submissions behind one another.
+    if last is None or now - last > LAST_USED_RESOLUTION:
+        token.last_used_at = now
     return token
 
 

@@ -20,7 +20,7 @@ from api.deps import CurrentToken, ReadAccess, SessionDep
 from api.schemas import JobList, JobOut, JobSummary, Progress, RunOut
 from core import hooks
 from core import jobs as service
-from core.models import Job, JobStatus
+from core.models import Job, JobStatus, Node, Run
 from core.spec import SweepSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -116,8 +116,16 @@ def job_summary(job: Job, message: str | None = None) -> JobSummary:
     )
 
 
-def job_detail(session: Any, job: Job) -> JobOut:
+def job_detail(session: Any, job: Job, new_runs: list[Run] | None = None) -> JobOut:
+    """The job as GET /v1/jobs/{id} shows it. ``new_runs``: the job was created by this
+    request, so no run has a node or a point yet; saves two queries on every submission."""
     waiting = service.waiting_reason(session, job)
+    if new_runs is not None:
+        pairs: list[tuple[Run, Node | None]] = [(r, None) for r in new_runs]
+        progress = {"done": 0, "total": job.total_points, "errored": 0}
+    else:
+        pairs = service.runs_with_nodes(session, job.id)
+        progress = service.job_progress(session, job)
     runs = [
         RunOut(
             id=r.id, target=r.target, queue=r.queue, flashinfer_version=r.flashinfer_version,
@@ -126,11 +134,11 @@ def job_detail(session: Any, job: Job) -> JobOut:
             gpu_sku=r.gpu_sku, timing_method=r.timing_method, environment=r.environment,
             message=r.message, started_at=r.started_at, finished_at=r.finished_at,
         )
-        for r, n in service.runs_with_nodes(session, job.id)
+        for r, n in pairs
     ]
     summary = job_summary(job, waiting or job.message)
-    return JobOut(**summary.model_dump(), progress=Progress(**service.job_progress(session, job)),
-                  spec=job.spec, runs=runs)
+    return JobOut(**summary.model_dump(), progress=Progress(**progress), spec=job.spec,
+                  runs=runs)
 
 
 @router.post(
@@ -168,7 +176,8 @@ def submit_job(
         _enqueue_or_record(session, job, runs)
     if not created:
         response.status_code = 200
-    return job_detail(session, job)
+        return job_detail(session, job)
+    return job_detail(session, job, new_runs=runs)
 
 
 def _enqueue_or_record(session: Any, job: Job, runs: list[Any]) -> None:
