@@ -109,7 +109,12 @@ def submit(spec_file: Path, wait: bool, idempotency_key: str | None, poll: float
         click.echo(job["message"])
     if not wait:
         return
-    job = _follow(job["id"], poll)
+    try:
+        job = _follow(job["id"], poll)
+    except KeyboardInterrupt:
+        click.echo(f"stopped following job {job['id']}; it goes on "
+                   f"(kernelwatch results {job['id']})", err=True)
+        sys.exit(130)
     _print_summary(job, _request("GET", f"/v1/jobs/{job['id']}/results").json()["rows"])
     sys.exit(0 if job["status"] in ("succeeded", "partial") else 1)
 

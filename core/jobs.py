@@ -430,8 +430,8 @@ POINT_COLUMNS = (
     "jit_seconds", "plan_seconds", "bytes", "flops", "tbps", "tflops", "pct_peak_bw",
     "pct_peak_flops", "max_abs_error", "peak_memory_bytes", "throttled", "series_key",
 )
-RUN_COLUMNS = ("job_id", "job_name", "run_id", "target", "chunk", "node", "gpu_name", "gpu_sku",
-               "flashinfer_version", "timing_method")
+# Environment facts worth a column of their own (the whole fingerprint is in the export).
+ENV_COLUMNS = ("driver", "torch", "torch_cuda", "sm_count", "power_limit_w")
 
 
 def result_rows(session: Session, job: Job) -> list[dict[str, Any]]:
@@ -458,7 +458,10 @@ def result_rows(session: Session, job: Job) -> list[dict[str, Any]]:
             "flashinfer_version": run.flashinfer_version,
             # A point may fall back to another timing method than its run's; the point wins.
             "timing_method": point.timing_method or run.timing_method,
+            "env_fingerprint": run.env_fingerprint,
         }
+        env = run.environment or {}
+        row.update({f"env_{k}": env.get(k) for k in ENV_COLUMNS})
         row.update({f"param_{k}": v for k, v in (point.params or {}).items()})
         row.update({c: getattr(point, c) for c in POINT_COLUMNS})
         out.append(row)

@@ -38,6 +38,7 @@ def _measure(session: Session, job_id: int) -> None:
     grid = SweepSpec.model_validate(job.spec).grid()
     for run in session.query(Run).filter(Run.job_id == job_id).all():
         run.gpu_name, run.gpu_sku, run.timing_method = "cpu", None, "cpu_perf_counter"
+        run.environment, run.env_fingerprint = {"torch": "2.11.0", "cpu_count": 2}, "fp1"
         jobs.mark_run_started(session, run, None)
         for i in run.point_indices:
             store_point(session, run, job.kernel, grid[i], {
@@ -103,6 +104,8 @@ def test_results_json_and_csv(client: TestClient, session: Session) -> None:
     assert first["n_samples"] == 30 and first["timing_method"] == "cpu_perf_counter"
     assert first["tbps"] == pytest.approx(first["bytes"] / (first["median_us"] * 1e-6) / 1e12)
     assert first["gpu_name"] == "cpu" and first["job_name"] == "decode-gqa"
+    assert first["env_torch"] == "2.11.0" and first["env_fingerprint"] == "fp1"
+    assert first["env_driver"] is None  # a CPU run has no driver
     errored = [r for r in rows if r["status"] == "error"]
     assert {r["error"] for r in errored} == {"out of memory"}
 
