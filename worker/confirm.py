@@ -43,6 +43,11 @@ ROUNDS = 5
 CONFIRMABLE = ("open", "confirming")
 
 
+class WorkerShuttingDown(Exception):
+    """The worker is stopping: the regressions are marked ``confirm_failed`` (they say nothing
+    either way) and what was measured stays stored."""
+
+
 def _key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True)
 
@@ -69,23 +74,26 @@ def confirm_spec(
 
 
 def _measure_run(session: Session, run: Run, job: Job, device: str, me: Node | None,
-                 service: node_mod.NodeService | None) -> None:
-    """One harness invocation for one round of one version (the worker's own machinery)."""
+                 service: node_mod.NodeService | None) -> bool:
+    """One harness invocation for one round of one version, through the worker's own
+    machinery (request, interpreter, per-version environment, storage). False when the worker
+    is shutting down: the run is left running for the reaper, like an interrupted sweep."""
     from core.jobs import mark_run_finished, mark_run_started
     from core.results import store_point
+    from worker import tasks
+    from worker.envs import harness_env
     from worker.runner import HarnessRunner, error_point
-    from worker.tasks import build_request, harness_python_for, store_environment
 
     mark_run_started(session, run, me)
     session.commit()
     if service is not None:
         service.current_run_id = run.id  # the reaper must not hand this run to another task
     try:
-        request = build_request(session, run, job, device)
+        request = tasks.build_request(session, run, job, device)
         params_of = request.points_by_index
         cold_l2 = bool(request.timing.get("cold_l2", True))
         try:
-            python = harness_python_for(run, request.backends)
+            python = tasks.harness_python_for(run, request.backends, request.device)
         except Exception as e:
             for pair in request.pairs():
                 store_point(session, run, request.kernel, dict(params_of[pair[0]]),
@@ -93,17 +101,31 @@ def _measure_run(session: Session, run: Run, job: Job, device: str, me: Node | N
             session.commit()
             mark_run_finished(session, run, message=f"no harness environment: {e}")
             session.commit()
-            return
-        for msg in HarnessRunner(python, request).messages():
-            if msg.get("type") == "env":
-                store_environment(run, msg)
-                session.commit()
-            elif msg.get("type") == "point":
-                store_point(session, run, request.kernel,
-                            dict(params_of[int(msg["point_index"])]), msg, cold_l2=cold_l2)
-                session.commit()
+            return True
+        runner = HarnessRunner(python, request, env=harness_env(run.flashinfer_version))
+        tasks._Shutdown.runner = runner  # a warm shutdown stops the harness at once
+        try:
+            for msg in runner.messages():
+                if msg.get("type") == "env":
+                    tasks.store_environment(run, msg)
+                    session.commit()
+                elif msg.get("type") == "point":
+                    store_point(session, run, request.kernel,
+                                dict(params_of[int(msg["point_index"])]), msg, cold_l2=cold_l2)
+                    session.commit()
+                    if msg.get("status") != PointStatus.ok:
+                        log.warning("confirm: run %s point %s/%s %s: %s", run.id,
+                                    msg.get("point_index"), msg.get("backend"),
+                                    msg.get("status"), (msg.get("error") or "")[:500])
+                if tasks._Shutdown.requested:
+                    runner.stop()
+                    return False
+        finally:
+            tasks._Shutdown.runner = None
+            runner.stop()
         mark_run_finished(session, run)
         session.commit()
+        return True
     finally:
         if service is not None:
             service.current_run_id = None
@@ -174,7 +196,9 @@ def run_confirmation(
                  comparison_id, kernel, len(indices), len(spec.backends), rounds,
                  me.name if me else device)
         for run, _ in runs:
-            _measure_run(session, run, job, device, me, service)
+            if not _measure_run(session, run, job, device, me, service):
+                raise WorkerShuttingDown(f"comparison {comparison_id}: stopped in round "
+                                         f"{run.chunk} of {rounds}")
     return settle(session, comparison, regs, roles, thresholds)
 
 
