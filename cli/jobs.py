@@ -179,12 +179,13 @@ def jobs_cmd(status: str | None, limit: int, offset: int) -> None:
         params["status"] = status
     page = _request("GET", "/v1/jobs", params=params).json()
     table = Table(title=f"jobs {offset + 1}-{offset + len(page['items'])} of {page['total']}")
-    for col in ("id", "name", "kernel", "status", "points", "source", "by", "created"):
+    for col in ("id", "name", "kernel", "status", "points", "source", "by", "created",
+                "message"):
         table.add_column(col)
     for j in page["items"]:
         table.add_row(str(j["id"]), j["name"], j["kernel"], j["status"],
                       str(j["total_points"]), j["source"], j["submitted_by"] or "-",
-                      j["created_at"][:19].replace("T", " "))
+                      j["created_at"][:19].replace("T", " "), j.get("message") or "")
     Console().print(table)
 
 

@@ -390,16 +390,29 @@ def _no_live_message(tags: list[str]) -> str:
 
 def waiting_reason(session: Session, job: Job) -> str | None:
     """Why a job's queued runs are not being picked up, or None."""
-    if job.status not in (JobStatus.queued, JobStatus.running):
-        return None
-    targets = sorted(set(session.scalars(
-        select(Run.target).where(Run.job_id == job.id, Run.status == JobStatus.queued)
-    )))
+    return waiting_reasons(session, [job]).get(job.id)
+
+
+def waiting_reasons(session: Session, jobs: list[Job]) -> dict[int, str]:
+    """``waiting_reason`` for many jobs in two queries (a page of ``GET /v1/jobs``)."""
+    active = [j.id for j in jobs if j.status in (JobStatus.queued, JobStatus.running)]
+    if not active:
+        return {}
+    targets: dict[int, set[str]] = {}
+    for job_id, target in session.execute(
+        select(Run.job_id, Run.target).where(Run.job_id.in_(active),
+                                             Run.status == JobStatus.queued).distinct()
+    ):
+        targets.setdefault(int(job_id), set()).add(str(target))
     if not targets:
-        return None
+        return {}
     live = live_nodes_by_tag(session)
-    missing = [t for t in targets if not live.get(t)]
-    return _no_live_message(missing) if missing else None
+    out = {}
+    for job_id, tags in targets.items():
+        missing = sorted(t for t in tags if not live.get(t))
+        if missing:
+            out[job_id] = _no_live_message(missing)
+    return out
 
 
 def list_jobs(

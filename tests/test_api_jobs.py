@@ -87,6 +87,11 @@ def test_list_filter_and_paginate(client: TestClient, session: Session) -> None:
     assert queued["total"] == 4 and ids[0] not in [j["id"] for j in queued["items"]]
     partial = client.get("/v1/jobs?status=partial").json()
     assert [j["id"] for j in partial["items"]] == [ids[0]]
+    messages = {j["id"]: j["message"] for j in client.get("/v1/jobs").json()["items"]}
+    assert messages[ids[1]] == "waiting: no live node carries tag 'cpu'"
+    assert messages[ids[0]] is None  # finished: not waiting
+    add_node("a:cpu", ["cpu"])
+    assert all(j["message"] is None for j in client.get("/v1/jobs").json()["items"])
 
 
 def test_results_json_and_csv(client: TestClient, session: Session) -> None:

@@ -209,8 +209,9 @@ def list_jobs(
     """Jobs, newest first."""
     rows, total = service.list_jobs(session, status=status.value if status else None,
                                     limit=limit, offset=offset)
+    waiting = service.waiting_reasons(session, rows)
     return JobList(total=total, limit=limit, offset=offset,
-                   items=[job_summary(j) for j in rows])
+                   items=[job_summary(j, waiting.get(j.id)) for j in rows])
 
 
 @router.get("/{job_id}", response_model=JobOut)
