@@ -275,9 +275,11 @@ def mark_run_started(session: Session, run: Run, node: Node | None) -> None:
     run.attempts += 1
     run.started_at = run.started_at or now
     if node is not None:
+        # A retry may land on another node of the tag (an H100 after an H200): points stored
+        # from now on take this node's GPU, so the run must not keep the previous one's.
         run.node_id = node.id
-        run.gpu_name = run.gpu_name or node.gpu_name
-        run.gpu_sku = run.gpu_sku or node.gpu_sku
+        run.gpu_name = node.gpu_name
+        run.gpu_sku = node.gpu_sku
     if job.status == JobStatus.queued:
         job.status = JobStatus.running
         job.started_at = now

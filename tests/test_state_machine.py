@@ -51,9 +51,15 @@ def test_run_lifecycle_to_succeeded(session: Session) -> None:
     session.commit()
     assert (run.status, job.status, run.attempts, run.node_id) == ("running", "running", 1, node.id)
     assert job.started_at is not None and run.started_at is not None
-    # A redelivered message (the first worker died) starts it again: another attempt.
+    # A redelivered message (the first worker died) starts it again, here on another node of
+    # the tag: another attempt, and the run now describes that node's device.
+    other = session.get(Node, add_node("g:gpu0", ["cpu"], gpu_name="NVIDIA H200",
+                                       gpu_sku="h200"))
+    assert other is not None
+    jobs.mark_run_started(session, run, other)
+    assert (run.attempts, run.node_id, run.gpu_sku) == (2, other.id, "h200")
     jobs.mark_run_started(session, run, node)
-    assert run.attempts == 2
+    assert (run.attempts, run.gpu_name, run.gpu_sku) == (3, "cpu", None)
     _store(session, run, _all_points(run))
     assert jobs.job_progress(session, job) == {"done": 8, "total": 8, "errored": 0}
     assert jobs.mark_run_finished(session, run) is True
