@@ -16,8 +16,10 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from sqlalchemy.orm import Session
 
 from core import db, settings
 from core.fixtures import export_job
@@ -32,7 +34,7 @@ from worker.tasks import build_request, harness_python_for, store_environment
 ADMIN = os.environ.get("KERNELWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 OUT = Path(__file__).resolve().parent.parent / "tests/fixtures/compare/cpu_same_spec_two_runs.json"
 
-SPEC = {
+SPEC: dict[str, Any] = {
     "name": "self-comparison",
     "kernel": "batch_decode",
     "backends": ["torch-sdpa", "torch-math"],
@@ -43,11 +45,12 @@ SPEC = {
 }
 
 
-def measure(session, job_id: int) -> None:  # type: ignore[no-untyped-def]
+def measure(session: Session, job_id: int) -> None:
     job = session.get(Job, job_id)
+    assert job is not None
     for run in session.query(Run).filter(Run.job_id == job_id).all():
         request = build_request(session, run, job, "cpu")
-        runner = HarnessRunner(harness_python_for(run, request.backends), request)
+        runner = HarnessRunner(harness_python_for(run, request.backends, "cpu"), request)
         for msg in runner.messages():
             if msg["type"] == "env":
                 store_environment(run, msg)
