@@ -150,8 +150,13 @@ def test_streamed_body_over_limit_is_413(client: TestClient) -> None:
         (b"[1, 2, 3]", "application/json", ["mapping", "list"]),
         (b"", "application/json", ["empty body"]),
         (b"\xff\xfe\x00", "application/json", ["UTF-8"]),
+        (b'{"name": ' + b"1" * 5000 + b"}", "application/json", ["malformed JSON", "digits"]),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", ["malformed JSON", "recursion"]),
+        (b"name: " + b"1" * 5000, "application/yaml", ["malformed YAML", "digits"]),
+        (b"a: " + b"[" * 50_000, "application/yaml", ["malformed YAML", "recursion"]),
     ],
-    ids=["json", "yaml", "not-a-mapping", "empty", "not-utf8"],
+    ids=["json", "yaml", "not-a-mapping", "empty", "not-utf8", "json-huge-int", "json-deep",
+         "yaml-huge-int", "yaml-deep"],
 )
 def test_malformed_body_is_422_with_message(
     client: TestClient, body: bytes, ctype: str, words: list[str]

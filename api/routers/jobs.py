@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -38,11 +39,15 @@ def _body_error(msg: str) -> RequestValidationError:
 
 async def spec_from_body(request: Request) -> SweepSpec:
     """The sweep spec from a JSON body, or YAML with a YAML content type. Parsing happens here
-    (not in FastAPI's body handling) so that both formats share one validation path. Async:
-    reading the body needs the event loop; the endpoint itself is sync and runs in the thread
-    pool with its database session."""
+    (not in FastAPI's body handling) so that both formats share one validation path. The body
+    is read on the event loop; parsing (up to 1 MiB of YAML) and validation (up to 10,000 grid
+    points) run in the thread pool so they never stall other requests."""
     raw = await request.body()
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return await run_in_threadpool(parse_spec, raw, ctype)
+
+
+def parse_spec(raw: bytes, ctype: str) -> SweepSpec:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -51,11 +56,13 @@ async def spec_from_body(request: Request) -> SweepSpec:
         raise _body_error("empty body: send a sweep spec as JSON (or YAML with "
                           "Content-Type: application/yaml)")
     data: Any
+    # Besides syntax errors: integers over Python's 4300-digit limit raise ValueError and
+    # deeply nested arrays RecursionError; both are the client's malformed input.
     if ctype in YAML_TYPES:
         try:
             data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise _body_error(f"malformed YAML: {e}") from None
+        except (yaml.YAMLError, ValueError, RecursionError) as e:
+            raise _body_error(f"malformed YAML: {_first_line(e)}") from None
     else:
         try:
             data = json.loads(text)
@@ -65,6 +72,8 @@ async def spec_from_body(request: Request) -> SweepSpec:
                 + ("" if ctype in JSON_TYPES else
                    f" (Content-Type {ctype!r}; use application/yaml for YAML)")
             ) from None
+        except (ValueError, RecursionError) as e:
+            raise _body_error(f"malformed JSON: {_first_line(e)}") from None
     if not isinstance(data, dict):
         raise _body_error("a sweep spec must be a JSON object / YAML mapping, not "
                           f"{type(data).__name__}")
@@ -75,6 +84,10 @@ async def spec_from_body(request: Request) -> SweepSpec:
         raise RequestValidationError(
             [{**err, "loc": ("body", *err["loc"])} for err in e.errors()]
         ) from None
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
