@@ -169,6 +169,30 @@ def test_malformed_body_is_422_with_message(
         assert w in err["msg"]
 
 
+BILLION_LAUGHS = """
+name: bomb
+kernel: batch_decode
+params:
+  batch_size:
+    - - &a [1, 1, 1, 1, 1, 1, 1, 1, 1]
+      - &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+      - &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+      - &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+      - &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+      - &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+      - &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+      - &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+      - &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_yaml_alias_bomb_is_422_quickly(client: TestClient) -> None:
+    r = client.post("/v1/jobs", content=BILLION_LAUGHS,
+                    headers={"Content-Type": "application/yaml"})
+    assert r.status_code == 422
+    assert "expands to more than" in r.json()["detail"][0]["msg"]
+
+
 def test_bad_query_values_name_allowed_values(client: TestClient) -> None:
     client.post("/v1/jobs", json=decode_spec())
     r = client.get("/v1/jobs/1/results?format=xml")

@@ -31,6 +31,8 @@ JSON_TYPES = ("application/json", "")
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 SOURCES = ("api", "cli")
 ENQUEUE_FAILED = "enqueue failed"
+# A valid spec has at most 10,000 grid points, so far fewer values than this.
+MAX_SPEC_NODES = 200_000
 
 
 def _body_error(msg: str) -> RequestValidationError:
@@ -77,6 +79,9 @@ def parse_spec(raw: bytes, ctype: str) -> SweepSpec:
     if not isinstance(data, dict):
         raise _body_error("a sweep spec must be a JSON object / YAML mapping, not "
                           f"{type(data).__name__}")
+    if _expanded_size(data, MAX_SPEC_NODES) > MAX_SPEC_NODES:
+        raise _body_error(f"the spec expands to more than {MAX_SPEC_NODES} values (YAML "
+                          "aliases nested in aliases?); write the lists out")
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as e:
@@ -84,6 +89,22 @@ def parse_spec(raw: bytes, ctype: str) -> SweepSpec:
         raise RequestValidationError(
             [{**err, "loc": ("body", *err["loc"])} for err in e.errors()]
         ) from None
+
+
+def _expanded_size(data: Any, budget: int) -> int:
+    """Values in the document once YAML aliases are expanded, counting stops past ``budget``.
+    A few hundred bytes of nested aliases ("billion laughs") expand to billions of values;
+    validating or quoting them in an error message would exhaust memory."""
+    count = 0
+    stack = [data]
+    while stack and count <= budget:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
 
 
 def _first_line(e: BaseException) -> str:
