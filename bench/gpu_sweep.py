@@ -161,8 +161,11 @@ def main() -> int:
     )
     ap.add_argument("--agreement", action="store_true")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--cold-l2-method", default="rotate", choices=["rotate", "flush"])
+    ap.add_argument("--tag", default="", help="suffix of the output files")
     args = ap.parse_args()
     out = Path(args.out)
+    TIMING["cold_l2_method"] = args.cold_l2_method
     out.mkdir(parents=True, exist_ok=True)
     suites = [s for s in args.suites.split(",") if s]
 
@@ -182,7 +185,7 @@ def main() -> int:
         build_s = time.perf_counter() - t0
         env = harness_env(envs.harness_env(version, args.envs_dir))
         print(f"[{label}] env ready in {build_s:.1f} s: {python}", flush=True)
-        with open(out / f"raw-{label}.jsonl", "w") as raw:
+        with open(out / f"raw-{label}{args.tag}.jsonl", "w") as raw:
             for run in range(1, args.runs + 1):
                 for suite in suites:
                     backends = ["torch-sdpa"] if version is None else SUITES[suite]["backends"]
@@ -206,12 +209,12 @@ def main() -> int:
                 agree[(label, suite)] = agreement(
                     str(python), env, request_for(suite, SUITES[suite]["backends"])
                 )
-            with open(out / "agreement.jsonl", "a") as fh:
+            with open(out / f"agreement{args.tag}.jsonl", "a") as fh:
                 for (lab, suite), rows in agree.items():
                     if lab == label:
                         for m in rows.values():
                             fh.write(json.dumps({"label": lab, "suite": suite, **m}) + "\n")
-    report(results, walls, agree, suites, labels, args.runs, out)
+    report(results, walls, agree, suites, labels, args.runs, out, args.tag)
     return 0
 
 
@@ -223,6 +226,7 @@ def report(
     labels: list[tuple[str, str | None]],
     runs: int,
     out: Path,
+    tag: str = "",
 ) -> None:
     lines: list[str] = []
     cv_ok = cv_n = rep_ok = rep_n = ag_ok = ag_n = 0
@@ -295,7 +299,7 @@ def report(
                 )
     text = "\n".join(lines)
     print(text)
-    (out / "summary.txt").write_text(text + "\n")
+    (out / f"summary{tag}.txt").write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -39,5 +39,7 @@ sweep() {  # timeout, then gpu_sweep.py arguments
 case $phase in
   smoke) gpu_tests 420; sweep 150 --versions $V6 --suites tiny ;;
   v6) sweep 420 --versions $V6 --suites decode,prefill,single; gpu_tests 150 ;;
-  v5) sweep 560 --versions $V5 --no-torch --suites decode,prefill,single ;;
+  v5) sweep 380 --versions $V5 --no-torch --suites decode,prefill,single
+      # FlashInfer's own cold-L2 convention (L2 flush) for comparison with the rotation default
+      sweep 170 --versions $V6 --no-torch --suites decode --cold-l2-method flush --tag -flush ;;
 esac

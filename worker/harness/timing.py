@@ -191,8 +191,24 @@ def cupti_module() -> Any | None:
         return None
 
 
+def l2_flusher(l2_bytes: int) -> tuple[Callable[[], None], int]:
+    """FlashInfer's cold-L2 convention for CUPTI timing: write a buffer of twice the L2 size
+    before each call (outside the timed window), so the call finds none of its inputs in L2."""
+    buf = torch.empty(max(2 * l2_bytes, 1 << 20), dtype=torch.int8, device="cuda")
+
+    def flush() -> None:
+        buf.zero_()
+
+    return flush, buf.numel()
+
+
 def time_cupti(
-    fn: Fn, warm: list[dict[str, Any]], warmup: int, order: list[dict[str, Any]], cupti: Any
+    fn: Fn,
+    warm: list[dict[str, Any]],
+    warmup: int,
+    order: list[dict[str, Any]],
+    cupti: Any,
+    before: Callable[[], None] | None = None,
 ) -> list[float]:
     """CUPTI activity records: each sample is the GPU span of the kernels (and memcpy/memset)
     one call launched, first start to last end, so host launch overhead is excluded while
@@ -224,6 +240,8 @@ def time_cupti(
     windows = []
     try:
         for data in order:
+            if before is not None:
+                before()
             torch.cuda.synchronize()
             t0 = cupti.get_timestamp()
             fn(data)
