@@ -48,7 +48,7 @@ def _measure(session: Session, job_id: int) -> None:
             })
             store_point(session, run, job.kernel, grid[i], {
                 "point_index": i, "backend": "torch-math", "status": "error",
-                "error": "out of memory",
+                "error": "out of memory", "max_abs_error": float("nan"),
             })
         jobs.mark_run_finished(session, run)
     session.commit()
@@ -113,6 +113,7 @@ def test_results_json_and_csv(client: TestClient, session: Session) -> None:
     assert first["env_driver"] is None  # a CPU run has no driver
     errored = [r for r in rows if r["status"] == "error"]
     assert {r["error"] for r in errored} == {"out of memory"}
+    assert {r["max_abs_error"] for r in errored} == {None}  # NaN: null in JSON
 
     r = client.get(f"/v1/jobs/{job_id}/results?format=csv")
     assert r.headers["content-type"].startswith("text/csv")

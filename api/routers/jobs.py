@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import logging
+import math
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -286,7 +287,14 @@ def job_results(
                                  f'attachment; filename="job-{job_id}.csv"'})
     progress = service.job_progress(session, job)
     return JSONResponse(content={"job_id": job.id, "status": job.status,
-                                 "progress": progress, "rows": rows})
+                                 "progress": progress, "rows": [_json_safe(r) for r in rows]})
+
+
+def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN or infinity (a kernel that wrote NaNs has max_abs_error NaN): null in
+    JSON, with the point's status and error saying what happened; the CSV keeps nan/inf."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in row.items()}
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
