@@ -117,3 +117,30 @@ def test_a_point_that_kills_the_harness_is_recorded_and_the_sweep_goes_on(
             assert n == 5 * 30
     finally:
         stop(proc)
+
+
+def test_cancel_mid_run_stops_the_harness(kw_env: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    proc = start_worker(f"cancel-{kw_env.queue_prefix[-6:]}", log)
+    try:
+        client, auth = _client()
+        slow = {**SPEC, "params": {"batch_size": [4], "kv_len": [1024, 2048, 3072, 4096],
+                                   "num_qo_heads": [8], "num_kv_heads": [2], "head_dim": [128]}}
+        job_id = client.post("/v1/jobs", json=slow, headers=auth).json()["id"]
+        wait_for("a first stored point", lambda: count_points(job_id) >= 1, log_path=log)
+        r = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth)
+        assert r.status_code == 200, r.text
+        harness_gone = wait_for("the harness to stop", lambda: not children_of(proc.pid),
+                                timeout=30, log_path=log)
+        assert harness_gone
+        stored = count_points(job_id)
+        assert stored < 8
+        wait_for("the worker to log the cancel", lambda: "was cancelled; stopped"
+                 in log.read_text(), timeout=30, log_path=log)
+        with db.session_scope() as session:
+            run = session.scalars(select(Run).where(Run.job_id == job_id)).one()
+            assert run.status == "cancelled"
+        assert terminal_status(job_id) == "cancelled"
+        assert count_points(job_id) == stored  # nothing measured after the cancel was seen
+    finally:
+        stop(proc)

@@ -89,7 +89,8 @@ def harness_env(base: dict[str, str] | None = None) -> dict[str, str]:
 class HarnessRunner:
     """Yields the harness's messages (``env`` once, ``point`` for every pair, ``log``), with a
     synthesised error ``point`` for a pair the harness died on. ``stop()`` (from another
-    thread or a signal handler) ends it without blaming any point."""
+    thread or a signal handler) ends it without blaming any point; ``close()`` also reaps
+    the process, for whoever stops consuming the messages early."""
 
     def __init__(self, python: str, request: HarnessRequest,
                  env: dict[str, str] | None = None) -> None:
@@ -107,6 +108,19 @@ class HarnessRunner:
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        """Stop and reap the harness (no zombie left) and close its pipes."""
+        self.stop()
+        proc = self.proc
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+            self.proc = None
 
     def _spawn(self, skip: set[Pair]) -> subprocess.Popen[str]:
         self._stderr.clear()

@@ -225,7 +225,7 @@ def _execute(session: Session, run_id: int, service: node_mod.NodeService) -> st
                 log.info("harness: %s", msg["message"])
     finally:
         _Shutdown.runner = None
-        runner.stop()
+        runner.close()
 
     if cancelled:
         log.info("run %s: job %s was cancelled; stopped", run.id, run.job_id)
