@@ -10,6 +10,7 @@ filter always compares like with like.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -83,60 +84,101 @@ def kernels_present(session: Session) -> list[str]:
     return [str(k) for k, _ in rows if k in KERNELS]
 
 
+def _db_text(value: Any, dialect: str) -> str:
+    """A JSON value as ``param_text`` renders it in this database (SQLite's JSON_EXTRACT
+    gives 1/0 for booleans, Postgres's ->> gives true/false)."""
+    if value is None:
+        return NONE
+    if isinstance(value, bool):
+        return ("1" if value else "0") if dialect == "sqlite" else str(value).lower()
+    return str(value)
+
+
+def _mode(counts: dict[str, int]) -> str:
+    return max(sorted(counts, key=str), key=lambda v: counts[v])
+
+
 @dataclass
 class Combos:
-    """The distinct combinations of every dimension of one kernel's points, with counts:
-    one GROUP BY over the kernel's points, from which each selector's options come."""
+    """What one kernel's points vary along, read with two small GROUP BYs: the distinct
+    (GPU, version, backend) triples, and the distinct parameter documents (a sweep has a few
+    thousand at most, however many points it stored: grouping by the whole JSON text is one
+    hash aggregate, where extracting each parameter would parse every document 15 times)."""
 
+    kernel: str
+    job_id: int | None
+    dialect: str
     dims: list[str]
-    rows: list[tuple[tuple[str, ...], int]] = field(default_factory=list)
+    columns: list[tuple[tuple[str, ...], int]] = field(default_factory=list)
+    docs: list[tuple[dict[str, str], int]] = field(default_factory=list)
 
-    def values(self, dim: str, where: dict[str, str] | None = None) -> list[str]:
-        i = self.dims.index(dim)
-        return sort_values(
-            combo[i] for combo, _ in self.rows if self._fits(combo, where or {}, skip=dim)
-        )
-
-    def _fits(self, combo: tuple[str, ...], where: dict[str, str], skip: str) -> bool:
-        for d, v in where.items():
-            if d == skip or d not in self.dims:
-                continue
-            if combo[self.dims.index(d)] != v:
-                return False
-        return True
+    def values(self, dim: str) -> list[str]:
+        if dim in COLUMN_DIMS:
+            i = COLUMN_DIMS.index(dim)
+            return sort_values(c[i] for c, _ in self.columns)
+        return sort_values(d[dim] for d, _ in self.docs if dim in d)
 
     def varying(self) -> list[str]:
         return [d for d in self.dims if len(self.values(d)) > 1]
 
-    def settle(self, free: Sequence[str], wanted: dict[str, str]) -> dict[str, str]:
+    def settle(self, session: Session, free: Sequence[str], wanted: dict[str, str]
+               ) -> dict[str, str]:
         """A value for every dimension not in ``free``: the wanted one where it has data given
-        the choices before it, otherwise the value with the most points. Dimensions are settled
-        in order, each consistent with the earlier ones, so the result always matches data."""
+        the choices before it, otherwise the value with the most points. GPU, version and
+        backend are settled first; the parameters then among the points those leave, so the
+        result always matches stored points."""
         chosen: dict[str, str] = {}
-        for d in self.dims:
-            if d in free:
+        for i, dim in enumerate(COLUMN_DIMS):
+            if dim in free:
                 continue
-            i = self.dims.index(d)
             counts: dict[str, int] = defaultdict(int)
-            for combo, n in self.rows:
-                if self._fits(combo, chosen, skip=d):
+            for combo, n in self.columns:
+                if all(combo[COLUMN_DIMS.index(d)] == v for d, v in chosen.items()):
                     counts[combo[i]] += n
-            if not counts:
+            if counts:
+                chosen[dim] = wanted[dim] if wanted.get(dim) in counts else _mode(counts)
+        docs = param_docs(session, self.kernel, self.job_id, self.dialect, chosen)
+        for dim in self.dims:
+            if dim in COLUMN_DIMS or dim in free:
                 continue
-            want = wanted.get(d)
-            chosen[d] = want if want in counts else max(counts, key=lambda v: counts[v])
+            counts = defaultdict(int)
+            for doc, n in docs:
+                if dim in doc and all(doc.get(d) == v for d, v in chosen.items()
+                                      if d not in COLUMN_DIMS):
+                    counts[doc[dim]] += n
+            if counts:
+                chosen[dim] = wanted[dim] if wanted.get(dim) in counts else _mode(counts)
         return chosen
 
 
-def combos(session: Session, kernel: str, job_id: int | None = None) -> Combos:
-    dims = dims_for(kernel)
-    exprs = [dim_expr(d).label(f"d{i}") for i, d in enumerate(dims)]
-    stmt = select(*exprs, func.count()).where(Point.kernel == kernel).group_by(*exprs)
+def param_docs(session: Session, kernel: str, job_id: int | None, dialect: str,
+               where: dict[str, str] | None = None) -> list[tuple[dict[str, str], int]]:
+    """Distinct parameter documents of a kernel's points (optionally of one job, and at given
+    GPU/version/backend), each value rendered as ``param_text`` renders it."""
+    doc = cast(Point.params, Text)
+    stmt = select(doc, func.count()).where(Point.kernel == kernel).group_by(doc)
     if job_id is not None:
         stmt = stmt.where(Point.job_id == job_id)
-    out = Combos(dims=dims)
+    for d, v in (where or {}).items():
+        if d in COLUMN_DIMS:
+            stmt = stmt.where(_match(d, v))
+    out = []
+    for text_, n in session.execute(stmt):
+        params = json.loads(text_) if isinstance(text_, str) else dict(text_ or {})
+        out.append(({k: _db_text(v, dialect) for k, v in params.items()}, int(n)))
+    return out
+
+
+def combos(session: Session, kernel: str, job_id: int | None = None) -> Combos:
+    dialect = session.get_bind().dialect.name
+    cols = [getattr(Point, d) for d in COLUMN_DIMS]
+    stmt = select(*cols, func.count()).where(Point.kernel == kernel).group_by(*cols)
+    if job_id is not None:
+        stmt = stmt.where(Point.job_id == job_id)
+    out = Combos(kernel=kernel, job_id=job_id, dialect=dialect, dims=dims_for(kernel))
     for row in session.execute(stmt):
-        out.rows.append((tuple(show(v) for v in row[:-1]), int(row[-1])))
+        out.columns.append((tuple(show(v) for v in row[:-1]), int(row[-1])))
+    out.docs = param_docs(session, kernel, job_id, dialect)
     return out
 
 
@@ -392,17 +434,31 @@ def release_pair_runs(session: Session, gpu_sku: str, baseline_version: str,
     return sorted(by_job[(jb, baseline_version)]), sorted(by_job[(jc, contender_version)])
 
 
+def _same_runs(comp: Comparison, baseline: Sequence[int], contender: Sequence[int]) -> bool:
+    return (sorted(int(i) for i in comp.baseline_run_ids) == sorted(baseline)
+            and sorted(int(i) for i in comp.contender_run_ids) == sorted(contender))
+
+
+def stored_comparisons(session: Session, baseline: Sequence[int], contender: Sequence[int]
+                       ) -> list[Comparison]:
+    """Stored comparisons of exactly these runs, newest first. Run ids live in JSON lists
+    (no portable equality in SQL), so the newest 2,000 comparisons are matched here."""
+    comps = session.execute(
+        select(Comparison).order_by(Comparison.id.desc()).limit(2000)).scalars()
+    return [c for c in comps if _same_runs(c, baseline, contender)]
+
+
+def newest_point_time(session: Session, run_ids: Sequence[int]) -> datetime | None:
+    return session.execute(
+        select(func.max(Point.created_at)).where(Point.run_id.in_(list(run_ids)))).scalar()
+
+
 def regressions_for_runs(
     session: Session, baseline: Sequence[int], contender: Sequence[int]
 ) -> list[Regression]:
     """Regressions recorded by stored comparisons of exactly these runs (their confirmation
     state lives there, not in a freshly computed comparison)."""
-    want_b, want_c = sorted(baseline), sorted(contender)
-    comp_ids = [
-        c.id for c in session.execute(select(Comparison)).scalars()
-        if sorted(int(i) for i in c.baseline_run_ids) == want_b
-        and sorted(int(i) for i in c.contender_run_ids) == want_c
-    ]
+    comp_ids = [c.id for c in stored_comparisons(session, baseline, contender)]
     if not comp_ids:
         return []
     return list(session.execute(

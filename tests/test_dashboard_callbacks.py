@@ -5,7 +5,9 @@ points table, not hard-coded."""
 from __future__ import annotations
 
 import importlib
+import json
 import math
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl
@@ -16,7 +18,9 @@ from dash._utils import AttributeDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.models import Point, Sample
+from core.compare import compare_runs
+from core.fixtures import import_job
+from core.models import Point, Run, Sample
 from dashboard import queries
 from dashboard.app import create_app
 from dashboard.export import to_csv
@@ -41,8 +45,7 @@ def fixed_for(curves: ModuleType, kernel: str, x: str, series: str, **chosen: st
               ) -> tuple[list[str], list[dict[str, str]]]:
     """The pattern-matching selector values and ids the page would hold."""
     with curves.reading() as s:
-        combos = queries.combos(s, kernel)
-    fixed = combos.settle([x, series], chosen)
+        fixed = queries.combos(s, kernel).settle(s, [x, series], chosen)
     ids = [{"type": "curves-fix", "dim": d} for d in fixed]
     return list(fixed.values()), ids
 
@@ -154,7 +157,7 @@ def triggered_by(prop_id: str) -> None:
 def test_selectors_follow_kernel_change(pages, seeded):
     curves = pages["curves"]
     triggered_by("curves-kernel.value")
-    x_opts, x, s_opts, series, panel = curves.update_selectors(
+    x_opts, x, _s_opts, series, panel = curves.update_selectors(
         "single_prefill", "kv_len", "backend", None, [], [])
     assert "qo_len" in x_opts and x in x_opts
     assert series == "backend"
@@ -166,7 +169,7 @@ def test_compare_highlights_planted_regression(pages, seeded, session):
     compare = pages["compare"]
     out = compare.update([str(seeded.runs[V_OLD])], [str(seeded.runs[V_NEW])], 0.03, None,
                          None, None)
-    summary, groups, group, axes, hx, y_axes, hy, fig, rows, regs, gtable, search = out
+    summary, _groups, group, _axes, hx, _y_axes, hy, fig, _rows, regs, _gtable, search = out
     assert group == "batch_decode/fa2"  # opens on the group that regressed
     assert hx == "kv_len" and hy == "batch_size"
     heat = fig["data"][0]
@@ -189,6 +192,12 @@ def test_compare_highlights_planted_regression(pages, seeded, session):
     states = sorted(r.children[8].children for r in table_rows)
     assert states == ["confirmed", "open", "open"]
     assert dict(parse_qsl(search.lstrip("?")))["baseline"] == str(seeded.runs[V_OLD])
+    # The release flow stored this comparison: the page shows it rather than recomputing.
+    assert "stored comparison" in str(summary)
+    other = compare.update([str(seeded.runs[V_OLD])], [str(seeded.runs[V_NEW])], 0.05, None,
+                           None, None)
+    assert "computed now" in str(other[0])
+    assert len(other[7]["layout"]["shapes"]) == len(seeded.regressed)  # 10% > 5% too
 
 
 def test_compare_page_accepts_notification_url_and_release_pair(pages, seeded):
@@ -210,7 +219,7 @@ def test_compare_unknown_run_is_reported(pages, seeded):
 
 def test_job_table_progress_and_histogram(pages, seeded, session):
     job = pages["job"]
-    header, progress, rows, columns, tick_disabled = job.load_job(seeded.decode_job, None)
+    _header, progress, rows, columns, tick_disabled = job.load_job(seeded.decode_job, None)
     assert len(rows) == 32 and tick_disabled  # finished: no polling
     ids = [c["id"] for c in columns]
     assert "batch_size" in ids and "kv_len" in ids and "median_us" in ids
@@ -239,7 +248,7 @@ def test_job_running_polls_and_unknown_job(pages, seeded, session):
 
 
 def test_speedup_table_is_measured(pages, seeded, session):
-    rows, columns, fig, csv_rows, search = pages["speedup"].update(
+    rows, _columns, fig, _csv_rows, _search = pages["speedup"].update(
         GPU, V_NEW, ["single_decode", "single_prefill"])
     assert [r["scenario"].split()[0] for r in rows] == ["single_decode", "single_prefill"]
     pts = {(p.kernel, p.backend): p.median_us for p in session.execute(
@@ -253,7 +262,7 @@ def test_speedup_table_is_measured(pages, seeded, session):
 
 
 def test_roofline_points_and_roofs(pages, seeded):
-    fig, rows, search = pages["roofline"].update("batch_decode", GPU, V_NEW, "backend")
+    fig, rows, _search = pages["roofline"].update("batch_decode", GPU, V_NEW, "backend")
     points = [t for t in fig["data"] if t["mode"] == "markers"]
     roofs = {t["name"].split(" (")[0] for t in fig["data"] if t["mode"] == "lines"}
     assert roofs == {"h100 spec roof", "measured copy bandwidth"}
@@ -297,3 +306,54 @@ def test_rerun_replaces_older_point_on_curve(pages, seeded, session):
     at = [r for r in rows if r["series"] == "fa2" and r["x"] == str(params["kv_len"])]
     assert [r["id"] for r in at] == [newest]
     assert not math.isnan(at[0]["median_us"])
+
+
+# --- a real CPU run (the harness's own output, recorded by the compare work) ---------------
+
+CPU_FIXTURE = Path(__file__).parent / "fixtures" / "compare" / "cpu_same_spec_two_runs.json"
+
+
+@pytest.fixture
+def cpu_jobs(session: Session) -> tuple[list[int], list[int]]:
+    """Baseline and contender run ids of two real CPU runs of one spec (torch-sdpa and
+    torch-math, batch_size {1, 4} x kv_len {256, 1024})."""
+    if not CPU_FIXTURE.exists():
+        pytest.skip("the recorded CPU run fixture is not there")
+    data = json.loads(CPU_FIXTURE.read_text())
+    ids = []
+    for side in ("baseline", "contender"):
+        job = import_job(session, data[side])
+        session.flush()
+        ids.append(list(session.execute(select(Run.id).where(Run.job_id == job.id)).scalars()))
+    session.commit()
+    return ids[0], ids[1]
+
+
+def test_real_cpu_run_curves_and_compare(pages, cpu_jobs, session):
+    baseline, contender = cpu_jobs
+    job_id = session.get(Run, baseline[0]).job_id
+    curves = pages["curves"]
+    with curves.reading() as s:
+        fixed = queries.combos(s, "batch_decode", job_id).settle(
+            s, ["kv_len", "backend"], {"batch_size": "4"})
+    assert fixed["gpu_sku"] == queries.NONE  # a CPU run has no GPU SKU
+    ids = [{"type": "curves-fix", "dim": d} for d in fixed]
+    fig, *_ = curves.update_graph("batch_decode", "kv_len", "latency", "backend",
+                                        list(fixed.values()), job_id, ids)
+    traces = {t["name"]: t for t in fig["data"]}
+    assert set(traces) == {"torch-math", "torch-sdpa"}
+    stored = {(p.backend, p.params["kv_len"]): p.median_us for p in session.execute(
+        select(Point).where(Point.job_id == job_id)).scalars() if p.params["batch_size"] == 4}
+    for name, t in traces.items():
+        assert t["x"] == [256.0, 1024.0]
+        assert t["y"] == pytest.approx([stored[(name, 256)], stored[(name, 1024)]])
+    # Compare the two real runs: every point is in the heatmaps, significance is compare's.
+    out = pages["compare"].update([str(i) for i in baseline], [str(i) for i in contender],
+                                  0.03, "batch_decode/torch-sdpa", "kv_len", "batch_size")
+    fig = out[7]
+    result = compare_runs(session, baseline, contender)
+    sdpa = [p for p in result.points if p.backend == "torch-sdpa"]
+    cells = [v for row in fig["data"][0]["z"] for v in row if v is not None]
+    assert len(cells) == len(sdpa) == 4
+    significant = [p for p in sdpa if p.verdict in ("regression", "improvement")]
+    assert len(fig["layout"]["shapes"]) == len(significant)

@@ -68,16 +68,16 @@ def resolve_state(kernel: str | None, x: str | None, y: str | None, series: str 
             return {"kernels": []}
         kernel = kernel if kernel in kernels else kernels[0]
         combos = queries.combos(s, kernel, job_id)
-    varying = combos.varying()
-    xs = x_options(kernel)
-    if x not in xs:
-        x = next((c for c in ("kv_len", *xs) if c in varying and c in xs), xs[0])
-    sers = series_options(kernel, x)
-    if series not in sers:
-        series = next((c for c in sers if c in varying), sers[0])
+        varying = combos.varying()
+        xs = x_options(kernel)
+        if x not in xs:
+            x = next((c for c in ("kv_len", *xs) if c in varying and c in xs), xs[0])
+        sers = series_options(kernel, x)
+        if series not in sers:
+            series = next((c for c in sers if c in varying), sers[0])
+        free = [x, series, *(queries.HEAD_PARAMS if x == queries.HEAD_CONFIG else ())]
+        fixed = combos.settle(s, free=free, wanted=wanted)
     y = y if y in METRICS else "latency"
-    fixed = combos.settle(free=[x, series, *(queries.HEAD_PARAMS
-                                             if x == queries.HEAD_CONFIG else ())], wanted=wanted)
     return {"kernels": kernels, "kernel": kernel, "x": x, "y": y, "series": series,
             "fixed": fixed, "combos": combos}
 

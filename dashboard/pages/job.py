@@ -12,6 +12,7 @@ from typing import Any
 import dash
 from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
 
+from core.jobs import waiting_reason
 from core.models import TERMINAL_STATUSES
 from core.stats import summarize
 from dashboard import queries
@@ -121,10 +122,9 @@ def load_job(job_id: int | None, _n: int | None) -> tuple[Any, ...]:
             return (html.P(f"Job {job_id} does not exist.", className="error"), "", [], [],
                     True)
         points = queries.job_points(s, job.id)
-    counts: dict[str, int] = {}
-    for p in points:
-        counts[p["status"]] = counts.get(p["status"], 0) + 1
-    done = len(points)
+        counts = queries.point_counts_by_job(s, [job.id]).get(job.id, {})
+        waiting = waiting_reason(s, job)
+    done = sum(counts.values())
     total = job.total_points or done
     running = job.status not in TERMINAL_STATUSES
     progress = html.Div([
@@ -141,6 +141,7 @@ def load_job(job_id: int | None, _n: int | None) -> tuple[Any, ...]:
         html.H3(f"#{job.id} {job.name} · {job.kernel} · from {job.source}"
                 + (f" by {job.submitted_by}" if job.submitted_by else "")),
         html.P(job.message, className="note") if job.message else None,
+        html.P(waiting, className="error") if waiting else None,
         html.Div(className="cards", children=[
             html.Div(className="card", children=[html.H3("Spec"), html.Pre(
                 json.dumps(job.spec, indent=2, sort_keys=True), className="spec")]),
@@ -152,6 +153,10 @@ def load_job(job_id: int | None, _n: int | None) -> tuple[Any, ...]:
         dcc.Link("curves of this job", href=f"/curves?job={job.id}&kernel={job.kernel}"),
     ])
     rows, varying = table_rows(points)
+    if done > len(points):
+        progress.children.append(html.Div(
+            f"The table holds the first {len(points):,} of {done:,} points; the curves page "
+            "shows them all.", className="note"))
     names = ["id", "run", "index", "backend", "version", "gpu", "status", *varying]
     columns = [{"name": n, "id": n} for n in names]
     columns += [{"name": title, "id": col, "type": "numeric"} for col, title in STAT_COLUMNS]

@@ -25,6 +25,7 @@ dash.register_page(__name__, path="/speedup", name="Speedup vs PyTorch",
 P = "speedup"
 TORCH = queries.SPEEDUP_BACKENDS
 SHAPE_KEYS = (("batch_size", "b"), ("qo_len", "q"), ("kv_len", "kv"))
+MAX_BARS = 24  # scenarios drawn in the chart; the table (paged) lists them all
 
 
 def layout(gpu: str | None = None, version: str | None = None, kernels: str | None = None,
@@ -113,6 +114,10 @@ def _bar_text(y: float | None, status: str) -> str:
 def speedup_figure(rows: list[dict[str, Any]], fi_backends: list[str]) -> dict[str, Any]:
     if not rows:
         return empty_figure("No scenario measured with both PyTorch and FlashInfer backends")
+    total = len(rows)
+    rows = rows[:MAX_BARS]
+    shown = "" if total <= MAX_BARS else f"; first {MAX_BARS} of {total} scenarios, all in " \
+        "the table"
     traces = []
     for b in (*TORCH, *fi_backends):
         ys = [r[b] if isinstance(r[b], int | float) else None for r in rows]
@@ -124,7 +129,7 @@ def speedup_figure(rows: list[dict[str, Any]], fi_backends: list[str]) -> dict[s
                                         "<extra></extra>"})
     return {"data": traces, "layout": {
         "template": "plotly_white", "barmode": "group",
-        "title": {"text": "median latency per scenario (µs, log scale; lower is better)",
+        "title": {"text": f"median latency per scenario (µs, log scale; lower is better{shown})",
                   "font": {"size": 15}},
         "yaxis": {"title": {"text": "median latency (µs)"}, "type": "log"},
         "xaxis": {"automargin": True, "tickangle": 0, "tickfont": {"size": 11}},
