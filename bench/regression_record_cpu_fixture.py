@@ -5,7 +5,9 @@ both jobs, raw samples included, as a fixture for tests/test_compare_runs.py.
 The two jobs are measured one after the other, as two
 submissions of the same spec would be; that is the case the self-comparison test is about.
 
-Run:  .venv/bin/python bench/regression_record_cpu_fixture.py [-o FILE]
+Run:  OMP_NUM_THREADS=1 .venv/bin/python bench/regression_record_cpu_fixture.py [-o FILE]
+(one intra-op thread: on a shared CPU torch's thread pool otherwise waits whole scheduler
+slices for a preempted thread)
 Needs Postgres on 127.0.0.1 (a temporary database is created and dropped).
 """
 

@@ -282,8 +282,20 @@ def on_release_job_finished(job_id: int) -> None:
         confirm = _compare_tag(session, release, tag, state["jobs"])
     if confirm is not None:
         comparison_id, queue = confirm
-        get_celery().send_task(TASK_CONFIRM_REGRESSIONS, args=[comparison_id], queue=queue)
-        log.info("release: confirmation of comparison %s sent to %s", comparison_id, queue)
+        try:
+            get_celery().send_task(TASK_CONFIRM_REGRESSIONS, args=[comparison_id], queue=queue)
+            log.info("release: confirmation of comparison %s sent to %s", comparison_id, queue)
+        except Exception:
+            # The broker refused: the regressions cannot be confirmed; say so rather than
+            # leave the release waiting for a confirmation that will never come.
+            log.exception("release: confirmation of comparison %s could not be sent",
+                          comparison_id)
+            with session_scope() as session:
+                for reg in session.scalars(select(Regression).where(
+                        Regression.comparison_id == comparison_id)):
+                    reg.state = "confirm_failed"
+            confirmation_finished(comparison_id)
+            return
     maybe_finish(job_id_release_version(job_id))
 
 
