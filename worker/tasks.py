@@ -48,6 +48,10 @@ FINGERPRINT_FIELDS = (
 )
 
 
+# Deliveries of one run before it is given up (each worker crash on it is one).
+MAX_ATTEMPTS = 5
+
+
 class _Shutdown:
     """Set from Celery's ``worker_shutting_down`` (a signal handler): the task stops its
     harness at once and leaves the run to the reaper instead of finishing it.
@@ -178,6 +182,24 @@ def _execute(session: Session, run_id: int, service: node_mod.NodeService) -> st
     if _Shutdown.requested:  # received while stopping: claimed, so the reaper will resume it
         _leave_for_reaper(session, run)
         return "interrupted"
+    if run.attempts > MAX_ATTEMPTS:
+        # Something kills the worker itself on this run every time: stop retrying it.
+        _finish(session, run, message=f"gave up after {MAX_ATTEMPTS} attempts; the stored "
+                "points are kept")
+        return str(run.status)
+    try:
+        return _measure_run(session, run, service)
+    except Exception as e:
+        # A deterministic failure (a bug, a spec this worker cannot read) must not come back
+        # through the reaper forever: finish the run with what it has. If the database itself
+        # is gone this raises too, and the run stays running for the reaper to retry later.
+        log.exception("run %s failed", run.id)
+        session.rollback()
+        _finish(session, run, message=f"worker error: {type(e).__name__}: {e}"[:2000])
+        return str(run.status)
+
+
+def _measure_run(session: Session, run: Run, service: node_mod.NodeService) -> str:
     job = session.get(Job, run.job_id)
     assert job is not None
     request = build_request(session, run, job, service.ident.device)
