@@ -192,6 +192,9 @@ def test_selector_change_updates_chart_and_url(server, page):
     page.wait_for_function(
         "() => document.querySelector('#curves-graph .js-plotly-plot').data[0].x.length === 4",
         timeout=20_000)
+    # The address bar follows (written by a clientside callback right after the chart).
+    page.wait_for_function("() => /[?&]batch_size=1(&|$)/.test(window.location.search)",
+                           timeout=10_000)
     q = parse_qs(urlparse(page.url).query)
     assert q["y"] == ["tbps"] and q["batch_size"] == ["1"]
     shot(page, "curves-after-change")

@@ -13,7 +13,7 @@ from typing import Any
 import dash
 from dash import ALL, Input, Output, State, callback, ctx, dcc, html, no_update
 
-from core.catalogue import KERNELS
+from core.catalogue import KERNELS, PARAMS
 from dashboard import queries
 from dashboard.common import (
     METRICS,
@@ -161,6 +161,11 @@ def _x_key(x: str, value: str) -> Any:
         return math.inf
 
 
+def _is_default(dim: str, value: str) -> bool:
+    default = queries.show(PARAMS[dim].default)
+    return value in (default, default.lower())
+
+
 def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series: str,
                  fixed: dict[str, str]) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
     """The figure, the rows behind it (for CSV) and a one-line summary."""
@@ -229,7 +234,9 @@ def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series
     log_x = numeric and bool(all_x) and min(all_x) > 0 and max(all_x) / min(all_x) >= LOG_SPAN
     pos_y = [v for v in all_y if v and v > 0]
     log_y = bool(pos_y) and max(pos_y) / min(pos_y) >= LOG_SPAN
-    fixed_txt = ", ".join(f"{k}={v}" for k, v in fixed.items())
+    # The subtitle names what is fixed, leaving out parameters at the catalogue's default.
+    fixed_txt = ", ".join(f"{k}={v}" for k, v in fixed.items()
+                          if k in queries.COLUMN_DIMS or not _is_default(k, v))
     layout: dict[str, Any] = {
         "template": "plotly_white",
         "title": {"text": f"{kernel}: {METRICS[y][1]} vs {x}<br><sup>{fixed_txt}</sup>",
