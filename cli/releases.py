@@ -139,14 +139,14 @@ def compare_cmd(baseline: str, contender: str, threshold: float,
 def release_cmd(version: str, previous: str | None) -> None:
     """Benchmark FlashInfer VERSION against the previous release on every GPU tag of the
     fleet, then compare, confirm and notify: the webhook's flow, by hand."""
-    from core.releases import release_response, trigger_release
+    from core.releases import SuiteError, release_response, trigger_release
 
     try:
         with session_scope() as session:
             start = trigger_release(session, version, previous=previous, source="manual",
                                     submitted_by="cli")
             out = {**release_response(session, start.release), "created": start.created}
-    except ValueError as e:
+    except (ValueError, SuiteError) as e:
         raise click.ClickException(str(e)) from None
     verb = "recorded" if out["created"] else "already known"
     click.echo(f"release {out['version']} {verb} (previous: {out['previous_version']}, "

@@ -83,31 +83,45 @@ def check_version(version: str, field_name: str = "version") -> str:
 # --------------------------------------------------------------------------- suite and fleet
 
 
+class SuiteError(RuntimeError):
+    """The release suite cannot be read or one of its specs is invalid (a server
+    misconfiguration: the webhook answers 503 and GitHub's redelivery can try again)."""
+
+
 def load_suite(path: str | Path | None = None) -> list[dict[str, Any]]:
     p = Path(path or get_settings().release_suite or SUITE_PATH)
-    data = yaml.safe_load(p.read_text())
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SuiteError(f"release suite {p}: {e}") from None
     entries = data.get("specs") if isinstance(data, dict) and "specs" in data else data
     if isinstance(entries, dict):
         entries = [entries]
     if not isinstance(entries, list) or not entries:
-        raise ValueError(f"release suite {p}: expected a mapping with a non-empty 'specs' list")
+        raise SuiteError(f"release suite {p}: expected a mapping with a non-empty 'specs' list")
     return [dict(e) for e in entries]
 
 
 def suite_specs(tag: str, versions: list[str], suite: list[dict[str, Any]]) -> list[SweepSpec]:
     out = []
-    for entry in suite:
-        entry = dict(entry)
+    for raw in suite:
+        entry = dict(raw)
         cpu_params = entry.pop("cpu_params", None)
-        if tag == "cpu":
-            entry["backends"] = [b for b in entry.get("backends", []) if b in TORCH_BACKENDS]
-            if not entry["backends"]:
-                continue
-            if cpu_params is not None:
-                entry["params"] = cpu_params
         entry["targets"] = [tag]
         entry["flashinfer_versions"] = versions
-        out.append(SweepSpec(**entry))
+        try:
+            spec = SweepSpec(**entry)  # every entry is checked, whatever the tag
+            if tag == "cpu":
+                backends = [b for b in spec.backends if b in TORCH_BACKENDS]
+                if not backends:
+                    continue
+                entry["backends"] = backends
+                if cpu_params is not None:
+                    entry["params"] = cpu_params
+                spec = SweepSpec(**entry)
+        except ValueError as e:  # pydantic's ValidationError is a ValueError
+            raise SuiteError(f"release suite entry {entry.get('name')!r}: {e}") from None
+        out.append(spec)
     return out
 
 

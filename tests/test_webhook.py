@@ -231,3 +231,17 @@ def test_concurrent_deliveries_create_one_release(server: str, session: Session,
     assert session.scalar(select(func.count(Release.id))) == 1
     assert session.scalar(select(func.count(Job.id))) == len(next(iter(job_sets)))
     assert session.scalar(select(func.count(WebhookDelivery.id))) == (1 if same_delivery else 10)
+
+
+def test_a_broken_release_suite_is_503_and_records_nothing(
+    env: Settings, session: Session, cpu_node: Node, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "suite.yaml"
+    bad.write_text("specs:\n  - name: x\n    kernel: no_such_kernel\n")
+    configure(monkeypatch, release_suite=str(bad))
+    with TestClient(create_app()) as c:
+        r = post(c, PAYLOAD)
+    assert r.status_code == 503 and "no_such_kernel" in r.json()["detail"]
+    assert session.scalar(select(func.count(Release.id))) == 0
+    assert session.scalar(select(func.count(WebhookDelivery.id))) == 0

@@ -14,7 +14,13 @@ from api.deps import CurrentToken, ReadAccess, SessionDep
 from api.routers.regressions import regression_out
 from core.history import sort_versions
 from core.models import Comparison, Regression, Release, Run
-from core.releases import get_release, release_jobs, release_response, trigger_release
+from core.releases import (
+    SuiteError,
+    get_release,
+    release_jobs,
+    release_response,
+    trigger_release,
+)
 
 router = APIRouter(tags=["releases"])
 
@@ -72,6 +78,8 @@ def create(body: ReleaseIn, session: SessionDep, token: CurrentToken) -> Any:
     try:
         start = trigger_release(session, body.version, previous=body.previous,
                                 source="manual", submitted_by=token.name)
+    except SuiteError as e:
+        raise HTTPException(503, detail=str(e)) from None
     except ValueError as e:
         field = "previous" if str(e).startswith("previous") else "version"
         raise HTTPException(422, detail=[{"loc": ["body", field], "msg": str(e),

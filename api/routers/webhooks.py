@@ -34,7 +34,13 @@ from sqlalchemy.orm import Session
 
 from api.deps import SessionDep
 from core.models import WebhookDelivery
-from core.releases import ReleaseStart, parse_version_tag, release_response, trigger_release
+from core.releases import (
+    ReleaseStart,
+    SuiteError,
+    parse_version_tag,
+    release_response,
+    trigger_release,
+)
 from core.settings import get_settings
 
 log = logging.getLogger("kernelwatch.webhooks")
@@ -173,9 +179,14 @@ def _handle(session: Session, event: str, delivery_id: str, version: str,
         delivery.response = {**release_response(session, start.release),
                              "created_by_delivery": start.created, "delivery": delivery_id}
 
-    start = trigger_release(session, version, source="webhook",
-                            submitted_by=f"github:{sender}" if sender else "github",
-                            before_commit=_remember)
+    try:
+        start = trigger_release(session, version, source="webhook",
+                                submitted_by=f"github:{sender}" if sender else "github",
+                                before_commit=_remember)
+    except SuiteError as e:
+        session.rollback()  # nothing recorded: a redelivery once it is fixed starts afresh
+        log.error("webhook %s: %s", delivery_id, e)
+        return _err(503, str(e))
     out = {**release_response(session, start.release), "created": start.created,
            "delivery": delivery_id, "event": event}
     return JSONResponse(out, status_code=201 if start.created else 200)
