@@ -25,6 +25,8 @@ def test_write_without_token_is_401(kw_env: Settings) -> None:
     assert r.headers["www-authenticate"] == "Bearer"
     assert "token" in r.json()["detail"]
     assert c.post("/v1/jobs/1/cancel").status_code == 401
+    # Authentication comes before the body: no validation details for an anonymous client.
+    assert c.post("/v1/jobs", json={"kernel": "nope"}).status_code == 401
 
 
 def test_bad_and_revoked_tokens_are_401(kw_env: Settings, session: Session) -> None:

@@ -187,10 +187,12 @@ def job_detail(session: Any, job: Job, new_runs: list[Run] | None = None) -> Job
                422: {"description": "Invalid spec: detail names the field and allowed values"}},
 )
 def submit_job(
-    spec: SpecBody,
-    response: Response,
+    # Order matters: FastAPI resolves these in turn, so a request without a valid token is
+    # answered 401 before its body is read or validated.
     session: SessionDep,
     token: CurrentToken,
+    spec: SpecBody,
+    response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     x_kernelwatch_source: Annotated[str, Header(pattern="^(api|cli)$")] = "api",
 ) -> JobOut:
