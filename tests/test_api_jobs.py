@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
+from api.main import create_app
 from core import db, jobs
 from core.migrate import upgrade
 from core.models import Job, Run
@@ -145,6 +146,8 @@ def test_health_metrics_and_docs(client: TestClient) -> None:
     add_node("a:cpu", ["cpu"])
     text = client.get("/metrics").text
     assert 'kernelwatch_jobs{status="queued"} 1.0' in text
+    assert 'kernelwatch_runs{status="queued"} 1.0' in text
+    assert "kernelwatch_database_up 1.0" in text
     assert "kernelwatch_live_nodes 1.0" in text
     assert "kernelwatch_points_stored 0.0" in text
     assert 'kernelwatch_http_requests_total{method="POST",route="/v1/jobs",status="201"} 1.0' \
@@ -184,3 +187,15 @@ def test_embedded_sqlite_submit_and_replay(tmp_path: Path, monkeypatch: pytest.M
         assert json.loads(payloads[0])["headers"]["task"] == "kernelwatch.execute_run"
     finally:
         db.reset_engine()
+
+
+def test_database_down_is_503_with_message(kw_env: Settings,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, database_url="postgresql+psycopg://postgres@127.0.0.1:1/none")
+    c = TestClient(create_app(), raise_server_exceptions=False)
+    r = c.get("/healthz")
+    assert r.status_code == 503 and r.json()["status"] == "unavailable"
+    assert "127.0.0.1" in r.json()["database"]
+    r = c.get("/v1/jobs")
+    assert r.status_code == 503 and r.json()["detail"].startswith("database unavailable")
+    assert "kernelwatch_database_up 0.0" in c.get("/metrics").text

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.schemas import Health
 from core.db import session_scope
 from core.jobs import live_cutoff
-from core.models import Job, JobStatus, Node, Point
+from core.models import Job, JobStatus, Node, Point, Run
 
 router = APIRouter(tags=["health"])
 
@@ -50,6 +50,10 @@ class DatabaseCollector(Collector):
                     (str(s), int(n)) for s, n in
                     session.execute(select(Job.status, func.count()).group_by(Job.status))
                 )
+                runs_by_status = dict(
+                    (str(s), int(n)) for s, n in
+                    session.execute(select(Run.status, func.count()).group_by(Run.status))
+                )
                 points = int(session.scalar(select(func.count()).select_from(Point)) or 0)
                 live = int(session.scalar(
                     select(func.count()).select_from(Node)
@@ -65,6 +69,11 @@ class DatabaseCollector(Collector):
         for status in JobStatus:
             jobs.add_metric([status.value], by_status.get(status.value, 0))
         yield jobs
+        runs = GaugeMetricFamily("kernelwatch_runs", "Runs (job x target x version x chunk) "
+                                 "by status", labels=["status"])
+        for status in JobStatus:
+            runs.add_metric([status.value], runs_by_status.get(status.value, 0))
+        yield runs
         yield GaugeMetricFamily("kernelwatch_points_stored", "Points stored", value=points)
         yield GaugeMetricFamily("kernelwatch_live_nodes", "Nodes with a fresh heartbeat",
                                 value=live)
