@@ -64,8 +64,9 @@ class IllegalTransition(JobError):
     """A state change the state machine does not allow (HTTP 409)."""
 
 
-class SpecRejected(JobError):
-    """A spec that passed the schema but not the checks against the fleet (HTTP 422)."""
+class SpecRejected(JobError, ValueError):
+    """A spec that passed the schema but not the checks against the fleet (HTTP 422). Also a
+    ValueError, which is what callers validating a spec already catch."""
 
     def __init__(self, loc: list[str], msg: str) -> None:
         super().__init__(msg)
