@@ -14,6 +14,9 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 def graph_config(name: str) -> dict[str, Any]:
     return {
         "displaylogo": False,
+        # Benchmark data stays in-house: no upload-to-Plotly-Cloud button.
+        "showSendToCloud": False,
+        "modeBarButtonsToRemove": ["sendDataToCloud"],
         "toImageButtonOptions": {"format": "png", "filename": f"kernelwatch-{name}", "scale": 2},
     }
 

@@ -177,6 +177,27 @@ def test_curve_renders_expected_traces_and_points(server, page):
     assert page.console.errors == []
 
 
+def test_chart_exports_png_and_csv(server, page, tmp_path):
+    page.goto(server + CURVE_URL)
+    fig = graph(page, "curves-graph")
+    page.hover("#curves-graph .js-plotly-plot")
+    titles = page.evaluate("() => Array.from(document.querySelectorAll("
+                           "'#curves-graph .modebar-btn')).map(e => e.getAttribute('data-title'))")
+    assert "Download plot as a PNG" in titles and "Share chart..." not in titles
+    with page.expect_download() as png:
+        page.click("#curves-graph .modebar-btn[data-title='Download plot as a PNG']")
+    png_path = tmp_path / png.value.suggested_filename
+    png.value.save_as(png_path)
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with page.expect_download() as csv_dl:
+        page.click("#curves-graph-csv")
+    lines = Path(csv_dl.value.path()).read_text().strip().splitlines()
+    assert lines[0].startswith("series,x,metric,value,ci_low,ci_high,status")
+    # One CSV row per point drawn, the unsupported one included (with its status).
+    assert len(lines) - 1 == sum(t["n"] for t in fig["data"])
+    assert page.console.errors == []
+
+
 def test_selector_change_updates_chart_and_url(server, page):
     page.goto(server + CURVE_URL)
     graph(page, "curves-graph")
