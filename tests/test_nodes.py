@@ -97,3 +97,14 @@ def test_reaper_requeues_runs_of_dead_nodes_and_of_my_previous_life(session: Ses
     assert status[mine_now.id] == ("running", me.id)
     assert r.llen(queue) == before + 2  # sent again, after the commit
     assert "re-queued" in (session.get(Run, on_dead.id).message or "")  # type: ignore[union-attr]
+
+
+def test_copy_bandwidth_calibration_runs_in_a_subprocess_and_is_none_without_cuda() -> None:
+    import torch
+
+    from worker.node import calibrate_copy_bandwidth
+
+    if torch.cuda.is_available():
+        pytest.skip("covered on GPU machines by the calibration's own test")
+    assert calibrate_copy_bandwidth() is None
+    assert not torch.cuda.is_initialized()  # this process never touched CUDA

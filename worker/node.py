@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -117,6 +119,25 @@ def register(session: Session, ident: NodeIdentity, versions_ready: list[str],
     return node
 
 
+def calibrate_copy_bandwidth(timeout: float = 300) -> dict[str, Any] | None:
+    """Device-to-device copy bandwidth of this process's GPU (worker/calibrate.py), measured
+    in a subprocess: the worker process itself never holds a CUDA context, which would take
+    GPU memory from every measurement. None without CUDA or when it fails."""
+    from worker.runner import REPO_ROOT, harness_env
+
+    try:
+        out = subprocess.run([sys.executable, "-m", "worker.calibrate"], capture_output=True,
+                             text=True, timeout=timeout, cwd=str(REPO_ROOT), env=harness_env())
+        lines = out.stdout.strip().splitlines()
+        result = json.loads(lines[-1]) if out.returncode == 0 and lines else None
+    except (subprocess.TimeoutExpired, json.JSONDecodeError, OSError) as e:
+        log.warning("copy-bandwidth calibration failed: %s", e)
+        return None
+    if result is None and out.returncode != 0:
+        log.warning("copy-bandwidth calibration failed: %s", out.stderr.strip()[-500:])
+    return result if isinstance(result, dict) else None
+
+
 def heartbeat(session: Session, node_id: int) -> None:
     node = session.get(Node, node_id)
     if node is not None:
@@ -188,8 +209,13 @@ class NodeService:
     def start(self) -> int:
         from worker.envs import ready_versions
 
+        # Before the first run, never during one: the copy would disturb a measurement.
+        calibration = calibrate_copy_bandwidth() if self.ident.device == "cuda" else None
         with session_scope() as session:
-            node = register(session, self.ident, ready_versions())
+            node = register(session, self.ident, ready_versions(),
+                            {"copy_bandwidth": calibration} if calibration else None)
+            if calibration and calibration.get("copy_bandwidth_tbps"):
+                node.copy_bandwidth_tbps = round(float(calibration["copy_bandwidth_tbps"]), 4)
             self.node_id = node.id
         log.info("node %s registered (id %s), tags %s", self.ident.name, self.node_id,
                  ", ".join(self.ident.tags))
