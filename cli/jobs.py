@@ -28,7 +28,7 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 def register(group: click.Group) -> None:
     """Add this module's commands to the ``kernelwatch`` group."""
-    for command in (token, submit, jobs_cmd, results, export_cmd, import_cmd):
+    for command in (token, submit, jobs_cmd, results, cancel, export_cmd, import_cmd):
         group.add_command(command)
 
 
@@ -204,6 +204,15 @@ def results(job_id: int, as_csv: bool, as_json: bool) -> None:
         click.echo(json.dumps(data["rows"], indent=1))
         return
     _print_summary(_request("GET", f"/v1/jobs/{job_id}").json(), data["rows"])
+
+
+@click.command()
+@click.argument("job_id", type=int)
+def cancel(job_id: int) -> None:
+    """Cancel a queued or running job (workers stop at the next point, stored points stay)."""
+    job = _request("POST", f"/v1/jobs/{job_id}/cancel").json()
+    p = job["progress"]
+    click.echo(f"job {job_id} {job['status']} ({p['done']}/{p['total']} points stored)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -112,6 +112,17 @@ def test_submit_wait_jobs_results(api_server: str, tmp_path: Path) -> None:
     assert [r["median_us"] for r in rows] == [51.0, 51.0]
     with session_scope() as s:
         assert s.scalars(select(Job.source)).one() == "cli"
+    res = runner.invoke(cli, ["cancel", "1"])  # finished: the API's 409, readable, exit 2
+    assert res.exit_code == 2 and "HTTP 409" in res.output and "succeeded" in res.output
+
+
+def test_cancel(api_server: str, tmp_path: Path) -> None:
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(SPEC_YAML)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["submit", str(spec)]).exit_code == 0
+    res = runner.invoke(cli, ["cancel", "1"])
+    assert res.exit_code == 0 and "job 1 cancelled (0/2 points stored)" in res.output
 
 
 def test_api_errors_are_readable_with_exit_2(api_server: str, tmp_path: Path,
