@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from cli.supervisor import Child, Supervisor, kernelwatch_argv
 from core.settings import get_settings
+
+if TYPE_CHECKING:
+    from worker.gpu import GpuInfo
 
 
 def _migrate() -> None:
@@ -39,8 +43,7 @@ def worker_children(extra_tags: str = "", gpus: str | None = None,
                     name: str = "") -> list[Child]:
     """One Celery worker process per GPU (pinned with CUDA_VISIBLE_DEVICES), or one CPU worker
     when there is no GPU. ``gpus``: comma-separated indices to serve (default: all)."""
-    from worker.gpu import GpuInfo, detect_gpus
-    from worker.node import NODE_ENV, identity_for
+    from worker.gpu import detect_gpus
 
     settings = get_settings()
     tags = ",".join(t for t in (settings.worker_tags, extra_tags) if t)
@@ -54,13 +57,23 @@ def worker_children(extra_tags: str = "", gpus: str | None = None,
                 f"no GPU with index {', '.join(map(str, sorted(missing)))}; this machine has "
                 f"{', '.join(str(g.index) for g in found) or 'none'}", param_hint="--gpus")
         found = [g for g in found if g.index in wanted]
+    return plan_workers(list(found), tags, name)
+
+
+def plan_workers(gpus: list[GpuInfo], tags: str = "", name: str = "") -> list[Child]:
+    """The worker processes for these GPUs: one each, pinned to it; one CPU worker if none."""
+    from worker.node import NODE_ENV, identity_for
+
     children = []
-    devices: list[GpuInfo | None] = list(found) or [None]
+    devices: list[GpuInfo | None] = list(gpus) or [None]
     for gpu in devices:
         ident = identity_for(gpu, tags, name)
         env = {NODE_ENV: ident.to_env()}
         if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu.index)
+            # By UUID: NVML numbers GPUs by PCI bus, CUDA (by default) fastest first, so an
+            # index could pin the process to another GPU than the one it registers as.
+            env["CUDA_VISIBLE_DEVICES"] = gpu.uuid or str(gpu.index)
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         suffix = "cpu" if gpu is None else f"gpu{gpu.index}"
         argv = [
             sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
