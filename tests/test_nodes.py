@@ -108,3 +108,17 @@ def test_copy_bandwidth_calibration_runs_in_a_subprocess_and_is_none_without_cud
         pytest.skip("covered on GPU machines by the calibration's own test")
     assert calibrate_copy_bandwidth() is None
     assert not torch.cuda.is_initialized()  # this process never touched CUDA
+
+
+def test_gpu_fingerprint_for_the_node_record(kw_env: Settings) -> None:
+    from worker import gpu as gpu_mod
+    from worker.node import gpu_fingerprint
+
+    assert gpu_fingerprint(_ident("cpu-only")) == {}
+    ident = identity_for(GpuInfo(2, "NVIDIA H100 80GB HBM3", (9, 0), 80 << 30, "GPU-abc"), "",
+                         "box")
+    fp = gpu_fingerprint(ident)
+    if not hasattr(gpu_mod, "fingerprint"):
+        assert fp == {}
+    else:  # what NVML adds depends on the machine; the identity part does not
+        assert fp["uuid"] == "GPU-abc" and fp["index"] == 2 and fp["sku"] == "h100"

@@ -138,6 +138,29 @@ def calibrate_copy_bandwidth(timeout: float = 300) -> dict[str, Any] | None:
     return result if isinstance(result, dict) else None
 
 
+def gpu_fingerprint(ident: NodeIdentity) -> dict[str, Any]:
+    """NVML facts about the node's GPU (driver, power limit, clocks, ECC/MIG, PCI bus), from
+    ``worker.gpu.fingerprint`` when that exists; {} for a CPU node or when NVML is silent."""
+    if ident.gpu_index is None:
+        return {}
+    from worker import gpu as gpu_mod
+
+    fingerprint = getattr(gpu_mod, "fingerprint", None)
+    if fingerprint is None:
+        return {}
+    info = gpu_mod.GpuInfo(
+        index=ident.gpu_index, name=ident.gpu_name or "",
+        capability=tuple(ident.extra.get("capability") or (0, 0)),  # type: ignore[arg-type]
+        memory_bytes=int(ident.extra.get("memory_bytes") or 0),
+        uuid=str(ident.extra.get("uuid") or ""),
+    )
+    try:
+        return dict(fingerprint(info))
+    except Exception:  # NVML trouble must not keep a worker from starting
+        log.exception("GPU fingerprint failed")
+        return {}
+
+
 def heartbeat(session: Session, node_id: int) -> None:
     node = session.get(Node, node_id)
     if node is not None:
@@ -211,9 +234,11 @@ class NodeService:
 
         # Before the first run, never during one: the copy would disturb a measurement.
         calibration = calibrate_copy_bandwidth() if self.ident.device == "cuda" else None
+        environment = gpu_fingerprint(self.ident)
+        if calibration:
+            environment["copy_bandwidth"] = calibration
         with session_scope() as session:
-            node = register(session, self.ident, ready_versions(),
-                            {"copy_bandwidth": calibration} if calibration else None)
+            node = register(session, self.ident, ready_versions(), environment)
             if calibration and calibration.get("copy_bandwidth_tbps"):
                 node.copy_bandwidth_tbps = round(float(calibration["copy_bandwidth_tbps"]), 4)
             self.node_id = node.id
