@@ -154,7 +154,12 @@ def _same_version_pairs() -> list[tuple[Path, str, str | None]]:
     FlashInfer version on one GPU SKU."""
     out = []
     for path in sorted((FIXTURES / "gpu").glob("*.json")):
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # not a job export (other GPU fixtures live here too)
+        if not isinstance(data, dict | list):
+            continue
         jobs = data if isinstance(data, list) else data.get("jobs", [data])
         groups: dict[tuple[str, str | None], int] = {}
         for job in jobs:
