@@ -480,22 +480,6 @@ def job_with_runs(session: Session, job_id: int) -> tuple[Job | None, list[Run]]
     return job, runs
 
 
-def job_points(session: Session, job_id: int, limit: int = 5000) -> list[dict[str, Any]]:
-    """The job's points without their samples (a sweep has at most a few thousand)."""
-    stmt = (
-        select(
-            Point.id, Point.run_id, Point.point_index, Point.backend, Point.resolved_backend,
-            Point.flashinfer_version, Point.gpu_sku, Point.status, Point.error, Point.params,
-            Point.n_samples, Point.median_us, Point.ci_low_us, Point.ci_high_us, Point.cv,
-            Point.tbps, Point.tflops, Point.pct_peak_bw, Point.throttled, Point.jit_seconds,
-        )
-        .where(Point.job_id == job_id)
-        .order_by(Point.run_id, Point.point_index, Point.backend)
-        .limit(limit)
-    )
-    return [dict(r._mapping) for r in session.execute(stmt)]
-
-
 def first_ok_point(session: Session, job_id: int) -> int | None:
     value = session.execute(
         select(func.min(Point.id)).where(Point.job_id == job_id, Point.status == "ok")).scalar()

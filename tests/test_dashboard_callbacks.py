@@ -219,12 +219,17 @@ def test_compare_unknown_run_is_reported(pages, seeded):
 
 def test_job_table_progress_and_histogram(pages, seeded, session):
     job = pages["job"]
-    _header, progress, rows, columns, tick_disabled = job.load_job(seeded.decode_job, None)
-    assert len(rows) == 32 and tick_disabled  # finished: no polling
+    _header, progress, columns, tick_disabled = job.load_job(seeded.decode_job, None)
+    assert tick_disabled  # finished: no polling
     ids = [c["id"] for c in columns]
     assert "batch_size" in ids and "kv_len" in ids and "median_us" in ids
-    assert sorted({r["status"] for r in rows}) == ["incorrect", "ok", "unsupported"]
+    assert "num_qo_heads" not in ids  # the same in every point: no column
     assert "32 of 32" in str(progress)
+    rows, pages_n, note = job.load_table(seeded.decode_job, 0, 25, [], "", None)
+    assert len(rows) == 25 and pages_n == 2 and "32 points match" in note
+    rest, *_ = job.load_table(seeded.decode_job, 1, 25, [], "", None)
+    assert len(rest) == 7 and not {r["id"] for r in rows} & {r["id"] for r in rest}
+    assert sorted({r["status"] for r in rows + rest}) == ["incorrect", "ok", "unsupported"]
     point = next(r for r in rows if r["status"] == "ok")
     assert job.select_point({"row": 0, "column": 0, "row_id": point["id"]}) == point["id"]
     fig, csv_rows, search = job.show_samples(point["id"], seeded.decode_job, "", [], rows)
@@ -233,6 +238,33 @@ def test_job_table_progress_and_histogram(pages, seeded, session):
     assert fig["data"][0]["x"] == pytest.approx(list(want))
     assert len(csv_rows) == N_SAMPLES
     assert f"point={point['id']}" in search
+
+
+def test_job_table_filters_and_sorts_in_the_database(pages, seeded, session):
+    job = pages["job"]
+    pts = session.execute(select(Point).where(Point.job_id == seeded.decode_job)).scalars().all()
+
+    def table(filter_query: str, sort: list[dict[str, str]] | None = None) -> list[Any]:
+        rows, _, _note = job.load_table(seeded.decode_job, 0, 100, sort or [], filter_query,
+                                       None)
+        return rows
+
+    assert [r["status"] for r in table("{status} scontains unsupp")] == ["unsupported"] * 2
+    assert [r["status"] for r in table("{status} icontains INCORR")] == ["incorrect"]
+    slow = table("{median_us} > 100 && {backend} = fa2")
+    want = sorted(p.id for p in pts if p.backend == "fa2" and (p.median_us or 0) > 100)
+    assert sorted(r["id"] for r in slow) == want and want
+    # A parameter compares as a number: kv_len >= 8192 is not a string comparison.
+    big = table("{kv_len} >= 8192")
+    assert sorted(r["id"] for r in big) == sorted(p.id for p in pts
+                                                  if p.params["kv_len"] >= 8192)
+    by_median = table("{status} = ok", [{"column_id": "median_us", "direction": "desc"}])
+    medians = [r["median_us"] for r in by_median]
+    assert medians == sorted(medians, reverse=True) and len(medians) == 29
+    by_kv = table("", [{"column_id": "kv_len", "direction": "asc"}])
+    assert [r["kv_len"] for r in by_kv] == sorted(p.params["kv_len"] for p in pts)
+    rows, _, note = job.load_table(seeded.decode_job, 0, 25, [], "{nope} = 1", None)
+    assert rows == [] and "not understood" in str(note)
 
 
 def test_job_running_polls_and_unknown_job(pages, seeded, session):

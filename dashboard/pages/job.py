@@ -13,9 +13,9 @@ import dash
 from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
 
 from core.jobs import waiting_reason
-from core.models import TERMINAL_STATUSES
+from core.models import TERMINAL_STATUSES, Job
 from core.stats import summarize
-from dashboard import queries
+from dashboard import pointtable, queries
 from dashboard.common import control, empty_figure, fmt, reading, simple_table
 from dashboard.export import chart, register_csv
 from dashboard.urlstate import as_int, register_url_sync, search_string, url_sync
@@ -24,6 +24,7 @@ dash.register_page(__name__, path="/job", name="Job", title="kernelwatch · job"
 
 P = "job"
 POLL_MS = 2000
+PAGE_SIZE = 25
 STAT_COLUMNS = [("median_us", "median µs"), ("ci_low_us", "CI low"), ("ci_high_us", "CI high"),
                 ("cv", "CV"), ("tbps", "TB/s"), ("tflops", "TFLOP/s"),
                 ("pct_peak_bw", "% peak BW"), ("n_samples", "samples")]
@@ -57,12 +58,16 @@ def layout(job: str | None = None, point: str | None = None, filter: str | None 
         dcc.Store(id=f"{P}-point", data=as_int(point)),
         html.Div(id=f"{P}-header"),
         html.H3("Points"),
+        html.Div(id=f"{P}-table-note", className="note"),
         html.P("Sort by clicking a column header; filter by typing in the row under it "
                "(e.g. error, > 100). Click a row to see its raw samples (the first measured "
                "point until then).", className="note"),
+        # Paged, sorted and filtered in the database (dashboard/pointtable.py): a job of
+        # 100,000 points is never sent to the browser whole.
         dash_table.DataTable(  # type: ignore[attr-defined]
-            id=f"{P}-table", page_size=25, sort_action="native", sort_mode="multi",
-            filter_action="native", filter_query=filter or "", sort_by=parse_sort(sort),
+            id=f"{P}-table", page_size=PAGE_SIZE, page_current=0, page_action="custom",
+            sort_action="custom", sort_mode="multi", filter_action="custom",
+            filter_query=filter or "", sort_by=parse_sort(sort),
             style_table={"overflowX": "auto"},
             style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": 13,
                         "padding": "3px 6px", "maxWidth": 260, "overflow": "hidden",
@@ -81,12 +86,14 @@ def layout(job: str | None = None, point: str | None = None, filter: str | None 
     ])
 
 
-def table_rows(points: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Flatten the points for the table; parameters that vary within the job get a column."""
-    varying: list[str] = []
-    if points:
-        keys = list(points[0]["params"])
-        varying = [k for k in keys if len({json.dumps(p["params"].get(k)) for p in points}) > 1]
+def varying_params(docs: list[tuple[dict[str, str], int]]) -> list[str]:
+    """Parameters that take more than one value in the job (they get a table column)."""
+    keys = list(docs[0][0]) if docs else []
+    return [k for k in keys if len({d.get(k) for d, _ in docs}) > 1]
+
+
+def table_rows(points: list[dict[str, Any]], varying: list[str]) -> list[dict[str, Any]]:
+    """Flatten points for the table: one column per varying parameter and statistic."""
     rows = []
     for p in points:
         row: dict[str, Any] = {"id": p["id"], "run": p["run_id"], "index": p["point_index"],
@@ -101,13 +108,12 @@ def table_rows(points: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
         row["throttled"] = "yes" if p["throttled"] else ""
         row["error"] = (p["error"] or "")[:200]
         rows.append(row)
-    return rows, varying
+    return rows
 
 
 @callback(
     Output(f"{P}-header", "children"),
     Output(f"{P}-progress", "children"),
-    Output(f"{P}-table", "data"),
     Output(f"{P}-table", "columns"),
     Output(f"{P}-tick", "disabled"),
     Input(f"{P}-id", "value"),
@@ -115,13 +121,13 @@ def table_rows(points: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
 )
 def load_job(job_id: int | None, _n: int | None) -> tuple[Any, ...]:
     if job_id is None:
-        return html.P("No jobs yet.", className="note"), "", [], [], True
+        return html.P("No jobs yet.", className="note"), "", [], True
     with reading() as s:
         job, runs = queries.job_with_runs(s, int(job_id))
         if job is None:
-            return (html.P(f"Job {job_id} does not exist.", className="error"), "", [], [],
-                    True)
-        points = queries.job_points(s, job.id)
+            return (html.P(f"Job {job_id} does not exist.", className="error"), "", [], True)
+        varying = varying_params(queries.param_docs(s, job.kernel, job.id,
+                                                    s.get_bind().dialect.name))
         counts = queries.point_counts_by_job(s, [job.id]).get(job.id, {})
         waiting = waiting_reason(s, job)
     done = sum(counts.values())
@@ -152,16 +158,43 @@ def load_job(job_id: int | None, _n: int | None) -> tuple[Any, ...]:
         ]),
         dcc.Link("curves of this job", href=f"/curves?job={job.id}&kernel={job.kernel}"),
     ])
-    rows, varying = table_rows(points)
-    if done > len(points):
-        progress.children.append(html.Div(
-            f"The table holds the first {len(points):,} of {done:,} points; the curves page "
-            "shows them all.", className="note"))
     names = ["id", "run", "index", "backend", "version", "gpu", "status", *varying]
     columns = [{"name": n, "id": n} for n in names]
     columns += [{"name": title, "id": col, "type": "numeric"} for col, title in STAT_COLUMNS]
     columns += [{"name": "throttled", "id": "throttled"}, {"name": "error", "id": "error"}]
-    return header, progress, rows, columns, not running
+    return header, progress, columns, not running
+
+
+@callback(
+    Output(f"{P}-table", "data"),
+    Output(f"{P}-table", "page_count"),
+    Output(f"{P}-table-note", "children"),
+    Input(f"{P}-id", "value"),
+    Input(f"{P}-table", "page_current"),
+    Input(f"{P}-table", "page_size"),
+    Input(f"{P}-table", "sort_by"),
+    Input(f"{P}-table", "filter_query"),
+    Input(f"{P}-tick", "n_intervals"),
+)
+def load_table(job_id: int | None, page_current: int | None, page_size: int | None,
+               sort_by: list[dict[str, str]] | None, filter_query: str | None,
+               _n: int | None) -> tuple[Any, ...]:
+    if job_id is None:
+        return [], 1, ""
+    size = page_size or PAGE_SIZE
+    with reading() as s:
+        job = s.get(Job, int(job_id))
+        if job is None:
+            return [], 1, ""
+        varying = varying_params(queries.param_docs(s, job.kernel, job.id,
+                                                    s.get_bind().dialect.name))
+        try:
+            points, total = pointtable.page(s, job.id, filter_query, sort_by,
+                                            page_current or 0, size)
+        except pointtable.FilterError as exc:
+            return [], 1, html.Span(f"Filter not understood: {exc}", className="error")
+    note = f"{total:,} points match" + (f" the filter {filter_query}" if filter_query else "")
+    return table_rows(points, varying), max(1, -(-total // size)), note
 
 
 @callback(
