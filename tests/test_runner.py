@@ -64,3 +64,15 @@ def test_harness_that_cannot_start_errors_every_pair_once() -> None:
     assert [m["status"] for m in msgs] == ["error"] * 6
     assert all("import failed" in m["error"] and "torch" in m["error"] for m in msgs)
     assert runner.restarts == 0
+
+
+def test_consumer_stopping_early_leaves_no_process_behind() -> None:
+    runner = HarnessRunner(sys.executable, _request())
+    gen = runner.messages()
+    first_point = next(m for m in gen if m["type"] == "point")
+    assert first_point["status"] == "ok"
+    proc = runner.proc
+    assert proc is not None and proc.poll() is None
+    gen.close()  # what a `break` or `return` out of the loop does
+    assert proc.returncode is not None  # killed and reaped: no zombie
+    assert runner.proc is None

@@ -147,6 +147,14 @@ class HarnessRunner:
         return "\n".join(self._stderr)
 
     def messages(self) -> Iterator[dict[str, Any]]:
+        try:
+            yield from self._messages()
+        finally:
+            # Also when the consumer stops early (cancel, shutdown): the generator is closed
+            # and the harness is killed and reaped here, leaving no zombie behind.
+            self.close()
+
+    def _messages(self) -> Iterator[dict[str, Any]]:
         done: set[Pair] = set(self.request.skip)
         todo = self.request.pairs()
         env_sent = False
