@@ -270,4 +270,15 @@ def test_job_page_histogram_of_selected_point(server, seeded_db, page):
     page.wait_for_function(
         "(p) => (document.querySelector('#job-hist .js-plotly-plot').layout.title.text || '')"
         ".startsWith('point ' + p + ':')", arg=point, timeout=20_000)
+    # Filtering happens in the database: two unsupported points of 32.
+    box = page.locator("#job-table th.dash-filter[data-dash-column='status'] input[type=text]")
+    box.fill("unsupported")
+    box.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#job-table td[data-dash-column=\"status\"]')"
+        ".length === 2", timeout=20_000)
+    statuses = page.locator("#job-table td[data-dash-column='status']").all_inner_texts()
+    assert statuses == ["unsupported", "unsupported"]
+    page.wait_for_function("() => window.location.search.includes('filter=')", timeout=10_000)
+    shot(page, "job-filtered")
     assert page.console.errors == []
