@@ -23,10 +23,10 @@ class GpuSku:
 
 
 SKUS: tuple[GpuSku, ...] = (
+    GpuSku("gh200", "hopper", 96, 4.0, 989.4, 50, ("gh200",)),  # before h200: "gh200" holds it
     GpuSku("h200", "hopper", 141, 4.8, 989.4, 50, ("h200",)),
     GpuSku("h100-pcie", "hopper", 80, 2.0, 756.0, 50, ("h100 pcie",)),
     GpuSku("h100", "hopper", 80, 3.35, 989.4, 50, ("h100",)),
-    GpuSku("gh200", "hopper", 96, 4.0, 989.4, 50, ("gh200",)),
     GpuSku("a100-40gb", "ampere", 40, 1.555, 312.0, 40, ("a100-sxm4-40gb", "a100-pcie-40gb")),
     GpuSku("a100", "ampere", 80, 2.039, 312.0, 40, ("a100",)),
     GpuSku("a10g", "ampere", 24, 0.6, 125.0, 6, ("a10g",)),

@@ -3,6 +3,7 @@ in a process it later forks, and NVML tells name, compute capability and memory 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from dataclasses import dataclass, field
@@ -78,3 +79,52 @@ def tags_for(gpu: GpuInfo | None, extra: str = "") -> list[str]:
 def node_name(gpu: GpuInfo | None, override: str = "") -> str:
     host = override or socket.gethostname()
     return f"{host}:cpu" if gpu is None else f"{host}:gpu{gpu.index}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def fingerprint(gpu: GpuInfo) -> dict[str, Any]:
+    """What identifies this GPU and its state for a node record: name, SKU and architecture
+    tags, capability, memory, UUID, and from NVML (when it answers) driver, power limit, max
+    clocks, ECC and MIG mode and PCI bus id. Never initialises CUDA."""
+    out: dict[str, Any] = {
+        "index": gpu.index,
+        "name": gpu.name,
+        "uuid": gpu.uuid,
+        "sku": gpu.sku,
+        "arch": gpu.arch,
+        "capability": f"{gpu.capability[0]}.{gpu.capability[1]}",
+        "memory_bytes": gpu.memory_bytes,
+    }
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return out
+    try:
+        h = (
+            pynvml.nvmlDeviceGetHandleByUUID(gpu.uuid)
+            if gpu.uuid
+            else pynvml.nvmlDeviceGetHandleByIndex(gpu.index)
+        )
+        probes = {
+            "driver": lambda: _text(pynvml.nvmlSystemGetDriverVersion()),
+            "power_limit_w": lambda: pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1000.0,
+            "max_sm_clock_mhz": lambda: pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM),
+            "max_mem_clock_mhz": lambda: pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_MEM),
+            "ecc_mode": lambda: pynvml.nvmlDeviceGetEccMode(h)[0],
+            "mig_mode": lambda: pynvml.nvmlDeviceGetMigMode(h)[0],
+            "pci_bus_id": lambda: _text(pynvml.nvmlDeviceGetPciInfo(h).busId),
+        }
+        for key, probe in probes.items():
+            # A probe this GPU or driver does not support leaves its key out.
+            with contextlib.suppress(Exception):
+                out[key] = probe()
+    except Exception:
+        pass
+    finally:
+        pynvml.nvmlShutdown()
+    return out

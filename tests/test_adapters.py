@@ -1,0 +1,147 @@
+"""The FlashInfer adapters' argument mapping against each supported version's real signatures.
+
+The signatures come from the released wheels (bench/gpu_signatures.py reads them with ``ast``,
+no GPU or import needed) and are kept in tests/fixtures/gpu/flashinfer_signatures.json. When
+the wheels are at hand (``KERNELWATCH_FLASHINFER_WHEELS``: a folder of flashinfer_python-*.whl)
+the snapshot itself is checked against them.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.gpu_signatures import from_wheel
+from core.catalogue import complete_params
+from worker.harness import flashinfer_backends as fb
+from worker.harness.inputs import flashinfer_inputs, sm_scale
+
+SNAPSHOT = Path(__file__).parent / "fixtures" / "gpu" / "flashinfer_signatures.json"
+SIGS: dict[str, dict[str, Any]] = json.loads(SNAPSHOT.read_text())["versions"]
+VERSIONS = sorted(SIGS)
+
+
+def accepts(version: str, api: str, kwargs: dict[str, Any]) -> None:
+    """Every keyword must be a named parameter of every definition of ``api``; a ``**kwargs``
+    plan() (0.6+ decode) forwards to ``_plan_impl``, which must name it."""
+    for sig in SIGS[version][api]:
+        names = set(sig["positional"]) | set(sig["keyword_only"])
+        if sig["var_keyword"] and api.endswith(".plan"):
+            impl = SIGS[version].get(api.replace(".plan", "._plan_impl"))
+            assert impl, f"{version} {api} takes **kwargs and has no _plan_impl"
+            names |= {n for s in impl for n in (*s["positional"], *s["keyword_only"])}
+        missing = set(kwargs) - names
+        assert not missing, f"FlashInfer {version} {api} ({sig['file']}) lacks {sorted(missing)}"
+
+
+def positional_run(version: str, api: str, names: list[str]) -> None:
+    for sig in SIGS[version][api]:
+        assert sig["positional"][1:1 + len(names)] == names, (version, api, sig["positional"])
+
+
+def inputs(kernel: str, **params: Any) -> Any:
+    return flashinfer_inputs(kernel, complete_params(kernel, params), "cpu")
+
+
+def test_snapshot_covers_supported_versions() -> None:
+    assert {"0.5.3", "0.6.18.post1", "0.7.2.post1"} <= set(VERSIONS)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_single_kernels_keywords(version: str) -> None:
+    p = complete_params("single_decode", {"kv_layout": "HND", "use_tensor_cores": True})
+    accepts(version, "single_decode_with_kv_cache",
+            {"q": 0, "k": 0, "v": 0, **fb.single_decode_kwargs(p, 0.1)})
+    p = complete_params("single_prefill", {"causal": True})
+    # 0.3.0 inserted positional parameters here: the adapter passes everything by keyword.
+    accepts(version, "single_prefill_with_kv_cache",
+            {"q": 0, "k": 0, "v": 0, **fb.single_prefill_kwargs(p, 0.1, "fa2")})
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_batch_decode_mapping(version: str) -> None:
+    inp = inputs("batch_decode", batch_size=3, kv_len=50, page_size=16, kv_dtype="float8_e4m3fn")
+    kw = fb.decode_plan_kwargs(inp, sm_scale("batch_decode", inp.params))
+    accepts(version, "BatchDecodeWithPagedKVCacheWrapper.__init__",
+            fb.decode_init_kwargs(inp.params, "fa2"))
+    accepts(version, "BatchDecodeWithPagedKVCacheWrapper.plan", kw)
+    positional_run(version, "BatchDecodeWithPagedKVCacheWrapper.run", ["q", "paged_kv_cache"])
+    # Values mean what FlashInfer expects: page table of the lengths, fp8 KV type passed on.
+    assert kw["indptr"].tolist() == [0, 4, 8, 12]
+    assert kw["last_page_len"].tolist() == [2, 2, 2]
+    assert str(kw["kv_data_type"]) == "torch.float8_e4m3fn" and kw["page_size"] == 16
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_batch_prefill_paged_and_ragged_mapping(version: str) -> None:
+    inp = inputs("batch_prefill", batch_size=2, qo_len=7, kv_len=40, causal=True)
+    kw = fb.prefill_plan_kwargs(inp, 0.1)
+    accepts(version, "BatchPrefillWithPagedKVCacheWrapper.__init__",
+            fb.prefill_init_kwargs(inp.params, "fa3"))
+    accepts(version, "BatchPrefillWithPagedKVCacheWrapper.plan", kw)
+    positional_run(version, "BatchPrefillWithPagedKVCacheWrapper.run", ["q", "paged_kv_cache"])
+    assert kw["qo_indptr"].tolist() == [0, 7, 14] and kw["causal"] is True
+    rag = inputs("batch_prefill_ragged", batch_size=2, qo_len=7, kv_len=40)
+    accepts(version, "BatchPrefillWithRaggedKVCacheWrapper.__init__",
+            {"kv_layout": "NHD", "backend": "fa2"})
+    accepts(version, "BatchPrefillWithRaggedKVCacheWrapper.plan", fb.ragged_plan_kwargs(rag, 0.1))
+    positional_run(version, "BatchPrefillWithRaggedKVCacheWrapper.run", ["q", "k", "v"])
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_mla_mapping(version: str) -> None:
+    inp = inputs("mla_decode", batch_size=2, kv_len=100, num_qo_heads=16, page_size=64)
+    kw = fb.mla_plan_kwargs(inp, sm_scale("mla_decode", inp.params))
+    accepts(version, "BatchMLAPagedAttentionWrapper.__init__", {"backend": "fa2"})
+    accepts(version, "BatchMLAPagedAttentionWrapper.plan", kw)
+    positional_run(version, "BatchMLAPagedAttentionWrapper.run",
+                   ["q_nope", "q_pe", "ckv_cache", "kpe_cache"])
+    assert kw["kv_len_arr"].tolist() == [100, 100] and kw["kv_indptr"].tolist() == [0, 2, 4]
+    assert kw["head_dim_ckv"] == 512 and kw["head_dim_kpe"] == 64
+
+
+def test_decode_backend_honesty() -> None:
+    # Without tensor cores FlashInfer runs its CUDA-core kernel whatever backend is named.
+    fb.check_decode_backend("fa2", False, "0.6.18.post1")
+    fb.check_decode_backend("auto", False, "0.5.3")
+    fb.check_decode_backend("fa3", True, "0.5.3")
+    with pytest.raises(NotImplementedError, match="use_tensor_cores"):
+        fb.check_decode_backend("fa3", False, "0.6.18.post1")
+    with pytest.raises(NotImplementedError):
+        fb.check_decode_backend("cudnn", False, "0.6.18.post1")
+    fb.check_decode_backend("cudnn", False, "0.7.2.post1")
+
+
+class _Wrapper:
+    def __init__(self, backend: str) -> None:
+        self._backend = backend
+
+
+class _Wrapper07(_Wrapper):
+    @property
+    def resolved_backend(self) -> str:
+        return "fa3"
+
+
+def test_resolved_backend_reads_what_each_version_exposes() -> None:
+    assert fb.resolved_backend(_Wrapper("auto"), "auto", tensor_cores=False) == "fa2"
+    assert fb.resolved_backend(_Wrapper("fa3"), "auto") == "fa3"  # prefill: plan() rewrote it
+    assert fb.resolved_backend(_Wrapper07("auto"), "auto") == "fa3"  # 0.7: the property
+
+
+WHEELS = os.environ.get("KERNELWATCH_FLASHINFER_WHEELS", "")
+
+
+@pytest.mark.skipif(not WHEELS, reason="KERNELWATCH_FLASHINFER_WHEELS not set")
+def test_snapshot_matches_the_wheels() -> None:
+    wheels = glob.glob(os.path.join(WHEELS, "**", "flashinfer_python-*.whl"), recursive=True)
+    assert wheels
+    for wheel in wheels:
+        version, sigs = from_wheel(wheel)
+        if version in SIGS:
+            assert sigs == SIGS[version], version
