@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from core import db
-from core.models import Point, Run
+from core.models import Node, Point, Run
 from core.settings import Settings
 from tests.worker_support import (
     children_of,
@@ -82,3 +82,45 @@ def test_sigkill_mid_job_then_restart_resumes_without_remeasuring(
     # The second delivery was told what was stored and measured only the rest.
     m = re.findall(r"(\d+) pairs to measure, (\d+) already stored", log.read_text())
     assert m and int(m[-1][1]) == len(before) and int(m[-1][0]) == 8 - len(before)
+
+
+def test_another_node_takes_over_the_run_of_a_dead_node(kw_env: Settings,
+                                                        tmp_path: Path) -> None:
+    fast = {"KERNELWATCH_NODE_STALE_SECONDS": "3"}
+    tag = kw_env.queue_prefix[-6:]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    workers = [start_worker(f"a-{tag}", logs[0], **fast), start_worker(f"b-{tag}", logs[1], **fast)]
+    try:
+        def nodes() -> int:
+            with db.session_scope() as session:
+                return len(session.scalars(select(Node.id)).all())
+
+        wait_for("both nodes", lambda: nodes() == 2, log_path=logs[0])
+        # Two live cpu nodes: the sweep is split in two runs, one for each.
+        job_id = submit(tiny_spec(params={"batch_size": [4], "kv_len": [512, 1024, 1536, 2048],
+                                          "num_qo_heads": [8], "num_kv_heads": [2],
+                                          "head_dim": [128]}))
+
+        def both_started() -> list[Run] | None:
+            with db.session_scope() as session:
+                runs = session.scalars(select(Run).where(Run.job_id == job_id)).all()
+                return list(runs) if all(r.node_id for r in runs) else None
+
+        runs = wait_for("both runs started", both_started, log_path=logs[0])
+        assert len(runs) == 2 and runs[0].node_id != runs[1].node_id
+        with db.session_scope() as session:
+            node_a = session.scalars(select(Node).where(Node.name == f"a-{tag}:cpu")).one()
+        victim = next(r for r in runs if r.node_id == node_a.id)
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait()
+        status = wait_for("the job, finished by node b", lambda: terminal_status(job_id),
+                          timeout=120, log_path=logs[1])
+        assert status == "succeeded", logs[1].read_text()[-3000:]
+        with db.session_scope() as session:
+            taken = session.get(Run, victim.id)
+            assert taken is not None and taken.node_id != node_a.id and taken.attempts == 2
+        assert count_points(job_id) == 8
+        assert "which is gone: queued again" in logs[1].read_text()
+    finally:
+        for w in workers:
+            stop(w)
