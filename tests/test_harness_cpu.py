@@ -1,0 +1,161 @@
+"""The harness on CPU: the JSON-lines protocol end to end (a real subprocess), every kernel with
+the torch backends checked against the float32 reference, and the incorrect / unsupported /
+error / skip / fatal paths."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from core.catalogue import KERNELS, complete_params
+from core.formulas import point_work
+from worker.harness import measure
+from worker.harness.inputs import flashinfer_inputs, torch_inputs
+from worker.harness.prepared import Prepared
+from worker.harness.reference import attend_fp32, causal_mask
+from worker.harness.torch_backends import prepare_torch
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = {"batch_size": 3, "kv_len": 40, "qo_len": 6, "num_qo_heads": 4, "num_kv_heads": 2,
+         "head_dim": 64, "page_size": 8, "causal": True, "kv_len_distribution": "zipf",
+         "seed": 3}
+MLA = {"batch_size": 2, "kv_len": 30, "num_qo_heads": 4, "page_size": 8,
+       "kv_len_distribution": "uniform"}
+TIMING = {"warmup": 1, "iterations": 5}
+
+
+def params_for(kernel: str, **extra: Any) -> dict[str, Any]:
+    base = MLA if kernel == "mla_decode" else SMALL
+    given = {k: v for k, v in {**base, **extra}.items() if k in KERNELS[kernel].params}
+    return complete_params(kernel, given)
+
+
+def run_harness(request: dict[str, Any] | str) -> list[dict[str, Any]]:
+    text = request if isinstance(request, str) else json.dumps(request)
+    proc = subprocess.run([sys.executable, "-m", "worker.harness"], input=text,
+                          capture_output=True, text=True, cwd=REPO, timeout=240)
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_protocol_every_kernel_with_torch_backends(kernel: str) -> None:
+    points = [{"point_index": 0, "params": params_for(kernel)},
+              {"point_index": 1, "params": params_for(kernel, kv_layout="HND", dtype="float16",
+                                                      kv_len_distribution="constant")}]
+    msgs = run_harness({"kernel": kernel, "device": "cpu", "backends": ["torch-sdpa", "torch-math"],
+                        "timing": TIMING, "points": points, "skip": [[1, "torch-math"]]})
+    assert [m["type"] for m in msgs] == ["env", "point", "point", "point", "done"]
+    env = msgs[0]
+    assert env["timing_method"] == "cpu_perf_counter" and env["environment"]["torch"]
+    done = {(m["point_index"], m["backend"]) for m in msgs if m["type"] == "point"}
+    assert done == {(0, "torch-sdpa"), (0, "torch-math"), (1, "torch-sdpa")}  # skip honoured
+    for m in msgs[1:-1]:
+        assert m["status"] == "ok", m["error"]
+        assert m["timing_method"] == "cpu_perf_counter"
+        assert len(m["samples_us"]) == 5 and all(s > 0 for s in m["samples_us"])
+        assert m["max_abs_error"] <= m["telemetry"]["tolerance"]
+        assert m["resolved_backend"] == m["backend"] and m["plan_seconds"] is None
+
+
+def test_unsupported_and_error_paths_do_not_stop_the_harness() -> None:
+    good = params_for("batch_decode")
+    bad_heads = {**good, "num_qo_heads": 6, "num_kv_heads": 4}  # not a whole group
+    fp8 = {**good, "kv_dtype": "float8_e4m3fn"}
+    msgs = run_harness({"kernel": "batch_decode", "device": "cpu",
+                        "backends": ["fa2", "bogus", "torch-sdpa"], "timing": TIMING,
+                        "points": [{"point_index": 0, "params": good},
+                                   {"point_index": 1, "params": bad_heads},
+                                   {"point_index": 2, "params": fp8}]})
+    by = {(m["point_index"], m["backend"]): m for m in msgs if m["type"] == "point"}
+    assert msgs[-1]["type"] == "done" and len(by) == 9
+    assert by[(0, "fa2")]["status"] == "unsupported" and "CUDA" in by[(0, "fa2")]["error"]
+    assert by[(0, "bogus")]["status"] == "unsupported"
+    assert "allowed: auto, fa2" in by[(0, "bogus")]["error"]
+    assert by[(0, "torch-sdpa")]["status"] == "ok"
+    assert by[(1, "torch-sdpa")]["status"] == "error" and by[(1, "torch-sdpa")]["error"]
+    assert by[(1, "torch-sdpa")]["samples_us"] == []
+    assert by[(2, "torch-sdpa")]["status"] == "unsupported"
+    assert "fp8" in by[(2, "torch-sdpa")]["error"]
+
+
+def test_incorrect_output_is_flagged_with_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = measure._prepare
+
+    def off_by_a_bit(backend: str, inp: Any, scale: float, device: str) -> Prepared:
+        p = real(backend, inp, scale, device)
+        return Prepared(lambda d: p.fn(d) + 0.25, p.outputs, p.resolved_backend)
+
+    monkeypatch.setattr(measure, "_prepare", off_by_a_bit)
+    m = measure.Measurer("cpu", TIMING).measure("single_decode", 0,
+                                                params_for("single_decode"), "torch-sdpa")
+    assert m["status"] == "incorrect"
+    assert m["max_abs_error"] == pytest.approx(0.25, abs=0.05)
+    assert "exceeds" in m["error"] and len(m["samples_us"]) == 5  # still timed, flagged
+
+
+def test_fatal_messages() -> None:
+    assert run_harness("{not json")[0]["type"] == "fatal"
+    if not torch.cuda.is_available():
+        msgs = run_harness({"kernel": "single_decode", "device": "cuda", "backends": ["fa2"],
+                            "points": []})
+        assert msgs == [{"type": "fatal", "error": msgs[0]["error"]}]
+        assert "CUDA" in msgs[0]["error"]
+
+
+def test_lengths_are_the_services() -> None:
+    for kernel in KERNELS:
+        p = params_for(kernel)
+        inp = flashinfer_inputs(kernel, p, "cpu")
+        work = point_work(kernel, p)
+        assert inp.kv_lens == work["kv_lens"] and inp.qo_lens == work["qo_lens"]
+        reqs = inp.requests()
+        assert [r[0].shape[0] for r in reqs] == work["qo_lens"]
+        assert [r[1].shape[0] for r in reqs] == work["kv_lens"]
+
+
+def test_paged_cache_holds_each_request_in_its_pages() -> None:
+    p = params_for("batch_prefill", kv_layout="HND")
+    inp = flashinfer_inputs("batch_prefill", p, "cpu")
+    cache, ps = inp.data["kv_cache"], p["page_size"]
+    indices, indptr = inp.meta["kv_indices"].tolist(), inp.meta["kv_indptr"].tolist()
+    last = inp.meta["kv_last_page_len"].tolist()
+    for i, (_, k, v) in enumerate(inp.requests()):
+        pages = indices[indptr[i]:indptr[i + 1]]
+        assert (len(pages) - 1) * ps + last[i] == inp.kv_lens[i]
+        # token t of request i lives in page pages[t // ps], slot t % ps (HND: [H, slot, D])
+        for t in (0, inp.kv_lens[i] - 1):
+            assert torch.equal(k[t], cache[pages[t // ps], 0, :, t % ps])
+            assert torch.equal(v[t], cache[pages[t // ps], 1, :, t % ps])
+
+
+def test_reference_causal_alignment_is_bottom_right() -> None:
+    assert causal_mask(2, 4, torch.device("cpu")).tolist() == [[True, True, True, False],
+                                                                [True, True, True, True]]
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(s, generator=g) for s in ((2, 2, 8), (4, 1, 8), (4, 1, 8)))
+    out = attend_fp32((q, k, v), 0.5, causal=True)
+    # query 0 of 2 against 4 keys sees keys 0..2; heads 0 and 1 share KV head 0
+    for h in range(2):
+        w = torch.softmax((k[:3, 0] @ q[0, h]) * 0.5, dim=0)
+        assert torch.allclose(out[0, h], w @ v[:3, 0], atol=1e-6)
+
+
+def test_torch_math_and_sdpa_agree_on_variable_lengths() -> None:
+    p = params_for("batch_prefill_ragged", dtype="float16")
+    inp = torch_inputs("batch_prefill_ragged", p, "cpu")
+    assert not inp.dense  # zipf lengths: one tensor per request
+    outs = {}
+    for backend in ("torch-sdpa", "torch-math"):
+        prepared = prepare_torch(backend, inp, 0.125)
+        outs[backend] = prepared.outputs(prepared.fn(inp.data))
+    for a, b in zip(outs["torch-sdpa"], outs["torch-math"], strict=True):
+        assert a.shape == b.shape
+        assert float((a.float() - b).abs().max()) < 1e-2
+    assert not any(math.isnan(float(o.sum())) for o in outs["torch-math"])
