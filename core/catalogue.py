@@ -24,7 +24,9 @@ class Param:
 
     def describe_allowed(self) -> str:
         if self.choices is not None:
-            return ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices)
+            return ", ".join(
+                str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices
+            )
         return f"integers from {self.min} to {self.max}"
 
 

@@ -102,6 +102,9 @@ def store_point(
     if samples:
         session.execute(
             insert(Sample),
-            [{"point_id": point.id, "iteration": i, "latency_us": v} for i, v in enumerate(samples)],
+            [
+                {"point_id": point.id, "iteration": i, "latency_us": v}
+                for i, v in enumerate(samples)
+            ],
         )
     return point

@@ -161,11 +161,10 @@ def _check_value(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"params.{name}: {value!r} is not allowed; allowed: true, false")
         return value
-    if p.kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(
-                f"params.{name}: {value!r} is not an integer; allowed: {p.describe_allowed()}"
-            )
+    if p.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(
+            f"params.{name}: {value!r} is not an integer; allowed: {p.describe_allowed()}"
+        )
     if p.choices is not None:
         if value not in p.choices:
             raise ValueError(
