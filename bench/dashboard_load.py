@@ -233,7 +233,7 @@ def main() -> None:
             "roofline": ("/roofline?kernel=batch_decode&gpu=h100&version=0.7.2.post1",
                          "roofline-graph"),
             "speedup": ("/speedup?gpu=h100&version=0.7.2.post1", "speedup-graph"),
-            "job (table of 5,000 rows)": (f"/job?job={info['job']}", "job-hist"),
+            "job (100,000 points, pages of 25)": (f"/job?job={info['job']}", "job-hist"),
         }
         from playwright.sync_api import sync_playwright
 
@@ -288,6 +288,29 @@ def main() -> None:
             print(f"\ninteraction: curves y-metric change -> redrawn: median "
                   f"{statistics.median(times):.2f} s, max {max(times):.2f} s "
                   f"({len(times)} changes)")
+
+            # The job table: a filter and a sort over 100,000 points, done in the database.
+            page.goto(base + pages["job (100,000 points, pages of 25)"][0])
+            page.wait_for_selector("#job-table td[data-dash-column='median_us']",
+                                   timeout=60_000)
+            box = page.locator(
+                "#job-table th.dash-filter[data-dash-column='median_us'] input[type=text]")
+            t = time.perf_counter()
+            box.fill("> 1000")
+            box.press("Enter")
+            page.wait_for_function("() => document.querySelector('#job-table-note')"
+                                   ".innerText.includes('filter')", timeout=60_000)
+            t_filter = time.perf_counter() - t
+            note = page.locator("#job-table-note").inner_text()
+            t = time.perf_counter()
+            page.locator("#job-table th[data-dash-column='median_us'] .column-header--sort")\
+                .first.click()
+            page.wait_for_function("() => window.location.search.includes('sort=median_us')",
+                                   timeout=60_000)
+            page.wait_for_load_state("networkidle")
+            t_sort = time.perf_counter() - t
+            print(f"interaction: job table filter 'median_us > 1000' -> {t_filter:.2f} s "
+                  f"({note}); sort by median -> {t_sort:.2f} s")
             browser.close()
     finally:
         if proc is not None:

@@ -314,53 +314,64 @@ def recent_jobs(session: Session, limit: int = 15) -> list[dict[str, Any]]:
 
 
 def latest_releases(session: Session, limit: int = 10) -> list[dict[str, Any]]:
-    """Releases with, per GPU, how many regressions each confirmation state holds."""
+    """The latest releases, one row per GPU tag, with a verdict from the release flow's
+    progress (``Release.details["tags"][tag]``, see core/releases.py) and the confirmation
+    states of its comparison's regressions (one grouped query for all of them)."""
     releases = session.execute(
         select(Release).order_by(Release.id.desc()).limit(limit)).scalars().all()
     ids = [r.id for r in releases]
-    per: dict[tuple[int, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    comps: dict[tuple[int, str], Comparison] = {}
+    comps: dict[int, Comparison] = {}
+    states: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     if ids:
-        for stored in session.execute(
-            select(Comparison).where(Comparison.release_id.in_(ids))
-        ).scalars():
-            comps[(int(stored.release_id or 0), stored.gpu_sku or "cpu")] = stored
-        rows = session.execute(
-            select(Comparison.release_id, Comparison.gpu_sku, Regression.state, func.count())
-            .join(Regression, Regression.comparison_id == Comparison.id)
-            .where(Comparison.release_id.in_(ids))
-            .group_by(Comparison.release_id, Comparison.gpu_sku, Regression.state)
-        ).all()
-        for rid, sku, state, n in rows:
-            per[(int(rid or 0), sku or "cpu")][str(state)] = int(n)
+        for c in session.execute(
+                select(Comparison).where(Comparison.release_id.in_(ids))).scalars():
+            comps[c.id] = c
+        for comp_id, state, n in session.execute(
+            select(Regression.comparison_id, Regression.state, func.count())
+            .where(Regression.comparison_id.in_(list(comps) or [-1]))
+            .group_by(Regression.comparison_id, Regression.state)
+        ).all():
+            states[int(comp_id)][str(state)] = int(n)
     out = []
     for r in releases:
-        details = r.details or {}
-        gpus = sorted({sku for rid, sku in comps if rid == r.id} | set(details))
-        for sku in gpus or ["-"]:
-            states = per.get((r.id, sku), {})
-            comp = comps.get((r.id, sku))
-            confirmed = states.get("confirmed", 0)
-            pending = states.get("open", 0) + states.get("confirming", 0)
-            if comp is None:  # not compared yet: what the release flow recorded, if anything
-                info = details.get(sku)
-                verdict = str(info.get("verdict", r.status)) if isinstance(info, dict) \
-                    else r.status
-            elif confirmed:
-                verdict = f"{confirmed} regression(s) confirmed"
-            elif pending:
-                verdict = f"{pending} suspected, confirming"
-            else:
-                verdict = "no regressions"
+        tags: dict[str, Any] = dict((r.details or {}).get("tags") or {})
+        # Comparisons of this release not named by any tag (stored by hand) still show.
+        named = {t.get("comparison_id") for t in tags.values() if isinstance(t, dict)}
+        for c in comps.values():
+            if c.release_id == r.id and c.id not in named:
+                tags[c.gpu_sku or "cpu"] = {"state": "done", "comparison_id": c.id}
+        for tag, info in sorted(tags.items()) or [("-", {})]:
+            info = info if isinstance(info, dict) else {}
+            comp = comps.get(int(info.get("comparison_id") or 0))
             out.append({
                 "version": r.version,
                 "previous": r.previous_version or "-",
-                "gpu": sku,
+                "gpu": tag,
                 "status": r.status,
-                "verdict": verdict,
+                "verdict": release_verdict(info, states.get(comp.id, {}) if comp else {}),
                 "compare_link": compare_link(comp) if comp else "",
             })
     return out
+
+
+def release_verdict(info: dict[str, Any], states: dict[str, int]) -> str:
+    state = info.get("state", "benchmarking")
+    if state == "no_baseline":
+        return f"no baseline ({info.get('message') or 'nothing to compare with'})"
+    if state == "benchmarking" and not states:
+        return "benchmarking"
+    confirmed = states.get("confirmed", 0)
+    pending = states.get("open", 0) + states.get("confirming", 0)
+    parts = []
+    if confirmed:
+        parts.append(f"{confirmed} regression(s) confirmed")
+    if pending:
+        parts.append(f"{pending} suspected, confirming")
+    if states.get("not_reproduced"):
+        parts.append(f"{states['not_reproduced']} not reproduced")
+    if states.get("confirm_failed"):
+        parts.append(f"{states['confirm_failed']} could not be confirmed")
+    return "; ".join(parts) or "no regressions"
 
 
 def compare_link(comp: Comparison) -> str:

@@ -139,8 +139,8 @@ def seed(session: Session) -> Seeded:
              queues=["kw.h100"], versions_ready=[V_OLD],
              last_heartbeat=now - timedelta(minutes=30)),
     ])
-    release = Release(version=V_NEW, previous_version=V_OLD, source="webhook", status="done",
-                      details={GPU: {"baseline_job": job.id, "contender_job": job.id}})
+    release = Release(version=V_NEW, previous_version=V_OLD, source="webhook",
+                      status="complete", details={})
     session.add(release)
     session.flush()
     # The release's comparison through the real engine; the first regression is marked
@@ -152,5 +152,10 @@ def seed(session: Session) -> Seeded:
     if regs:
         regs[0].state = "confirmed"
         regs[0].confirm_ratio, regs[0].confirm_ci_low, regs[0].confirm_ci_high = 1.1, 1.09, 1.11
+    # The release flow's record of it (core/releases.py): per GPU tag, its jobs and state.
+    release.details = {"tags": {GPU: {"jobs": [job.id], "state": "done",
+                                      "comparison_id": comp.id, "regressions": len(regs),
+                                      "baseline_run_ids": [out.runs[V_OLD]],
+                                      "contender_run_ids": [out.runs[V_NEW]]}}}
     session.commit()
     return out

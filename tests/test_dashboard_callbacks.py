@@ -389,3 +389,14 @@ def test_real_cpu_run_curves_and_compare(pages, cpu_jobs, session):
     assert len(cells) == len(sdpa) == 4
     significant = [p for p in sdpa if p.verdict in ("regression", "improvement")]
     assert len(fig["layout"]["shapes"]) == len(significant)
+
+
+def test_release_verdict_follows_release_flow_states():
+    v = queries.release_verdict
+    assert v({"state": "benchmarking"}, {}) == "benchmarking"
+    assert v({"state": "no_baseline", "message": "no previous release"}, {}) == \
+        "no baseline (no previous release)"
+    assert v({"state": "confirming"}, {"confirming": 3}) == "3 suspected, confirming"
+    assert v({"state": "done"}, {"confirmed": 2, "not_reproduced": 1}) == \
+        "2 regression(s) confirmed; 1 not reproduced"
+    assert v({"state": "done"}, {}) == "no regressions"
