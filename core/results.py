@@ -41,12 +41,13 @@ def derived_metrics(
     }
     if median_us and median_us > 0:
         seconds = median_us * 1e-6
-        out["tbps"] = work["bytes"] / seconds / 1e12
-        out["tflops"] = work["flops"] / seconds / 1e12
+        tbps = work["bytes"] / seconds / 1e12
+        tflops = work["flops"] / seconds / 1e12
+        out["tbps"], out["tflops"] = tbps, tflops
         sku = gpus.sku_by_tag(gpu_sku)
         if sku:
-            out["pct_peak_bw"] = 100.0 * out["tbps"] / sku.peak_tbps
-            out["pct_peak_flops"] = 100.0 * out["tflops"] / sku.peak_tflops_16bit
+            out["pct_peak_bw"] = 100.0 * tbps / sku.peak_tbps
+            out["pct_peak_flops"] = 100.0 * tflops / sku.peak_tflops_16bit
     return out
 
 
