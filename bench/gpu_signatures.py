@@ -89,7 +89,7 @@ def from_wheel(path: str) -> tuple[str, dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
-    data = {"format": "flashinfer-signatures/1", "versions": {}}
+    data: dict[str, Any] = {"format": "flashinfer-signatures/1", "versions": {}}
     for wheel in argv:
         version, sigs = from_wheel(wheel)
         data["versions"][version] = sigs

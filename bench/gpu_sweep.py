@@ -252,7 +252,7 @@ def report(
             lines.append(
                 f"{'point':<22}{'backend':<11}{'resolved':<11}{'status':<11}"
                 f"{'median us':>10}{'CI95':>19}{'CV%':>6}{'jit s':>7}{'plan ms':>8}"
-                f"{'run2 med':>9}{'FI med':>9}{'Δ%':>6}"
+                f"{'run2 med':>9}{'FI med':>9}{'Δ%':>6}{'FI dflt':>9}{'Δ%':>6}"
             )
             for key, m in sorted(by_run[1].items()):
                 s = summarize(m["samples_us"]) if m.get("samples_us") else None
@@ -285,6 +285,9 @@ def report(
                     ag_n += 1
                     ag_ok += abs(delta) <= 3
                     row += f"{fi['median_us']:>9.2f}{delta:>6.1f}"
+                    if fi.get("default_median_us"):
+                        dd = 100 * (s.median / fi["default_median_us"] - 1)
+                        row += f"{fi['default_median_us']:>9.2f}{dd:>6.1f}"
                 lines.append(row)
     lines.append(f"CV <= 1% for points > 20 us: {cv_ok}/{cv_n}")
     lines.append(f"run 1 and run 2 CIs overlap: {rep_ok}/{rep_n}")

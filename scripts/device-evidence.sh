@@ -5,6 +5,7 @@
 #   scripts/device-evidence.sh smoke   # GPU tests + a tiny sweep (0.6.18.post1)
 #   scripts/device-evidence.sh v6      # evidence sweeps for 0.6.18.post1 and torch-sdpa, GPU tests
 #   scripts/device-evidence.sh v5      # evidence sweeps for 0.5.3
+#   scripts/device-evidence.sh r4      # GPU tests, decode sweep rerun with agreement, calibration
 #
 # Each step logs under $OUT; the script goes on when one fails.
 set -uo pipefail
@@ -39,7 +40,10 @@ sweep() {  # timeout, then gpu_sweep.py arguments
 case $phase in
   smoke) gpu_tests 420; sweep 150 --versions $V6 --suites tiny ;;
   v6) sweep 420 --versions $V6 --suites decode,prefill,single; gpu_tests 150 ;;
-  v5) sweep 380 --versions $V5 --no-torch --suites decode,prefill,single
-      # FlashInfer's own cold-L2 convention (L2 flush) for comparison with the rotation default
-      sweep 170 --versions $V6 --no-torch --suites decode --cold-l2-method flush --tag -flush ;;
+  v5) sweep 380 --versions $V5 --no-torch --suites decode,prefill,single ;;
+  r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
+      # then the copy-bandwidth calibration the worker stores on its node
+      gpu_tests 330
+      sweep 170 --versions $V6 --no-torch --suites decode --tag=-r4
+      timeout 30 python3 -m worker.calibrate >"$OUT/calibrate.json" 2>&1 ;;
 esac
