@@ -76,3 +76,20 @@ def test_consumer_stopping_early_leaves_no_process_behind() -> None:
     gen.close()  # what a `break` or `return` out of the loop does
     assert proc.returncode is not None  # killed and reaped: no zombie
     assert runner.proc is None
+
+
+def test_hung_point_is_killed_after_the_timeout_and_the_sweep_goes_on() -> None:
+    runner = HarnessRunner(sys.executable, _request(), point_timeout_s=3)
+    seen: list[dict[str, Any]] = []
+    for msg in runner.messages():
+        seen.append(msg)
+        if msg["type"] == "point" and len([m for m in seen if m["type"] == "point"]) == 1:
+            assert runner.proc is not None
+            os.kill(runner.proc.pid, signal.SIGSTOP)  # frozen, like a kernel that never ends
+    points = [m for m in seen if m["type"] == "point"]
+    assert [(m["point_index"], m["backend"]) for m in points] == [
+        (i, b) for i in range(3) for b in ("torch-sdpa", "torch-math")]
+    hung = points[1]
+    assert hung["status"] == "error" and "hung (no result within 3 s)" in hung["error"]
+    assert all(m["status"] == "ok" for m in points if m is not hung)
+    assert runner.restarts == 1

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import signal
 import subprocess
 import threading
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STDERR_TAIL_LINES = 30
+# Longest wait for the harness's next message. Generous: a first FlashInfer call compiles its
+# kernel (seconds to minutes) and a large torch-math point on CPU is slow; a hung kernel is
+# killed after this and recorded as an errored point.
+POINT_TIMEOUT_SECONDS = 1800.0
+STARTUP_TIMEOUT_SECONDS = 900.0  # imports, CUDA context, NVML, before the env message
 
 # Started through this shim rather than ``-m worker.harness`` so that the harness dies with
 # the worker (PR_SET_PDEATHSIG): a killed worker must not leave a harness measuring on the
@@ -93,8 +99,12 @@ class HarnessRunner:
     the process, for whoever stops consuming the messages early."""
 
     def __init__(self, python: str, request: HarnessRequest,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 point_timeout_s: float = POINT_TIMEOUT_SECONDS,
+                 startup_timeout_s: float = STARTUP_TIMEOUT_SECONDS) -> None:
         self.python = python
+        self.point_timeout_s = point_timeout_s
+        self.startup_timeout_s = startup_timeout_s
         self.request = request
         self.env = harness_env(env)
         self.proc: subprocess.Popen[str] | None = None
@@ -166,7 +176,21 @@ class HarnessRunner:
             assert proc.stdout is not None
             saw_env = finished = False
             fatal: str | None = None
-            for line in proc.stdout:
+            hung: float | None = None
+            lines: queue.Queue[str | None] = queue.Queue()
+            threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+            while True:
+                # A point that never ends (a hung kernel) must not stall the sweep forever.
+                wait = self.point_timeout_s if saw_env else self.startup_timeout_s
+                try:
+                    line = lines.get(timeout=wait)
+                except queue.Empty:
+                    hung = wait
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    break
+                if line is None:
+                    break
                 msg = _parse(line)
                 kind = msg.get("type")
                 if kind == "env":
@@ -197,7 +221,8 @@ class HarnessRunner:
             if fatal is not None or not saw_env:
                 # It cannot start (import error, broken environment): restarting would fail
                 # the same way, so every pair left is errored with the reason.
-                why = fatal or f"harness exited with code {code} before starting"
+                why = fatal or (f"harness did not start within {hung:g} s" if hung else
+                                f"harness exited with code {code} before starting")
                 tail = self.stderr_tail()
                 for pair in remaining:
                     done.add(pair)
@@ -206,13 +231,25 @@ class HarnessRunner:
             # It died in the middle: the first pair it had not reported is the one in flight.
             pair = remaining[0]
             done.add(pair)
-            how = "said done without measuring it" if finished else f"exited with code {code}"
+            how = ("said done without measuring it" if finished else
+                   f"hung (no result within {hung:g} s) and was killed" if hung else
+                   f"exited with code {code}")
             yield error_point(
                 pair, f"harness {how} while measuring this point; stderr tail:\n"
                 f"{self.stderr_tail()}".strip())
             self.restarts += 1
             log.warning("harness %s on point %s/%s; restarting for %d pairs left", how,
                         pair[0], pair[1], len(remaining) - 1)
+
+
+def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    """Hand the harness's stdout lines to the reader, then None at the end of the stream."""
+    try:
+        for line in stream:
+            lines.put(line)
+    except (OSError, ValueError):  # closed under us: the process was killed
+        pass
+    lines.put(None)
 
 
 def _parse(line: str) -> dict[str, Any]:
