@@ -180,3 +180,20 @@ def test_start_release_without_nodes_says_so(session: Session) -> None:
     start = start_release(session, "0.6.18")
     assert start.created and start.release.status == "no_nodes" and not start.runs
     assert session.scalars(select(Job)).all() == []
+
+
+def test_cli_release_triggers_the_flow(kw_env: Settings, session: Session) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    session.add(Node(name="h:cpu", hostname="h", tags=["cpu"], last_heartbeat=utcnow()))
+    session.commit()
+    out = CliRunner().invoke(cli, ["release", "0.6.18.post1", "--previous", "0.5.3"])
+    assert out.exit_code == 0, out.output
+    body = json.loads(out.stdout)
+    assert body["created"] is True and body["previous_version"] == "0.5.3" and body["jobs"]
+    again = CliRunner().invoke(cli, ["release", "0.6.18.post1"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["created"] is False
+    bad = CliRunner().invoke(cli, ["release", "not-a-version"])
+    assert bad.exit_code != 0 and "version" in bad.output
