@@ -107,6 +107,11 @@ class HarnessRunner:
         self.startup_timeout_s = startup_timeout_s
         self.request = request
         self.env = harness_env(env)
+        if request.device == "cpu":
+            # One thread: torch's CPU thread pool, competing with the worker and anything
+            # else on the host, moved medians 10-100x between runs of the same point. A
+            # pinned thread count makes CPU runs comparable; an operator can override it.
+            self.env.setdefault("OMP_NUM_THREADS", "1")
         self.proc: subprocess.Popen[str] | None = None
         self.stopped = False
         self.restarts = 0
