@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import reprlib
 from typing import Any
 
 import yaml
@@ -155,24 +156,29 @@ def _short(point: dict[str, Any]) -> str:
     return ", ".join(f"{k}={point[k]}" for k in keys if k in point)
 
 
+def _show(value: Any) -> str:
+    """A value quoted in an error message, shortened: messages echo user input."""
+    return reprlib.repr(value)
+
+
 def _check_value(name: str, value: Any) -> Any:
     p = catalogue.PARAMS[name]
     if p.kind is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"params.{name}: {value!r} is not allowed; allowed: true, false")
+            raise ValueError(f"params.{name}: {_show(value)} is not allowed; allowed: true, false")
         return value
     if p.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ValueError(
-            f"params.{name}: {value!r} is not an integer; allowed: {p.describe_allowed()}"
+            f"params.{name}: {_show(value)} is not an integer; allowed: {p.describe_allowed()}"
         )
     if p.choices is not None:
         if value not in p.choices:
             raise ValueError(
-                f"params.{name}: {value!r} is not allowed; allowed: {p.describe_allowed()}"
+                f"params.{name}: {_show(value)} is not allowed; allowed: {p.describe_allowed()}"
             )
     elif p.min is not None and p.max is not None and not (p.min <= value <= p.max):
         raise ValueError(
-            f"params.{name}: {value!r} is out of range; allowed: {p.describe_allowed()}"
+            f"params.{name}: {_show(value)} is out of range; allowed: {p.describe_allowed()}"
         )
     return value
 
