@@ -190,29 +190,14 @@ class Measurer:
     def _time(
         self, prepared: Prepared, inp: Inputs, telemetry: dict[str, Any]
     ) -> tuple[list[float], str]:
+        """Samples and the method that produced them: the configured method, falling back
+        (CUPTI -> graph replay -> CUDA events) with the reason kept in the telemetry."""
         if self.device != "cuda":
-            return (
-                timing.time_cpu(prepared.fn, [inp.data], self.warmup, self.iterations),
-                timing.CPU_PERF_COUNTER,
-            )
+            samples = timing.time_cpu(prepared.fn, [inp.data], self.warmup, self.iterations)
+            return samples, timing.CPU_PERF_COUNTER
         if self.method == timing.CUPTI and self.cold_l2 and self.cold_l2_method == "flush":
             try:
-                flush, nbytes = timing.l2_flusher(self.l2_bytes)
-                samples = timing.time_cupti(
-                    prepared.fn,
-                    [inp.data],
-                    self.warmup,
-                    [inp.data] * self.iterations,
-                    self.cupti,
-                    before=flush,
-                )
-                telemetry["cold_l2"] = {
-                    "method": "flush",
-                    "flush_bytes": nbytes,
-                    "l2_bytes": self.l2_bytes,
-                    "flushes": self.iterations,
-                }
-                return samples, timing.CUPTI
+                return self._cupti_flush(prepared, inp, telemetry), timing.CUPTI
             except Exception as exc:
                 telemetry["cupti_error"] = f"{type(exc).__name__}: {exc}"[:1000]
                 torch.cuda.synchronize()
@@ -223,33 +208,70 @@ class Measurer:
         telemetry["rotation"] = {**rot.as_dict(), "distinct_copies": len(set(ptrs))}
         if self.method == timing.CUPTI:
             try:
-                # Every timed call reads the next copy; copies made early are long evicted
-                # by the ones made after them.
-                order = [datas[(self.warmup + i) % len(datas)] for i in range(self.iterations)]
-                samples = timing.time_cupti(
-                    prepared.fn, datas[: self.warmup] or datas[:1], self.warmup, order, self.cupti
-                )
-                used = {tuple(inp.data_ptrs(d)) for d in order}
-                telemetry["rotation"]["distinct_inputs_timed"] = len(used)
-                telemetry["rotation"]["verified"] = len(used) == min(self.iterations, rot.copies)
-                return samples, timing.CUPTI
+                return self._cupti_rotate(prepared, inp, datas, telemetry), timing.CUPTI
             except Exception as exc:  # CUPTI busy or refused: graph replay instead
                 telemetry["cupti_error"] = f"{type(exc).__name__}: {exc}"[:1000]
                 torch.cuda.synchronize()
         if self.method in (timing.CUPTI, timing.CUDA_GRAPH):
             try:
-                est = timing.estimate_call_us(prepared.fn, datas)
-                calls = timing.calls_per_graph(rot.copies, est)
-                res = timing.time_cuda_graph(
-                    prepared.fn, datas, self.warmup, self.iterations, calls, inp.data_ptrs
-                )
-                telemetry["rotation"].update(res.rotation_check())
-                telemetry["rotation"]["verified"] = res.rotation_check()[
-                    "distinct_inputs_in_graph"
-                ] == min(calls, rot.copies)
-                return res.samples_us, timing.CUDA_GRAPH
+                return self._graph(prepared, inp, datas, telemetry), timing.CUDA_GRAPH
             except Exception as exc:  # capture refused (host sync inside, …): events instead
                 telemetry["cuda_graph_error"] = f"{type(exc).__name__}: {exc}"[:1000]
                 torch.cuda.synchronize()
         samples = timing.time_cuda_events(prepared.fn, datas, self.warmup, self.iterations)
         return samples, timing.CUDA_EVENT
+
+    def _graph(
+        self,
+        prepared: Prepared,
+        inp: Inputs,
+        datas: list[dict[str, Any]],
+        telemetry: dict[str, Any],
+    ) -> list[float]:
+        calls = timing.calls_per_graph(len(datas), timing.estimate_call_us(prepared.fn, datas))
+        res = timing.time_cuda_graph(
+            prepared.fn, datas, self.warmup, self.iterations, calls, inp.data_ptrs
+        )
+        check = res.rotation_check()
+        telemetry["rotation"].update(check)
+        # calls >= copies, so every copy must have been read inside the graph
+        telemetry["rotation"]["verified"] = check["distinct_inputs_in_graph"] == len(datas)
+        return res.samples_us
+
+    def _cupti_rotate(
+        self,
+        prepared: Prepared,
+        inp: Inputs,
+        datas: list[dict[str, Any]],
+        telemetry: dict[str, Any],
+    ) -> list[float]:
+        # Every timed call reads the next copy; copies made early are long evicted by the
+        # ones made after them.
+        order = [datas[(self.warmup + i) % len(datas)] for i in range(self.iterations)]
+        samples = timing.time_cupti(
+            prepared.fn, datas[: self.warmup] or datas[:1], self.warmup, order, self.cupti
+        )
+        used = {tuple(inp.data_ptrs(d)) for d in order}
+        telemetry["rotation"]["distinct_inputs_timed"] = len(used)
+        telemetry["rotation"]["verified"] = len(used) == min(self.iterations, len(datas))
+        return samples
+
+    def _cupti_flush(
+        self, prepared: Prepared, inp: Inputs, telemetry: dict[str, Any]
+    ) -> list[float]:
+        flush, nbytes = timing.l2_flusher(self.l2_bytes)
+        samples = timing.time_cupti(
+            prepared.fn,
+            [inp.data],
+            self.warmup,
+            [inp.data] * self.iterations,
+            self.cupti,
+            before=flush,
+        )
+        telemetry["cold_l2"] = {
+            "method": "flush",
+            "flush_bytes": nbytes,
+            "l2_bytes": self.l2_bytes,
+            "flushes": self.iterations,
+        }
+        return samples
