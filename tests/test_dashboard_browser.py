@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from core.db import make_engine
-from core.models import Base
+from core.models import Base, Run
 from tests.dashboard_seed import V_NEW, V_OLD, Seeded, seed
 
 pytestmark = pytest.mark.browser
@@ -281,4 +281,47 @@ def test_job_page_histogram_of_selected_point(server, seeded_db, page):
     assert statuses == ["unsupported", "unsupported"]
     page.wait_for_function("() => window.location.search.includes('filter=')", timeout=10_000)
     shot(page, "job-filtered")
+    assert page.console.errors == []
+
+
+def test_job_page_follows_a_running_job(server, seeded_db, page):
+    """dcc.Interval polls while the job runs: points stored meanwhile appear without a reload,
+    and polling stops once the job is finished."""
+    from sqlalchemy.orm import Session
+
+    from core.catalogue import complete_params
+    from core.models import Job
+    from tests.dashboard_seed import _run, _store
+
+    url, _ = seeded_db
+    engine = make_engine(url)
+    grid = [complete_params("batch_decode", {"kv_len": kv}) for kv in (512, 1024, 2048, 4096)]
+    with Session(engine) as s:
+        job = Job(name="live", kernel="batch_decode", spec={}, status="running",
+                  total_points=len(grid))
+        s.add(job)
+        s.flush()
+        run = _run(s, job, V_NEW)
+        _store(s, run, "batch_decode", 0, grid[0], "fa2")
+        s.commit()
+        job_id, run_id = job.id, run.id
+    page.goto(f"{server}/job?job={job_id}")
+    page.wait_for_function("() => document.body.innerText.includes('running: 1 of 4 points')",
+                           timeout=20_000)
+    with Session(engine) as s:
+        run = s.get(Run, run_id)
+        for i in (1, 2):
+            _store(s, run, "batch_decode", i, grid[i], "fa2")
+        s.commit()
+    page.wait_for_function("() => document.body.innerText.includes('running: 3 of 4 points')",
+                           timeout=20_000)
+    assert page.locator("#job-table td[data-dash-column='status']").count() == 3
+    with Session(engine) as s:
+        _store(s, s.get(Run, run_id), "batch_decode", 3, grid[3], "fa2")
+        s.get(Job, job_id).status = "succeeded"
+        s.commit()
+    page.wait_for_function("() => document.body.innerText.includes('succeeded: 4 of 4 points')",
+                           timeout=20_000)
+    assert "updating live" not in page.locator("#job-progress").inner_text()
+    engine.dispose()
     assert page.console.errors == []

@@ -219,13 +219,13 @@ def test_compare_unknown_run_is_reported(pages, seeded):
 
 def test_job_table_progress_and_histogram(pages, seeded, session):
     job = pages["job"]
-    _header, progress, columns, tick_disabled = job.load_job(seeded.decode_job, None)
+    _header, progress, tick_disabled = job.load_job(seeded.decode_job, None)
     assert tick_disabled  # finished: no polling
+    rows, columns, pages_n, note = job.load_table(seeded.decode_job, 0, 25, [], "", None)
     ids = [c["id"] for c in columns]
     assert "batch_size" in ids and "kv_len" in ids and "median_us" in ids
     assert "num_qo_heads" not in ids  # the same in every point: no column
     assert "32 of 32" in str(progress)
-    rows, pages_n, note = job.load_table(seeded.decode_job, 0, 25, [], "", None)
     assert len(rows) == 25 and pages_n == 2 and "32 points match" in note
     rest, *_ = job.load_table(seeded.decode_job, 1, 25, [], "", None)
     assert len(rest) == 7 and not {r["id"] for r in rows} & {r["id"] for r in rest}
@@ -245,9 +245,8 @@ def test_job_table_filters_and_sorts_in_the_database(pages, seeded, session):
     pts = session.execute(select(Point).where(Point.job_id == seeded.decode_job)).scalars().all()
 
     def table(filter_query: str, sort: list[dict[str, str]] | None = None) -> list[Any]:
-        rows, _, _note = job.load_table(seeded.decode_job, 0, 100, sort or [], filter_query,
-                                       None)
-        return rows
+        rows, *_ = job.load_table(seeded.decode_job, 0, 100, sort or [], filter_query, None)
+        return list(rows)
 
     assert [r["status"] for r in table("{status} scontains unsupp")] == ["unsupported"] * 2
     assert [r["status"] for r in table("{status} icontains INCORR")] == ["incorrect"]
@@ -263,7 +262,7 @@ def test_job_table_filters_and_sorts_in_the_database(pages, seeded, session):
     assert medians == sorted(medians, reverse=True) and len(medians) == 29
     by_kv = table("", [{"column_id": "kv_len", "direction": "asc"}])
     assert [r["kv_len"] for r in by_kv] == sorted(p.params["kv_len"] for p in pts)
-    rows, _, note = job.load_table(seeded.decode_job, 0, 25, [], "{nope} = 1", None)
+    rows, _, _, note = job.load_table(seeded.decode_job, 0, 25, [], "{nope} = 1", None)
     assert rows == [] and "not understood" in str(note)
 
 

@@ -65,7 +65,8 @@ def layout(job: str | None = None, point: str | None = None, filter: str | None 
         # Paged, sorted and filtered in the database (dashboard/pointtable.py): a job of
         # 100,000 points is never sent to the browser whole.
         dash_table.DataTable(  # type: ignore[attr-defined]
-            id=f"{P}-table", page_size=PAGE_SIZE, page_current=0, page_action="custom",
+            id=f"{P}-table", data=[], columns=[], page_size=PAGE_SIZE, page_current=0,
+            page_action="custom",
             sort_action="custom", sort_mode="multi", filter_action="custom",
             filter_query=filter or "", sort_by=parse_sort(sort),
             style_table={"overflowX": "auto"},
@@ -114,20 +115,17 @@ def table_rows(points: list[dict[str, Any]], varying: list[str]) -> list[dict[st
 @callback(
     Output(f"{P}-header", "children"),
     Output(f"{P}-progress", "children"),
-    Output(f"{P}-table", "columns"),
     Output(f"{P}-tick", "disabled"),
     Input(f"{P}-id", "value"),
     Input(f"{P}-tick", "n_intervals"),
 )
 def load_job(job_id: int | None, _n: int | None) -> tuple[Any, ...]:
     if job_id is None:
-        return html.P("No jobs yet.", className="note"), "", [], True
+        return html.P("No jobs yet.", className="note"), "", True
     with reading() as s:
         job, runs = queries.job_with_runs(s, int(job_id))
         if job is None:
-            return (html.P(f"Job {job_id} does not exist.", className="error"), "", [], True)
-        varying = varying_params(queries.param_docs(s, job.kernel, job.id,
-                                                    s.get_bind().dialect.name))
+            return html.P(f"Job {job_id} does not exist.", className="error"), "", True
         counts = queries.point_counts_by_job(s, [job.id]).get(job.id, {})
         waiting = waiting_reason(s, job)
     done = sum(counts.values())
@@ -158,15 +156,22 @@ def load_job(job_id: int | None, _n: int | None) -> tuple[Any, ...]:
         ]),
         dcc.Link("curves of this job", href=f"/curves?job={job.id}&kernel={job.kernel}"),
     ])
+    return header, progress, not running
+
+
+def table_columns(varying: list[str]) -> list[dict[str, str]]:
     names = ["id", "run", "index", "backend", "version", "gpu", "status", *varying]
     columns = [{"name": n, "id": n} for n in names]
     columns += [{"name": title, "id": col, "type": "numeric"} for col, title in STAT_COLUMNS]
     columns += [{"name": "throttled", "id": "throttled"}, {"name": "error", "id": "error"}]
-    return header, progress, columns, not running
+    return columns
 
 
+# Data and columns leave together: a DataTable given rows before its columns derives columns
+# from the rows and its filter row then fails in the browser.
 @callback(
     Output(f"{P}-table", "data"),
+    Output(f"{P}-table", "columns"),
     Output(f"{P}-table", "page_count"),
     Output(f"{P}-table-note", "children"),
     Input(f"{P}-id", "value"),
@@ -180,21 +185,23 @@ def load_table(job_id: int | None, page_current: int | None, page_size: int | No
                sort_by: list[dict[str, str]] | None, filter_query: str | None,
                _n: int | None) -> tuple[Any, ...]:
     if job_id is None:
-        return [], 1, ""
+        return [], [], 1, ""
     size = page_size or PAGE_SIZE
     with reading() as s:
         job = s.get(Job, int(job_id))
         if job is None:
-            return [], 1, ""
+            return [], [], 1, ""
         varying = varying_params(queries.param_docs(s, job.kernel, job.id,
                                                     s.get_bind().dialect.name))
         try:
             points, total = pointtable.page(s, job.id, filter_query, sort_by,
                                             page_current or 0, size)
         except pointtable.FilterError as exc:
-            return [], 1, html.Span(f"Filter not understood: {exc}", className="error")
+            return ([], table_columns(varying), 1,
+                    html.Span(f"Filter not understood: {exc}", className="error"))
     note = f"{total:,} points match" + (f" the filter {filter_query}" if filter_query else "")
-    return table_rows(points, varying), max(1, -(-total // size)), note
+    return (table_rows(points, varying), table_columns(varying), max(1, -(-total // size)),
+            note)
 
 
 @callback(
