@@ -21,13 +21,14 @@ def graph_config(name: str) -> dict[str, Any]:
     }
 
 
-def chart(chart_id: str, height: int = 520) -> html.Div:
-    """A graph with its CSV download button and the store of its rows."""
+def chart(chart_id: str, height: int | None = 520) -> html.Div:
+    """A graph with its CSV download button and the store of its rows. ``height=None``: the
+    figure's own layout height decides (charts whose size follows their data)."""
     return html.Div(
         className="chart",
         children=[
             dcc.Loading(dcc.Graph(id=chart_id, config=graph_config(chart_id),  # type: ignore[arg-type]
-                                  style={"height": f"{height}px"})),
+                                  style={"height": f"{height}px"} if height else {})),
             html.Div(className="chart-actions", children=[
                 html.Button("Download CSV", id=f"{chart_id}-csv", className="button"),
                 dcc.Download(id=f"{chart_id}-download"),

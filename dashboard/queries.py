@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Text, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
-from core.catalogue import KERNELS
+from core.catalogue import KERNELS, TORCH_BACKENDS
 from core.history import sort_versions
 from core.models import Comparison, Job, Node, Point, Regression, Release, Run, Sample
 
@@ -231,7 +231,15 @@ def curve_points(
     s_expr = dim_expr(series).label("series")
     conds = [Point.kernel == kernel]
     skip = {x, series, *(HEAD_PARAMS if x == HEAD_CONFIG else ())}
-    conds += [_match(d, v) for d, v in fixed.items() if d not in skip]
+    for d, v in fixed.items():
+        if d in skip:
+            continue
+        if d == "flashinfer_version" and series == "backend":
+            # PyTorch backends do not depend on FlashInfer (their runs often carry no
+            # version): they stay on a chart of backends whatever version is chosen.
+            conds.append(or_(_match(d, v), Point.backend.in_(TORCH_BACKENDS)))
+        else:
+            conds.append(_match(d, v))
     if job_id is not None:
         conds.append(Point.job_id == job_id)
     rank = func.row_number().over(
@@ -540,7 +548,7 @@ def measured_copy_bandwidth(session: Session, gpu_sku: str) -> float | None:
 # Speedup vs PyTorch
 
 
-SPEEDUP_BACKENDS = ("torch-math", "torch-sdpa")
+SPEEDUP_BACKENDS = tuple(sorted(TORCH_BACKENDS))  # torch-math, then torch-sdpa
 
 
 def speedup_rows(

@@ -264,7 +264,8 @@ def heatmap_figure(result: ComparisonResult, group: str, hx: str, hy: str
                           f"▲ regression, ▼ improvement)",
                   "font": {"size": 14}},
         "xaxis": {"title": {"text": hx}, "type": "category"},
-        "yaxis": {"title": {"text": "" if hy == NONE_AXIS else hy}, "type": "category"},
+        "yaxis": {"title": {"text": "" if hy == NONE_AXIS else hy}, "type": "category",
+                  "showticklabels": hy != NONE_AXIS},
         "margin": {"t": 70, "l": 80, "r": 20, "b": 60},
         "shapes": shapes,
     }

@@ -243,8 +243,10 @@ def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series
                   "font": {"size": 15}},
         "xaxis": {"title": {"text": x}, "type": "log" if log_x else
                   ("linear" if numeric else "category")},
+        # On log axes, label 1-2-5 per decade only (every digit crowds the axis).
         "yaxis": {"title": {"text": METRICS[y][1]}, "type": "log" if log_y else "linear",
-                  "rangemode": "tozero" if not log_y else "normal"},
+                  "rangemode": "tozero" if not log_y else "normal",
+                  **({"dtick": "D2"} if log_y else {})},
         "yaxis2": {"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True},
         "legend": {"title": {"text": series}},
         "hovermode": "closest",

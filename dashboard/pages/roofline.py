@@ -114,8 +114,9 @@ def roofline_figure(rows: list[dict[str, Any]], kernel: str, gpu: str, color: st
     layout: dict[str, Any] = {
         "template": "plotly_white",
         "title": {"text": f"{kernel} on {gpu}: roofline", "font": {"size": 15}},
-        "xaxis": {"title": {"text": "arithmetic intensity (FLOPs / byte)"}, "type": "log"},
-        "yaxis": {"title": {"text": "achieved TFLOP/s"}, "type": "log"},
+        "xaxis": {"title": {"text": "arithmetic intensity (FLOPs / byte)"}, "type": "log",
+                  "dtick": "D2"},
+        "yaxis": {"title": {"text": "achieved TFLOP/s"}, "type": "log", "dtick": "D2"},
         "legend": {"title": {"text": color}},
         "hovermode": "closest",
         "margin": {"t": 60, "l": 70, "r": 20, "b": 60},

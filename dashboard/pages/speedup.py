@@ -15,7 +15,7 @@ import dash
 from dash import Input, Output, callback, dash_table, html
 
 from dashboard import queries
-from dashboard.common import control, dropdown, empty_figure, fmt, reading
+from dashboard.common import control, dropdown, empty_figure, reading
 from dashboard.export import chart, register_csv
 from dashboard.urlstate import as_list, register_url_sync, search_string, url_sync
 
@@ -25,7 +25,7 @@ dash.register_page(__name__, path="/speedup", name="Speedup vs PyTorch",
 P = "speedup"
 TORCH = queries.SPEEDUP_BACKENDS
 SHAPE_KEYS = (("batch_size", "b"), ("qo_len", "q"), ("kv_len", "kv"))
-MAX_BARS = 24  # scenarios drawn in the chart; the table (paged) lists them all
+MAX_BARS = 40  # scenarios drawn in the chart; the table (paged) lists them all
 
 
 def layout(gpu: str | None = None, version: str | None = None, kernels: str | None = None,
@@ -57,8 +57,9 @@ def layout(gpu: str | None = None, version: str | None = None, kernels: str | No
                         "padding": "3px 8px"},
             style_header={"fontWeight": 600, "backgroundColor": "#f0f2f5"},
             style_cell_conditional=[{"if": {"column_id": "scenario"}, "textAlign": "left"}],
+            style_table={"overflowX": "auto"},
         ),
-        chart(f"{P}-graph", height=480),
+        chart(f"{P}-graph", height=None),
         url_sync(P),
     ])
 
@@ -100,42 +101,44 @@ def speedup_table(scenarios: list[dict[str, Any]]) -> tuple[list[dict[str, Any]]
 
 
 def short_label(kernel: str, params: dict[str, Any]) -> str:
-    """Two short lines under a bar group; the full scenario is in the hover and the table."""
+    """One short line per scenario on the chart; the full scenario is in the hover and table."""
     shape = " ".join(f"{short}={params[k]}" for k, short in SHAPE_KEYS if k in params)
-    return f"{kernel}<br>{shape}"
+    return f"{kernel} {shape}"
 
 
-def _bar_text(y: float | None, status: str) -> str:
-    if y is None:
-        return status if status != "-" else ""
-    return f"{y:.0f}" if y >= 100 else fmt(y, 3)
-
-
-def speedup_figure(rows: list[dict[str, Any]], fi_backends: list[str]) -> dict[str, Any]:
+def speedup_figure(rows: list[dict[str, Any]], torch_backends: list[str]) -> dict[str, Any]:
+    """Horizontal bars, one per scenario and PyTorch backend: the best FlashInfer backend's
+    speedup, with the break-even line at 1. Scenario names stay readable down the y axis."""
+    rows = [r for r in rows if any(isinstance(r[f"speedup vs {t}"], float | int)
+                                   for t in torch_backends)][:MAX_BARS]
     if not rows:
         return empty_figure("No scenario measured with both PyTorch and FlashInfer backends")
-    total = len(rows)
-    rows = rows[:MAX_BARS]
-    shown = "" if total <= MAX_BARS else f"; first {MAX_BARS} of {total} scenarios, all in " \
-        "the table"
-    traces = []
-    for b in (*TORCH, *fi_backends):
-        ys = [r[b] if isinstance(r[b], int | float) else None for r in rows]
-        traces.append({"type": "bar", "name": b, "x": [r["label"] for r in rows], "y": ys,
-                       "text": [_bar_text(y, str(r[b])) for y, r in zip(ys, rows, strict=True)],
-                       "customdata": [r["scenario"] for r in rows],
-                       "textposition": "outside", "cliponaxis": False,
-                       "hovertemplate": f"{b}: " + "%{y:.4g} µs<br>%{customdata}"
-                                        "<extra></extra>"})
+    labels = [r["label"] for r in rows]
+    traces: list[dict[str, Any]] = []
+    for t in torch_backends:
+        xs = [r[f"speedup vs {t}"] if isinstance(r[f"speedup vs {t}"], float | int) else None
+              for r in rows]
+        traces.append({
+            "type": "bar", "orientation": "h", "name": f"vs {t}", "y": labels, "x": xs,
+            "text": [f"{x:.2f}x" if x else "" for x in xs], "textposition": "outside",
+            "cliponaxis": False,
+            "customdata": [f"{r['scenario']}<br>best FlashInfer: {r['best FlashInfer']}"
+                           for r in rows],
+            "hovertemplate": f"speedup vs {t}: " + "%{x:.3f}x<br>%{customdata}<extra></extra>",
+        })
+    xmax = max([x for tr in traces for x in tr["x"] if x] + [1.0])
     return {"data": traces, "layout": {
         "template": "plotly_white", "barmode": "group",
-        "title": {"text": f"median latency per scenario (µs, log scale; lower is better{shown})",
-                  "font": {"size": 15}},
-        "yaxis": {"title": {"text": "median latency (µs)"}, "type": "log"},
-        "xaxis": {"automargin": True, "tickangle": 0, "tickfont": {"size": 11}},
-        "uniformtext": {"minsize": 10, "mode": "show"},
-        "legend": {"orientation": "h", "y": 1.08},
-        "margin": {"t": 80, "l": 70, "r": 20, "b": 40},
+        "height": 140 + 26 * len(rows) * max(1, len(torch_backends)),
+        "title": {"text": "speedup of the best FlashInfer backend over PyTorch "
+                          "(> 1: FlashInfer faster)", "font": {"size": 15}},
+        "xaxis": {"title": {"text": "PyTorch latency / FlashInfer latency"},
+                  "range": [0, xmax * 1.15]},
+        "yaxis": {"autorange": "reversed", "automargin": True, "tickfont": {"size": 12}},
+        "shapes": [{"type": "line", "x0": 1, "x1": 1, "yref": "paper", "y0": 0, "y1": 1,
+                    "line": {"color": "#52606d", "width": 1.5, "dash": "dash"}}],
+        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom"},
+        "margin": {"t": 80, "l": 20, "r": 40, "b": 50},
     }}
 
 
@@ -157,10 +160,12 @@ def update(gpu: str, version: str | None, kernels: list[str] | None) -> tuple[An
     scenarios = [sc for sc in scenarios if any(b in sc["backends"] for b in TORCH)
                  and any(b not in TORCH for b in sc["backends"])]
     rows, fi = speedup_table(scenarios)
-    names = ["scenario", *TORCH, *fi, "best FlashInfer", *(f"speedup vs {t}" for t in TORCH)]
+    # PyTorch backends this GPU/version never ran get no column and no bars.
+    torch = [t for t in TORCH if any(r[t] != "-" for r in rows)]
+    names = ["scenario", *torch, *fi, "best FlashInfer", *(f"speedup vs {t}" for t in torch)]
     columns = [{"name": (f"{n} (µs)" if n in (*TORCH, *fi) else n), "id": n} for n in names]
     search = search_string({"gpu": gpu, "version": version, "kernels": ks})
-    fig = speedup_figure(rows, fi)
+    fig = speedup_figure(rows, torch)
     csv_rows = [{k: v for k, v in r.items() if k != "label"} for r in rows]
     return csv_rows, columns, fig, csv_rows, search
 
