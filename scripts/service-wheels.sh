@@ -12,6 +12,6 @@ plat=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 
 pkgs=(fastapi starlette pydantic pydantic-core pydantic-settings python-dotenv typing-inspection
       annotated-types annotated-doc sqlalchemy greenlet alembic mako celery kombu billiard vine amqp
       click-didyoumean click-repl click-plugins prompt-toolkit wcwidth tzlocal tzdata
-      python-dateutil platformdirs uvicorn ruptures)
+      python-dateutil platformdirs uvicorn ruptures opentelemetry-api importlib-metadata)
 python3 -m pip download -q --no-deps "${plat[@]}" -d "$dir" "${pkgs[@]}" 2>&1 | grep -v "is ignored" || true
 du -sh "$dir"
