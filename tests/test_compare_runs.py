@@ -148,7 +148,7 @@ def test_compare_endpoint_json_csv_and_errors(kw_env: Settings, session: Session
         assert client.get("/v1/compare", params={"contender": c[0]}).status_code == 422
 
 
-def _same_version_pairs() -> list[tuple[Path, str, str | None]]:
+def _same_version_pairs() -> list[tuple[Path, str | None, str | None]]:
     """(fixture, version, gpu_sku) for every GPU fixture (core.fixtures exports under
     tests/fixtures/gpu/, one job or a list of jobs per file) holding at least two runs of one
     FlashInfer version on one GPU SKU."""
@@ -161,13 +161,14 @@ def _same_version_pairs() -> list[tuple[Path, str, str | None]]:
         if not isinstance(data, dict | list):
             continue
         jobs = data if isinstance(data, list) else data.get("jobs", [data])
-        groups: dict[tuple[str, str | None], int] = {}
+        groups: dict[tuple[str | None, str | None], int] = {}
         for job in jobs:
             if not isinstance(job, dict) or job.get("format") != "kernelwatch-job/1":
                 continue
             for run in job["runs"]:
                 if run.get("gpu_sku") and run["points"]:
-                    key = (str(run["flashinfer_version"]), run["gpu_sku"])
+                    # None: a torch-only run (no FlashInfer in it)
+                    key = (run["flashinfer_version"], run["gpu_sku"])
                     groups[key] = groups.get(key, 0) + 1
         out += [(path, v, sku) for (v, sku), n in groups.items() if n >= 2]
     return out
@@ -179,7 +180,7 @@ GPU_PAIRS = _same_version_pairs()
 @pytest.mark.parametrize("path,version,sku", GPU_PAIRS,
                          ids=[f"{p.name}-{v}-{s}" for p, v, s in GPU_PAIRS])
 def test_two_runs_of_the_same_version_on_the_same_gpu_report_no_regression(
-    session: Session, path: Path, version: str, sku: str
+    session: Session, path: Path, version: str | None, sku: str
 ) -> None:
     """Two runs of one FlashInfer version measured one after the other on one GPU."""
     data = json.loads(path.read_text())
@@ -189,8 +190,10 @@ def test_two_runs_of_the_same_version_on_the_same_gpu_report_no_regression(
         if isinstance(job, dict) and job.get("format") == "kernelwatch-job/1":
             imported = import_job(session, job)
             session.flush()
+            same_version = (Run.flashinfer_version.is_(None) if version is None
+                            else Run.flashinfer_version == version)
             run_ids += session.scalars(select(Run.id).where(
-                Run.job_id == imported.id, Run.flashinfer_version == version,
+                Run.job_id == imported.id, same_version,
                 Run.gpu_sku == sku).order_by(Run.id)).all()
     session.commit()
     first, second = run_ids[0], run_ids[1]
