@@ -208,6 +208,7 @@ def test_curve_renders_expected_traces_and_points(server, page):
     assert [(t["name"], t["n"]) for t in fig["data"]] == [
         ("fa2", 3), ("torch-sdpa", 4), ("unsupported / error", 1)]
     assert fig["layout"]["yaxis"] == "median latency (µs)"
+    shot(page, "curves-unsupported-marked")
     assert page.console.errors == []
 
 

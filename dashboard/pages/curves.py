@@ -223,9 +223,10 @@ def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series
         # No latency exists for these: they sit on a strip along the bottom, labelled, on an
         # axis of their own, so they can never be read as a zero.
         traces.append({
-            "type": "scatter", "mode": "markers", "name": "unsupported / error",
+            "type": "scatter", "mode": "markers+text", "name": "unsupported / error",
             "x": bad_x, "y": [0.04] * len(bad_x), "yaxis": "y2",
-            "text": bad_text, "marker": {"symbol": "x-thin-open", "size": 12,
+            "text": bad_text, "textposition": "top center", "textfont": {"color": "#52606d"},
+            "marker": {"symbol": "x-thin-open", "size": 12,
                                          "color": "#7b8794", "line": {"width": 2}},
             "hovertext": bad_hover, "hovertemplate": "%{hovertext}<extra></extra>",
         })
