@@ -17,6 +17,7 @@ from core.models import Node, Point, Run, Sample
 from core.settings import Settings
 from core.tokens import create_token
 from tests.worker_support import (
+    TINY_SPEC,
     children_of,
     count_points,
     start_worker,
@@ -26,15 +27,7 @@ from tests.worker_support import (
     wait_for,
 )
 
-SPEC = {
-    "name": "e2e",
-    "kernel": "batch_decode",
-    "backends": ["torch-sdpa", "torch-math"],
-    "targets": ["cpu"],
-    "params": {"batch_size": [1, 2], "kv_len": [64, 128], "num_qo_heads": [4],
-               "num_kv_heads": [2], "head_dim": [64]},
-    "timing": {"warmup": 1, "iterations": 30},
-}
+SPEC = {**TINY_SPEC, "name": "e2e"}
 
 
 def _client() -> tuple[TestClient, dict[str, str]]:

@@ -25,19 +25,20 @@ ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
+# A CPU sweep that takes a second or two: small shapes, 30 iterations, 1 warm-up.
+TINY_SPEC: dict[str, Any] = {
+    "name": "tiny",
+    "kernel": "batch_decode",
+    "backends": ["torch-sdpa", "torch-math"],
+    "targets": ["cpu"],
+    "params": {"batch_size": [1, 2], "kv_len": [64, 128], "num_qo_heads": [4],
+               "num_kv_heads": [2], "head_dim": [64]},
+    "timing": {"warmup": 1, "iterations": 30},
+}
+
+
 def tiny_spec(**over: Any) -> SweepSpec:
-    """A CPU sweep that takes a second or two: small shapes, 30 iterations, 1 warm-up."""
-    data: dict[str, Any] = {
-        "name": "tiny",
-        "kernel": "batch_decode",
-        "backends": ["torch-sdpa", "torch-math"],
-        "targets": ["cpu"],
-        "params": {"batch_size": [1, 2], "kv_len": [64, 128], "num_qo_heads": [4],
-                   "num_kv_heads": [2], "head_dim": [64]},
-        "timing": {"warmup": 1, "iterations": 30},
-    }
-    data.update(over)
-    return SweepSpec(**data)
+    return SweepSpec(**{**TINY_SPEC, **over})
 
 
 def submit(spec: SweepSpec) -> int:
