@@ -328,11 +328,14 @@ def latest_releases(session: Session, limit: int = 10) -> list[dict[str, Any]]:
     releases = session.execute(
         select(Release).order_by(Release.id.desc()).limit(limit)).scalars().all()
     ids = [r.id for r in releases]
-    comps: dict[int, Comparison] = {}
+    # Only the columns the table needs: a comparison's summary holds its whole result.
+    comps: dict[int, Any] = {}
     states: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     if ids:
         for c in session.execute(
-                select(Comparison).where(Comparison.release_id.in_(ids))).scalars():
+                select(Comparison.id, Comparison.release_id, Comparison.gpu_sku,
+                       Comparison.baseline_run_ids, Comparison.contender_run_ids)
+                .where(Comparison.release_id.in_(ids))).all():
             comps[c.id] = c
         for comp_id, state, n in session.execute(
             select(Regression.comparison_id, Regression.state, func.count())
@@ -382,7 +385,8 @@ def release_verdict(info: dict[str, Any], states: dict[str, int]) -> str:
     return "; ".join(parts) or "no regressions"
 
 
-def compare_link(comp: Comparison) -> str:
+def compare_link(comp: Any) -> str:
+    """The compare page of a comparison (anything with its two run-id lists)."""
     b = ",".join(str(i) for i in comp.baseline_run_ids)
     c = ",".join(str(i) for i in comp.contender_run_ids)
     return f"/compare?baseline={b}&contender={c}"
@@ -453,18 +457,24 @@ def release_pair_runs(session: Session, gpu_sku: str, baseline_version: str,
     return sorted(by_job[(jb, baseline_version)]), sorted(by_job[(jc, contender_version)])
 
 
-def _same_runs(comp: Comparison, baseline: Sequence[int], contender: Sequence[int]) -> bool:
-    return (sorted(int(i) for i in comp.baseline_run_ids) == sorted(baseline)
-            and sorted(int(i) for i in comp.contender_run_ids) == sorted(contender))
+def _same_runs(ids: Sequence[Any], want: Sequence[int]) -> bool:
+    return sorted(int(i) for i in ids) == sorted(want)
 
 
 def stored_comparisons(session: Session, baseline: Sequence[int], contender: Sequence[int]
                        ) -> list[Comparison]:
     """Stored comparisons of exactly these runs, newest first. Run ids live in JSON lists
-    (no portable equality in SQL), so the newest 2,000 comparisons are matched here."""
-    comps = session.execute(
-        select(Comparison).order_by(Comparison.id.desc()).limit(2000)).scalars()
-    return [c for c in comps if _same_runs(c, baseline, contender)]
+    (no portable equality in SQL), so the run-id columns of the newest 2,000 comparisons are
+    matched here; only the matches' summaries (a full result each) are loaded."""
+    rows = session.execute(
+        select(Comparison.id, Comparison.baseline_run_ids, Comparison.contender_run_ids)
+        .order_by(Comparison.id.desc()).limit(2000)).all()
+    ids = [cid for cid, b, c in rows if _same_runs(b, baseline) and _same_runs(c, contender)]
+    if not ids:
+        return []
+    return list(session.execute(
+        select(Comparison).where(Comparison.id.in_(ids)).order_by(Comparison.id.desc())
+    ).scalars())
 
 
 def newest_point_time(session: Session, run_ids: Sequence[int]) -> datetime | None:
