@@ -406,7 +406,8 @@ def compare_runs(
         if cs.size:
             pc.contender_median_us = float(np.median(cs))
         ok = pc.baseline_status == PointStatus.ok and pc.contender_status == PointStatus.ok
-        if not ok or bs.size < 2 or cs.size < 2:
+        # A non-positive latency is a broken measurement, not a speedup: never compared.
+        if not ok or bs.size < 2 or cs.size < 2 or np.any(bs <= 0) or np.any(cs <= 0):
             pc.verdict = NOT_COMPARABLE
             points.append(pc)
             continue
