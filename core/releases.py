@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -401,6 +401,38 @@ def maybe_finish(version: str | None) -> None:
     from core.notify import notify_release
 
     notify_release(release_id)
+
+
+def redrive_releases() -> int:
+    """Finish what a lost step left hanging, so a release never waits forever: a tag still
+    benchmarking whose jobs have all finished (the job hook failed, e.g. the database blipped
+    during the comparison), or still confirming whose regressions are all settled (the
+    confirmation's last step was lost). The steps it calls are idempotent and take the
+    release's row lock. Run periodically by every worker's reaper. Returns steps re-driven."""
+    jobs_to_finish: list[int] = []
+    comparisons_to_finish: list[int] = []
+    with session_scope() as session:
+        for release in session.scalars(select(Release).where(Release.status != "complete")):
+            for st in (release.details or {}).get("tags", {}).values():
+                if st.get("state") == BENCHMARKING and st.get("jobs"):
+                    statuses = session.scalars(
+                        select(Job.status).where(Job.id.in_(st["jobs"]))).all()
+                    if statuses and all(s in TERMINAL_STATUSES for s in statuses):
+                        jobs_to_finish.append(st["jobs"][0])
+                elif st.get("state") == CONFIRMING and st.get("comparison_id"):
+                    unsettled = session.scalar(
+                        select(func.count()).select_from(Regression).where(
+                            Regression.comparison_id == st["comparison_id"],
+                            Regression.state.in_(("open", "confirming"))))
+                    if not unsettled:
+                        comparisons_to_finish.append(st["comparison_id"])
+    for job_id in jobs_to_finish:
+        log.warning("release: job %s finished but its release tag did not move on: re-driven",
+                    job_id)
+        on_release_job_finished(job_id)
+    for comparison_id in comparisons_to_finish:
+        confirmation_finished(comparison_id)
+    return len(jobs_to_finish) + len(comparisons_to_finish)
 
 
 def trigger_release(

@@ -251,10 +251,17 @@ class NodeService:
 
     def reap_once(self) -> int:
         try:
-            return reap_and_requeue(self.node_id, self.current_run_id)
+            reaped = reap_and_requeue(self.node_id, self.current_run_id)
         except Exception:  # the reaper must never take the worker down
             log.exception("reaper failed")
-            return 0
+            reaped = 0
+        try:
+            from core.releases import redrive_releases
+
+            redrive_releases()
+        except Exception:
+            log.exception("release re-drive failed")
+        return reaped
 
     def stop(self) -> None:
         """Stop beating and mark the node gone (heartbeat in the past), so that other nodes'

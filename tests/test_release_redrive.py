@@ -1,0 +1,61 @@
+"""A release whose job hook or confirmation step was lost is finished by the workers' periodic
+re-drive instead of waiting forever (real Postgres, real Redis broker, the H200 release data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.fixtures import import_job
+from core.models import Comparison, Regression, Release
+from core.releases import redrive_releases
+
+FIXTURE = (Path(__file__).parent / "fixtures" / "gpu" / "release"
+           / "release-0.6.18.post1-vs-0.5.3-h200.json")
+
+
+def _release_with_finished_jobs_but_no_comparison(session: Session) -> Release:
+    data = json.loads(FIXTURE.read_text())
+    job_ids = []
+    for export in data["jobs"]:
+        if export["job"]["kind"] == "release":
+            job = import_job(session, export)
+            session.flush()
+            job_ids.append(job.id)
+    # As if the job hook had failed: the jobs are finished, the tag never moved on.
+    release = Release(version="0.6.18.post1", previous_version="0.5.3", source="manual",
+                      status="benchmarking",
+                      details={"tags": {"h200": {"jobs": job_ids, "state": "benchmarking"}}})
+    session.add(release)
+    session.commit()
+    return release
+
+
+def test_a_lost_job_hook_and_a_lost_confirmation_step_are_re_driven(session: Session) -> None:
+    release = _release_with_finished_jobs_but_no_comparison(session)
+
+    assert redrive_releases() == 1
+    session.expire_all()
+    tag = session.get(Release, release.id).details["tags"]["h200"]  # type: ignore[union-attr]
+    assert tag["state"] == "confirming" and tag["regressions"] == 4
+    comparison = session.scalar(select(Comparison).where(Comparison.release_id == release.id))
+    assert comparison is not None
+    regs = session.scalars(select(Regression).where(
+        Regression.comparison_id == comparison.id)).all()
+    assert {r.state for r in regs} == {"confirming"}
+    assert redrive_releases() == 0  # confirmation still under way: nothing to do
+
+    # The confirmation settled every regression but its last step was lost.
+    for r in regs:
+        r.state = "confirmed"
+    session.commit()
+    assert redrive_releases() == 1
+    session.expire_all()
+    done = session.get(Release, release.id)
+    assert done is not None and done.status == "complete"
+    assert done.details["tags"]["h200"]["state"] == "done"
+    assert done.details["tags"]["h200"]["confirmed"] == 4
+    assert redrive_releases() == 0  # complete releases are left alone
