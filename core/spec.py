@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import reprlib
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -29,6 +29,13 @@ class Timing(BaseModel):
     iterations: int = Field(30, ge=30, le=MAX_ITERATIONS)
     cold_l2: bool = True
     check_correctness: bool = True
+    # cuda_graph: replay of a graph of N calls over rotated inputs (the method verified on the
+    # GPU machine); cupti: kernel time from CUPTI activity records (needs cupti-python on the
+    # node, else graph replay is used and recorded); auto: CUPTI when available; cuda_event:
+    # events around eager calls (launch gaps included). The method used is stored per point.
+    method: Literal["cuda_graph", "cupti", "auto", "cuda_event"] = "cuda_graph"
+    # How CUPTI timing makes L2 cold: rotate input copies, or flush L2 before each call.
+    cold_l2_method: Literal["rotate", "flush"] = "rotate"
 
 
 class SweepSpec(BaseModel):

@@ -79,6 +79,8 @@ CASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
      ["timing.iterations", "30"]),
     ("unknown top-level field", {"gpu": "h100"}, ["gpu"],
      ["unknown field 'gpu'", "allowed", "kernel", "targets"]),
+    ("unknown timing method", {"timing": {"method": "wallclock"}}, ["timing", "method"],
+     ["timing.method", "cuda_graph", "cupti", "cuda_event"]),
     ("unknown timing field", {"timing": {"iters": 30}}, ["timing", "iters"],
      ["unknown field 'iters'", "warmup", "iterations"]),
 ]
