@@ -331,7 +331,8 @@ def _compare_tag(
         return None
     settings = get_settings()
     result = compare_runs(session, [r.id for r in base], [r.id for r in cont],
-                          threshold=settings.regression_threshold)
+                          threshold=settings.regression_threshold,
+                          kernel_thresholds=settings.kernel_thresholds)
     comparison = persist_comparison(session, result, (release.previous_version, release.version),
                                     release_id=release.id)
     regressions = result.regressions

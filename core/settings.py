@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     release_suite: str = ""  # path to a YAML sweep spec; default: the one shipped in core/
     flashinfer_repo: str = "flashinfer-ai/flashinfer"
     regression_threshold: float = 0.03
+    # Per-kernel thresholds for the release flow, e.g. '{"batch_prefill": 0.05}' (JSON).
+    kernel_thresholds: dict[str, float] = Field(default_factory=dict)
 
     @property
     def resolved_database_url(self) -> str:

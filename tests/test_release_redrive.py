@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.fixtures import import_job
 from core.models import Comparison, Regression, Release
 from core.releases import redrive_releases
+from core.settings import Settings
+from tests.conftest import configure
 
 FIXTURE = (Path(__file__).parent / "fixtures" / "gpu" / "release"
            / "release-0.6.18.post1-vs-0.5.3-h200.json")
@@ -59,3 +62,18 @@ def test_a_lost_job_hook_and_a_lost_confirmation_step_are_re_driven(session: Ses
     assert done.details["tags"]["h200"]["state"] == "done"
     assert done.details["tags"]["h200"]["confirmed"] == 4
     assert redrive_releases() == 0  # complete releases are left alone
+
+
+def test_release_flow_uses_per_kernel_thresholds(
+    session: Session, kw_env: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The recorded prefill slowdowns are +6.0% and +9.4%: under a 10% prefill threshold only
+    # the two decode regressions (+4.2%, +4.3%, under the global 3%) remain.
+    configure(monkeypatch, kernel_thresholds='{"batch_prefill": 0.10}')
+    release = _release_with_finished_jobs_but_no_comparison(session)
+    assert redrive_releases() == 1
+    comparison = session.scalar(select(Comparison).where(Comparison.release_id == release.id))
+    assert comparison is not None
+    kernels = sorted(r.kernel for r in session.scalars(select(Regression).where(
+        Regression.comparison_id == comparison.id)))
+    assert kernels == ["batch_decode", "batch_decode"]
