@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Path, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,10 @@ def get_session() -> Iterator[Session]:
 # scope="function": the commit happens before the response is sent, so a client never sees
 # a success for a transaction that then failed to commit.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+# Row ids are 64-bit: a larger number is a 422 here, not a database error (500) later.
+MAX_ROW_ID = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `kernelwatch token create`.")
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

@@ -208,3 +208,14 @@ def test_bad_query_values_name_allowed_values(client: TestClient) -> None:
     assert "status" in msg and "succeeded" in msg and "cancelled" in msg
     r = client.get("/v1/jobs?limit=0")
     assert r.status_code == 422 and "limit" in r.json()["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/jobs/99999999999999999999999",
+    "/v1/jobs/0",
+    "/v1/compare?baseline=99999999999999999999&contender=1",
+])
+def test_out_of_range_ids_are_422_not_a_database_error(client: TestClient, path: str) -> None:
+    r = client.get(path)
+    assert r.status_code == 422, r.text
+    assert "9223372036854775807" in r.text or "greater than or equal to 1" in r.text

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
-from api.deps import ReadAccess, SessionDep
+from api.deps import MAX_ROW_ID, ReadAccess, SessionDep
 from core.compare import DEFAULT_THRESHOLD, UnknownRunsError, compare_runs
 from core.history import series_history
 
@@ -29,8 +29,8 @@ def parse_run_ids(name: str, raw: str) -> list[int]:
     except ValueError:
         raise bad_query(name, f"{raw!r} is not a comma-separated list of run ids, e.g. 12,13"
                         ) from None
-    if any(i <= 0 for i in ids):
-        raise bad_query(name, "run ids are positive integers")
+    if any(not 0 < i <= MAX_ROW_ID for i in ids):
+        raise bad_query(name, f"run ids are integers from 1 to {MAX_ROW_ID}")
     return ids
 
 

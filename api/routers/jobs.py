@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from api.deps import CurrentToken, ReadAccess, SessionDep
+from api.deps import CurrentToken, ReadAccess, RowId, SessionDep
 from api.schemas import JobList, JobOut, JobSummary, Progress, RunOut
 from core import hooks
 from core import jobs as service
@@ -252,14 +252,14 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: int, session: SessionDep, _: ReadAccess) -> JobOut:
+def get_job(job_id: RowId, session: SessionDep, _: ReadAccess) -> JobOut:
     """State, progress (points done / total / errored), why it waits, and its runs."""
     return job_detail(session, service.get_job(session, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut,
              responses={409: {"description": "The job already finished"}})
-def cancel_job(job_id: int, session: SessionDep, _: CurrentToken) -> JobOut:
+def cancel_job(job_id: RowId, session: SessionDep, _: CurrentToken) -> JobOut:
     """Cancel a queued or running job; workers stop at the next point."""
     job = service.cancel_job(session, service.get_job(session, job_id))
     session.commit()
@@ -274,7 +274,7 @@ class ResultFormat(StrEnum):
 
 @router.get("/{job_id}/results", responses={200: {"content": {"text/csv": {}}}})
 def job_results(
-    job_id: int,
+    job_id: RowId,
     session: SessionDep,
     _: ReadAccess,
     format: Annotated[ResultFormat, Query(description="json or csv")] = ResultFormat.json,

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 
-from api.deps import CurrentToken, ReadAccess, SessionDep
+from api.deps import CurrentToken, ReadAccess, RowId, SessionDep
 from api.routers.compare import bad_query
 from core.models import Regression, utcnow
 
@@ -57,7 +57,7 @@ def list_regressions(
 
 
 @router.post("/v1/regressions/{regression_id}/ack")
-def ack(regression_id: int, session: SessionDep, token: CurrentToken) -> dict[str, Any]:
+def ack(regression_id: RowId, session: SessionDep, token: CurrentToken) -> dict[str, Any]:
     """Acknowledge a regression (a person has seen it); repeating it changes nothing."""
     r = session.get(Regression, regression_id)
     if r is None:
