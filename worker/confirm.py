@@ -76,56 +76,17 @@ def confirm_spec(
 def _measure_run(session: Session, run: Run, job: Job, device: str, me: Node | None,
                  service: node_mod.NodeService | None) -> bool:
     """One harness invocation for one round of one version, through the worker's own
-    machinery (request, interpreter, per-version environment, storage). False when the worker
-    is shutting down: the run is left running for the reaper, like an interrupted sweep."""
-    from core.jobs import mark_run_finished, mark_run_started
-    from core.results import store_point
+    machinery (``worker.tasks.measure_run``). False when the worker is shutting down: the run
+    is left running for the reaper, like an interrupted sweep."""
+    from core.jobs import mark_run_started
     from worker import tasks
-    from worker.envs import harness_env
-    from worker.runner import HarnessRunner, error_point
 
     mark_run_started(session, run, me)
     session.commit()
     if service is not None:
         service.current_run_id = run.id  # the reaper must not hand this run to another task
     try:
-        request = tasks.build_request(session, run, job, device)
-        params_of = request.points_by_index
-        cold_l2 = bool(request.timing.get("cold_l2", True))
-        try:
-            python = tasks.harness_python_for(run, request.backends, request.device)
-        except Exception as e:
-            for pair in request.pairs():
-                store_point(session, run, request.kernel, dict(params_of[pair[0]]),
-                            error_point(pair, f"no harness environment: {e}"))
-            session.commit()
-            mark_run_finished(session, run, message=f"no harness environment: {e}")
-            session.commit()
-            return True
-        runner = HarnessRunner(python, request, env=harness_env(run.flashinfer_version))
-        tasks._Shutdown.runner = runner  # a warm shutdown stops the harness at once
-        try:
-            for msg in runner.messages():
-                if msg.get("type") == "env":
-                    tasks.store_environment(run, msg)
-                    session.commit()
-                elif msg.get("type") == "point":
-                    store_point(session, run, request.kernel,
-                                dict(params_of[int(msg["point_index"])]), msg, cold_l2=cold_l2)
-                    session.commit()
-                    if msg.get("status") != PointStatus.ok:
-                        log.warning("confirm: run %s point %s/%s %s: %s", run.id,
-                                    msg.get("point_index"), msg.get("backend"),
-                                    msg.get("status"), (msg.get("error") or "")[:500])
-                if tasks._Shutdown.requested:
-                    runner.stop()
-                    return False
-        finally:
-            tasks._Shutdown.runner = None
-            runner.stop()
-        mark_run_finished(session, run)
-        session.commit()
-        return True
+        return tasks.measure_run(session, run, job, device) != "interrupted"
     finally:
         if service is not None:
             service.current_run_id = None

@@ -28,7 +28,7 @@ from core.jobs import (
     mark_run_finished,
     mark_run_started,
 )
-from core.models import TERMINAL_STATUSES, Job, JobStatus, Node, Run
+from core.models import TERMINAL_STATUSES, Job, JobStatus, Node, PointStatus, Run
 from core.results import store_point, stored_point_keys
 from core.spec import SweepSpec
 from worker import node as node_mod
@@ -202,7 +202,14 @@ def _execute(session: Session, run_id: int, service: node_mod.NodeService) -> st
 def _measure_run(session: Session, run: Run, service: node_mod.NodeService) -> str:
     job = session.get(Job, run.job_id)
     assert job is not None
-    request = build_request(session, run, job, service.ident.device)
+    return measure_run(session, run, job, service.ident.device)
+
+
+def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
+    """Measure a started run through the harness, storing the environment and every point as
+    it arrives, then finish it. Shared by sweeps and confirmation rounds. Returns the run's
+    status, or "interrupted" when the worker is stopping (the run is left to the reaper)."""
+    request = build_request(session, run, job, device)
     run.message = (f"resumed (attempt {run.attempts}): {len(request.skip)} points stored by "
                    "an earlier attempt are kept, not measured again") if request.skip else None
     session.commit()
@@ -236,6 +243,9 @@ def _measure_run(session: Session, run: Run, service: node_mod.NodeService) -> s
                 store_point(session, run, request.kernel, dict(params_of[int(msg["point_index"])]),
                             msg, cold_l2=cold_l2)
                 session.commit()
+                if msg.get("status") != PointStatus.ok:
+                    log.info("run %s point %s/%s %s: %s", run.id, msg.get("point_index"),
+                             msg.get("backend"), msg.get("status"), (msg.get("error") or "")[:500])
                 if is_cancelled(session, run.job_id):
                     cancelled = True
                     runner.stop()
