@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
@@ -71,3 +72,33 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+T = TypeVar("T")
+
+
+def insert_or_existing(
+    session: Session, insert: Callable[[], None], existing: Callable[[], T | None]
+) -> T | None:
+    """Run ``insert`` (adds and flushes a row under a unique constraint). None when it went in;
+    when a concurrent transaction inserted the same key first, the row ``existing`` finds.
+
+    Two requests with one key at once: the unique constraint lets exactly one insert win; the
+    loser's flush fails (Postgres waits for the winner's commit) and it gets the winner's row.
+    A savepoint keeps the rest of the caller's transaction; pysqlite's savepoints are
+    unreliable, so on SQLite (one writer at a time) the transaction is rolled back instead."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    try:
+        if sqlite:
+            insert()
+        else:
+            with session.begin_nested():
+                insert()
+    except IntegrityError:
+        if sqlite:
+            session.rollback()
+        found = existing()
+        if found is None:
+            raise
+        return found
+    return None

@@ -28,11 +28,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.broker import TASK_EXECUTE_RUN, get_celery, queue_for_tag
 from core.catalogue import FLASHINFER_BACKENDS, TORCH_BACKENDS
+from core.db import insert_or_existing
 from core.gpus import ARCH_TAGS
 from core.models import (
     TERMINAL_STATUSES,
@@ -194,23 +194,11 @@ def create_job(
     job.total_points = sum(len(r.point_indices) for r in runs) * len(spec.backends)
 
     if idempotency_key:
-        # Two requests with one key at once: the unique constraint lets exactly one insert
-        # win; the loser's flush fails (Postgres waits for the winner's commit) and it returns
-        # the winner's job. A savepoint keeps the rest of the caller's transaction; pysqlite's
-        # savepoints are unreliable, so on SQLite (one writer at a time) roll back instead.
-        sqlite = session.get_bind().dialect.name == "sqlite"
-        try:
-            if sqlite:
-                _insert(session, job, runs)
-            else:
-                with session.begin_nested():
-                    _insert(session, job, runs)
-        except IntegrityError:
-            if sqlite:
-                session.rollback()
-            existing = _job_by_key(session, idempotency_key)
-            if existing is None:
-                raise
+        key = idempotency_key
+        existing = insert_or_existing(
+            session, lambda: _insert(session, job, runs), lambda: _job_by_key(session, key)
+        )
+        if existing is not None:
             return existing, False, _runs_of(session, existing.id)
     else:
         _insert(session, job, runs)

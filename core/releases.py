@@ -31,14 +31,13 @@ from typing import Any
 import yaml
 from packaging.version import InvalidVersion, Version
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import gpus
 from core.broker import TASK_CONFIRM_REGRESSIONS, get_celery, queue_for_node, queue_for_tag
 from core.catalogue import TORCH_BACKENDS
 from core.compare import compare_runs, persist_comparison
-from core.db import session_scope
+from core.db import insert_or_existing, session_scope
 from core.history import sort_versions
 from core.jobs import create_job
 from core.models import TERMINAL_STATUSES, Job, Node, Regression, Release, Run, utcnow
@@ -196,21 +195,12 @@ def start_release(
         previous = previous_release_version(session, version)
     release = Release(version=version, previous_version=previous, source=source,
                       status=BENCHMARKING, details={"tags": {}})
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    try:
-        if sqlite:
-            session.add(release)
-            session.flush()
-        else:
-            with session.begin_nested():
-                session.add(release)
-                session.flush()
-    except IntegrityError:
-        if sqlite:
-            session.rollback()
-        found = get_release(session, version)
-        if found is None:
-            raise
+    def insert() -> None:
+        session.add(release)
+        session.flush()
+
+    found = insert_or_existing(session, insert, lambda: get_release(session, version))
+    if found is not None:
         return ReleaseStart(found, False)
 
     suite = load_suite()
