@@ -3,7 +3,12 @@ inputs and the same adapter calls as the harness, for the agreement check in gpu
 
 Runs inside one FlashInfer version's environment (the harness's interpreter), reads a harness
 request on stdin and prints one JSON line per (point, backend):
-    {"point_index", "backend", "median_us", "n", "method", "seconds"}
+    {"point_index", "backend", "median_us", "repeat_medians_us", "n", "method", "seconds"}
+FlashInfer's timer is run as often as the harness measures each point (the request's
+``timing.repeats``), the repeats interleaved over the points and each on freshly built inputs,
+exactly as the harness schedules its own; ``median_us`` is the median of all its samples. So
+both sides sample the GPU's state the same way, and FlashInfer's own repeat-to-repeat spread
+is printed as the floor any agreement figure sits on.
 CUPTI is used when cupti-python is installed, else CUDA-graph replay; cold L2 as the
 installed version does it (0.6+: rotating input copies; 0.5: an L2 flush between replays of a
 graph that calls the kernel 10 times on the same inputs). See ``bench_one`` for the two
@@ -33,11 +38,14 @@ def cupti_installed() -> bool:
         return False
 
 
-def bench_one(kernel: str, params: dict[str, Any], backend: str) -> dict[str, Any]:
-    """FlashInfer's timer twice: as flashinfer_benchmark.py calls it (CUDA graph of 10 calls,
-    5 dry runs, 30 timed replays, cold_l2_cache=True) and with the graph sized as the harness
-    sizes it (``calls_per_graph``: one pass over all of FlashInfer's own rotation copies), so
-    the second differs from the harness only in implementation."""
+def bench_one(
+    kernel: str, params: dict[str, Any], backend: str, default_config: bool
+) -> dict[str, Any]:
+    """FlashInfer's timer on freshly built inputs: with the graph sized as the harness sizes
+    it (``calls_per_graph``: one pass over all of FlashInfer's own rotation copies), so it
+    differs from the harness only in implementation; and, when ``default_config``, also as
+    flashinfer_benchmark.py calls it (CUDA graph of 10 calls, 5 dry runs, 30 timed replays,
+    cold_l2_cache=True). Samples in microseconds."""
     from flashinfer.testing import bench_gpu_time
 
     from worker.harness import timing
@@ -60,12 +68,13 @@ def bench_one(kernel: str, params: dict[str, Any], backend: str) -> dict[str, An
     if "input_kwargs" not in inspect.signature(bench_gpu_time).parameters:
         # 0.5: no rotation; an L2 flush between replays of a 10-call graph on one input
         times = bench_gpu_time(closure, l2_flush=True, **kw)
-        out.update(median_us=statistics.median(times) * 1000.0, n=len(times), cold_l2="flush")
+        out.update(samples_us=[t * 1000.0 for t in times], cold_l2="flush")
         return out
     from flashinfer.testing.utils import calculate_rotation_count
 
-    times = bench_gpu_time(with_kwargs, input_kwargs=inp.data, cold_l2_cache=True, **kw)
-    out.update(default_median_us=statistics.median(times) * 1000.0, n=len(times))
+    if default_config:
+        times = bench_gpu_time(with_kwargs, input_kwargs=inp.data, cold_l2_cache=True, **kw)
+        out["default_median_us"] = statistics.median(times) * 1000.0
     copies = calculate_rotation_count(list(inp.data.values()))
     calls = timing.calls_per_graph(copies, timing.estimate_call_us(prepared.fn, [inp.data]))
     out.update(
@@ -76,25 +85,43 @@ def bench_one(kernel: str, params: dict[str, Any], backend: str) -> dict[str, An
     times = bench_gpu_time(
         with_kwargs, input_kwargs=inp.data, cold_l2_cache=True, num_iters_within_graph=calls, **kw
     )
-    out.update(median_us=statistics.median(times) * 1000.0, cold_l2="rotate")
+    out.update(samples_us=[t * 1000.0 for t in times], cold_l2="rotate")
     return out
 
 
 def main() -> int:
     request = json.loads(sys.stdin.read())
-    for point in request["points"]:
-        for backend in request["backends"]:
-            if backend.startswith("torch"):
+    repeats = max(1, int((request.get("timing") or {}).get("repeats", 1)))
+    units = [
+        (int(point["point_index"]), point["params"], str(backend))
+        for point in request["points"]
+        for backend in request["backends"]
+        if not str(backend).startswith("torch")
+    ]
+    rows: dict[tuple[int, str], dict[str, Any]] = {}
+    for repeat in range(repeats):  # interleaved like the harness's repeats
+        for index, params, backend in units:
+            row = rows.setdefault((index, backend), {
+                "point_index": index, "backend": backend, "samples_us": [],
+                "repeat_medians_us": [], "seconds": 0.0})
+            if "error" in row:
                 continue
             t0 = time.perf_counter()
-            out: dict[str, Any] = {"point_index": point["point_index"], "backend": backend}
             try:
-                out.update(bench_one(request["kernel"], point["params"], backend))
+                got = bench_one(request["kernel"], params, backend, default_config=repeat == 0)
+                samples = got.pop("samples_us")
+                row.update(got)
+                row["samples_us"].extend(samples)
+                row["repeat_medians_us"].append(statistics.median(samples))
             except Exception as exc:
-                out["error"] = f"{type(exc).__name__}: {exc}"[:1000]
-            out["seconds"] = time.perf_counter() - t0
-            print(json.dumps(out), flush=True)
+                row["error"] = f"{type(exc).__name__}: {exc}"[:1000]
+            row["seconds"] += time.perf_counter() - t0
             torch.cuda.empty_cache()
+    for row in rows.values():
+        samples = row.pop("samples_us")
+        if samples:
+            row.update(median_us=statistics.median(samples), n=len(samples))
+        print(json.dumps(row), flush=True)
     return 0
 
 

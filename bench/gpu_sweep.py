@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from core.catalogue import complete_params  # noqa: E402
-from core.stats import summarize  # noqa: E402
+from core.stats import Summary, repeat_labels, summarize  # noqa: E402
 from worker import envs  # noqa: E402
 from worker.runner import HarnessRequest, HarnessRunner, harness_env  # noqa: E402
 
@@ -76,7 +76,9 @@ SUITES: dict[str, dict[str, Any]] = {
         "params": {"kv_len": [512, 2048, 8192, 32768, 131072], **HEADS},
     },
 }
-TIMING = {"warmup": 5, "iterations": 30, "cold_l2": True, "check_correctness": True}
+# The service's defaults (core.spec.Timing): 30 samples in 3 interleaved repeats of 10.
+TIMING = {"warmup": 5, "iterations": 30, "repeats": 3, "cold_l2": True,
+          "check_correctness": True}
 
 
 def grid(kernel: str, params: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -110,6 +112,25 @@ def run_suite(
     wall = time.perf_counter() - t0
     raw.write(json.dumps({"type": "wall", **meta, "wall_seconds": wall}) + "\n")
     return msgs, wall
+
+
+def stats_of(m: dict[str, Any]) -> Summary | None:
+    """A point message's statistics as the service stores them (two-stage CI over repeats)."""
+    if not m.get("samples_us"):
+        return None
+    return summarize(m["samples_us"], repeat_labels(m.get("repeat_sizes"), len(m["samples_us"])))
+
+
+def repeat_medians(m: dict[str, Any]) -> list[float]:
+    return [r["median_us"] for r in (m.get("telemetry") or {}).get("repeats") or []]
+
+
+def spread_pct(medians: list[float]) -> float:
+    """Half the range of the repeats' medians, % of their middle: the GPU-state drift."""
+    if len(medians) < 2:
+        return float("nan")
+    mid = sorted(medians)[len(medians) // 2]
+    return 50.0 * (max(medians) - min(medians)) / mid
 
 
 def short(kernel: str, p: dict[str, Any]) -> str:
@@ -163,9 +184,12 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--cold-l2-method", default="rotate", choices=["rotate", "flush"])
     ap.add_argument("--tag", default="", help="suffix of the output files")
+    ap.add_argument("--repeats", type=int, default=TIMING["repeats"],
+                    help="repeats per point (timing.repeats); the iterations are split over them")
     args = ap.parse_args()
     out = Path(args.out)
     TIMING["cold_l2_method"] = args.cold_l2_method
+    TIMING["repeats"] = args.repeats
     out.mkdir(parents=True, exist_ok=True)
     suites = [s for s in args.suites.split(",") if s]
 
@@ -252,10 +276,11 @@ def report(
             lines.append(
                 f"{'point':<22}{'backend':<11}{'resolved':<11}{'status':<11}"
                 f"{'median us':>10}{'CI95':>19}{'CV%':>6}{'jit s':>7}{'plan ms':>8}"
-                f"{'run2 med':>9}{'FI med':>9}{'Δ%':>6}{'FI dflt':>9}{'Δ%':>6}"
+                f"{'rep±%':>6}{'run2 med':>9}{'FI med':>9}{'Δ%':>6}{'FI rep±%':>9}"
+                f"{'FI dflt':>9}{'Δ%':>6}"
             )
             for key, m in sorted(by_run[1].items()):
-                s = summarize(m["samples_us"]) if m.get("samples_us") else None
+                s = stats_of(m)
                 row = (
                     f"{short(kernel, pts[key[0]]):<22}{key[1]:<11}"
                     f"{m.get('resolved_backend')!s:<11}{m['status']:<11}"
@@ -270,10 +295,11 @@ def report(
                     f"{s.median:>10.2f} {f'[{s.ci_low:.2f},{s.ci_high:.2f}]':>19}"
                     f"{100 * s.cv:>6.2f}{(m.get('jit_seconds') or 0):>7.2f}"
                     f"{1000 * (m.get('plan_seconds') or 0):>8.2f}"
+                    f"{spread_pct(repeat_medians(m)):>6.2f}"
                 )
                 m2 = by_run.get(2, {}).get(key)
-                if m2 and m2.get("samples_us"):
-                    s2 = summarize(m2["samples_us"])
+                s2 = stats_of(m2) if m2 else None
+                if s2 is not None:
                     rep_n += 1
                     rep_ok += s.ci_low <= s2.ci_high and s2.ci_low <= s.ci_high
                     row += f"{s2.median:>9.2f}"
@@ -285,6 +311,7 @@ def report(
                     ag_n += 1
                     ag_ok += abs(delta) <= 3
                     row += f"{fi['median_us']:>9.2f}{delta:>6.1f}"
+                    row += f"{spread_pct(fi.get('repeat_medians_us') or []):>9.2f}"
                     if fi.get("default_median_us"):
                         dd = 100 * (s.median / fi["default_median_us"] - 1)
                         row += f"{fi['default_median_us']:>9.2f}{dd:>6.1f}"

@@ -63,22 +63,23 @@ def export_job(session: Session, job_id: int) -> dict[str, Any]:
     points = session.scalars(
         select(Point).where(Point.job_id == job_id).order_by(Point.id)
     ).all()
-    samples: dict[int, list[tuple[int, float]]] = {}
-    for point_id, iteration, latency in session.execute(
-        select(Sample.point_id, Sample.iteration, Sample.latency_us)
+    samples: dict[int, list[tuple[int, float, int]]] = {}
+    for point_id, iteration, latency, repeat in session.execute(
+        select(Sample.point_id, Sample.iteration, Sample.latency_us, Sample.repeat)
         .join(Point, Point.id == Sample.point_id)
         .where(Point.job_id == job_id)
         .order_by(Sample.point_id, Sample.iteration)
     ):
-        samples.setdefault(point_id, []).append((iteration, latency))
+        samples.setdefault(point_id, []).append((iteration, latency, repeat))
 
     by_run: dict[int, list[dict[str, Any]]] = {}
     for p in points:
         row = _to_dict(p)
         pairs = samples.get(p.id, [])
         row["samples"] = {
-            "iteration": [i for i, _ in pairs],
-            "latency_us": [v for _, v in pairs],
+            "iteration": [i for i, _, _ in pairs],
+            "latency_us": [v for _, v, _ in pairs],
+            "repeat": [r for _, _, r in pairs],
         }
         by_run.setdefault(p.run_id, []).append(row)
     out_runs = []
@@ -110,9 +111,12 @@ def import_job(session: Session, data: dict[str, Any]) -> Job:
             session.add(point)
             session.flush()
             s = point_data.get("samples") or {}
+            iterations, latencies = s.get("iteration", []), s.get("latency_us", [])
+            repeats = s.get("repeat") or [0] * len(latencies)  # exports before repeats
             rows = [
-                {"point_id": point.id, "iteration": int(i), "latency_us": float(v)}
-                for i, v in zip(s.get("iteration", []), s.get("latency_us", []), strict=True)
+                {"point_id": point.id, "iteration": int(i), "latency_us": float(v),
+                 "repeat": int(r)}
+                for i, v, r in zip(iterations, latencies, repeats, strict=True)
             ]
             if rows:
                 session.execute(insert(Sample), rows)

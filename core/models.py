@@ -21,6 +21,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -175,6 +176,8 @@ class Sample(Base):
     point_id: Mapped[int] = mapped_column(ForeignKey("points.id", ondelete="CASCADE"), index=True)
     iteration: Mapped[int] = mapped_column(Integer)
     latency_us: Mapped[float] = mapped_column(Float)
+    # Which repeat of the point it belongs to (core.stats: the CI is two-stage over repeats).
+    repeat: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
 
 
 class Node(Base):

@@ -13,7 +13,7 @@ from core import gpus
 from core.formulas import point_work
 from core.models import Point, PointStatus, Run, Sample
 from core.series import series_key
-from core.stats import summarize
+from core.stats import repeat_labels, summarize
 
 
 def stored_point_keys(session: Session, run_id: int) -> set[tuple[int, str]]:
@@ -62,8 +62,9 @@ def store_point(
     """Insert one harness ``point`` message (see worker/harness/protocol.py) and its samples.
     The caller commits; one commit per point keeps a crash from losing more than one point."""
     samples = [float(x) for x in message.get("samples_us") or []]
+    repeats = repeat_labels(message.get("repeat_sizes"), len(samples))
     status = message.get("status", PointStatus.error)
-    summary = summarize(samples) if samples else None
+    summary = summarize(samples, repeats) if samples else None
     median = summary.median if summary else None
     metrics = derived_metrics(kernel, params, median if status == PointStatus.ok else None,
                               run.gpu_sku)
@@ -104,8 +105,8 @@ def store_point(
         session.execute(
             insert(Sample),
             [
-                {"point_id": point.id, "iteration": i, "latency_us": v}
-                for i, v in enumerate(samples)
+                {"point_id": point.id, "iteration": i, "latency_us": v, "repeat": r}
+                for i, (v, r) in enumerate(zip(samples, repeats, strict=True))
             ],
         )
     return point

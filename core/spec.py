@@ -18,6 +18,8 @@ from core.formulas import DTYPE_SIZES, point_work
 
 MAX_GRID_POINTS = 10_000
 MAX_ITERATIONS = 10_000
+MAX_REPEATS = 10
+MIN_SAMPLES_PER_REPEAT = 10
 GIB = 1 << 30
 
 
@@ -25,8 +27,13 @@ class Timing(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     warmup: int = Field(5, ge=0, le=1000)
-    # >= 30 timed iterations: fewer cannot give a median CI worth reporting.
+    # >= 30 timed iterations per point in all: fewer cannot give a median CI worth reporting.
     iterations: int = Field(30, ge=30, le=MAX_ITERATIONS)
+    # The iterations are split over this many repeats of the point, interleaved with the
+    # other points of the sweep and each on freshly built inputs, so the GPU state of one
+    # moment (clocks, temperature, placement) is sampled several times and enters the CI
+    # (core.stats). 1 measures each point once, back to back.
+    repeats: int = Field(3, ge=1, le=MAX_REPEATS)
     cold_l2: bool = True
     check_correctness: bool = True
     # cuda_graph: replay of a graph of N calls over rotated inputs (the method verified on the
@@ -36,6 +43,17 @@ class Timing(BaseModel):
     method: Literal["cuda_graph", "cupti", "auto", "cuda_event"] = "cuda_graph"
     # How CUPTI timing makes L2 cold: rotate input copies, or flush L2 before each call.
     cold_l2_method: Literal["rotate", "flush"] = "rotate"
+
+    @model_validator(mode="after")
+    def _enough_samples_per_repeat(self) -> Timing:
+        if self.iterations < MIN_SAMPLES_PER_REPEAT * self.repeats:
+            raise ValueError(
+                f"timing.iterations={self.iterations} gives fewer than "
+                f"{MIN_SAMPLES_PER_REPEAT} samples to each of timing.repeats={self.repeats}; "
+                f"allowed: iterations >= {MIN_SAMPLES_PER_REPEAT} x repeats"
+            )
+        return self
+
 
 
 class SweepSpec(BaseModel):

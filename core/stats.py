@@ -1,5 +1,15 @@
 """Statistics of raw latency samples. Medians, not means: GPU timings have a long right tail
-(preemption, clock changes), and the median is what a rerun reproduces."""
+(preemption, clock changes), and the median is what a rerun reproduces.
+
+Samples may come in repeats: the harness measures a point several times, interleaved with the
+other points of its sweep and with its inputs rebuilt, because consecutive samples of one
+repeat share the GPU's state of that moment (clocks under the power cap, temperature, where the
+inputs landed in memory). Measured on the H200, such state moved a point's median by 0.3-1%
+between runs while the 30 samples of one run gave a CI of +-0.05%, so an i.i.d. bootstrap
+called two runs of the same code different. With repeats, the CI comes from a two-stage
+bootstrap (repeats resampled, then samples within each chosen repeat), so the between-repeat
+variance is part of it.
+"""
 
 from __future__ import annotations
 
@@ -23,31 +33,73 @@ class Summary:
     ci_high: float
 
 
+def repeat_labels(repeat_sizes: Sequence[int] | None, n_samples: int | None = None) -> list[int]:
+    """Per-sample repeat numbers for samples stored repeat after repeat (a harness message's
+    ``repeat_sizes``); no sizes means one repeat of ``n_samples``."""
+    if not repeat_sizes:
+        return [0] * (n_samples or 0)
+    labels = [r for r, n in enumerate(repeat_sizes) for _ in range(int(n))]
+    if n_samples is not None and len(labels) != n_samples:
+        raise ValueError(f"repeat_sizes {list(repeat_sizes)} do not add up to {n_samples} samples")
+    return labels
+
+
+def _resampled_medians(
+    x: np.ndarray, repeats: np.ndarray | None, resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    groups = [x] if repeats is None else [x[repeats == g] for g in np.unique(repeats)]
+    if len(groups) < 2:
+        idx = rng.integers(0, x.size, size=(resamples, x.size))
+        return np.asarray(np.median(x[idx], axis=1))
+    sizes = {g.size for g in groups}
+    if len(sizes) == 1:  # the harness's repeats are equal: one vectorised draw
+        table = np.stack(groups)  # (repeats, n)
+        k, n = table.shape
+        pick = rng.integers(0, k, size=(resamples, k))
+        within = rng.integers(0, n, size=(resamples, k, n))
+        drawn = table[pick[..., None], within]
+        return np.asarray(np.median(drawn.reshape(resamples, k * n), axis=1))
+    out = np.empty(resamples)
+    for b in range(resamples):
+        chosen = [groups[i] for i in rng.integers(0, len(groups), size=len(groups))]
+        out[b] = np.median(np.concatenate([g[rng.integers(0, g.size, g.size)] for g in chosen]))
+    return out
+
+
 def bootstrap_median_ci(
     samples: Sequence[float] | np.ndarray,
     confidence: float = 0.95,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
+    repeats: Sequence[int] | np.ndarray | None = None,
 ) -> tuple[float, float]:
+    """Percentile bootstrap CI of the median; two-stage over ``repeats`` (a repeat number
+    per sample) when the samples come from more than one repeat."""
     x = np.asarray(samples, dtype=np.float64)
     if x.size < 2:
         v = float(x[0]) if x.size else float("nan")
         return v, v
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(resamples, x.size))
-    medians = np.median(x[idx], axis=1)
+    labels = None
+    if repeats is not None:
+        labels = np.asarray(repeats)
+        if labels.shape != x.shape:
+            raise ValueError(f"{labels.size} repeat labels for {x.size} samples")
+    medians = _resampled_medians(x, labels, resamples, np.random.default_rng(seed))
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(medians, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
 
 
-def summarize(samples: Sequence[float] | np.ndarray) -> Summary:
+def summarize(
+    samples: Sequence[float] | np.ndarray, repeats: Sequence[int] | np.ndarray | None = None
+) -> Summary:
+    """Median, spread and CI of the pooled samples; ``repeats`` labels each sample's repeat."""
     x = np.asarray(samples, dtype=np.float64)
     if x.size == 0:
         raise ValueError("no samples")
     mean = float(x.mean())
     std = float(x.std(ddof=1)) if x.size > 1 else 0.0
-    lo, hi = bootstrap_median_ci(x)
+    lo, hi = bootstrap_median_ci(x, repeats=repeats)
     p10, med, p90 = (float(v) for v in np.quantile(x, [0.1, 0.5, 0.9]))
     return Summary(
         n=int(x.size),

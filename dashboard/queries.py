@@ -515,11 +515,13 @@ def first_ok_point(session: Session, job_id: int) -> int | None:
     return int(value) if value is not None else None
 
 
-def point_samples(session: Session, point_id: int) -> list[float]:
-    """One point's raw samples, in iteration order (the only query that reads samples)."""
-    return [float(v) for v in session.execute(
-        select(Sample.latency_us).where(Sample.point_id == point_id).order_by(Sample.iteration)
-    ).scalars()]
+def point_samples(session: Session, point_id: int) -> list[tuple[float, int]]:
+    """One point's raw samples with their repeat, in iteration order (the only query that
+    reads samples)."""
+    return [(float(v), int(r)) for v, r in session.execute(
+        select(Sample.latency_us, Sample.repeat)
+        .where(Sample.point_id == point_id).order_by(Sample.iteration)
+    )]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -235,7 +235,8 @@ def test_job_table_progress_and_histogram(pages, seeded, session):
     fig, csv_rows, search = job.show_samples(point["id"], seeded.decode_job, "", [], rows)
     want = session.execute(select(Sample.latency_us).where(Sample.point_id == point["id"])
                            .order_by(Sample.iteration)).scalars().all()
-    assert fig["data"][0]["x"] == pytest.approx(list(want))
+    shown = [x for trace in fig["data"] for x in trace["x"]]
+    assert shown == pytest.approx(list(want))
     assert len(csv_rows) == N_SAMPLES
     assert f"point={point['id']}" in search
 
@@ -483,3 +484,12 @@ def test_h200_speedup_and_roofline(pages, gpu_jobs, session):
     assert {t["name"] for t in fig["data"] if t["mode"] == "markers"} == {"auto", "fa2"}
     assert "h200 spec roof (4.8 TB/s, 989.4 TFLOP/s)" in [t["name"] for t in fig["data"]]
     assert all(0 < r["tbps"] < 4.8 for r in rows)  # under the spec sheet's bandwidth
+
+
+def test_histogram_shows_each_repeat(pages):
+    samples = [(10.0 + 0.01 * i, 0) for i in range(10)] + [(10.5 + 0.01 * i, 1) for i in range(10)]
+    fig = pages["job"].histogram_figure(7, samples)
+    assert [t["name"] for t in fig["data"]] == ["repeat 1", "repeat 2"]
+    assert fig["data"][1]["x"] == [v for v, r in samples if r == 1]
+    assert "20 raw samples in 2 repeats" in fig["layout"]["title"]["text"]
+    assert fig["layout"]["barmode"] == "stack" and fig["layout"]["showlegend"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -13,6 +14,7 @@ from core import fixtures
 from core.models import Job, Point, Run, Sample
 from core.results import store_point
 from core.settings import Settings
+from core.stats import summarize
 
 PARAMS = {"batch_size": 2, "kv_len": 64, "num_qo_heads": 4, "num_kv_heads": 2, "head_dim": 64}
 
@@ -29,8 +31,8 @@ def _make_job(session: Session) -> Job:
     session.flush()
     store_point(session, run, "batch_decode", PARAMS, {
         "point_index": 0, "backend": "torch-sdpa", "status": "ok",
-        "samples_us": [10.0 + i * 0.5 for i in range(40)], "timing_method": "cpu_perf_counter",
-        "max_abs_error": 1e-3, "telemetry": {"note": "x"},
+        "samples_us": [10.0 + i * 0.5 for i in range(40)], "repeat_sizes": [20, 20],
+        "timing_method": "cpu_perf_counter", "max_abs_error": 1e-3, "telemetry": {"note": "x"},
     })
     store_point(session, run, "batch_decode", PARAMS, {
         "point_index": 0, "backend": "torch-math", "status": "error", "error": "boom",
@@ -92,3 +94,29 @@ def test_cli_export_import(kw_env: Settings, session: Session, tmp_path) -> None
     session.expire_all()
     assert session.scalar(select(func.count()).select_from(Job)) == 2
     assert session.scalar(select(func.count()).select_from(Sample)) == 80
+
+
+def test_samples_keep_their_repeat_and_the_ci_is_two_stage(session: Session) -> None:
+    job = _make_job(session)
+    point = session.scalars(select(Point).where(Point.job_id == job.id,
+                                                Point.status == "ok")).one()
+    rows = session.execute(select(Sample.latency_us, Sample.repeat)
+                           .where(Sample.point_id == point.id)
+                           .order_by(Sample.iteration)).all()
+    assert [r for _, r in rows] == [0] * 20 + [1] * 20
+    two_stage = summarize([v for v, _ in rows], [r for _, r in rows])
+    iid = summarize([v for v, _ in rows])
+    assert (point.ci_low_us, point.ci_high_us) == (two_stage.ci_low, two_stage.ci_high)
+    assert point.ci_high_us - point.ci_low_us > iid.ci_high - iid.ci_low
+    exported = fixtures.export_job(session, job.id)
+    ok = next(p for p in exported["runs"][0]["points"] if p["status"] == "ok")
+    assert ok["samples"]["repeat"] == [0] * 20 + [1] * 20
+
+
+def test_store_point_refuses_repeat_sizes_that_do_not_add_up(session: Session) -> None:
+    job = _make_job(session)
+    run = session.scalars(select(Run).where(Run.job_id == job.id)).one()
+    with pytest.raises(ValueError, match="do not add up"):
+        store_point(session, run, "batch_decode", PARAMS, {
+            "point_index": 1, "backend": "torch-sdpa", "status": "ok",
+            "samples_us": [1.0, 2.0, 3.0], "repeat_sizes": [2, 2]})

@@ -100,6 +100,78 @@ def test_incorrect_output_is_flagged_with_its_error(monkeypatch: pytest.MonkeyPa
     assert "exceeds" in m["error"] and len(m["samples_us"]) == 5  # still timed, flagged
 
 
+def test_repeats_pool_samples_and_record_each_repeat() -> None:
+    """A point measured in 3 repeats: its samples in repeat order, their split, and each
+    repeat's median; a unit that is unsupported ends at once and comes out first."""
+    good = params_for("batch_decode")
+    msgs = run_harness({"kernel": "batch_decode", "device": "cpu",
+                        "backends": ["torch-sdpa", "fa2"],
+                        "timing": {"warmup": 1, "iterations": 7, "repeats": 3},
+                        "points": [{"point_index": 0, "params": good},
+                                   {"point_index": 1, "params": good}]})
+    points = [m for m in msgs if m["type"] == "point"]
+    # fa2 has no CUDA here: both fa2 units end in repeat 1, before any torch-sdpa unit
+    assert [(m["point_index"], m["backend"]) for m in points] == [
+        (0, "fa2"), (1, "fa2"), (0, "torch-sdpa"), (1, "torch-sdpa")]
+    assert points[0]["status"] == "unsupported" and points[0]["repeat_sizes"] == []
+    for m in points[2:]:
+        assert m["status"] == "ok", m["error"]
+        assert m["repeat_sizes"] == [3, 3, 3] and len(m["samples_us"]) == 9
+        reps = m["telemetry"]["repeats"]
+        assert len(reps) == 3
+        for k, rep in enumerate(reps):
+            assert rep["median_us"] == sorted(m["samples_us"][3 * k : 3 * k + 3])[1]
+
+
+class _Recorder:
+    """Stands in for the Measurer to show the order repeats are measured in."""
+
+    repeats = 3
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, str, int]] = []
+
+    def measure(self, kernel: str, index: int, params: dict[str, Any], backend: str,
+                previous: dict[str, Any] | None = None) -> dict[str, Any]:
+        msg = previous or {"type": "point", "point_index": index, "backend": backend,
+                           "status": "ok", "max_abs_error": None, "telemetry": {}, "n": 0}
+        msg["n"] += 1
+        self.calls.append((index, backend, msg["n"]))
+        return msg
+
+
+def test_repeats_are_interleaved_across_points() -> None:
+    import io
+
+    from worker.harness.__main__ import measure_interleaved
+
+    rec, out = _Recorder(), io.StringIO()
+    units = [(0, {}, "a"), (1, {}, "a"), (2, {}, "a")]
+    measure_interleaved(rec, "single_decode", units, out)
+    assert rec.calls == [(i, "a", r) for r in (1, 2, 3) for i in (0, 1, 2)]
+    emitted = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(m["point_index"], m["n"]) for m in emitted] == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_a_failed_later_repeat_fails_the_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = measure._prepare
+    calls = {"n": 0}
+
+    def fails_second_time(backend: str, inp: Any, scale: float, device: str) -> Prepared:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("device lost")
+        return real(backend, inp, scale, device)
+
+    monkeypatch.setattr(measure, "_prepare", fails_second_time)
+    m = measure.Measurer("cpu", {"warmup": 1, "iterations": 4, "repeats": 2})
+    msg = m.measure("single_decode", 0, params_for("single_decode"), "torch-sdpa")
+    assert msg["repeat_sizes"] == [2]
+    msg = m.measure("single_decode", 0, params_for("single_decode"), "torch-sdpa", msg)
+    assert msg["status"] == "error" and msg["error"].startswith("repeat 2: RuntimeError")
+    assert msg["samples_us"] == [] and msg["repeat_sizes"] == []
+
+
 def test_fatal_messages() -> None:
     assert run_harness("{not json")[0]["type"] == "fatal"
     if not torch.cuda.is_available():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.stats import bootstrap_median_ci, summarize
+from core.stats import bootstrap_median_ci, repeat_labels, summarize
 
 
 def test_summary_of_known_samples() -> None:
@@ -34,3 +34,63 @@ def test_bootstrap_ci_covers_the_true_median_about_95_percent() -> None:
 def test_empty_samples_are_an_error() -> None:
     with pytest.raises(ValueError):
         summarize([])
+
+
+def test_repeat_labels_follow_repeat_sizes() -> None:
+    assert repeat_labels([2, 3]) == [0, 0, 1, 1, 1]
+
+
+def _drifting_repeats(
+    rng: np.random.Generator, repeats: int, n: int
+) -> tuple[np.ndarray, list[int]]:
+    """Samples whose repeats sit at different levels (GPU state), tight within a repeat."""
+    levels = 100.0 + rng.normal(0.0, 1.0, size=repeats)
+    x = np.concatenate([rng.normal(lv, 0.05, size=n) for lv in levels])
+    return x, repeat_labels([n] * repeats)
+
+
+def test_repeats_widen_the_ci_to_the_between_repeat_spread() -> None:
+    rng = np.random.default_rng(3)
+    x, labels = _drifting_repeats(rng, 3, 10)
+    iid = bootstrap_median_ci(x)
+    two_stage = bootstrap_median_ci(x, repeats=labels)
+    assert (two_stage[1] - two_stage[0]) > 1.5 * (iid[1] - iid[0])
+    s = summarize(x, repeats=labels)
+    assert (s.ci_low, s.ci_high) == two_stage
+
+
+def test_two_runs_with_state_drift_agree_within_two_stage_cis() -> None:
+    """Two runs of the same code on a GPU whose state drifts: measured in one repeat each, the
+    i.i.d. CIs call them different most of the time; measured in repeats, the two-stage CIs
+    overlap in nearly every trial."""
+    rng = np.random.default_rng(11)
+    iid_overlap = two_stage_overlap = 0
+    trials = 60
+    for _ in range(trials):
+        a, b = _drifting_repeats(rng, 1, 30)[0], _drifting_repeats(rng, 1, 30)[0]
+        ia, ib = bootstrap_median_ci(a), bootstrap_median_ci(b)
+        (a, la), (b, lb) = _drifting_repeats(rng, 5, 6), _drifting_repeats(rng, 5, 6)
+        ta, tb = bootstrap_median_ci(a, repeats=la), bootstrap_median_ci(b, repeats=lb)
+        iid_overlap += ia[0] <= ib[1] and ib[0] <= ia[1]
+        two_stage_overlap += ta[0] <= tb[1] and tb[0] <= ta[1]
+    assert iid_overlap / trials < 0.5
+    assert two_stage_overlap / trials >= 0.85
+
+
+def test_unequal_repeats_use_the_general_resampler() -> None:
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(100, 0.1, 12), rng.normal(103, 0.1, 9)])
+    labels = repeat_labels([12, 9])
+    lo, hi = bootstrap_median_ci(x, repeats=labels, resamples=400)
+    assert lo < 100.5 and hi > 102.5
+
+
+def test_repeat_labels_must_match_the_samples() -> None:
+    with pytest.raises(ValueError, match="repeat labels"):
+        bootstrap_median_ci([1.0, 2.0, 3.0], repeats=[0, 1])
+
+
+def test_repeat_labels_of_a_message_must_add_up() -> None:
+    assert repeat_labels(None, 3) == [0, 0, 0]
+    with pytest.raises(ValueError, match="do not add up"):
+        repeat_labels([2, 2], 5)

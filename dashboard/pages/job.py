@@ -215,10 +215,14 @@ def select_point(active_cell: dict[str, Any] | None) -> Any:
     return int(active_cell["row_id"])
 
 
-def histogram_figure(point_id: int, samples: list[float]) -> dict[str, Any]:
+def histogram_figure(point_id: int, samples: list[tuple[float, int]]) -> dict[str, Any]:
+    """The raw samples, one stacked trace per repeat (a repeat sitting apart from the others
+    is GPU state, and it is what widens the CI), with the median and its CI."""
     if not samples:
         return empty_figure(f"Point {point_id} has no samples (not measured)")
-    st = summarize(samples)
+    values = [v for v, _ in samples]
+    repeats = sorted({r for _, r in samples})
+    st = summarize(values, [r for _, r in samples])
     shapes = [
         {"type": "rect", "xref": "x", "yref": "paper", "x0": st.ci_low, "x1": st.ci_high,
          "y0": 0, "y1": 1, "fillcolor": "rgba(214,39,40,0.12)", "line": {"width": 0},
@@ -226,17 +230,26 @@ def histogram_figure(point_id: int, samples: list[float]) -> dict[str, Any]:
         {"type": "line", "xref": "x", "yref": "paper", "x0": st.median, "x1": st.median,
          "y0": 0, "y1": 1, "line": {"color": "#d62728", "width": 2}},
     ]
+    lo, hi = min(values), max(values)
+    bins = {"start": lo, "end": hi, "size": (hi - lo) / min(60, max(10, len(values) // 2))
+            or 1.0}
+    data = [
+        {"type": "histogram", "x": [v for v, rr in samples if rr == r],
+         "name": f"repeat {r + 1}" if len(repeats) > 1 else "samples", "xbins": bins,
+         "hovertemplate": "%{x} µs: %{y} samples<extra></extra>"}
+        for r in repeats
+    ]
+    split = f" in {len(repeats)} repeats" if len(repeats) > 1 else ""
     return {
-        "data": [{"type": "histogram", "x": samples, "name": "samples",
-                  "marker": {"color": "#1f77b4"}, "nbinsx": min(60, max(10, len(samples) // 2)),
-                  "hovertemplate": "%{x} µs: %{y} samples<extra></extra>"}],
+        "data": data,
         "layout": {
             "template": "plotly_white",
-            "title": {"text": f"point {point_id}: {len(samples)} raw samples · median "
+            "title": {"text": f"point {point_id}: {len(values)} raw samples{split} · median "
                               f"{fmt(st.median)} µs (red), 95% CI shaded · CV {st.cv:.3f}",
                       "font": {"size": 14}},
             "xaxis": {"title": {"text": "latency (µs)"}},
             "yaxis": {"title": {"text": "samples"}},
+            "barmode": "stack", "showlegend": len(repeats) > 1,
             "shapes": shapes, "bargap": 0.05, "margin": {"t": 60, "l": 60, "r": 20, "b": 50},
         },
     }
@@ -265,8 +278,8 @@ def show_samples(point_id: int | None, job_id: int | None, filter_query: str | N
             return (empty_figure("Click a row of the table to see its raw samples"), [],
                     search)
         samples = queries.point_samples(s, int(shown))
-    csv_rows = [{"point_id": shown, "iteration": i, "latency_us": v}
-                for i, v in enumerate(samples)]
+    csv_rows = [{"point_id": shown, "iteration": i, "repeat": r, "latency_us": v}
+                for i, (v, r) in enumerate(samples)]
     return histogram_figure(int(shown), samples), csv_rows, search
 
 

@@ -72,14 +72,40 @@ def run(request: dict[str, Any], out: IO[str]) -> int:
         return 2
     skip = {(int(i), str(b)) for i, b in request.get("skip") or []}
     backends = [str(b) for b in request.get("backends") or []]
-    for point in request.get("points") or []:
-        index = int(point["point_index"])
-        for backend in backends:
-            if (index, backend) in skip:
-                continue
-            emit(out, _finite(measurer.measure(kernel, index, dict(point["params"]), backend)))
+    units = [
+        (int(point["point_index"]), dict(point["params"]), backend)
+        for point in request.get("points") or []
+        for backend in backends
+        if (int(point["point_index"]), backend) not in skip
+    ]
+    for start in range(0, len(units), REPEAT_WINDOW):
+        measure_interleaved(measurer, kernel, units[start : start + REPEAT_WINDOW], out)
     emit(out, {"type": "done"})
     return 0
+
+
+REPEAT_WINDOW = 32
+"""Repeats are interleaved over at most this many (point, backend) units: repeat 1 of each,
+then repeat 2 of each, ... Wider spreads the repeats of a point further apart in time (more
+of the GPU's state drift inside the CI); narrower streams finished points sooner."""
+
+
+def measure_interleaved(
+    measurer: Any, kernel: str, units: list[tuple[int, dict[str, Any], str]], out: IO[str]
+) -> None:
+    """Every repeat of every unit, repeat by repeat, like a randomised-interleaving benchmark
+    run: a point's repeats see the GPU at different moments instead of one. A unit is
+    emitted after its last repeat, or as soon as a repeat ends it (unsupported, error)."""
+    pending: dict[int, dict[str, Any]] = {}
+    for repeat in range(measurer.repeats):
+        for n, (index, params, backend) in enumerate(units):
+            if repeat and n not in pending:
+                continue  # finished early
+            msg = measurer.measure(kernel, index, params, backend, previous=pending.pop(n, None))
+            if repeat + 1 < measurer.repeats and msg["status"] in ("ok", "incorrect"):
+                pending[n] = msg
+            else:
+                emit(out, _finite(msg))
 
 
 def main() -> int:

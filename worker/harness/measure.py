@@ -5,6 +5,7 @@ point message with a status; nothing here ends the harness."""
 from __future__ import annotations
 
 import gc
+import statistics
 import time
 import traceback
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from core.catalogue import KERNELS, TORCH_BACKENDS
+from core.formulas import samples_per_repeat
 from worker.harness import timing
 from worker.harness.inputs import Inputs, flashinfer_inputs, sm_scale, torch_inputs
 from worker.harness.prepared import Prepared
@@ -75,7 +77,10 @@ class Measurer:
     def __init__(self, device: str, timing_cfg: dict[str, Any]) -> None:
         self.device = device
         self.warmup = int(timing_cfg.get("warmup", 5))
-        self.iterations = int(timing_cfg.get("iterations", 30))
+        # A point is measured in ``repeats`` repeats (harness/__main__.py interleaves them
+        # with the other points); each repeat times ``iterations`` samples.
+        self.repeats = max(1, int(timing_cfg.get("repeats", 1)))
+        self.iterations = samples_per_repeat(int(timing_cfg.get("iterations", 30)), self.repeats)
         self.cold_l2 = bool(timing_cfg.get("cold_l2", True))
         self.check = bool(timing_cfg.get("check_correctness", True))
         # Default "cuda_graph" (graph replay, the method verified on the GPU machine);
@@ -103,9 +108,19 @@ class Measurer:
         return self.method
 
     def measure(
-        self, kernel: str, index: int, params: dict[str, Any], backend: str
+        self,
+        kernel: str,
+        index: int,
+        params: dict[str, Any],
+        backend: str,
+        previous: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        msg: dict[str, Any] = {
+        """One repeat of (point, backend). The first (``previous`` None) also records the
+        first-call/JIT and plan() seconds and checks correctness; a later one rebuilds the
+        inputs, times again and appends its samples to ``previous`` (``repeat_sizes`` says
+        where each repeat's samples start). A failed repeat ends the point with its status."""
+        first = previous is None
+        msg: dict[str, Any] = previous if previous is not None else {
             "type": "point",
             "point_index": index,
             "backend": backend,
@@ -113,6 +128,7 @@ class Measurer:
             "status": "ok",
             "error": None,
             "samples_us": [],
+            "repeat_sizes": [],
             "timing_method": None,
             "jit_seconds": None,
             "plan_seconds": None,
@@ -121,31 +137,48 @@ class Measurer:
             "throttled": False,
             "telemetry": {},
         }
-        telemetry: dict[str, Any] = msg["telemetry"]
+        # The first repeat's telemetry stays at the top level; every repeat's NVML readings
+        # and median are listed under "repeats".
+        telemetry: dict[str, Any] = msg["telemetry"] if first else {}
         if self.nvml is not None:
             telemetry["nvml_before"] = self.nvml.snapshot()
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
+        samples: list[float] = []
         try:
-            self._measure(kernel, params, backend, msg)
+            if first:
+                samples = self._measure(kernel, params, backend, msg)
+            else:
+                samples = self._remeasure(kernel, params, backend, msg, telemetry)
         except Exception as exc:  # one point never ends the harness
             msg["status"] = classify(exc)
-            msg["error"] = f"{type(exc).__name__}: {exc}".strip()[:4000]
+            where = "" if first else f"repeat {len(msg['repeat_sizes']) + 1}: "
+            msg["error"] = f"{where}{type(exc).__name__}: {exc}".strip()[:4000]
             if msg["status"] == "error":
-                telemetry["traceback"] = traceback.format_exc(limit=8)[-4000:]
-            msg["samples_us"] = []
+                msg["telemetry"]["traceback"] = traceback.format_exc(limit=8)[-4000:]
+            msg["samples_us"], msg["repeat_sizes"], samples = [], [], []
         finally:
             if self.device == "cuda":
                 try:
                     torch.cuda.synchronize()
-                    msg["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated())
+                    peak = int(torch.cuda.max_memory_allocated())
+                    msg["peak_memory_bytes"] = max(peak, msg["peak_memory_bytes"] or 0)
                 except Exception:  # a broken context: keep the message we have
                     pass
             if self.nvml is not None:
                 telemetry["nvml_after"] = self.nvml.snapshot()
                 before = (telemetry.get("nvml_before") or {}).get("throttle_reasons")
                 after = (telemetry.get("nvml_after") or {}).get("throttle_reasons")
-                msg["throttled"] = is_throttled(before, after)
+                msg["throttled"] = bool(msg["throttled"]) or is_throttled(before, after)
+            if samples:
+                msg["samples_us"].extend(samples)
+                msg["repeat_sizes"].append(len(samples))
+                msg["telemetry"].setdefault("repeats", []).append({
+                    "median_us": statistics.median(samples),
+                    "nvml_before": telemetry.get("nvml_before"),
+                    "nvml_after": telemetry.get("nvml_after"),
+                    "rotation_verified": (telemetry.get("rotation") or {}).get("verified"),
+                })
             gc.collect()
             if self.device == "cuda":
                 torch.cuda.empty_cache()
@@ -153,7 +186,7 @@ class Measurer:
 
     def _measure(
         self, kernel: str, params: dict[str, Any], backend: str, msg: dict[str, Any]
-    ) -> None:
+    ) -> list[float]:
         telemetry = msg["telemetry"]
         scale = sm_scale(kernel, params)
         build = torch_inputs if backend in TORCH_BACKENDS else flashinfer_inputs
@@ -185,7 +218,30 @@ class Measurer:
                 msg["status"] = "incorrect"
                 msg["error"] = f"max abs error {err:.3g} vs float32 reference exceeds {tol:g}"
         del first
-        msg["samples_us"], msg["timing_method"] = self._time(prepared, inp, telemetry)
+        samples, msg["timing_method"] = self._time(prepared, inp, telemetry)
+        return samples
+
+    def _remeasure(
+        self,
+        kernel: str,
+        params: dict[str, Any],
+        backend: str,
+        msg: dict[str, Any],
+        telemetry: dict[str, Any],
+    ) -> list[float]:
+        """A later repeat: the same seeded inputs built anew (so they land elsewhere in
+        memory), the backend prepared again (JIT is warm), timed by the same method."""
+        build = torch_inputs if backend in TORCH_BACKENDS else flashinfer_inputs
+        inp = build(kernel, params, self.device)
+        prepared = _prepare(backend, inp, sm_scale(kernel, params), self.device)
+        samples, method = self._time(prepared, inp, telemetry)
+        if method != msg["timing_method"]:
+            # Pooling samples of two methods would mix two quantities.
+            raise RuntimeError(
+                f"timing fell back from {msg['timing_method']} to {method}: "
+                f"{telemetry.get('cuda_graph_error') or telemetry.get('cupti_error')}"
+            )
+        return samples
 
     def _time(
         self, prepared: Prepared, inp: Inputs, telemetry: dict[str, Any]

@@ -4,13 +4,16 @@ The harness runs inside one FlashInfer version's own environment (``python -m wo
 with the repository root on ``PYTHONPATH``); it imports only torch, flashinfer, the standard
 library and ``core.formulas`` (standard library only). It reads one request from stdin and
 writes one JSON object per line to stdout, flushing after each, so the worker stores every
-point the moment it is measured: a crash loses at most the point in flight.
+point the moment it is measured. Each point is measured in ``timing.repeats`` repeats,
+interleaved over up to 32 (point, backend) units (``__main__.REPEAT_WINDOW``), and emitted after
+its last repeat: a crash loses at most the points of the window in flight.
 
 Request (stdin, one JSON object):
     {"kernel": "batch_decode",
      "device": "cuda" | "cpu",
      "backends": ["fa2", "torch-sdpa"],
-     "timing": {"warmup": 5, "iterations": 30, "cold_l2": true, "check_correctness": true},
+     "timing": {"warmup": 5, "iterations": 30, "repeats": 3, "cold_l2": true,
+                "check_correctness": true},
      "points": [{"point_index": 0, "params": {...completed params...}}, ...],
      "skip": [[point_index, backend], ...]}          # already stored: do not measure again
 
@@ -18,7 +21,8 @@ Messages (stdout, one per line):
     {"type": "env", "environment": {...fingerprint...}, "timing_method": "cuda_graph"}
     {"type": "point", "point_index": 0, "backend": "fa2", "resolved_backend": "fa2",
      "status": "ok" | "incorrect" | "unsupported" | "error", "error": null | "message",
-     "samples_us": [...every timed iteration, microseconds...],
+     "samples_us": [...every timed iteration, microseconds, repeat after repeat...],
+     "repeat_sizes": [10, 10, 10],        # samples of each repeat (core.stats: two-stage CI)
      "timing_method": "cuda_graph" | "cupti" | "cuda_event" | "cpu_perf_counter",
      "jit_seconds": float | null, "plan_seconds": float | null,
      "max_abs_error": float | null, "peak_memory_bytes": int | null,
@@ -28,4 +32,4 @@ Messages (stdout, one per line):
     {"type": "done"}
 """
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: repeats (repeat_sizes)
