@@ -253,7 +253,7 @@ def report(
     tag: str = "",
 ) -> None:
     lines: list[str] = []
-    cv_ok = cv_n = rep_ok = rep_n = ag_ok = ag_n = 0
+    cv_ok = cv_n = rep_ok = rep_n = ag_ok = ag_n = med1_ok = 0
     for label, _ in labels:
         for suite in suites:
             kernel = SUITES[suite]["kernel"]
@@ -302,6 +302,7 @@ def report(
                 if s2 is not None:
                     rep_n += 1
                     rep_ok += s.ci_low <= s2.ci_high and s2.ci_low <= s.ci_high
+                    med1_ok += abs(s2.median / s.median - 1) <= 0.01
                     row += f"{s2.median:>9.2f}"
                 else:
                     row += f"{'':>9}"
@@ -318,6 +319,7 @@ def report(
                 lines.append(row)
     lines.append(f"CV <= 1% for points > 20 us: {cv_ok}/{cv_n}")
     lines.append(f"run 1 and run 2 CIs overlap: {rep_ok}/{rep_n}")
+    lines.append(f"run 1 and run 2 medians within 1%: {med1_ok}/{rep_n}")
     if ag_n:
         lines.append(f"median within ±3% of bench_gpu_time: {ag_ok}/{ag_n}")
     for label, _ in labels:
