@@ -39,13 +39,13 @@ def cupti_installed() -> bool:
 
 
 def bench_one(
-    kernel: str, params: dict[str, Any], backend: str, default_config: bool
+    kernel: str, params: dict[str, Any], backend: str, default_config: bool = False
 ) -> dict[str, Any]:
-    """FlashInfer's timer on freshly built inputs: with the graph sized as the harness sizes
-    it (``calls_per_graph``: one pass over all of FlashInfer's own rotation copies), so it
-    differs from the harness only in implementation; and, when ``default_config``, also as
-    flashinfer_benchmark.py calls it (CUDA graph of 10 calls, 5 dry runs, 30 timed replays,
-    cold_l2_cache=True). Samples in microseconds."""
+    """FlashInfer's timer on freshly built inputs, samples in microseconds. Normally with the
+    graph sized as the harness sizes it (``calls_per_graph``: one pass over all of
+    FlashInfer's own rotation copies), so it differs from the harness only in implementation;
+    with ``default_config`` as flashinfer_benchmark.py calls it (CUDA graph of 10 calls, 5 dry
+    runs, 30 timed replays, cold_l2_cache=True), whose 10 calls leave small inputs in L2."""
     from flashinfer.testing import bench_gpu_time
 
     from worker.harness import timing
@@ -72,11 +72,11 @@ def bench_one(
         return out
     from flashinfer.testing.utils import calculate_rotation_count
 
-    if default_config:
-        times = bench_gpu_time(with_kwargs, input_kwargs=inp.data, cold_l2_cache=True, **kw)
-        out["default_median_us"] = statistics.median(times) * 1000.0
     copies = calculate_rotation_count(list(inp.data.values()))
-    calls = timing.calls_per_graph(copies, timing.estimate_call_us(prepared.fn, [inp.data]))
+    if default_config:
+        calls = 10
+    else:
+        calls = timing.calls_per_graph(copies, timing.estimate_call_us(prepared.fn, [inp.data]))
     out.update(
         fi_rotation_copies=copies,
         calls_per_graph=calls,
@@ -99,7 +99,7 @@ def main() -> int:
         if not str(backend).startswith("torch")
     ]
     rows: dict[tuple[int, str], dict[str, Any]] = {}
-    for repeat in range(repeats):  # interleaved like the harness's repeats
+    for _ in range(repeats):  # interleaved like the harness's repeats
         for index, params, backend in units:
             row = rows.setdefault((index, backend), {
                 "point_index": index, "backend": backend, "samples_us": [],
@@ -108,7 +108,7 @@ def main() -> int:
                 continue
             t0 = time.perf_counter()
             try:
-                got = bench_one(request["kernel"], params, backend, default_config=repeat == 0)
+                got = bench_one(request["kernel"], params, backend)
                 samples = got.pop("samples_us")
                 row.update(got)
                 row["samples_us"].extend(samples)
@@ -117,6 +117,19 @@ def main() -> int:
                 row["error"] = f"{type(exc).__name__}: {exc}"[:1000]
             row["seconds"] += time.perf_counter() - t0
             torch.cuda.empty_cache()
+    # flashinfer_benchmark.py's own configuration, once per unit and after every repeat:
+    # run between the repeats, its 10-call graphs (4.6 s of sustained load on the largest
+    # decode point) heated the GPU for the measurement after it (H200: +7% on that repeat).
+    for index, params, backend in units:
+        row = rows[(index, backend)]
+        if "error" in row or ("cold_l2" in row and row["cold_l2"] == "flush"):
+            continue
+        try:
+            got = bench_one(request["kernel"], params, backend, default_config=True)
+            row["default_median_us"] = statistics.median(got["samples_us"])
+        except Exception as exc:
+            row["default_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+        torch.cuda.empty_cache()
     for row in rows.values():
         samples = row.pop("samples_us")
         if samples:

@@ -1,14 +1,22 @@
-"""kernelwatch's graph timing and FlashInfer's ``bench_gpu_time`` on the SAME inputs in the
-SAME process, alternated (ours, theirs, ours, theirs, ...), for the reference decode sweep.
+"""kernelwatch's harness measurement and FlashInfer's ``bench_gpu_time`` on the same shapes in
+the SAME process, alternated, for the reference decode sweep: the agreement of the two timing
+methods with the GPU's state (clocks under the power cap, temperature) shared by both.
 
 ``bench/gpu_agreement.py`` runs FlashInfer's timer in a separate process after the harness;
-this separates a disagreement of method from one of state (allocation, clocks, what ran
-before). Both sides: CUDA-graph replay, cold L2 by rotating input copies, the graph holding one
-pass over the copies (FlashInfer's own rotation count on its side), 5 warm-up replays, 30 timed.
+on the H200 that process measured large decode points 3-8% slower than the harness and its
+own repeats spread by up to 7%, while the harness's repeats agreed within 1%. This script
+separates a disagreement of method from one of state:
+
+- ours: ``worker.harness.measure.Measurer`` (the harness's own code: correctness check in the
+  first repeat, CUDA-graph replay with rotated inputs, one repeat per pass);
+- theirs: ``bench_gpu_time`` as bench/gpu_agreement.py calls it with the graph sized like ours;
+- ``--repeats`` passes over the points, each point's ours/theirs order alternating from pass
+  to pass (and from point to point) so neither side always runs on a GPU the other just
+  heated; both pool their samples over the passes.
+NVML's SM clock and power after each side are printed, so a disagreement shows its state.
 
 Run on a GPU node with FlashInfer importable (e.g. PYTHONPATH=/tmp/fi6:.):
-    python3 bench/gpu_agreement_interleaved.py [--rounds 3] [--backend fa2]
-Prints one line per point: each round's medians (us) and the spread, then a summary.
+    python3 bench/gpu_agreement_interleaved.py [--repeats 3] [--backend fa2] [--out F]
 """
 
 from __future__ import annotations
@@ -21,64 +29,78 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
+from gpu_agreement import bench_one
 
 from core.catalogue import complete_params
-from worker.harness import timing
-from worker.harness.flashinfer_backends import prepare_flashinfer
-from worker.harness.inputs import flashinfer_inputs, sm_scale
+from worker.harness.measure import Measurer
+
+SHAPES = [(b, kv) for b in (1, 16, 64, 256) for kv in (512, 2048, 8192, 32768)]
 
 
-def one_point(batch: int, kv_len: int, backend: str, rounds: int) -> dict[str, Any]:
-    from flashinfer.testing import bench_gpu_time
-    from flashinfer.testing.utils import calculate_rotation_count
-
-    params = complete_params("batch_decode", {
+def params_for(batch: int, kv_len: int) -> dict[str, Any]:
+    return complete_params("batch_decode", {
         "batch_size": batch, "kv_len": kv_len, "num_qo_heads": 32, "num_kv_heads": 8,
         "head_dim": 128, "page_size": 16, "dtype": "bfloat16"})
-    inp = flashinfer_inputs("batch_decode", params, "cuda")
-    prepared = prepare_flashinfer(backend, inp, sm_scale("batch_decode", params))
-    l2 = torch.cuda.get_device_properties(0).L2_cache_size
-    rot = timing.rotation_for(inp.data_bytes(), l2, torch.cuda.mem_get_info()[0], True)
-    datas = [inp.data] + [inp.copy_data() for _ in range(rot.copies - 1)]
-    calls = timing.calls_per_graph(rot.copies, timing.estimate_call_us(prepared.fn, datas))
-    fi_copies = calculate_rotation_count(list(inp.data.values()))
-    fi_calls = timing.calls_per_graph(fi_copies, timing.estimate_call_us(prepared.fn, datas))
-
-    def with_kwargs(**data: Any) -> Any:
-        return prepared.fn(data)
-
-    ours: list[float] = []
-    theirs: list[float] = []
-    for _ in range(rounds):
-        g = timing.time_cuda_graph(prepared.fn, datas, 5, 30, calls, inp.data_ptrs)
-        ours.append(statistics.median(g.samples_us))
-        t = bench_gpu_time(with_kwargs, input_kwargs=inp.data, cold_l2_cache=True,
-                           use_cuda_graph=True, dry_run_iters=5, repeat_iters=30,
-                           num_iters_within_graph=fi_calls)
-        theirs.append(statistics.median(t) * 1000.0)
-    mo, mt = statistics.median(ours), statistics.median(theirs)
-    return {"batch_size": batch, "kv_len": kv_len, "backend": backend, "copies": rot.copies,
-            "calls": calls, "fi_copies": fi_copies, "fi_calls": fi_calls,
-            "ours_us": ours, "flashinfer_us": theirs, "delta_pct": 100.0 * (mo - mt) / mt}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--backend", default="fa2")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    # The harness's defaults: 10 samples per repeat, 5 warm-up replays, cold L2.
+    measurer = Measurer("cuda", {"warmup": 5, "iterations": 10 * args.repeats,
+                                 "repeats": args.repeats, "cold_l2": True})
+    nvml = measurer.nvml
+
+    def state() -> dict[str, Any]:
+        snap = (nvml.snapshot() if nvml else None) or {}
+        return {"sm_mhz": snap.get("sm_clock_mhz"), "power_w": snap.get("power_w")}
+
+    ours: dict[int, dict[str, Any]] = {}
+    theirs: dict[int, dict[str, Any]] = {
+        i: {"samples": [], "medians": [], "states": []} for i in range(len(SHAPES))}
+    our_states: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(SHAPES))}
+    for rep in range(args.repeats):
+        for i, (batch, kv_len) in enumerate(SHAPES):
+            params = params_for(batch, kv_len)
+
+            def run_ours(i: int = i, params: dict[str, Any] = params) -> None:
+                ours[i] = measurer.measure("batch_decode", i, params, args.backend, ours.get(i))
+                our_states[i].append(state())
+
+            def run_theirs(i: int = i, params: dict[str, Any] = params) -> None:
+                got = bench_one("batch_decode", params, args.backend, default_config=False)
+                theirs[i]["samples"].extend(got["samples_us"])
+                theirs[i]["medians"].append(statistics.median(got["samples_us"]))
+                theirs[i]["states"].append(state())
+                torch.cuda.empty_cache()
+
+            for side in ((run_ours, run_theirs) if (rep + i) % 2 == 0
+                         else (run_theirs, run_ours)):
+                side()
     rows = []
-    for batch in (1, 16, 64, 256):
-        for kv_len in (512, 2048, 8192, 32768):
-            row = one_point(batch, kv_len, args.backend, args.rounds)
-            rows.append(row)
-            torch.cuda.empty_cache()  # the point's input copies went with one_point's frame
-            print(f"B={batch:<4} kv={kv_len:<6} ours {[round(x, 2) for x in row['ours_us']]} "
-                  f"flashinfer {[round(x, 2) for x in row['flashinfer_us']]} "
-                  f"delta {row['delta_pct']:+.2f}%", flush=True)
+    for i, (batch, kv_len) in enumerate(SHAPES):
+        m, t = ours[i], theirs[i]
+        if m["status"] != "ok" or not t["samples"]:
+            print(f"B={batch:<4} kv={kv_len:<6} {m['status']}: {m.get('error')}")
+            continue
+        mo, mt = statistics.median(m["samples_us"]), statistics.median(t["samples"])
+        row = {"batch_size": batch, "kv_len": kv_len, "backend": args.backend,
+               "ours_us": mo, "flashinfer_us": mt, "delta_pct": 100.0 * (mo - mt) / mt,
+               "ours_repeat_medians_us": [r["median_us"] for r in m["telemetry"]["repeats"]],
+               "flashinfer_repeat_medians_us": t["medians"],
+               "ours_states": our_states[i], "flashinfer_states": t["states"]}
+        rows.append(row)
+        print(f"B={batch:<4} kv={kv_len:<6} ours {mo:10.2f} "
+              f"{[round(x, 2) for x in row['ours_repeat_medians_us']]} flashinfer {mt:10.2f} "
+              f"{[round(x, 2) for x in t['medians']]} delta {row['delta_pct']:+.2f}% "
+              f"sm MHz ours {[s['sm_mhz'] for s in our_states[i]]} "
+              f"theirs {[s['sm_mhz'] for s in t['states']]}", flush=True)
     within = sum(abs(r["delta_pct"]) <= 3.0 for r in rows)
     worst = max(rows, key=lambda r: abs(r["delta_pct"]))
     print(f"{within}/{len(rows)} medians within +-3%; worst {worst['delta_pct']:+.2f}% "

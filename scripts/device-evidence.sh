@@ -6,6 +6,7 @@
 #   scripts/device-evidence.sh v6      # evidence sweeps for 0.6.18.post1 and torch-sdpa, GPU tests
 #   scripts/device-evidence.sh v5      # evidence sweeps for 0.5.3
 #   scripts/device-evidence.sh r4      # GPU tests, decode sweep rerun with agreement, calibration
+#   scripts/device-evidence.sh agree   # harness vs bench_gpu_time alternated in one process, GPU tests
 #
 # Each step logs under $OUT; the script goes on when one fails.
 set -uo pipefail
@@ -23,10 +24,15 @@ V5=0.5.3
   python3 -m pip list 2>/dev/null | grep -i -E "cupti|nvidia-ml|torch |numpy"
 } >"$OUT/machine.txt" 2>&1
 
-gpu_tests() {  # in the machine's python with FlashInfer beside it, sharing the env's JIT cache
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fi6 \
-    .whl/flashinfer_python-$V6-*.whl .whl/apache_tvm_ffi-*.whl >"$OUT/install.log" 2>&1
+install_v6() {  # FlashInfer into the machine's python, sharing the env's JIT cache
+  [[ -d /tmp/fi6/flashinfer ]] || python3 -m pip install -q --no-index --no-deps --no-compile \
+    --target /tmp/fi6 .whl/flashinfer_python-$V6-*.whl .whl/apache_tvm_ffi-*.whl \
+    >"$OUT/install.log" 2>&1
   mkdir -p $ENVS/$V6/jit
+}
+
+gpu_tests() {
+  install_v6
   FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout "$1" python3 -m pytest \
     --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs 2>&1 | tee "$OUT/pytest-gpu.log" | tail -30
 }
@@ -41,6 +47,12 @@ case $phase in
   smoke) gpu_tests 420; sweep 150 --versions $V6 --suites tiny ;;
   v6) sweep 420 --versions $V6 --suites decode,prefill,single; gpu_tests 150 ;;
   v5) sweep 380 --versions $V5 --no-torch --suites decode,prefill,single ;;
+  agree)
+      install_v6
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 240 \
+        python3 bench/gpu_agreement_interleaved.py --repeats 3 --out "$OUT/interleaved.jsonl" \
+        2>&1 | tee "$OUT/interleaved.log" | tail -20
+      gpu_tests 330 ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330
