@@ -52,10 +52,16 @@ def test_fixture_imports_with_environment_and_samples(session: Session, path: Pa
     points = session.scalars(select(Point).where(Point.job_id == job.id)).all()
     assert points and all(p.status == "ok" for p in points)
     for p in points:
-        samples = session.scalars(select(Sample.latency_us).where(Sample.point_id == p.id)
-                                  .order_by(Sample.iteration)).all()
+        rows = session.execute(select(Sample.latency_us, Sample.repeat)
+                               .where(Sample.point_id == p.id)
+                               .order_by(Sample.iteration)).all()
+        samples, repeats = [v for v, _ in rows], [r for _, r in rows]
         assert len(samples) == p.n_samples >= 30
-        assert summarize(samples).median == pytest.approx(p.median_us)
+        # measured in 3 interleaved repeats of 10; the stored CI is the two-stage one
+        assert repeats == [0] * 10 + [1] * 10 + [2] * 10
+        st = summarize(samples, repeats)
+        assert st.median == pytest.approx(p.median_us)
+        assert (st.ci_low, st.ci_high) == pytest.approx((p.ci_low_us, p.ci_high_us))
         assert p.tbps and p.tbps > 0 and p.jit_seconds is not None
         assert p.telemetry["rotation"]["verified"] is True
     n = session.scalar(select(func.count()).select_from(Sample).join(Point)
