@@ -35,6 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.models import Comparison, Point, PointStatus, Regression, Run, Sample
+from core.stats import bootstrap_medians
 
 DEFAULT_THRESHOLD = 0.03
 CONFIDENCE = 0.95
@@ -82,23 +83,14 @@ def verdict_for(ratio: float, ci_low: float, ci_high: float, threshold: float) -
     return UNCHANGED
 
 
-def _bootstrap_medians(x: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Medians of ``resamples`` resamples of the last axis of ``x`` (shape (..., n)) ->
-    shape (..., resamples)."""
-    n = x.shape[-1]
-    idx = rng.integers(0, n, size=(*x.shape[:-1], resamples, n))
-    picked = np.take_along_axis(x[..., None, :], idx, axis=-1)
-    return np.asarray(np.median(picked, axis=-1))
-
-
 def bootstrap_ratio_replicates(
     baseline: np.ndarray, contender: np.ndarray, resamples: int = RESAMPLES, seed: int = 0
 ) -> np.ndarray:
     """Bootstrap replicates of median(contender) / median(baseline). Works on one point
     (1-D arrays) or a batch (shape (k, n) and (k, m)), returning (..., resamples)."""
     rng = np.random.default_rng(seed)
-    b = _bootstrap_medians(np.asarray(baseline, dtype=np.float64), resamples, rng)
-    c = _bootstrap_medians(np.asarray(contender, dtype=np.float64), resamples, rng)
+    b = bootstrap_medians(np.asarray(baseline, dtype=np.float64), resamples, rng)
+    c = bootstrap_medians(np.asarray(contender, dtype=np.float64), resamples, rng)
     return np.asarray(c / b)
 
 

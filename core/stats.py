@@ -44,13 +44,21 @@ def repeat_labels(repeat_sizes: Sequence[int] | None, n_samples: int | None = No
     return labels
 
 
+def bootstrap_medians(x: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Medians of ``resamples`` i.i.d. resamples of the last axis of ``x`` (shape (..., n)) ->
+    shape (..., resamples); vectorised over leading axes (the compare engine's batches)."""
+    n = x.shape[-1]
+    idx = rng.integers(0, n, size=(*x.shape[:-1], resamples, n))
+    picked = np.take_along_axis(x[..., None, :], idx, axis=-1)
+    return np.asarray(np.median(picked, axis=-1))
+
+
 def _resampled_medians(
     x: np.ndarray, repeats: np.ndarray | None, resamples: int, rng: np.random.Generator
 ) -> np.ndarray:
     groups = [x] if repeats is None else [x[repeats == g] for g in np.unique(repeats)]
     if len(groups) < 2:
-        idx = rng.integers(0, x.size, size=(resamples, x.size))
-        return np.asarray(np.median(x[idx], axis=1))
+        return bootstrap_medians(x, resamples, rng)
     sizes = {g.size for g in groups}
     if len(sizes) == 1:  # the harness's repeats are equal: one vectorised draw
         table = np.stack(groups)  # (repeats, n)

@@ -184,13 +184,18 @@ class Measurer:
                 torch.cuda.empty_cache()
         return msg
 
+    def _inputs(self, kernel: str, params: dict[str, Any], backend: str) -> Inputs:
+        """The seeded inputs in the layout the backend reads (torch: dense; FlashInfer: paged
+        or ragged), on this measurer's device."""
+        build = torch_inputs if backend in TORCH_BACKENDS else flashinfer_inputs
+        return build(kernel, params, self.device)
+
     def _measure(
         self, kernel: str, params: dict[str, Any], backend: str, msg: dict[str, Any]
     ) -> list[float]:
         telemetry = msg["telemetry"]
         scale = sm_scale(kernel, params)
-        build = torch_inputs if backend in TORCH_BACKENDS else flashinfer_inputs
-        inp = build(kernel, params, self.device)
+        inp = self._inputs(kernel, params, backend)
         t0 = time.perf_counter()
         prepared = _prepare(backend, inp, scale, self.device)
         first = prepared.fn(inp.data)
@@ -231,8 +236,7 @@ class Measurer:
     ) -> list[float]:
         """A later repeat: the same seeded inputs built anew (so they land elsewhere in
         memory), the backend prepared again (JIT is warm), timed by the same method."""
-        build = torch_inputs if backend in TORCH_BACKENDS else flashinfer_inputs
-        inp = build(kernel, params, self.device)
+        inp = self._inputs(kernel, params, backend)
         prepared = _prepare(backend, inp, sm_scale(kernel, params), self.device)
         samples, method = self._time(prepared, inp, telemetry)
         if method != msg["timing_method"]:
