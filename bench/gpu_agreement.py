@@ -122,7 +122,7 @@ def main() -> int:
     # decode point) heated the GPU for the measurement after it (H200: +7% on that repeat).
     for index, params, backend in units:
         row = rows[(index, backend)]
-        if "error" in row or ("cold_l2" in row and row["cold_l2"] == "flush"):
+        if "error" in row or row.get("cold_l2") == "flush":
             continue
         try:
             got = bench_one(request["kernel"], params, backend, default_config=True)

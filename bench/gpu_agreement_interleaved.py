@@ -3,8 +3,8 @@ the SAME process, alternated, for the reference decode sweep: the agreement of t
 methods with the GPU's state (clocks under the power cap, temperature) shared by both.
 
 ``bench/gpu_agreement.py`` runs FlashInfer's timer in a separate process after the harness;
-on the H200 that process measured large decode points 3-8% slower than the harness and its
-own repeats spread by up to 7%, while the harness's repeats agreed within 1%. This script
+on the H200 that process measured large decode points 3-8% slower than the harness, and on
+those points its own repeats spread by up to 7% while the harness's agreed within 1%. This script
 separates a disagreement of method from one of state:
 
 - ours: ``worker.harness.measure.Measurer`` (the harness's own code: correctness check in the
