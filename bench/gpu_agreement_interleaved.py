@@ -49,11 +49,13 @@ def params_for(batch: int, kv_len: int) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--samples-per-repeat", type=int, default=10)
     ap.add_argument("--backend", default="fa2")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    # The harness's defaults: 10 samples per repeat, 5 warm-up replays, cold L2.
-    measurer = Measurer("cuda", {"warmup": 5, "iterations": 10 * args.repeats,
+    # The harness's warm-up (5 replays) and cold L2; its samples per repeat by default.
+    measurer = Measurer("cuda", {"warmup": 5,
+                                 "iterations": args.samples_per_repeat * args.repeats,
                                  "repeats": args.repeats, "cold_l2": True})
     nvml = measurer.nvml
 

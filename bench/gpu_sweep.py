@@ -186,10 +186,13 @@ def main() -> int:
     ap.add_argument("--tag", default="", help="suffix of the output files")
     ap.add_argument("--repeats", type=int, default=TIMING["repeats"],
                     help="repeats per point (timing.repeats); the iterations are split over them")
+    ap.add_argument("--iterations", type=int, default=TIMING["iterations"],
+                    help="timed samples per point in all (timing.iterations)")
     args = ap.parse_args()
     out = Path(args.out)
     TIMING["cold_l2_method"] = args.cold_l2_method
     TIMING["repeats"] = args.repeats
+    TIMING["iterations"] = args.iterations
     out.mkdir(parents=True, exist_ok=True)
     suites = [s for s in args.suites.split(",") if s]
 

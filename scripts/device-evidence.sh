@@ -7,6 +7,7 @@
 #   scripts/device-evidence.sh v5      # evidence sweeps for 0.5.3
 #   scripts/device-evidence.sh r4      # GPU tests, decode sweep rerun with agreement, calibration
 #   scripts/device-evidence.sh agree   # harness vs bench_gpu_time alternated in one process, GPU tests
+#   scripts/device-evidence.sh burst   # per-replay trace of long bursts; 30 vs 10 samples per repeat
 #
 # Each step logs under $OUT; the script goes on when one fails.
 set -uo pipefail
@@ -53,6 +54,17 @@ case $phase in
         python3 bench/gpu_agreement_interleaved.py --repeats 3 --out "$OUT/interleaved.jsonl" \
         2>&1 | tee "$OUT/interleaved.log" | tail -20
       gpu_tests 330 ;;
+  burst) # how a point's time moves over a burst (bench/gpu_burst_trace.py); then agreement
+      # with repeats of 30 samples (FlashInfer's burst length) against the 10-sample default
+      install_v6
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 110 \
+        python3 bench/gpu_burst_trace.py --out "$OUT/burst-trace.jsonl" 2>&1 \
+        | tee "$OUT/burst-trace.log" | tail -80
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 170 \
+        python3 bench/gpu_agreement_interleaved.py --repeats 3 --samples-per-repeat 30 \
+        --out "$OUT/interleaved-s30.jsonl" 2>&1 | tee "$OUT/interleaved-s30.log" | tail -20
+      sweep 150 --versions $V6 --no-torch --suites decode --iterations 90 --tag=-i90
+      sweep 140 --versions $V6 --no-torch --suites decode --tag=-i30 ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330
