@@ -17,6 +17,7 @@ NVML's SM clock and power after each side are printed, so a disagreement shows i
 
 Run on a GPU node with FlashInfer importable (e.g. PYTHONPATH=/tmp/fi6:.):
     python3 bench/gpu_agreement_interleaved.py [--repeats 3] [--backend fa2] [--out F]
+        [--samples-per-repeat 10] [--warmup-ms 150]
 """
 
 from __future__ import annotations
@@ -50,11 +51,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--samples-per-repeat", type=int, default=10)
+    ap.add_argument("--warmup-ms", type=float, default=150.0,
+                    help="the harness's time-based warm-up of calls >= 100 us; 0: off")
     ap.add_argument("--backend", default="fa2")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    # The harness's warm-up (5 replays) and cold L2; its samples per repeat by default.
-    measurer = Measurer("cuda", {"warmup": 5,
+    # The harness's warm-up and cold L2; its samples per repeat by default.
+    measurer = Measurer("cuda", {"warmup": 5, "warmup_ms": args.warmup_ms,
                                  "iterations": args.samples_per_repeat * args.repeats,
                                  "repeats": args.repeats, "cold_l2": True})
     nvml = measurer.nvml

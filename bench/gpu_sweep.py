@@ -76,8 +76,9 @@ SUITES: dict[str, dict[str, Any]] = {
         "params": {"kv_len": [512, 2048, 8192, 32768, 131072], **HEADS},
     },
 }
-# The service's defaults (core.spec.Timing): 30 samples in 3 interleaved repeats of 10.
-TIMING = {"warmup": 5, "iterations": 30, "repeats": 3, "cold_l2": True,
+# The service's defaults (core.spec.Timing; tests/test_timing_plan.py keeps them equal): 30
+# samples in 3 interleaved repeats of 10, heavy calls warmed up for 150 ms of GPU time.
+TIMING = {"warmup": 5, "warmup_ms": 150.0, "iterations": 30, "repeats": 3, "cold_l2": True,
           "check_correctness": True}
 
 
@@ -188,11 +189,14 @@ def main() -> int:
                     help="repeats per point (timing.repeats); the iterations are split over them")
     ap.add_argument("--iterations", type=int, default=TIMING["iterations"],
                     help="timed samples per point in all (timing.iterations)")
+    ap.add_argument("--warmup-ms", type=float, default=TIMING["warmup_ms"],
+                    help="time-based warm-up of calls >= 100 us (timing.warmup_ms); 0: off")
     args = ap.parse_args()
     out = Path(args.out)
     TIMING["cold_l2_method"] = args.cold_l2_method
     TIMING["repeats"] = args.repeats
     TIMING["iterations"] = args.iterations
+    TIMING["warmup_ms"] = args.warmup_ms
     out.mkdir(parents=True, exist_ok=True)
     suites = [s for s in args.suites.split(",") if s]
 

@@ -20,6 +20,7 @@ MAX_GRID_POINTS = 10_000
 MAX_ITERATIONS = 10_000
 MAX_REPEATS = 10
 MIN_SAMPLES_PER_REPEAT = 10
+MAX_WARMUP_MS = 2000.0
 GIB = 1 << 30
 
 
@@ -27,6 +28,11 @@ class Timing(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     warmup: int = Field(5, ge=0, le=1000)
+    # Calls of >= 100 us also warm up for this much GPU time before each repeat's samples, so
+    # they are measured at the clock the GPU sustains under their load (the H200 holds its
+    # boost clock for the first ~40 ms of a heavy kernel, then the power cap takes it down
+    # ~5%); 0 turns it off. See docs/gpu.md, "Sustained clocks".
+    warmup_ms: float = Field(150.0, ge=0, le=MAX_WARMUP_MS)
     # >= 30 timed iterations per point in all: fewer cannot give a median CI worth reporting.
     iterations: int = Field(30, ge=30, le=MAX_ITERATIONS)
     # The iterations are split over this many repeats of the point, interleaved with the

@@ -8,12 +8,17 @@
 #   scripts/device-evidence.sh r4      # GPU tests, decode sweep rerun with agreement, calibration
 #   scripts/device-evidence.sh agree   # harness vs bench_gpu_time alternated in one process, GPU tests
 #   scripts/device-evidence.sh burst   # per-replay trace of long bursts; 30 vs 10 samples per repeat
+#   scripts/device-evidence.sh sustained  # long traces of heavy points; agreement with warmup_ms
 #
 # Each step logs under $OUT; the script goes on when one fails.
 set -uo pipefail
 phase=${1:-smoke}
-OUT=${OUT:-/tmp/kw-out}
-mkdir -p "$OUT"
+# Everything is written under a work folder and packed into $OUT/<phase>.tgz at the end (the
+# device tool brings back at most 8 files).
+FINAL=${OUT:-/tmp/kw-out}
+OUT=/tmp/kw-work/$phase
+mkdir -p "$OUT" "$FINAL"
+trap 'tar -C "$OUT" -czf "$FINAL/$phase.tgz" . && cp "$OUT"/summary*.txt "$FINAL"/ 2>/dev/null' EXIT
 export PYTHONUNBUFFERED=1
 ENVS=/tmp/kw-envs
 V6=0.6.18.post1
@@ -65,6 +70,17 @@ case $phase in
         --out "$OUT/interleaved-s30.jsonl" 2>&1 | tee "$OUT/interleaved-s30.log" | tail -20
       sweep 150 --versions $V6 --no-torch --suites decode --iterations 90 --tag=-i90
       sweep 140 --versions $V6 --no-torch --suites decode --tag=-i30 ;;
+  sustained) # heavy points traced for 1.5 s; the interleaved and separate-process agreement
+      # with the time-based warm-up of heavy calls (timing.warmup_ms, default 150)
+      install_v6
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 120 \
+        python3 bench/gpu_burst_trace.py --shapes 256:2048,64:8192,16:32768,256:8192,1:2048 \
+        --burst-ms 1500 --rebuilds 3 --out "$OUT/burst-trace-long.jsonl" 2>&1 \
+        | tee "$OUT/burst-trace-long.log" | tail -60
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 200 \
+        python3 bench/gpu_agreement_interleaved.py --repeats 3 \
+        --out "$OUT/interleaved-w150.jsonl" 2>&1 | tee "$OUT/interleaved-w150.log" | tail -20
+      sweep 170 --versions $V6 --no-torch --suites decode --tag=-w150 ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330

@@ -77,6 +77,18 @@ def test_repeats_rebuild_inputs_and_pool_samples_on_the_gpu() -> None:
         assert max(meds) < 1.2 * min(meds)
 
 
+def test_heavy_calls_warm_up_for_warmup_ms_of_gpu_time_light_ones_by_count() -> None:
+    timing = {**TIMING, "warmup": 5, "warmup_ms": 150.0}
+    heavy = {**SMALL, "batch_size": 64, "kv_len": 8192, "kv_len_distribution": "constant"}
+    light = {**SMALL, "batch_size": 1, "kv_len": 512, "kv_len_distribution": "constant"}
+    _, msgs = harness("batch_decode", ["fa2"], [heavy, light], timing)
+    by = {m["point_index"]: m for m in msgs}
+    assert by[0]["status"] == by[1]["status"] == "ok"
+    heavy_warm, light_warm = by[0]["telemetry"]["warmup"], by[1]["telemetry"]["warmup"]
+    assert heavy_warm["replays"] > 5 and heavy_warm["gpu_ms"] >= 140, heavy_warm
+    assert light_warm["replays"] == 5, light_warm
+
+
 def test_cold_l2_is_slower_than_warm_for_an_l2_resident_point() -> None:
     # 4 x 1024 tokens x 8 heads x 128 x 2 (K, V) x 2 bytes = 16 MiB: fits in an H100/H200 L2.
     point = {**SMALL, "kv_len": 1024, "kv_len_distribution": "constant"}

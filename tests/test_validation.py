@@ -81,6 +81,8 @@ CASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
      ["timing.repeats", "10"]),
     ("too few samples per repeat", {"timing": {"iterations": 30, "repeats": 4}}, ["timing"],
      ["timing.iterations=30", "timing.repeats=4", "iterations >= 10 x repeats"]),
+    ("warm-up too long", {"timing": {"warmup_ms": 5000}}, ["timing", "warmup_ms"],
+     ["timing.warmup_ms", "2000"]),
     ("unknown top-level field", {"gpu": "h100"}, ["gpu"],
      ["unknown field 'gpu'", "allowed", "kernel", "targets"]),
     ("unknown timing method", {"timing": {"method": "wallclock"}}, ["timing", "method"],

@@ -77,6 +77,8 @@ class Measurer:
     def __init__(self, device: str, timing_cfg: dict[str, Any]) -> None:
         self.device = device
         self.warmup = int(timing_cfg.get("warmup", 5))
+        # Calls >= timing.SUSTAINED_MIN_CALL_US warm up for at least this much GPU time.
+        self.warmup_ms = float(timing_cfg.get("warmup_ms", 0.0))
         # A point is measured in ``repeats`` repeats (harness/__main__.py interleaves them
         # with the other points); each repeat times ``iterations`` samples.
         self.repeats = max(1, int(timing_cfg.get("repeats", 1)))
@@ -120,23 +122,27 @@ class Measurer:
         inputs, times again and appends its samples to ``previous`` (``repeat_sizes`` says
         where each repeat's samples start). A failed repeat ends the point with its status."""
         first = previous is None
-        msg: dict[str, Any] = previous if previous is not None else {
-            "type": "point",
-            "point_index": index,
-            "backend": backend,
-            "resolved_backend": None,
-            "status": "ok",
-            "error": None,
-            "samples_us": [],
-            "repeat_sizes": [],
-            "timing_method": None,
-            "jit_seconds": None,
-            "plan_seconds": None,
-            "max_abs_error": None,
-            "peak_memory_bytes": None,
-            "throttled": False,
-            "telemetry": {},
-        }
+        msg: dict[str, Any] = (
+            previous
+            if previous is not None
+            else {
+                "type": "point",
+                "point_index": index,
+                "backend": backend,
+                "resolved_backend": None,
+                "status": "ok",
+                "error": None,
+                "samples_us": [],
+                "repeat_sizes": [],
+                "timing_method": None,
+                "jit_seconds": None,
+                "plan_seconds": None,
+                "max_abs_error": None,
+                "peak_memory_bytes": None,
+                "throttled": False,
+                "telemetry": {},
+            }
+        )
         # The first repeat's telemetry stays at the top level; every repeat's NVML readings
         # and median are listed under "repeats".
         telemetry: dict[str, Any] = msg["telemetry"] if first else {}
@@ -173,12 +179,14 @@ class Measurer:
             if samples:
                 msg["samples_us"].extend(samples)
                 msg["repeat_sizes"].append(len(samples))
-                msg["telemetry"].setdefault("repeats", []).append({
-                    "median_us": statistics.median(samples),
-                    "nvml_before": telemetry.get("nvml_before"),
-                    "nvml_after": telemetry.get("nvml_after"),
-                    "rotation_verified": (telemetry.get("rotation") or {}).get("verified"),
-                })
+                msg["telemetry"].setdefault("repeats", []).append(
+                    {
+                        "median_us": statistics.median(samples),
+                        "nvml_before": telemetry.get("nvml_before"),
+                        "nvml_after": telemetry.get("nvml_after"),
+                        "rotation_verified": (telemetry.get("rotation") or {}).get("verified"),
+                    }
+                )
             gc.collect()
             if self.device == "cuda":
                 torch.cuda.empty_cache()
@@ -278,8 +286,19 @@ class Measurer:
             except Exception as exc:  # capture refused (host sync inside, …): events instead
                 telemetry["cuda_graph_error"] = f"{type(exc).__name__}: {exc}"[:1000]
                 torch.cuda.synchronize()
-        samples = timing.time_cuda_events(prepared.fn, datas, self.warmup, self.iterations)
+        warm = self._warmup(timing.estimate_call_us(prepared.fn, datas), 1, telemetry)
+        samples = timing.time_cuda_events(prepared.fn, datas, warm, self.iterations)
         return samples, timing.CUDA_EVENT
+
+    def _warmup(self, est_call_us: float, calls: int, telemetry: dict[str, Any]) -> int:
+        """How many replays (or eager calls, ``calls`` = 1) warm up before the samples; the
+        count and the GPU time it comes to are kept in the telemetry."""
+        warm = timing.warmup_replays(est_call_us, calls, self.warmup, self.warmup_ms)
+        telemetry["warmup"] = {
+            "replays" if calls > 1 else "calls": warm,
+            "gpu_ms": round(warm * calls * est_call_us / 1000.0, 2),
+        }
+        return warm
 
     def _graph(
         self,
@@ -288,9 +307,11 @@ class Measurer:
         datas: list[dict[str, Any]],
         telemetry: dict[str, Any],
     ) -> list[float]:
-        calls = timing.calls_per_graph(len(datas), timing.estimate_call_us(prepared.fn, datas))
+        est_us = timing.estimate_call_us(prepared.fn, datas)
+        calls = timing.calls_per_graph(len(datas), est_us)
+        warm = self._warmup(est_us, calls, telemetry)
         res = timing.time_cuda_graph(
-            prepared.fn, datas, self.warmup, self.iterations, calls, inp.data_ptrs
+            prepared.fn, datas, warm, self.iterations, calls, inp.data_ptrs
         )
         check = res.rotation_check()
         telemetry["rotation"].update(check)
@@ -307,10 +328,9 @@ class Measurer:
     ) -> list[float]:
         # Every timed call reads the next copy; copies made early are long evicted by the
         # ones made after them.
-        order = [datas[(self.warmup + i) % len(datas)] for i in range(self.iterations)]
-        samples = timing.time_cupti(
-            prepared.fn, datas[: self.warmup] or datas[:1], self.warmup, order, self.cupti
-        )
+        warm = self._warmup(timing.estimate_call_us(prepared.fn, datas), 1, telemetry)
+        order = [datas[(warm + i) % len(datas)] for i in range(self.iterations)]
+        samples = timing.time_cupti(prepared.fn, datas, warm, order, self.cupti)
         used = {tuple(inp.data_ptrs(d)) for d in order}
         telemetry["rotation"]["distinct_inputs_timed"] = len(used)
         telemetry["rotation"]["verified"] = len(used) == min(self.iterations, len(datas))
@@ -320,10 +340,11 @@ class Measurer:
         self, prepared: Prepared, inp: Inputs, telemetry: dict[str, Any]
     ) -> list[float]:
         flush, nbytes = timing.l2_flusher(self.l2_bytes)
+        warm = self._warmup(timing.estimate_call_us(prepared.fn, [inp.data]), 1, telemetry)
         samples = timing.time_cupti(
             prepared.fn,
             [inp.data],
-            self.warmup,
+            warm,
             [inp.data] * self.iterations,
             self.cupti,
             before=flush,

@@ -37,6 +37,14 @@ GRAPH_TARGET_US = 1000.0
 """A graph holds enough calls to run about this long (at most MAX_CALLS_PER_GRAPH, at least
 one pass over the copies), so per-replay event overhead is negligible."""
 
+SUSTAINED_MIN_CALL_US = 100.0
+"""Calls at least this long get the time-based warm-up (``warmup_replays``). On the H200, a
+decode call of ~3 ms ran at 1980 MHz for the first ~40 ms after the GPU idled, then the power
+cap brought the SM clock to ~1870 MHz and the call 5% slower from ~130 ms on; calls of 10-20 us
+drew 120-230 W and ran at one speed over a 400 ms burst (bench/gpu_burst_trace.py,
+tests/fixtures/gpu/raw/burst-trace.log). Short calls keep the count-based warm-up: for them
+the time-based one would cost its full length and change nothing."""
+
 Fn = Callable[[dict[str, Any]], Any]
 
 
@@ -79,6 +87,16 @@ def calls_per_graph(copies: int, est_call_us: float) -> int:
     """At least one pass over the copies; otherwise about GRAPH_TARGET_US of work."""
     per_time = max(1, min(MAX_CALLS_PER_GRAPH, math.ceil(GRAPH_TARGET_US / max(est_call_us, 1e-3))))
     return max(copies, per_time)
+
+
+def warmup_replays(est_call_us: float, calls: int, warmup: int, warmup_ms: float) -> int:
+    """Graph replays before the samples: ``warmup``, and for calls of at least
+    SUSTAINED_MIN_CALL_US enough to run ``warmup_ms`` of GPU time, so the samples are taken at
+    the clock the GPU sustains under that load rather than in the boost of its first tens of
+    milliseconds (which a short burst would measure and a longer-running timer would not)."""
+    if est_call_us < SUSTAINED_MIN_CALL_US or warmup_ms <= 0:
+        return warmup
+    return max(warmup, math.ceil(1000.0 * warmup_ms / (est_call_us * max(1, calls))))
 
 
 def time_cpu(fn: Fn, datas: list[dict[str, Any]], warmup: int, iterations: int) -> list[float]:
@@ -159,6 +177,7 @@ def time_cuda_graph(
             fn(data)
     for _ in range(max(1, warmup)):
         graph.replay()
+    # Nothing waits between the warm-up and the samples: a sync here would idle the GPU.
     events = [
         (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
         for _ in range(iterations)
