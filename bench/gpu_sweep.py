@@ -332,9 +332,18 @@ def report(
     for label, _ in labels:
         for r in range(1, runs + 1):
             if (label, "decode", r) in walls:
+                reps = [
+                    rep
+                    for m in results[(label, "decode", r)]
+                    if m.get("type") == "point"
+                    for rep in (m.get("telemetry") or {}).get("repeats") or []
+                ]
+                own = sum(rep.get("seconds") or 0.0 for rep in reps)
+                warm = sum((rep.get("warmup") or {}).get("gpu_ms") or 0.0 for rep in reps)
                 lines.append(
                     f"decode sweep (16 points x {len(SUITES['decode']['backends'])} "
-                    f"backends) {label} run {r}: {walls[(label, 'decode', r)]:.1f} s"
+                    f"backends) {label} run {r}: {walls[(label, 'decode', r)]:.1f} s; "
+                    f"its repeats {own:.1f} s, of which warm-up {warm / 1000:.1f} s of GPU time"
                 )
     text = "\n".join(lines)
     print(text)

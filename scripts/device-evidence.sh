@@ -51,7 +51,7 @@ sweep() {  # timeout, then gpu_sweep.py arguments
 
 case $phase in
   smoke) gpu_tests 420; sweep 150 --versions $V6 --suites tiny ;;
-  v6) sweep 420 --versions $V6 --suites decode,prefill,single; gpu_tests 150 ;;
+  v6) sweep 410 --versions $V6 --suites decode,prefill,single; gpu_tests 170 ;;
   v5) sweep 380 --versions $V5 --no-torch --suites decode,prefill,single ;;
   agree)
       install_v6

@@ -121,6 +121,8 @@ def test_repeats_pool_samples_and_record_each_repeat() -> None:
         assert len(reps) == 3
         for k, rep in enumerate(reps):
             assert rep["median_us"] == sorted(m["samples_us"][3 * k : 3 * k + 3])[1]
+            # each repeat's wall time: at least its samples' time
+            assert rep["seconds"] >= sum(m["samples_us"][3 * k : 3 * k + 3]) / 1e6
 
 
 class _Recorder:

@@ -126,13 +126,13 @@ def time_cuda_events(
     fn: Fn, datas: list[dict[str, Any]], warmup: int, iterations: int
 ) -> list[float]:
     """Fallback: events around each eager call (includes launch gaps for tiny kernels)."""
-    for i in range(warmup):
-        fn(datas[i % len(datas)])
     events = [
         (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
         for _ in range(iterations)
     ]
-    torch.cuda.synchronize()
+    for i in range(warmup):
+        fn(datas[i % len(datas)])
+    # no synchronisation between warm-up and samples (see time_cuda_graph)
     for i, (s, e) in enumerate(events):
         s.record()
         fn(datas[i % len(datas)])
@@ -175,14 +175,16 @@ def time_cuda_graph(
             data = datas[i % len(datas)]
             used.append(tuple(pointers(data)))
             fn(data)
-    for _ in range(max(1, warmup)):
-        graph.replay()
-    # Nothing waits between the warm-up and the samples: a sync here would idle the GPU.
     events = [
         (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
         for _ in range(iterations)
     ]
-    torch.cuda.synchronize()
+    for _ in range(max(1, warmup)):
+        graph.replay()
+    # The samples are queued right behind the warm-up, with no synchronisation between them:
+    # an idle gap there made the first sample of a repeat up to 10% slow on the H200 (after a
+    # 150 ms warm-up; ~1% after 5 replays), and the samples would no longer follow the state
+    # the warm-up brought the GPU to.
     for s, e in events:
         s.record()
         graph.replay()
