@@ -3,16 +3,18 @@ inputs and the same adapter calls as the harness, for the agreement check in gpu
 
 Runs inside one FlashInfer version's environment (the harness's interpreter), reads a harness
 request on stdin and prints one JSON line per (point, backend):
-    {"point_index", "backend", "median_us", "repeat_medians_us", "n", "method", "seconds"}
-FlashInfer's timer is run as often as the harness measures each point (the request's
-``timing.repeats``), the repeats interleaved over the points and each on freshly built inputs,
-exactly as the harness schedules its own; ``median_us`` is the median of all its samples. So
-both sides sample the GPU's state the same way, and FlashInfer's own repeat-to-repeat spread
-is printed as the floor any agreement figure sits on.
+    {"point_index", "backend", "median_us", "repeat_medians_us", "n", "fi30_median_us",
+     "default_median_us", "method", "seconds"}
+``median_us``: FlashInfer's timer on the harness's schedule. It runs as often as the harness
+measures each point (``timing.repeats``), the repeats interleaved over the points and each on
+freshly built inputs, each with the harness's warm-up replays and samples per repeat. So the
+two timers differ in implementation only, not in how long the GPU has been busy when they
+sample it; FlashInfer's own repeat-to-repeat spread is the floor any agreement sits on.
+``fi30_median_us`` and ``default_median_us``: flashinfer_benchmark.py's burst (5 dry runs, 30
+timed replays), with the graph sized like the harness's and as shipped (see ``main``).
 CUPTI is used when cupti-python is installed, else CUDA-graph replay; cold L2 as the
 installed version does it (0.6+: rotating input copies; 0.5: an L2 flush between replays of a
-graph that calls the kernel 10 times on the same inputs). See ``bench_one`` for the two
-configurations measured on 0.6+.
+graph that calls the kernel 10 times on the same inputs).
 """
 
 from __future__ import annotations
@@ -39,13 +41,20 @@ def cupti_installed() -> bool:
 
 
 def bench_one(
-    kernel: str, params: dict[str, Any], backend: str, default_config: bool = False
+    kernel: str,
+    params: dict[str, Any],
+    backend: str,
+    default_config: bool = False,
+    dry_run_iters: int = 5,
+    repeat_iters: int = 30,
 ) -> dict[str, Any]:
     """FlashInfer's timer on freshly built inputs, samples in microseconds. Normally with the
     graph sized as the harness sizes it (``calls_per_graph``: one pass over all of
     FlashInfer's own rotation copies), so it differs from the harness only in implementation;
     with ``default_config`` as flashinfer_benchmark.py calls it (CUDA graph of 10 calls, 5 dry
-    runs, 30 timed replays, cold_l2_cache=True), whose 10 calls leave small inputs in L2."""
+    runs, 30 timed replays, cold_l2_cache=True), whose 10 calls leave small inputs in L2.
+    ``dry_run_iters``/``repeat_iters`` set the burst: flashinfer_benchmark.py's 5 and 30, or
+    the harness's warm-up and samples per repeat for a same-schedule comparison."""
     from flashinfer.testing import bench_gpu_time
 
     from worker.harness import timing
@@ -61,7 +70,11 @@ def bench_one(
     def closure() -> Any:
         return prepared.fn(inp.data)
 
-    kw: dict[str, Any] = {"use_cuda_graph": True, "dry_run_iters": 5, "repeat_iters": 30}
+    kw: dict[str, Any] = {
+        "use_cuda_graph": True,
+        "dry_run_iters": 5 if default_config else dry_run_iters,
+        "repeat_iters": 30 if default_config else repeat_iters,
+    }
     out: dict[str, Any] = {"method": "cupti" if cupti_installed() else "cuda_graph"}
     if out["method"] == "cupti":
         kw["enable_cupti"] = True
@@ -91,7 +104,11 @@ def bench_one(
 
 def main() -> int:
     request = json.loads(sys.stdin.read())
-    repeats = max(1, int((request.get("timing") or {}).get("repeats", 1)))
+    timing_cfg = request.get("timing") or {}
+    repeats = max(1, int(timing_cfg.get("repeats", 1)))
+    # The harness's burst: its warm-up replays, then one repeat's samples.
+    warmup = int(timing_cfg.get("warmup", 5))
+    per_repeat = -(-int(timing_cfg.get("iterations", 30)) // repeats)
     units = [
         (int(point["point_index"]), point["params"], str(backend))
         for point in request["points"]
@@ -108,7 +125,8 @@ def main() -> int:
                 continue
             t0 = time.perf_counter()
             try:
-                got = bench_one(request["kernel"], params, backend)
+                got = bench_one(request["kernel"], params, backend,
+                                dry_run_iters=warmup, repeat_iters=per_repeat)
                 samples = got.pop("samples_us")
                 row.update(got)
                 row["samples_us"].extend(samples)
@@ -117,19 +135,23 @@ def main() -> int:
                 row["error"] = f"{type(exc).__name__}: {exc}"[:1000]
             row["seconds"] += time.perf_counter() - t0
             torch.cuda.empty_cache()
-    # flashinfer_benchmark.py's own configuration, once per unit and after every repeat:
-    # run between the repeats, its 10-call graphs (4.6 s of sustained load on the largest
-    # decode point) heated the GPU for the measurement after it (H200: +7% on that repeat).
-    for index, params, backend in units:
-        row = rows[(index, backend)]
-        if "error" in row or row.get("cold_l2") == "flush":
-            continue
-        try:
-            got = bench_one(request["kernel"], params, backend, default_config=True)
-            row["default_median_us"] = statistics.median(got["samples_us"])
-        except Exception as exc:
-            row["default_error"] = f"{type(exc).__name__}: {exc}"[:1000]
-        torch.cuda.empty_cache()
+    # Then, once per unit and after every repeat (run between the repeats, their longer
+    # bursts heated the GPU for the measurement after them: H200, +7% on that repeat):
+    # - "fi30": flashinfer_benchmark.py's 5 dry runs and 30 timed replays, graph sized like
+    #   the harness's. Its burst runs 3x longer than one repeat of the harness's, long enough
+    #   on heavy kernels for the power limiter to lower the SM clock (gpu_burst_trace.py);
+    # - "default": its whole configuration, 10-call graphs included (not with 0.5's flush).
+    for key, extra in (("fi30", {}), ("default", {"default_config": True})):
+        for index, params, backend in units:
+            row = rows[(index, backend)]
+            if "error" in row or (key == "default" and row.get("cold_l2") == "flush"):
+                continue
+            try:
+                got = bench_one(request["kernel"], params, backend, **extra)
+                row[f"{key}_median_us"] = statistics.median(got["samples_us"])
+            except Exception as exc:
+                row[f"{key}_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+            torch.cuda.empty_cache()
     for row in rows.values():
         samples = row.pop("samples_us")
         if samples:

@@ -17,7 +17,7 @@ NVML's SM clock and power after each side are printed, so a disagreement shows i
 
 Run on a GPU node with FlashInfer importable (e.g. PYTHONPATH=/tmp/fi6:.):
     python3 bench/gpu_agreement_interleaved.py [--repeats 3] [--backend fa2] [--out F]
-        [--samples-per-repeat 10] [--warmup-ms 150]
+        [--samples-per-repeat 10] [--warmup-ms 0]
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--samples-per-repeat", type=int, default=10)
-    ap.add_argument("--warmup-ms", type=float, default=150.0,
-                    help="the harness's time-based warm-up of calls >= 100 us; 0: off")
+    ap.add_argument("--warmup-ms", type=float, default=0.0,
+                    help="timing.warmup_ms of the harness's Measurer; 0: off")
     ap.add_argument("--backend", default="fa2")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -79,7 +79,7 @@ def main() -> int:
                 our_states[i].append(state())
 
             def run_theirs(i: int = i, params: dict[str, Any] = params) -> None:
-                got = bench_one("batch_decode", params, args.backend, default_config=False)
+                got = bench_one("batch_decode", params, args.backend)
                 theirs[i]["samples"].extend(got["samples_us"])
                 theirs[i]["medians"].append(statistics.median(got["samples_us"]))
                 theirs[i]["states"].append(state())

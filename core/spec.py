@@ -28,11 +28,12 @@ class Timing(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     warmup: int = Field(5, ge=0, le=1000)
-    # Calls of >= 100 us also warm up for this much GPU time before each repeat's samples, so
-    # they are measured at the clock the GPU sustains under their load (the H200 holds its
-    # boost clock for the first ~40 ms of a heavy kernel, then the power cap takes it down
-    # ~5%); 0 turns it off. See docs/gpu.md, "Sustained clocks".
-    warmup_ms: float = Field(150.0, ge=0, le=MAX_WARMUP_MS)
+    # Calls of >= 100 us also warm up for this much GPU time before each repeat's samples, to
+    # measure them under sustained load: the H200 holds its boost clock for the first ~40 ms
+    # of a heavy kernel, then its power limiter lowers the SM clock by up to ~8%, by an amount
+    # that depends on the last seconds of load. Off (0) by default: short bursts measure the
+    # boost clock, which repeats reproduce. See docs/gpu.md, "Clocks under load".
+    warmup_ms: float = Field(0.0, ge=0, le=MAX_WARMUP_MS)
     # >= 30 timed iterations per point in all: fewer cannot give a median CI worth reporting.
     iterations: int = Field(30, ge=30, le=MAX_ITERATIONS)
     # The iterations are split over this many repeats of the point, interleaved with the

@@ -3,8 +3,8 @@
 # the FlashInfer wheels in .whl/ (../shared/tools/gpu-wheels --dir .whl) and $OUT set:
 #
 #   scripts/device-evidence.sh smoke   # GPU tests + a tiny sweep (0.6.18.post1)
-#   scripts/device-evidence.sh v6      # evidence sweeps for 0.6.18.post1 and torch-sdpa, GPU tests
-#   scripts/device-evidence.sh v5      # evidence sweeps for 0.5.3
+#   scripts/device-evidence.sh v6      # evidence sweeps for 0.6.18.post1 and torch-sdpa
+#   scripts/device-evidence.sh v5      # evidence sweeps for 0.5.3, GPU tests
 #   scripts/device-evidence.sh r4      # GPU tests, decode sweep rerun with agreement, calibration
 #   scripts/device-evidence.sh agree   # harness vs bench_gpu_time alternated in one process, GPU tests
 #   scripts/device-evidence.sh burst   # per-replay trace of long bursts; 30 vs 10 samples per repeat
@@ -51,8 +51,8 @@ sweep() {  # timeout, then gpu_sweep.py arguments
 
 case $phase in
   smoke) gpu_tests 420; sweep 150 --versions $V6 --suites tiny ;;
-  v6) sweep 410 --versions $V6 --suites decode,prefill,single; gpu_tests 170 ;;
-  v5) sweep 380 --versions $V5 --no-torch --suites decode,prefill,single ;;
+  v6) sweep 500 --versions $V6 --suites decode,prefill,single ;;
+  v5) sweep 320 --versions $V5 --no-torch --suites decode,prefill,single; gpu_tests 250 ;;
   agree)
       install_v6
       FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 240 \
