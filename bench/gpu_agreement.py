@@ -106,8 +106,10 @@ def main() -> int:
     request = json.loads(sys.stdin.read())
     timing_cfg = request.get("timing") or {}
     repeats = max(1, int(timing_cfg.get("repeats", 1)))
-    # The harness's burst: its warm-up replays, then one repeat's samples.
-    warmup = int(timing_cfg.get("warmup", 5))
+    # The harness's burst: its warm-up replays, then one repeat's samples. bench_gpu_time
+    # replays its graph 5 times to size its loops before the dry runs: those count as
+    # warm-up, so its bursts and the harness's are the same length.
+    warmup = max(0, int(timing_cfg.get("warmup", 5)) - 5)
     per_repeat = -(-int(timing_cfg.get("iterations", 30)) // repeats)
     units = [
         (int(point["point_index"]), point["params"], str(backend))
