@@ -296,18 +296,16 @@ class Measurer:
             except Exception as exc:  # capture refused (host sync inside, …): events instead
                 telemetry["cuda_graph_error"] = f"{type(exc).__name__}: {exc}"[:1000]
                 torch.cuda.synchronize()
-        warm = self._warmup(timing.estimate_call_us(prepared.fn, datas), 1, telemetry)
+        warm = self._warmup(timing.estimate_call_us(prepared.fn, datas), telemetry)
         samples = timing.time_cuda_events(prepared.fn, datas, warm, self.iterations)
         return samples, timing.CUDA_EVENT
 
-    def _warmup(self, est_call_us: float, calls: int, telemetry: dict[str, Any]) -> int:
-        """How many replays (or eager calls, ``calls`` = 1) warm up before the samples; the
-        count and the GPU time it comes to are kept in the telemetry."""
-        warm = timing.warmup_replays(est_call_us, calls, self.warmup, self.warmup_ms)
-        telemetry["warmup"] = {
-            "replays" if calls > 1 else "calls": warm,
-            "gpu_ms": round(warm * calls * est_call_us / 1000.0, 2),
-        }
+    def _warmup(self, est_call_us: float, telemetry: dict[str, Any]) -> int:
+        """How many eager calls warm up before the samples (CUPTI, CUDA events), from an
+        eager estimate of the call time (host launch gaps included, so short calls may
+        look heavy: their warm-up is then longer than needed, never shorter)."""
+        warm = timing.warmup_replays(est_call_us, 1, self.warmup, self.warmup_ms)
+        telemetry["warmup"] = {"calls": warm, "gpu_ms": round(warm * est_call_us / 1000.0, 2)}
         return warm
 
     def _graph(
@@ -317,12 +315,11 @@ class Measurer:
         datas: list[dict[str, Any]],
         telemetry: dict[str, Any],
     ) -> list[float]:
-        est_us = timing.estimate_call_us(prepared.fn, datas)
-        calls = timing.calls_per_graph(len(datas), est_us)
-        warm = self._warmup(est_us, calls, telemetry)
+        calls = timing.calls_per_graph(len(datas), timing.estimate_call_us(prepared.fn, datas))
         res = timing.time_cuda_graph(
-            prepared.fn, datas, warm, self.iterations, calls, inp.data_ptrs
+            prepared.fn, datas, self.warmup, self.iterations, calls, inp.data_ptrs, self.warmup_ms
         )
+        telemetry["warmup"] = {"replays": res.warmup_replays, "gpu_ms": res.warmup_gpu_ms}
         check = res.rotation_check()
         telemetry["rotation"].update(check)
         # calls >= copies, so every copy must have been read inside the graph
@@ -338,7 +335,7 @@ class Measurer:
     ) -> list[float]:
         # Every timed call reads the next copy; copies made early are long evicted by the
         # ones made after them.
-        warm = self._warmup(timing.estimate_call_us(prepared.fn, datas), 1, telemetry)
+        warm = self._warmup(timing.estimate_call_us(prepared.fn, datas), telemetry)
         order = [datas[(warm + i) % len(datas)] for i in range(self.iterations)]
         samples = timing.time_cupti(prepared.fn, datas, warm, order, self.cupti)
         used = {tuple(inp.data_ptrs(d)) for d in order}
@@ -350,7 +347,7 @@ class Measurer:
         self, prepared: Prepared, inp: Inputs, telemetry: dict[str, Any]
     ) -> list[float]:
         flush, nbytes = timing.l2_flusher(self.l2_bytes)
-        warm = self._warmup(timing.estimate_call_us(prepared.fn, [inp.data]), 1, telemetry)
+        warm = self._warmup(timing.estimate_call_us(prepared.fn, [inp.data]), telemetry)
         samples = timing.time_cupti(
             prepared.fn,
             [inp.data],

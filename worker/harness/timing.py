@@ -146,6 +146,8 @@ class GraphTiming:
     samples_us: list[float]
     calls: int
     pointers_per_call: list[tuple[int, ...]]
+    warmup_replays: int = 0
+    warmup_gpu_ms: float | None = None
 
     def rotation_check(self) -> dict[str, Any]:
         """Whether consecutive captured calls really read different memory."""
@@ -160,7 +162,10 @@ def time_cuda_graph(
     iterations: int,
     calls: int,
     pointers: Callable[[dict[str, Any]], list[int]],
+    warmup_ms: float = 0.0,
 ) -> GraphTiming:
+    """``warmup`` replays, then (``warmup_ms`` > 0) as many more as ``warmup_replays`` asks
+    for the call time those replays measured, then the ``iterations`` timed replays."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # warm-up off the capture stream, as torch requires
@@ -179,8 +184,24 @@ def time_cuda_graph(
         (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
         for _ in range(iterations)
     ]
-    for _ in range(max(1, warmup)):
+    warm = max(1, warmup)
+    timed_warm = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    timed_warm[0].record()
+    for _ in range(warm):
         graph.replay()
+    timed_warm[1].record()
+    warm_ms = None
+    if warmup_ms > 0:
+        # The call time inside the graph (an eager estimate counts host launch gaps: a 10 us
+        # kernel looked like 100 us) decides whether the call is heavy enough to warm up by
+        # time. The wait here comes before the time-based warm-up, not before the samples.
+        timed_warm[1].synchronize()
+        warm_ms = timed_warm[0].elapsed_time(timed_warm[1])
+        more = warmup_replays(1000.0 * warm_ms / (warm * calls), calls, warm, warmup_ms) - warm
+        for _ in range(more):
+            graph.replay()
+        warm_ms *= (warm + more) / warm
+        warm += more
     # The samples are queued right behind the warm-up, with no synchronisation between them:
     # an idle gap there made the first sample of a repeat up to 10% slow on the H200 (after a
     # 150 ms warm-up; ~1% after 5 replays), and the samples would no longer follow the state
@@ -191,8 +212,10 @@ def time_cuda_graph(
         e.record()
     torch.cuda.synchronize()
     samples = [s.elapsed_time(e) * 1000.0 / calls for s, e in events]
+    if warm_ms is None:  # read now that everything has run, without a wait of its own
+        warm_ms = timed_warm[0].elapsed_time(timed_warm[1])
     del graph
-    return GraphTiming(samples, calls, used)
+    return GraphTiming(samples, calls, used, warm, warm_ms)
 
 
 CUPTI = "cupti"
