@@ -3,7 +3,7 @@
 # the FlashInfer wheels in .whl/ (../shared/tools/gpu-wheels --dir .whl) and $OUT set:
 #
 #   scripts/device-evidence.sh smoke   # GPU tests + a tiny sweep (0.6.18.post1)
-#   scripts/device-evidence.sh v6      # evidence sweeps for 0.6.18.post1 and torch-sdpa
+#   scripts/device-evidence.sh v6      # evidence sweeps for 0.6.18.post1 and torch-sdpa, GPU tests
 #   scripts/device-evidence.sh v5      # evidence sweeps for 0.5.3, GPU tests
 #   scripts/device-evidence.sh r4      # GPU tests, decode sweep rerun with agreement, calibration
 #   scripts/device-evidence.sh agree   # harness vs bench_gpu_time alternated in one process, GPU tests
@@ -51,7 +51,7 @@ sweep() {  # timeout, then gpu_sweep.py arguments
 
 case $phase in
   smoke) gpu_tests 420; sweep 150 --versions $V6 --suites tiny ;;
-  v6) sweep 500 --versions $V6 --suites decode,prefill,single ;;
+  v6) sweep 330 --versions $V6 --suites decode,prefill,single; gpu_tests 250 ;;
   v5) sweep 320 --versions $V5 --no-torch --suites decode,prefill,single; gpu_tests 250 ;;
   agree)
       install_v6
