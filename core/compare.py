@@ -35,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.models import Comparison, Point, PointStatus, Regression, Run, Sample
-from core.stats import bootstrap_medians
+from core.stats import bootstrap_medians, resampled_medians
 
 DEFAULT_THRESHOLD = 0.03
 CONFIDENCE = 0.95
@@ -84,13 +84,28 @@ def verdict_for(ratio: float, ci_low: float, ci_high: float, threshold: float) -
 
 
 def bootstrap_ratio_replicates(
-    baseline: np.ndarray, contender: np.ndarray, resamples: int = RESAMPLES, seed: int = 0
+    baseline: np.ndarray,
+    contender: np.ndarray,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    baseline_groups: np.ndarray | None = None,
+    contender_groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bootstrap replicates of median(contender) / median(baseline). Works on one point
-    (1-D arrays) or a batch (shape (k, n) and (k, m)), returning (..., resamples)."""
+    (1-D arrays) or a batch (shape (k, n) and (k, m)), returning (..., resamples). With
+    ``*_groups`` (one point: the repeat each sample came from) a side's median is
+    bootstrapped in two stages, repeats then samples, as the point CIs are (core.stats): a
+    point whose repeats landed in different GPU states is not called changed on the
+    strength of its samples' count."""
     rng = np.random.default_rng(seed)
-    b = bootstrap_medians(np.asarray(baseline, dtype=np.float64), resamples, rng)
-    c = bootstrap_medians(np.asarray(contender, dtype=np.float64), resamples, rng)
+    if baseline_groups is None and contender_groups is None:
+        b = bootstrap_medians(np.asarray(baseline, dtype=np.float64), resamples, rng)
+        c = bootstrap_medians(np.asarray(contender, dtype=np.float64), resamples, rng)
+    else:
+        b = resampled_medians(np.asarray(baseline, dtype=np.float64), baseline_groups,
+                              resamples, rng)
+        c = resampled_medians(np.asarray(contender, dtype=np.float64), contender_groups,
+                              resamples, rng)
     return np.asarray(c / b)
 
 
@@ -108,9 +123,15 @@ def compare_samples(
     resamples: int = RESAMPLES,
     seed: int = 0,
     confidence: float = CONFIDENCE,
+    baseline_groups: Sequence[int] | np.ndarray | None = None,
+    contender_groups: Sequence[int] | np.ndarray | None = None,
 ) -> RatioEstimate:
-    """The statistics of one point from its raw samples (no database)."""
-    est, _ = _compare_with_replicates(baseline, contender, threshold, resamples, seed, confidence)
+    """The statistics of one point from its raw samples (no database); ``*_groups`` label
+    each sample's repeat (see ``bootstrap_ratio_replicates``)."""
+    est, _ = _compare_with_replicates(
+        baseline, contender, threshold, resamples, seed, confidence,
+        baseline_groups, contender_groups,
+    )
     return est
 
 
@@ -121,6 +142,8 @@ def _compare_with_replicates(
     resamples: int,
     seed: int,
     confidence: float,
+    baseline_groups: Sequence[int] | np.ndarray | None = None,
+    contender_groups: Sequence[int] | np.ndarray | None = None,
 ) -> tuple[RatioEstimate, np.ndarray]:
     b = np.asarray(baseline, dtype=np.float64)
     c = np.asarray(contender, dtype=np.float64)
@@ -128,7 +151,12 @@ def _compare_with_replicates(
         raise ValueError("each side needs at least 2 samples")
     if np.any(b <= 0) or np.any(c <= 0):
         raise ValueError("latencies must be positive")
-    reps = bootstrap_ratio_replicates(b, c, resamples, seed)
+    bg = None if baseline_groups is None else np.asarray(baseline_groups)
+    cg = None if contender_groups is None else np.asarray(contender_groups)
+    for name, x, g in (("baseline", b, bg), ("contender", c, cg)):
+        if g is not None and g.shape != x.shape:
+            raise ValueError(f"{name}: {g.size} repeat labels for {x.size} samples")
+    reps = bootstrap_ratio_replicates(b, c, resamples, seed, bg, cg)
     lo, hi = percentile_ci(reps, confidence)
     bm, cm = float(np.median(b)), float(np.median(c))
     ratio = cm / bm
@@ -286,12 +314,8 @@ class ComparisonResult:
 class _Side:
     points: list[Point] = field(default_factory=list)
 
-    def ok_samples(self, samples: dict[int, list[float]]) -> np.ndarray:
-        vals: list[float] = []
-        for p in self.points:
-            if p.status == PointStatus.ok:
-                vals.extend(samples.get(p.id, []))
-        return np.asarray(vals, dtype=np.float64)
+    def ok_samples(self, samples: PointSamples) -> tuple[np.ndarray, np.ndarray]:
+        return pool_samples([p.id for p in self.points if p.status == PointStatus.ok], samples)
 
     def status(self) -> str | None:
         """ok when every run measured it ok; otherwise the first non-ok status."""
@@ -313,18 +337,35 @@ def _load_runs(session: Session, run_ids: Sequence[int], side: str) -> list[Run]
     return list(runs)
 
 
-def load_samples(session: Session, point_ids: Sequence[int]) -> dict[int, list[float]]:
-    out: dict[int, list[float]] = defaultdict(list)
+PointSamples = dict[int, list[tuple[float, int]]]
+"""Per point id, its samples as (latency_us, repeat) in iteration order."""
+
+
+def load_samples(session: Session, point_ids: Sequence[int]) -> PointSamples:
+    out: PointSamples = defaultdict(list)
     ids = list(point_ids)
     for start in range(0, len(ids), 5000):  # bounded IN lists
         rows = session.execute(
-            select(Sample.point_id, Sample.latency_us)
+            select(Sample.point_id, Sample.latency_us, Sample.repeat)
             .where(Sample.point_id.in_(ids[start : start + 5000]))
             .order_by(Sample.point_id, Sample.iteration)
         ).all()
-        for pid, v in rows:
-            out[int(pid)].append(float(v))
+        for pid, v, rep in rows:
+            out[int(pid)].append((float(v), int(rep or 0)))
     return out
+
+
+def pool_samples(point_ids: Sequence[int], samples: PointSamples) -> tuple[np.ndarray, np.ndarray]:
+    """One side of a series: the samples of its points (several runs pool theirs) and a
+    group label per sample, one group per (point, repeat): what the bootstrap resamples."""
+    values: list[float] = []
+    groups: list[int] = []
+    labels: dict[tuple[int, int], int] = {}
+    for pid in point_ids:
+        for v, rep in samples.get(pid, []):
+            values.append(v)
+            groups.append(labels.setdefault((pid, rep), len(labels)))
+    return np.asarray(values, dtype=np.float64), np.asarray(groups, dtype=np.int64)
 
 
 def run_label(runs: Sequence[Run]) -> str | None:
@@ -391,7 +432,7 @@ def compare_runs(
             pc.verdict = CONTENDER_ONLY if b is None else BASELINE_ONLY
             points.append(pc)
             continue
-        bs, cs = b.ok_samples(samples), c.ok_samples(samples)
+        (bs, bg), (cs, cg) = b.ok_samples(samples), c.ok_samples(samples)
         pc.n_baseline, pc.n_contender = int(bs.size), int(cs.size)
         if bs.size:
             pc.baseline_median_us = float(np.median(bs))
@@ -405,7 +446,9 @@ def compare_runs(
             continue
         # A per-point seed derived from the position keeps replicates independent between
         # points (the geometric mean's CI needs that) and the whole result reproducible.
-        est, reps = _compare_with_replicates(bs, cs, t, resamples, seed + i, CONFIDENCE)
+        est, reps = _compare_with_replicates(
+            bs, cs, t, resamples, seed + i, CONFIDENCE, bg, cg
+        )
         pc.ratio, pc.ci_low, pc.ci_high, pc.verdict = (
             est.ratio, est.ci_low, est.ci_high, est.verdict
         )

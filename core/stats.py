@@ -53,9 +53,11 @@ def bootstrap_medians(x: np.ndarray, resamples: int, rng: np.random.Generator) -
     return np.asarray(np.median(picked, axis=-1))
 
 
-def _resampled_medians(
+def resampled_medians(
     x: np.ndarray, repeats: np.ndarray | None, resamples: int, rng: np.random.Generator
 ) -> np.ndarray:
+    """Bootstrap medians of the samples ``x``: two-stage when ``repeats`` (a label per
+    sample) names more than one repeat, i.i.d. otherwise (exactly ``bootstrap_medians``)."""
     groups = [x] if repeats is None else [x[repeats == g] for g in np.unique(repeats)]
     if len(groups) < 2:
         return bootstrap_medians(x, resamples, rng)
@@ -92,7 +94,7 @@ def bootstrap_median_ci(
         labels = np.asarray(repeats)
         if labels.shape != x.shape:
             raise ValueError(f"{labels.size} repeat labels for {x.size} samples")
-    medians = _resampled_medians(x, labels, resamples, np.random.default_rng(seed))
+    medians = resampled_medians(x, labels, resamples, np.random.default_rng(seed))
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(medians, [alpha, 1.0 - alpha])
     return float(lo), float(hi)

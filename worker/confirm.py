@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.broker import TASK_CONFIRM_REGRESSIONS, get_celery, queue_for_node
-from core.compare import REGRESSION, compare_samples, load_samples
+from core.compare import REGRESSION, compare_samples, load_samples, pool_samples
 from core.db import new_session
 from core.models import Comparison, Job, JobStatus, Node, Point, PointStatus, Regression, Run
 from core.models import utcnow as _now
@@ -169,17 +169,18 @@ def settle(session: Session, comparison: Comparison, regs: list[Regression],
         select(Point).where(Point.run_id.in_(list(roles)), Point.status == PointStatus.ok)
     ))
     samples = load_samples(session, [p.id for p in points])
-    pooled: dict[tuple[str, str], list[float]] = defaultdict(list)
+    side_ids: dict[tuple[str, str], list[int]] = defaultdict(list)
     for p in sorted(points, key=lambda p: p.id):
-        pooled[(p.series_key, roles[p.run_id])].extend(samples.get(p.id, []))
+        side_ids[(p.series_key, roles[p.run_id])].append(p.id)
     out = {}
     for r in regs:
-        b = pooled.get((r.series_key, "baseline"), [])
-        c = pooled.get((r.series_key, "contender"), [])
+        b, bg = pool_samples(side_ids.get((r.series_key, "baseline"), []), samples)
+        c, cg = pool_samples(side_ids.get((r.series_key, "contender"), []), samples)
         if len(b) < 2 or len(c) < 2:
             r.state = "confirm_failed"
         else:
-            est = compare_samples(b, c, thresholds.get(r.kernel, comparison.threshold))
+            est = compare_samples(b, c, thresholds.get(r.kernel, comparison.threshold),
+                                  baseline_groups=bg, contender_groups=cg)
             r.confirm_ratio, r.confirm_ci_low, r.confirm_ci_high = (
                 est.ratio, est.ci_low, est.ci_high)
             r.state = "confirmed" if est.verdict == REGRESSION else "not_reproduced"
