@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from core import db
 from core.models import Node, Point, Run
@@ -34,6 +35,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def point_ids(session: Session, job_id: int) -> dict[tuple[int, str], int]:
+    """Stored point rows by (point index, backend): a point index alone names one row per
+    backend."""
+    rows = session.execute(
+        select(Point.point_index, Point.backend, Point.id).where(Point.job_id == job_id)
+    ).all()
+    return {(idx, backend): pid for idx, backend, pid in rows}
+
+
 def test_sigkill_mid_job_then_restart_resumes_without_remeasuring(
     kw_env: Settings, tmp_path: Path
 ) -> None:
@@ -55,8 +65,7 @@ def test_sigkill_mid_job_then_restart_resumes_without_remeasuring(
     with db.session_scope() as session:
         run = session.scalars(select(Run).where(Run.job_id == job_id)).one()
         assert run.status == "running"  # nobody told the database: the process just died
-        ids_before = dict(session.execute(
-            select(Point.point_index, Point.id).where(Point.job_id == job_id)).all())
+        ids_before = point_ids(session, job_id)
     # The harness died with its worker (PDEATHSIG): no orphan keeps measuring.
     wait_for("the orphaned harness to die", lambda: not any(_alive(p) for p in harness),
              timeout=10)
@@ -75,10 +84,9 @@ def test_sigkill_mid_job_then_restart_resumes_without_remeasuring(
     with db.session_scope() as session:
         run = session.scalars(select(Run).where(Run.job_id == job_id)).one()
         assert run.attempts == 2
-        ids_after = dict(session.execute(
-            select(Point.point_index, Point.id).where(Point.job_id == job_id)).all())
-    for idx, pid in ids_before.items():
-        assert ids_after[idx] == pid
+        ids_after = point_ids(session, job_id)
+    for key, pid in ids_before.items():
+        assert ids_after[key] == pid
     # The second delivery was told what was stored and measured only the rest.
     m = re.findall(r"(\d+) pairs to measure, (\d+) already stored", log.read_text())
     assert m and int(m[-1][1]) == len(before) and int(m[-1][0]) == 8 - len(before)
