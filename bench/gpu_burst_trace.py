@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
+from gpu_agreement_interleaved import params_for  # the reference decode shapes
 
-from core.catalogue import complete_params
 from worker.harness import timing
 from worker.harness.flashinfer_backends import prepare_flashinfer
 from worker.harness.inputs import flashinfer_inputs, sm_scale
@@ -80,21 +81,6 @@ class Poller:
             "sm_mhz": statistics.median(mhz) if mhz else None,
             "power_w": round(statistics.median(watts), 1) if watts else None,
         }
-
-
-def params_for(batch: int, kv_len: int) -> dict[str, Any]:
-    return complete_params(
-        "batch_decode",
-        {
-            "batch_size": batch,
-            "kv_len": kv_len,
-            "num_qo_heads": 32,
-            "num_kv_heads": 8,
-            "head_dim": 128,
-            "page_size": 16,
-            "dtype": "bfloat16",
-        },
-    )
 
 
 def build(params: dict[str, Any], backend: str, l2_bytes: int) -> dict[str, Any]:
