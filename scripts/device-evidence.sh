@@ -9,6 +9,7 @@
 #   scripts/device-evidence.sh agree   # harness vs bench_gpu_time alternated in one process, GPU tests
 #   scripts/device-evidence.sh burst   # per-replay trace of long bursts; 30 vs 10 samples per repeat
 #   scripts/device-evidence.sh sustained  # long traces of heavy points; agreement with warmup_ms
+#   scripts/device-evidence.sh clock   # SM clock probe traces (bursts, recovery); CUPTI GPU test
 #
 # Each step logs under $OUT; the script goes on when one fails.
 set -uo pipefail
@@ -33,7 +34,7 @@ V5=0.5.3
 install_v6() {  # FlashInfer into the machine's python, sharing the env's JIT cache
   [[ -d /tmp/fi6/flashinfer ]] || python3 -m pip install -q --no-index --no-deps --no-compile \
     --target /tmp/fi6 .whl/flashinfer_python-$V6-*.whl .whl/apache_tvm_ffi-*.whl \
-    >"$OUT/install.log" 2>&1
+    $(ls .whl/cupti_python-*.whl 2>/dev/null) >"$OUT/install.log" 2>&1
   mkdir -p $ENVS/$V6/jit
 }
 
@@ -51,7 +52,7 @@ sweep() {  # timeout, then gpu_sweep.py arguments
 
 case $phase in
   smoke) gpu_tests 420; sweep 150 --versions $V6 --suites tiny ;;
-  v6) sweep 330 --versions $V6 --suites decode,prefill,single; gpu_tests 250 ;;
+  v6) sweep 345 --versions $V6 --suites decode,prefill,single; gpu_tests 225 ;;
   v5) sweep 320 --versions $V5 --no-torch --suites decode,prefill,single; gpu_tests 250 ;;
   agree)
       install_v6
@@ -81,6 +82,15 @@ case $phase in
         python3 bench/gpu_agreement_interleaved.py --repeats 3 \
         --out "$OUT/interleaved-w150.jsonl" 2>&1 | tee "$OUT/interleaved-w150.log" | tail -20
       sweep 170 --versions $V6 --no-torch --suites decode --tag=-w150 ;;
+  clock) # the clock probe over bursts and idle gaps (bench/gpu_clock_trace.py); the timing
+      # test with CUPTI (cupti-python carried in .whl/)
+      install_v6
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 200 \
+        python3 bench/gpu_clock_trace.py --out "$OUT/clock-trace.jsonl" 2>&1 \
+        | tee "$OUT/clock-trace.log" | tail -80
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 150 python3 -m pytest \
+        --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs -k verified_cold_l2 2>&1 \
+        | tee "$OUT/pytest-cupti.log" | tail -30 ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330

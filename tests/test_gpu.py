@@ -16,6 +16,7 @@ if not torch.cuda.is_available():
     pytest.skip("no CUDA device", allow_module_level=True)
 
 from core.catalogue import KERNELS, complete_params  # noqa: E402
+from worker.harness.timing import cupti_module  # noqa: E402
 from worker.runner import HarnessRequest, HarnessRunner  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -35,6 +36,10 @@ def harness(kernel: str, backends: list[str], points: list[dict[str, Any]],
     return env, [m for m in msgs if m["type"] == "point"]
 
 
+def cupti_installed() -> bool:
+    return cupti_module() is not None
+
+
 @pytest.mark.parametrize("method", ["auto", "cuda_graph"])
 def test_batch_decode_gpu_timing_with_verified_cold_l2(method: str) -> None:
     timing = {**TIMING, "method": method}
@@ -43,8 +48,8 @@ def test_batch_decode_gpu_timing_with_verified_cold_l2(method: str) -> None:
     e = env["environment"]
     assert e["gpu_name"] and e["sm_count"] > 0 and e["l2_cache_bytes"] > 0 and e["flashinfer"]
     expected = env["timing_method"]
-    assert expected == "cuda_graph" if method == "cuda_graph" else expected in ("cupti",
-                                                                                "cuda_graph")
+    # "auto" is CUPTI wherever cupti-python >= 13 is installed, graph replay elsewhere.
+    assert expected == ("cupti" if method == "auto" and cupti_installed() else "cuda_graph")
     by = {p["backend"]: p for p in points}
     assert set(by) == set(backends)
     for backend, p in by.items():
@@ -87,6 +92,31 @@ def test_heavy_calls_warm_up_for_warmup_ms_of_gpu_time_light_ones_by_count() -> 
     heavy_warm, light_warm = by[0]["telemetry"]["warmup"], by[1]["telemetry"]["warmup"]
     assert heavy_warm["replays"] > 5 and heavy_warm["gpu_ms"] >= 140, heavy_warm
     assert light_warm["replays"] == 5, light_warm
+
+
+def test_samples_are_kept_only_at_the_boost_clock_the_probe_reads() -> None:
+    # A heavy causal prefill (5.7 ms a call on the H200) draws enough power for the limiter
+    # to act within a burst; a light decode does not.
+    heavy = {**SMALL, "batch_size": 8, "qo_len": 2048, "kv_len": 8192,
+             "kv_len_distribution": "constant"}
+    _, msgs = harness("batch_prefill", ["fa2"], [heavy], {**TIMING, "repeats": 3})
+    _, light = harness("batch_decode", ["fa2"], [SMALL], {**TIMING, "repeats": 3})
+    for m in (*msgs, *light):
+        assert m["status"] == "ok", m["error"]
+        for r in m["telemetry"]["repeats"]:
+            c = r["clock"]
+            assert 500 < c["boost_mhz"] < 4000 and len(c["samples_mhz"]) == 10, c
+            assert c["floor_mhz"] == pytest.approx(0.985 * c["boost_mhz"], rel=1e-3)
+            if c["floor_met"]:
+                assert min(c["samples_mhz"]) >= c["floor_mhz"], c
+            else:
+                assert m["throttled"]
+        print(m["point_index"], [(r["clock"]["bursts"], r["clock"]["discarded"],
+                                  r["clock"]["median_mhz"]) for r in m["telemetry"]["repeats"]])
+    # With the floor off every sample of one burst is kept, whatever the clock.
+    _, off = harness("batch_prefill", ["fa2"], [heavy], {**TIMING, "clock_floor": 0.0})
+    assert off[0]["telemetry"]["clock"]["bursts"] == 1
+    assert off[0]["telemetry"]["clock"]["floor_mhz"] is None
 
 
 def test_cold_l2_is_slower_than_warm_for_an_l2_resident_point() -> None:

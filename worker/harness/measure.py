@@ -79,6 +79,11 @@ class Measurer:
         self.warmup = int(timing_cfg.get("warmup", 5))
         # Calls >= timing.SUSTAINED_MIN_CALL_US warm up for at least this much GPU time.
         self.warmup_ms = float(timing_cfg.get("warmup_ms", 0.0))
+        # Graph-replay samples taken under this fraction of the boost clock are retaken after
+        # an idle gap (timing.collect_at_clock); off when warmup_ms asks for sustained load.
+        floor = float(timing_cfg.get("clock_floor", timing.CLOCK_FLOOR))
+        self.clock_floor = floor if self.warmup_ms <= 0 else 0.0
+        self.boost_mhz: float | None = None  # the probe's boost reading, taken at first use
         # A point is measured in ``repeats`` repeats (harness/__main__.py interleaves them
         # with the other points); each repeat times ``iterations`` samples.
         self.repeats = max(1, int(timing_cfg.get("repeats", 1)))
@@ -177,6 +182,8 @@ class Measurer:
                 before = (telemetry.get("nvml_before") or {}).get("throttle_reasons")
                 after = (telemetry.get("nvml_after") or {}).get("throttle_reasons")
                 msg["throttled"] = bool(msg["throttled"]) or is_throttled(before, after)
+            if (telemetry.get("clock") or {}).get("floor_met") is False:
+                msg["throttled"] = True  # samples under the clock floor had to be kept
             if samples:
                 msg["samples_us"].extend(samples)
                 msg["repeat_sizes"].append(len(samples))
@@ -187,6 +194,7 @@ class Measurer:
                         "nvml_after": telemetry.get("nvml_after"),
                         "rotation_verified": (telemetry.get("rotation") or {}).get("verified"),
                         "warmup": telemetry.get("warmup"),
+                        "clock": telemetry.get("clock"),
                         # wall time of the repeat: inputs, (JIT, plan, check,) copies, capture,
                         # warm-up and samples; the sweep's wall time is the sum of these
                         "seconds": round(time.perf_counter() - started, 4),
@@ -315,11 +323,38 @@ class Measurer:
         datas: list[dict[str, Any]],
         telemetry: dict[str, Any],
     ) -> list[float]:
-        calls = timing.calls_per_graph(len(datas), timing.estimate_call_us(prepared.fn, datas))
+        est = timing.estimate_call_us(prepared.fn, datas)
+        calls = timing.calls_per_graph(len(datas), est)
+        if self.boost_mhz is None:
+            self.boost_mhz = timing.boost_reference_mhz()
+        floor = self.clock_floor * self.boost_mhz
         res = timing.time_cuda_graph(
-            prepared.fn, datas, self.warmup, self.iterations, calls, inp.data_ptrs, self.warmup_ms
+            prepared.fn,
+            datas,
+            timing.warmup_count(est, calls, self.warmup),
+            self.iterations,
+            calls,
+            inp.data_ptrs,
+            self.warmup_ms,
+            timing.PROBE_CYCLES,
+            floor,
         )
         telemetry["warmup"] = {"replays": res.warmup_replays, "gpu_ms": res.warmup_gpu_ms}
+        clocks = res.clocks_mhz or []
+        telemetry["clock"] = {
+            "boost_mhz": round(self.boost_mhz, 1),
+            "floor_mhz": round(floor, 1) if floor else None,
+            "bursts": res.bursts,
+            "discarded": res.discarded,
+            "floor_met": res.floor_met,
+            "median_mhz": round(statistics.median(clocks), 1) if clocks else None,
+            "min_mhz": round(min(clocks), 1) if clocks else None,
+            "samples_mhz": [round(c, 1) for c in clocks],
+        }
+        if res.floor_met and clocks:
+            # The probe reads the same boost clock a little differently from load to load;
+            # the highest median seen is the reference for the points after this one.
+            self.boost_mhz = max(self.boost_mhz, statistics.median(clocks))
         check = res.rotation_check()
         telemetry["rotation"].update(check)
         # calls >= copies, so every copy must have been read inside the graph

@@ -13,7 +13,9 @@ issue 4468 was a benchmark whose rotation silently did nothing).
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +47,49 @@ drew 120-230 W and ran at one speed over a 400 ms burst (bench/gpu_burst_trace.p
 tests/fixtures/gpu/raw/burst-trace.log). Short calls keep the count-based warm-up: for them
 the time-based one would cost its full length and change nothing."""
 
+PROBE_CYCLES = 200_000
+"""The SM clock probe (``clock_probe``) spins this many SM cycles: ~100 us at 1980 MHz, so the
+CUDA events' ~0.5 us resolution reads the clock to about 0.5%."""
+
+CLOCK_FLOOR = 0.985
+"""Samples of replays that ran under this fraction of the boost clock (the probe's reading
+after a light load, ``boost_reference_mhz``) are discarded and taken again after an idle gap.
+On the H200 the probe read 1905-1924 MHz at boost; the power limiter took heavy calls to
+1849-1888 MHz (decode, 2-3% slower) and 1633 MHz (fa3 prefill, 12% slower) within 15-45 ms
+of load (bench/gpu_clock_trace.py, raw/clock-trace.log)."""
+RECOVERY_S = 0.1
+"""Idle before a burst that replaces discarded samples: on the H200, 100 ms brought the
+clock back to boost after 300 ms of limiter load for 3 ms decode and prefill calls; 5-50 ms
+did not (raw/clock-trace.log)."""
+MAX_BURSTS = 12
+WARMUP_BUDGET_US = 5000.0
+"""The count-based warm-up stops at about this much GPU time: five 3.3 ms replays of a heavy
+prefill call would spend the ~15 ms the H200 holds its boost clock under that load."""
+
 Fn = Callable[[dict[str, Any]], Any]
+
+
+def warmup_count(est_call_us: float, calls: int, warmup: int) -> int:
+    """Warm-up replays before a burst: ``warmup``; for calls of at least SUSTAINED_MIN_CALL_US
+    (by an eager estimate) capped at WARMUP_BUDGET_US of GPU time. Light calls keep the count:
+    their clock did not move under load."""
+    if est_call_us < SUSTAINED_MIN_CALL_US:
+        return max(1, warmup)
+    replay_us = max(est_call_us * max(1, calls), 1e-3)
+    return max(1, min(warmup, math.ceil(WARMUP_BUDGET_US / replay_us)))
+
+
+def clock_probe(cycles: int = PROBE_CYCLES) -> None:
+    """Queue a one-thread kernel that spins ``cycles`` SM clock cycles (``clock64``; torch's
+    own ``_sleep``). Timed by the CUDA events around it, it reads the SM clock in the stream,
+    at the moment the neighbouring kernels run: NVML's reading is sampled and lagged the
+    H200's power limiter by tens of ms (raw/burst-trace.log: B=64 kv=32768 replays 15-45 ran
+    2.5% slower while NVML still read 1980 MHz)."""
+    torch.cuda._sleep(cycles)
+
+
+def probe_mhz(cycles: int, elapsed_ms: float) -> float:
+    return cycles / (elapsed_ms * 1000.0) if elapsed_ms > 0 else float("nan")
 
 
 @dataclass
@@ -142,12 +186,70 @@ def time_cuda_events(
 
 
 @dataclass
+class Clocked:
+    """Samples taken at the boost clock (``collect_at_clock``) and how they were got."""
+
+    samples_us: list[float]
+    clocks_mhz: list[float]
+    bursts: int = 1
+    discarded: int = 0
+    floor_met: bool = True
+
+
+Burst = Callable[[int], tuple[list[float], list[float]]]
+"""Run one burst of ``n`` timed replays; return their samples and probe clocks."""
+
+
+def collect_at_clock(
+    burst: Burst,
+    need: int,
+    floor_mhz: float,
+    recovery_s: float = RECOVERY_S,
+    max_bursts: int = MAX_BURSTS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Clocked:
+    """``need`` samples whose replays ran at or above ``floor_mhz``, as nvbench does with its
+    throttle threshold: samples under the floor are dropped, the GPU idles ``recovery_s`` and
+    another burst asks for what is missing. Stops after ``max_bursts``, or after two bursts in
+    a row kept nothing (a call too long for the limiter's window: the H200 held an 11.8 ms
+    decode call at ~1820 MHz even after 250 ms idle); the shortfall is then filled with the
+    last burst's samples under the floor and ``floor_met`` is False (the point is flagged)."""
+    kept: list[float] = []
+    clocks: list[float] = []
+    bursts = discarded = empty = 0
+    last: list[tuple[float, float]] = []
+    while len(kept) < need and bursts < max_bursts and empty < 2:
+        if bursts:
+            sleep(recovery_s)
+        samples, read = burst(need - len(kept))
+        bursts += 1
+        last = list(zip(samples, read, strict=True))
+        good = [(x, c) for x, c in last if c >= floor_mhz]
+        discarded += len(last) - len(good)
+        empty = 0 if good else empty + 1
+        kept += [x for x, _ in good]
+        clocks += [c for _, c in good]
+    floor_met = len(kept) >= need
+    if not floor_met:
+        fill = [(x, c) for x, c in last if c < floor_mhz][: need - len(kept)]
+        discarded -= len(fill)
+        kept += [x for x, _ in fill]
+        clocks += [c for _, c in fill]
+    return Clocked(kept, clocks, bursts, discarded, floor_met)
+
+
+@dataclass
 class GraphTiming:
     samples_us: list[float]
     calls: int
     pointers_per_call: list[tuple[int, ...]]
     warmup_replays: int = 0
     warmup_gpu_ms: float | None = None
+    clocks_mhz: list[float] | None = None
+    """Per sample, the lower of the SM clocks the probes before and after its replay read."""
+    bursts: int = 1
+    discarded: int = 0
+    floor_met: bool = True
 
     def rotation_check(self) -> dict[str, Any]:
         """Whether consecutive captured calls really read different memory."""
@@ -163,9 +265,14 @@ def time_cuda_graph(
     calls: int,
     pointers: Callable[[dict[str, Any]], list[int]],
     warmup_ms: float = 0.0,
+    probe_cycles: int = 0,
+    floor_mhz: float = 0.0,
 ) -> GraphTiming:
     """``warmup`` replays, then (``warmup_ms`` > 0) as many more as ``warmup_replays`` asks
-    for the call time those replays measured, then the ``iterations`` timed replays."""
+    for the call time those replays measured, then the ``iterations`` timed replays, each
+    preceded (``probe_cycles`` > 0) by a clock probe, and one probe after the last. With
+    ``floor_mhz`` (and probes), samples under that clock are replaced by later bursts
+    (``collect_at_clock``), each after its own ``warmup`` replays."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # warm-up off the capture stream, as torch requires
@@ -180,10 +287,6 @@ def time_cuda_graph(
             data = datas[i % len(datas)]
             used.append(tuple(pointers(data)))
             fn(data)
-    events = [
-        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-        for _ in range(iterations)
-    ]
     warm = max(1, warmup)
     timed_warm = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     timed_warm[0].record()
@@ -202,20 +305,81 @@ def time_cuda_graph(
             graph.replay()
         warm_ms *= (warm + more) / warm
         warm += more
+    first = [True]
+
+    def burst(n: int) -> tuple[list[float], list[float]]:
+        if not first[0]:  # a later burst after an idle gap: its own count-based warm-up
+            for _ in range(max(1, warmup)):
+                graph.replay()
+        first[0] = False
+        return replay_samples(graph, n, calls, probe_cycles)
+
+    if floor_mhz > 0 and probe_cycles:
+        got = collect_at_clock(burst, iterations, floor_mhz)
+    else:
+        samples, clocks = burst(iterations)
+        got = Clocked(samples, clocks)
+    if warm_ms is None:  # read now that everything has run, without a wait of its own
+        warm_ms = timed_warm[0].elapsed_time(timed_warm[1])
+    return GraphTiming(
+        got.samples_us, calls, used, warm, warm_ms, got.clocks_mhz if probe_cycles else None,
+        got.bursts, got.discarded, got.floor_met)
+
+
+def replay_samples(
+    graph: Any, n: int, calls: int, probe_cycles: int
+) -> tuple[list[float], list[float]]:
+    """``n`` timed replays queued behind whatever came before (the warm-up), with a clock
+    probe before each and after the last when ``probe_cycles``; returns the per-call samples
+    and, per sample, the lower of the clocks its two probes read (else an empty list)."""
+    events = [
+        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        for _ in range(n)
+    ]
+    probes = [torch.cuda.Event(enable_timing=True) for _ in range(n + 1)]
     # The samples are queued right behind the warm-up, with no synchronisation between them:
     # an idle gap there made the first sample of a repeat up to 10% slow on the H200 (after a
     # 150 ms warm-up; ~1% after 5 replays), and the samples would no longer follow the state
     # the warm-up brought the GPU to.
-    for s, e in events:
+    for i, (s, e) in enumerate(events):
+        if probe_cycles:
+            probes[i].record()
+            clock_probe(probe_cycles)
         s.record()
         graph.replay()
         e.record()
+    end_probe = torch.cuda.Event(enable_timing=True)
+    if probe_cycles:
+        probes[-1].record()
+        clock_probe(probe_cycles)
+        end_probe.record()
     torch.cuda.synchronize()
     samples = [s.elapsed_time(e) * 1000.0 / calls for s, e in events]
-    if warm_ms is None:  # read now that everything has run, without a wait of its own
-        warm_ms = timed_warm[0].elapsed_time(timed_warm[1])
-    del graph
-    return GraphTiming(samples, calls, used, warm, warm_ms)
+    if not probe_cycles:
+        return samples, []
+    # probe j ran from probes[j] to the start of sample j (the last one to end_probe):
+    # sample i sits between probes i and i + 1.
+    ends = [s for s, _ in events] + [end_probe]
+    read = [probe_mhz(probe_cycles, p.elapsed_time(q)) for p, q in zip(probes, ends, strict=True)]
+    return samples, [min(read[i], read[i + 1]) for i in range(n)]
+
+
+def boost_reference_mhz(cycles: int = PROBE_CYCLES) -> float:
+    """What the probe reads at the boost clock: the median of five probes after ~20 ms of a
+    one-thread spin, a load light enough that no power limiter acts (on the H200 it read
+    1920 MHz where the burst probes of light kernels read 1905-1924; the probe's launch
+    latency makes it read a few % under NVML's 1980, the same for every reading)."""
+    torch.cuda.synchronize()
+    torch.cuda._sleep(40_000_000)
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(6)]
+    ev[0].record()
+    for e in ev[1:]:
+        clock_probe(cycles)
+        e.record()
+    torch.cuda.synchronize()
+    return statistics.median(
+        probe_mhz(cycles, a.elapsed_time(b)) for a, b in itertools.pairwise(ev)
+    )
 
 
 CUPTI = "cupti"
