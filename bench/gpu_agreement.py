@@ -12,10 +12,6 @@ two timers differ in implementation only, not in how long the GPU has been busy 
 sample it; FlashInfer's own repeat-to-repeat spread is the floor any agreement sits on.
 ``fi30_median_us`` and ``default_median_us``: flashinfer_benchmark.py's burst (5 dry runs, 30
 timed replays), with the graph sized like the harness's and as shipped (see ``main``).
-``end_mhz``: the SM clock the harness's probe read right after each same-schedule burst.
-``boost_median_us``: its bursts on the harness's schedule, each after 100 ms of idle, kept
-only when they ended at the harness's clock floor (``at_boost``), so the two timers compare at
-one clock; ``boost_end_mhz`` lists every try's end clock.
 CUPTI is used when cupti-python is installed, else CUDA-graph replay; cold L2 as the
 installed version does it (0.6+: rotating input copies; 0.5: an L2 flush between replays of a
 graph that calls the kernel 10 times on the same inputs).
@@ -106,48 +102,6 @@ def bench_one(
     return out
 
 
-def end_clock_mhz() -> float:
-    """The SM clock right after a burst of FlashInfer's timer (the harness's probe): the power
-    limiter holds its state for tens of ms, so this says whether the burst ended throttled."""
-    from worker.harness import timing
-
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    timing.clock_probe()
-    end.record()
-    end.synchronize()
-    return timing.probe_mhz(timing.PROBE_CYCLES, start.elapsed_time(end))
-
-
-def at_boost(
-    kernel: str, params: dict[str, Any], backend: str, per_repeat: int, repeats: int,
-    floor_mhz: float,
-) -> dict[str, Any]:
-    """FlashInfer's timer under the harness's clock discipline: each burst (the harness's
-    samples per repeat) after 100 ms of idle, kept only when the clock after it is still at
-    or above the floor; up to three tries per repeat. Its 5 sizing replays come first in
-    every burst, so on calls whose limiter window is shorter than that no burst qualifies."""
-    from worker.harness import timing
-
-    samples: list[float] = []
-    ended: list[float] = []
-    tries = 0
-    while len(samples) < per_repeat * repeats and tries < 3 * repeats:
-        tries += 1
-        torch.cuda.synchronize()
-        time.sleep(timing.RECOVERY_S)
-        got = bench_one(kernel, params, backend, dry_run_iters=0, repeat_iters=per_repeat)
-        mhz = end_clock_mhz()
-        ended.append(round(mhz, 1))
-        if mhz >= floor_mhz:
-            samples.extend(got["samples_us"])
-        torch.cuda.empty_cache()
-    out: dict[str, Any] = {"boost_end_mhz": ended, "boost_bursts_kept": len(samples) // per_repeat}
-    if len(samples) >= per_repeat * repeats:
-        out["boost_median_us"] = statistics.median(samples)
-    return out
-
-
 def main() -> int:
     request = json.loads(sys.stdin.read())
     timing_cfg = request.get("timing") or {}
@@ -175,7 +129,6 @@ def main() -> int:
             try:
                 got = bench_one(request["kernel"], params, backend,
                                 dry_run_iters=warmup, repeat_iters=per_repeat)
-                row.setdefault("end_mhz", []).append(round(end_clock_mhz(), 1))
                 samples = got.pop("samples_us")
                 row.update(got)
                 row["samples_us"].extend(samples)
@@ -201,22 +154,6 @@ def main() -> int:
             except Exception as exc:
                 row[f"{key}_error"] = f"{type(exc).__name__}: {exc}"[:1000]
             torch.cuda.empty_cache()
-    # Last, "boost": its bursts kept only when they ended at the boost clock, as the
-    # harness keeps only samples at it (timing.clock_floor), so the two compare as methods.
-    from worker.harness import timing
-
-    floor = float(timing_cfg.get("clock_floor", timing.CLOCK_FLOOR))
-    floor_mhz = floor * timing.boost_reference_mhz()
-    for index, params, backend in units:
-        row = rows[(index, backend)]
-        if "error" in row or not floor:
-            continue
-        try:
-            row.update(at_boost(request["kernel"], params, backend, per_repeat, repeats,
-                                floor_mhz))
-            row["boost_floor_mhz"] = round(floor_mhz, 1)
-        except Exception as exc:
-            row["boost_error"] = f"{type(exc).__name__}: {exc}"[:1000]
     for row in rows.values():
         samples = row.pop("samples_us")
         if samples:

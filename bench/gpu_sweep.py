@@ -288,9 +288,7 @@ def report(
     lines: list[str] = []
     cv_ok = cv_n = cvw_ok = rep_ok = rep_n = med1_ok = discards = floor_missed = 0
     # agreement with bench_gpu_time per configuration: [within +-3%, compared]
-    agreed: dict[str, list[int]] = {
-        "same": [0, 0], "fi30": [0, 0], "default": [0, 0], "boost": [0, 0]}
-    no_boost: list[str] = []  # points where no burst of FlashInfer's timer ended at boost
+    agreed: dict[str, list[int]] = {"same": [0, 0], "fi30": [0, 0], "default": [0, 0]}
     median = 0.0
 
     def count(config: str, theirs: float) -> float:
@@ -323,7 +321,6 @@ def report(
                 f"{'median us':>10}{'CI95':>19}{'CV%':>6}{'jit s':>7}{'plan ms':>8}"
                 f"{'rep±%':>6}{'run2 med':>9}{'FI med':>9}{'Δ%':>6}{'FI rep±%':>9}"
                 f"{'FI 30':>9}{'Δ%':>6}{'FI dflt':>9}{'Δ%':>6}{'CVw%':>6}{'MHz':>6}{'disc':>5}"
-                f"{'FI boost':>9}{'Δ%':>6}{'FI end MHz':>11}"
             )
             for key, m in sorted(by_run[1].items()):
                 s = stats_of(m)
@@ -370,18 +367,7 @@ def report(
                             row += f"{'':>15}"
                 else:
                     row += f"{'':>53}"
-                row += f"{100 * cvw:>6.2f}{mhz:>6.0f}{disc:>5}"
-                if fi and fi.get("boost_median_us"):
-                    d = count("boost", fi["boost_median_us"])
-                    row += f"{fi['boost_median_us']:>9.2f}{d:>6.1f}"
-                elif fi and fi.get("boost_end_mhz"):
-                    row += f"{'none':>9}{'':>6}"
-                    no_boost.append(f"{label} {short(kernel, pts[key[0]])} {key[1]}")
-                else:
-                    row += f"{'':>15}"
-                ends = (fi or {}).get("end_mhz") or []
-                row += f"{min(ends) if ends else float('nan'):>11.0f}"
-                row += "" if met else " floor missed"
+                row += f"{100 * cvw:>6.2f}{mhz:>6.0f}{disc:>5}{'' if met else ' floor missed'}"
                 lines.append(row)
     lines.append(f"CV <= 1% for points > 20 us (samples pooled over repeats): {cv_ok}/{cv_n}")
     lines.append(f"within-repeat CV (CVw) <= 1% for points > 20 us: {cvw_ok}/{cv_n}")
@@ -395,17 +381,10 @@ def report(
         ("same", "on the harness's schedule (its warm-up, samples per repeat, repeats)"),
         ("fi30", "with flashinfer_benchmark.py's 5 dry runs + 30 timed replays"),
         ("default", "as shipped (also its 10-call graphs)"),
-        ("boost", "on the harness's schedule, bursts kept only if they ended at the boost "
-                  "clock (the harness's clock floor)"),
     ):
         if agreed[config][1]:
             ok, n = agreed[config]
             lines.append(f"median within ±3% of bench_gpu_time {words}: {ok}/{n}")
-    if no_boost:
-        lines.append(
-            f"no burst of bench_gpu_time ended at the boost clock ({len(no_boost)}): "
-            + "; ".join(no_boost)
-        )
     for label, _ in labels:
         for r in range(1, runs + 1):
             if (label, "decode", r) in walls:
