@@ -83,3 +83,25 @@ def test_fixtures_are_derived_from_the_raw_messages(tmp_path: Path) -> None:
 
     for path in written:
         assert strip(_load(path)) == strip(_load(GPU / path.name)), path.name
+
+
+def test_the_06_evidence_kept_only_samples_at_the_boost_clock() -> None:
+    """0.6.18.post1 and torch-sdpa were measured with the clock floor (timing.clock_floor):
+    every repeat of every point carries the probe's clock for each sample it kept, and
+    unless the floor was missed (flagged) none of them is under it. The limiter did act in
+    the sweep: some samples were discarded and retaken."""
+    discarded = 0
+    for path in EXPORTS:
+        for run in _load(path)["runs"]:
+            if run["flashinfer_version"] == "0.5.3":  # measured before the floor existed
+                continue
+            for p in run["points"]:
+                for rep in p["telemetry"]["repeats"]:
+                    c = rep["clock"]
+                    assert len(c["samples_mhz"]) == 10 and c["floor_mhz"]
+                    discarded += c["discarded"]
+                    if c["floor_met"]:
+                        assert min(c["samples_mhz"]) >= c["floor_mhz"], (path.name, p["params"])
+                    else:
+                        assert p["throttled"]
+    assert discarded > 0
