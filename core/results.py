@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from core import gpus
 from core.formulas import point_work
 from core.models import Point, PointStatus, Run, Sample
-from core.series import series_key
+from core.series import clock_state, series_key
 from core.stats import repeat_labels, summarize
 
 
@@ -77,7 +77,8 @@ def store_point(
         backend=backend,
         resolved_backend=message.get("resolved_backend"),
         params=params,
-        series_key=series_key(kernel, params, backend, run.gpu_sku, cold_l2),
+        series_key=series_key(kernel, params, backend, run.gpu_sku, cold_l2,
+                              clock_state(message)),
         gpu_sku=run.gpu_sku,
         flashinfer_version=run.flashinfer_version,
         status=status,

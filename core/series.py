@@ -1,8 +1,12 @@
 """Series identity: what makes two points comparable across runs and releases.
 
 kernel + completed parameters + backend + GPU SKU + the measurement conditions that change the
-number (cold or warm L2). The FlashInfer version is deliberately *not* part of it: a series is
-what one follows from release to release.
+number: cold or warm L2, and the clock the samples were kept at ("boost" when the harness's
+clock floor retook every sample taken under the boost clock; on the H200 heavy calls ran 2-12%
+slower under the power limiter, so a release measured that way never meets one that kept
+every sample). Points measured before the floor existed carry no clock and keep their keys.
+The FlashInfer version is deliberately *not* part of it: a series is what one follows from
+release to release.
 """
 
 from __future__ import annotations
@@ -12,15 +16,31 @@ import json
 from typing import Any
 
 
+def clock_state(message: dict[str, Any]) -> str | None:
+    """"boost" for a harness point message whose samples were kept under the clock floor
+    (the message says so, or, in raw files written before it did, its repeats' telemetry)."""
+    if message.get("clock_floor"):
+        return "boost"
+    repeats = (message.get("telemetry") or {}).get("repeats") or []
+    return "boost" if any((r.get("clock") or {}).get("floor_mhz") for r in repeats) else None
+
+
 def series_key(
-    kernel: str, params: dict[str, Any], backend: str, gpu_sku: str | None, cold_l2: bool = True
+    kernel: str,
+    params: dict[str, Any],
+    backend: str,
+    gpu_sku: str | None,
+    cold_l2: bool = True,
+    clock: str | None = None,
 ) -> str:
-    identity = {
+    identity: dict[str, Any] = {
         "kernel": kernel,
         "params": params,
         "backend": backend,
         "gpu_sku": gpu_sku or "cpu",
         "cold_l2": cold_l2,
     }
+    if clock:  # absent, not null, so keys made before the clock floor existed stay the same
+        identity["clock"] = clock
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:32]

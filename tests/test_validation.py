@@ -83,6 +83,8 @@ CASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
      ["timing.iterations=30", "timing.repeats=4", "iterations >= 10 x repeats"]),
     ("warm-up too long", {"timing": {"warmup_ms": 5000}}, ["timing", "warmup_ms"],
      ["timing.warmup_ms", "2000"]),
+    ("clock floor over 1", {"timing": {"clock_floor": 1.5}}, ["timing", "clock_floor"],
+     ["timing.clock_floor", "1"]),
     ("unknown top-level field", {"gpu": "h100"}, ["gpu"],
      ["unknown field 'gpu'", "allowed", "kernel", "targets"]),
     ("unknown timing method", {"timing": {"method": "wallclock"}}, ["timing", "method"],

@@ -104,6 +104,9 @@ class Measurer:
         if self.method == timing.CUPTI and self.cupti is None:
             self.method = timing.CUDA_GRAPH
         self.nvml = Nvml() if device == "cuda" else None
+        # The floor applies to graph replay only (CUPTI and CUDA-event timing keep every call).
+        on_graph = device == "cuda" and self.method == timing.CUDA_GRAPH
+        self.floor_in_force = self.clock_floor if on_graph else 0.0
         self.l2_bytes = 0
         if device == "cuda":
             self.l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0))
@@ -146,6 +149,8 @@ class Measurer:
                 "peak_memory_bytes": None,
                 "throttled": False,
                 "telemetry": {},
+                # the clock discipline this point's samples are kept under (series identity)
+                "clock_floor": self.floor_in_force or None,
             }
         )
         # The first repeat's telemetry stays at the top level; every repeat's NVML readings

@@ -26,10 +26,12 @@ Messages (stdout, one per line):
      "timing_method": "cuda_graph" | "cupti" | "cuda_event" | "cpu_perf_counter",
      "jit_seconds": float | null, "plan_seconds": float | null,
      "max_abs_error": float | null, "peak_memory_bytes": int | null,
-     "throttled": bool, "telemetry": {...NVML before/after, L2 rotation facts...}}
+     "throttled": bool, "telemetry": {...NVML before/after, L2 rotation facts, per repeat
+     the probe's clock of every kept sample and the discards...},
+     "clock_floor": 0.985 | null}          # samples kept only at >= this x the boost clock
     {"type": "log", "message": "..."}
     {"type": "fatal", "error": "..."}     # the harness cannot go on (e.g. import failed)
     {"type": "done"}
 """
 
-PROTOCOL_VERSION = 2  # 2: repeats (repeat_sizes)
+PROTOCOL_VERSION = 3  # 2: repeats (repeat_sizes); 3: clock_floor and per-sample clocks
