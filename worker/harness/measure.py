@@ -332,7 +332,7 @@ class Measurer:
         calls = timing.calls_per_graph(len(datas), est)
         if self.boost_mhz is None:
             self.boost_mhz = timing.boost_reference_mhz()
-        floor = self.clock_floor * self.boost_mhz
+        floor = self.floor_in_force * self.boost_mhz
         res = timing.time_cuda_graph(
             prepared.fn,
             datas,
