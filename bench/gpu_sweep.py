@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from core.catalogue import complete_params  # noqa: E402
+from core.series import clock_summary  # noqa: E402
 from core.stats import Summary, repeat_labels, summarize  # noqa: E402
 from worker import envs  # noqa: E402
 from worker.runner import HarnessRequest, HarnessRunner, harness_env  # noqa: E402
@@ -143,13 +144,10 @@ def within_cv(m: dict[str, Any]) -> float:
 
 def clock_of(m: dict[str, Any]) -> tuple[float, int, bool]:
     """Median probe clock over the repeats, samples discarded under the floor, floor met."""
-    reps = [r.get("clock") or {} for r in (m.get("telemetry") or {}).get("repeats") or []]
-    mhz = [c for r in reps for c in r.get("samples_mhz") or []]
-    return (
-        sorted(mhz)[len(mhz) // 2] if mhz else float("nan"),
-        sum(r.get("discarded") or 0 for r in reps),
-        all(r.get("floor_met", True) for r in reps),
-    )
+    c = clock_summary(m.get("telemetry"))
+    if c is None:
+        return float("nan"), 0, True
+    return c.median_mhz or float("nan"), c.discarded, c.floor_met
 
 
 def spread_pct(medians: list[float]) -> float:

@@ -13,7 +13,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class ClockSummary:
+    """A point's clock, from its repeats' probe telemetry (worker/harness/measure.py)."""
+
+    median_mhz: float | None  # of every kept sample's probe reading
+    discarded: int  # samples taken under the floor and retaken
+    floor_met: bool  # False: samples under the floor had to be kept (flagged throttled)
+
+
+def clock_summary(telemetry: dict[str, Any] | None) -> ClockSummary | None:
+    """None for points measured without the probe (CPU, CUPTI, before it existed)."""
+    reps = [r.get("clock") for r in (telemetry or {}).get("repeats") or []]
+    clocks = [c for c in reps if c]
+    if not clocks:
+        return None
+    mhz = sorted(x for c in clocks for x in c.get("samples_mhz") or [])
+    return ClockSummary(
+        median_mhz=mhz[len(mhz) // 2] if mhz else None,
+        discarded=sum(int(c.get("discarded") or 0) for c in clocks),
+        floor_met=all(c.get("floor_met", True) for c in clocks),
+    )
 
 
 def clock_state(message: dict[str, Any]) -> str | None:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from core.catalogue import KERNELS, TORCH_BACKENDS
 from core.history import sort_versions
 from core.models import Comparison, Job, Node, Point, Regression, Release, Run, Sample
+from core.series import ClockSummary, clock_summary
 
 NONE = "none"  # how a NULL value (kv_dtype unset, torch-only run without a version) is shown
 COLUMN_DIMS = ("gpu_sku", "flashinfer_version", "backend")
@@ -522,6 +523,11 @@ def point_samples(session: Session, point_id: int) -> list[tuple[float, int]]:
         select(Sample.latency_us, Sample.repeat)
         .where(Sample.point_id == point_id).order_by(Sample.iteration)
     )]
+
+
+def point_clock(session: Session, point_id: int) -> ClockSummary | None:
+    """The clock a point's samples were kept at, from its stored telemetry."""
+    return clock_summary(session.scalar(select(Point.telemetry).where(Point.id == point_id)))
 
 
 # ---------------------------------------------------------------------------------------------

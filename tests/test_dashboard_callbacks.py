@@ -493,3 +493,29 @@ def test_histogram_shows_each_repeat(pages):
     assert fig["data"][1]["x"] == [v for v, r in samples if r == 1]
     assert "20 raw samples in 2 repeats" in fig["layout"]["title"]["text"]
     assert fig["layout"]["barmode"] == "stack" and fig["layout"]["showlegend"]
+
+
+def test_the_histogram_says_at_which_clock_the_h200_samples_were_kept(pages, gpu_jobs, session):
+    job = pages["job"]
+    pts = session.execute(select(Point).where(Point.job_id == gpu_jobs["batch_decode"],
+                                              Point.flashinfer_version == "0.6.18.post1")
+                          ).scalars().all()
+    retaken = [p for p in pts if p.telemetry and all(r["clock"]["floor_met"]
+               for r in p.telemetry["repeats"]) and sum(r["clock"]["discarded"]
+               for r in p.telemetry["repeats"]) > 0]
+    missed = [p for p in pts if p.telemetry and not all(r["clock"]["floor_met"]
+              for r in p.telemetry["repeats"])]
+    assert all(p.throttled for p in missed)
+    assert retaken and missed  # the evidence has both: samples retaken, and a flagged point
+    p = retaken[0]
+    fig, *_ = job.show_samples(p.id, gpu_jobs["batch_decode"], "", [], [])
+    n = sum(r["clock"]["discarded"] for r in p.telemetry["repeats"])
+    assert "(boost)" in fig["layout"]["title"]["text"]
+    assert f"{n} retaken" in fig["layout"]["title"]["text"]
+    fig, *_ = job.show_samples(missed[0].id, gpu_jobs["batch_decode"], "", [], [])
+    assert "under the floor" in fig["layout"]["title"]["text"]
+    # Points measured before the probe existed (0.5.3) say nothing about the clock.
+    old = session.execute(select(Point.id).where(Point.job_id == gpu_jobs["batch_decode"],
+                                                 Point.flashinfer_version == "0.5.3")).scalar()
+    fig, *_ = job.show_samples(old, gpu_jobs["batch_decode"], "", [], [])
+    assert "clock" not in fig["layout"]["title"]["text"]

@@ -14,6 +14,7 @@ from dash import Input, Output, State, callback, dash_table, dcc, html, no_updat
 
 from core.jobs import waiting_reason
 from core.models import TERMINAL_STATUSES, Job
+from core.series import ClockSummary
 from core.stats import summarize
 from dashboard import pointtable, queries
 from dashboard.common import control, empty_figure, fmt, reading, simple_table
@@ -215,7 +216,17 @@ def select_point(active_cell: dict[str, Any] | None) -> Any:
     return int(active_cell["row_id"])
 
 
-def histogram_figure(point_id: int, samples: list[tuple[float, int]]) -> dict[str, Any]:
+def clock_note(clock: ClockSummary | None) -> str:
+    """The clock the samples were kept at, for the histogram's title."""
+    if clock is None or clock.median_mhz is None:
+        return ""
+    if not clock.floor_met:
+        return f" · clock {clock.median_mhz:.0f} MHz: <b>under the floor</b> (throttled)"
+    return f" · clock {clock.median_mhz:.0f} MHz (boost), {clock.discarded} retaken"
+
+
+def histogram_figure(point_id: int, samples: list[tuple[float, int]],
+                     clock: ClockSummary | None = None) -> dict[str, Any]:
     """The raw samples, one stacked trace per repeat (a repeat sitting apart from the others
     is GPU state, and it is what widens the CI), with the median and its CI."""
     if not samples:
@@ -245,7 +256,8 @@ def histogram_figure(point_id: int, samples: list[tuple[float, int]]) -> dict[st
         "layout": {
             "template": "plotly_white",
             "title": {"text": f"point {point_id}: {len(values)} raw samples{split} · median "
-                              f"{fmt(st.median)} µs (red), 95% CI shaded · CV {st.cv:.3f}",
+                              f"{fmt(st.median)} µs (red), 95% CI shaded · CV {st.cv:.3f}"
+                              + clock_note(clock),
                       "font": {"size": 14}},
             "xaxis": {"title": {"text": "latency (µs)"}},
             "yaxis": {"title": {"text": "samples"}},
@@ -278,9 +290,10 @@ def show_samples(point_id: int | None, job_id: int | None, filter_query: str | N
             return (empty_figure("Click a row of the table to see its raw samples"), [],
                     search)
         samples = queries.point_samples(s, int(shown))
+        clock = queries.point_clock(s, int(shown))
     csv_rows = [{"point_id": shown, "iteration": i, "repeat": r, "latency_us": v}
                 for i, (v, r) in enumerate(samples)]
-    return histogram_figure(int(shown), samples), csv_rows, search
+    return histogram_figure(int(shown), samples, clock), csv_rows, search
 
 
 register_csv(f"{P}-hist")
