@@ -83,11 +83,13 @@ class Poller:
         }
 
 
-def build(params: dict[str, Any], backend: str, l2_bytes: int) -> dict[str, Any]:
+def build(
+    params: dict[str, Any], backend: str, l2_bytes: int, kernel: str = "batch_decode"
+) -> dict[str, Any]:
     """The point as the harness's Measurer builds it: inputs, prepared call, rotation copies,
     graph size."""
-    inp = flashinfer_inputs("batch_decode", params, "cuda")
-    prepared = prepare_flashinfer(backend, inp, sm_scale("batch_decode", params))
+    inp = flashinfer_inputs(kernel, params, "cuda")
+    prepared = prepare_flashinfer(backend, inp, sm_scale(kernel, params))
     free, _ = torch.cuda.mem_get_info()
     rot = timing.rotation_for(inp.data_bytes(), l2_bytes, free, True)
     datas = [inp.data] + [inp.copy_data() for _ in range(rot.copies - 1)]

@@ -28,16 +28,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
+from gpu_burst_trace import WINDOWS, build  # the point as the harness builds it
 
 from core.catalogue import complete_params
 from worker.harness import timing
-from worker.harness.flashinfer_backends import prepare_flashinfer
-from worker.harness.inputs import flashinfer_inputs, sm_scale
 from worker.harness.telemetry import Nvml
 
-WINDOWS = [(0, 5), (5, 15), (15, 45), (45, 100), (100, 300), (300, 1000), (1000, 4000)]
 DEFAULT_SHAPES = (
     "decode:1:512:fa2,decode:16:8192:fa2,decode:64:32768:fa2,decode:256:8192:fa2,"
     "decode:256:32768:fa2,prefill:1:512:2048:fa2,prefill:8:512:2048:fa2,"
@@ -57,17 +56,6 @@ def parse_shape(text: str) -> tuple[str, dict[str, Any], str]:
     b, qo, kv = (int(x) for x in nums)
     return "batch_prefill", complete_params("batch_prefill", {
         "batch_size": b, "qo_len": qo, "kv_len": kv, "causal": True, **HEADS}), backend
-
-
-def build(kernel: str, params: dict[str, Any], backend: str, l2: int) -> dict[str, Any]:
-    """The point as the harness's Measurer builds it."""
-    inp = flashinfer_inputs(kernel, params, "cuda")
-    prepared = prepare_flashinfer(backend, inp, sm_scale(kernel, params))
-    free, _ = torch.cuda.mem_get_info()
-    rot = timing.rotation_for(inp.data_bytes(), l2, free, True)
-    datas = [inp.data] + [inp.copy_data() for _ in range(rot.copies - 1)]
-    calls = timing.calls_per_graph(len(datas), timing.estimate_call_us(prepared.fn, datas))
-    return {"inp": inp, "prepared": prepared, "datas": datas, "calls": calls}
 
 
 def probed(point: dict[str, Any], replays: int, idle_s: float) -> timing.GraphTiming:
@@ -95,7 +83,7 @@ def main() -> int:
     rows: list[dict[str, Any]] = [{"probe_boost_mhz": boost, "nvml_max_sm_mhz": max_sm}]
     for text in args.shapes.split(","):
         kernel, params, backend = parse_shape(text)
-        point = build(kernel, params, backend, l2)
+        point = build(params, backend, l2, kernel)
         est = statistics.median(probed(point, 5, 0.0).samples_us) * point["calls"]
         replays = max(60, min(4000, math.ceil(args.burst_ms * 1000 / est)))
         res = probed(point, replays, args.idle_s)

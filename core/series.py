@@ -22,6 +22,7 @@ class ClockSummary:
     """A point's clock, from its repeats' probe telemetry (worker/harness/measure.py)."""
 
     median_mhz: float | None  # of every kept sample's probe reading
+    floored: bool  # samples were held to the clock floor (timing.clock_floor > 0)
     discarded: int  # samples taken under the floor and retaken
     floor_met: bool  # False: samples under the floor had to be kept (flagged throttled)
 
@@ -35,6 +36,7 @@ def clock_summary(telemetry: dict[str, Any] | None) -> ClockSummary | None:
     mhz = sorted(x for c in clocks for x in c.get("samples_mhz") or [])
     return ClockSummary(
         median_mhz=mhz[len(mhz) // 2] if mhz else None,
+        floored=any(c.get("floor_mhz") for c in clocks),
         discarded=sum(int(c.get("discarded") or 0) for c in clocks),
         floor_met=all(c.get("floor_met", True) for c in clocks),
     )
@@ -45,8 +47,8 @@ def clock_state(message: dict[str, Any]) -> str | None:
     (the message says so, or, in raw files written before it did, its repeats' telemetry)."""
     if message.get("clock_floor"):
         return "boost"
-    repeats = (message.get("telemetry") or {}).get("repeats") or []
-    return "boost" if any((r.get("clock") or {}).get("floor_mhz") for r in repeats) else None
+    clock = clock_summary(message.get("telemetry"))
+    return "boost" if clock is not None and clock.floored else None
 
 
 def series_key(

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from core.compare import compare_runs
 from core.fixtures import import_job
 from core.models import Point, Run, Sample
+from core.series import clock_summary
 from dashboard import queries
 from dashboard.app import create_app
 from dashboard.export import to_csv
@@ -514,6 +515,10 @@ def test_the_histogram_says_at_which_clock_the_h200_samples_were_kept(pages, gpu
     assert f"{n} retaken" in fig["layout"]["title"]["text"]
     fig, *_ = job.show_samples(missed[0].id, gpu_jobs["batch_decode"], "", [], [])
     assert "under the floor" in fig["layout"]["title"]["text"]
+    # With timing.clock_floor 0 the probe still reads the clock, but nothing held it at boost.
+    off = {"repeats": [{"clock": {"floor_mhz": None, "samples_mhz": [1850.0], "discarded": 0,
+                                  "floor_met": True}}]}
+    assert job.clock_note(clock_summary(off)) == " · clock 1850 MHz"
     # Points measured before the probe existed (0.5.3) say nothing about the clock.
     old = session.execute(select(Point.id).where(Point.job_id == gpu_jobs["batch_decode"],
                                                  Point.flashinfer_version == "0.5.3")).scalar()

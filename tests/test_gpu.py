@@ -36,10 +36,6 @@ def harness(kernel: str, backends: list[str], points: list[dict[str, Any]],
     return env, [m for m in msgs if m["type"] == "point"]
 
 
-def cupti_installed() -> bool:
-    return cupti_module() is not None
-
-
 @pytest.mark.parametrize("method", ["auto", "cuda_graph"])
 def test_batch_decode_gpu_timing_with_verified_cold_l2(method: str) -> None:
     timing = {**TIMING, "method": method}
@@ -49,7 +45,8 @@ def test_batch_decode_gpu_timing_with_verified_cold_l2(method: str) -> None:
     assert e["gpu_name"] and e["sm_count"] > 0 and e["l2_cache_bytes"] > 0 and e["flashinfer"]
     expected = env["timing_method"]
     # "auto" is CUPTI wherever cupti-python >= 13 is installed, graph replay elsewhere.
-    assert expected == ("cupti" if method == "auto" and cupti_installed() else "cuda_graph")
+    cupti = method == "auto" and cupti_module() is not None
+    assert expected == ("cupti" if cupti else "cuda_graph")
     by = {p["backend"]: p for p in points}
     assert set(by) == set(backends)
     for backend, p in by.items():

@@ -220,6 +220,8 @@ def clock_note(clock: ClockSummary | None) -> str:
     """The clock the samples were kept at, for the histogram's title."""
     if clock is None or clock.median_mhz is None:
         return ""
+    if not clock.floored:  # timing.clock_floor 0: every sample kept, whatever the clock
+        return f" · clock {clock.median_mhz:.0f} MHz"
     if not clock.floor_met:
         return f" · clock {clock.median_mhz:.0f} MHz: <b>under the floor</b> (throttled)"
     return f" · clock {clock.median_mhz:.0f} MHz (boost), {clock.discarded} retaken"

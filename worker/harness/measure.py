@@ -79,10 +79,7 @@ class Measurer:
         self.warmup = int(timing_cfg.get("warmup", 5))
         # Calls >= timing.SUSTAINED_MIN_CALL_US warm up for at least this much GPU time.
         self.warmup_ms = float(timing_cfg.get("warmup_ms", 0.0))
-        # Graph-replay samples taken under this fraction of the boost clock are retaken after
-        # an idle gap (timing.collect_at_clock); off when warmup_ms asks for sustained load.
         floor = float(timing_cfg.get("clock_floor", timing.CLOCK_FLOOR))
-        self.clock_floor = floor if self.warmup_ms <= 0 else 0.0
         self.boost_mhz: float | None = None  # the probe's boost reading, taken at first use
         # A point is measured in ``repeats`` repeats (harness/__main__.py interleaves them
         # with the other points); each repeat times ``iterations`` samples.
@@ -104,9 +101,11 @@ class Measurer:
         if self.method == timing.CUPTI and self.cupti is None:
             self.method = timing.CUDA_GRAPH
         self.nvml = Nvml() if device == "cuda" else None
-        # The floor applies to graph replay only (CUPTI and CUDA-event timing keep every call).
+        # Graph-replay samples taken under this fraction of the boost clock are retaken after
+        # an idle gap (timing.collect_at_clock). Graph replay only (CUPTI and CUDA-event timing
+        # keep every call), and off when warmup_ms asks for the sustained-load clock.
         on_graph = device == "cuda" and self.method == timing.CUDA_GRAPH
-        self.floor_in_force = self.clock_floor if on_graph else 0.0
+        self.clock_floor = floor if on_graph and self.warmup_ms <= 0 else 0.0
         self.l2_bytes = 0
         if device == "cuda":
             self.l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0))
@@ -150,7 +149,7 @@ class Measurer:
                 "throttled": False,
                 "telemetry": {},
                 # the clock discipline this point's samples are kept under (series identity)
-                "clock_floor": self.floor_in_force or None,
+                "clock_floor": self.clock_floor or None,
             }
         )
         # The first repeat's telemetry stays at the top level; every repeat's NVML readings
@@ -332,7 +331,7 @@ class Measurer:
         calls = timing.calls_per_graph(len(datas), est)
         if self.boost_mhz is None:
             self.boost_mhz = timing.boost_reference_mhz()
-        floor = self.floor_in_force * self.boost_mhz
+        floor = self.clock_floor * self.boost_mhz
         res = timing.time_cuda_graph(
             prepared.fn,
             datas,

@@ -305,13 +305,14 @@ def time_cuda_graph(
             graph.replay()
         warm_ms *= (warm + more) / warm
         warm += more
-    first = [True]
+    first = True
 
     def burst(n: int) -> tuple[list[float], list[float]]:
-        if not first[0]:  # a later burst after an idle gap: its own count-based warm-up
+        nonlocal first
+        if not first:  # a later burst after an idle gap: its own count-based warm-up
             for _ in range(max(1, warmup)):
                 graph.replay()
-        first[0] = False
+        first = False
         return replay_samples(graph, n, calls, probe_cycles)
 
     if floor_mhz > 0 and probe_cycles:
@@ -370,7 +371,7 @@ def boost_reference_mhz(cycles: int = PROBE_CYCLES) -> float:
     1920 MHz where the burst probes of light kernels read 1905-1924; the probe's launch
     latency makes it read a few % under NVML's 1980, the same for every reading)."""
     torch.cuda.synchronize()
-    torch.cuda._sleep(40_000_000)
+    clock_probe(40_000_000)  # ~20 ms at boost: the clock leaves idle
     ev = [torch.cuda.Event(enable_timing=True) for _ in range(6)]
     ev[0].record()
     for e in ev[1:]:
