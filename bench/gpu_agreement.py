@@ -3,13 +3,16 @@ inputs and the same adapter calls as the harness, for the agreement check in gpu
 
 Runs inside one FlashInfer version's environment (the harness's interpreter), reads a harness
 request on stdin and prints one JSON line per (point, backend):
-    {"point_index", "backend", "median_us", "repeat_medians_us", "n", "fi30_median_us",
-     "default_median_us", "method", "seconds"}
+    {"point_index", "backend", "median_us", "repeat_medians_us", "n", "seconds",
+     "settled_median_us", "settled_repeat_medians_us", ..., "fi30_median_us",
+     "default_median_us", "method"}
 ``median_us``: FlashInfer's timer on the harness's schedule. It runs as often as the harness
 measures each point (``timing.repeats``), the repeats interleaved over the points and each on
 freshly built inputs, each with the harness's warm-up replays and samples per repeat. So the
 two timers differ in implementation only, not in how long the GPU has been busy when they
 sample it; FlashInfer's own repeat-to-repeat spread is the floor any agreement sits on.
+``settled_*``: the same schedule with the harness's recovery idle (timing.RECOVERY_S) before
+each burst, the chance the harness gives itself when the power limiter lowered its clock.
 ``fi30_median_us`` and ``default_median_us``: flashinfer_benchmark.py's burst (5 dry runs, 30
 timed replays), with the graph sized like the harness's and as shipped (see ``main``).
 CUPTI is used when cupti-python is installed, else CUDA-graph replay; cold L2 as the
@@ -47,6 +50,7 @@ def bench_one(
     default_config: bool = False,
     dry_run_iters: int = 5,
     repeat_iters: int = 30,
+    settle_s: float = 0.0,
 ) -> dict[str, Any]:
     """FlashInfer's timer on freshly built inputs, samples in microseconds. Normally with the
     graph sized as the harness sizes it (``calls_per_graph``: one pass over all of
@@ -54,7 +58,8 @@ def bench_one(
     with ``default_config`` as flashinfer_benchmark.py calls it (CUDA graph of 10 calls, 5 dry
     runs, 30 timed replays, cold_l2_cache=True), whose 10 calls leave small inputs in L2.
     ``dry_run_iters``/``repeat_iters`` set the burst: flashinfer_benchmark.py's 5 and 30, or
-    the harness's warm-up and samples per repeat for a same-schedule comparison."""
+    the harness's warm-up and samples per repeat for a same-schedule comparison; ``settle_s``
+    of idle GPU after the inputs are built, before the burst."""
     from flashinfer.testing import bench_gpu_time
 
     from worker.harness import timing
@@ -78,6 +83,9 @@ def bench_one(
     out: dict[str, Any] = {"method": "cupti" if cupti_installed() else "cuda_graph"}
     if out["method"] == "cupti":
         kw["enable_cupti"] = True
+    if settle_s:
+        torch.cuda.synchronize()
+        time.sleep(settle_s)
     if "input_kwargs" not in inspect.signature(bench_gpu_time).parameters:
         # 0.5: no rotation; an L2 flush between replays of a 10-call graph on one input
         times = bench_gpu_time(closure, l2_flush=True, **kw)
@@ -102,7 +110,50 @@ def bench_one(
     return out
 
 
+def same_schedule(
+    kernel: str,
+    units: list[tuple[int, dict[str, Any], str]],
+    rows: dict[tuple[int, str], dict[str, Any]],
+    repeats: int,
+    warmup: int,
+    per_repeat: int,
+    prefix: str,
+    settle_s: float = 0.0,
+) -> None:
+    """FlashInfer's timer on the harness's schedule: ``repeats`` bursts per unit, interleaved
+    over the units like the harness's repeats, each on freshly built inputs. Adds to each row
+    ``{prefix}median_us``, ``{prefix}repeat_medians_us``, ``{prefix}n`` and
+    ``{prefix}seconds`` (or ``{prefix}error``); ``settle_s`` of idle GPU before each burst."""
+    samples: dict[tuple[int, str], list[float]] = {key: [] for key in rows}
+    for _ in range(repeats):
+        for index, params, backend in units:
+            row = rows[(index, backend)]
+            if f"{prefix}error" in row:
+                continue
+            t0 = time.perf_counter()
+            try:
+                got = bench_one(kernel, params, backend, dry_run_iters=warmup,
+                                repeat_iters=per_repeat, settle_s=settle_s)
+                burst = got.pop("samples_us")
+                row.update(got)
+                samples[(index, backend)].extend(burst)
+                row.setdefault(f"{prefix}repeat_medians_us", []).append(statistics.median(burst))
+            except Exception as exc:
+                row[f"{prefix}error"] = f"{type(exc).__name__}: {exc}"[:1000]
+            row[f"{prefix}seconds"] = row.get(f"{prefix}seconds", 0.0) + time.perf_counter() - t0
+            torch.cuda.empty_cache()
+    for key, got_samples in samples.items():
+        if got_samples:
+            rows[key].update({f"{prefix}median_us": statistics.median(got_samples),
+                              f"{prefix}n": len(got_samples)})
+    if settle_s:
+        for row in rows.values():
+            row[f"{prefix}settle_s"] = settle_s
+
+
 def main() -> int:
+    from worker.harness.timing import RECOVERY_S
+
     request = json.loads(sys.stdin.read())
     timing_cfg = request.get("timing") or {}
     repeats = max(1, int(timing_cfg.get("repeats", 1)))
@@ -117,26 +168,16 @@ def main() -> int:
         for backend in request["backends"]
         if not str(backend).startswith("torch")
     ]
-    rows: dict[tuple[int, str], dict[str, Any]] = {}
-    for _ in range(repeats):  # interleaved like the harness's repeats
-        for index, params, backend in units:
-            row = rows.setdefault((index, backend), {
-                "point_index": index, "backend": backend, "samples_us": [],
-                "repeat_medians_us": [], "seconds": 0.0})
-            if "error" in row:
-                continue
-            t0 = time.perf_counter()
-            try:
-                got = bench_one(request["kernel"], params, backend,
-                                dry_run_iters=warmup, repeat_iters=per_repeat)
-                samples = got.pop("samples_us")
-                row.update(got)
-                row["samples_us"].extend(samples)
-                row["repeat_medians_us"].append(statistics.median(samples))
-            except Exception as exc:
-                row["error"] = f"{type(exc).__name__}: {exc}"[:1000]
-            row["seconds"] += time.perf_counter() - t0
-            torch.cuda.empty_cache()
+    rows: dict[tuple[int, str], dict[str, Any]] = {
+        (index, backend): {"point_index": index, "backend": backend}
+        for index, _, backend in units
+    }
+    same_schedule(request["kernel"], units, rows, repeats, warmup, per_repeat, "")
+    # Again with the GPU idle for the harness's recovery time before each burst: the harness
+    # retakes a burst after that idle when the power limiter lowered its clock, FlashInfer's
+    # timer cannot. Where the two passes differ, the limiter acted in FlashInfer's bursts.
+    same_schedule(request["kernel"], units, rows, repeats, warmup, per_repeat, "settled_",
+                  settle_s=RECOVERY_S)
     # Then, once per unit and after every repeat (run between the repeats, their longer
     # bursts heated the GPU for the measurement after them: H200, +7% on that repeat):
     # - "fi30": flashinfer_benchmark.py's 5 dry runs and 30 timed replays, graph sized like
@@ -155,9 +196,6 @@ def main() -> int:
                 row[f"{key}_error"] = f"{type(exc).__name__}: {exc}"[:1000]
             torch.cuda.empty_cache()
     for row in rows.values():
-        samples = row.pop("samples_us")
-        if samples:
-            row.update(median_us=statistics.median(samples), n=len(samples))
         print(json.dumps(row), flush=True)
     return 0
 

@@ -11,7 +11,8 @@
 #   scripts/device-evidence.sh sustained  # long traces of heavy points; agreement with warmup_ms
 #   scripts/device-evidence.sh clock   # SM clock probe traces (bursts, recovery); CUPTI GPU test
 #
-# Each step logs under $OUT; the script goes on when one fails.
+# Each step logs under $OUT; the script goes on when one fails. NO_TESTS=1 leaves out the GPU
+# tests after the v6/v5 sweeps; SWEEP_S sets the sweep's limit in seconds.
 set -uo pipefail
 phase=${1:-smoke}
 # Everything is written under a work folder and packed into $OUT/<phase>.tgz at the end (the
@@ -52,8 +53,10 @@ sweep() {  # timeout, then gpu_sweep.py arguments
 
 case $phase in
   smoke) gpu_tests 420; sweep 150 --versions $V6 --suites tiny ;;
-  v6) sweep 345 --versions $V6 --suites decode,prefill,single; gpu_tests 225 ;;
-  v5) sweep 320 --versions $V5 --no-torch --suites decode,prefill,single; gpu_tests 250 ;;
+  v6) sweep ${SWEEP_S:-345} --versions $V6 --suites decode,prefill,single
+      [[ -n ${NO_TESTS:-} ]] || gpu_tests 225 ;;
+  v5) sweep ${SWEEP_S:-320} --versions $V5 --no-torch --suites decode,prefill,single
+      [[ -n ${NO_TESTS:-} ]] || gpu_tests 250 ;;
   agree)
       install_v6
       FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 240 \
