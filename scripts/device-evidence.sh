@@ -5,6 +5,7 @@
 #   scripts/device-evidence.sh smoke   # GPU tests + a tiny sweep (0.6.18.post1)
 #   scripts/device-evidence.sh v6      # evidence sweeps for 0.6.18.post1 and torch-sdpa, GPU tests
 #   scripts/device-evidence.sh v5      # evidence sweeps for 0.5.3, GPU tests
+#   scripts/device-evidence.sh v7      # evidence sweeps and GPU tests for 0.7.2.post1 (see below)
 #   scripts/device-evidence.sh r4      # GPU tests, decode sweep rerun with agreement, calibration
 #   scripts/device-evidence.sh agree   # harness vs bench_gpu_time alternated in one process, GPU tests
 #   scripts/device-evidence.sh burst   # per-replay trace of long bursts; 30 vs 10 samples per repeat
@@ -25,6 +26,8 @@ export PYTHONUNBUFFERED=1
 ENVS=/tmp/kw-envs
 V6=0.6.18.post1
 V5=0.5.3
+V7=0.7.2.post1
+WHEELHOUSE=.whl
 
 {
   date -u; nvidia-smi; python3 -V
@@ -47,7 +50,7 @@ gpu_tests() {
 
 sweep() {  # timeout, then gpu_sweep.py arguments
   local t=$1; shift
-  timeout "$t" python3 bench/gpu_sweep.py --runs 2 --agreement --envs-dir $ENVS --wheelhouse .whl \
+  timeout "$t" python3 bench/gpu_sweep.py --runs 2 --agreement --envs-dir $ENVS --wheelhouse $WHEELHOUSE \
     --out "$OUT" "$@" 2>&1 | tee -a "$OUT/sweep.log" | grep -v "^\[" | tail -75
 }
 
@@ -57,6 +60,28 @@ case $phase in
       [[ -n ${NO_TESTS:-} ]] || gpu_tests 225 ;;
   v5) sweep ${SWEEP_S:-320} --versions $V5 --no-torch --suites decode,prefill,single
       [[ -n ${NO_TESTS:-} ]] || gpu_tests 250 ;;
+  v7) # The 0.7.2.post1 wheel (62 MB) and this repo exceed what a call carries (64 MiB); its
+      # unpacked contents xz-compress to 16 MB. Made here with:
+      #   mkdir t && unzip -q -d t flashinfer_python-0.7.2.post1-py3-none-any.whl &&
+      #   tar -C t -cf - . | xz -9 -T0 > .whl/fi72.tar.xz
+      # and zipped back into the same wheel there (a wheel's RECORD hashes its files, not the zip).
+      WHEELHOUSE=/tmp/wh7
+      mkdir -p /tmp/fi72 $WHEELHOUSE
+      tar -C /tmp/fi72 -xJf .whl/fi72.tar.xz
+      python3 -c 'import os, sys, zipfile
+root, out = sys.argv[1:]
+with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+    for d, _, files in os.walk(root):
+        for f in files:
+            z.write(os.path.join(d, f), os.path.relpath(os.path.join(d, f), root))' \
+        /tmp/fi72 $WHEELHOUSE/flashinfer_python-$V7-py3-none-any.whl >"$OUT/rezip.log" 2>&1
+      cp .whl/apache_tvm_ffi-*.whl $WHEELHOUSE/
+      ls -la $WHEELHOUSE >>"$OUT/rezip.log"
+      sweep ${SWEEP_S:-330} --versions $V7 --no-torch --suites decode,prefill,single
+      # the GPU tests in the version's env (its python sees the machine's torch and pytest)
+      [[ -n ${NO_TESTS:-} ]] || FLASHINFER_WORKSPACE_BASE=$ENVS/$V7/jit timeout 230 \
+        $ENVS/$V7/venv/bin/python -m pytest --noconftest -p no:cacheprovider tests/test_gpu.py \
+        -q -rs 2>&1 | tee "$OUT/pytest-gpu.log" | tail -30 ;;
   agree)
       install_v6
       FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 240 \
