@@ -191,6 +191,39 @@ def agreement(
     return out
 
 
+def load_saved(
+    out: Path, tag: str = ""
+) -> tuple[
+    dict[tuple[str, str, int], list[dict[str, Any]]],
+    dict[tuple[str, str, int], float],
+    dict[tuple[str, str], dict[tuple[int, str], dict[str, Any]]],
+]:
+    """A sweep's results, walls and agreement rows read back from the raw files it wrote in
+    ``out`` (``raw-<label><tag>.jsonl``, ``agreement<tag>.jsonl``), for ``--report-only``:
+    the report again from committed raw files, or from a run whose agreement was made apart."""
+    results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    walls: dict[tuple[str, str, int], float] = {}
+    agree: dict[tuple[str, str], dict[tuple[int, str], dict[str, Any]]] = {}
+    for path in sorted(out.glob(f"raw-*{tag}.jsonl")):
+        key: tuple[str, str, int] | None = None
+        for line in path.read_text().splitlines():
+            m = json.loads(line)
+            if m.get("type") == "request":
+                key = (m["label"], m["suite"], int(m["run"]))
+                results[key] = []
+            elif m.get("type") == "wall":
+                walls[(m["label"], m["suite"], int(m["run"]))] = float(m["wall_seconds"])
+            elif key is not None:
+                results[key].append(m)
+    agreement_file = out / f"agreement{tag}.jsonl"
+    if agreement_file.is_file():
+        for line in agreement_file.read_text().splitlines():
+            m = json.loads(line)
+            agree.setdefault((m["label"], m["suite"]), {})[
+                (int(m["point_index"]), str(m["backend"]))] = m
+    return results, walls, agree
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--versions", nargs="*", default=["0.6.18.post1", "0.5.3"])
@@ -209,6 +242,8 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--cold-l2-method", default="rotate", choices=["rotate", "flush"])
     ap.add_argument("--tag", default="", help="suffix of the output files")
+    ap.add_argument("--report-only", action="store_true",
+                    help="measure nothing: the report from the raw files already in --out")
     ap.add_argument("--repeats", type=int, default=TIMING["repeats"],
                     help="repeats per point (timing.repeats); the iterations are split over them")
     ap.add_argument("--iterations", type=int, default=TIMING["iterations"],
@@ -227,6 +262,9 @@ def main() -> int:
     labels: list[tuple[str, str | None]] = [(v, v) for v in args.versions]
     if args.torch:
         labels.append(("torch", None))
+    if args.report_only:
+        report(*load_saved(out, args.tag), suites, labels, args.runs, out, args.tag)
+        return 0
     results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     walls: dict[tuple[str, str, int], float] = {}
     agree: dict[tuple[str, str], dict[tuple[int, str], dict[str, Any]]] = {}

@@ -48,6 +48,21 @@ gpu_tests() {
     --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs 2>&1 | tee "$OUT/pytest-gpu.log" | tail -30
 }
 
+unpack_v7() {  # the 0.7.2.post1 wheel from .whl/fi72.tar.xz into /tmp/wh7 (see v7 below)
+  WHEELHOUSE=/tmp/wh7
+  mkdir -p /tmp/fi72 $WHEELHOUSE
+  tar -C /tmp/fi72 -xJf .whl/fi72.tar.xz
+  python3 -c 'import os, sys, zipfile
+root, out = sys.argv[1:]
+with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+    for d, _, files in os.walk(root):
+        for f in files:
+            z.write(os.path.join(d, f), os.path.relpath(os.path.join(d, f), root))' \
+    /tmp/fi72 $WHEELHOUSE/flashinfer_python-$V7-py3-none-any.whl >"$OUT/rezip.log" 2>&1
+  cp .whl/apache_tvm_ffi-*.whl $WHEELHOUSE/
+  ls -la $WHEELHOUSE >>"$OUT/rezip.log"
+}
+
 sweep() {  # timeout, then gpu_sweep.py arguments
   local t=$1; shift
   timeout "$t" python3 bench/gpu_sweep.py --runs 2 --agreement --envs-dir $ENVS --wheelhouse $WHEELHOUSE \
@@ -65,23 +80,23 @@ case $phase in
       #   mkdir t && unzip -q -d t flashinfer_python-0.7.2.post1-py3-none-any.whl &&
       #   tar -C t -cf - . | xz -9 -T0 > .whl/fi72.tar.xz
       # and zipped back into the same wheel there (a wheel's RECORD hashes its files, not the zip).
-      WHEELHOUSE=/tmp/wh7
-      mkdir -p /tmp/fi72 $WHEELHOUSE
-      tar -C /tmp/fi72 -xJf .whl/fi72.tar.xz
-      python3 -c 'import os, sys, zipfile
-root, out = sys.argv[1:]
-with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
-    for d, _, files in os.walk(root):
-        for f in files:
-            z.write(os.path.join(d, f), os.path.relpath(os.path.join(d, f), root))' \
-        /tmp/fi72 $WHEELHOUSE/flashinfer_python-$V7-py3-none-any.whl >"$OUT/rezip.log" 2>&1
-      cp .whl/apache_tvm_ffi-*.whl $WHEELHOUSE/
-      ls -la $WHEELHOUSE >>"$OUT/rezip.log"
+      unpack_v7
       sweep ${SWEEP_S:-330} --versions $V7 --no-torch --suites decode,prefill,single
       # the GPU tests in the version's env (its python sees the machine's torch and pytest)
       [[ -n ${NO_TESTS:-} ]] || FLASHINFER_WORKSPACE_BASE=$ENVS/$V7/jit timeout 230 \
         $ENVS/$V7/venv/bin/python -m pytest --noconftest -p no:cacheprovider tests/test_gpu.py \
         -q -rs 2>&1 | tee "$OUT/pytest-gpu.log" | tail -30 ;;
+  v7agree) # 0.7.2.post1 on a fresh machine: the warm-up test first (the eager estimate's
+      # head start), then only the agreement runs (gpu_sweep --runs 0), whose rows
+      # `gpu_sweep.py --report-only` joins to the v7 call's raw file
+      unpack_v7
+      python3 -c "from worker import envs; envs.build_env('$V7', '$ENVS', '$WHEELHOUSE')"
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V7/jit timeout 90 $ENVS/$V7/venv/bin/python -m pytest \
+        --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs -k warm_up 2>&1 \
+        | tee "$OUT/pytest-gpu-warmup.log" | tail -20
+      timeout ${SWEEP_S:-300} python3 bench/gpu_sweep.py --runs 0 --agreement --envs-dir $ENVS \
+        --wheelhouse $WHEELHOUSE --out "$OUT" --versions $V7 --no-torch \
+        --suites decode,prefill,single 2>&1 | tee -a "$OUT/sweep.log" | tail -5 ;;
   agree)
       install_v6
       FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 240 \

@@ -62,6 +62,12 @@ RECOVERY_S = 0.1
 clock back to boost after 300 ms of limiter load for 3 ms decode and prefill calls; 5-50 ms
 did not (raw/clock-trace.log)."""
 MAX_BURSTS = 12
+HEADSTART_CYCLES = 4_000_000
+"""``estimate_call_us`` first queues a spin of this many SM cycles (2 ms at boost) so the host
+has queued its eager calls before the GPU reaches them: the events then time the calls back
+to back, not the host's launch gaps. Without it, FlashInfer 0.7.2's decode ``run()`` (over
+100 us of host time) made a 12 us call look heavy, and its warm-up fell to one replay
+(raw/pytest-gpu-v7.log)."""
 WARMUP_BUDGET_US = 5000.0
 """The count-based warm-up stops at about this much GPU time: five 3.3 ms replays of a heavy
 prefill call would spend the ~15 ms the H200 holds its boost clock under that load."""
@@ -155,9 +161,12 @@ def time_cpu(fn: Fn, datas: list[dict[str, Any]], warmup: int, iterations: int) 
 
 
 def estimate_call_us(fn: Fn, datas: list[dict[str, Any]], calls: int = 3) -> float:
-    """Mean GPU time of a few eager calls (events), to size the graph."""
+    """Mean GPU time of a few eager calls (events), to size the graph and choose the warm-up.
+    An upper bound where the host needs longer than HEADSTART_CYCLES to queue them, or where
+    a call synchronises with the host."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
+    clock_probe(HEADSTART_CYCLES)
     start.record()
     for i in range(calls):
         fn(datas[i % len(datas)])
