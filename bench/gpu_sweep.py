@@ -361,7 +361,7 @@ def report(
                 f"{'FI idle':>9}{'Δ%':>6}{'FI 30':>9}{'Δ%':>6}{'FI dflt':>9}{'Δ%':>6}"
                 f"{'CVw%':>6}{'MHz':>6}{'disc':>5}"
             )
-            for key, m in sorted(by_run[1].items()):
+            for key, m in sorted(by_run.get(1, {}).items()):
                 s = stats_of(m)
                 row = (
                     f"{short(kernel, pts[key[0]]):<22}{key[1]:<11}"

@@ -164,6 +164,7 @@ H200_VIEWS = {
     "h200-curves-versions": "/curves?kernel=batch_decode&x=batch_size&y=latency"
                             "&series=flashinfer_version&gpu_sku=h200&backend=fa2&kv_len=8192",
     "h200-compare-releases": "/compare?gpu=h200&from=0.5.3&to=0.6.18.post1",
+    "h200-compare-releases-07": "/compare?gpu=h200&from=0.6.18.post1&to=0.7.2.post1",
     "h200-roofline": "/roofline?kernel=batch_prefill&gpu=h200&color=backend",
     "h200-speedup": "/speedup?gpu=h200&version=0.6.18.post1",
 }

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from bench.gpu_fixture import build
 from core import fixtures
+from core.compare import compare_runs
 from core.models import Point, Run, Sample
 from core.stats import summarize
 
@@ -30,7 +31,8 @@ def test_every_suite_is_there() -> None:
                                         "gpu-evidence-single.json"]
     decode = _load(GPU / "gpu-evidence-decode.json")
     versions = {r["flashinfer_version"] for r in decode["runs"]}
-    assert versions == {"0.6.18.post1", "0.5.3", None}  # None: the torch-sdpa runs
+    # None: the torch-sdpa runs
+    assert versions == {"0.7.2.post1", "0.6.18.post1", "0.5.3", None}
     grid = {(p["params"]["batch_size"], p["params"]["kv_len"]) for p in decode["runs"][0]["points"]}
     assert grid == {(b, k) for b in (1, 16, 64, 256) for k in (512, 2048, 8192, 32768)}
 
@@ -85,16 +87,14 @@ def test_fixtures_are_derived_from_the_raw_messages(tmp_path: Path) -> None:
         assert strip(_load(path)) == strip(_load(GPU / path.name)), path.name
 
 
-def test_the_06_evidence_kept_only_samples_at_the_boost_clock() -> None:
-    """0.6.18.post1 and torch-sdpa were measured with the clock floor (timing.clock_floor):
+def test_the_evidence_kept_only_samples_at_the_boost_clock() -> None:
+    """Every version and torch-sdpa were measured with the clock floor (timing.clock_floor):
     every repeat of every point carries the probe's clock for each sample it kept, and
     unless the floor was missed (flagged) none of them is under it. The limiter did act in
     the sweep: some samples were discarded and retaken."""
     discarded = 0
     for path in EXPORTS:
         for run in _load(path)["runs"]:
-            if run["flashinfer_version"] == "0.5.3":  # measured before the floor existed
-                continue
             for p in run["points"]:
                 for rep in p["telemetry"]["repeats"]:
                     c = rep["clock"]
@@ -105,3 +105,46 @@ def test_the_06_evidence_kept_only_samples_at_the_boost_clock() -> None:
                     else:
                         assert p["throttled"]
     assert discarded > 0
+
+
+def _runs_by_version(session: Session, paths: list[Path]) -> dict[str | None, list[int]]:
+    runs: dict[str | None, list[int]] = {}
+    for path in paths:
+        job = fixtures.import_job(session, _load(path))
+        session.flush()
+        for run in session.scalars(select(Run).where(Run.job_id == job.id)):
+            runs.setdefault(run.flashinfer_version, []).append(run.id)
+    session.commit()
+    return runs
+
+
+def test_the_comparison_finds_06s_prefill_regression_over_05_in_the_evidence(
+        session: Session) -> None:
+    """0.5.3 and 0.6.18.post1 measured back to back on one H200: the service's comparison
+    flags fa2 causal prefill as slower in 0.6.18.post1 and leaves decode alone. The release
+    flow confirmed the same two prefill points on another machine start
+    (fixtures/gpu/release/)."""
+    runs = _runs_by_version(session, EXPORTS)
+    result = compare_runs(session, runs["0.5.3"], runs["0.6.18.post1"])
+    assert result.counts["unchanged"] + result.counts["regression"] \
+        + result.counts["improvement"] == 53
+    flagged = {(p.kernel, p.backend, p.params.get("batch_size"), p.params.get("qo_len"),
+                p.params.get("kv_len")) for p in result.regressions}
+    assert {k for k, *_ in flagged} == {"batch_prefill"}
+    assert {("batch_prefill", "fa2", 1, 512, 2048), ("batch_prefill", "fa2", 8, 512, 2048)} \
+        <= flagged
+    assert all(p.ci_low > 1.03 for p in result.regressions)
+
+
+@pytest.mark.parametrize("other", ["earlier", "rerun"])
+def test_other_machine_starts_of_one_release_compare_unchanged(
+        session: Session, tmp_path: Path, other: str) -> None:
+    """0.6.18.post1 measured on three machine starts (raw/earlier-*, raw/rerun-*, and the
+    fixture's): the comparison stays quiet on all 53 points."""
+    written = build([str(GPU / "raw" / f"{other}-h200-0.6.18.post1.jsonl")], tmp_path, "h200")
+    now = _runs_by_version(session, EXPORTS)["0.6.18.post1"]
+    then = _runs_by_version(session, written)["0.6.18.post1"]
+    result = compare_runs(session, then, now)
+    assert result.counts["unchanged"] == 53, [
+        (p.kernel, p.backend, p.params, p.ratio) for p in result.points
+        if p.verdict != "unchanged"]

@@ -31,13 +31,15 @@ def test_clock_state_reads_the_message_or_its_repeats_telemetry() -> None:
     assert clock_state({"telemetry": {"repeats": [{"clock": {"floor_mhz": None}}]}}) is None
 
 
-def test_the_evidence_keeps_05_and_06_in_separate_series() -> None:
-    # 0.5.3 was measured before the clock floor, 0.6.18.post1 with it: comparing them point
-    # by point would credit the new release with the limiter's 2-12%.
+def test_the_evidence_puts_the_three_releases_in_one_series_per_point() -> None:
+    # All three releases were measured with the clock floor: each decode point of one is the
+    # same series in the others, so the dashboard compares them point by point. (Points
+    # measured without the floor are other series: see the clock-key test above.)
     decode = json.loads((GPU / "gpu-evidence-decode.json").read_text())
     keys: dict[str | None, set[str]] = {}
     for run in decode["runs"]:
         keys.setdefault(run["flashinfer_version"], set()).update(
             p["series_key"] for p in run["points"])
-    assert keys["0.5.3"].isdisjoint(keys["0.6.18.post1"])
     assert len(keys["0.6.18.post1"]) == 32
+    assert keys["0.5.3"] == keys["0.6.18.post1"] == keys["0.7.2.post1"]
+    assert keys[None].isdisjoint(keys["0.6.18.post1"])  # torch-sdpa: another backend
