@@ -10,7 +10,9 @@ Prints per point: median, bootstrap 95% CI, CV, JIT and plan seconds; per suite 
 wall time; the share of points with CV <= 1% (points slower than 20 us); whether the two runs
 agree within their CIs; and each point's median against ``bench_gpu_time``'s. Raw harness
 messages (with each request and the environment) go to ``OUT/raw-<label>.jsonl``:
-bench/gpu_fixture.py turns them into a fixture the service imports.
+bench/gpu_fixture.py turns them into a fixture the service imports. ``--report-only`` prints
+the report again from the raw and agreement files in ``--out`` (e.g. the committed ones, or a
+sweep joined to agreement rows measured on another call: ``--runs 0 --agreement``).
 
 Needs only the standard library, numpy, torch and FlashInfer wheels (it runs on a GPU machine
 without kernelwatch's service dependencies).
