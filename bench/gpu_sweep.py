@@ -11,8 +11,13 @@ wall time; the share of points with CV <= 1% (points slower than 20 us); whether
 agree within their CIs; and each point's median against ``bench_gpu_time``'s. Raw harness
 messages (with each request and the environment) go to ``OUT/raw-<label>.jsonl``:
 bench/gpu_fixture.py turns them into a fixture the service imports. ``--report-only`` prints
-the report again from the raw and agreement files in ``--out`` (e.g. the committed ones, or a
-sweep joined to agreement rows measured on another call: ``--runs 0 --agreement``).
+the report again from saved files, e.g. the committed ones (summary written to ``--out``)::
+
+    python bench/gpu_sweep.py --report-only --versions 0.7.2.post1 --no-torch --out /tmp/r \
+        --raw tests/fixtures/gpu/raw/h200-0.7.2.post1.jsonl \
+        --agreement-file tests/fixtures/gpu/raw/agreement-v7.jsonl
+
+(call 4 of docs/gpu.md's evidence measured that agreement apart: ``--runs 0 --agreement``).
 
 Needs only the standard library, numpy, torch and FlashInfer wheels (it runs on a GPU machine
 without kernelwatch's service dependencies).
@@ -194,19 +199,19 @@ def agreement(
 
 
 def load_saved(
-    out: Path, tag: str = ""
+    raw_paths: list[Path], agreement_file: Path | None
 ) -> tuple[
     dict[tuple[str, str, int], list[dict[str, Any]]],
     dict[tuple[str, str, int], float],
     dict[tuple[str, str], dict[tuple[int, str], dict[str, Any]]],
 ]:
-    """A sweep's results, walls and agreement rows read back from the raw files it wrote in
-    ``out`` (``raw-<label><tag>.jsonl``, ``agreement<tag>.jsonl``), for ``--report-only``:
-    the report again from committed raw files, or from a run whose agreement was made apart."""
+    """A sweep's results, walls and agreement rows read back from the raw files it wrote
+    (``raw-<label><tag>.jsonl``, ``agreement<tag>.jsonl``), for ``--report-only``: the report
+    again from committed raw files, or from a run whose agreement was made apart."""
     results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     walls: dict[tuple[str, str, int], float] = {}
     agree: dict[tuple[str, str], dict[tuple[int, str], dict[str, Any]]] = {}
-    for path in sorted(out.glob(f"raw-*{tag}.jsonl")):
+    for path in raw_paths:
         key: tuple[str, str, int] | None = None
         for line in path.read_text().splitlines():
             m = json.loads(line)
@@ -217,8 +222,7 @@ def load_saved(
                 walls[(m["label"], m["suite"], int(m["run"]))] = float(m["wall_seconds"])
             elif key is not None:
                 results[key].append(m)
-    agreement_file = out / f"agreement{tag}.jsonl"
-    if agreement_file.is_file():
+    if agreement_file is not None and agreement_file.is_file():
         for line in agreement_file.read_text().splitlines():
             m = json.loads(line)
             agree.setdefault((m["label"], m["suite"]), {})[
@@ -245,7 +249,10 @@ def main() -> int:
     ap.add_argument("--cold-l2-method", default="rotate", choices=["rotate", "flush"])
     ap.add_argument("--tag", default="", help="suffix of the output files")
     ap.add_argument("--report-only", action="store_true",
-                    help="measure nothing: the report from the raw files already in --out")
+                    help="measure nothing: the report from the raw files already in --out "
+                         "(or --raw, --agreement-file)")
+    ap.add_argument("--raw", nargs="*", type=Path, help="raw files for --report-only")
+    ap.add_argument("--agreement-file", type=Path, help="agreement rows for --report-only")
     ap.add_argument("--repeats", type=int, default=TIMING["repeats"],
                     help="repeats per point (timing.repeats); the iterations are split over them")
     ap.add_argument("--iterations", type=int, default=TIMING["iterations"],
@@ -265,7 +272,9 @@ def main() -> int:
     if args.torch:
         labels.append(("torch", None))
     if args.report_only:
-        report(*load_saved(out, args.tag), suites, labels, args.runs, out, args.tag)
+        saved = load_saved(args.raw or sorted(out.glob(f"raw-*{args.tag}.jsonl")),
+                           args.agreement_file or out / f"agreement{args.tag}.jsonl")
+        report(*saved, suites, labels, args.runs, out, args.tag)
         return 0
     results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     walls: dict[tuple[str, str, int], float] = {}

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bench import gpu_sweep
 from bench.gpu_fixture import build
 from core import fixtures
 from core.compare import compare_runs
@@ -148,3 +149,19 @@ def test_other_machine_starts_of_one_release_compare_unchanged(
     assert result.counts["unchanged"] == 53, [
         (p.kernel, p.backend, p.params, p.ratio) for p in result.points
         if p.verdict != "unchanged"]
+
+
+@pytest.mark.parametrize("version, torch, tag", [("0.5.3", False, "v5"),
+                                                 ("0.6.18.post1", True, "v6"),
+                                                 ("0.7.2.post1", False, "v7")])
+def test_the_committed_summaries_are_the_reports_of_the_raw_files(
+        tmp_path: Path, version: str, torch: bool, tag: str) -> None:
+    """The figures docs/gpu.md quotes (raw/summary-v*.txt) are what bench/gpu_sweep.py's
+    report prints from the committed raw harness messages and agreement rows."""
+    raw = GPU / "raw"
+    paths = [raw / f"h200-{version}.jsonl"] + ([raw / "h200-torch.jsonl"] if torch else [])
+    labels: list[tuple[str, str | None]] = [(version, version)] + (
+        [("torch", None)] if torch else [])
+    gpu_sweep.report(*gpu_sweep.load_saved(paths, raw / f"agreement-{tag}.jsonl"),
+                     ["decode", "prefill", "single"], labels, 2, tmp_path)
+    assert (tmp_path / "summary.txt").read_text() == (raw / f"summary-{tag}.txt").read_text()
