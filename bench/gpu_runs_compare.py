@@ -16,7 +16,6 @@ clock sat.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -25,19 +24,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_sweep import clock_of, stats_of  # the statistics the service stores (two-stage CI)
+from gpu_sweep import clock_of, load_saved, stats_of  # stats_of: as the service stores
 
 
 def points(path: str, run: int) -> dict[tuple[str, int, str], dict[str, Any]]:
-    out: dict[tuple[str, int, str], dict[str, Any]] = {}
-    suite, cur = "", 0
-    for line in Path(path).read_text().splitlines():
-        m = json.loads(line)
-        if m.get("type") == "request":
-            suite, cur = m["suite"], int(m["run"])
-        elif m.get("type") == "point" and cur == run and m.get("samples_us"):
-            out[(suite, int(m["point_index"]), str(m["backend"]))] = m
-    return out
+    results, _, _ = load_saved([Path(path)], None)
+    return {
+        (suite, int(m["point_index"]), str(m["backend"])): m
+        for (_, suite, r), msgs in results.items()
+        if r == run
+        for m in msgs
+        if m.get("samples_us")
+    }
 
 
 def main() -> int:

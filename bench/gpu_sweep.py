@@ -37,6 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.gpu_fixture import read_raw  # noqa: E402
 from core.catalogue import complete_params  # noqa: E402
 from core.series import clock_summary  # noqa: E402
 from core.stats import Summary, repeat_labels, summarize  # noqa: E402
@@ -211,17 +212,12 @@ def load_saved(
     results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     walls: dict[tuple[str, str, int], float] = {}
     agree: dict[tuple[str, str], dict[tuple[int, str], dict[str, Any]]] = {}
-    for path in raw_paths:
-        key: tuple[str, str, int] | None = None
-        for line in path.read_text().splitlines():
-            m = json.loads(line)
-            if m.get("type") == "request":
-                key = (m["label"], m["suite"], int(m["run"]))
-                results[key] = []
-            elif m.get("type") == "wall":
-                walls[(m["label"], m["suite"], int(m["run"]))] = float(m["wall_seconds"])
-            elif key is not None:
-                results[key].append(m)
+    for run in read_raw([str(p) for p in raw_paths]):
+        meta = run["meta"]
+        key = (meta["label"], meta["suite"], int(meta["run"]))
+        results[key] = run["points"]
+        if "wall_seconds" in run:
+            walls[key] = float(run["wall_seconds"])
     if agreement_file is not None and agreement_file.is_file():
         for line in agreement_file.read_text().splitlines():
             m = json.loads(line)
