@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,45 @@ def _request(skip: set[tuple[int, str]] | None = None) -> HarnessRequest:
                           list(enumerate(spec.grid())), skip or set())
 
 
+# Loaded by the harness's interpreter at start-up (``site`` imports any sitecustomize on its
+# path): the harness sends itself the signal as it starts the named repeat of the named pair.
+# Sent from the test on seeing the first point instead, the signal raced the harness: on a
+# loaded machine it had already written later points, or all of them.
+_SIGNAL_AT = """
+import os, signal
+from worker.harness import measure
+
+_measure = measure.Measurer.measure
+
+def measure_or_signal(self, kernel, index, params, backend, previous=None):
+    repeat = 1 + len(previous["repeat_sizes"]) if previous else 1
+    if (index, backend, repeat) == (int(os.environ["KW_AT_INDEX"]), os.environ["KW_AT_BACKEND"],
+                                    int(os.environ["KW_AT_REPEAT"])):
+        os.kill(os.getpid(), int(os.environ["KW_SIGNAL"]))
+    return _measure(self, kernel, index, params, backend, previous)
+
+measure.Measurer.measure = measure_or_signal
+"""
+
+
+def _signalled_at(tmp_path: Path, pair: tuple[int, str], repeat: int,
+                  sig: int) -> dict[str, str]:
+    """The environment of a harness that gets ``sig`` (from itself) as it starts repeat
+    ``repeat`` of ``pair``."""
+    (tmp_path / "sitecustomize.py").write_text(_SIGNAL_AT)
+    return {**os.environ, "PYTHONPATH": str(tmp_path), "KW_AT_INDEX": str(pair[0]),
+            "KW_AT_BACKEND": pair[1], "KW_AT_REPEAT": str(repeat), "KW_SIGNAL": str(int(sig))}
+
+
+def _only_failed(points: list[dict[str, Any]], pair: tuple[int, str]) -> dict[str, Any]:
+    """Every pair reported once; ``pair`` alone failed, every other one was measured."""
+    by_pair = {(m["point_index"], m["backend"]): m for m in points}
+    assert len(by_pair) == len(points) == 6
+    assert sorted(by_pair) == [(i, b) for i in range(3) for b in ("torch-math", "torch-sdpa")]
+    assert [p for p, m in by_pair.items() if m["status"] != "ok"] == [pair]
+    return by_pair[pair]
+
+
 def test_streams_every_pair_once_and_honours_skip() -> None:
     req = _request(skip={(0, "torch-sdpa"), (2, "torch-math")})
     msgs = list(HarnessRunner(sys.executable, req).messages())
@@ -35,22 +75,20 @@ def test_streams_every_pair_once_and_honours_skip() -> None:
         assert m["status"] == "ok" and len(m["samples_us"]) == 30
 
 
-def test_harness_killed_mid_point_is_recorded_and_sweep_goes_on() -> None:
-    runner = HarnessRunner(sys.executable, _request())
-    seen: list[dict[str, Any]] = []
-    for msg in runner.messages():
-        seen.append(msg)
-        if msg["type"] == "point" and len([m for m in seen if m["type"] == "point"]) == 1:
-            assert runner.proc is not None
-            os.kill(runner.proc.pid, signal.SIGKILL)  # what the OOM killer would do
-    points = [m for m in seen if m["type"] == "point"]
-    pairs = [(m["point_index"], m["backend"]) for m in points]
-    assert pairs == [(i, b) for i in range(3) for b in ("torch-sdpa", "torch-math")]
-    dead = points[1]
+# Repeats are interleaved: in round 1 no point has been reported yet; in round 3 (the last)
+# the points before the signalled one have.
+@pytest.mark.parametrize("repeat", [1, 3])
+def test_harness_killed_mid_point_is_recorded_and_sweep_goes_on(tmp_path: Path,
+                                                                repeat: int) -> None:
+    # what the OOM killer would do
+    env = _signalled_at(tmp_path, (1, "torch-math"), repeat, signal.SIGKILL)
+    runner = HarnessRunner(sys.executable, _request(), env=env)
+    seen = list(runner.messages())
+    dead = _only_failed([m for m in seen if m["type"] == "point"], (1, "torch-math"))
     assert dead["status"] == "error" and "exited with code -9" in dead["error"]
-    assert all(m["status"] == "ok" for m in points if m is not dead)
     assert runner.restarts == 1
     assert len([m for m in seen if m["type"] == "env"]) == 1
+    assert all(m["type"] in ("env", "point") for m in seen)  # "start" stays in the runner
 
 
 def test_harness_that_cannot_start_errors_every_pair_once() -> None:
@@ -78,18 +116,13 @@ def test_consumer_stopping_early_leaves_no_process_behind() -> None:
     assert runner.proc is None
 
 
-def test_hung_point_is_killed_after_the_timeout_and_the_sweep_goes_on() -> None:
-    runner = HarnessRunner(sys.executable, _request(), point_timeout_s=3)
-    seen: list[dict[str, Any]] = []
-    for msg in runner.messages():
-        seen.append(msg)
-        if msg["type"] == "point" and len([m for m in seen if m["type"] == "point"]) == 1:
-            assert runner.proc is not None
-            os.kill(runner.proc.pid, signal.SIGSTOP)  # frozen, like a kernel that never ends
-    points = [m for m in seen if m["type"] == "point"]
-    assert [(m["point_index"], m["backend"]) for m in points] == [
-        (i, b) for i in range(3) for b in ("torch-sdpa", "torch-math")]
-    hung = points[1]
+@pytest.mark.parametrize("repeat", [1, 3])
+def test_hung_point_is_killed_after_the_timeout_and_the_sweep_goes_on(tmp_path: Path,
+                                                                      repeat: int) -> None:
+    # frozen, like a kernel that never ends
+    env = _signalled_at(tmp_path, (0, "torch-math"), repeat, signal.SIGSTOP)
+    runner = HarnessRunner(sys.executable, _request(), env=env, point_timeout_s=3)
+    points = [m for m in runner.messages() if m["type"] == "point"]
+    hung = _only_failed(points, (0, "torch-math"))
     assert hung["status"] == "error" and "hung (no result within 3 s)" in hung["error"]
-    assert all(m["status"] == "ok" for m in points if m is not hung)
     assert runner.restarts == 1

@@ -182,6 +182,7 @@ class HarnessRunner:
             saw_env = finished = False
             fatal: str | None = None
             hung: float | None = None
+            in_flight: Pair | None = None  # the unit the harness said it started last
             lines: queue.Queue[str | None] = queue.Queue()
             threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
             while True:
@@ -203,6 +204,8 @@ class HarnessRunner:
                     if not env_sent:
                         env_sent = True
                         yield msg
+                elif kind == "start":
+                    in_flight = (int(msg["point_index"]), str(msg["backend"]))
                 elif kind == "point":
                     pair = (int(msg["point_index"]), str(msg["backend"]))
                     if pair in done:
@@ -233,8 +236,12 @@ class HarnessRunner:
                     done.add(pair)
                     yield error_point(pair, f"{why}\n{tail}".strip())
                 return
-            # It died in the middle: the first pair it had not reported is the one in flight.
-            pair = remaining[0]
+            # It died in the middle of the unit it started last. (Not the first unreported
+            # one: repeats are interleaved, so every unit of a window is unreported until the
+            # last round, and blaming the first would error innocent points one restart at a
+            # time until reaching the culprit.) Between a point and the next start nothing is
+            # in flight; the first unreported pair is then the one it was about to start.
+            pair = in_flight if in_flight is not None and in_flight not in done else remaining[0]
             done.add(pair)
             how = ("said done without measuring it" if finished else
                    f"hung (no result within {hung:g} s) and was killed" if hung else

@@ -101,6 +101,10 @@ def measure_interleaved(
         for n, (index, params, backend) in enumerate(units):
             if repeat and n not in pending:
                 continue  # finished early
+            # Points are emitted only after their last repeat, so without this the runner
+            # could not tell which unit a harness that dies or hangs was measuring.
+            emit(out, {"type": "start", "point_index": index, "backend": backend,
+                       "repeat": repeat + 1})
             msg = measurer.measure(kernel, index, params, backend, previous=pending.pop(n, None))
             if repeat + 1 < measurer.repeats and msg["status"] in ("ok", "incorrect"):
                 pending[n] = msg

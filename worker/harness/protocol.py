@@ -29,9 +29,13 @@ Messages (stdout, one per line):
      "throttled": bool, "telemetry": {...NVML before/after, L2 rotation facts, per repeat
      the probe's clock of every kept sample and the discards...},
      "clock_floor": 0.985 | null}          # samples kept only at >= this x the boost clock
+    {"type": "start", "point_index": 0, "backend": "fa2", "repeat": 1}
+                                          # before each repeat: the runner blames this unit
+                                          # when the harness dies or hangs before its point
     {"type": "log", "message": "..."}
     {"type": "fatal", "error": "..."}     # the harness cannot go on (e.g. import failed)
     {"type": "done"}
 """
 
-PROTOCOL_VERSION = 3  # 2: repeats (repeat_sizes); 3: clock_floor and per-sample clocks
+PROTOCOL_VERSION = 4  # 2: repeats (repeat_sizes); 3: clock_floor and per-sample clocks;
+# 4: "start" before each repeat
