@@ -11,6 +11,8 @@
 #   scripts/device-evidence.sh burst   # per-replay trace of long bursts; 30 vs 10 samples per repeat
 #   scripts/device-evidence.sh sustained  # long traces of heavy points; agreement with warmup_ms
 #   scripts/device-evidence.sh clock   # SM clock probe traces (bursts, recovery); CUPTI GPU test
+#   scripts/device-evidence.sh torchrep  # why torch-sdpa's repeats differ; then the GPU tests
+#   scripts/device-evidence.sh v7tests # the GPU test module with 0.7.2.post1 (.whl/fi72.tar.xz)
 #
 # Each step logs under $OUT; the script goes on when one fails. NO_TESTS=1 leaves out the GPU
 # tests after the v6/v5 sweeps; SWEEP_S sets the sweep's limit in seconds.
@@ -134,6 +136,19 @@ case $phase in
       FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 150 python3 -m pytest \
         --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs -k verified_cold_l2 2>&1 \
         | tee "$OUT/pytest-cupti.log" | tail -30 ;;
+  torchrep) # torch-sdpa's first repeat ran 8-10% faster than the others at some decode points
+      # (bench/gpu_torch_repeats.py); then the whole GPU test module (0.6.18.post1)
+      timeout ${SWEEP_S:-150} python3 bench/gpu_torch_repeats.py --profile \
+        ${SHAPES:+--shapes $SHAPES} --out "$OUT/torch-repeats.jsonl" \
+        2>&1 | tee "$OUT/torch-repeats.log" | tail -60
+      [[ -n ${NO_TESTS:-} ]] || gpu_tests ${TESTS_S:-330} ;;
+  v7tests) # the whole GPU test module in 0.7.2.post1's env
+      unpack_v7
+      python3 -c "from worker import envs; envs.build_env('$V7', '$ENVS', '$WHEELHOUSE')" \
+        >"$OUT/env-build.log" 2>&1
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V7/jit timeout ${TESTS_S:-300} \
+        $ENVS/$V7/venv/bin/python -m pytest --noconftest -p no:cacheprovider tests/test_gpu.py \
+        -q -rs 2>&1 | tee "$OUT/pytest-gpu.log" | tail -30 ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330

@@ -51,7 +51,11 @@ def test_protocol_every_kernel_with_torch_backends(kernel: str) -> None:
                                                       kv_len_distribution="constant")}]
     msgs = run_harness({"kernel": kernel, "device": "cpu", "backends": ["torch-sdpa", "torch-math"],
                         "timing": TIMING, "points": points, "skip": [[1, "torch-math"]]})
-    assert [m["type"] for m in msgs] == ["env", "point", "point", "point", "done"]
+    # one repeat each: the runner is told each unit's start before its point
+    assert [m["type"] for m in msgs] == ["env"] + ["start", "point"] * 3 + ["done"]
+    assert [(m["point_index"], m["backend"]) for m in msgs if m["type"] == "start"] == [
+        (m["point_index"], m["backend"]) for m in msgs if m["type"] == "point"]
+    msgs = [m for m in msgs if m["type"] != "start"]
     env = msgs[0]
     assert env["timing_method"] == "cpu_perf_counter" and env["environment"]["torch"]
     done = {(m["point_index"], m["backend"]) for m in msgs if m["type"] == "point"}
@@ -62,6 +66,9 @@ def test_protocol_every_kernel_with_torch_backends(kernel: str) -> None:
         assert len(m["samples_us"]) == 5 and all(s > 0 for s in m["samples_us"])
         assert m["max_abs_error"] <= m["telemetry"]["tolerance"]
         assert m["resolved_backend"] == m["backend"] and m["plan_seconds"] is None
+        # which of SDPA's kernels torch ran; not a question for the hand-written torch-math
+        sdpa_kernels = set(torch.nn.attention.SDPBackend.__members__) - {"ERROR"}
+        assert (m["telemetry"].get("sdpa_kernel") in sdpa_kernels) == (m["backend"] == "torch-sdpa")
 
 
 def test_unsupported_and_error_paths_do_not_stop_the_harness() -> None:
@@ -152,7 +159,10 @@ def test_repeats_are_interleaved_across_points() -> None:
     measure_interleaved(rec, "single_decode", units, out)
     assert rec.calls == [(i, "a", r) for r in (1, 2, 3) for i in (0, 1, 2)]
     emitted = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [(m["point_index"], m["n"]) for m in emitted] == [(0, 3), (1, 3), (2, 3)]
+    starts = [m for m in emitted if m["type"] == "start"]
+    assert [(m["point_index"], m["backend"], m["repeat"]) for m in starts] == rec.calls
+    points = [m for m in emitted if m["type"] != "start"]
+    assert [(m["point_index"], m["n"]) for m in points] == [(0, 3), (1, 3), (2, 3)]
 
 
 def test_a_failed_later_repeat_fails_the_point(monkeypatch: pytest.MonkeyPatch) -> None:

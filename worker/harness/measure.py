@@ -234,6 +234,7 @@ class Measurer:
         # the samples.
         msg["jit_seconds"] = time.perf_counter() - t0
         msg["resolved_backend"] = prepared.resolved_backend
+        telemetry.update(prepared.notes)
         if prepared.plan is not None:
             plans = []
             for _ in range(3):

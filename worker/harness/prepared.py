@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,3 +20,6 @@ class Prepared:
     """Re-runs the wrapper's ``plan()`` (FlashInfer batch wrappers): timed on its own."""
     first_plan_seconds: float | None = None
     """Wall seconds of the first ``plan()`` (JIT compilation of the kernel module included)."""
+    notes: dict[str, Any] = field(default_factory=dict)
+    """Facts about the prepared call kept in the point's telemetry (torch-sdpa: the kernel
+    SDPA dispatched to)."""

@@ -3,6 +3,7 @@
 torch-sdpa: ``torch.nn.functional.scaled_dot_product_attention`` (grouped heads through
 ``enable_gqa``, or ``repeat_interleave`` on a torch without it), batched when all requests have
 the same lengths, one call per request otherwise: what a PyTorch user would write.
+The kernel SDPA dispatches to (cuDNN, flash, efficient, math) is recorded with the point.
 torch-math: the naive float32 ``softmax(q k^T) v``, grouped by KV head so K/V are not copied.
 
 A prepared backend is a callable ``fn(data) -> raw`` (the timed part) plus ``outputs(raw)``
@@ -22,19 +23,24 @@ from worker.harness.prepared import Prepared
 from worker.harness.reference import causal_mask
 
 
+def _causal_args(
+    q: torch.Tensor, k: torch.Tensor, causal: bool
+) -> tuple[torch.Tensor | None, bool]:
+    """SDPA's (attn_mask, is_causal) for FlashInfer's causal convention."""
+    lq, lkv = q.shape[-2], k.shape[-2]
+    if not causal or lq == 1:
+        return None, False
+    # SDPA's is_causal aligns top-left; FlashInfer aligns bottom-right. They agree when
+    # lq == lkv, which keeps SDPA on its fused causal path; otherwise pass the mask.
+    if lq == lkv:
+        return None, True
+    return causal_mask(lq, lkv, q.device), False
+
+
 def _sdpa(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool
 ) -> torch.Tensor:
-    lq, lkv = q.shape[-2], k.shape[-2]
-    mask = None
-    is_causal = False
-    if causal and lq > 1:
-        # SDPA's is_causal aligns top-left; FlashInfer aligns bottom-right. They agree when
-        # lq == lkv, which keeps SDPA on its fused causal path; otherwise pass the mask.
-        if lq == lkv:
-            is_causal = True
-        else:
-            mask = causal_mask(lq, lkv, q.device)
+    mask, is_causal = _causal_args(q, k, causal)
     if q.shape[-3] != k.shape[-3]:
         try:
             return F.scaled_dot_product_attention(
@@ -44,6 +50,23 @@ def _sdpa(
             g = q.shape[-3] // k.shape[-3]
             k, v = k.repeat_interleave(g, dim=-3), v.repeat_interleave(g, dim=-3)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale)
+
+
+def sdpa_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool
+) -> str | None:
+    """Which of its fused kernels SDPA dispatches these inputs to (``CUDNN_ATTENTION``,
+    ``FLASH_ATTENTION``, ``EFFICIENT_ATTENTION``, ``MATH``): "FlashInfer vs torch-sdpa" means
+    a different kernel from one torch build or GPU to the next. None where torch cannot say."""
+    mask, is_causal = _causal_args(q, k, causal)
+    gqa = q.shape[-3] != k.shape[-3]
+    try:
+        choice = torch._fused_sdp_choice(  # type: ignore[attr-defined]
+            q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=gqa
+        )
+        return str(torch.nn.attention.SDPBackend(choice).name)
+    except Exception:  # private API: absent or changed on this torch
+        return None
 
 
 def _math(
@@ -87,4 +110,10 @@ def prepare_torch(backend: str, inp: Inputs, scale: float) -> Prepared:
         def outputs(raw: Any) -> list[torch.Tensor]:
             return [o[0].transpose(0, 1) for o in raw]
 
-    return Prepared(fn, outputs, backend)
+    notes: dict[str, Any] = {}
+    if backend == "torch-sdpa":
+        d = inp.data
+        q, k, v = (d["q"], d["k"], value(d, None)) if inp.dense else (
+            d["q"][0], d["k"][0], value(d, 0))
+        notes["sdpa_kernel"] = sdpa_kernel(q, k, v, scale, causal)
+    return Prepared(fn, outputs, backend, notes=notes)
