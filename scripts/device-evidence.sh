@@ -13,6 +13,7 @@
 #   scripts/device-evidence.sh clock   # SM clock probe traces (bursts, recovery); CUPTI GPU test
 #   scripts/device-evidence.sh torchrep  # why torch-sdpa's repeats differ; then the GPU tests
 #   scripts/device-evidence.sh v7tests # the GPU test module with 0.7.2.post1 (.whl/fi72.tar.xz)
+#   scripts/device-evidence.sh backends  # every backend of every kernel, three versions
 #
 # Each step logs under $OUT; the script goes on when one fails. NO_TESTS=1 leaves out the GPU
 # tests after the v6/v5 sweeps; SWEEP_S sets the sweep's limit in seconds.
@@ -149,6 +150,15 @@ case $phase in
       FLASHINFER_WORKSPACE_BASE=$ENVS/$V7/jit timeout ${TESTS_S:-300} \
         $ENVS/$V7/venv/bin/python -m pytest --noconftest -p no:cacheprovider tests/test_gpu.py \
         -q -rs 2>&1 | tee "$OUT/pytest-gpu.log" | tail -30 ;;
+  backends) # every offered backend of every kernel (bf16; fp8 KV for decode) through the
+      # harness, per version (bench/gpu_backends.py): ok / unsupported with the library's message
+      timeout 200 python3 bench/gpu_backends.py --versions $V6 --envs-dir $ENVS \
+        --wheelhouse $WHEELHOUSE --out "$OUT" 2>&1 | tee "$OUT/backends-v6.log" | grep -v "^\["
+      unpack_v7
+      timeout 200 python3 bench/gpu_backends.py --versions $V7 --envs-dir $ENVS \
+        --wheelhouse $WHEELHOUSE --out "$OUT" 2>&1 | tee "$OUT/backends-v7.log" | grep -v "^\["
+      timeout 160 python3 bench/gpu_backends.py --versions $V5 --envs-dir $ENVS \
+        --wheelhouse .whl --out "$OUT" 2>&1 | tee "$OUT/backends-v5.log" | grep -v "^\[" ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330

@@ -117,6 +117,18 @@ def test_decode_backend_honesty() -> None:
     fb.check_decode_backend("cudnn", False, "0.7.2.post1")
 
 
+def test_trtllm_gen_is_refused_off_blackwell_naming_the_gpu() -> None:
+    # measured on the H200: FlashInfer tried to download the cubins and failed (offline)
+    with pytest.raises(NotImplementedError, match=r"Blackwell.*this GPU is sm90"):
+        fb.check_arch("trtllm-gen", (9, 0))
+    with pytest.raises(NotImplementedError, match="sm120"):
+        fb.check_arch("trtllm-gen", (12, 0))
+    fb.check_arch("trtllm-gen", (10, 0))
+    fb.check_arch("trtllm-gen", (10, 3))
+    for backend in ("fa2", "fa3", "auto", "cudnn", "cutlass"):
+        fb.check_arch(backend, (9, 0))
+
+
 class _Wrapper:
     def __init__(self, backend: str) -> None:
         self._backend = backend

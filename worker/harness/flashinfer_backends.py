@@ -139,6 +139,18 @@ def check_decode_backend(backend: str, tensor_cores: bool, version: str) -> None
         )
 
 
+def check_arch(backend: str, capability: tuple[int, int]) -> None:
+    """trtllm-gen is TensorRT-LLM's generated FMHA cubins, built for Blackwell (sm100/sm103)
+    only. On other GPUs FlashInfer still tries to download them first (on the H200, offline:
+    ``AssertionError: Failed to get checksums.txt``, after the download's retries), which
+    would read as an error of the node rather than a backend this GPU does not have."""
+    if backend == "trtllm-gen" and capability[0] != 10:
+        raise NotImplementedError(
+            f"backend 'trtllm-gen' runs kernels built for Blackwell (sm100/sm103); this GPU "
+            f"is sm{capability[0]}{capability[1]}"
+        )
+
+
 def resolved_backend(wrapper: Any, requested: str, tensor_cores: bool = True) -> str:
     """What ``auto`` became. 0.7 exposes ``resolved_backend``; earlier versions overwrite
     ``_backend`` in plan() (prefill) or keep ``auto`` for the CUDA-core decode kernel, which is
@@ -198,6 +210,7 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
             resolved,
         )
     device = next(iter(inp.meta.values())).device
+    check_arch(backend, torch.cuda.get_device_capability(device))
     workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
     wrapper: Any
     tensor_cores = True
