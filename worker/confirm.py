@@ -12,8 +12,9 @@ a valid sweep spec over the flagged points (params: the values they take; each r
 ``point_indices`` pick exactly the flagged combinations), so if this node dies mid-way, the
 reaper's re-queued runs are ordinary runs the worker knows how to finish.
 
-Per regression the pooled samples of all rounds give a new ratio of medians with its bootstrap
-CI (``core.compare``, same rule and threshold as the comparison). ``confirmed`` when that
+Per regression the rounds give a new ratio with its bootstrap CI, paired block by block (a
+block: one round's repeat r of each version, measured back to back; ``core.compare.
+compare_paired``), judged by the same rule and threshold as the comparison. ``confirmed`` when that
 verdict is still ``regression``; ``not_reproduced`` otherwise; ``confirm_failed`` when the
 re-measurement produced no usable samples (it says nothing either way).
 """
@@ -29,7 +30,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.broker import TASK_CONFIRM_REGRESSIONS, get_celery, queue_for_node
-from core.compare import REGRESSION, compare_samples, load_samples, pool_samples
+from core.compare import (
+    REGRESSION,
+    compare_paired,
+    compare_samples,
+    load_samples,
+    pool_samples,
+)
 from core.db import new_session
 from core.models import Comparison, Job, JobStatus, Node, Point, PointStatus, Regression, Run
 from core.models import utcnow as _now
@@ -165,25 +172,44 @@ def run_confirmation(
 
 def settle(session: Session, comparison: Comparison, regs: list[Regression],
            roles: dict[int, str], thresholds: dict[str, float]) -> dict[str, str]:
+    """Each regression's verdict from its re-measurement: paired by block, a block being one
+    round's repeat of each version (``core.compare.compare_paired``), so what the harness's
+    repeat order or a round's moment does to both versions cancels; pooled
+    (``compare_samples``) where fewer than two blocks have both sides."""
     points = list(session.scalars(
         select(Point).where(Point.run_id.in_(list(roles)), Point.status == PointStatus.ok)
     ))
     samples = load_samples(session, [p.id for p in points])
+    rounds = {r.id: r.chunk for r in session.scalars(select(Run).where(Run.id.in_(list(roles))))}
     side_ids: dict[tuple[str, str], list[int]] = defaultdict(list)
+    # (series, role) -> (round, repeat) -> samples
+    blocks: dict[tuple[str, str], dict[tuple[int, int], list[float]]] = defaultdict(
+        lambda: defaultdict(list))
     for p in sorted(points, key=lambda p: p.id):
-        side_ids[(p.series_key, roles[p.run_id])].append(p.id)
+        role = roles[p.run_id]
+        side_ids[(p.series_key, role)].append(p.id)
+        for v, rep in samples.get(p.id, []):
+            blocks[(p.series_key, role)][(int(rounds[p.run_id] or 0), rep)].append(v)
     out = {}
     for r in regs:
+        threshold = thresholds.get(r.kernel, comparison.threshold)
+        b_blocks = blocks.get((r.series_key, "baseline"), {})
+        c_blocks = blocks.get((r.series_key, "contender"), {})
+        both = sorted(k for k in b_blocks
+                      if len(b_blocks[k]) >= 2 and len(c_blocks.get(k, [])) >= 2)
         b, bg = pool_samples(side_ids.get((r.series_key, "baseline"), []), samples)
         c, cg = pool_samples(side_ids.get((r.series_key, "contender"), []), samples)
-        if len(b) < 2 or len(c) < 2:
+        if len(both) >= 2:
+            est = compare_paired([(b_blocks[k], c_blocks[k]) for k in both], threshold)
+        elif len(b) < 2 or len(c) < 2:
             r.state = "confirm_failed"
+            out[str(r.id)] = r.state
+            continue
         else:
-            est = compare_samples(b, c, thresholds.get(r.kernel, comparison.threshold),
-                                  baseline_groups=bg, contender_groups=cg)
-            r.confirm_ratio, r.confirm_ci_low, r.confirm_ci_high = (
-                est.ratio, est.ci_low, est.ci_high)
-            r.state = "confirmed" if est.verdict == REGRESSION else "not_reproduced"
+            est = compare_samples(b, c, threshold, baseline_groups=bg, contender_groups=cg)
+        r.confirm_ratio, r.confirm_ci_low, r.confirm_ci_high = (
+            est.ratio, est.ci_low, est.ci_high)
+        r.state = "confirmed" if est.verdict == REGRESSION else "not_reproduced"
         out[str(r.id)] = r.state
     session.commit()
     return out
