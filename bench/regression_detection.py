@@ -11,8 +11,10 @@ preemption or a clock dip does on a real GPU); the contender's true latency is
     false-positive rate  share of trials with no slowdown flagged ``regression`` (or
                          ``improvement``, reported apart)
     after confirmation   the same shares once each flagged trial is re-measured as
-                         ``worker/confirm.py`` does (ROUNDS x n fresh samples per side, same
-                         rule): what would be alarmed as ``confirmed``
+                         ``worker/confirm.py`` does (ROUNDS rounds of the harness's repeats,
+                         n fresh samples per round and side, judged block by block with
+                         ``core.compare.compare_paired``): what would be alarmed as
+                         ``confirmed``
 
 Run:  .venv/bin/python bench/regression_detection.py [--trials 2000] [--n 30]
 """
@@ -25,8 +27,18 @@ import time
 
 import numpy as np
 
-from core.compare import DEFAULT_THRESHOLD, IMPROVEMENT, REGRESSION, RESAMPLES, verdicts_batch
+from core.compare import (
+    DEFAULT_THRESHOLD,
+    IMPROVEMENT,
+    REGRESSION,
+    RESAMPLES,
+    compare_paired,
+    verdicts_batch,
+)
+from core.spec import Timing
 from worker.confirm import ROUNDS
+
+REPEATS = int(Timing.model_fields["repeats"].default)  # a round's samples, in repeats
 
 CVS = (0.005, 0.01, 0.02, 0.05)
 SLOWDOWNS = (0.0, 0.02, 0.03, 0.05, 0.10)
@@ -59,13 +71,15 @@ def rates(
         flagged = int(np.sum(verdict == REGRESSION))
         reg += flagged
         imp += int(np.sum(verdict == IMPROVEMENT))
-        if flagged:
-            # The interleaved re-measurement: fresh samples, ROUNDS times as many per side.
-            b2 = draw(rng, flagged, n * ROUNDS, cv, 100.0, tail)
-            c2 = draw(rng, flagged, n * ROUNDS, cv, 100.0 * (1.0 + slowdown), tail)
-            _, _, _, v2 = verdicts_batch(b2, c2, threshold, resamples=resamples,
-                                         seed=seed + start + 1)
-            confirmed += int(np.sum(v2 == REGRESSION))
+        for t in range(flagged):
+            # The interleaved re-measurement: ROUNDS rounds, each n fresh samples per side in
+            # REPEATS repeats; a block is one round's repeat of both sides.
+            per = max(2, n // REPEATS)
+            b2 = draw(rng, ROUNDS * REPEATS, per, cv, 100.0, tail)
+            c2 = draw(rng, ROUNDS * REPEATS, per, cv, 100.0 * (1.0 + slowdown), tail)
+            est = compare_paired(list(zip(b2, c2, strict=True)), threshold,
+                                 resamples=resamples, seed=seed + start + t)
+            confirmed += int(est.verdict == REGRESSION)
     return reg / trials, imp / trials, confirmed / trials
 
 
