@@ -197,15 +197,15 @@ def settle(session: Session, comparison: Comparison, regs: list[Regression],
         c_blocks = blocks.get((r.series_key, "contender"), {})
         both = sorted(k for k in b_blocks
                       if len(b_blocks[k]) >= 2 and len(c_blocks.get(k, [])) >= 2)
-        b, bg = pool_samples(side_ids.get((r.series_key, "baseline"), []), samples)
-        c, cg = pool_samples(side_ids.get((r.series_key, "contender"), []), samples)
         if len(both) >= 2:
             est = compare_paired([(b_blocks[k], c_blocks[k]) for k in both], threshold)
-        elif len(b) < 2 or len(c) < 2:
-            r.state = "confirm_failed"
-            out[str(r.id)] = r.state
-            continue
         else:
+            b, bg = pool_samples(side_ids.get((r.series_key, "baseline"), []), samples)
+            c, cg = pool_samples(side_ids.get((r.series_key, "contender"), []), samples)
+            if len(b) < 2 or len(c) < 2:
+                r.state = "confirm_failed"
+                out[str(r.id)] = r.state
+                continue
             est = compare_samples(b, c, threshold, baseline_groups=bg, contender_groups=cg)
         r.confirm_ratio, r.confirm_ci_low, r.confirm_ci_high = (
             est.ratio, est.ci_low, est.ci_high)
