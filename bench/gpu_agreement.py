@@ -15,9 +15,15 @@ sample it; FlashInfer's own repeat-to-repeat spread is the floor any agreement s
 each burst, the chance the harness gives itself when the power limiter lowered its clock.
 ``fi30_median_us`` and ``default_median_us``: flashinfer_benchmark.py's burst (5 dry runs, 30
 timed replays), with the graph sized like the harness's and as shipped (see ``main``).
-CUPTI is used when cupti-python is installed, else CUDA-graph replay; cold L2 as the
-installed version does it (0.6+: rotating input copies; 0.5: an L2 flush between replays of a
-graph that calls the kernel 10 times on the same inputs).
+These are CUDA-graph timings, cold L2 as the installed version does it (0.6+: rotating input
+copies; 0.5: an L2 flush between replays of a graph that calls the kernel 10 times on the same
+inputs, so 9 of 10 calls find small inputs in L2).
+``cupti_*`` and ``cupti30_median_us`` (only where cupti-python >= 13 is installed): FlashInfer's
+CUPTI timer, the default of flashinfer_benchmark.py since CUPTI became its preferred method:
+one call per iteration, L2 flushed before it and the device synchronised after it, the time
+being the span of the call's kernels. ``cupti_*`` on the harness's schedule with its recovery
+idle (like ``settled_*``), ``cupti30`` with 5 dry runs and 30 iterations. This is the reference
+with cold L2 on every call in every version (0.5.3's graph timer has none, see above).
 """
 
 from __future__ import annotations
@@ -34,13 +40,35 @@ import torch
 
 def cupti_installed() -> bool:
     """bench_gpu_time(enable_cupti=True) silently falls back to CUDA graphs without
-    cupti-python: label what really ran."""
+    cupti-python: the CUPTI configurations run only where it is installed."""
     try:
         import importlib.metadata
 
         return int(importlib.metadata.version("cupti-python").split(".")[0]) >= 13
     except Exception:
         return False
+
+
+def cupti_bench(bench_gpu_time: Any, fn: Any, version_kwargs: bool, **kw: Any) -> list[float]:
+    """bench_gpu_time's CUPTI path (graph of one call, L2 flushed before each iteration), as
+    flashinfer_benchmark.py calls it. It falls back to another timer with only a warning
+    when CUPTI is missing or refuses: that fallback is an error here, never a CUPTI number."""
+    import warnings
+
+    flush = {"cold_l2_cache": True} if version_kwargs else {"l2_flush": True}
+    failed: Exception | None = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            times = bench_gpu_time(fn, enable_cupti=True, use_cuda_graph=True, **flush, **kw)
+        except Exception as exc:  # the fallback may fail too: say why it ran at all
+            failed = exc
+    fell_back = [str(w.message) for w in caught if "falling back" in str(w.message).lower()]
+    if fell_back:
+        raise RuntimeError(f"bench_gpu_time did not use CUPTI: {fell_back[0]}") from failed
+    if failed is not None:
+        raise failed
+    return [float(t) for t in times]
 
 
 def bench_one(
@@ -51,6 +79,7 @@ def bench_one(
     dry_run_iters: int = 5,
     repeat_iters: int = 30,
     settle_s: float = 0.0,
+    cupti: bool = False,
 ) -> dict[str, Any]:
     """FlashInfer's timer on freshly built inputs, samples in microseconds. Normally with the
     graph sized as the harness sizes it (``calls_per_graph``: one pass over all of
@@ -59,7 +88,8 @@ def bench_one(
     runs, 30 timed replays, cold_l2_cache=True), whose 10 calls leave small inputs in L2.
     ``dry_run_iters``/``repeat_iters`` set the burst: flashinfer_benchmark.py's 5 and 30, or
     the harness's warm-up and samples per repeat for a same-schedule comparison; ``settle_s``
-    of idle GPU after the inputs are built, before the burst."""
+    of idle GPU after the inputs are built, before the burst; ``cupti``: the CUPTI timer
+    (``cupti_bench``) instead of graph replay."""
     from flashinfer.testing import bench_gpu_time
 
     from worker.harness import timing
@@ -76,17 +106,22 @@ def bench_one(
         return prepared.fn(inp.data)
 
     kw: dict[str, Any] = {
-        "use_cuda_graph": True,
         "dry_run_iters": 5 if default_config else dry_run_iters,
         "repeat_iters": 30 if default_config else repeat_iters,
     }
-    out: dict[str, Any] = {"method": "cupti" if cupti_installed() else "cuda_graph"}
-    if out["method"] == "cupti":
-        kw["enable_cupti"] = True
+    version_kwargs = "input_kwargs" in inspect.signature(bench_gpu_time).parameters
     if settle_s:
         torch.cuda.synchronize()
         time.sleep(settle_s)
-    if "input_kwargs" not in inspect.signature(bench_gpu_time).parameters:
+    if cupti:
+        times = cupti_bench(bench_gpu_time, with_kwargs if version_kwargs else closure,
+                            version_kwargs, **({"input_kwargs": inp.data} if version_kwargs
+                                               else {}), **kw)
+        return {"method": "cupti", "cold_l2": "flush",
+                "samples_us": [t * 1000.0 for t in times]}
+    kw["use_cuda_graph"] = True
+    out: dict[str, Any] = {"method": "cuda_graph"}
+    if not version_kwargs:
         # 0.5: no rotation; an L2 flush between replays of a 10-call graph on one input
         times = bench_gpu_time(closure, l2_flush=True, **kw)
         out.update(samples_us=[t * 1000.0 for t in times], cold_l2="flush")
@@ -119,6 +154,7 @@ def same_schedule(
     per_repeat: int,
     prefix: str,
     settle_s: float = 0.0,
+    cupti: bool = False,
 ) -> None:
     """FlashInfer's timer on the harness's schedule: ``repeats`` bursts per unit, interleaved
     over the units like the harness's repeats, each on freshly built inputs. Adds to each row
@@ -133,9 +169,10 @@ def same_schedule(
             t0 = time.perf_counter()
             try:
                 got = bench_one(kernel, params, backend, dry_run_iters=warmup,
-                                repeat_iters=per_repeat, settle_s=settle_s)
+                                repeat_iters=per_repeat, settle_s=settle_s, cupti=cupti)
                 burst = got.pop("samples_us")
-                row.update(got)
+                # what ran (method, cold L2, rotation), once per configuration
+                row.update(got if not cupti else {f"{prefix}{k}": v for k, v in got.items()})
                 samples[(index, backend)].extend(burst)
                 row.setdefault(f"{prefix}repeat_medians_us", []).append(statistics.median(burst))
             except Exception as exc:
@@ -184,7 +221,14 @@ def main() -> int:
     #   the harness's. Its burst runs 3x longer than one repeat of the harness's, long enough
     #   on heavy kernels for the power limiter to lower the SM clock (gpu_burst_trace.py);
     # - "default": its whole configuration, 10-call graphs included (not with 0.5's flush).
-    for key, extra in (("fi30", {}), ("default", {"default_config": True})):
+    extras: list[tuple[str, dict[str, Any]]] = [("fi30", {}), ("default", {"default_config": True})]
+    if cupti_installed():
+        # FlashInfer's CUPTI timer on the harness's schedule with its recovery idle, then as
+        # flashinfer_benchmark.py runs it (5 dry runs, 30 iterations)
+        same_schedule(request["kernel"], units, rows, repeats, warmup, per_repeat, "cupti_",
+                      settle_s=RECOVERY_S, cupti=True)
+        extras.append(("cupti30", {"cupti": True}))
+    for key, extra in extras:
         for index, params, backend in units:
             row = rows[(index, backend)]
             if "error" in row or (key == "default" and row.get("cold_l2") == "flush"):

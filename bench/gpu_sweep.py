@@ -255,12 +255,16 @@ def main() -> int:
                     help="timed samples per point in all (timing.iterations)")
     ap.add_argument("--warmup-ms", type=float, default=TIMING["warmup_ms"],
                     help="time-based warm-up of calls >= 100 us (timing.warmup_ms); 0: off")
+    ap.add_argument("--clock-floor", type=float, default=TIMING["clock_floor"],
+                    help="samples under this fraction of the boost clock are retaken "
+                         "(timing.clock_floor); 0: off")
     args = ap.parse_args()
     out = Path(args.out)
     TIMING["cold_l2_method"] = args.cold_l2_method
     TIMING["repeats"] = args.repeats
     TIMING["iterations"] = args.iterations
     TIMING["warmup_ms"] = args.warmup_ms
+    TIMING["clock_floor"] = args.clock_floor
     out.mkdir(parents=True, exist_ok=True)
     suites = [s for s in args.suites.split(",") if s]
 
@@ -333,8 +337,12 @@ def report(
     # agreement with bench_gpu_time per configuration: [within +-3%, compared]
     agreed: dict[str, list[int]] = {
         "same": [0, 0], "settled": [0, 0], "fi30": [0, 0], "default": [0, 0],
-        "same_no_discard": [0, 0]}
+        "same_no_discard": [0, 0], "cupti": [0, 0], "cupti30": [0, 0]}
     median = 0.0
+    # FlashInfer's CUPTI timer's columns, where the agreement run had cupti-python
+    cupti = any(r.get("cupti_median_us") or r.get("cupti30_median_us")
+                for rows in agree.values() for r in rows.values())
+    fi_keys = ("settled", "fi30", "default") + (("cupti", "cupti30") if cupti else ())
 
     def count(config: str, theirs: float) -> float:
         delta = 100 * (median / theirs - 1)
@@ -366,7 +374,8 @@ def report(
                 f"{'median us':>10}{'CI95':>19}{'CV%':>6}{'jit s':>7}{'plan ms':>8}"
                 f"{'rep±%':>6}{'run2 med':>9}{'FI med':>9}{'Δ%':>6}{'FI rep±%':>9}"
                 f"{'FI idle':>9}{'Δ%':>6}{'FI 30':>9}{'Δ%':>6}{'FI dflt':>9}{'Δ%':>6}"
-                f"{'CVw%':>6}{'MHz':>6}{'disc':>5}"
+                + (f"{'cupti':>9}{'Δ%':>6}{'cupti30':>9}{'Δ%':>6}" if cupti else "")
+                + f"{'CVw%':>6}{'MHz':>6}{'disc':>5}"
             )
             for key, m in sorted(by_run.get(1, {}).items()):
                 s = stats_of(m)
@@ -407,14 +416,14 @@ def report(
                     if disc == 0:  # no sample of ours was under the clock floor
                         count("same_no_discard", fi["median_us"])
                     row += f"{spread_pct(fi.get('repeat_medians_us') or []):>9.2f}"
-                    for k in ("settled", "fi30", "default"):
+                    for k in fi_keys:
                         if fi.get(f"{k}_median_us"):
                             d = count(k, fi[f"{k}_median_us"])
                             row += f"{fi[f'{k}_median_us']:>9.2f}{d:>6.1f}"
                         else:
                             row += f"{'':>15}"
                 else:
-                    row += f"{'':>68}"
+                    row += " " * (68 + 30 * cupti)
                 row += f"{100 * cvw:>6.2f}{mhz:>6.0f}{disc:>5}{'' if met else ' floor missed'}"
                 lines.append(row)
     lines.append(f"CV <= 1% for points > 20 us (samples pooled over repeats): {cv_ok}/{cv_n}")
@@ -433,6 +442,10 @@ def report(
         ("default", "as shipped (also its 10-call graphs)"),
         ("same_no_discard", "on the harness's schedule, points where the power limiter did not "
                             "act in the harness's bursts (no sample under the clock floor)"),
+        ("cupti", "with CUPTI (L2 flushed before every call), on the harness's schedule with "
+                  "its recovery idle"),
+        ("cupti30", "with CUPTI as flashinfer_benchmark.py runs it (5 dry runs + 30 "
+                    "iterations, L2 flushed before every call)"),
     ):
         if agreed[config][1]:
             ok, n = agreed[config]

@@ -14,6 +14,10 @@
 #   scripts/device-evidence.sh torchrep  # why torch-sdpa's repeats differ; then the GPU tests
 #   scripts/device-evidence.sh v7tests # the GPU test module with 0.7.2.post1 (.whl/fi72.tar.xz)
 #   scripts/device-evidence.sh backends  # every backend of every kernel, three versions
+#   scripts/device-evidence.sh v6cupti # v6's sweeps and agreement with FlashInfer's CUPTI timer
+#                                      # too (.whl/cupti_python-13.0.1-cp312-*.whl), then two
+#                                      # runs with the clock floor at 0.995
+#   scripts/device-evidence.sh v5cupti # the same for 0.5.3 (its graph timer has no cold L2)
 #
 # Each step logs under $OUT; the script goes on when one fails. NO_TESTS=1 leaves out the GPU
 # tests after the v6/v5 sweeps; SWEEP_S sets the sweep's limit in seconds.
@@ -64,6 +68,20 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
     /tmp/fi72 $WHEELHOUSE/flashinfer_python-$V7-py3-none-any.whl >"$OUT/rezip.log" 2>&1
   cp .whl/apache_tvm_ffi-*.whl $WHEELHOUSE/
   ls -la $WHEELHOUSE >>"$OUT/rezip.log"
+}
+
+with_cupti() {  # cupti-python (>= 13, matching the machine's CUDA 13.0 CUPTI) for every
+  # python started from here, version envs included: bench_gpu_time's CUPTI timer
+  [[ -d /tmp/cupti/cupti ]] || python3 -m pip install -q --no-index --no-deps --target \
+    /tmp/cupti .whl/cupti_python-*cp312*.whl >"$OUT/install-cupti.log" 2>&1
+  export PYTHONPATH=/tmp/cupti${PYTHONPATH:+:$PYTHONPATH}
+}
+
+floor_pair() {  # timeout, floor, then gpu_sweep.py arguments: two runs at another clock floor
+  local t=$1 f=$2; shift 2
+  timeout "$t" python3 bench/gpu_sweep.py --runs 2 --clock-floor "$f" --tag=-f${f#0.} \
+    --envs-dir $ENVS --wheelhouse $WHEELHOUSE --out "$OUT" "$@" 2>&1 \
+    | tee -a "$OUT/sweep-f${f#0.}.log" | grep -v "^\[" | tail -12
 }
 
 sweep() {  # timeout, then gpu_sweep.py arguments
@@ -159,6 +177,16 @@ case $phase in
         --wheelhouse $WHEELHOUSE --out "$OUT" 2>&1 | tee "$OUT/backends-v7.log" | grep -v "^\["
       timeout 160 python3 bench/gpu_backends.py --versions $V5 --envs-dir $ENVS \
         --wheelhouse .whl --out "$OUT" 2>&1 | tee "$OUT/backends-v5.log" | grep -v "^\[" ;;
+  v6cupti) # FlashInfer's CUPTI timer (flashinfer_benchmark.py's default) beside its graph
+      # timer in the agreement; then the clock floor at 0.995 against the default 0.985
+      with_cupti
+      sweep ${SWEEP_S:-420} --versions $V6 --suites decode,prefill,single
+      floor_pair ${FLOOR_S:-140} 0.995 --versions $V6 --no-torch --suites decode,prefill,single ;;
+  v5cupti)
+      with_cupti
+      sweep ${SWEEP_S:-330} --versions $V5 --no-torch --suites decode,prefill,single
+      [[ -z ${FLOOR_S:-} ]] || floor_pair $FLOOR_S 0.995 --versions $V5 --no-torch \
+        --suites decode,prefill,single ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330

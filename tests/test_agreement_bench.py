@@ -1,0 +1,89 @@
+"""bench/gpu_agreement.py's CUPTI configuration (FlashInfer's preferred timer) and how
+bench/gpu_sweep.py counts it. On the GPU machine these run against FlashInfer's own
+``bench_gpu_time``; here the glue is checked: the calling convention of each release, and
+that a silent fallback to another timer never passes for a CUPTI number."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import gpu_sweep
+from bench.gpu_agreement import cupti_bench
+
+RAW = Path(__file__).parent / "fixtures" / "gpu" / "raw"
+
+
+class Recorder:
+    """Stands in for ``flashinfer.testing.bench_gpu_time``: records its keyword arguments and,
+    like FlashInfer without cupti-python, warns that it falls back when told to."""
+
+    def __init__(self, fall_back: bool = False, raises: bool = False) -> None:
+        self.fall_back, self.raises = fall_back, raises
+        self.kwargs: dict[str, Any] = {}
+
+    def __call__(self, fn: Any, **kwargs: Any) -> list[float]:
+        self.kwargs = kwargs
+        if self.fall_back:
+            warnings.warn("CUPTI is not installed. Try 'pip install -U cupti-python'. "
+                          "Falling back to CUDA events for benchmarking.", UserWarning,
+                          stacklevel=2)
+        if self.raises:
+            raise AssertionError("Torch not compiled with CUDA enabled")
+        return [0.0101, 0.0102]
+
+
+@pytest.mark.parametrize("version_kwargs, flush", [(True, "cold_l2_cache"), (False, "l2_flush")])
+def test_cupti_bench_calls_flashinfers_cupti_path(version_kwargs: bool, flush: str) -> None:
+    """0.6+ take ``cold_l2_cache``, 0.5 ``l2_flush``: either way CUPTI over a one-call graph
+    with L2 flushed before every iteration, as flashinfer_benchmark.py runs it."""
+    bench = Recorder()
+    times = cupti_bench(bench, lambda: None, version_kwargs, dry_run_iters=0, repeat_iters=10)
+    assert times == [0.0101, 0.0102]
+    assert bench.kwargs == {"enable_cupti": True, "use_cuda_graph": True, flush: True,
+                            "dry_run_iters": 0, "repeat_iters": 10}
+
+
+@pytest.mark.parametrize("raises", [False, True])
+def test_a_fallback_is_never_a_cupti_number(raises: bool) -> None:
+    """Without CUPTI, bench_gpu_time warns and times with another method (or fails in it):
+    that is an error naming the reason, not samples labelled CUPTI."""
+    with pytest.raises(RuntimeError, match="did not use CUPTI: CUPTI is not installed"):
+        cupti_bench(Recorder(fall_back=True, raises=raises), lambda: None, True)
+
+
+def test_a_failure_without_fallback_is_the_libraries_own() -> None:
+    with pytest.raises(AssertionError, match="not compiled with CUDA"):
+        cupti_bench(Recorder(raises=True), lambda: None, True)
+
+
+def test_the_report_counts_cupti_agreement(tmp_path: Path) -> None:
+    """With CUPTI rows (here the committed 0.6.18.post1 graph rows relabelled: a CUPTI run is
+    needed for real ones), the report adds their columns and counts; the counts are those of
+    the same medians under their graph label."""
+    rows = [json.loads(line) for line in (RAW / "agreement-v6.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["cupti_median_us"] = row["settled_median_us"]
+        row["cupti30_median_us"] = row["fi30_median_us"]
+    agreement = tmp_path / "agreement.jsonl"
+    agreement.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    saved = gpu_sweep.load_saved([RAW / "h200-0.6.18.post1.jsonl"], agreement)
+    gpu_sweep.report(*saved, ["decode", "prefill", "single"], [("0.6.18.post1", "0.6.18.post1")],
+                     2, tmp_path)
+    lines = (tmp_path / "summary.txt").read_text().splitlines()
+
+    def count(prefix: str) -> str:
+        return next(line for line in lines if line.startswith(prefix)).rsplit(": ", 1)[1]
+
+    settled = count("median within ±3% of bench_gpu_time on the harness's schedule, the GPU")
+    fi30 = count("median within ±3% of bench_gpu_time with flashinfer_benchmark.py's 5 dry")
+    assert count("median within ±3% of bench_gpu_time with CUPTI (L2 flushed before every "
+                 "call), on the harness's schedule") == settled == "49/53"
+    assert count("median within ±3% of bench_gpu_time with CUPTI as flashinfer_benchmark") == fi30
+    header = next(line for line in lines if line.startswith("point "))
+    assert "cupti30" in header
+    assert all(len(line) == len(lines[2]) for line in lines[2:18])  # the columns line up
