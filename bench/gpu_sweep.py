@@ -242,7 +242,11 @@ def main() -> int:
     )
     ap.add_argument("--agreement", action="store_true")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--cold-l2-method", default="rotate", choices=["rotate", "flush"])
+    ap.add_argument("--method", default="cuda_graph", choices=["cuda_graph", "cupti"],
+                    help="the harness's timing method (timing.method); cupti needs cupti-python")
+    ap.add_argument("--cold-l2-method", default="rotate", choices=["rotate", "flush"],
+                    help="with --method cupti: rotate input copies, or write a 2 x L2 buffer "
+                         "before each call as FlashInfer's CUPTI timer does")
     ap.add_argument("--tag", default="", help="suffix of the output files")
     ap.add_argument("--report-only", action="store_true",
                     help="measure nothing: the report from the raw files already in --out "
@@ -261,6 +265,7 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     TIMING["cold_l2_method"] = args.cold_l2_method
+    TIMING["method"] = args.method
     TIMING["repeats"] = args.repeats
     TIMING["iterations"] = args.iterations
     TIMING["warmup_ms"] = args.warmup_ms

@@ -182,11 +182,17 @@ case $phase in
       with_cupti
       sweep ${SWEEP_S:-420} --versions $V6 --suites decode,prefill,single
       floor_pair ${FLOOR_S:-140} 0.995 --versions $V6 --no-torch --suites decode,prefill,single ;;
-  v5cupti)
+  v5cupti) # 0.5.3's sweeps and agreement with both of FlashInfer's timers; then the harness
+      # itself timing by CUPTI, inputs rotated and then L2 flushed by a 2 x L2 write before
+      # each call (FlashInfer's CUPTI convention), to tell what separates the two timers
       with_cupti
       sweep ${SWEEP_S:-330} --versions $V5 --no-torch --suites decode,prefill,single
-      [[ -z ${FLOOR_S:-} ]] || floor_pair $FLOOR_S 0.995 --versions $V5 --no-torch \
-        --suites decode,prefill,single ;;
+      for how in rotate flush; do
+        timeout ${CUPTI_S:-70} python3 bench/gpu_sweep.py --runs 1 --method cupti \
+          --cold-l2-method $how --tag=-cupti-$how --envs-dir $ENVS --wheelhouse .whl \
+          --out "$OUT" --versions $V6 --no-torch --suites decode,single 2>&1 \
+          | tee -a "$OUT/sweep-cupti-$how.log" | grep -v "^\[" | tail -6
+      done ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330
