@@ -73,6 +73,8 @@ def main() -> int:
     ap.add_argument("--envs-dir", default="/tmp/kw-envs")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", type=Path, default=Path("gpu-backends-out"))
+    ap.add_argument("--kernels", nargs="*", default=list(POINTS), choices=list(POINTS),
+                    help="only these kernels (default: all)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     labels: list[str | None] = list(args.versions) if args.device == "cuda" else [None]
@@ -86,6 +88,8 @@ def main() -> int:
         t0 = time.perf_counter()
         with open(args.out / f"raw-{version or 'torch'}.jsonl", "w") as raw:
             for variant, req in requests(args.device, version is None):
+                if req.kernel not in args.kernels:
+                    continue
                 for m in HarnessRunner(str(python), req, env).messages():
                     raw.write(json.dumps({**m, "kernel": req.kernel, "variant": variant})
                               + "\n")

@@ -18,6 +18,7 @@
 #                                      # too (.whl/cupti_python-13.0.1-cp312-*.whl), then two
 #                                      # runs with the clock floor at 0.995
 #   scripts/device-evidence.sh v5cupti # the same for 0.5.3 (its graph timer has no cold L2)
+#   scripts/device-evidence.sh backends-prefill  # the prefill/ragged/MLA backends, 0.6.18 and 0.5.3
 #
 # Each step logs under $OUT; the script goes on when one fails. NO_TESTS=1 leaves out the GPU
 # tests after the v6/v5 sweeps; SWEEP_S sets the sweep's limit in seconds.
@@ -193,6 +194,14 @@ case $phase in
           --out "$OUT" --versions $V6 --no-torch --suites decode,single 2>&1 \
           | tee -a "$OUT/sweep-cupti-$how.log" | grep -v "^\[" | tail -6
       done ;;
+  backends-prefill) # the backends of the prefill, ragged and MLA kernels (the decode ones are
+      # in the backends phase's output), 0.6.18.post1 then 0.5.3
+      timeout ${B6_S:-330} python3 bench/gpu_backends.py --versions $V6 --envs-dir $ENVS \
+        --wheelhouse $WHEELHOUSE --out "$OUT" --kernels single_prefill batch_prefill \
+        batch_prefill_ragged mla_decode 2>&1 | tee "$OUT/backends-prefill-v6.log" | grep -v "^\["
+      timeout ${B5_S:-200} python3 bench/gpu_backends.py --versions $V5 --envs-dir $ENVS \
+        --wheelhouse $WHEELHOUSE --out "$OUT" --kernels single_prefill batch_prefill \
+        batch_prefill_ragged mla_decode 2>&1 | tee "$OUT/backends-prefill-v5.log" | grep -v "^\[" ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330
