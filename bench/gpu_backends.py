@@ -40,17 +40,25 @@ POINTS: dict[str, dict[str, Any]] = {
     "mla_decode": {"batch_size": 16, "kv_len": 2048, "page_size": 64},
 }
 FP8_KERNELS = ("single_decode", "batch_decode")
+# paged kernels also measured with the HND cache, the layout cuDNN reads
+HND_KERNELS = ("batch_prefill",)
 TIMING = {"warmup": 5, "iterations": 30, "repeats": 3, "cold_l2": True,
           "check_correctness": True}
 
 
-def requests(device: str, torch_only: bool) -> list[tuple[str, HarnessRequest]]:
+def requests(device: str, torch_only: bool,
+             only: list[str] | None = None) -> list[tuple[str, HarnessRequest]]:
     out = []
     for kernel, given in POINTS.items():
         backends = list(TORCH_BACKENDS if torch_only else KERNELS[kernel].backends)
+        backends = [b for b in backends if not only or b in only]
+        if not backends:
+            continue
         variants: list[tuple[str, dict[str, Any]]] = [("bf16", {})]
         if kernel in FP8_KERNELS:
             variants.append(("fp8kv", {"kv_dtype": "float8_e4m3fn"}))
+        if kernel in HND_KERNELS:
+            variants.append(("hnd", {"kv_layout": "HND"}))
         for name, extra in variants:
             params = complete_params(kernel, {**given, **extra, "dtype": "bfloat16"})
             out.append((name, HarnessRequest(kernel, device, backends, dict(TIMING),
@@ -75,6 +83,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("gpu-backends-out"))
     ap.add_argument("--kernels", nargs="*", default=list(POINTS), choices=list(POINTS),
                     help="only these kernels (default: all)")
+    ap.add_argument("--backends", nargs="*", default=None,
+                    help="only these backends (default: every one each kernel offers)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     labels: list[str | None] = list(args.versions) if args.device == "cuda" else [None]
@@ -87,7 +97,7 @@ def main() -> int:
               f"{'median us':>10}  message", flush=True)
         t0 = time.perf_counter()
         with open(args.out / f"raw-{version or 'torch'}.jsonl", "w") as raw:
-            for variant, req in requests(args.device, version is None):
+            for variant, req in requests(args.device, version is None, args.backends):
                 if req.kernel not in args.kernels:
                     continue
                 for m in HarnessRunner(str(python), req, env).messages():

@@ -19,6 +19,7 @@
 #                                      # runs with the clock floor at 0.995
 #   scripts/device-evidence.sh v5cupti # the same for 0.5.3 (its graph timer has no cold L2)
 #   scripts/device-evidence.sh backends-prefill  # the prefill/ragged/MLA backends, 0.6.18 and 0.5.3
+#   scripts/device-evidence.sh cudnn   # the cuDNN prefill backends, 0.6.18 and 0.5.3
 #
 # Each step logs under $OUT; the script goes on when one fails. NO_TESTS=1 leaves out the GPU
 # tests after the v6/v5 sweeps; SWEEP_S sets the sweep's limit in seconds.
@@ -202,6 +203,13 @@ case $phase in
       timeout ${B5_S:-200} python3 bench/gpu_backends.py --versions $V5 --envs-dir $ENVS \
         --wheelhouse $WHEELHOUSE --out "$OUT" --kernels single_prefill batch_prefill \
         batch_prefill_ragged mla_decode 2>&1 | tee "$OUT/backends-prefill-v5.log" | grep -v "^\[" ;;
+  cudnn) # the cuDNN prefill backends after the adapter's fix (element offsets, lengths,
+      # block table; HND paged cache), 0.6.18.post1 then 0.5.3
+      for v in $V6 $V5; do
+        timeout ${CUDNN_S:-130} python3 bench/gpu_backends.py --versions $v --envs-dir $ENVS \
+          --wheelhouse $WHEELHOUSE --out "$OUT" --kernels batch_prefill batch_prefill_ragged \
+          --backends cudnn 2>&1 | tee "$OUT/backends-cudnn-$v.log" | grep -v "^\["
+      done ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330

@@ -9,6 +9,7 @@ version's real signatures without a GPU (tests/test_adapters.py).
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from typing import Any
@@ -104,6 +105,68 @@ def ragged_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
         "q_data_type": dt,
         "kv_data_type": kv_dt,
     }
+
+
+def _element_indptr(lens: list[int], per_token: int, device: torch.device) -> torch.Tensor:
+    offsets = [0]
+    for n in lens:
+        offsets.append(offsets[-1] + n * per_token)
+    return torch.tensor(offsets, dtype=torch.int32, device=device)
+
+
+def _cudnn_lengths(inp: Inputs, device: torch.device) -> dict[str, Any]:
+    return {
+        "seq_lens": torch.tensor(inp.kv_lens, dtype=torch.int32, device=device),
+        "seq_lens_q": torch.tensor(inp.qo_lens, dtype=torch.int32, device=device),
+        # given, so FlashInfer does not derive them from the element offsets below
+        "max_token_per_sequence": max(inp.qo_lens),
+        "max_sequence_kv": max(inp.kv_lens),
+    }
+
+
+def cudnn_prefill_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
+    """The paged wrapper's plan() for ``backend="cudnn"``: FlashInfer hands qo_indptr to
+    cuDNN as batch offsets counted in elements (tokens x heads x head_dim: 0.6.18 says so
+    when given token offsets), with per-request lengths and a block table, which the other
+    backends take from the page table instead (what flashinfer_benchmark.py passes cuDNN)."""
+    kw = prefill_plan_kwargs(inp, scale)
+    p, dev = inp.params, inp.meta["qo_indptr"].device
+    indptr, indices = inp.meta["kv_indptr"].tolist(), inp.meta["kv_indices"].tolist()
+    rows = [indices[a:b] for a, b in itertools.pairwise(indptr)]
+    width = max(len(r) for r in rows)
+    tables = [r + [0] * (width - len(r)) for r in rows]
+    kw.update(
+        qo_indptr=_element_indptr(inp.qo_lens, p["num_qo_heads"] * p["head_dim"], dev),
+        block_tables=torch.tensor(tables, dtype=torch.int32, device=dev),
+        **_cudnn_lengths(inp, dev),
+    )
+    return kw
+
+
+def cudnn_ragged_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
+    """The ragged wrapper's plan() for ``backend="cudnn"`` (0.6+): q, k, v and output batch
+    offsets in elements, with per-request lengths."""
+    kw = ragged_plan_kwargs(inp, scale)
+    p, dev = inp.params, inp.meta["qo_indptr"].device
+    q_row, kv_row = p["num_qo_heads"] * p["head_dim"], p["num_kv_heads"] * p["head_dim"]
+    kw.update(
+        qo_indptr=_element_indptr(inp.qo_lens, q_row, dev),
+        kv_indptr=_element_indptr(inp.kv_lens, kv_row, dev),
+        v_indptr=_element_indptr(inp.kv_lens, kv_row, dev),
+        o_indptr=_element_indptr(inp.qo_lens, q_row, dev),
+        **_cudnn_lengths(inp, dev),
+    )
+    return kw
+
+
+def check_cudnn_paged_layout(backend: str, kv_layout: str) -> None:
+    """cuDNN reads a paged cache as (pages, heads, page_size, head_dim): an NHD cache would
+    be read with its page_size as heads. Refused rather than measured wrong."""
+    if backend == "cudnn" and kv_layout != "HND":
+        raise NotImplementedError(
+            f"backend 'cudnn' reads the paged KV cache as HND; kv_layout {kv_layout!r} is "
+            "not supported with it (allowed: HND)"
+        )
 
 
 def mla_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
@@ -222,17 +285,22 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
         fn: Any = lambda d: wrapper.run(d["q"], d["kv_cache"])  # noqa: E731
         outputs: Any = _split([1] * len(inp.kv_lens))
     elif kernel == "batch_prefill":
+        check_cudnn_paged_layout(backend, str(p.get("kv_layout", "NHD")))
         wrapper = fi.BatchPrefillWithPagedKVCacheWrapper(
             workspace, **prefill_init_kwargs(p, backend)
         )
-        plan_kw = prefill_plan_kwargs(inp, scale)
+        plan_kw = (cudnn_prefill_plan_kwargs if backend == "cudnn" else prefill_plan_kwargs)(
+            inp, scale
+        )
         fn = lambda d: wrapper.run(d["q"], d["kv_cache"])  # noqa: E731
         outputs = _split(inp.qo_lens)
     elif kernel == "batch_prefill_ragged":
         wrapper = fi.BatchPrefillWithRaggedKVCacheWrapper(
             workspace, kv_layout="NHD", backend=backend
         )
-        plan_kw = ragged_plan_kwargs(inp, scale)
+        plan_kw = (cudnn_ragged_plan_kwargs if backend == "cudnn" else ragged_plan_kwargs)(
+            inp, scale
+        )
         fn = lambda d: wrapper.run(d["q"], d["k"], d["v"])  # noqa: E731
         outputs = _split(inp.qo_lens)
     elif kernel == "mla_decode":
