@@ -99,7 +99,7 @@ def test_cudnn_prefill_mapping(version: str) -> None:
     the H200 0.6.18.post1 refused token offsets: "q.numel() (4194304) does not match
     qo_indptr[-1] (1024)"; 0.5.3 failed on the missing lengths)."""
     inp = inputs("batch_prefill", batch_size=2, qo_len=7, kv_len=40, causal=True,
-                 kv_layout="HND", num_qo_heads=4, num_kv_heads=2, head_dim=64, page_size=16)
+                 num_qo_heads=4, num_kv_heads=2, head_dim=64, page_size=16)
     kw = fb.cudnn_prefill_plan_kwargs(inp, 0.1)
     accepts(version, "BatchPrefillWithPagedKVCacheWrapper.plan", kw)
     assert kw["qo_indptr"].tolist() == [0, 7 * 4 * 64, 14 * 4 * 64]
@@ -116,18 +116,6 @@ def test_cudnn_prefill_mapping(version: str) -> None:
     assert kw["o_indptr"].tolist() == kw["qo_indptr"].tolist() == [0, 7 * 256, 14 * 256]
     if version != "0.5.3":  # 0.5.3's ragged wrapper has no cudnn backend ("Invalid backend")
         accepts(version, "BatchPrefillWithRaggedKVCacheWrapper.plan", kw)
-
-
-def test_cudnn_paged_prefill_needs_hnd() -> None:
-    """cuDNN reads a paged cache as HND; an NHD cache is refused as unsupported, naming the
-    allowed layout, not measured with page_size read as heads."""
-    from worker.harness.measure import classify
-
-    fb.check_cudnn_paged_layout("cudnn", "HND")
-    fb.check_cudnn_paged_layout("fa2", "NHD")
-    with pytest.raises(NotImplementedError, match="allowed: HND") as err:
-        fb.check_cudnn_paged_layout("cudnn", "NHD")
-    assert classify(err.value) == "unsupported"
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -159,16 +159,6 @@ def cudnn_ragged_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     return kw
 
 
-def check_cudnn_paged_layout(backend: str, kv_layout: str) -> None:
-    """cuDNN reads a paged cache as (pages, heads, page_size, head_dim): an NHD cache would
-    be read with its page_size as heads. Refused rather than measured wrong."""
-    if backend == "cudnn" and kv_layout != "HND":
-        raise NotImplementedError(
-            f"backend 'cudnn' reads the paged KV cache as HND; kv_layout {kv_layout!r} is "
-            "not supported with it (allowed: HND)"
-        )
-
-
 def mla_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
     return {
@@ -227,6 +217,17 @@ def resolved_backend(wrapper: Any, requested: str, tensor_cores: bool = True) ->
     return got
 
 
+def _out(result: Any) -> torch.Tensor:
+    """The attention output of a run() that may also return the log-sum-exp."""
+    return result[0] if isinstance(result, tuple) else result
+
+
+def _parameters(fn: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(fn).parameters)
+
+
 def _split(lens: list[int]) -> Any:
     def outputs(raw: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(raw, lens, dim=0))
@@ -275,6 +276,9 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
     device = next(iter(inp.meta.values())).device
     check_arch(backend, torch.cuda.get_device_capability(device))
     workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
+    # FlashInfer's cuDNN prefill paths assert return_lse=True (H200, 0.6.18.post1): the
+    # output is the first of the pair
+    lse = {"return_lse": True} if backend == "cudnn" else {}
     wrapper: Any
     tensor_cores = True
     if kernel == "batch_decode":
@@ -285,14 +289,13 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
         fn: Any = lambda d: wrapper.run(d["q"], d["kv_cache"])  # noqa: E731
         outputs: Any = _split([1] * len(inp.kv_lens))
     elif kernel == "batch_prefill":
-        check_cudnn_paged_layout(backend, str(p.get("kv_layout", "NHD")))
         wrapper = fi.BatchPrefillWithPagedKVCacheWrapper(
             workspace, **prefill_init_kwargs(p, backend)
         )
         plan_kw = (cudnn_prefill_plan_kwargs if backend == "cudnn" else prefill_plan_kwargs)(
             inp, scale
         )
-        fn = lambda d: wrapper.run(d["q"], d["kv_cache"])  # noqa: E731
+        fn = lambda d: _out(wrapper.run(d["q"], d["kv_cache"], **lse))  # noqa: E731
         outputs = _split(inp.qo_lens)
     elif kernel == "batch_prefill_ragged":
         wrapper = fi.BatchPrefillWithRaggedKVCacheWrapper(
@@ -301,7 +304,10 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
         plan_kw = (cudnn_ragged_plan_kwargs if backend == "cudnn" else ragged_plan_kwargs)(
             inp, scale
         )
-        fn = lambda d: wrapper.run(d["q"], d["k"], d["v"])  # noqa: E731
+        if not {"v_indptr", "o_indptr"} <= _parameters(wrapper.plan):
+            # 0.5's ragged plan() has no v/o offsets (nor a cudnn backend: plan() says so)
+            plan_kw = {k: v for k, v in plan_kw.items() if k not in ("v_indptr", "o_indptr")}
+        fn = lambda d: _out(wrapper.run(d["q"], d["k"], d["v"], **lse))  # noqa: E731
         outputs = _split(inp.qo_lens)
     elif kernel == "mla_decode":
         wrapper = fi.BatchMLAPagedAttentionWrapper(workspace, backend=backend)
