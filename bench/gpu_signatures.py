@@ -16,7 +16,8 @@ import sys
 import zipfile
 from typing import Any
 
-FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache")
+FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
+             "cudnn_batch_prefill_with_kv_cache")
 CLASSES = (
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",

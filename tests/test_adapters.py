@@ -95,27 +95,33 @@ def test_batch_prefill_paged_and_ragged_mapping(version: str) -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_cudnn_prefill_mapping(version: str) -> None:
-    """cuDNN takes batch offsets in elements and per-request lengths with a block table (on
-    the H200 0.6.18.post1 refused token offsets: "q.numel() (4194304) does not match
-    qo_indptr[-1] (1024)"; 0.5.3 failed on the missing lengths)."""
+    """cuDNN is called directly, as flashinfer_benchmark.py does (through the wrappers it
+    failed on the H200: token offsets refused, then a log-sum-exp of the wrong shape). Its
+    batch offsets count elements, its lengths are (batch, 1, 1, 1), a paged cache comes
+    with a block table of the page table."""
     inp = inputs("batch_prefill", batch_size=2, qo_len=7, kv_len=40, causal=True,
                  num_qo_heads=4, num_kv_heads=2, head_dim=64, page_size=16)
-    kw = fb.cudnn_prefill_plan_kwargs(inp, 0.1)
-    accepts(version, "BatchPrefillWithPagedKVCacheWrapper.plan", kw)
-    assert kw["qo_indptr"].tolist() == [0, 7 * 4 * 64, 14 * 4 * 64]
-    assert kw["qo_indptr"].tolist()[-1] == inp.data["q"].numel()
-    assert kw["seq_lens"].tolist() == [40, 40] and kw["seq_lens_q"].tolist() == [7, 7]
+    kw = fb.cudnn_prefill_kwargs(inp, 0.1)
+    accepts(version, "cudnn_batch_prefill_with_kv_cache",
+            {"q": 0, "k_cache": 0, "v_cache": 0, "workspace_buffer": 0, **kw})
+    assert kw["batch_offsets_q"].tolist() == [0, 7 * 4 * 64, 14 * 4 * 64]
+    assert kw["batch_offsets_q"].tolist()[-1] == inp.data["q"].numel()
+    assert kw["actual_seq_lens_q"].shape == (2, 1, 1, 1)
+    assert kw["actual_seq_lens_kv"].flatten().tolist() == [40, 40]
     assert kw["max_token_per_sequence"] == 7 and kw["max_sequence_kv"] == 40
+    assert kw["return_lse"] is True and kw["causal"] is True
     indptr, indices = inp.meta["kv_indptr"].tolist(), inp.meta["kv_indices"].tolist()
     assert kw["block_tables"].tolist() == [indices[indptr[0]:indptr[1]],
                                            indices[indptr[1]:indptr[2]]]
     rag = inputs("batch_prefill_ragged", batch_size=2, qo_len=7, kv_len=40, num_qo_heads=4,
                  num_kv_heads=2, head_dim=64)
-    kw = fb.cudnn_ragged_plan_kwargs(rag, 0.1)
-    assert kw["kv_indptr"].tolist() == kw["v_indptr"].tolist() == [0, 40 * 128, 80 * 128]
-    assert kw["o_indptr"].tolist() == kw["qo_indptr"].tolist() == [0, 7 * 256, 14 * 256]
-    if version != "0.5.3":  # 0.5.3's ragged wrapper has no cudnn backend ("Invalid backend")
-        accepts(version, "BatchPrefillWithRaggedKVCacheWrapper.plan", kw)
+    kw = fb.cudnn_prefill_kwargs(rag, 0.1)
+    accepts(version, "cudnn_batch_prefill_with_kv_cache",
+            {"q": 0, "k_cache": 0, "v_cache": 0, "workspace_buffer": 0, **kw})
+    assert "block_tables" not in kw
+    assert kw["batch_offsets_k"].tolist() == kw["batch_offsets_v"].tolist() == [0, 5120, 10240]
+    assert kw["batch_offsets_k"].tolist()[-1] == rag.data["k"].numel()
+    assert kw["batch_offsets_stats"].tolist() == [0, 28, 56]  # tokens x heads of the lse
 
 
 @pytest.mark.parametrize("version", VERSIONS)

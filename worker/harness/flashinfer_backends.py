@@ -111,52 +111,70 @@ def _element_indptr(lens: list[int], per_token: int, device: torch.device) -> to
     offsets = [0]
     for n in lens:
         offsets.append(offsets[-1] + n * per_token)
-    return torch.tensor(offsets, dtype=torch.int32, device=device)
+    return torch.tensor(offsets, dtype=torch.int64, device=device)
 
 
-def _cudnn_lengths(inp: Inputs, device: torch.device) -> dict[str, Any]:
-    return {
-        "seq_lens": torch.tensor(inp.kv_lens, dtype=torch.int32, device=device),
-        "seq_lens_q": torch.tensor(inp.qo_lens, dtype=torch.int32, device=device),
-        # given, so FlashInfer does not derive them from the element offsets below
+def cudnn_prefill_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
+    """Keyword arguments of ``flashinfer.cudnn.cudnn_batch_prefill_with_kv_cache`` for the
+    paged and ragged prefill, called directly as flashinfer_benchmark.py calls it. Through
+    the wrappers it cannot run (H200): cuDNN asserts ``return_lse=True``, and with it
+    0.6.18.post1's wrappers allocate the log-sum-exp as (tokens, heads) where cuDNN requires
+    (sequences, max tokens, heads). cuDNN counts batch offsets in elements (tokens x heads x
+    head_dim) and takes per-request lengths as (batch, 1, 1, 1); a paged cache also takes a
+    block table."""
+    p, dev = inp.params, inp.meta["qo_indptr"].device
+    b = len(inp.qo_lens)
+    q_row, kv_row = p["num_qo_heads"] * p["head_dim"], p["num_kv_heads"] * p["head_dim"]
+    q_offsets = _element_indptr(inp.qo_lens, q_row, dev)
+    kw: dict[str, Any] = {
+        "scale": scale,
         "max_token_per_sequence": max(inp.qo_lens),
         "max_sequence_kv": max(inp.kv_lens),
+        "actual_seq_lens_q": torch.tensor(inp.qo_lens, dtype=torch.int32,
+                                          device=dev).view(b, 1, 1, 1),
+        "actual_seq_lens_kv": torch.tensor(inp.kv_lens, dtype=torch.int32,
+                                           device=dev).view(b, 1, 1, 1),
+        "causal": bool(p["causal"]),
+        "return_lse": True,
+        "batch_offsets_q": q_offsets,
+        "batch_offsets_o": q_offsets,
+        "is_cuda_graph_compatible": True,
     }
-
-
-def cudnn_prefill_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
-    """The paged wrapper's plan() for ``backend="cudnn"``: FlashInfer hands qo_indptr to
-    cuDNN as batch offsets counted in elements (tokens x heads x head_dim: 0.6.18 says so
-    when given token offsets), with per-request lengths and a block table, which the other
-    backends take from the page table instead (what flashinfer_benchmark.py passes cuDNN)."""
-    kw = prefill_plan_kwargs(inp, scale)
-    p, dev = inp.params, inp.meta["qo_indptr"].device
-    indptr, indices = inp.meta["kv_indptr"].tolist(), inp.meta["kv_indices"].tolist()
-    rows = [indices[a:b] for a, b in itertools.pairwise(indptr)]
-    width = max(len(r) for r in rows)
-    tables = [r + [0] * (width - len(r)) for r in rows]
-    kw.update(
-        qo_indptr=_element_indptr(inp.qo_lens, p["num_qo_heads"] * p["head_dim"], dev),
-        block_tables=torch.tensor(tables, dtype=torch.int32, device=dev),
-        **_cudnn_lengths(inp, dev),
-    )
+    if inp.kernel == "batch_prefill":
+        indptr, indices = inp.meta["kv_indptr"].tolist(), inp.meta["kv_indices"].tolist()
+        rows = [indices[x:y] for x, y in itertools.pairwise(indptr)]
+        width = max(len(r) for r in rows)
+        kw["block_tables"] = torch.tensor([r + [0] * (width - len(r)) for r in rows],
+                                          dtype=torch.int32, device=dev)
+    else:
+        kv_offsets = _element_indptr(inp.kv_lens, kv_row, dev)
+        kw.update(
+            batch_offsets_k=kv_offsets,
+            batch_offsets_v=kv_offsets,
+            batch_offsets_stats=_element_indptr(inp.qo_lens, p["num_qo_heads"], dev).int(),
+        )
     return kw
 
 
-def cudnn_ragged_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
-    """The ragged wrapper's plan() for ``backend="cudnn"`` (0.6+): q, k, v and output batch
-    offsets in elements, with per-request lengths."""
-    kw = ragged_plan_kwargs(inp, scale)
-    p, dev = inp.params, inp.meta["qo_indptr"].device
-    q_row, kv_row = p["num_qo_heads"] * p["head_dim"], p["num_kv_heads"] * p["head_dim"]
-    kw.update(
-        qo_indptr=_element_indptr(inp.qo_lens, q_row, dev),
-        kv_indptr=_element_indptr(inp.kv_lens, kv_row, dev),
-        v_indptr=_element_indptr(inp.kv_lens, kv_row, dev),
-        o_indptr=_element_indptr(inp.qo_lens, q_row, dev),
-        **_cudnn_lengths(inp, dev),
-    )
-    return kw
+def _cudnn_prefill(inp: Inputs, scale: float, workspace: torch.Tensor) -> Prepared:
+    from flashinfer.cudnn import cudnn_batch_prefill_with_kv_cache
+
+    kw = cudnn_prefill_kwargs(inp, scale)
+    kv_layout = str(inp.params.get("kv_layout", "NHD"))
+
+    def kv(d: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if inp.kernel == "batch_prefill_ragged":
+            return d["k"], d["v"]
+        k, v = d["kv_cache"][:, 0], d["kv_cache"][:, 1]
+        # cuDNN reads (pages, heads, page_size, head_dim); NHD caches as a strided view
+        return (k.transpose(-3, -2), v.transpose(-3, -2)) if kv_layout == "NHD" else (k, v)
+
+    def fn(d: dict[str, torch.Tensor]) -> torch.Tensor:
+        k, v = kv(d)
+        out = cudnn_batch_prefill_with_kv_cache(d["q"], k, v, workspace_buffer=workspace, **kw)
+        return _out(out)
+
+    return Prepared(fn, _split(inp.qo_lens), "cudnn")
 
 
 def mla_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
@@ -222,12 +240,6 @@ def _out(result: Any) -> torch.Tensor:
     return result[0] if isinstance(result, tuple) else result
 
 
-def _parameters(fn: Any) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(fn).parameters)
-
-
 def _split(lens: list[int]) -> Any:
     def outputs(raw: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(raw, lens, dim=0))
@@ -276,9 +288,8 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
     device = next(iter(inp.meta.values())).device
     check_arch(backend, torch.cuda.get_device_capability(device))
     workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
-    # FlashInfer's cuDNN prefill paths assert return_lse=True (H200, 0.6.18.post1): the
-    # output is the first of the pair
-    lse = {"return_lse": True} if backend == "cudnn" else {}
+    if backend == "cudnn" and kernel in ("batch_prefill", "batch_prefill_ragged"):
+        return _cudnn_prefill(inp, scale, workspace)
     wrapper: Any
     tensor_cores = True
     if kernel == "batch_decode":
@@ -292,22 +303,15 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
         wrapper = fi.BatchPrefillWithPagedKVCacheWrapper(
             workspace, **prefill_init_kwargs(p, backend)
         )
-        plan_kw = (cudnn_prefill_plan_kwargs if backend == "cudnn" else prefill_plan_kwargs)(
-            inp, scale
-        )
-        fn = lambda d: _out(wrapper.run(d["q"], d["kv_cache"], **lse))  # noqa: E731
+        plan_kw = prefill_plan_kwargs(inp, scale)
+        fn = lambda d: wrapper.run(d["q"], d["kv_cache"])  # noqa: E731
         outputs = _split(inp.qo_lens)
     elif kernel == "batch_prefill_ragged":
         wrapper = fi.BatchPrefillWithRaggedKVCacheWrapper(
             workspace, kv_layout="NHD", backend=backend
         )
-        plan_kw = (cudnn_ragged_plan_kwargs if backend == "cudnn" else ragged_plan_kwargs)(
-            inp, scale
-        )
-        if not {"v_indptr", "o_indptr"} <= _parameters(wrapper.plan):
-            # 0.5's ragged plan() has no v/o offsets (nor a cudnn backend: plan() says so)
-            plan_kw = {k: v for k, v in plan_kw.items() if k not in ("v_indptr", "o_indptr")}
-        fn = lambda d: _out(wrapper.run(d["q"], d["k"], d["v"], **lse))  # noqa: E731
+        plan_kw = ragged_plan_kwargs(inp, scale)
+        fn = lambda d: wrapper.run(d["q"], d["k"], d["v"])  # noqa: E731
         outputs = _split(inp.qo_lens)
     elif kernel == "mla_decode":
         wrapper = fi.BatchMLAPagedAttentionWrapper(workspace, backend=backend)
