@@ -151,17 +151,59 @@ def test_other_machine_starts_of_one_release_compare_unchanged(
         if p.verdict != "unchanged"]
 
 
-@pytest.mark.parametrize("version, torch, tag", [("0.5.3", False, "v5"),
-                                                 ("0.6.18.post1", True, "v6"),
-                                                 ("0.7.2.post1", False, "v7")])
+V6, V5, V7, ALL = "0.6.18.post1", "0.5.3", "0.7.2.post1", ["decode", "prefill", "single"]
+# (summary, raw harness files, their labels, agreement rows, suites, runs)
+SUMMARIES = [
+    ("summary-v5.txt", ["h200-0.5.3.jsonl"], [V5], "agreement-v5.jsonl", ALL, 2),
+    ("summary-v6.txt", ["h200-0.6.18.post1.jsonl", "h200-torch.jsonl"], [V6, "torch"],
+     "agreement-v6.jsonl", ALL, 2),
+    ("summary-v7.txt", ["h200-0.7.2.post1.jsonl"], [V7], "agreement-v7.jsonl", ALL, 2),
+    # fourth session: FlashInfer's CUPTI timer in the agreement, the 0.995 floor, the
+    # harness timing by CUPTI
+    ("summary-cupti-v6.txt", ["h200-cupti-0.6.18.post1.jsonl", "h200-cupti-torch.jsonl"],
+     [V6, "torch"], "agreement-cupti-v6.jsonl", ALL, 2),
+    ("summary-cupti-v5.txt", ["h200-cupti-0.5.3.jsonl"], [V5], "agreement-cupti-v5.jsonl",
+     ALL, 2),
+    ("summary-floor995-v6.txt", ["floor995-h200-0.6.18.post1.jsonl"], [V6], None, ALL, 2),
+    ("summary-harness-cupti-rotate.txt", ["harness-cupti-rotate-0.6.18.post1.jsonl"], [V6],
+     None, ["decode", "single"], 1),
+    ("summary-harness-cupti-flush.txt", ["harness-cupti-flush-0.6.18.post1.jsonl"], [V6],
+     None, ["decode", "single"], 1),
+]
+
+
+@pytest.mark.parametrize("summary, raws, labels, agreement, suites, runs", SUMMARIES,
+                         ids=[s[0] for s in SUMMARIES])
 def test_the_committed_summaries_are_the_reports_of_the_raw_files(
-        tmp_path: Path, version: str, torch: bool, tag: str) -> None:
-    """The figures docs/gpu.md quotes (raw/summary-v*.txt) are what bench/gpu_sweep.py's
+        tmp_path: Path, summary: str, raws: list[str], labels: list[str],
+        agreement: str | None, suites: list[str], runs: int) -> None:
+    """The figures docs/gpu.md quotes (raw/summary-*.txt) are what bench/gpu_sweep.py's
     report prints from the committed raw harness messages and agreement rows."""
     raw = GPU / "raw"
-    paths = [raw / f"h200-{version}.jsonl"] + ([raw / "h200-torch.jsonl"] if torch else [])
-    labels: list[tuple[str, str | None]] = [(version, version)] + (
-        [("torch", None)] if torch else [])
-    gpu_sweep.report(*gpu_sweep.load_saved(paths, raw / f"agreement-{tag}.jsonl"),
-                     ["decode", "prefill", "single"], labels, 2, tmp_path)
-    assert (tmp_path / "summary.txt").read_text() == (raw / f"summary-{tag}.txt").read_text()
+    saved = gpu_sweep.load_saved([raw / r for r in raws], raw / agreement if agreement else None)
+    gpu_sweep.report(*saved, suites, [(lab, None if lab == "torch" else lab) for lab in labels],
+                     runs, tmp_path)
+    assert (tmp_path / "summary.txt").read_text() == (raw / summary).read_text()
+
+
+def test_the_timer_comparison_is_the_report_of_the_raw_files() -> None:
+    """raw/summary-timers-v6.txt (docs/gpu.md: what separates FlashInfer's two timers) is
+    what bench/gpu_timers.py prints from the fourth session's committed files; its counts
+    are the ones the note quotes."""
+    from bench import gpu_timers
+
+    raw = GPU / "raw"
+    cols = {
+        "graph": gpu_timers.medians(raw / "h200-cupti-0.6.18.post1.jsonl", V6),
+        "cupti rot": gpu_timers.medians(raw / "harness-cupti-rotate-0.6.18.post1.jsonl", V6),
+        "cupti fl": gpu_timers.medians(raw / "harness-cupti-flush-0.6.18.post1.jsonl", V6),
+        "FI graph": gpu_timers.fi_medians(raw / "agreement-cupti-v6.jsonl", V6,
+                                          "settled_median_us"),
+        "FI cupti": gpu_timers.fi_medians(raw / "agreement-cupti-v6.jsonl", V6,
+                                          "cupti_median_us"),
+    }
+    text = gpu_timers.table(cols)
+    assert text == (raw / "summary-timers-v6.txt").read_text()
+    assert "FlashInfer graph vs FlashInfer CUPTI: within ±3% for 23/37" in text
+    assert "harness CUPTI + flush vs FlashInfer CUPTI (the same method): within ±3% for 35/37" \
+        in text
