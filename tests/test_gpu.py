@@ -140,6 +140,23 @@ def test_every_kernel_runs_and_is_checked(kernel: str) -> None:
         assert p["max_abs_error"] is not None and p["max_abs_error"] <= p["telemetry"]["tolerance"]
 
 
+@pytest.mark.parametrize("kernel", ["batch_prefill", "batch_prefill_ragged"])
+def test_cudnn_prefill_is_measured_correct_or_refused_with_a_reason(kernel: str) -> None:
+    """cuDNN's prefill, called as flashinfer_benchmark.py calls it (through the wrappers it
+    errored on the H200 with 0.6.18.post1 and 0.5.3): correct against the float32 reference,
+    or refused as unsupported with the library's reason (no cuDNN frontend on the node),
+    never an error of the adapter's making."""
+    params = {k: v for k, v in SMALL.items() if k in KERNELS[kernel].params}
+    _, points = harness(kernel, ["cudnn"], [params])
+    (p,) = points
+    assert p["status"] in ("ok", "unsupported"), p["error"]
+    if p["status"] == "ok":
+        assert p["resolved_backend"] == "cudnn"
+        assert p["max_abs_error"] <= p["telemetry"]["tolerance"]
+    else:
+        assert p["error"]
+
+
 def test_fp8_kv_decode_and_refusals_do_not_stop_the_harness() -> None:
     fp8 = {**SMALL, "kv_dtype": "float8_e4m3fn"}
     backends = ["fa2", "no-such-backend", "fa3", "torch-sdpa"]
