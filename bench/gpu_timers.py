@@ -90,7 +90,7 @@ def table(cols: dict[str, dict[tuple[str, int, str], float]]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--label", default="0.6.18.post1")
-    ap.add_argument("--graph", type=Path, default=RAW / "h200-cupti-0.6.18.post1.jsonl")
+    ap.add_argument("--graph", type=Path, default=RAW / "cupti-h200-0.6.18.post1.jsonl")
     ap.add_argument("--agreement", type=Path, default=RAW / "agreement-cupti-v6.jsonl")
     ap.add_argument("--cupti-rotate", type=Path,
                     default=RAW / "harness-cupti-rotate-0.6.18.post1.jsonl")

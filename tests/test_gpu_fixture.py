@@ -160,9 +160,9 @@ SUMMARIES = [
     ("summary-v7.txt", ["h200-0.7.2.post1.jsonl"], [V7], "agreement-v7.jsonl", ALL, 2),
     # fourth session: FlashInfer's CUPTI timer in the agreement, the 0.995 floor, the
     # harness timing by CUPTI
-    ("summary-cupti-v6.txt", ["h200-cupti-0.6.18.post1.jsonl", "h200-cupti-torch.jsonl"],
+    ("summary-cupti-v6.txt", ["cupti-h200-0.6.18.post1.jsonl", "cupti-h200-torch.jsonl"],
      [V6, "torch"], "agreement-cupti-v6.jsonl", ALL, 2),
-    ("summary-cupti-v5.txt", ["h200-cupti-0.5.3.jsonl"], [V5], "agreement-cupti-v5.jsonl",
+    ("summary-cupti-v5.txt", ["cupti-h200-0.5.3.jsonl"], [V5], "agreement-cupti-v5.jsonl",
      ALL, 2),
     ("summary-floor995-v6.txt", ["floor995-h200-0.6.18.post1.jsonl"], [V6], None, ALL, 2),
     ("summary-harness-cupti-rotate.txt", ["harness-cupti-rotate-0.6.18.post1.jsonl"], [V6],
@@ -194,7 +194,7 @@ def test_the_timer_comparison_is_the_report_of_the_raw_files() -> None:
 
     raw = GPU / "raw"
     cols = {
-        "graph": gpu_timers.medians(raw / "h200-cupti-0.6.18.post1.jsonl", V6),
+        "graph": gpu_timers.medians(raw / "cupti-h200-0.6.18.post1.jsonl", V6),
         "cupti rot": gpu_timers.medians(raw / "harness-cupti-rotate-0.6.18.post1.jsonl", V6),
         "cupti fl": gpu_timers.medians(raw / "harness-cupti-flush-0.6.18.post1.jsonl", V6),
         "FI graph": gpu_timers.fi_medians(raw / "agreement-cupti-v6.jsonl", V6,
