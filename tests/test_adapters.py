@@ -160,6 +160,24 @@ def test_trtllm_gen_is_refused_off_blackwell_naming_the_gpu() -> None:
         fb.check_arch(backend, (9, 0))
 
 
+def test_cudnn_without_its_frontend_is_refused_off_blackwell() -> None:
+    """Without the cuDNN frontend (``import cudnn``) FlashInfer's cuDNN paths run its own
+    cubins, built for sm100 (on the H200, without the frontend, their assertions were the
+    errors: "Currently only supports return_lse = True"). Refused with the reason, naming
+    the package; with the frontend, or on Blackwell, cuDNN is measured."""
+    from worker.harness.measure import classify
+
+    with pytest.raises(NotImplementedError, match=r"nvidia-cudnn-frontend.*this GPU is sm90") as e:
+        fb.check_arch("cudnn", (9, 0), cudnn_frontend=False)
+    assert classify(e.value) == "unsupported"
+    fb.check_arch("cudnn", (9, 0), cudnn_frontend=True)
+    fb.check_arch("cudnn", (10, 0), cudnn_frontend=False)
+    fb.check_arch("fa3", (9, 0), cudnn_frontend=False)
+    import importlib.util
+
+    assert fb.cudnn_frontend_installed() == (importlib.util.find_spec("cudnn") is not None)
+
+
 class _Wrapper:
     def __init__(self, backend: str) -> None:
         self._backend = backend

@@ -210,15 +210,33 @@ def check_decode_backend(backend: str, tensor_cores: bool, version: str) -> None
         )
 
 
-def check_arch(backend: str, capability: tuple[int, int]) -> None:
+def cudnn_frontend_installed() -> bool:
+    """Whether ``import cudnn`` (the cuDNN frontend's Python package, nvidia-cudnn-frontend)
+    would work: the import FlashInfer's cuDNN paths try before they fall back to cubins."""
+    import importlib.util
+
+    return importlib.util.find_spec("cudnn") is not None
+
+
+def check_arch(backend: str, capability: tuple[int, int], cudnn_frontend: bool = True) -> None:
     """trtllm-gen is TensorRT-LLM's generated FMHA cubins, built for Blackwell (sm100/sm103)
     only. On other GPUs FlashInfer still tries to download them first (on the H200, offline:
     ``AssertionError: Failed to get checksums.txt``, after the download's retries), which
-    would read as an error of the node rather than a backend this GPU does not have."""
+    would read as an error of the node rather than a backend this GPU does not have.
+    cuDNN goes through the cuDNN frontend; without it FlashInfer falls back to its own cuDNN
+    cubins, downloaded the same way and built for sm100 only (``cudnn_sm100_fprop_sdpa_*``;
+    on the H200, whose node had no frontend, the fallback's assertions were what failed)."""
+    sm = f"sm{capability[0]}{capability[1]}"
     if backend == "trtllm-gen" and capability[0] != 10:
         raise NotImplementedError(
             f"backend 'trtllm-gen' runs kernels built for Blackwell (sm100/sm103); this GPU "
-            f"is sm{capability[0]}{capability[1]}"
+            f"is {sm}"
+        )
+    if backend == "cudnn" and not cudnn_frontend and capability[0] != 10:
+        raise NotImplementedError(
+            "backend 'cudnn' needs the cuDNN frontend (Python package nvidia-cudnn-frontend, "
+            "`import cudnn`), which this node lacks; without it FlashInfer runs cuDNN cubins "
+            f"built for Blackwell (sm100), and this GPU is {sm}"
         )
 
 
@@ -286,7 +304,7 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
             resolved,
         )
     device = next(iter(inp.meta.values())).device
-    check_arch(backend, torch.cuda.get_device_capability(device))
+    check_arch(backend, torch.cuda.get_device_capability(device), cudnn_frontend_installed())
     workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
     if backend == "cudnn" and kernel in ("batch_prefill", "batch_prefill_ragged"):
         return _cudnn_prefill(inp, scale, workspace)
