@@ -428,7 +428,7 @@ def report(
                         else:
                             row += f"{'':>15}"
                     if fi.get("settled_median_us") and fi.get("cupti_median_us"):
-                        # FlashInfer's two timers differ by up to 14 % on light points
+                        # FlashInfer's two timers differ by up to 18 % on light points
                         # (bench/gpu_timers.py): within 3 % of either of them
                         agreed["either"][1] += 1
                         agreed["either"][0] += any(

@@ -3,7 +3,7 @@
 FlashInfer's ``bench_gpu_time`` times a point two ways: CUDA-graph replay with rotating input
 copies (its graph timer), or CUPTI with a 2 x L2 buffer written before every call and the
 device synchronised after it (its CUPTI timer, flashinfer_benchmark.py's default). On the
-H200 the two disagree by up to 14 % on light points. The harness can time the same way as
+H200 the two disagree by up to 18 % on light points. The harness can time the same way as
 either (its default graph replay; ``timing.method: cupti`` with ``cold_l2_method`` ``rotate``
 or ``flush``), so per point this prints:
 
