@@ -45,8 +45,9 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wh = tmp_path_factory.mktemp("wheelhouse")
     for v in ("0.0.1", "0.0.2"):
         _wheel(wh, "flashinfer-python", v, "flashinfer", f"__version__ = {v!r}\n")
-    # The light dependencies the env does not already see get installed from here too.
-    for module, dist in envs.LIGHT_DEPS.items():
+    # The light dependencies the env does not already see get installed from here too, and
+    # the packages one backend needs (the cuDNN frontend, module ``cudnn``).
+    for module, dist in {**envs.LIGHT_DEPS, **envs.BACKEND_DEPS}.items():
         _wheel(wh, dist, "0.0.1", module, "FAKE = True\n")
     return wh
 
@@ -96,6 +97,39 @@ def test_build_is_idempotent_and_locked(built: Path, wheelhouse: Path) -> None:
     for t in threads:
         t.join()
     assert len(set(results)) == 1 and marker.read_text() == before
+
+
+def test_backend_packages_are_installed_where_the_wheelhouse_has_them(built: Path) -> None:
+    """FlashInfer's cuDNN paths need the cuDNN frontend (without it FlashInfer runs sm100-only
+    cubins): installed into the env when available, and READY says so."""
+    import json
+
+    python = envs.venv_python("0.0.1", built)
+    assert _py(python, "import cudnn; print(cudnn.FAKE)") == "True"
+    ready = json.loads((built / "0.0.1" / "READY").read_text())
+    assert ready["installed_backend_deps"] == ["nvidia-cudnn-frontend"]
+    assert ready["unavailable_backend_deps"] == {}
+
+
+def test_a_missing_backend_package_leaves_a_working_env(tmp_path: Path,
+                                                       wheelhouse: Path) -> None:
+    """A wheelhouse without the cuDNN frontend still builds the env (every other backend
+    runs; the harness refuses cudnn with the reason), and READY names what was missing."""
+    import json
+    import shutil
+
+    partial = tmp_path / "wheelhouse"
+    partial.mkdir()
+    for whl in wheelhouse.glob("*.whl"):
+        if not whl.name.startswith("nvidia_cudnn_frontend"):
+            shutil.copy(whl, partial)
+    python = envs.build_env("0.0.1", tmp_path / "envs", str(partial))
+    assert _py(python, "import flashinfer; print(flashinfer.__version__)") == "0.0.1"
+    assert _py(python, "import importlib.util; print(importlib.util.find_spec('cudnn'))") \
+        == "None"
+    ready = json.loads((tmp_path / "envs" / "0.0.1" / "READY").read_text())
+    assert ready["installed_backend_deps"] == []
+    assert "nvidia-cudnn-frontend" in ready["unavailable_backend_deps"]
 
 
 def test_missing_version_in_wheelhouse_fails_and_is_not_ready(tmp_path: Path,

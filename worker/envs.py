@@ -14,7 +14,9 @@ Layout under ``settings.resolved_envs_dir`` (``<data_dir>/envs`` by default)::
 FlashInfer is installed with ``--no-deps`` plus the few light packages it imports at start
 (``apache-tvm-ffi`` and friends): its full dependency list names CUDA toolkits and DSL
 compilers that the node's torch environment already covers or that only optional backends
-use, and resolving them on a node without an index would fail. From ``KERNELWATCH_WHEELHOUSE``
+use, and resolving them on a node without an index would fail. The packages one backend
+needs (``BACKEND_DEPS``: the cuDNN frontend) are installed where available and recorded in
+READY either way. From ``KERNELWATCH_WHEELHOUSE``
 (``--no-index --find-links``) when set, else from the package index.
 
 Standard library only at import time (the device bench script uses it where kernelwatch's
@@ -51,6 +53,11 @@ LIGHT_DEPS = {
     "pynvml": "nvidia-ml-py",
     "numpy": "numpy",
 }
+# FlashInfer dependencies that one backend needs (module name -> distribution): installed
+# (``--no-deps``) when the wheelhouse or index has them; without them the env still serves
+# every other backend, and the harness refuses that one with the reason. cuDNN: without its
+# frontend FlashInfer falls back to cubins built for sm100 only (docs/gpu.md).
+BACKEND_DEPS = {"cudnn": "nvidia-cudnn-frontend"}
 _VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+!-]*$")
 
 
@@ -159,10 +166,10 @@ def _make_venv(where: Path, python: Path, log: Path) -> list[str]:
         return [sys.executable, "-m", "pip", "--python", str(python)]
 
 
-def _missing_modules(python: Path) -> list[str]:
+def _missing_modules(python: Path, modules: dict[str, str]) -> list[str]:
     code = (
         "import importlib.util, json, sys\n"
-        f"mods = {sorted(LIGHT_DEPS)!r}\n"
+        f"mods = {sorted(modules)!r}\n"
         "print(json.dumps([m for m in mods if importlib.util.find_spec(m) is None]))\n"
     )
     out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
@@ -207,9 +214,18 @@ def build_env(
             # Appended after the env's own site-packages: the env's flashinfer wins.
             Path(site, "_kernelwatch_parent.pth").write_text("\n".join(_parent_site_dirs()) + "\n")
         _run([*pip, *_pip_args(wh), "--no-deps", f"{FLASHINFER}=={version}"], log)
-        missing = [LIGHT_DEPS[m] for m in _missing_modules(python)]
+        missing = [LIGHT_DEPS[m] for m in _missing_modules(python, LIGHT_DEPS)]
         if missing:
             _run([*pip, *_pip_args(wh), *missing], log)
+        backend_deps: list[str] = []
+        unavailable: dict[str, str] = {}
+        for module in _missing_modules(python, BACKEND_DEPS):
+            dist = BACKEND_DEPS[module]
+            try:
+                _run([*pip, *_pip_args(wh), "--no-deps", dist], log)
+                backend_deps.append(dist)
+            except EnvBuildError as exc:  # that backend is refused; the others run
+                unavailable[dist] = str(exc).splitlines()[0][:300]
         got = installed_version(python)
         if got != version:
             raise EnvBuildError(f"{FLASHINFER} {version}: env reports {got!r} after install")
@@ -221,6 +237,8 @@ def build_env(
                     "built_at": time.time(),
                     "wheelhouse": wh or None,
                     "installed_light_deps": missing,
+                    "installed_backend_deps": backend_deps,
+                    "unavailable_backend_deps": unavailable,
                 }
             )
         )
