@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from worker.harness.inputs import Inputs, torch_dtype
+from worker.harness.inputs import Inputs, indptr, torch_dtype
 from worker.harness.prepared import Prepared
 
 WORKSPACE_BYTES = 256 * 1024 * 1024
@@ -107,13 +107,6 @@ def ragged_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     }
 
 
-def _element_indptr(lens: list[int], per_token: int, device: torch.device) -> torch.Tensor:
-    offsets = [0]
-    for n in lens:
-        offsets.append(offsets[-1] + n * per_token)
-    return torch.tensor(offsets, dtype=torch.int64, device=device)
-
-
 def cudnn_prefill_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     """Keyword arguments of ``flashinfer.cudnn.cudnn_batch_prefill_with_kv_cache`` for the
     paged and ragged prefill, called directly as flashinfer_benchmark.py calls it. Through
@@ -125,7 +118,7 @@ def cudnn_prefill_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     p, dev = inp.params, inp.meta["qo_indptr"].device
     b = len(inp.qo_lens)
     q_row, kv_row = p["num_qo_heads"] * p["head_dim"], p["num_kv_heads"] * p["head_dim"]
-    q_offsets = _element_indptr(inp.qo_lens, q_row, dev)
+    q_offsets = indptr(inp.qo_lens, dev, q_row, torch.int64)
     kw: dict[str, Any] = {
         "scale": scale,
         "max_token_per_sequence": max(inp.qo_lens),
@@ -141,17 +134,17 @@ def cudnn_prefill_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
         "is_cuda_graph_compatible": True,
     }
     if inp.kernel == "batch_prefill":
-        indptr, indices = inp.meta["kv_indptr"].tolist(), inp.meta["kv_indices"].tolist()
-        rows = [indices[x:y] for x, y in itertools.pairwise(indptr)]
+        starts, indices = inp.meta["kv_indptr"].tolist(), inp.meta["kv_indices"].tolist()
+        rows = [indices[x:y] for x, y in itertools.pairwise(starts)]
         width = max(len(r) for r in rows)
         kw["block_tables"] = torch.tensor([r + [0] * (width - len(r)) for r in rows],
                                           dtype=torch.int32, device=dev)
     else:
-        kv_offsets = _element_indptr(inp.kv_lens, kv_row, dev)
+        kv_offsets = indptr(inp.kv_lens, dev, kv_row, torch.int64)
         kw.update(
             batch_offsets_k=kv_offsets,
             batch_offsets_v=kv_offsets,
-            batch_offsets_stats=_element_indptr(inp.qo_lens, p["num_qo_heads"], dev).int(),
+            batch_offsets_stats=indptr(inp.qo_lens, dev, p["num_qo_heads"]),
         )
     return kw
 

@@ -118,11 +118,14 @@ def _lengths(kernel: str, params: dict[str, Any]) -> tuple[list[int], list[int]]
     return list(work["qo_lens"]), list(work["kv_lens"])
 
 
-def _indptr(lens: list[int], device: str) -> torch.Tensor:
+def indptr(lens: list[int], device: str | torch.device, per_token: int = 1,
+           dtype: torch.dtype = torch.int32) -> torch.Tensor:
+    """Offsets of consecutive requests: ``[0, l0, l0 + l1, ...]`` times ``per_token`` (cuDNN
+    counts elements: tokens x heads x head_dim)."""
     out = [0]
     for n in lens:
-        out.append(out[-1] + n)
-    return torch.tensor(out, dtype=torch.int32, device=device)
+        out.append(out[-1] + n * per_token)
+    return torch.tensor(out, dtype=dtype, device=device)
 
 
 def _page_table(
@@ -136,7 +139,7 @@ def _page_table(
         pages.append(order[start : start + c])
         start += c
     meta = {
-        "kv_indptr": _indptr(counts, device),
+        "kv_indptr": indptr(counts, device),
         "kv_indices": torch.tensor(order, dtype=torch.int32, device=device),
         "kv_last_page_len": torch.tensor(
             [n - (c - 1) * page_size for n, c in zip(kv_lens, counts, strict=True)],
@@ -159,7 +162,7 @@ def flashinfer_inputs(kernel: str, params: dict[str, Any], device: str) -> Input
         ckv_d, kpe_d = int(params["head_dim_ckv"]), int(params["head_dim_kpe"])
         ps = int(params["page_size"])
         pages, meta, total = _page_table(kv_lens, ps, device, seed)
-        meta["qo_indptr"] = _indptr(qo_lens, device)
+        meta["qo_indptr"] = indptr(qo_lens, device)
         data = {
             "q_nope": _randn((len(kv_lens), h_qo, ckv_d), dt, device, gen),
             "q_pe": _randn((len(kv_lens), h_qo, kpe_d), dt, device, gen),
@@ -181,7 +184,7 @@ def flashinfer_inputs(kernel: str, params: dict[str, Any], device: str) -> Input
         return Inputs(kernel, params, "flashinfer", qo_lens, kv_lens, data)
     q = _randn((sum(qo_lens), h_qo, d), dt, device, gen)
     if kernel == "batch_prefill_ragged":
-        meta = {"qo_indptr": _indptr(qo_lens, device), "kv_indptr": _indptr(kv_lens, device)}
+        meta = {"qo_indptr": indptr(qo_lens, device), "kv_indptr": indptr(kv_lens, device)}
         data = {
             "q": q,
             "k": _randn((sum(kv_lens), h_kv, d), kv_dt, device, gen),
@@ -190,7 +193,7 @@ def flashinfer_inputs(kernel: str, params: dict[str, Any], device: str) -> Input
         return Inputs(kernel, params, "flashinfer", qo_lens, kv_lens, data, meta)
     ps = int(params["page_size"])
     pages, meta, total = _page_table(kv_lens, ps, device, seed)
-    meta["qo_indptr"] = _indptr(qo_lens, device)
+    meta["qo_indptr"] = indptr(qo_lens, device)
     shape = (total, 2, ps, h_kv, d) if layout == "NHD" else (total, 2, h_kv, ps, d)
     data = {"q": q, "kv_cache": _randn(shape, kv_dt, device, gen)}
     return Inputs(kernel, params, "flashinfer", qo_lens, kv_lens, data, meta, pages)
