@@ -91,6 +91,17 @@ TIMING = {"warmup": 5, "warmup_ms": 0.0, "clock_floor": 0.985, "iterations": 30,
           "cold_l2": True, "check_correctness": True}
 
 
+AGREE_PCT = 3.0  # the issue's agreement figure: medians within +-3 %
+
+
+def delta_pct(ours: float, theirs: float) -> float:
+    return 100 * (ours / theirs - 1)
+
+
+def agrees(ours: float, theirs: float) -> bool:
+    return abs(delta_pct(ours, theirs)) <= AGREE_PCT
+
+
 def grid(kernel: str, params: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Same order as core.spec.SweepSpec.grid (itertools.product over the params in order)."""
     names = list(params)
@@ -350,10 +361,9 @@ def report(
     fi_keys = ("settled", "fi30", "default") + (("cupti", "cupti30") if cupti else ())
 
     def count(config: str, theirs: float) -> float:
-        delta = 100 * (median / theirs - 1)
-        agreed[config][0] += abs(delta) <= 3
+        agreed[config][0] += agrees(median, theirs)
         agreed[config][1] += 1
-        return delta
+        return delta_pct(median, theirs)
 
     for label, _ in labels:
         for suite in suites:
@@ -432,7 +442,7 @@ def report(
                         # (bench/gpu_timers.py): within 3 % of either of them
                         agreed["either"][1] += 1
                         agreed["either"][0] += any(
-                            abs(median / fi[k] - 1) <= 0.03
+                            agrees(median, fi[k])
                             for k in ("settled_median_us", "cupti_median_us"))
                 else:
                     row += " " * (68 + 30 * cupti)

@@ -28,7 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.gpu_sweep import SUITES, grid, load_saved, short, stats_of  # noqa: E402
+from bench.gpu_sweep import SUITES, agrees, grid, load_saved, short, stats_of  # noqa: E402
 
 RAW = REPO / "tests" / "fixtures" / "gpu" / "raw"
 COLUMNS = ("graph", "cupti rot", "cupti fl", "FI graph", "FI cupti")
@@ -81,8 +81,8 @@ def table(cols: dict[str, dict[tuple[str, int, str], float]]) -> str:
         lines.append(f"{suite:8}{short(kernel, p):22}{backend:9}"
                      + "".join(f"{v:>11.2f}" for v in row))
         for name, a, b in PAIRS:
-            ratio = cols[a][(suite, index, backend)] / cols[b][(suite, index, backend)]
-            agreed[name] += abs(ratio - 1) <= 0.03
+            agreed[name] += agrees(cols[a][(suite, index, backend)],
+                                   cols[b][(suite, index, backend)])
     lines += [f"{name}: within ±3% for {agreed[name]}/{len(keys)}" for name, _, _ in PAIRS]
     return "\n".join(lines) + "\n"
 
