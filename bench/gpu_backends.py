@@ -25,9 +25,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.gpu_sweep import harness_for  # noqa: E402
 from core.catalogue import KERNELS, TORCH_BACKENDS, complete_params  # noqa: E402
-from worker import envs  # noqa: E402
-from worker.runner import HarnessRequest, HarnessRunner, harness_env  # noqa: E402
+from worker.runner import HarnessRequest, HarnessRunner  # noqa: E402
 
 POINTS: dict[str, dict[str, Any]] = {
     "single_decode": {"kv_len": 4096},
@@ -89,9 +89,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     labels: list[str | None] = list(args.versions) if args.device == "cuda" else [None]
     for version in labels:
-        python = (envs.build_env(version, args.envs_dir, args.wheelhouse) if version
-                  else Path(sys.executable))
-        env = harness_env(envs.harness_env(version, args.envs_dir))
+        python, env = harness_for(version, args.envs_dir, args.wheelhouse)
         print(f"== FlashInfer {version or '(none: torch backends)'} on {args.device}", flush=True)
         print(f"{'kernel':21} {'kv':6} {'backend':11} {'resolved':11} {'status':11} "
               f"{'median us':>10}  message", flush=True)
@@ -100,7 +98,7 @@ def main() -> int:
             for variant, req in requests(args.device, version is None, args.backends):
                 if req.kernel not in args.kernels:
                     continue
-                for m in HarnessRunner(str(python), req, env).messages():
+                for m in HarnessRunner(python, req, env).messages():
                     raw.write(json.dumps({**m, "kernel": req.kernel, "variant": variant})
                               + "\n")
                     raw.flush()

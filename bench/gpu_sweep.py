@@ -111,6 +111,13 @@ def grid(kernel: str, params: dict[str, list[Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def harness_for(version: str | None, envs_dir: str, wheelhouse: str) -> tuple[str, dict[str, str]]:
+    """The interpreter and environment a job's harness gets for ``version``: its version env
+    (built from ``wheelhouse`` if missing) with its own JIT cache; None: this python (torch)."""
+    python = envs.build_env(version, envs_dir, wheelhouse) if version else Path(sys.executable)
+    return str(python), harness_env(envs.harness_env(version, envs_dir))
+
+
 def request_for(suite: str, backends: list[str], device: str = "cuda") -> HarnessRequest:
     s = SUITES[suite]
     points = list(enumerate(grid(s["kernel"], s["params"])))
@@ -297,13 +304,8 @@ def main() -> int:
     agree: dict[tuple[str, str], dict[tuple[int, str], dict[str, Any]]] = {}
     for label, version in labels:
         t0 = time.perf_counter()
-        python = (
-            envs.build_env(version, args.envs_dir, args.wheelhouse)
-            if version
-            else Path(sys.executable)
-        )
+        python, env = harness_for(version, args.envs_dir, args.wheelhouse)
         build_s = time.perf_counter() - t0
-        env = harness_env(envs.harness_env(version, args.envs_dir))
         print(f"[{label}] env ready in {build_s:.1f} s: {python}", flush=True)
         with open(out / f"raw-{label}{args.tag}.jsonl", "w") as raw:
             for run in range(1, args.runs + 1):
@@ -316,7 +318,7 @@ def main() -> int:
                         "suite": suite,
                         "run": run,
                     }
-                    msgs, wall = run_suite(str(python), env, req, raw, meta)
+                    msgs, wall = run_suite(python, env, req, raw, meta)
                     results[(label, suite, run)] = msgs
                     walls[(label, suite, run)] = wall
                     print(
@@ -327,7 +329,7 @@ def main() -> int:
         if args.agreement and version:
             for suite in suites:
                 agree[(label, suite)] = agreement(
-                    str(python), env, request_for(suite, SUITES[suite]["backends"])
+                    python, env, request_for(suite, SUITES[suite]["backends"])
                 )
             with open(out / f"agreement{args.tag}.jsonl", "a") as fh:
                 for (lab, suite), rows in agree.items():
