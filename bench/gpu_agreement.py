@@ -24,6 +24,9 @@ one call per iteration, L2 flushed before it and the device synchronised after i
 being the span of the call's kernels. ``cupti_*`` on the harness's schedule with its recovery
 idle (like ``settled_*``), ``cupti30`` with 5 dry runs and 30 iterations. This is the reference
 with cold L2 on every call in every version (0.5.3's graph timer has none, see above).
+``rot_*`` (only for such a release, when the request names ``timer_from``: a newer release's
+``flashinfer/testing/utils.py``): that newer graph timer, rotating input copies, timing the
+installed release's kernels, on the harness's schedule with its recovery idle.
 """
 
 from __future__ import annotations
@@ -71,6 +74,26 @@ def cupti_bench(bench_gpu_time: Any, fn: Any, version_kwargs: bool, **kw: Any) -
     return [float(t) for t in times]
 
 
+def load_timer(path: str) -> Any:
+    """Another release's ``flashinfer/testing/utils.py`` (gpu_sweep.py's ``--timer-from``),
+    loaded beside the installed FlashInfer: pure Python over torch, it imports only
+    ``flashinfer.utils.round_up`` from the library, so it times the installed release's
+    kernels. 0.5's graph timer has no cold L2 (see the docstring above); 0.6+'s rotates."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kernelwatch_fi_timer", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load a timer from {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rotates(bench_gpu_time: Any) -> bool:
+    """0.6+'s bench_gpu_time takes the inputs (``input_kwargs``) and times rotated copies."""
+    return "input_kwargs" in inspect.signature(bench_gpu_time).parameters
+
+
 def bench_one(
     kernel: str,
     params: dict[str, Any],
@@ -80,6 +103,7 @@ def bench_one(
     repeat_iters: int = 30,
     settle_s: float = 0.0,
     cupti: bool = False,
+    timer: Any = None,
 ) -> dict[str, Any]:
     """FlashInfer's timer on freshly built inputs, samples in microseconds. Normally with the
     graph sized as the harness sizes it (``calls_per_graph``: one pass over all of
@@ -89,8 +113,12 @@ def bench_one(
     ``dry_run_iters``/``repeat_iters`` set the burst: flashinfer_benchmark.py's 5 and 30, or
     the harness's warm-up and samples per repeat for a same-schedule comparison; ``settle_s``
     of idle GPU after the inputs are built, before the burst; ``cupti``: the CUPTI timer
-    (``cupti_bench``) instead of graph replay."""
-    from flashinfer.testing import bench_gpu_time
+    (``cupti_bench``) instead of graph replay; ``timer``: another release's
+    ``flashinfer.testing.utils`` module (``load_timer``) in place of the installed one."""
+    import importlib
+
+    testing = timer or importlib.import_module("flashinfer.testing.utils")
+    bench_gpu_time = testing.bench_gpu_time
 
     from worker.harness import timing
     from worker.harness.flashinfer_backends import prepare_flashinfer
@@ -109,7 +137,7 @@ def bench_one(
         "dry_run_iters": 5 if default_config else dry_run_iters,
         "repeat_iters": 30 if default_config else repeat_iters,
     }
-    version_kwargs = "input_kwargs" in inspect.signature(bench_gpu_time).parameters
+    version_kwargs = rotates(bench_gpu_time)
     if settle_s:
         torch.cuda.synchronize()
         time.sleep(settle_s)
@@ -126,9 +154,7 @@ def bench_one(
         times = bench_gpu_time(closure, l2_flush=True, **kw)
         out.update(samples_us=[t * 1000.0 for t in times], cold_l2="flush")
         return out
-    from flashinfer.testing.utils import calculate_rotation_count
-
-    copies = calculate_rotation_count(list(inp.data.values()))
+    copies = testing.calculate_rotation_count(list(inp.data.values()))
     if default_config:
         calls = 10
     else:
@@ -155,11 +181,13 @@ def same_schedule(
     prefix: str,
     settle_s: float = 0.0,
     cupti: bool = False,
+    timer: Any = None,
 ) -> None:
     """FlashInfer's timer on the harness's schedule: ``repeats`` bursts per unit, interleaved
     over the units like the harness's repeats, each on freshly built inputs. Adds to each row
     ``{prefix}median_us``, ``{prefix}repeat_medians_us``, ``{prefix}n`` and
-    ``{prefix}seconds`` (or ``{prefix}error``); ``settle_s`` of idle GPU before each burst."""
+    ``{prefix}seconds`` (or ``{prefix}error``); ``settle_s`` of idle GPU before each burst;
+    ``cupti``, ``timer``: as in ``bench_one``, what ran then recorded under the prefix too."""
     samples: dict[tuple[int, str], list[float]] = {key: [] for key in rows}
     for _ in range(repeats):
         for index, params, backend in units:
@@ -169,10 +197,12 @@ def same_schedule(
             t0 = time.perf_counter()
             try:
                 got = bench_one(kernel, params, backend, dry_run_iters=warmup,
-                                repeat_iters=per_repeat, settle_s=settle_s, cupti=cupti)
+                                repeat_iters=per_repeat, settle_s=settle_s, cupti=cupti,
+                                timer=timer)
                 burst = got.pop("samples_us")
                 # what ran (method, cold L2, rotation), once per configuration
-                row.update(got if not cupti else {f"{prefix}{k}": v for k, v in got.items()})
+                own = not (cupti or timer)
+                row.update(got if own else {f"{prefix}{k}": v for k, v in got.items()})
                 samples[(index, backend)].extend(burst)
                 row.setdefault(f"{prefix}repeat_medians_us", []).append(statistics.median(burst))
             except Exception as exc:
@@ -228,6 +258,19 @@ def main() -> int:
         same_schedule(request["kernel"], units, rows, repeats, warmup, per_repeat, "cupti_",
                       settle_s=RECOVERY_S, cupti=True)
         extras.append(("cupti30", {"cupti": True}))
+    timer_from = request.get("timer_from")
+    if timer_from:
+        from flashinfer.testing import bench_gpu_time
+
+        if not rotates(bench_gpu_time):
+            # "rot_": a release whose own graph timer has no cold L2 (0.5), its kernels timed
+            # by the graph timer with rotated inputs of the release named in the request, on
+            # the harness's schedule with its recovery idle (like "settled_")
+            timer = load_timer(timer_from["path"])
+            same_schedule(request["kernel"], units, rows, repeats, warmup, per_repeat, "rot_",
+                          settle_s=RECOVERY_S, timer=timer)
+            for row in rows.values():
+                row["rot_timer_version"] = timer_from["version"]
     for key, extra in extras:
         for index, params, backend in units:
             row = rows[(index, backend)]

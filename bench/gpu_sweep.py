@@ -91,6 +91,8 @@ TIMING = {"warmup": 5, "warmup_ms": 0.0, "clock_floor": 0.985, "iterations": 30,
           "cold_l2": True, "check_correctness": True}
 
 
+# the report's columns for the optional configurations of gpu_agreement.py
+EXTRA_HEADS = {"cupti": "cupti", "cupti30": "cupti30", "rot": "FI rot"}
 AGREE_PCT = 3.0  # the issue's agreement figure: medians within +-3 %
 
 
@@ -193,12 +195,30 @@ def short(kernel: str, p: dict[str, Any]) -> str:
     )
 
 
+def timer_from_wheel(wheel: Path, out: Path) -> dict[str, str]:
+    """A FlashInfer wheel's ``flashinfer/testing/utils.py`` (its bench_gpu_time), extracted
+    under ``out`` for gpu_agreement.py's ``rot_`` timing of releases without a cold-L2 graph
+    timer; its version read from the wheel's name."""
+    import zipfile
+
+    version = wheel.name.split("-")[1]
+    dest = out / f"timer-{version}"
+    with zipfile.ZipFile(wheel) as z:
+        z.extract("flashinfer/testing/utils.py", dest)
+    return {"path": str((dest / "flashinfer" / "testing" / "utils.py").resolve()),
+            "version": version}
+
+
 def agreement(
-    python: str, env: dict[str, str], request: HarnessRequest
+    python: str, env: dict[str, str], request: HarnessRequest,
+    timer_from: dict[str, str] | None = None,
 ) -> dict[tuple[int, str], dict[str, Any]]:
+    body = json.loads(request.to_json(set()))
+    if timer_from:
+        body["timer_from"] = timer_from
     proc = subprocess.run(
         [python, str(REPO / "bench" / "gpu_agreement.py")],
-        input=request.to_json(set()),
+        input=json.dumps(body),
         capture_output=True,
         text=True,
         env=env,
@@ -262,9 +282,13 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--method", default="cuda_graph", choices=["cuda_graph", "cupti"],
                     help="the harness's timing method (timing.method); cupti needs cupti-python")
-    ap.add_argument("--cold-l2-method", default="rotate", choices=["rotate", "flush"],
-                    help="with --method cupti: rotate input copies, or write a 2 x L2 buffer "
-                         "before each call as FlashInfer's CUPTI timer does")
+    ap.add_argument("--cold-l2-method", default="rotate",
+                    choices=["rotate", "flush", "flush_clean"],
+                    help="with --method cupti: rotate input copies, write a 2 x L2 buffer "
+                         "before each call as FlashInfer's CUPTI timer does, or read one")
+    ap.add_argument("--timer-from", type=Path,
+                    help="with --agreement: a FlashInfer wheel whose graph timer (rotating "
+                         "inputs) also times versions whose own graph timer has no cold L2")
     ap.add_argument("--tag", default="", help="suffix of the output files")
     ap.add_argument("--report-only", action="store_true",
                     help="measure nothing: the report from the raw files already in --out "
@@ -302,6 +326,7 @@ def main() -> int:
     results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     walls: dict[tuple[str, str, int], float] = {}
     agree: dict[tuple[str, str], dict[tuple[int, str], dict[str, Any]]] = {}
+    timer_from = timer_from_wheel(args.timer_from, out) if args.timer_from else None
     for label, version in labels:
         t0 = time.perf_counter()
         python, env = harness_for(version, args.envs_dir, args.wheelhouse)
@@ -329,7 +354,7 @@ def main() -> int:
         if args.agreement and version:
             for suite in suites:
                 agree[(label, suite)] = agreement(
-                    python, env, request_for(suite, SUITES[suite]["backends"])
+                    python, env, request_for(suite, SUITES[suite]["backends"]), timer_from
                 )
             with open(out / f"agreement{args.tag}.jsonl", "a") as fh:
                 for (lab, suite), rows in agree.items():
@@ -355,12 +380,18 @@ def report(
     # agreement with bench_gpu_time per configuration: [within +-3%, compared]
     agreed: dict[str, list[int]] = {
         "same": [0, 0], "settled": [0, 0], "fi30": [0, 0], "default": [0, 0],
-        "same_no_discard": [0, 0], "cupti": [0, 0], "cupti30": [0, 0], "either": [0, 0]}
+        "same_no_discard": [0, 0], "cupti": [0, 0], "cupti30": [0, 0], "rot": [0, 0],
+        "either": [0, 0]}
     median = 0.0
-    # FlashInfer's CUPTI timer's columns, where the agreement run had cupti-python
-    cupti = any(r.get("cupti_median_us") or r.get("cupti30_median_us")
-                for rows in agree.values() for r in rows.values())
-    fi_keys = ("settled", "fi30", "default") + (("cupti", "cupti30") if cupti else ())
+
+    def present(key: str) -> bool:
+        return any(r.get(f"{key}_median_us") for rows in agree.values() for r in rows.values())
+
+    # FlashInfer's CUPTI timer's columns, where the agreement run had cupti-python; the
+    # newer graph timer's, where the release's own has no cold L2 (gpu_agreement.py's rot_)
+    extra = ((("cupti", "cupti30") if present("cupti") or present("cupti30") else ())
+             + (("rot",) if present("rot") else ()))
+    fi_keys = ("settled", "fi30", "default", *extra)
 
     def count(config: str, theirs: float) -> float:
         agreed[config][0] += agrees(median, theirs)
@@ -391,7 +422,7 @@ def report(
                 f"{'median us':>10}{'CI95':>19}{'CV%':>6}{'jit s':>7}{'plan ms':>8}"
                 f"{'rep±%':>6}{'run2 med':>9}{'FI med':>9}{'Δ%':>6}{'FI rep±%':>9}"
                 f"{'FI idle':>9}{'Δ%':>6}{'FI 30':>9}{'Δ%':>6}{'FI dflt':>9}{'Δ%':>6}"
-                + (f"{'cupti':>9}{'Δ%':>6}{'cupti30':>9}{'Δ%':>6}" if cupti else "")
+                + "".join(f"{EXTRA_HEADS[k]:>9}{'Δ%':>6}" for k in extra)
                 + f"{'CVw%':>6}{'MHz':>6}{'disc':>5}"
             )
             for key, m in sorted(by_run.get(1, {}).items()):
@@ -445,9 +476,10 @@ def report(
                         agreed["either"][1] += 1
                         agreed["either"][0] += any(
                             agrees(median, fi[k])
-                            for k in ("settled_median_us", "cupti_median_us"))
+                            for k in ("settled_median_us", "cupti_median_us", "rot_median_us")
+                            if fi.get(k))
                 else:
-                    row += " " * (68 + 30 * cupti)
+                    row += " " * (68 + 15 * len(extra))
                 row += f"{100 * cvw:>6.2f}{mhz:>6.0f}{disc:>5}{'' if met else ' floor missed'}"
                 lines.append(row)
     lines.append(f"CV <= 1% for points > 20 us (samples pooled over repeats): {cv_ok}/{cv_n}")
@@ -470,6 +502,9 @@ def report(
                   "its recovery idle"),
         ("cupti30", "with CUPTI as flashinfer_benchmark.py runs it (5 dry runs + 30 "
                     "iterations, L2 flushed before every call)"),
+        ("rot", "with the graph timer and rotated inputs of a newer release's testing.utils "
+                "(the release's own graph timer has no cold L2), on the harness's schedule "
+                "with its recovery idle"),
         ("either", "with either of its timers (graph with the recovery idle, or CUPTI)"),
     ):
         if agreed[config][1]:

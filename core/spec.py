@@ -54,8 +54,10 @@ class Timing(BaseModel):
     # node, else graph replay is used and recorded); auto: CUPTI when available; cuda_event:
     # events around eager calls (launch gaps included). The method used is stored per point.
     method: Literal["cuda_graph", "cupti", "auto", "cuda_event"] = "cuda_graph"
-    # How CUPTI timing makes L2 cold: rotate input copies, or flush L2 before each call.
-    cold_l2_method: Literal["rotate", "flush"] = "rotate"
+    # How CUPTI timing makes L2 cold: rotate input copies, or flush L2 before each call by
+    # writing a 2 x L2 buffer (FlashInfer's CUPTI timer) or by reading one (flush_clean: no
+    # dirty lines left for the timed call to write back).
+    cold_l2_method: Literal["rotate", "flush", "flush_clean"] = "rotate"
 
     @model_validator(mode="after")
     def _enough_samples_per_repeat(self) -> Timing:

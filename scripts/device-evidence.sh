@@ -20,6 +20,11 @@
 #   scripts/device-evidence.sh v5cupti # the same for 0.5.3 (its graph timer has no cold L2)
 #   scripts/device-evidence.sh backends-prefill  # the prefill/ragged/MLA backends, 0.6.18 and 0.5.3
 #   scripts/device-evidence.sh cudnn   # the cuDNN prefill backends, 0.6.18 and 0.5.3
+#   scripts/device-evidence.sh flushes # the harness by CUPTI with each cold-L2 method, and by
+#                                      # graph replay; the cuDNN phase with the frontend; then
+#                                      # the GPU tests (cupti-python, cudnn-frontend carried)
+#   scripts/device-evidence.sh v5rot   # 0.5.3's sweeps and agreement, with 0.6.18.post1's
+#                                      # graph timer (rotation) timing 0.5.3's kernels too
 #
 # Each step logs under $OUT; the script goes on when one fails. NO_TESTS=1 leaves out the GPU
 # tests after the v6/v5 sweeps; SWEEP_S sets the sweep's limit in seconds.
@@ -210,6 +215,32 @@ case $phase in
           --wheelhouse $WHEELHOUSE --out "$OUT" --kernels batch_prefill batch_prefill_ragged \
           --backends cudnn 2>&1 | tee "$OUT/backends-cudnn-$v.log" | grep -v "^\["
       done ;;
+  flushes) # what the flush adds to a CUPTI-timed call: 0.6.18.post1's decode and single
+      # decode timed by CUPTI with inputs rotated, L2 flushed by a 2 x L2 write (FlashInfer's
+      # CUPTI timer), flushed by a 2 x L2 read (no dirty lines), and by graph replay (the
+      # default), one machine start; then cuDNN with its frontend; the GPU tests in what is left
+      with_cupti
+      end=$(( $(date +%s) + ${CALL_S:-560} ))
+      for how in rotate flush flush_clean; do
+        timeout ${CUPTI_S:-110} python3 bench/gpu_sweep.py --runs 1 --method cupti \
+          --cold-l2-method $how --tag=-cupti-$how --envs-dir $ENVS --wheelhouse .whl \
+          --out "$OUT" --versions $V6 --no-torch --suites decode,single 2>&1 \
+          | tee -a "$OUT/sweep-cupti-$how.log" | grep -v "^\[" | tail -4
+      done
+      timeout 60 python3 bench/gpu_sweep.py --runs 1 --tag=-graph --envs-dir $ENVS \
+        --wheelhouse .whl --out "$OUT" --versions $V6 --no-torch --suites decode,single 2>&1 \
+        | tee -a "$OUT/sweep-graph.log" | grep -v "^\[" | tail -4
+      for v in $V6 $V5; do
+        timeout 70 python3 bench/gpu_backends.py --versions $v --envs-dir $ENVS \
+          --wheelhouse $WHEELHOUSE --out "$OUT" --kernels batch_prefill batch_prefill_ragged \
+          --backends cudnn 2>&1 | tee "$OUT/backends-cudnn-$v.log" | grep -v "^\["
+      done
+      gpu_tests $(( end - $(date +%s) )) ;;
+  v5rot) # 0.5.3's graph timer has no cold L2: its kernels also timed by 0.6.18.post1's graph
+      # timer (rotated inputs), beside its own two timers (cupti-python carried)
+      with_cupti
+      sweep ${SWEEP_S:-540} --versions $V5 --no-torch --suites decode,prefill,single \
+        --timer-from .whl/flashinfer_python-$V6-py3-none-any.whl ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330

@@ -87,3 +87,51 @@ def test_the_report_counts_cupti_agreement(tmp_path: Path) -> None:
     header = next(line for line in lines if line.startswith("point "))
     assert "cupti30" in header
     assert all(len(line) == len(lines[2]) for line in lines[2:18])  # the columns line up
+
+
+def test_a_newer_timer_is_loaded_from_a_wheel_beside_the_installed_release(
+        tmp_path: Path) -> None:
+    """``--timer-from``: a wheel's flashinfer/testing/utils.py, extracted and loaded as a
+    module of its own; whether a bench_gpu_time rotates is read from its signature."""
+    import zipfile
+
+    from bench.gpu_agreement import load_timer, rotates
+
+    wheel = tmp_path / "flashinfer_python-9.9.9-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("flashinfer/testing/utils.py",
+                   "def bench_gpu_time(fn, input_kwargs=None, cold_l2_cache=True):\n"
+                   "    return [1.0]\n"
+                   "def calculate_rotation_count(tensors):\n    return 7\n")
+    timer_from = gpu_sweep.timer_from_wheel(wheel, tmp_path / "out")
+    assert timer_from["version"] == "9.9.9"
+    module = load_timer(timer_from["path"])
+    assert rotates(module.bench_gpu_time) and module.calculate_rotation_count([]) == 7
+    assert not rotates(lambda fn, l2_flush=True: None)  # 0.5's signature
+
+
+def test_the_report_counts_the_newer_timers_agreement(tmp_path: Path) -> None:
+    """``rot_`` rows (here 0.5.3's committed graph-timer medians relabelled: only a GPU run
+    makes real ones) get their own column and count, and count towards "either"."""
+    rows = [json.loads(line)
+            for line in (RAW / "agreement-cupti-v5.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["rot_median_us"] = row["settled_median_us"]
+    agreement = tmp_path / "agreement.jsonl"
+    agreement.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    saved = gpu_sweep.load_saved([RAW / "cupti-h200-0.5.3.jsonl"], agreement)
+    gpu_sweep.report(*saved, ["decode", "prefill", "single"], [("0.5.3", "0.5.3")], 2, tmp_path)
+    lines = (tmp_path / "summary.txt").read_text().splitlines()
+
+    def count(prefix: str) -> str:
+        return next(line for line in lines if line.startswith(prefix)).rsplit(": ", 1)[1]
+
+    settled = count("median within ±3% of bench_gpu_time on the harness's schedule, the GPU")
+    assert count("median within ±3% of bench_gpu_time with the graph timer and rotated") \
+        == settled
+    committed = (RAW / "summary-cupti-v5.txt").read_text().splitlines()
+    either = "median within ±3% of bench_gpu_time with either of its timers"
+    assert count(either) == next(line for line in committed
+                                 if line.startswith(either)).rsplit(": ", 1)[1]
+    assert "FI rot" in next(line for line in lines if line.startswith("point "))
+    assert all(len(line) == len(lines[2]) for line in lines[2:18])  # the columns line up

@@ -114,3 +114,11 @@ def test_bursts_stop_at_the_cap_and_fill_from_the_last_one() -> None:
     got = timing.collect_at_clock(burst, 5, floor_mhz=1890.0, max_bursts=3, sleep=lambda s: None)
     assert got.samples_us == [100.0, 100.0, 100.0, 110.0, 110.0]
     assert (got.bursts, got.discarded, got.floor_met) == (3, 7, False)
+
+
+def test_the_specs_cold_l2_methods_are_the_harnesss() -> None:
+    """Every cold_l2_method a job may name is one the harness runs: rotation or a flush."""
+    import typing
+
+    allowed = typing.get_args(Timing.model_fields["cold_l2_method"].annotation)
+    assert allowed == ("rotate", *timing.FLUSHES)

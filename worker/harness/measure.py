@@ -93,8 +93,10 @@ class Measurer:
         self.method = str(timing_cfg.get("method", timing.CUDA_GRAPH))
         self.cupti = timing.cupti_module() if device == "cuda" else None
         # How CUPTI timing makes L2 cold: "rotate" (input copies totalling >= 5x L2, each
-        # call reads the next) or "flush" (FlashInfer's bench_gpu_time convention: the same
-        # inputs, a 2x-L2 buffer written before each call). Graph replay always rotates.
+        # call reads the next), "flush" (FlashInfer's bench_gpu_time convention: the same
+        # inputs, a 2x-L2 buffer written before each call) or "flush_clean" (that buffer read
+        # instead, leaving no dirty lines for the call to write back: timing.l2_flusher).
+        # Graph replay always rotates.
         self.cold_l2_method = str(timing_cfg.get("cold_l2_method", "rotate"))
         if self.method == "auto":
             self.method = timing.CUPTI if self.cupti is not None else timing.CUDA_GRAPH
@@ -286,7 +288,7 @@ class Measurer:
         if self.device != "cuda":
             samples = timing.time_cpu(prepared.fn, [inp.data], self.warmup, self.iterations)
             return samples, timing.CPU_PERF_COUNTER
-        if self.method == timing.CUPTI and self.cold_l2 and self.cold_l2_method == "flush":
+        if self.method == timing.CUPTI and self.cold_l2 and self.cold_l2_method in timing.FLUSHES:
             try:
                 return self._cupti_flush(prepared, inp, telemetry), timing.CUPTI
             except Exception as exc:
@@ -386,7 +388,8 @@ class Measurer:
     def _cupti_flush(
         self, prepared: Prepared, inp: Inputs, telemetry: dict[str, Any]
     ) -> list[float]:
-        flush, nbytes = timing.l2_flusher(self.l2_bytes)
+        clean = self.cold_l2_method == "flush_clean"
+        flush, nbytes = timing.l2_flusher(self.l2_bytes, clean=clean)
         warm = self._warmup(timing.estimate_call_us(prepared.fn, [inp.data]), telemetry)
         samples = timing.time_cupti(
             prepared.fn,
@@ -397,8 +400,9 @@ class Measurer:
             before=flush,
         )
         telemetry["cold_l2"] = {
-            "method": "flush",
+            "method": self.cold_l2_method,
             "flush_bytes": nbytes,
+            "flush_writes": not clean,
             "l2_bytes": self.l2_bytes,
             "flushes": self.iterations,
         }

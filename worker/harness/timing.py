@@ -393,6 +393,8 @@ def boost_reference_mhz(cycles: int = PROBE_CYCLES) -> float:
 
 
 CUPTI = "cupti"
+# cold_l2_method values that flush L2 before each CUPTI-timed call (l2_flusher)
+FLUSHES = ("flush", "flush_clean")
 
 
 def cupti_module() -> Any | None:
@@ -409,15 +411,23 @@ def cupti_module() -> Any | None:
         return None
 
 
-def l2_flusher(l2_bytes: int) -> tuple[Callable[[], None], int]:
-    """FlashInfer's cold-L2 convention for CUPTI timing: write a buffer of twice the L2 size
-    before each call (outside the timed window), so the call finds none of its inputs in L2."""
-    buf = torch.empty(max(2 * l2_bytes, 1 << 20), dtype=torch.int8, device="cuda")
+def l2_flusher(l2_bytes: int, clean: bool = False) -> tuple[Callable[[], None], int]:
+    """Cold L2 for CUPTI timing by a buffer of twice the L2 size touched before each call
+    (outside the timed window), so the call finds none of its inputs in L2.
+
+    FlashInfer's convention (``clean=False``) writes the buffer: L2 is left full of dirty
+    lines, and the timed call pays for writing them back to HBM as its own reads evict them.
+    ``clean=True`` reads it instead (written once here), so L2 holds clean lines and the
+    call's misses cost only its own traffic, as with rotated inputs."""
+    buf = torch.zeros(max(2 * l2_bytes, 1 << 20), dtype=torch.int8, device="cuda")
 
     def flush() -> None:
         buf.zero_()
 
-    return flush, buf.numel()
+    def read() -> None:
+        buf.sum(dtype=torch.int32)
+
+    return (read if clean else flush), buf.numel()
 
 
 def time_cupti(
