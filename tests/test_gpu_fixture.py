@@ -169,6 +169,12 @@ SUMMARIES = [
      None, ["decode", "single"], 1),
     ("summary-harness-cupti-flush.txt", ["harness-cupti-flush-0.6.18.post1.jsonl"], [V6],
      None, ["decode", "single"], 1),
+    # fifth session: each cold-L2 method of CUPTI timing and graph replay on one machine
+    # start; 0.5.3 with 0.6.18.post1's graph timer in the agreement
+    *[(f"summary-flushes-{how}.txt", [f"flushes-{how}-0.6.18.post1.jsonl"], [V6], None,
+       ["decode", "single"], 1)
+      for how in ("graph", "cupti-rotate", "cupti-flush", "cupti-flush_clean")],
+    ("summary-rot-v5.txt", ["rot-h200-0.5.3.jsonl"], [V5], "agreement-rot-v5.jsonl", ALL, 2),
 ]
 
 
@@ -207,3 +213,17 @@ def test_the_timer_comparison_is_the_report_of_the_raw_files() -> None:
     assert "FlashInfer graph vs FlashInfer CUPTI: within ±3% for 23/37" in text
     assert "harness CUPTI + flush vs FlashInfer CUPTI (the same method): within ±3% for 35/37" \
         in text
+
+
+def test_the_flush_comparison_is_the_report_of_the_raw_files() -> None:
+    """raw/summary-timers-flushes-v6.txt (docs/gpu.md: what the written flush adds) is what
+    bench/gpu_timers.py prints from the fifth session's four runs of one machine start."""
+    from bench import gpu_timers
+
+    raw = GPU / "raw"
+    cols = {name: gpu_timers.medians(raw / f"flushes-{how}-0.6.18.post1.jsonl", V6)
+            for name, how in (("graph", "graph"), ("cupti rot", "cupti-rotate"),
+                              ("cupti fl", "cupti-flush"), ("cupti cl", "cupti-flush_clean"))}
+    text = gpu_timers.table(cols)
+    assert text == (raw / "summary-timers-flushes-v6.txt").read_text()
+    assert "FI graph" not in text.splitlines()[0]  # only the columns of the files given
