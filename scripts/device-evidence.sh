@@ -23,6 +23,7 @@
 #   scripts/device-evidence.sh flushes # the harness by CUPTI with each cold-L2 method, and by
 #                                      # graph replay; the cuDNN phase with the frontend; then
 #                                      # the GPU tests (cupti-python, cudnn-frontend carried)
+#   scripts/device-evidence.sh v5tests # the GPU test module with 0.5.3
 #   scripts/device-evidence.sh v5rot   # 0.5.3's sweeps and agreement, with 0.6.18.post1's
 #                                      # graph timer (rotation) timing 0.5.3's kernels too
 #
@@ -49,17 +50,24 @@ WHEELHOUSE=.whl
   python3 -m pip list 2>/dev/null | grep -i -E "cupti|nvidia-ml|torch |numpy"
 } >"$OUT/machine.txt" 2>&1
 
-install_v6() {  # FlashInfer into the machine's python, sharing the env's JIT cache
-  [[ -d /tmp/fi6/flashinfer ]] || python3 -m pip install -q --no-index --no-deps --no-compile \
-    --target /tmp/fi6 .whl/flashinfer_python-$V6-*.whl .whl/apache_tvm_ffi-*.whl \
-    $(ls .whl/cupti_python-*.whl 2>/dev/null) >"$OUT/install.log" 2>&1
-  mkdir -p $ENVS/$V6/jit
+install_fi() {  # version: FlashInfer into the machine's python (/tmp/fi-<version>), sharing
+  # the version env's JIT cache; with cupti-python and the cuDNN frontend where carried
+  [[ -d /tmp/fi-$1/flashinfer ]] || python3 -m pip install -q --no-index --no-deps --no-compile \
+    --target /tmp/fi-$1 .whl/flashinfer_python-$1-*.whl .whl/apache_tvm_ffi-*.whl \
+    $(ls .whl/cupti_python-*.whl .whl/nvidia_cudnn_frontend-*.whl 2>/dev/null) \
+    >"$OUT/install-$1.log" 2>&1
+  mkdir -p $ENVS/$1/jit
 }
 
-gpu_tests() {
-  install_v6
-  FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout "$1" python3 -m pytest \
-    --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs 2>&1 | tee "$OUT/pytest-gpu.log" | tail -30
+install_v6() { install_fi $V6; }
+
+gpu_tests() {  # timeout [version, default 0.6.18.post1]
+  local v=${2:-$V6}
+  install_fi "$v"
+  PYTHONPATH=/tmp/fi-$v python3 -c 'import flashinfer; print("flashinfer", flashinfer.__version__)' \
+    >"$OUT/pytest-gpu.log" 2>&1
+  FLASHINFER_WORKSPACE_BASE=$ENVS/$v/jit PYTHONPATH=/tmp/fi-$v:. timeout "$1" python3 -m pytest \
+    --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs 2>&1 | tee -a "$OUT/pytest-gpu.log" | tail -30
 }
 
 unpack_v7() {  # the 0.7.2.post1 wheel from .whl/fi72.tar.xz into /tmp/wh7 (see v7 below)
@@ -127,17 +135,17 @@ case $phase in
         --suites decode,prefill,single 2>&1 | tee -a "$OUT/sweep.log" | tail -5 ;;
   agree)
       install_v6
-      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 240 \
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi-$V6:. timeout 240 \
         python3 bench/gpu_agreement_interleaved.py --repeats 3 --out "$OUT/interleaved.jsonl" \
         2>&1 | tee "$OUT/interleaved.log" | tail -20
       gpu_tests 330 ;;
   burst) # how a point's time moves over a burst (bench/gpu_burst_trace.py); then agreement
       # with repeats of 30 samples (FlashInfer's burst length) against the 10-sample default
       install_v6
-      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 110 \
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi-$V6:. timeout 110 \
         python3 bench/gpu_burst_trace.py --out "$OUT/burst-trace.jsonl" 2>&1 \
         | tee "$OUT/burst-trace.log" | tail -80
-      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 170 \
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi-$V6:. timeout 170 \
         python3 bench/gpu_agreement_interleaved.py --repeats 3 --samples-per-repeat 30 \
         --out "$OUT/interleaved-s30.jsonl" 2>&1 | tee "$OUT/interleaved-s30.log" | tail -20
       sweep 150 --versions $V6 --no-torch --suites decode --iterations 90 --tag=-i90
@@ -145,21 +153,21 @@ case $phase in
   sustained) # heavy points traced for 1.5 s; the interleaved and separate-process agreement
       # with the time-based warm-up of heavy calls (timing.warmup_ms, default 150)
       install_v6
-      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 120 \
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi-$V6:. timeout 120 \
         python3 bench/gpu_burst_trace.py --shapes 256:2048,64:8192,16:32768,256:8192,1:2048 \
         --burst-ms 1500 --rebuilds 3 --out "$OUT/burst-trace-long.jsonl" 2>&1 \
         | tee "$OUT/burst-trace-long.log" | tail -60
-      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 200 \
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi-$V6:. timeout 200 \
         python3 bench/gpu_agreement_interleaved.py --repeats 3 \
         --out "$OUT/interleaved-w150.jsonl" 2>&1 | tee "$OUT/interleaved-w150.log" | tail -20
       sweep 170 --versions $V6 --no-torch --suites decode --tag=-w150 ;;
   clock) # the clock probe over bursts and idle gaps (bench/gpu_clock_trace.py); the timing
       # test with CUPTI (cupti-python carried in .whl/)
       install_v6
-      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 200 \
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi-$V6:. timeout 200 \
         python3 bench/gpu_clock_trace.py --out "$OUT/clock-trace.jsonl" 2>&1 \
         | tee "$OUT/clock-trace.log" | tail -80
-      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi6:. timeout 150 python3 -m pytest \
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi-$V6:. timeout 150 python3 -m pytest \
         --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs -k verified_cold_l2 2>&1 \
         | tee "$OUT/pytest-cupti.log" | tail -30 ;;
   torchrep) # torch-sdpa's first repeat ran 8-10% faster than the others at some decode points
@@ -241,6 +249,8 @@ case $phase in
       with_cupti
       sweep ${SWEEP_S:-540} --versions $V5 --no-torch --suites decode,prefill,single \
         --timer-from .whl/flashinfer_python-$V6-py3-none-any.whl ;;
+  v5tests) # the whole GPU test module with 0.5.3 (cupti-python and the cuDNN frontend carried)
+      gpu_tests ${TESTS_S:-400} $V5 ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330
