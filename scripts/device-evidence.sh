@@ -23,6 +23,7 @@
 #   scripts/device-evidence.sh flushes # the harness by CUPTI with each cold-L2 method, and by
 #                                      # graph replay; the cuDNN phase with the frontend; then
 #                                      # the GPU tests (cupti-python, cudnn-frontend carried)
+#   scripts/device-evidence.sh repeats # two runs with 3 repeats, two with 5 (CI overlap)
 #   scripts/device-evidence.sh v5tests # the GPU test module with 0.5.3
 #   scripts/device-evidence.sh v5rot   # 0.5.3's sweeps and agreement, with 0.6.18.post1's
 #                                      # graph timer (rotation) timing 0.5.3's kernels too
@@ -249,6 +250,14 @@ case $phase in
       with_cupti
       sweep ${SWEEP_S:-540} --versions $V5 --no-torch --suites decode,prefill,single \
         --timer-from .whl/flashinfer_python-$V6-py3-none-any.whl ;;
+  repeats) # does the CI cover run-to-run shifts with more repeats? 0.6.18.post1, two runs
+      # with the default 3 repeats of 10 samples, then two with 5 repeats of 10, one machine start
+      for r in 3 5; do
+        timeout ${SWEEP_S:-250} python3 bench/gpu_sweep.py --runs 2 --repeats $r \
+          --iterations $(( 10 * r )) --tag=-r$r --envs-dir $ENVS --wheelhouse .whl --out "$OUT" \
+          --versions $V6 --no-torch --suites decode,prefill,single 2>&1 \
+          | tee -a "$OUT/sweep-r$r.log" | grep -v "^\[" | tail -8
+      done ;;
   v5tests) # the whole GPU test module with 0.5.3 (cupti-python and the cuDNN frontend carried)
       gpu_tests ${TESTS_S:-400} $V5 ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
