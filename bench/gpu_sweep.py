@@ -141,6 +141,7 @@ def run_suite(
         raw.flush()
     wall = time.perf_counter() - t0
     raw.write(json.dumps({"type": "wall", **meta, "wall_seconds": wall}) + "\n")
+    raw.flush()  # a run killed at the call's limit keeps the suites it finished, walls too
     return msgs, wall
 
 

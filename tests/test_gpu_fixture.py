@@ -175,6 +175,11 @@ SUMMARIES = [
        ["decode", "single"], 1)
       for how in ("graph", "cupti-rotate", "cupti-flush", "cupti-flush_clean")],
     ("summary-rot-v5.txt", ["rot-h200-0.5.3.jsonl"], [V5], "agreement-rot-v5.jsonl", ALL, 2),
+    # 5 repeats of 10 samples, two runs; 3 repeats on the same machine start, whose second
+    # run was cut off by the call's limit after its decode suite (reported for decode only)
+    ("summary-repeats-r5.txt", ["repeats-r5-0.6.18.post1.jsonl"], [V6], None, ALL, 2),
+    ("summary-repeats-r3-decode.txt", ["repeats-r3-0.6.18.post1.jsonl"], [V6], None,
+     ["decode"], 2),
 ]
 
 
