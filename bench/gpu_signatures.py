@@ -17,7 +17,7 @@ import zipfile
 from typing import Any
 
 FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
-             "cudnn_batch_prefill_with_kv_cache")
+             "cudnn_batch_prefill_with_kv_cache", "cudnn_batch_decode_with_kv_cache")
 CLASSES = (
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",

@@ -24,6 +24,7 @@
 #                                      # graph replay; the cuDNN phase with the frontend; then
 #                                      # the GPU tests (cupti-python, cudnn-frontend carried)
 #   scripts/device-evidence.sh repeats # two runs with 3 repeats, two with 5 (CI overlap)
+#   scripts/device-evidence.sh cudnn-decode  # cuDNN paged decode, 0.6.18 and 0.5.3, + tests
 #   scripts/device-evidence.sh v5tests # the GPU test module with 0.5.3
 #   scripts/device-evidence.sh v5rot   # 0.5.3's sweeps and agreement, with 0.6.18.post1's
 #                                      # graph timer (rotation) timing 0.5.3's kernels too
@@ -257,6 +258,19 @@ case $phase in
           --iterations $(( 10 * r )) --tag=-r$r --envs-dir $ENVS --wheelhouse .whl --out "$OUT" \
           --versions $V6 --no-torch --suites decode,prefill,single 2>&1 \
           | tee -a "$OUT/sweep-r$r.log" | grep -v "^\[" | tail -8
+      done ;;
+  cudnn-decode) # cuDNN's paged decode, called directly, 0.6.18.post1 and 0.5.3 (the cuDNN
+      # frontend carried); then the cuDNN GPU tests in both
+      for v in $V6 $V5; do
+        timeout 70 python3 bench/gpu_backends.py --versions $v --envs-dir $ENVS \
+          --wheelhouse $WHEELHOUSE --out "$OUT" --kernels batch_decode --backends cudnn 2>&1 \
+          | tee "$OUT/backends-cudnn-decode-$v.log" | grep -v "^\["
+      done
+      for v in $V6 $V5; do
+        install_fi $v
+        FLASHINFER_WORKSPACE_BASE=$ENVS/$v/jit PYTHONPATH=/tmp/fi-$v:. timeout 60 python3 -m pytest \
+          --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs -k cudnn 2>&1 \
+          | tee "$OUT/pytest-cudnn-$v.log" | tail -8
       done ;;
   v5tests) # the whole GPU test module with 0.5.3 (cupti-python and the cuDNN frontend carried)
       gpu_tests ${TESTS_S:-400} $V5 ;;

@@ -125,6 +125,35 @@ def test_cudnn_prefill_mapping(version: str) -> None:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+def test_cudnn_decode_mapping(version: str) -> None:
+    """cuDNN's paged decode, called directly as flashinfer_benchmark.py calls it (0.5.x and
+    0.6.x's decode wrapper has no cuDNN path): q, K, V, scale and workspace by position,
+    lengths (batch, 1, 1, 1) and a block table of the page table by keyword."""
+    inp = inputs("batch_decode", batch_size=3, kv_len=40, num_qo_heads=4, num_kv_heads=2,
+                 head_dim=64, page_size=16, kv_len_distribution="uniform")
+    kw = fb.cudnn_decode_kwargs(inp)
+    accepts(version, "cudnn_batch_decode_with_kv_cache", kw)
+    for sig in SIGS[version]["cudnn_batch_decode_with_kv_cache"]:
+        assert sig["positional"][:5] == ["q", "k_cache", "v_cache", "scale", "workspace_buffer"]
+    assert kw["actual_seq_lens_kv"].shape == (3, 1, 1, 1)
+    assert kw["actual_seq_lens_kv"].flatten().tolist() == inp.kv_lens
+    assert kw["max_sequence_kv"] == max(inp.kv_lens)
+    indptr, indices = inp.meta["kv_indptr"].tolist(), inp.meta["kv_indices"].tolist()
+    table = kw["block_tables"].tolist()
+    assert len(table) == 3 and len({len(row) for row in table}) == 1  # padded to one width
+    for i, row in enumerate(table):  # each request's pages first, in order
+        pages = indices[indptr[i]:indptr[i + 1]]
+        assert len(pages) == -(-inp.kv_lens[i] // 16) and row[:len(pages)] == pages
+
+
+def test_cudnn_decode_refuses_fp8_kv_it_cannot_scale() -> None:
+    inp = inputs("batch_decode", batch_size=2, kv_len=40, num_qo_heads=4, num_kv_heads=2,
+                 head_dim=64, page_size=16, kv_dtype="float8_e4m3fn")
+    with pytest.raises(NotImplementedError, match="allowed kv_dtype"):
+        fb._cudnn_decode(inp, 0.1, inp.data["q"])
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 def test_mla_mapping(version: str) -> None:
     inp = inputs("mla_decode", batch_size=2, kv_len=100, num_qo_heads=16, page_size=64)
     kw = fb.mla_plan_kwargs(inp, sm_scale("mla_decode", inp.params))
@@ -143,9 +172,7 @@ def test_decode_backend_honesty() -> None:
     fb.check_decode_backend("fa3", True, "0.5.3")
     with pytest.raises(NotImplementedError, match="use_tensor_cores"):
         fb.check_decode_backend("fa3", False, "0.6.18.post1")
-    with pytest.raises(NotImplementedError):
-        fb.check_decode_backend("cudnn", False, "0.6.18.post1")
-    fb.check_decode_backend("cudnn", False, "0.7.2.post1")
+    # cudnn never reaches the wrapper: prepare_flashinfer calls cuDNN's decode directly
 
 
 def test_trtllm_gen_is_refused_off_blackwell_naming_the_gpu() -> None:

@@ -160,13 +160,17 @@ def test_every_kernel_runs_and_is_checked(kernel: str) -> None:
         assert p["max_abs_error"] is not None and p["max_abs_error"] <= p["telemetry"]["tolerance"]
 
 
-@pytest.mark.parametrize("kernel", ["batch_prefill", "batch_prefill_ragged"])
-def test_cudnn_prefill_is_measured_correct_or_refused_with_a_reason(kernel: str) -> None:
-    """cuDNN's prefill, called as flashinfer_benchmark.py calls it (through the wrappers it
-    errored on the H200 with 0.6.18.post1 and 0.5.3): correct against the float32 reference,
-    or, on a node without the cuDNN frontend off Blackwell, refused as unsupported with the
-    reason; never an error of the adapter's making."""
-    params = {k: v for k, v in SMALL.items() if k in KERNELS[kernel].params}
+@pytest.mark.parametrize("kernel, layout", [("batch_prefill", "NHD"),
+                                            ("batch_prefill_ragged", "NHD"),
+                                            ("batch_decode", "NHD"), ("batch_decode", "HND")])
+def test_cudnn_is_measured_correct_or_refused_with_a_reason(kernel: str, layout: str) -> None:
+    """cuDNN's prefill and decode, called as flashinfer_benchmark.py calls them (through the
+    wrappers prefill errored on the H200 with 0.6.18.post1 and 0.5.3; their decode wrapper
+    has no cuDNN path): correct against the float32 reference, or, on a node without the
+    cuDNN frontend off Blackwell, refused as unsupported with the reason; never an error of
+    the adapter's making. Variable lengths (SMALL's uniform distribution) pad the block table."""
+    params = {k: v for k, v in {**SMALL, "kv_layout": layout}.items()
+              if k in KERNELS[kernel].params}
     _, points = harness(kernel, ["cudnn"], [params])
     (p,) = points
     assert p["status"] in ("ok", "unsupported"), p["error"]

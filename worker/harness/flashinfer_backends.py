@@ -10,7 +10,6 @@ version's real signatures without a GPU (tests/test_adapters.py).
 from __future__ import annotations
 
 import itertools
-import re
 import time
 from typing import Any
 
@@ -134,11 +133,7 @@ def cudnn_prefill_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
         "is_cuda_graph_compatible": True,
     }
     if inp.kernel == "batch_prefill":
-        starts, indices = inp.meta["kv_indptr"].tolist(), inp.meta["kv_indices"].tolist()
-        rows = [indices[x:y] for x, y in itertools.pairwise(starts)]
-        width = max(len(r) for r in rows)
-        kw["block_tables"] = torch.tensor([r + [0] * (width - len(r)) for r in rows],
-                                          dtype=torch.int32, device=dev)
+        kw["block_tables"] = block_tables(inp)
     else:
         kv_offsets = indptr(inp.kv_lens, dev, kv_row, torch.int64)
         kw.update(
@@ -149,25 +144,67 @@ def cudnn_prefill_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     return kw
 
 
+def block_tables(inp: Inputs) -> torch.Tensor:
+    """cuDNN's page table of a paged cache: a row of page indices per request, padded."""
+    starts, indices = inp.meta["kv_indptr"].tolist(), inp.meta["kv_indices"].tolist()
+    rows = [indices[x:y] for x, y in itertools.pairwise(starts)]
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.int32,
+                        device=inp.meta["kv_indptr"].device)
+
+
+def cudnn_decode_kwargs(inp: Inputs) -> dict[str, Any]:
+    """Keyword arguments of ``flashinfer.cudnn.cudnn_batch_decode_with_kv_cache``, called
+    directly as flashinfer_benchmark.py calls it for its cudnn decode backend (0.5.x and
+    0.6.x's decode wrapper has no cuDNN path; the query is contiguous, so no offsets)."""
+    b = len(inp.kv_lens)
+    return {
+        "max_sequence_kv": max(inp.kv_lens),
+        "actual_seq_lens_kv": torch.tensor(inp.kv_lens, dtype=torch.int32,
+                                           device=inp.meta["kv_indptr"].device).view(b, 1, 1, 1),
+        "block_tables": block_tables(inp),
+        "is_cuda_graph_compatible": True,
+    }
+
+
+def _paged_kv(d: dict[str, torch.Tensor], kv_layout: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """K and V of a paged cache as cuDNN reads them, (pages, heads, page_size, head_dim):
+    an NHD cache as a strided view, no copy."""
+    k, v = d["kv_cache"][:, 0], d["kv_cache"][:, 1]
+    return (k.transpose(-3, -2), v.transpose(-3, -2)) if kv_layout == "NHD" else (k, v)
+
+
 def _cudnn_prefill(inp: Inputs, scale: float, workspace: torch.Tensor) -> Prepared:
     from flashinfer.cudnn import cudnn_batch_prefill_with_kv_cache
 
     kw = cudnn_prefill_kwargs(inp, scale)
     kv_layout = str(inp.params.get("kv_layout", "NHD"))
 
-    def kv(d: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        if inp.kernel == "batch_prefill_ragged":
-            return d["k"], d["v"]
-        k, v = d["kv_cache"][:, 0], d["kv_cache"][:, 1]
-        # cuDNN reads (pages, heads, page_size, head_dim); NHD caches as a strided view
-        return (k.transpose(-3, -2), v.transpose(-3, -2)) if kv_layout == "NHD" else (k, v)
-
     def fn(d: dict[str, torch.Tensor]) -> torch.Tensor:
-        k, v = kv(d)
+        k, v = (d["k"], d["v"]) if inp.kernel == "batch_prefill_ragged" else _paged_kv(d, kv_layout)
         out = cudnn_batch_prefill_with_kv_cache(d["q"], k, v, workspace_buffer=workspace, **kw)
         return _out(out)
 
     return Prepared(fn, _split(inp.qo_lens), "cudnn")
+
+
+def _cudnn_decode(inp: Inputs, scale: float, workspace: torch.Tensor) -> Prepared:
+    if (inp.params.get("kv_dtype") or inp.params["dtype"]) != inp.params["dtype"]:
+        raise NotImplementedError(
+            "batch_decode backend 'cudnn' takes no KV scales "
+            "(cudnn_batch_decode_with_kv_cache): fp8 KV is not measured; allowed kv_dtype: "
+            "none (the query's dtype)"
+        )
+    from flashinfer.cudnn import cudnn_batch_decode_with_kv_cache
+
+    kw = cudnn_decode_kwargs(inp)
+    kv_layout = str(inp.params.get("kv_layout", "NHD"))
+
+    def fn(d: dict[str, torch.Tensor]) -> torch.Tensor:
+        k, v = _paged_kv(d, kv_layout)
+        return _out(cudnn_batch_decode_with_kv_cache(d["q"], k, v, scale, workspace, **kw))
+
+    return Prepared(fn, _split([1] * len(inp.kv_lens)), "cudnn")
 
 
 def mla_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
@@ -193,9 +230,6 @@ def check_decode_backend(backend: str, tensor_cores: bool, version: str) -> None
     kernel whatever ``backend`` says, except for the backends it special-cases: measuring
     ``fa3`` there would time the fa2-family kernel under another name."""
     honoured = {"auto", "fa2", "trtllm-gen"}
-    major_minor = tuple(int(x) for x in re.findall(r"\d+", version)[:2])
-    if major_minor >= (0, 7):
-        honoured.add("cudnn")
     if not tensor_cores and backend not in honoured:
         raise NotImplementedError(
             f"batch_decode backend {backend!r} needs use_tensor_cores=true: without it "
@@ -301,6 +335,8 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
     workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
     if backend == "cudnn" and kernel in ("batch_prefill", "batch_prefill_ragged"):
         return _cudnn_prefill(inp, scale, workspace)
+    if backend == "cudnn" and kernel == "batch_decode":
+        return _cudnn_decode(inp, scale, workspace)
     wrapper: Any
     tensor_cores = True
     if kernel == "batch_decode":
