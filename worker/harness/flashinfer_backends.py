@@ -115,17 +115,14 @@ def cudnn_prefill_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     head_dim) and takes per-request lengths as (batch, 1, 1, 1); a paged cache also takes a
     block table."""
     p, dev = inp.params, inp.meta["qo_indptr"].device
-    b = len(inp.qo_lens)
     q_row, kv_row = p["num_qo_heads"] * p["head_dim"], p["num_kv_heads"] * p["head_dim"]
     q_offsets = indptr(inp.qo_lens, dev, q_row, torch.int64)
     kw: dict[str, Any] = {
         "scale": scale,
         "max_token_per_sequence": max(inp.qo_lens),
         "max_sequence_kv": max(inp.kv_lens),
-        "actual_seq_lens_q": torch.tensor(inp.qo_lens, dtype=torch.int32,
-                                          device=dev).view(b, 1, 1, 1),
-        "actual_seq_lens_kv": torch.tensor(inp.kv_lens, dtype=torch.int32,
-                                           device=dev).view(b, 1, 1, 1),
+        "actual_seq_lens_q": seq_lens(inp.qo_lens, dev),
+        "actual_seq_lens_kv": seq_lens(inp.kv_lens, dev),
         "causal": bool(p["causal"]),
         "return_lse": True,
         "batch_offsets_q": q_offsets,
@@ -144,6 +141,11 @@ def cudnn_prefill_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     return kw
 
 
+def seq_lens(lens: list[int], device: torch.device) -> torch.Tensor:
+    """Per-request lengths as cuDNN takes them: int32, shaped (batch, 1, 1, 1)."""
+    return torch.tensor(lens, dtype=torch.int32, device=device).view(len(lens), 1, 1, 1)
+
+
 def block_tables(inp: Inputs) -> torch.Tensor:
     """cuDNN's page table of a paged cache: a row of page indices per request, padded."""
     starts, indices = inp.meta["kv_indptr"].tolist(), inp.meta["kv_indices"].tolist()
@@ -157,11 +159,9 @@ def cudnn_decode_kwargs(inp: Inputs) -> dict[str, Any]:
     """Keyword arguments of ``flashinfer.cudnn.cudnn_batch_decode_with_kv_cache``, called
     directly as flashinfer_benchmark.py calls it for its cudnn decode backend (0.5.x and
     0.6.x's decode wrapper has no cuDNN path; the query is contiguous, so no offsets)."""
-    b = len(inp.kv_lens)
     return {
         "max_sequence_kv": max(inp.kv_lens),
-        "actual_seq_lens_kv": torch.tensor(inp.kv_lens, dtype=torch.int32,
-                                           device=inp.meta["kv_indptr"].device).view(b, 1, 1, 1),
+        "actual_seq_lens_kv": seq_lens(inp.kv_lens, inp.meta["kv_indptr"].device),
         "block_tables": block_tables(inp),
         "is_cuda_graph_compatible": True,
     }
@@ -189,7 +189,8 @@ def _cudnn_prefill(inp: Inputs, scale: float, workspace: torch.Tensor) -> Prepar
 
 
 def _cudnn_decode(inp: Inputs, scale: float, workspace: torch.Tensor) -> Prepared:
-    if (inp.params.get("kv_dtype") or inp.params["dtype"]) != inp.params["dtype"]:
+    dt, kv_dt = _dtypes(inp.params)
+    if kv_dt != dt:
         raise NotImplementedError(
             "batch_decode backend 'cudnn' takes no KV scales "
             "(cudnn_batch_decode_with_kv_cache): fp8 KV is not measured; allowed kv_dtype: "
