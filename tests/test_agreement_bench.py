@@ -18,6 +18,11 @@ from bench.gpu_agreement import cupti_bench
 RAW = Path(__file__).parent / "fixtures" / "gpu" / "raw"
 
 
+def count(lines: list[str], prefix: str) -> str:
+    """The figure after ": " on the report line that starts with ``prefix``."""
+    return next(line for line in lines if line.startswith(prefix)).rsplit(": ", 1)[1]
+
+
 class Recorder:
     """Stands in for ``flashinfer.testing.bench_gpu_time``: records its keyword arguments and,
     like FlashInfer without cupti-python, warns that it falls back when told to."""
@@ -76,14 +81,12 @@ def test_the_report_counts_cupti_agreement(tmp_path: Path) -> None:
                      2, tmp_path)
     lines = (tmp_path / "summary.txt").read_text().splitlines()
 
-    def count(prefix: str) -> str:
-        return next(line for line in lines if line.startswith(prefix)).rsplit(": ", 1)[1]
-
-    settled = count("median within ±3% of bench_gpu_time on the harness's schedule, the GPU")
-    fi30 = count("median within ±3% of bench_gpu_time with flashinfer_benchmark.py's 5 dry")
-    assert count("median within ±3% of bench_gpu_time with CUPTI (L2 flushed before every "
+    settled = count(lines, "median within ±3% of bench_gpu_time on the harness's schedule, the GPU")
+    fi30 = count(lines, "median within ±3% of bench_gpu_time with flashinfer_benchmark.py's 5 dry")
+    assert count(lines, "median within ±3% of bench_gpu_time with CUPTI (L2 flushed before every "
                  "call), on the harness's schedule") == settled == "49/53"
-    assert count("median within ±3% of bench_gpu_time with CUPTI as flashinfer_benchmark") == fi30
+    assert count(lines, "median within ±3% of bench_gpu_time with CUPTI as "
+                        "flashinfer_benchmark") == fi30
     header = next(line for line in lines if line.startswith("point "))
     assert "cupti30" in header
     assert all(len(line) == len(lines[2]) for line in lines[2:18])  # the columns line up
@@ -123,15 +126,11 @@ def test_the_report_counts_the_newer_timers_agreement(tmp_path: Path) -> None:
     gpu_sweep.report(*saved, ["decode", "prefill", "single"], [("0.5.3", "0.5.3")], 2, tmp_path)
     lines = (tmp_path / "summary.txt").read_text().splitlines()
 
-    def count(prefix: str) -> str:
-        return next(line for line in lines if line.startswith(prefix)).rsplit(": ", 1)[1]
-
-    settled = count("median within ±3% of bench_gpu_time on the harness's schedule, the GPU")
-    assert count("median within ±3% of bench_gpu_time with the graph timer and rotated") \
+    settled = count(lines, "median within ±3% of bench_gpu_time on the harness's schedule, the GPU")
+    assert count(lines, "median within ±3% of bench_gpu_time with the graph timer and rotated") \
         == settled
     committed = (RAW / "summary-cupti-v5.txt").read_text().splitlines()
     either = "median within ±3% of bench_gpu_time with either of its timers"
-    assert count(either) == next(line for line in committed
-                                 if line.startswith(either)).rsplit(": ", 1)[1]
+    assert count(lines, either) == count(committed, either)
     assert "FI rot" in next(line for line in lines if line.startswith("point "))
     assert all(len(line) == len(lines[2]) for line in lines[2:18])  # the columns line up
