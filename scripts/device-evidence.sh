@@ -63,13 +63,14 @@ install_fi() {  # version: FlashInfer into the machine's python (/tmp/fi-<versio
 
 install_v6() { install_fi $V6; }
 
-gpu_tests() {  # timeout [version, default 0.6.18.post1]
-  local v=${2:-$V6}
+gpu_tests() {  # timeout [version (0.6.18.post1) [log name (pytest-gpu) [pytest -k expression]]]
+  local v=${2:-$V6} log="$OUT/${3:-pytest-gpu}.log" k=${4:-}
   install_fi "$v"
   PYTHONPATH=/tmp/fi-$v python3 -c 'import flashinfer; print("flashinfer", flashinfer.__version__)' \
-    >"$OUT/pytest-gpu.log" 2>&1
+    >"$log" 2>&1
   FLASHINFER_WORKSPACE_BASE=$ENVS/$v/jit PYTHONPATH=/tmp/fi-$v:. timeout "$1" python3 -m pytest \
-    --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs 2>&1 | tee -a "$OUT/pytest-gpu.log" | tail -30
+    --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs ${k:+-k "$k"} 2>&1 | tee -a "$log" \
+    | tail -30
 }
 
 unpack_v7() {  # the 0.7.2.post1 wheel from .whl/fi72.tar.xz into /tmp/wh7 (see v7 below)
@@ -169,9 +170,7 @@ case $phase in
       FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi-$V6:. timeout 200 \
         python3 bench/gpu_clock_trace.py --out "$OUT/clock-trace.jsonl" 2>&1 \
         | tee "$OUT/clock-trace.log" | tail -80
-      FLASHINFER_WORKSPACE_BASE=$ENVS/$V6/jit PYTHONPATH=/tmp/fi-$V6:. timeout 150 python3 -m pytest \
-        --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs -k verified_cold_l2 2>&1 \
-        | tee "$OUT/pytest-cupti.log" | tail -30 ;;
+      gpu_tests 150 $V6 pytest-cupti verified_cold_l2 ;;
   torchrep) # torch-sdpa's first repeat ran 8-10% faster than the others at some decode points
       # (bench/gpu_torch_repeats.py); then the whole GPU test module (0.6.18.post1)
       timeout ${SWEEP_S:-150} python3 bench/gpu_torch_repeats.py --profile \
@@ -266,12 +265,7 @@ case $phase in
           --wheelhouse $WHEELHOUSE --out "$OUT" --kernels batch_decode --backends cudnn 2>&1 \
           | tee "$OUT/backends-cudnn-decode-$v.log" | grep -v "^\["
       done
-      for v in $V6 $V5; do
-        install_fi $v
-        FLASHINFER_WORKSPACE_BASE=$ENVS/$v/jit PYTHONPATH=/tmp/fi-$v:. timeout 60 python3 -m pytest \
-          --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs -k cudnn 2>&1 \
-          | tee "$OUT/pytest-cudnn-$v.log" | tail -8
-      done ;;
+      for v in $V6 $V5; do gpu_tests 60 $v pytest-cudnn-$v cudnn; done ;;
   v5tests) # the whole GPU test module with 0.5.3 (cupti-python and the cuDNN frontend carried)
       gpu_tests ${TESTS_S:-400} $V5 ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
