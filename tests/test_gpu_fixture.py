@@ -232,3 +232,18 @@ def test_the_flush_comparison_is_the_report_of_the_raw_files() -> None:
     text = gpu_timers.table(cols)
     assert text == (raw / "summary-timers-flushes-v6.txt").read_text()
     assert "FI graph" not in text.splitlines()[0]  # only the columns of the files given
+
+
+def test_the_ci_calibration_figures_are_those_of_the_committed_runs(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/gpu.md ("The CI with few repeats") quotes what bench/ci_calibration.py prints over
+    every committed sweep measured twice: the percentile interval's overlaps and tails, and
+    that the stored CI overlaps for every point."""
+    from bench import ci_calibration
+
+    ci_calibration.main([])
+    out = capsys.readouterr().out
+    total = next(line for line in out.splitlines() if line.startswith("all "))
+    assert total.split()[1:] == ["723", "692/723", "723/723"]
+    assert "|z| > 2.58: 3.3% of pairs" in out and "|z| > 4.0: 0.7% of pairs" in out
+    assert "CI half-width, stored: median 0.69% of the median, p90 3.25%" in out

@@ -7,17 +7,25 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, MetaData, inspect
+from sqlalchemy import Engine, MetaData, inspect, select, update
+from sqlalchemy.orm import Session
 
+from core.catalogue import complete_params
 from core.db import make_engine
 from core.migrate import alembic_config, upgrade
-from core.models import Base
+from core.models import Base, Job, Point, Run
+from core.results import store_point
+from core.stats import summarize
 from tests.conftest import PG_ADMIN, _sqla_url
+
+PARAMS = complete_params("single_decode", {"kv_len": 512})
 
 
 def _diff(engine: Engine, metadata: MetaData = Base.metadata) -> list[object]:
@@ -66,5 +74,41 @@ def test_upgrade_head_on_fresh_sqlite(tmp_path: Path) -> None:
     engine = make_engine(url)
     try:
         _check(engine)
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_recomputes_the_ci_of_points_measured_in_repeats(fresh_pg: str) -> None:
+    """0003: points stored with the percentile interval get the CI for few repeats from their
+    stored samples; a point of one repeat keeps the interval it had."""
+    upgrade(fresh_pg)
+    engine = make_engine(fresh_pg)
+    rng = np.random.default_rng(1)
+    levels = np.repeat(100.0 + rng.normal(0.0, 1.0, 3), 10)
+    three = list(levels + rng.normal(0.0, 0.05, 30))
+    try:
+        with Session(engine) as s:
+            job = Job(name="m", kernel="single_decode", spec={})
+            s.add(job)
+            s.flush()
+            run = Run(job_id=job.id, target="h200", queue="q", point_indices=[0, 1])
+            s.add(run)
+            s.flush()
+            for i, (samples, sizes) in enumerate([(three, [10, 10, 10]), (three, None)]):
+                store_point(s, run, "single_decode", PARAMS, {
+                    "point_index": i, "backend": "fa2", "status": "ok",
+                    "samples_us": samples, "repeat_sizes": sizes})
+            s.commit()
+            # as 0002 left them: some other interval
+            s.execute(update(Point).values(ci_low_us=1.0, ci_high_us=2.0))
+            s.commit()
+        command.downgrade(alembic_config(fresh_pg), "0002_sample_repeat")
+        upgrade(fresh_pg)
+        with Session(engine) as s:
+            repeated, single = s.scalars(select(Point).order_by(Point.point_index)).all()
+        st = summarize(three, [0] * 10 + [1] * 10 + [2] * 10)
+        assert (repeated.ci_low_us, repeated.ci_high_us) == pytest.approx((st.ci_low, st.ci_high))
+        assert st.ci_low < st.median < st.ci_high
+        assert (single.ci_low_us, single.ci_high_us) == (1.0, 2.0)
     finally:
         engine.dispose()
