@@ -1,23 +1,31 @@
 """kernelwatch's harness measurement and FlashInfer's ``bench_gpu_time`` on the same shapes in
-the SAME process, alternated, for the reference decode sweep: the agreement of the two timing
-methods with the GPU's state (clocks under the power cap, temperature) shared by both.
+the SAME process, alternated, for the evidence sweeps (gpu_sweep.py's suites): the agreement of
+the two timing methods with the GPU's state shared by both: clocks under the power cap,
+temperature, and where the caching allocator put the inputs (a point's turn of ours and theirs
+frees and allocates the same sizes one after the other).
 
-``bench/gpu_agreement.py`` runs FlashInfer's timer in a separate process after the harness;
-on the H200 that process measured large decode points 3-8% slower than the harness, and on
-those points its own repeats spread by up to 7% while the harness's agreed within 1%. This script
-separates a disagreement of method from one of state:
+``bench/gpu_agreement.py`` runs FlashInfer's timer in a separate process after the harness. On
+the H200 some light points run at two or three levels set by where their buffers land (B=1
+kv=512 decode: 10.1 or 10.85 us, in both tools), so a separate process compares one draw of
+that placement with another; this script separates a disagreement of method from one of state:
 
-- ours: ``worker.harness.measure.Measurer`` (the harness's own code: correctness check in the
-  first repeat, CUDA-graph replay with rotated inputs, one repeat per pass);
-- theirs: ``bench_gpu_time`` as bench/gpu_agreement.py calls it with the graph sized like ours;
-- ``--repeats`` passes over the points, each point's ours/theirs order alternating from pass
-  to pass (and from point to point) so neither side always runs on a GPU the other just
-  heated; both pool their samples over the passes.
-NVML's SM clock and power after each side are printed, so a disagreement shows its state.
+- ours: ``worker.harness.measure.Measurer`` (the harness's own code and gpu_sweep.py's timing:
+  correctness check in the first repeat, CUDA-graph replay with rotated inputs, the clock
+  floor, one repeat per pass);
+- theirs: ``bench_gpu_time`` as bench/gpu_agreement.py calls it on the harness's schedule
+  (graph sized like ours, the harness's warm-up and samples per repeat) with the harness's
+  recovery idle before each burst (its ``settled_`` configuration); ``--timer-from`` another
+  release's ``flashinfer/testing/utils.py`` (0.5: its own timer has no cold L2);
+- ``--cupti``: FlashInfer's CUPTI timer too, on the same schedule (needs cupti-python >= 13);
+- ``--repeats`` passes over the units, each unit's sides in an order rotating from pass to
+  pass (and from unit to unit) so no side always runs on a GPU another just heated; each side
+  pools its samples over the passes.
+Per pass, each side's median and NVML's SM clock after it are kept, so a disagreement shows
+its state.
 
 Run on a GPU node with FlashInfer importable (e.g. PYTHONPATH=/tmp/fi6:.):
-    python3 bench/gpu_agreement_interleaved.py [--repeats 3] [--backend fa2] [--out F]
-        [--samples-per-repeat 10] [--warmup-ms 0]
+    python3 bench/gpu_agreement_interleaved.py [--suites decode,prefill,single] [--repeats 3]
+        [--cupti] [--timer-from utils.py] [--samples-per-repeat 10] [--out F]
 """
 
 from __future__ import annotations
@@ -33,84 +41,146 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from gpu_agreement import bench_one
+from gpu_agreement import bench_one, cupti_installed, load_timer
 
-from bench.gpu_sweep import agrees, delta_pct
-from core.catalogue import complete_params
+from bench.gpu_sweep import SUITES, TIMING, agrees, delta_pct, grid
 from worker.harness.measure import Measurer
+from worker.harness.timing import RECOVERY_S
 
-SHAPES = [(b, kv) for b in (1, 16, 64, 256) for kv in (512, 2048, 8192, 32768)]
-
-
-def params_for(batch: int, kv_len: int) -> dict[str, Any]:
-    return complete_params("batch_decode", {
-        "batch_size": batch, "kv_len": kv_len, "num_qo_heads": 32, "num_kv_heads": 8,
-        "head_dim": 128, "page_size": 16, "dtype": "bfloat16"})
+Unit = tuple[str, str, int, dict[str, Any], str]  # suite, kernel, point index, params, backend
 
 
-def main() -> int:
+def units_of(suites: list[str], backends: list[str] | None = None) -> list[Unit]:
+    """The FlashInfer (point, backend) units of gpu_sweep.py's suites, in its order."""
+    return [
+        (suite, SUITES[suite]["kernel"], index, params, backend)
+        for suite in suites
+        for index, params in enumerate(grid(SUITES[suite]["kernel"], SUITES[suite]["params"]))
+        for backend in (backends or SUITES[suite]["backends"])
+    ]
+
+
+def summary_lines(rows: list[dict[str, Any]], sides: list[str]) -> list[str]:
+    """Per suite and over all: how many units' medians are within +-3% of each of
+    FlashInfer's timers run (and, with two, of either), and the worst."""
+    out = []
+    for suite in [*dict.fromkeys(r["suite"] for r in rows), None]:
+        part = [r for r in rows if suite is None or r["suite"] == suite]
+        name = suite or "all"
+        for side in sides:
+            got = [r for r in part if f"{side}_us" in r]
+            if not got:
+                continue
+            within = sum(agrees(r["ours_us"], r[f"{side}_us"]) for r in got)
+            worst = max(got, key=lambda r: abs(r[f"{side}_delta_pct"]))
+            out.append(f"{name}: {within}/{len(got)} medians within +-3% of FlashInfer's "
+                       f"{side} timer; worst {worst[f'{side}_delta_pct']:+.2f}% "
+                       f"({worst['backend']} {worst['label']})")
+        if len(sides) > 1:
+            either = sum(any(agrees(r["ours_us"], r[f"{s}_us"]) for s in sides if f"{s}_us" in r)
+                         for r in part)
+            out.append(f"{name}: {either}/{len(part)} within +-3% of either")
+    return out
+
+
+def label(params: dict[str, Any]) -> str:
+    keys = ("batch_size", "qo_len", "kv_len")
+    return " ".join(f"{k.split('_')[0]}={params[k]}" for k in keys if k in params)
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suites", default="decode", help="gpu_sweep.py's suites, comma-separated")
+    ap.add_argument("--backends", default=None, help="default: each suite's (gpu_sweep.py)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--samples-per-repeat", type=int, default=10)
     ap.add_argument("--warmup-ms", type=float, default=0.0,
                     help="timing.warmup_ms of the harness's Measurer; 0: off")
-    ap.add_argument("--backend", default="fa2")
+    ap.add_argument("--cupti", action="store_true", help="FlashInfer's CUPTI timer too")
+    ap.add_argument("--timer-from", default=None,
+                    help="another release's flashinfer/testing/utils.py for the graph timer")
     ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
-    # The harness's warm-up and cold L2; its samples per repeat by default.
-    measurer = Measurer("cuda", {"warmup": 5, "warmup_ms": args.warmup_ms,
+    args = ap.parse_args(argv)
+    units = units_of(args.suites.split(","), args.backends.split(",") if args.backends else None)
+    # gpu_sweep.py's timing (the service's defaults), one repeat measured per pass
+    measurer = Measurer("cuda", {**TIMING, "warmup_ms": args.warmup_ms,
                                  "iterations": args.samples_per_repeat * args.repeats,
-                                 "repeats": args.repeats, "cold_l2": True})
+                                 "repeats": args.repeats})
+    # bench_gpu_time replays its graph 5 times to size its loops before the dry runs: those
+    # count as warm-up (as in gpu_agreement.py's same-schedule configurations)
+    dry_runs = max(0, int(TIMING["warmup"]) - 5)
+    timer = load_timer(args.timer_from) if args.timer_from else None
+    sides = ["graph"]
+    if args.cupti:
+        if not cupti_installed():
+            raise SystemExit("--cupti: cupti-python >= 13 is not installed")
+        sides.append("cupti")
     nvml = measurer.nvml
 
-    def state() -> dict[str, Any]:
-        snap = (nvml.snapshot() if nvml else None) or {}
-        return {"sm_mhz": snap.get("sm_clock_mhz"), "power_w": snap.get("power_w")}
+    def sm_mhz() -> Any:
+        return ((nvml.snapshot() if nvml else None) or {}).get("sm_clock_mhz")
 
     ours: dict[int, dict[str, Any]] = {}
-    theirs: dict[int, dict[str, Any]] = {
-        i: {"samples": [], "medians": [], "states": []} for i in range(len(SHAPES))}
-    our_states: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(SHAPES))}
+    passes: dict[int, dict[str, list[Any]]] = {j: {} for j in range(len(units))}
+    samples: dict[int, dict[str, list[float]]] = {
+        j: {side: [] for side in sides} for j in range(len(units))}
     for rep in range(args.repeats):
-        for i, (batch, kv_len) in enumerate(SHAPES):
-            params = params_for(batch, kv_len)
+        for j, (_, kernel, index, params, backend) in enumerate(units):
 
-            def run_ours(i: int = i, params: dict[str, Any] = params) -> None:
-                ours[i] = measurer.measure("batch_decode", i, params, args.backend, ours.get(i))
-                our_states[i].append(state())
+            def run(side: str, j: int = j, kernel: str = kernel, index: int = index,
+                    params: dict[str, Any] = params, backend: str = backend) -> None:
+                if side == "ours":
+                    m = ours[j] = measurer.measure(kernel, index, params, backend, ours.get(j))
+                    median = m["telemetry"]["repeats"][-1]["median_us"] \
+                        if m.get("status") == "ok" else None
+                else:
+                    try:
+                        got = bench_one(kernel, params, backend, dry_run_iters=dry_runs,
+                                        repeat_iters=args.samples_per_repeat,
+                                        settle_s=RECOVERY_S, cupti=side == "cupti",
+                                        timer=None if side == "cupti" else timer)
+                    except Exception as exc:
+                        passes[j].setdefault(f"{side}_error", [f"{type(exc).__name__}: {exc}"])
+                        return
+                    samples[j][side].extend(got["samples_us"])
+                    median = statistics.median(got["samples_us"])
+                    torch.cuda.empty_cache()
+                passes[j].setdefault(f"{side}_pass_medians_us", []).append(median)
+                passes[j].setdefault(f"{side}_pass_sm_mhz", []).append(sm_mhz())
 
-            def run_theirs(i: int = i, params: dict[str, Any] = params) -> None:
-                got = bench_one("batch_decode", params, args.backend)
-                theirs[i]["samples"].extend(got["samples_us"])
-                theirs[i]["medians"].append(statistics.median(got["samples_us"]))
-                theirs[i]["states"].append(state())
-                torch.cuda.empty_cache()
-
-            for side in ((run_ours, run_theirs) if (rep + i) % 2 == 0
-                         else (run_theirs, run_ours)):
-                side()
+            order = ["ours", *sides]
+            shift = (rep + j) % len(order)
+            for side in order[shift:] + order[:shift]:
+                run(side)
     rows = []
-    for i, (batch, kv_len) in enumerate(SHAPES):
-        m, t = ours[i], theirs[i]
-        if m["status"] != "ok" or not t["samples"]:
-            print(f"B={batch:<4} kv={kv_len:<6} {m['status']}: {m.get('error')}")
+    for j, (suite, kernel, index, params, backend) in enumerate(units):
+        m = ours[j]
+        row: dict[str, Any] = {"suite": suite, "kernel": kernel, "point_index": index,
+                               "backend": backend, "label": label(params),
+                               "status": m["status"], **passes[j]}
+        if m["status"] != "ok":
+            row["error"] = m.get("error")
+            print(f"{suite:8} {backend:5} {row['label']:28} {m['status']}: {m.get('error')}")
+            rows.append(row)
             continue
-        mo, mt = statistics.median(m["samples_us"]), statistics.median(t["samples"])
-        row = {"batch_size": batch, "kv_len": kv_len, "backend": args.backend,
-               "ours_us": mo, "flashinfer_us": mt, "delta_pct": delta_pct(mo, mt),
-               "ours_repeat_medians_us": [r["median_us"] for r in m["telemetry"]["repeats"]],
-               "flashinfer_repeat_medians_us": t["medians"],
-               "ours_states": our_states[i], "flashinfer_states": t["states"]}
+        row["resolved_backend"] = m.get("resolved_backend")
+        row["ours_us"] = statistics.median(m["samples_us"])
+        text = [f"{suite:8} {backend:5} {row['label']:28} ours {row['ours_us']:10.2f} "
+                f"{[round(x, 2) for x in passes[j]['ours_pass_medians_us']]}"]
+        for side in sides:
+            if samples[j][side]:
+                row[f"{side}_us"] = statistics.median(samples[j][side])
+                row[f"{side}_delta_pct"] = delta_pct(row["ours_us"], row[f"{side}_us"])
+                text.append(f"{side} {row[f'{side}_us']:10.2f} "
+                            f"{[round(x, 2) for x in passes[j][f'{side}_pass_medians_us']]} "
+                            f"{row[f'{side}_delta_pct']:+.2f}%")
+            else:
+                text.append(f"{side}: {passes[j].get(f'{side}_error')}")
         rows.append(row)
-        print(f"B={batch:<4} kv={kv_len:<6} ours {mo:10.2f} "
-              f"{[round(x, 2) for x in row['ours_repeat_medians_us']]} flashinfer {mt:10.2f} "
-              f"{[round(x, 2) for x in t['medians']]} delta {row['delta_pct']:+.2f}% "
-              f"sm MHz ours {[s['sm_mhz'] for s in our_states[i]]} "
-              f"theirs {[s['sm_mhz'] for s in t['states']]}", flush=True)
-    within = sum(agrees(r["ours_us"], r["flashinfer_us"]) for r in rows)
-    worst = max(rows, key=lambda r: abs(r["delta_pct"]))
-    print(f"{within}/{len(rows)} medians within +-3%; worst {worst['delta_pct']:+.2f}% "
-          f"(B={worst['batch_size']}, kv={worst['kv_len']})")
+        print("  ".join(text), flush=True)
+    ok = [r for r in rows if r["status"] == "ok"]
+    for line in summary_lines(ok, sides):
+        print(line)
     if args.out:
         args.out.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return 0

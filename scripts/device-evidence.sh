@@ -28,6 +28,13 @@
 #   scripts/device-evidence.sh v5tests # the GPU test module with 0.5.3
 #   scripts/device-evidence.sh v5rot   # 0.5.3's sweeps and agreement, with 0.6.18.post1's
 #                                      # graph timer (rotation) timing 0.5.3's kernels too
+#   scripts/device-evidence.sh s6v6    # the harness and FlashInfer's graph and CUPTI timers
+#                                      # alternated in one process over the 53 units
+#                                      # (0.6.18.post1), then two runs of its sweeps (CI)
+#   scripts/device-evidence.sh s6v5    # the same alternation for 0.5.3, its kernels timed by
+#                                      # 0.6.18.post1's graph timer
+#   scripts/device-evidence.sh s6v7    # 0.7.2.post1 (.whl/fi72.tar.xz): the GPU test module
+#                                      # with the cuDNN frontend, cuDNN decode, two sweep runs
 #
 # Each step logs under $OUT; the script goes on when one fails. NO_TESTS=1 leaves out the GPU
 # tests after the v6/v5 sweeps; SWEEP_S sets the sweep's limit in seconds.
@@ -73,6 +80,14 @@ gpu_tests() {  # timeout [version (0.6.18.post1) [log name (pytest-gpu) [pytest 
     | tail -30
 }
 
+interleaved() {  # timeout, version, then gpu_agreement_interleaved.py arguments: the 53 units
+  local t=$1 v=$2; shift 2
+  install_fi "$v"
+  FLASHINFER_WORKSPACE_BASE=$ENVS/$v/jit PYTHONPATH=/tmp/fi-$v:. timeout "$t" \
+    python3 bench/gpu_agreement_interleaved.py --suites decode,prefill,single --cupti \
+    --out "$OUT/interleaved-$v.jsonl" "$@" 2>&1 | tee "$OUT/interleaved-$v.log" | tail -12
+}
+
 unpack_v7() {  # the 0.7.2.post1 wheel from .whl/fi72.tar.xz into /tmp/wh7 (see v7 below)
   WHEELHOUSE=/tmp/wh7
   mkdir -p /tmp/fi72 $WHEELHOUSE
@@ -84,7 +99,7 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
         for f in files:
             z.write(os.path.join(d, f), os.path.relpath(os.path.join(d, f), root))' \
     /tmp/fi72 $WHEELHOUSE/flashinfer_python-$V7-py3-none-any.whl >"$OUT/rezip.log" 2>&1
-  cp .whl/apache_tvm_ffi-*.whl $WHEELHOUSE/
+  cp .whl/apache_tvm_ffi-*.whl $(ls .whl/nvidia_cudnn_frontend-*.whl 2>/dev/null) $WHEELHOUSE/
   ls -la $WHEELHOUSE >>"$OUT/rezip.log"
 }
 
@@ -268,6 +283,31 @@ case $phase in
       for v in $V6 $V5; do gpu_tests 60 $v pytest-cudnn-$v cudnn; done ;;
   v5tests) # the whole GPU test module with 0.5.3 (cupti-python and the cuDNN frontend carried)
       gpu_tests ${TESTS_S:-400} $V5 ;;
+  s6v6) # sixth session: ours and FlashInfer's timers alternated in one process (same GPU
+      # state and placement) over all 53 units; then two runs of the sweeps, for the CI
+      interleaved ${AGREE_S:-330} $V6
+      timeout ${SWEEP_S:-170} python3 bench/gpu_sweep.py --runs 2 --tag=-s6 --envs-dir $ENVS \
+        --wheelhouse .whl --out "$OUT" --versions $V6 --no-torch \
+        --suites decode,prefill,single 2>&1 | tee -a "$OUT/sweep.log" | grep -v "^\[" | tail -8 ;;
+  s6v5) # the same alternation for 0.5.3: its own graph timer has no cold L2, so its kernels
+      # are timed by 0.6.18.post1's (--timer-from), its CUPTI timer flushes L2 itself
+      install_fi $V6
+      interleaved ${AGREE_S:-400} $V5 --timer-from /tmp/fi-$V6/flashinfer/testing/utils.py ;;
+  s6v7) # 0.7.2.post1 with the cuDNN frontend and cupti-python: the GPU test module in its
+      # version env, cuDNN's paged decode called directly, then two runs of its sweeps
+      unpack_v7
+      with_cupti
+      python3 -c "from worker import envs; envs.build_env('$V7', '$ENVS', '$WHEELHOUSE')" \
+        >"$OUT/env-build.log" 2>&1
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V7/jit timeout ${TESTS_S:-300} \
+        $ENVS/$V7/venv/bin/python -m pytest --noconftest -p no:cacheprovider tests/test_gpu.py \
+        -q -rs 2>&1 | tee "$OUT/pytest-gpu-$V7.log" | tail -30
+      timeout 70 python3 bench/gpu_backends.py --versions $V7 --envs-dir $ENVS \
+        --wheelhouse $WHEELHOUSE --out "$OUT" --kernels batch_decode --backends cudnn 2>&1 \
+        | tee "$OUT/backends-cudnn-decode-$V7.log" | grep -v "^\["
+      timeout ${SWEEP_S:-160} python3 bench/gpu_sweep.py --runs 2 --tag=-s6 --envs-dir $ENVS \
+        --wheelhouse $WHEELHOUSE --out "$OUT" --versions $V7 --no-torch \
+        --suites decode,prefill,single 2>&1 | tee -a "$OUT/sweep.log" | grep -v "^\[" | tail -8 ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330

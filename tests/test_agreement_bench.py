@@ -134,3 +134,33 @@ def test_the_report_counts_the_newer_timers_agreement(tmp_path: Path) -> None:
     assert count(lines, either) == count(committed, either)
     assert "FI rot" in next(line for line in lines if line.startswith("point "))
     assert all(len(line) == len(lines[2]) for line in lines[2:18])  # the columns line up
+
+
+def test_the_interleaved_agreement_covers_the_evidence_sweeps_units() -> None:
+    from bench.gpu_agreement_interleaved import units_of
+
+    units = units_of(["decode", "prefill", "single"])
+    assert len(units) == 53  # the figure's 53 points: 32 decode, 16 prefill, 5 single
+    assert [u[0] for u in units].count("prefill") == 16
+    suite, kernel, index, params, backend = units[0]
+    assert (suite, kernel, index, backend) == ("decode", "batch_decode", 0, "fa2")
+    assert (params["batch_size"], params["kv_len"]) == (1, 512)
+    assert units_of(["single"], ["fa3"])[-1][4] == "fa3"
+
+
+def test_the_interleaved_summary_counts_each_timer_and_either() -> None:
+    from bench.gpu_agreement_interleaved import summary_lines
+
+    def row(suite: str, ours: float, graph: float, cupti: float) -> dict[str, Any]:
+        return {"suite": suite, "backend": "fa2", "label": "b=1", "ours_us": ours,
+                "graph_us": graph, "graph_delta_pct": gpu_sweep.delta_pct(ours, graph),
+                "cupti_us": cupti, "cupti_delta_pct": gpu_sweep.delta_pct(ours, cupti)}
+
+    rows = [row("decode", 10.0, 10.1, 12.0), row("decode", 10.0, 10.7, 10.2),
+            row("prefill", 100.0, 107.0, 100.1)]
+    lines = summary_lines(rows, ["graph", "cupti"])
+    assert "decode: 1/2 medians within +-3% of FlashInfer's graph timer; worst -6.54%" \
+        in lines[0]
+    assert "decode: 2/2 within +-3% of either" in lines
+    assert "all: 1/3 medians within +-3% of FlashInfer's graph timer; worst -6.54%" in lines[6]
+    assert lines[-1] == "all: 3/3 within +-3% of either"
