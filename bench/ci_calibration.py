@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         tot["percentile"] += pct
         tot["stored"] += stored
     n = tot["n"]
+    if not n:
+        print("no point was measured twice")
+        return 1
     print(f"{'all':44} {n:6d} {tot['percentile']:19d}/{n:<3d} {tot['stored']:15d}/{n:<3d}")
     z = np.abs(np.asarray(zs))
     print(f"median difference of two runs / its bootstrap standard error, {z.size} pairs: "

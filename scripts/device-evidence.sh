@@ -31,10 +31,12 @@
 #   scripts/device-evidence.sh s6v6    # the harness and FlashInfer's graph and CUPTI timers
 #                                      # alternated in one process over the 53 units
 #                                      # (0.6.18.post1), then two runs of its sweeps (CI)
+#   scripts/device-evidence.sh s6runs  # two runs of 0.6.18.post1's sweeps (no agreement)
 #   scripts/device-evidence.sh s6v5    # the same alternation for 0.5.3, its kernels timed by
 #                                      # 0.6.18.post1's graph timer
 #   scripts/device-evidence.sh s6v7    # 0.7.2.post1 (.whl/fi72.tar.xz): the GPU test module
 #                                      # with the cuDNN frontend, cuDNN decode, two sweep runs
+#   scripts/device-evidence.sh s6v7agree  # s6v6's alternation for 0.7.2.post1
 #
 # Each step logs under $OUT; the script goes on when one fails. NO_TESTS=1 leaves out the GPU
 # tests after the v6/v5 sweeps; SWEEP_S sets the sweep's limit in seconds.
@@ -289,6 +291,10 @@ case $phase in
       timeout ${SWEEP_S:-170} python3 bench/gpu_sweep.py --runs 2 --tag=-s6 --envs-dir $ENVS \
         --wheelhouse .whl --out "$OUT" --versions $V6 --no-torch \
         --suites decode,prefill,single 2>&1 | tee -a "$OUT/sweep.log" | grep -v "^\[" | tail -8 ;;
+  s6runs) # two runs of 0.6.18.post1's three sweeps on a fresh machine (the CI's overlap)
+      timeout ${SWEEP_S:-380} python3 bench/gpu_sweep.py --runs 2 --tag=-s6 --envs-dir $ENVS \
+        --wheelhouse .whl --out "$OUT" --versions $V6 --no-torch \
+        --suites decode,prefill,single 2>&1 | tee -a "$OUT/sweep.log" | grep -v "^\[" | tail -8 ;;
   s6v5) # the same alternation for 0.5.3: its own graph timer has no cold L2, so its kernels
       # are timed by 0.6.18.post1's (--timer-from), its CUPTI timer flushes L2 itself
       install_fi $V6
@@ -307,7 +313,16 @@ case $phase in
         | tee "$OUT/backends-cudnn-decode-$V7.log" | grep -v "^\["
       timeout ${SWEEP_S:-160} python3 bench/gpu_sweep.py --runs 2 --tag=-s6 --envs-dir $ENVS \
         --wheelhouse $WHEELHOUSE --out "$OUT" --versions $V7 --no-torch \
-        --suites decode,prefill,single 2>&1 | tee -a "$OUT/sweep.log" | grep -v "^\[" | tail -8 ;;
+        --suites ${SUITES:-decode} 2>&1 | tee -a "$OUT/sweep.log" | grep -v "^\[" | tail -8 ;;
+  s6v7agree) # the alternation of s6v6 for 0.7.2.post1, in its version env
+      unpack_v7
+      with_cupti
+      python3 -c "from worker import envs; envs.build_env('$V7', '$ENVS', '$WHEELHOUSE')" \
+        >"$OUT/env-build.log" 2>&1
+      FLASHINFER_WORKSPACE_BASE=$ENVS/$V7/jit PYTHONPATH=/tmp/cupti:. timeout ${AGREE_S:-480} \
+        $ENVS/$V7/venv/bin/python bench/gpu_agreement_interleaved.py --cupti \
+        --suites decode,prefill,single --out "$OUT/interleaved-$V7.jsonl" 2>&1 \
+        | tee "$OUT/interleaved-$V7.log" | tail -12 ;;
   r4) # GPU tests, then the decode sweep again with both configurations of FlashInfer's timer,
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330

@@ -180,6 +180,10 @@ SUMMARIES = [
     ("summary-repeats-r5.txt", ["repeats-r5-0.6.18.post1.jsonl"], [V6], None, ALL, 2),
     ("summary-repeats-r3-decode.txt", ["repeats-r3-0.6.18.post1.jsonl"], [V6], None,
      ["decode"], 2),
+    # sixth session: two runs on fresh machine starts, the CI for few repeats
+    ("summary-s6-v6.txt", ["s6-h200-0.6.18.post1.jsonl"], [V6], None, ALL, 2),
+    ("summary-s6-v7-decode.txt", ["s6-h200-0.7.2.post1-decode.jsonl"], [V7], None,
+     ["decode"], 2),
 ]
 
 
@@ -247,3 +251,31 @@ def test_the_ci_calibration_figures_are_those_of_the_committed_runs(
     assert total.split()[1:] == ["723", "692/723", "723/723"]
     assert "|z| > 2.58: 3.3% of pairs" in out and "|z| > 4.0: 0.7% of pairs" in out
     assert "CI half-width, stored: median 0.69% of the median, p90 3.25%" in out
+
+
+def test_the_fresh_runs_ci_calibration(capsys: pytest.CaptureFixture[str]) -> None:
+    """The sixth session's two-run sweeps, measured after the CI was chosen: the stored CI
+    overlaps for all 85 points measured twice, the percentile interval for 81."""
+    from bench import ci_calibration
+
+    raw = GPU / "raw"
+    ci_calibration.main([str(raw / "s6-h200-0.6.18.post1.jsonl"),
+                         str(raw / "s6-h200-0.7.2.post1-decode.jsonl")])
+    out = capsys.readouterr().out
+    total = next(line for line in out.splitlines() if line.startswith("all "))
+    assert total.split()[1:] == ["85", "81/85", "85/85"]
+
+
+@pytest.mark.parametrize("version", [V6, V5, V7])
+def test_the_interleaved_agreement_logs_are_their_rows(version: str) -> None:
+    """raw/s6-interleaved-<version>.log (docs/gpu.md: the harness and FlashInfer's timers
+    alternated in one process over the 53 units) ends with what summary_lines makes of the
+    rows committed beside it."""
+    from bench.gpu_agreement_interleaved import summary_lines
+
+    raw = GPU / "raw"
+    rows = [json.loads(line) for line in
+            (raw / f"s6-interleaved-{version}.jsonl").read_text().splitlines()]
+    assert len(rows) == 53 and all(r["status"] == "ok" for r in rows)
+    lines = summary_lines(rows, ["graph", "cupti"])
+    assert (raw / f"s6-interleaved-{version}.log").read_text().splitlines()[-len(lines):] == lines
