@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from gpu_agreement import bench_one, cupti_installed, load_timer
 
-from bench.gpu_sweep import SUITES, TIMING, agrees, delta_pct, grid
+from bench.gpu_sweep import SUITES, TIMING, agrees, delta_pct, grid, short
 from worker.harness.measure import Measurer
 from worker.harness.timing import RECOVERY_S
 
@@ -81,11 +81,6 @@ def summary_lines(rows: list[dict[str, Any]], sides: list[str]) -> list[str]:
                          for r in part)
             out.append(f"{name}: {either}/{len(part)} within +-3% of either")
     return out
-
-
-def label(params: dict[str, Any]) -> str:
-    keys = ("batch_size", "qo_len", "kv_len")
-    return " ".join(f"{k.split('_')[0]}={params[k]}" for k in keys if k in params)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     for j, (suite, kernel, index, params, backend) in enumerate(units):
         m = ours[j]
         row: dict[str, Any] = {"suite": suite, "kernel": kernel, "point_index": index,
-                               "backend": backend, "label": label(params),
+                               "backend": backend, "label": short(kernel, params),
                                "status": m["status"], **passes[j]}
         if m["status"] != "ok":
             row["error"] = m.get("error")
