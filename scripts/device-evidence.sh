@@ -31,6 +31,7 @@
 #   scripts/device-evidence.sh s6v6    # the harness and FlashInfer's graph and CUPTI timers
 #                                      # alternated in one process over the 53 units
 #                                      # (0.6.18.post1), then two runs of its sweeps (CI)
+#   scripts/device-evidence.sh tests   # the GPU test module with $VERSION (0.6.18.post1)
 #   scripts/device-evidence.sh s6runs  # two runs of 0.6.18.post1's sweeps (no agreement)
 #   scripts/device-evidence.sh s6v5    # the same alternation for 0.5.3, its kernels timed by
 #                                      # 0.6.18.post1's graph timer
@@ -285,6 +286,8 @@ case $phase in
       for v in $V6 $V5; do gpu_tests 60 $v pytest-cudnn-$v cudnn; done ;;
   v5tests) # the whole GPU test module with 0.5.3 (cupti-python and the cuDNN frontend carried)
       gpu_tests ${TESTS_S:-400} $V5 ;;
+  tests) # the whole GPU test module with $VERSION (default 0.6.18.post1)
+      gpu_tests ${TESTS_S:-400} ${VERSION:-$V6} pytest-gpu-${VERSION:-$V6} ;;
   s6v6) # sixth session: ours and FlashInfer's timers alternated in one process (same GPU
       # state and placement) over all 53 units; then two runs of the sweeps, for the CI
       interleaved ${AGREE_S:-330} $V6
