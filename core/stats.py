@@ -12,11 +12,11 @@ variance is part of it.
 
 A percentile interval of that bootstrap is too narrow for the harness's three repeats: the
 between-repeat variance is estimated from three numbers, so the resampled medians understate it
-(by (k-1)/k) and their spread is itself uncertain. Over 670 pairs of runs of the same points
-on the H200 (tests/fixtures/gpu/raw) the difference of two runs' medians, in units of its
-bootstrap standard error, was beyond +-1.96 for 7.2% of pairs and beyond +-4 for 0.7%: the
-heavy tails of a statistic studentized by few degrees of freedom, and 3-5 of 53 points per
-pair of runs had CIs that did not overlap. With repeats the CI is therefore the bootstrap
+(by (k-1)/k) and their spread is itself uncertain. Over the 723 points measured twice in the
+committed H200 sweeps (bench/ci_calibration.py) the difference of two runs' medians, in units
+of its bootstrap standard error, was beyond +-1.96 for 7.1% of points and beyond +-4 for 0.7%:
+the heavy tails of a statistic studentized by few degrees of freedom; up to 7 of 53 points per
+pair of runs had percentile CIs that did not overlap. With repeats the CI is therefore the bootstrap
 standard error scaled by Student's t with k-1 degrees of freedom and by sqrt(k/(k-1)), around
 the median: the small-sample interval for k clusters, which reads as the percentile interval
 when there are many repeats.
