@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_sweep import load_saved, stats_of
+from gpu_sweep import ci, load_saved, overlap, stats_of
 
 from core.stats import BOOTSTRAP_RESAMPLES, repeat_labels, resampled_medians
 
@@ -59,10 +59,6 @@ def bootstrap(m: dict[str, Any]) -> tuple[float, float, float, float]:
     return float(np.median(x)), float(lo), float(hi), float(reps.std(ddof=1))
 
 
-def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="*", type=Path)
@@ -85,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             assert sa is not None and sb is not None
             n += 1
             pct += overlap(ba[1:3], bb[1:3])
-            stored += overlap((sa.ci_low, sa.ci_high), (sb.ci_low, sb.ci_high))
+            stored += overlap(ci(sa), ci(sb))
             zs.append((bb[0] - ba[0]) / math.hypot(ba[3], bb[3]))
             for s, (lo, hi) in ((sa, ba[1:3]), (sb, bb[1:3])):
                 widths["percentile"].append(50.0 * (hi - lo) / s.median)

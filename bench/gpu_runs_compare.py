@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_sweep import clock_of, load_saved, stats_of  # stats_of: as the service stores
+from gpu_sweep import ci, clock_of, load_saved, overlap, stats_of  # stats_of: as stored
 
 
 def points(path: str, run: int) -> dict[tuple[str, int, str], dict[str, Any]]:
@@ -47,7 +47,7 @@ def main() -> int:
     args = ap.parse_args()
     a = points(args.a, args.run)
     b = points(args.b or args.a, args.run_b or args.run)
-    overlap = within1 = within2 = n = 0
+    overlaps = within1 = within2 = n = 0
     d_time: list[float] = []
     d_clock: list[float] = []
     for key in sorted(set(a) & set(b)):
@@ -55,9 +55,9 @@ def main() -> int:
         if sa is None or sb is None:
             continue
         n += 1
-        ok = sa.ci_low <= sb.ci_high and sb.ci_low <= sa.ci_high
+        ok = overlap(ci(sa), ci(sb))
         delta = 100.0 * (sb.median / sa.median - 1.0)
-        overlap += ok
+        overlaps += ok
         within1 += abs(delta) <= 1.0
         within2 += abs(delta) <= 2.0
         # NaN where a run was measured without the probe (before it existed, CUPTI)
@@ -68,7 +68,7 @@ def main() -> int:
         print(f"{key[0]:<8}{key[1]:>3} {key[2]:<11}{sa.median:>11.2f}{sb.median:>11.2f}"
               f"{delta:>+7.2f}%  CIs {'overlap' if ok else 'apart':<8}"
               + ("" if math.isnan(clock) else f" clock {clock:>+6.2f}%"))
-    print(f"{n} points: CIs overlap {overlap}/{n}; medians within 1% {within1}/{n}, "
+    print(f"{n} points: CIs overlap {overlaps}/{n}; medians within 1% {within1}/{n}, "
           f"within 2% {within2}/{n}")
     if len(d_time) > 2:
         r = statistics.correlation(d_clock, d_time)

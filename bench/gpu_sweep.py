@@ -104,6 +104,16 @@ def agrees(ours: float, theirs: float) -> bool:
     return abs(delta_pct(ours, theirs)) <= AGREE_PCT
 
 
+def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two intervals (low, high) overlap: the issue's "two runs agree within their
+    CIs" for two runs' CIs of one point."""
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def ci(s: Summary) -> tuple[float, float]:
+    return s.ci_low, s.ci_high
+
+
 def grid(kernel: str, params: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Same order as core.spec.SweepSpec.grid (itertools.product over the params in order)."""
     names = list(params)
@@ -454,7 +464,7 @@ def report(
                 s2 = stats_of(m2) if m2 else None
                 if s2 is not None:
                     rep_n += 1
-                    rep_ok += s.ci_low <= s2.ci_high and s2.ci_low <= s.ci_high
+                    rep_ok += overlap(ci(s), ci(s2))
                     med1_ok += abs(s2.median / s.median - 1) <= 0.01
                     row += f"{s2.median:>9.2f}"
                 else:
