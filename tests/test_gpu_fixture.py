@@ -238,17 +238,23 @@ def test_the_flush_comparison_is_the_report_of_the_raw_files() -> None:
     assert "FI graph" not in text.splitlines()[0]  # only the columns of the files given
 
 
+def _calibration(capsys: pytest.CaptureFixture[str], files: list[str]) -> tuple[str, list[str]]:
+    """bench/ci_calibration.py's output over ``files`` (none: its default set) and the fields
+    of its "all" line: points, percentile overlaps, stored overlaps."""
+    from bench import ci_calibration
+
+    ci_calibration.main(files)
+    out = capsys.readouterr().out
+    return out, next(line for line in out.splitlines() if line.startswith("all ")).split()[1:]
+
+
 def test_the_ci_calibration_figures_are_those_of_the_committed_runs(
         capsys: pytest.CaptureFixture[str]) -> None:
     """docs/gpu.md ("The CI with few repeats") quotes what bench/ci_calibration.py prints over
     every committed sweep measured twice: the percentile interval's overlaps and tails, and
     that the stored CI overlaps for every point."""
-    from bench import ci_calibration
-
-    ci_calibration.main([])
-    out = capsys.readouterr().out
-    total = next(line for line in out.splitlines() if line.startswith("all "))
-    assert total.split()[1:] == ["723", "692/723", "723/723"]
+    out, total = _calibration(capsys, [])
+    assert total == ["723", "692/723", "723/723"]
     assert "|z| > 2.58: 3.3% of pairs" in out and "|z| > 4.0: 0.7% of pairs" in out
     assert "CI half-width, stored: median 0.69% of the median, p90 3.25%" in out
 
@@ -256,14 +262,10 @@ def test_the_ci_calibration_figures_are_those_of_the_committed_runs(
 def test_the_fresh_runs_ci_calibration(capsys: pytest.CaptureFixture[str]) -> None:
     """The sixth session's two-run sweeps, measured after the CI was chosen: the stored CI
     overlaps for all 85 points measured twice, the percentile interval for 81."""
-    from bench import ci_calibration
-
     raw = GPU / "raw"
-    ci_calibration.main([str(raw / "s6-h200-0.6.18.post1.jsonl"),
-                         str(raw / "s6-h200-0.7.2.post1-decode.jsonl")])
-    out = capsys.readouterr().out
-    total = next(line for line in out.splitlines() if line.startswith("all "))
-    assert total.split()[1:] == ["85", "81/85", "85/85"]
+    _, total = _calibration(capsys, [str(raw / "s6-h200-0.6.18.post1.jsonl"),
+                                     str(raw / "s6-h200-0.7.2.post1-decode.jsonl")])
+    assert total == ["85", "81/85", "85/85"]
 
 
 @pytest.mark.parametrize("version", [V6, V5, V7])
