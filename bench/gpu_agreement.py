@@ -94,6 +94,12 @@ def rotates(bench_gpu_time: Any) -> bool:
     return "input_kwargs" in inspect.signature(bench_gpu_time).parameters
 
 
+def dry_runs(harness_warmup: int) -> int:
+    """bench_gpu_time's dry runs for a burst as long as the harness's: it replays its graph 5
+    times to size its loops before the dry runs, and those count as warm-up."""
+    return max(0, harness_warmup - 5)
+
+
 def bench_one(
     kernel: str,
     params: dict[str, Any],
@@ -224,10 +230,8 @@ def main() -> int:
     request = json.loads(sys.stdin.read())
     timing_cfg = request.get("timing") or {}
     repeats = max(1, int(timing_cfg.get("repeats", 1)))
-    # The harness's burst: its warm-up replays, then one repeat's samples. bench_gpu_time
-    # replays its graph 5 times to size its loops before the dry runs: those count as
-    # warm-up, so its bursts and the harness's are the same length.
-    warmup = max(0, int(timing_cfg.get("warmup", 5)) - 5)
+    # The harness's burst: its warm-up replays, then one repeat's samples.
+    warmup = dry_runs(int(timing_cfg.get("warmup", 5)))
     per_repeat = -(-int(timing_cfg.get("iterations", 30)) // repeats)
     units = [
         (int(point["point_index"]), point["params"], str(backend))

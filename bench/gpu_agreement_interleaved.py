@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from gpu_agreement import bench_one, cupti_installed, load_timer
+from gpu_agreement import bench_one, cupti_installed, dry_runs, load_timer
 
 from bench.gpu_sweep import SUITES, TIMING, agrees, delta_pct, grid, short
 from worker.harness.measure import Measurer
@@ -101,9 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     measurer = Measurer("cuda", {**TIMING, "warmup_ms": args.warmup_ms,
                                  "iterations": args.samples_per_repeat * args.repeats,
                                  "repeats": args.repeats})
-    # bench_gpu_time replays its graph 5 times to size its loops before the dry runs: those
-    # count as warm-up (as in gpu_agreement.py's same-schedule configurations)
-    dry_runs = max(0, int(TIMING["warmup"]) - 5)
+    # the harness's warm-up, as in gpu_agreement.py's same-schedule configurations
+    dry = dry_runs(int(TIMING["warmup"]))
     timer = load_timer(args.timer_from) if args.timer_from else None
     sides = ["graph"]
     if args.cupti:
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                         if m.get("status") == "ok" else None
                 else:
                     try:
-                        got = bench_one(kernel, params, backend, dry_run_iters=dry_runs,
+                        got = bench_one(kernel, params, backend, dry_run_iters=dry,
                                         repeat_iters=args.samples_per_repeat,
                                         settle_s=RECOVERY_S, cupti=side == "cupti",
                                         timer=None if side == "cupti" else timer)
