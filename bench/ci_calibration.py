@@ -23,7 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_sweep import ci, load_saved, overlap, stats_of
+from gpu_runs_compare import points
+from gpu_sweep import ci, overlap, stats_of
 
 from core.stats import BOOTSTRAP_RESAMPLES, repeat_labels, resampled_medians
 
@@ -37,16 +38,6 @@ DEFAULT_FILES = (
     "experiment-w150-b-raw-0.6.18.post1.jsonl", "no-clock-floor-h200-0.6.18.post1.jsonl",
     "repeats-r5-0.6.18.post1.jsonl",
 )
-
-
-def runs_of(path: Path) -> dict[int, dict[tuple[str, str, int, str], dict[str, Any]]]:
-    results, _, _ = load_saved([path], None)
-    out: dict[int, dict[tuple[str, str, int, str], dict[str, Any]]] = {}
-    for (label, suite, run), msgs in results.items():
-        for m in msgs:
-            if m.get("samples_us"):
-                out.setdefault(run, {})[(label, suite, int(m["point_index"]), m["backend"])] = m
-    return out
 
 
 def bootstrap(m: dict[str, Any]) -> tuple[float, float, float, float]:
@@ -69,11 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     tot = {"n": 0, "percentile": 0, "stored": 0}
     print(f"{'file':44} {'points':>6} {'percentile CIs overlap':>23} {'stored CIs overlap':>19}")
     for path in files:
-        runs = runs_of(path)
-        if 1 not in runs or 2 not in runs:
+        a, b = points(str(path), 1), points(str(path), 2)
+        if not a or not b:
             print(f"{path.name:44} has no second run, skipped")
             continue
-        a, b = runs[1], runs[2]
         n = pct = stored = 0
         for key in sorted(set(a) & set(b)):
             ba, bb = bootstrap(a[key]), bootstrap(b[key])
