@@ -106,6 +106,12 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
   ls -la $WHEELHOUSE >>"$OUT/rezip.log"
 }
 
+v7_env() {  # 0.7.2.post1's version env ($ENVS/0.7.2.post1/venv), built from the unpacked wheel
+  unpack_v7
+  python3 -c "from worker import envs; envs.build_env('$V7', '$ENVS', '$WHEELHOUSE')" \
+    >"$OUT/env-build.log" 2>&1
+}
+
 with_cupti() {  # cupti-python (>= 13, matching the machine's CUDA 13.0 CUPTI) for every
   # python started from here, version envs included: bench_gpu_time's CUPTI timer
   [[ -d /tmp/cupti/cupti ]] || python3 -m pip install -q --no-index --no-deps --target \
@@ -196,9 +202,7 @@ case $phase in
         2>&1 | tee "$OUT/torch-repeats.log" | tail -60
       [[ -n ${NO_TESTS:-} ]] || gpu_tests ${TESTS_S:-330} ;;
   v7tests) # the whole GPU test module in 0.7.2.post1's env
-      unpack_v7
-      python3 -c "from worker import envs; envs.build_env('$V7', '$ENVS', '$WHEELHOUSE')" \
-        >"$OUT/env-build.log" 2>&1
+      v7_env
       FLASHINFER_WORKSPACE_BASE=$ENVS/$V7/jit timeout ${TESTS_S:-300} \
         $ENVS/$V7/venv/bin/python -m pytest --noconftest -p no:cacheprovider tests/test_gpu.py \
         -q -rs 2>&1 | tee "$OUT/pytest-gpu.log" | tail -30 ;;
@@ -304,10 +308,8 @@ case $phase in
       interleaved ${AGREE_S:-400} $V5 --timer-from /tmp/fi-$V6/flashinfer/testing/utils.py ;;
   s6v7) # 0.7.2.post1 with the cuDNN frontend and cupti-python: the GPU test module in its
       # version env, cuDNN's paged decode called directly, then two runs of its sweeps
-      unpack_v7
+      v7_env
       with_cupti
-      python3 -c "from worker import envs; envs.build_env('$V7', '$ENVS', '$WHEELHOUSE')" \
-        >"$OUT/env-build.log" 2>&1
       FLASHINFER_WORKSPACE_BASE=$ENVS/$V7/jit timeout ${TESTS_S:-300} \
         $ENVS/$V7/venv/bin/python -m pytest --noconftest -p no:cacheprovider tests/test_gpu.py \
         -q -rs 2>&1 | tee "$OUT/pytest-gpu-$V7.log" | tail -30
@@ -318,10 +320,8 @@ case $phase in
         --wheelhouse $WHEELHOUSE --out "$OUT" --versions $V7 --no-torch \
         --suites ${SUITES:-decode} 2>&1 | tee -a "$OUT/sweep.log" | grep -v "^\[" | tail -8 ;;
   s6v7agree) # the alternation of s6v6 for 0.7.2.post1, in its version env
-      unpack_v7
+      v7_env
       with_cupti
-      python3 -c "from worker import envs; envs.build_env('$V7', '$ENVS', '$WHEELHOUSE')" \
-        >"$OUT/env-build.log" 2>&1
       FLASHINFER_WORKSPACE_BASE=$ENVS/$V7/jit PYTHONPATH=/tmp/cupti:. timeout ${AGREE_S:-480} \
         $ENVS/$V7/venv/bin/python bench/gpu_agreement_interleaved.py --cupti \
         --suites decode,prefill,single --out "$OUT/interleaved-$V7.jsonl" 2>&1 \
