@@ -126,6 +126,13 @@ floor_pair() {  # timeout, floor, then gpu_sweep.py arguments: two runs at anoth
     | tee -a "$OUT/sweep-f${f#0.}.log" | grep -v "^\[" | tail -12
 }
 
+runs2() {  # timeout, then gpu_sweep.py arguments: two runs without agreement or torch
+  local t=$1; shift
+  timeout "$t" python3 bench/gpu_sweep.py --runs 2 --tag=-s6 --envs-dir $ENVS \
+    --wheelhouse $WHEELHOUSE --out "$OUT" --no-torch "$@" 2>&1 | tee -a "$OUT/sweep.log" \
+    | grep -v "^\[" | tail -8
+}
+
 sweep() {  # timeout, then gpu_sweep.py arguments
   local t=$1; shift
   timeout "$t" python3 bench/gpu_sweep.py --runs 2 --agreement --envs-dir $ENVS --wheelhouse $WHEELHOUSE \
@@ -295,13 +302,9 @@ case $phase in
   s6v6) # sixth session: ours and FlashInfer's timers alternated in one process (same GPU
       # state and placement) over all 53 units; then two runs of the sweeps, for the CI
       interleaved ${AGREE_S:-330} $V6
-      timeout ${SWEEP_S:-170} python3 bench/gpu_sweep.py --runs 2 --tag=-s6 --envs-dir $ENVS \
-        --wheelhouse .whl --out "$OUT" --versions $V6 --no-torch \
-        --suites decode,prefill,single 2>&1 | tee -a "$OUT/sweep.log" | grep -v "^\[" | tail -8 ;;
+      runs2 ${SWEEP_S:-170} --versions $V6 --suites decode,prefill,single ;;
   s6runs) # two runs of 0.6.18.post1's three sweeps on a fresh machine (the CI's overlap)
-      timeout ${SWEEP_S:-380} python3 bench/gpu_sweep.py --runs 2 --tag=-s6 --envs-dir $ENVS \
-        --wheelhouse .whl --out "$OUT" --versions $V6 --no-torch \
-        --suites decode,prefill,single 2>&1 | tee -a "$OUT/sweep.log" | grep -v "^\[" | tail -8 ;;
+      runs2 ${SWEEP_S:-380} --versions $V6 --suites decode,prefill,single ;;
   s6v5) # the same alternation for 0.5.3: its own graph timer has no cold L2, so its kernels
       # are timed by 0.6.18.post1's (--timer-from), its CUPTI timer flushes L2 itself
       install_fi $V6
@@ -316,9 +319,7 @@ case $phase in
       timeout 70 python3 bench/gpu_backends.py --versions $V7 --envs-dir $ENVS \
         --wheelhouse $WHEELHOUSE --out "$OUT" --kernels batch_decode --backends cudnn 2>&1 \
         | tee "$OUT/backends-cudnn-decode-$V7.log" | grep -v "^\["
-      timeout ${SWEEP_S:-160} python3 bench/gpu_sweep.py --runs 2 --tag=-s6 --envs-dir $ENVS \
-        --wheelhouse $WHEELHOUSE --out "$OUT" --versions $V7 --no-torch \
-        --suites ${SUITES:-decode} 2>&1 | tee -a "$OUT/sweep.log" | grep -v "^\[" | tail -8 ;;
+      runs2 ${SWEEP_S:-160} --versions $V7 --suites ${SUITES:-decode} ;;
   s6v7agree) # the alternation of s6v6 for 0.7.2.post1, in its version env
       v7_env
       with_cupti
