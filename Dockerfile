@@ -13,13 +13,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
-COPY core core
-COPY api api
-COPY worker worker
-COPY dashboard dashboard
-COPY cli cli
-COPY migrations migrations
-RUN pip install -e . \
+COPY harness harness
+COPY kernelwatch kernelwatch
+RUN pip install ./harness . \
     && if [ "$WITH_TORCH" = "1" ]; then pip install "$TORCH"; fi \
     && mkdir -p /data
 

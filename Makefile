@@ -11,9 +11,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml harness/pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e ./harness -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -28,7 +28,7 @@ test-deps: venv
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy core api worker dashboard cli
+	$(BIN)/mypy kernelwatch harness/kernelwatch_harness
 
 test: test-deps lint
 	$(BIN)/pytest -q -ra

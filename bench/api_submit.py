@@ -62,9 +62,9 @@ def self_hosted(workers: int) -> Iterator[tuple[str, str]]:
     import redis
     from sqlalchemy.orm import Session
 
-    from core.db import make_engine
-    from core.migrate import upgrade
-    from core.tokens import create_token
+    from kernelwatch.core.db import make_engine
+    from kernelwatch.core.migrate import upgrade
+    from kernelwatch.core.tokens import create_token
 
     tag = uuid.uuid4().hex[:8]
     dbname = f"kwbench_{tag}"
@@ -86,7 +86,7 @@ def self_hosted(workers: int) -> Iterator[tuple[str, str]]:
                "KERNELWATCH_BROKER_URL": REDIS_URL, "KERNELWATCH_QUEUE_PREFIX": prefix,
                "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", "kernelwatch.api.main:app", "--host", "127.0.0.1",
              "--port", str(port), "--workers", str(workers), "--log-level", "warning",
              "--no-access-log"],
             env=env, cwd=ROOT,

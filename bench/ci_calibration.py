@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_runs_compare import points
 from gpu_sweep import ci, overlap, stats_of
 
-from core.stats import BOOTSTRAP_RESAMPLES, repeat_labels, resampled_medians
+from kernelwatch.core.stats import BOOTSTRAP_RESAMPLES, repeat_labels, resampled_medians
 
 RAW = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "gpu" / "raw"
 # The committed sweeps with two runs of the same points (gpu_sweep.py --runs 2).

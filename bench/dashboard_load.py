@@ -36,12 +36,12 @@ from sqlalchemy.orm import Session
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.catalogue import complete_params  # noqa: E402
-from core.db import make_engine  # noqa: E402
-from core.migrate import upgrade  # noqa: E402
-from core.models import Job, Node, Point, Run  # noqa: E402
-from core.results import derived_metrics  # noqa: E402
-from core.series import series_key  # noqa: E402
+from kernelwatch.core.db import make_engine  # noqa: E402
+from kernelwatch.core.migrate import upgrade  # noqa: E402
+from kernelwatch.core.models import Job, Node, Point, Run  # noqa: E402
+from kernelwatch.core.results import derived_metrics  # noqa: E402
+from kernelwatch.core.series import series_key  # noqa: E402
+from kernelwatch_harness.catalogue import complete_params  # noqa: E402
 
 ADMIN = os.environ.get("KERNELWATCH_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -143,7 +143,7 @@ def seed(url: str, n_points: int, n_samples: int) -> dict[str, Any]:
 
 
 def store_comparison(url: str, baseline: int, contender: int) -> None:
-    from core.compare import compare_runs, persist_comparison
+    from kernelwatch.core.compare import compare_runs, persist_comparison
 
     engine = make_engine(url)
     with Session(engine) as s:
@@ -159,7 +159,7 @@ def free_port() -> int:
 
 
 def time_queries(url: str) -> dict[str, float]:
-    from dashboard import queries
+    from kernelwatch.dashboard import queries
 
     engine = make_engine(url)
     out = {}
@@ -216,7 +216,7 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "KERNELWATCH_DATABASE_URL": url,
                "KERNELWATCH_DASHBOARD_PORT": str(port)}
-        proc = subprocess.Popen([sys.executable, "-c", "from dashboard.app import main; main()"],
+        proc = subprocess.Popen([sys.executable, "-m", "kernelwatch.dashboard.app"],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"

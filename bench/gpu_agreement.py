@@ -126,9 +126,9 @@ def bench_one(
     testing = timer or importlib.import_module("flashinfer.testing.utils")
     bench_gpu_time = testing.bench_gpu_time
 
-    from worker.harness import timing
-    from worker.harness.flashinfer_backends import prepare_flashinfer
-    from worker.harness.inputs import flashinfer_inputs, sm_scale
+    from kernelwatch_harness import timing
+    from kernelwatch_harness.flashinfer_backends import prepare_flashinfer
+    from kernelwatch_harness.inputs import flashinfer_inputs, sm_scale
 
     inp = flashinfer_inputs(kernel, params, "cuda")
     prepared = prepare_flashinfer(backend, inp, sm_scale(kernel, params))
@@ -225,7 +225,7 @@ def same_schedule(
 
 
 def main() -> int:
-    from worker.harness.timing import RECOVERY_S
+    from kernelwatch_harness.timing import RECOVERY_S
 
     request = json.loads(sys.stdin.read())
     timing_cfg = request.get("timing") or {}

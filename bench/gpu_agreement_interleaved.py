@@ -9,7 +9,7 @@ the H200 some light points run at two or three levels set by where their buffers
 kv=512 decode: 10.1 or 10.85 us, in both tools), so a separate process compares one draw of
 that placement with another; this script separates a disagreement of method from one of state:
 
-- ours: ``worker.harness.measure.Measurer`` (the harness's own code and gpu_sweep.py's timing:
+- ours: ``kernelwatch_harness.measure.Measurer`` (the harness's own code and gpu_sweep.py's timing:
   correctness check in the first repeat, CUDA-graph replay with rotated inputs, the clock
   floor, one repeat per pass);
 - theirs: ``bench_gpu_time`` as bench/gpu_agreement.py calls it on the harness's schedule
@@ -44,8 +44,8 @@ import torch
 from gpu_agreement import bench_one, cupti_installed, dry_runs, load_timer
 
 from bench.gpu_sweep import SUITES, TIMING, agrees, delta_pct, grid, short
-from worker.harness.measure import Measurer
-from worker.harness.timing import RECOVERY_S
+from kernelwatch_harness.measure import Measurer
+from kernelwatch_harness.timing import RECOVERY_S
 
 Unit = tuple[str, str, int, dict[str, Any], str]  # suite, kernel, point index, params, backend
 

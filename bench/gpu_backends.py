@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.gpu_sweep import harness_for  # noqa: E402
-from core.catalogue import KERNELS, TORCH_BACKENDS, complete_params  # noqa: E402
-from worker.runner import HarnessRequest, HarnessRunner  # noqa: E402
+from kernelwatch.worker.runner import HarnessRequest, HarnessRunner  # noqa: E402
+from kernelwatch_harness.catalogue import KERNELS, TORCH_BACKENDS, complete_params  # noqa: E402
 
 POINTS: dict[str, dict[str, Any]] = {
     "single_decode": {"kv_len": 4096},

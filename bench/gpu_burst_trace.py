@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from gpu_agreement_interleaved import params_for  # the reference decode shapes
 
-from worker.harness import timing
-from worker.harness.flashinfer_backends import prepare_flashinfer
-from worker.harness.inputs import flashinfer_inputs, sm_scale
-from worker.harness.telemetry import Nvml
+from kernelwatch_harness import timing
+from kernelwatch_harness.flashinfer_backends import prepare_flashinfer
+from kernelwatch_harness.inputs import flashinfer_inputs, sm_scale
+from kernelwatch_harness.telemetry import Nvml
 
 WINDOWS = [(0, 5), (5, 15), (15, 45), (45, 100), (100, 300), (300, 1000), (1000, 4000)]
 

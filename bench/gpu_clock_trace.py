@@ -1,5 +1,5 @@
 """What the SM clock does while a point is timed, read in the stream by the harness's clock
-probe (``worker.harness.timing.clock_probe``: a kernel spinning a known number of SM cycles
+probe (``kernelwatch_harness.timing.clock_probe``: a kernel spinning a known number of SM cycles
 before every replay) rather than by NVML's sampled reading, which lags the power limiter.
 
 For each shape (decode and causal prefill, as the harness builds them):
@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from gpu_burst_trace import WINDOWS, build  # the point as the harness builds it
 
-from core.catalogue import complete_params
-from worker.harness import timing
-from worker.harness.telemetry import Nvml
+from kernelwatch_harness import timing
+from kernelwatch_harness.catalogue import complete_params
+from kernelwatch_harness.telemetry import Nvml
 
 DEFAULT_SHAPES = (
     "decode:1:512:fa2,decode:16:8192:fa2,decode:64:32768:fa2,decode:256:8192:fa2,"

@@ -45,11 +45,11 @@ def build(paths: list[str], out: Path, target: str) -> list[Path]:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
-    from core.fixtures import export_job
-    from core.migrate import upgrade
-    from core.models import Job, JobStatus, Run
-    from core.results import store_point
-    from worker.tasks import store_environment
+    from kernelwatch.core.fixtures import export_job
+    from kernelwatch.core.migrate import upgrade
+    from kernelwatch.core.models import Job, JobStatus, Run
+    from kernelwatch.core.results import store_point
+    from kernelwatch.worker.tasks import store_environment
 
     runs = read_raw(paths)
     by_suite: dict[str, list[dict[str, Any]]] = {}

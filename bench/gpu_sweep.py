@@ -38,11 +38,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.gpu_fixture import read_raw  # noqa: E402
-from core.catalogue import complete_params  # noqa: E402
-from core.series import clock_summary  # noqa: E402
-from core.stats import Summary, repeat_labels, summarize  # noqa: E402
-from worker import envs  # noqa: E402
-from worker.runner import HarnessRequest, HarnessRunner, harness_env  # noqa: E402
+from kernelwatch.core.series import clock_summary  # noqa: E402
+from kernelwatch.core.stats import Summary, repeat_labels, summarize  # noqa: E402
+from kernelwatch.worker import envs  # noqa: E402
+from kernelwatch.worker.runner import HarnessRequest, HarnessRunner, harness_env  # noqa: E402
+from kernelwatch_harness.catalogue import complete_params  # noqa: E402
 
 HEADS = {"num_qo_heads": [32], "num_kv_heads": [8], "head_dim": [128], "dtype": ["bfloat16"]}
 SUITES: dict[str, dict[str, Any]] = {

@@ -2,7 +2,7 @@
 decode points whose first repeat ran 8-10% faster than the other two in every committed run
 (B=256 kv=512: 128.8 us, then 141.7 and 141.5; B=1 kv=8192: 15.5, then 16.5 and 16.6).
 
-Each variant runs the harness's interleaved repeats (``worker.harness.__main__``'s
+Each variant runs the harness's interleaved repeats (``kernelwatch_harness.__main__``'s
 ``measure_interleaved`` on a ``Measurer``) over the same units and prints each repeat's median
 and calls per graph replay, with what the profiler saw the GPU run in that repeat (kernel
 names, count, mean time) when ``--profile`` is given:
@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from gpu_agreement_interleaved import params_for  # the reference decode shapes
 
-from worker.harness.__main__ import measure_interleaved
-from worker.harness.inputs import sm_scale, torch_inputs
-from worker.harness.measure import Measurer
-from worker.harness.torch_backends import sdpa_kernel
+from kernelwatch_harness.__main__ import measure_interleaved
+from kernelwatch_harness.inputs import sm_scale, torch_inputs
+from kernelwatch_harness.measure import Measurer
+from kernelwatch_harness.torch_backends import sdpa_kernel
 
 
 def sdp_choice(params: dict[str, Any]) -> str | None:

@@ -4,7 +4,7 @@ known truth.
 Each trial draws n baseline and n contender latencies around 100 us with lognormal noise of a
 given coefficient of variation, plus a right tail (a fraction of samples inflated 5-30%, as
 preemption or a clock dip does on a real GPU); the contender's true latency is
-``1 + slowdown`` times the baseline's. The verdict rule is exactly ``core.compare`` 's
+``1 + slowdown`` times the baseline's. The verdict rule is exactly ``kernelwatch.core.compare`` 's
 (``verdicts_batch`` is the vectorised form of ``compare_samples``).
 
     detection rate       share of trials with a planted slowdown > 0 flagged ``regression``
@@ -13,7 +13,7 @@ preemption or a clock dip does on a real GPU); the contender's true latency is
     after confirmation   the same shares once each flagged trial is re-measured as
                          ``worker/confirm.py`` does (ROUNDS rounds of the harness's repeats,
                          n fresh samples per round and side, judged block by block with
-                         ``core.compare.compare_paired``): what would be alarmed as
+                         ``kernelwatch.core.compare.compare_paired``): what would be alarmed as
                          ``confirmed``
 
 Run:  .venv/bin/python bench/regression_detection.py [--trials 2000] [--n 30]
@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from core.compare import (
+from kernelwatch.core.compare import (
     DEFAULT_THRESHOLD,
     IMPROVEMENT,
     REGRESSION,
@@ -35,8 +35,8 @@ from core.compare import (
     compare_paired,
     verdicts_batch,
 )
-from core.spec import Timing
-from worker.confirm import ROUNDS
+from kernelwatch.core.spec import Timing
+from kernelwatch.worker.confirm import ROUNDS
 
 REPEATS = int(Timing.model_fields["repeats"].default)  # a round's samples, in repeats
 

@@ -5,7 +5,7 @@ by a local HTTP server. Writes under --out:
 
     release_flow.json   the notification, the release, each comparison (summary + points),
                         its regressions, and every job (release and confirm) with runs,
-                        points and raw samples (core.fixtures format)
+                        points and raw samples (kernelwatch.core.fixtures format)
     worker.log          the worker's log
 
 On the GPU machine, from the repository root (wheels of FlashInfer and apache-tvm-ffi in .whl/,
@@ -61,10 +61,10 @@ def main() -> None:
             # One intra-op thread: a CPU torch backend must not wait on a preempted thread.
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         })
-        from cli.service import worker_children
-        from core import db
-        from core.migrate import upgrade
-        from core.settings import get_settings
+        from kernelwatch.cli.service import worker_children
+        from kernelwatch.core import db
+        from kernelwatch.core.migrate import upgrade
+        from kernelwatch.core.settings import get_settings
 
         get_settings.cache_clear()
         db.reset_engine()
@@ -77,7 +77,7 @@ def main() -> None:
             _wait("the workers to register", lambda: _nodes() >= len(children), 120)
             print(f"[{time.monotonic() - t0:5.0f} s] {len(children)} worker(s) registered",
                   flush=True)
-            from core.releases import trigger_release
+            from kernelwatch.core.releases import trigger_release
 
             with db.session_scope() as session:
                 start = trigger_release(session, args.new, previous=args.previous,
@@ -103,8 +103,8 @@ def main() -> None:
 def _nodes() -> int:
     from sqlalchemy import func, select
 
-    from core import db
-    from core.models import Node
+    from kernelwatch.core import db
+    from kernelwatch.core.models import Node
 
     with db.session_scope() as session:
         return int(session.scalar(select(func.count(Node.id))) or 0)
@@ -113,8 +113,8 @@ def _nodes() -> int:
 def _progress(version: str, t0: float) -> str:
     from sqlalchemy import func, select
 
-    from core import db
-    from core.models import Point, Release
+    from kernelwatch.core import db
+    from kernelwatch.core.models import Point, Release
 
     with db.session_scope() as session:
         release = session.scalar(select(Release).where(Release.version == version))
@@ -141,10 +141,10 @@ def _wait(what: str, ok: Any, timeout: float, progress: Any = None) -> None:
 def _dump(path: Path, version: str, received: list[dict[str, Any]]) -> None:
     from sqlalchemy import select
 
-    from api.routers.regressions import regression_out
-    from core import db
-    from core.fixtures import export_job
-    from core.models import Comparison, Job, Regression, Release
+    from kernelwatch.api.routers.regressions import regression_out
+    from kernelwatch.core import db
+    from kernelwatch.core.fixtures import export_job
+    from kernelwatch.core.models import Comparison, Job, Regression, Release
 
     with db.session_scope() as session:
         release = session.scalar(select(Release).where(Release.version == version))

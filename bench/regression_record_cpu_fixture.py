@@ -23,15 +23,15 @@ from typing import Any
 import psycopg
 from sqlalchemy.orm import Session
 
-from core import db, settings
-from core.fixtures import export_job
-from core.jobs import create_job
-from core.migrate import upgrade
-from core.models import Job, Run
-from core.results import store_point
-from core.spec import SweepSpec
-from worker.runner import HarnessRunner
-from worker.tasks import build_request, harness_python_for, store_environment
+from kernelwatch.core import db, settings
+from kernelwatch.core.fixtures import export_job
+from kernelwatch.core.jobs import create_job
+from kernelwatch.core.migrate import upgrade
+from kernelwatch.core.models import Job, Run
+from kernelwatch.core.results import store_point
+from kernelwatch.core.spec import SweepSpec
+from kernelwatch.worker.runner import HarnessRunner
+from kernelwatch.worker.tasks import build_request, harness_python_for, store_environment
 
 ADMIN = os.environ.get("KERNELWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 OUT = Path(__file__).resolve().parent.parent / "tests/fixtures/compare/cpu_same_spec_two_runs.json"

@@ -31,11 +31,11 @@ import psycopg  # noqa: E402
 from sqlalchemy import delete  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from core.db import make_engine  # noqa: E402
-from core.migrate import upgrade  # noqa: E402
-from core.models import Job, Run  # noqa: E402
-from core.results import store_point  # noqa: E402
-from core.stats import summarize  # noqa: E402
+from kernelwatch.core.db import make_engine  # noqa: E402
+from kernelwatch.core.migrate import upgrade  # noqa: E402
+from kernelwatch.core.models import Job, Run  # noqa: E402
+from kernelwatch.core.results import store_point  # noqa: E402
+from kernelwatch.core.stats import summarize  # noqa: E402
 
 PG_ADMIN = os.environ.get("KERNELWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 PARAMS = {"batch_size": 16, "kv_len": 2048, "num_qo_heads": 32, "num_kv_heads": 8,

@@ -108,7 +108,7 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
 
 v7_env() {  # 0.7.2.post1's version env ($ENVS/0.7.2.post1/venv), built from the unpacked wheel
   unpack_v7
-  python3 -c "from worker import envs; envs.build_env('$V7', '$ENVS', '$WHEELHOUSE')" \
+  python3 -c "from kernelwatch.worker import envs; envs.build_env('$V7', '$ENVS', '$WHEELHOUSE')" \
     >"$OUT/env-build.log" 2>&1
 }
 
@@ -160,7 +160,7 @@ case $phase in
       # head start), then only the agreement runs (gpu_sweep --runs 0), whose rows
       # `gpu_sweep.py --report-only` joins to the v7 call's raw file
       unpack_v7
-      python3 -c "from worker import envs; envs.build_env('$V7', '$ENVS', '$WHEELHOUSE')"
+      python3 -c "from kernelwatch.worker import envs; envs.build_env('$V7', '$ENVS', '$WHEELHOUSE')"
       FLASHINFER_WORKSPACE_BASE=$ENVS/$V7/jit timeout 90 $ENVS/$V7/venv/bin/python -m pytest \
         --noconftest -p no:cacheprovider tests/test_gpu.py -q -rs -k warm_up 2>&1 \
         | tee "$OUT/pytest-gpu-warmup.log" | tail -20
@@ -331,5 +331,5 @@ case $phase in
       # then the copy-bandwidth calibration the worker stores on its node
       gpu_tests 330
       sweep 170 --versions $V6 --no-torch --suites decode --tag=-r4
-      timeout 30 python3 -m worker.calibrate >"$OUT/calibrate.json" 2>&1 ;;
+      timeout 30 python3 -m kernelwatch.worker.calibrate >"$OUT/calibrate.json" 2>&1 ;;
 esac

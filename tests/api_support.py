@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from api.main import create_app
-from core.db import session_scope
-from core.tokens import create_token
+from kernelwatch.api.main import create_app
+from kernelwatch.core.db import session_scope
+from kernelwatch.core.tokens import create_token
 
 
 def make_client() -> TestClient:
@@ -44,7 +44,7 @@ def add_node(name: str, tags: list[str], age_seconds: float = 0.0, **extra: Any)
     """Register a node as a worker would, with a heartbeat ``age_seconds`` old."""
     from datetime import timedelta
 
-    from core.models import Node, utcnow
+    from kernelwatch.core.models import Node, utcnow
 
     with session_scope() as session:
         node = Node(name=name, hostname=name.split(":")[0], tags=tags,

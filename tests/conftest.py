@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from core import broker, db, settings
-from core.migrate import upgrade
-from core.models import Base
+from kernelwatch.core import broker, db, settings
+from kernelwatch.core.migrate import upgrade
+from kernelwatch.core.models import Base
 
 PG_ADMIN = os.environ.get("KERNELWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("KERNELWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0")

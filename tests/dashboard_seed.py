@@ -1,5 +1,5 @@
 """A small, known data set for the dashboard's tests, stored through the real storage path
-(``core.results.store_point``), so every derived column comes from the code users run.
+(``kernelwatch.core.results.store_point``), so every derived column comes from the code users run.
 
 What it holds (all on an H100, the 'h100' SKU):
 - job "decode sweep" (batch_decode): FlashInfer 0.6.18.post1 and 0.7.2.post1, backends fa2
@@ -21,11 +21,11 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.catalogue import complete_params
-from core.compare import compare_runs, persist_comparison
-from core.formulas import point_work
-from core.models import Job, Node, Regression, Release, Run
-from core.results import store_point
+from kernelwatch.core.compare import compare_runs, persist_comparison
+from kernelwatch.core.models import Job, Node, Regression, Release, Run
+from kernelwatch.core.results import store_point
+from kernelwatch_harness.catalogue import complete_params
+from kernelwatch_harness.formulas import point_work
 
 GPU = "h100"
 V_OLD, V_NEW = "0.6.18.post1", "0.7.2.post1"

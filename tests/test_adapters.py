@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from bench.gpu_signatures import from_wheel
-from core.catalogue import complete_params
-from worker.harness import flashinfer_backends as fb
-from worker.harness.inputs import flashinfer_inputs, sm_scale
+from kernelwatch_harness import flashinfer_backends as fb
+from kernelwatch_harness.catalogue import complete_params
+from kernelwatch_harness.inputs import flashinfer_inputs, sm_scale
 
 SNAPSHOT = Path(__file__).parent / "fixtures" / "gpu" / "flashinfer_signatures.json"
 SIGS: dict[str, dict[str, Any]] = json.loads(SNAPSHOT.read_text())["versions"]
@@ -192,7 +192,7 @@ def test_cudnn_without_its_frontend_is_refused_off_blackwell() -> None:
     cubins, built for sm100 (on the H200, without the frontend, their assertions were the
     errors: "Currently only supports return_lse = True"). Refused with the reason, naming
     the package; with the frontend, or on Blackwell, cuDNN is measured."""
-    from worker.harness.measure import classify
+    from kernelwatch_harness.measure import classify
 
     with pytest.raises(NotImplementedError, match=r"nvidia-cudnn-frontend.*this GPU is sm90") as e:
         fb.check_arch("cudnn", (9, 0), cudnn_frontend=False)

@@ -14,13 +14,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from api.main import create_app
-from core import db, jobs
-from core.migrate import upgrade
-from core.models import Job, Run
-from core.results import store_point
-from core.settings import Settings
-from core.spec import SweepSpec
+from kernelwatch.api.main import create_app
+from kernelwatch.core import db, jobs
+from kernelwatch.core.migrate import upgrade
+from kernelwatch.core.models import Job, Run
+from kernelwatch.core.results import store_point
+from kernelwatch.core.settings import Settings
+from kernelwatch.core.spec import SweepSpec
 from tests.api_support import add_node, auth, decode_spec, make_client, new_token
 from tests.conftest import configure
 

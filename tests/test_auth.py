@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.db import session_scope
-from core.models import Token
-from core.settings import Settings
-from core.tokens import ensure_local_token, read_local_token
+from kernelwatch.core.db import session_scope
+from kernelwatch.core.models import Token
+from kernelwatch.core.settings import Settings
+from kernelwatch.core.tokens import ensure_local_token, read_local_token
 from tests.api_support import auth, decode_spec, make_client, new_token
 from tests.conftest import configure
 

@@ -14,14 +14,14 @@ import uvicorn
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from api.main import create_app
-from cli.main import cli
-from core import jobs
-from core.db import session_scope
-from core.models import Job, Run
-from core.results import store_point
-from core.settings import Settings
-from core.spec import SweepSpec
+from kernelwatch.api.main import create_app
+from kernelwatch.cli.main import cli
+from kernelwatch.core import jobs
+from kernelwatch.core.db import session_scope
+from kernelwatch.core.models import Job, Run
+from kernelwatch.core.results import store_point
+from kernelwatch.core.settings import Settings
+from kernelwatch.core.spec import SweepSpec
 from tests.api_support import decode_spec, new_token
 from tests.conftest import configure
 

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.main import create_app
-from core.compare import (
+from kernelwatch.api.main import create_app
+from kernelwatch.core.compare import (
     BASELINE_ONLY,
     CONTENDER_ONLY,
     NOT_COMPARABLE,
@@ -25,10 +25,10 @@ from core.compare import (
     compare_runs,
     persist_comparison,
 )
-from core.fixtures import import_job
-from core.models import Comparison, Regression, Run
-from core.series import series_key
-from core.settings import Settings
+from kernelwatch.core.fixtures import import_job
+from kernelwatch.core.models import Comparison, Regression, Run
+from kernelwatch.core.series import series_key
+from kernelwatch.core.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CPU = json.loads((FIXTURES / "compare" / "cpu_same_spec_two_runs.json").read_text())
@@ -149,7 +149,7 @@ def test_compare_endpoint_json_csv_and_errors(kw_env: Settings, session: Session
 
 
 def _same_version_pairs() -> list[tuple[Path, str | None, str | None]]:
-    """(fixture, version, gpu_sku) for every GPU fixture (core.fixtures exports under
+    """(fixture, version, gpu_sku) for every GPU fixture (kernelwatch.core.fixtures exports under
     tests/fixtures/gpu/, one job or a list of jobs per file) holding at least two runs of one
     FlashInfer version on one GPU SKU."""
     out = []
@@ -206,7 +206,7 @@ def test_two_runs_of_the_same_version_on_the_same_gpu_report_no_regression(
 def test_cli_compare_prints_the_verdict_table(kw_env: Settings, session: Session) -> None:
     from click.testing import CliRunner
 
-    from cli.main import cli
+    from kernelwatch.cli.main import cli
 
     base = CPU["baseline"]
     cont = copy.deepcopy(base)

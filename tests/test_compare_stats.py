@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.compare import (
+from kernelwatch.core.compare import (
     IMPROVEMENT,
     REGRESSION,
     UNCHANGED,

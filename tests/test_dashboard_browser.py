@@ -19,9 +19,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from core.db import make_engine
-from core.fixtures import import_job
-from core.models import Base, Run
+from kernelwatch.core.db import make_engine
+from kernelwatch.core.fixtures import import_job
+from kernelwatch.core.models import Base, Run
 from tests.dashboard_seed import V_NEW, V_OLD, Seeded, seed
 
 pytestmark = pytest.mark.browser
@@ -80,7 +80,7 @@ def server(seeded_db: tuple[str, Seeded]) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "KERNELWATCH_DATABASE_URL": url,
            "KERNELWATCH_DASHBOARD_PORT": str(port), "KERNELWATCH_DASHBOARD_HOST": "127.0.0.1"}
-    proc = subprocess.Popen([sys.executable, "-c", "from dashboard.app import main; main()"],
+    proc = subprocess.Popen([sys.executable, "-m", "kernelwatch.dashboard.app"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -325,8 +325,8 @@ def test_job_page_follows_a_running_job(server, seeded_db, page):
     and polling stops once the job is finished."""
     from sqlalchemy.orm import Session
 
-    from core.catalogue import complete_params
-    from core.models import Job
+    from kernelwatch.core.models import Job
+    from kernelwatch_harness.catalogue import complete_params
     from tests.dashboard_seed import _run, _store
 
     url, _ = seeded_db

@@ -18,13 +18,13 @@ from dash._utils import AttributeDict
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.compare import compare_runs
-from core.fixtures import import_job
-from core.models import Point, Run, Sample
-from core.series import clock_summary
-from dashboard import queries
-from dashboard.app import create_app
-from dashboard.export import to_csv
+from kernelwatch.core.compare import compare_runs
+from kernelwatch.core.fixtures import import_job
+from kernelwatch.core.models import Point, Run, Sample
+from kernelwatch.core.series import clock_summary
+from kernelwatch.dashboard import queries
+from kernelwatch.dashboard.app import create_app
+from kernelwatch.dashboard.export import to_csv
 from tests.dashboard_seed import GPU, KV_LENS, N_SAMPLES, V_NEW, V_OLD, Seeded, seed
 
 
@@ -33,7 +33,7 @@ def pages() -> dict[str, ModuleType]:
     """Creating the app imports the page modules (Dash registers them); then they are plain
     modules whose callbacks are functions."""
     create_app()
-    return {name: importlib.import_module(f"dashboard.pages.{name}")
+    return {name: importlib.import_module(f"kernelwatch.dashboard.pages.{name}")
             for name in ("overview", "curves", "compare", "roofline", "speedup", "job")}
 
 
@@ -269,7 +269,7 @@ def test_job_table_filters_and_sorts_in_the_database(pages, seeded, session):
 
 
 def test_job_running_polls_and_unknown_job(pages, seeded, session):
-    from core.models import Job
+    from kernelwatch.core.models import Job
 
     j = session.get(Job, seeded.decode_job)
     j.status = "running"

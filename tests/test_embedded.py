@@ -47,7 +47,7 @@ def _up(data: Path, log: Path, api: int, dash: int, *args: str) -> subprocess.Po
     env.update(KERNELWATCH_DATA_DIR=str(data), KERNELWATCH_API_PORT=str(api),
                KERNELWATCH_DASHBOARD_PORT=str(dash), KERNELWATCH_HEARTBEAT_SECONDS="1")
     out = open(log, "ab")  # noqa: SIM115 (the process keeps it)
-    return subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "up",
+    return subprocess.Popen([sys.executable, "-m", "kernelwatch", "up",
                              *args], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
 

@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from api.main import create_app
-from core import db
-from core.broker import TASK_EXECUTE_RUN
-from core.models import Job
-from core.settings import Settings
+from kernelwatch.api.main import create_app
+from kernelwatch.core import db
+from kernelwatch.core.broker import TASK_EXECUTE_RUN
+from kernelwatch.core.models import Job
+from kernelwatch.core.settings import Settings
 from tests.api_support import add_node, auth, decode_spec, make_client, new_token
 from tests.conftest import REDIS_URL
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from worker import envs
+from kernelwatch.worker import envs
 
 
 def _wheel(folder: Path, dist: str, version: str, module: str, body: str) -> Path:
@@ -142,3 +142,27 @@ def test_missing_version_in_wheelhouse_fails_and_is_not_ready(tmp_path: Path,
 def test_bad_version_string_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         envs.env_dir("../../etc", tmp_path)
+
+
+def test_env_runs_its_own_installed_harness(built: Path, wheelhouse: Path) -> None:
+    """The harness is installed into the env (a wheel built from the service's own copy), not
+    reached through PYTHONPATH: the env imports it from its own site-packages, and an env whose
+    harness differs from the service's gets the service's reinstalled before it is used."""
+    import json
+
+    python = envs.venv_python("0.0.1", built)
+    where = _py(python, "import kernelwatch_harness; print(kernelwatch_harness.__file__)")
+    assert where.startswith(str(envs.env_dir("0.0.1", built)))
+    ready = envs.env_dir("0.0.1", built) / "READY"
+    assert json.loads(ready.read_text())["harness"] == envs.harness_fingerprint()
+    # A harness from an older service: its marker is stale; the next use reinstalls it.
+    installed = Path(where).parent / "protocol.py"
+    installed.write_text("PROTOCOL_VERSION = -1\n")
+    info = json.loads(ready.read_text())
+    ready.write_text(json.dumps({**info, "harness": "stale"}))
+    envs.build_env("0.0.1", built, str(wheelhouse))
+    assert json.loads(ready.read_text())["harness"] == envs.harness_fingerprint()
+    import kernelwatch_harness.protocol as proto
+
+    got = _py(python, "import kernelwatch_harness.protocol as p; print(p.PROTOCOL_VERSION)")
+    assert got == str(proto.PROTOCOL_VERSION)

@@ -9,12 +9,12 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cli.main import cli
-from core import fixtures
-from core.models import Job, Point, Run, Sample
-from core.results import store_point
-from core.settings import Settings
-from core.stats import summarize
+from kernelwatch.cli.main import cli
+from kernelwatch.core import fixtures
+from kernelwatch.core.models import Job, Point, Run, Sample
+from kernelwatch.core.results import store_point
+from kernelwatch.core.settings import Settings
+from kernelwatch.core.stats import summarize
 
 PARAMS = {"batch_size": 2, "kv_len": 64, "num_qo_heads": 4, "num_kv_heads": 2, "head_dim": 64}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.formulas import (
+from kernelwatch_harness.formulas import (
     attention_bytes,
     attention_flops,
     point_work,

@@ -15,9 +15,9 @@ torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device", allow_module_level=True)
 
-from core.catalogue import KERNELS, complete_params  # noqa: E402
-from worker.harness.timing import cupti_module  # noqa: E402
-from worker.runner import HarnessRequest, HarnessRunner  # noqa: E402
+from kernelwatch.worker.runner import HarnessRequest, HarnessRunner  # noqa: E402
+from kernelwatch_harness.catalogue import KERNELS, complete_params  # noqa: E402
+from kernelwatch_harness.timing import cupti_module  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -178,7 +178,7 @@ def test_cudnn_is_measured_correct_or_refused_with_a_reason(kernel: str, layout:
         assert p["resolved_backend"] == "cudnn"
         assert p["max_abs_error"] <= p["telemetry"]["tolerance"]
     else:
-        from worker.harness.flashinfer_backends import cudnn_frontend_installed
+        from kernelwatch_harness.flashinfer_backends import cudnn_frontend_installed
 
         assert not cudnn_frontend_installed() and "nvidia-cudnn-frontend" in p["error"]
 

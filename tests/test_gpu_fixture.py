@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 
 from bench import gpu_sweep
 from bench.gpu_fixture import build
-from core import fixtures
-from core.compare import compare_runs
-from core.models import Point, Run, Sample
-from core.stats import summarize
+from kernelwatch.core import fixtures
+from kernelwatch.core.compare import compare_runs
+from kernelwatch.core.models import Point, Run, Sample
+from kernelwatch.core.stats import summarize
 
 GPU = Path(__file__).parent / "fixtures" / "gpu"
 EXPORTS = sorted(GPU.glob("gpu-evidence-*.json"))

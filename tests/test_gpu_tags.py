@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.gpu import GpuInfo, fingerprint, node_name, tags_for
+from kernelwatch.worker.gpu import GpuInfo, fingerprint, node_name, tags_for
 
 GIB = 1 << 30
 

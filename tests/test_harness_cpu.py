@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import torch
 
-from core.catalogue import KERNELS, complete_params
-from core.formulas import point_work
-from worker.harness import measure
-from worker.harness.inputs import flashinfer_inputs, torch_inputs
-from worker.harness.prepared import Prepared
-from worker.harness.reference import attend_fp32, causal_mask
-from worker.harness.torch_backends import prepare_torch
+from kernelwatch_harness import measure
+from kernelwatch_harness.catalogue import KERNELS, complete_params
+from kernelwatch_harness.formulas import point_work
+from kernelwatch_harness.inputs import flashinfer_inputs, torch_inputs
+from kernelwatch_harness.prepared import Prepared
+from kernelwatch_harness.reference import attend_fp32, causal_mask
+from kernelwatch_harness.torch_backends import prepare_torch
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = {"batch_size": 3, "kv_len": 40, "qo_len": 6, "num_qo_heads": 4, "num_kv_heads": 2,
@@ -39,7 +39,7 @@ def params_for(kernel: str, **extra: Any) -> dict[str, Any]:
 
 def run_harness(request: dict[str, Any] | str) -> list[dict[str, Any]]:
     text = request if isinstance(request, str) else json.dumps(request)
-    proc = subprocess.run([sys.executable, "-m", "worker.harness"], input=text,
+    proc = subprocess.run([sys.executable, "-m", "kernelwatch_harness"], input=text,
                           capture_output=True, text=True, cwd=REPO, timeout=240)
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
@@ -152,7 +152,7 @@ class _Recorder:
 def test_repeats_are_interleaved_across_points() -> None:
     import io
 
-    from worker.harness.__main__ import measure_interleaved
+    from kernelwatch_harness.__main__ import measure_interleaved
 
     rec, out = _Recorder(), io.StringIO()
     units = [(0, {}, "a"), (1, {}, "a"), (2, {}, "a")]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import Session
 
-from core.history import analyse, detect_steps, series_history, sort_versions
-from core.models import Job, Point, Run
+from kernelwatch.core.history import analyse, detect_steps, series_history, sort_versions
+from kernelwatch.core.models import Job, Point, Run
 
 VERSIONS = [f"0.{i // 4 + 1}.{i % 4}" for i in range(12)]
 

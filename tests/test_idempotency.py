@@ -11,11 +11,11 @@ import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core import jobs
-from core.db import new_session
-from core.models import Job, Run
-from core.settings import Settings
-from core.spec import SweepSpec
+from kernelwatch.core import jobs
+from kernelwatch.core.db import new_session
+from kernelwatch.core.models import Job, Run
+from kernelwatch.core.settings import Settings
+from kernelwatch.core.spec import SweepSpec
 from tests.api_support import auth, decode_spec, make_client, new_token
 from tests.conftest import REDIS_URL
 

@@ -17,12 +17,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, MetaData, inspect, select, update
 from sqlalchemy.orm import Session
 
-from core.catalogue import complete_params
-from core.db import make_engine
-from core.migrate import alembic_config, upgrade
-from core.models import Base, Job, Point, Run
-from core.results import store_point
-from core.stats import summarize
+from kernelwatch.core.db import make_engine
+from kernelwatch.core.migrate import alembic_config, upgrade
+from kernelwatch.core.models import Base, Job, Point, Run
+from kernelwatch.core.results import store_point
+from kernelwatch.core.stats import summarize
+from kernelwatch_harness.catalogue import complete_params
 from tests.conftest import PG_ADMIN, _sqla_url
 
 PARAMS = complete_params("single_decode", {"kv_len": 512})

@@ -11,15 +11,21 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import db
-from core.broker import queue_for_node, queue_for_tag
-from core.jobs import create_job, mark_run_started
-from core.models import Node, Run
-from core.settings import Settings
+from kernelwatch.core import db
+from kernelwatch.core.broker import queue_for_node, queue_for_tag
+from kernelwatch.core.jobs import create_job, mark_run_started
+from kernelwatch.core.models import Node, Run
+from kernelwatch.core.settings import Settings
+from kernelwatch.worker.gpu import GpuInfo
+from kernelwatch.worker.node import (
+    NodeIdentity,
+    NodeService,
+    identity_for,
+    reap_and_requeue,
+    register,
+)
 from tests.conftest import REDIS_URL, configure
 from tests.worker_support import tiny_spec
-from worker.gpu import GpuInfo
-from worker.node import NodeIdentity, NodeService, identity_for, reap_and_requeue, register
 
 
 def _ident(name: str, tags: list[str] | None = None) -> NodeIdentity:
@@ -102,7 +108,7 @@ def test_reaper_requeues_runs_of_dead_nodes_and_of_my_previous_life(session: Ses
 def test_copy_bandwidth_calibration_runs_in_a_subprocess_and_is_none_without_cuda() -> None:
     import torch
 
-    from worker.node import calibrate_copy_bandwidth
+    from kernelwatch.worker.node import calibrate_copy_bandwidth
 
     if torch.cuda.is_available():
         pytest.skip("covered on GPU machines by the calibration's own test")
@@ -111,8 +117,8 @@ def test_copy_bandwidth_calibration_runs_in_a_subprocess_and_is_none_without_cud
 
 
 def test_gpu_fingerprint_for_the_node_record(kw_env: Settings) -> None:
-    from worker import gpu as gpu_mod
-    from worker.node import gpu_fingerprint
+    from kernelwatch.worker import gpu as gpu_mod
+    from kernelwatch.worker.node import gpu_fingerprint
 
     assert gpu_fingerprint(_ident("cpu-only")) == {}
     ident = identity_for(GpuInfo(2, "NVIDIA H100 80GB HBM3", (9, 0), 80 << 30, "GPU-abc"), "",

@@ -17,13 +17,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.main import create_app
-from core import db
-from core.broker import TASK_CONFIRM_REGRESSIONS, get_celery, queue_for_node
-from core.compare import compare_runs, persist_comparison
-from core.fixtures import import_job
-from core.models import Comparison, Job, Node, Regression, Release, Run
-from core.settings import Settings
+from kernelwatch.api.main import create_app
+from kernelwatch.core import db
+from kernelwatch.core.broker import TASK_CONFIRM_REGRESSIONS, get_celery, queue_for_node
+from kernelwatch.core.compare import compare_runs, persist_comparison
+from kernelwatch.core.fixtures import import_job
+from kernelwatch.core.models import Comparison, Job, Node, Regression, Release, Run
+from kernelwatch.core.settings import Settings
 from tests.conftest import configure
 from tests.release_support import notification_server, write_tiny_suite
 from tests.worker_support import start_worker, stop, wait_for

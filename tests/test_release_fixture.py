@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.compare import compare_runs
-from core.fixtures import import_job
-from core.models import Comparison, Regression, Run
-from worker.confirm import settle
+from kernelwatch.core.compare import compare_runs
+from kernelwatch.core.fixtures import import_job
+from kernelwatch.core.models import Comparison, Regression, Run
+from kernelwatch.worker.confirm import settle
 
 RELEASE = Path(__file__).parent / "fixtures" / "gpu" / "release"
 FIXTURES = {

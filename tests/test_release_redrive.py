@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.fixtures import import_job
-from core.models import Comparison, Regression, Release
-from core.releases import redrive_releases
-from core.settings import Settings
+from kernelwatch.core.fixtures import import_job
+from kernelwatch.core.models import Comparison, Regression, Release
+from kernelwatch.core.releases import redrive_releases
+from kernelwatch.core.settings import Settings
 from tests.conftest import configure
 
 FIXTURE = (Path(__file__).parent / "fixtures" / "gpu" / "release"

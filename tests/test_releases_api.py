@@ -15,12 +15,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.main import create_app
-from core.compare import compare_runs, persist_comparison
-from core.fixtures import import_job
-from core.hooks import on_job_finished
-from core.models import Job, Node, Release, Run, utcnow
-from core.releases import (
+from kernelwatch.api.main import create_app
+from kernelwatch.core.compare import compare_runs, persist_comparison
+from kernelwatch.core.fixtures import import_job
+from kernelwatch.core.hooks import on_job_finished
+from kernelwatch.core.models import Job, Node, Release, Run, utcnow
+from kernelwatch.core.releases import (
     load_suite,
     parse_version_tag,
     previous_release_version,
@@ -28,8 +28,8 @@ from core.releases import (
     start_release,
     suite_specs,
 )
-from core.settings import Settings
-from core.tokens import create_token
+from kernelwatch.core.settings import Settings
+from kernelwatch.core.tokens import create_token
 
 CPU = json.loads((Path(__file__).parent / "fixtures/compare/cpu_same_spec_two_runs.json")
                  .read_text())
@@ -185,7 +185,7 @@ def test_start_release_without_nodes_says_so(session: Session) -> None:
 def test_cli_release_triggers_the_flow(kw_env: Settings, session: Session) -> None:
     from click.testing import CliRunner
 
-    from cli.main import cli
+    from kernelwatch.cli.main import cli
 
     session.add(Node(name="h:cpu", hostname="h", tags=["cpu"], last_heartbeat=utcnow()))
     session.commit()

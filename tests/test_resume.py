@@ -11,9 +11,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import db
-from core.models import Node, Point, Run
-from core.settings import Settings
+from kernelwatch.core import db
+from kernelwatch.core.models import Node, Point, Run
+from kernelwatch.core.settings import Settings
 from tests.worker_support import (
     children_of,
     count_points,

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from core.spec import SweepSpec
-from worker.runner import HarnessRequest, HarnessRunner
+import kernelwatch_harness
+from kernelwatch.core.spec import SweepSpec
+from kernelwatch.worker.runner import HarnessRequest, HarnessRunner
 
 
 def _request(skip: set[tuple[int, str]] | None = None) -> HarnessRequest:
@@ -32,7 +33,7 @@ def _request(skip: set[tuple[int, str]] | None = None) -> HarnessRequest:
 # loaded machine it had already written later points, or all of them.
 _SIGNAL_AT = """
 import os, signal
-from worker.harness import measure
+from kernelwatch_harness import measure
 
 _measure = measure.Measurer.measure
 
@@ -97,11 +98,26 @@ def test_harness_that_cannot_start_errors_every_pair_once() -> None:
     if python is None or subprocess.run([python, "-c", "import torch"],
                                         capture_output=True).returncode == 0:
         pytest.skip("needs an interpreter without torch")
-    runner = HarnessRunner(python, _request())
+    # The harness itself is importable there (as it is in every version env it is installed
+    # into); torch is not.
+    harness_src = str(Path(kernelwatch_harness.__file__).resolve().parent.parent)
+    runner = HarnessRunner(python, _request(), env={"PYTHONPATH": harness_src})
     msgs = list(runner.messages())
     assert [m["status"] for m in msgs] == ["error"] * 6
     assert all("import failed" in m["error"] and "torch" in m["error"] for m in msgs)
     assert runner.restarts == 0
+
+
+def test_interpreter_without_the_harness_errors_naming_it() -> None:
+    # An env the harness was never installed into: every pair errors, naming the package, and
+    # the worker's own folder on disk is no fallback.
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None or subprocess.run([python, "-c", "import kernelwatch_harness"],
+                                        capture_output=True).returncode == 0:
+        pytest.skip("needs an interpreter without the harness")
+    msgs = list(HarnessRunner(python, _request(), env={}).messages())
+    assert [m["status"] for m in msgs] == ["error"] * 6
+    assert all("kernelwatch_harness" in m["error"] for m in msgs)
 
 
 def test_consumer_stopping_early_leaves_no_process_behind() -> None:

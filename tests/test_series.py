@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.series import clock_state, series_key
+from kernelwatch.core.series import clock_state, series_key
 
 PARAMS = {"batch_size": 64, "kv_len": 32768, "num_qo_heads": 32, "num_kv_heads": 8}
 GPU = Path(__file__).parent / "fixtures" / "gpu"

@@ -7,12 +7,12 @@ import signal
 import sys
 import time
 
-from cli.service import plan_workers
-from cli.supervisor import Child, Supervisor
-from core.broker import queue_for_node, queue_for_tag
-from core.settings import Settings
-from worker.gpu import GpuInfo
-from worker.node import NODE_ENV, NodeIdentity
+from kernelwatch.cli.service import plan_workers
+from kernelwatch.cli.supervisor import Child, Supervisor
+from kernelwatch.core.broker import queue_for_node, queue_for_tag
+from kernelwatch.core.settings import Settings
+from kernelwatch.worker.gpu import GpuInfo
+from kernelwatch.worker.node import NODE_ENV, NodeIdentity
 
 
 def _arg(argv: list[str], flag: str) -> str:

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from core import jobs
-from core.jobs import IllegalTransition
-from core.models import Job, Node, Run
-from core.results import store_point
-from core.settings import Settings
-from core.spec import SweepSpec
+from kernelwatch.core import jobs
+from kernelwatch.core.jobs import IllegalTransition
+from kernelwatch.core.models import Job, Node, Run
+from kernelwatch.core.results import store_point
+from kernelwatch.core.settings import Settings
+from kernelwatch.core.spec import SweepSpec
 from tests.api_support import add_node, auth, decode_spec, make_client, new_token
 from tests.conftest import configure
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.stats import (
+from kernelwatch.core.stats import (
     bootstrap_median_ci,
     few_repeats_quantile,
     repeat_labels,

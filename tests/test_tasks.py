@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from core.jobs import create_job, mark_run_started
-from core.models import Job, Node, Point, Run
-from core.settings import Settings
+from kernelwatch.core.jobs import create_job, mark_run_started
+from kernelwatch.core.models import Job, Node, Point, Run
+from kernelwatch.core.settings import Settings
+from kernelwatch.worker import node as node_mod
+from kernelwatch.worker.node import NodeIdentity, register
+from kernelwatch.worker.tasks import MAX_ATTEMPTS, execute_run
 from tests.worker_support import tiny_spec
-from worker import node as node_mod
-from worker.node import NodeIdentity, register
-from worker.tasks import MAX_ATTEMPTS, execute_run
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from core.spec import Timing
-from worker.harness import timing
+from kernelwatch.core.spec import Timing
+from kernelwatch_harness import timing
 
 L2 = 60 * 2**20  # the H200's L2 as torch reports it
 GIB = 2**30

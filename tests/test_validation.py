@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from core.settings import Settings
+from kernelwatch.core.settings import Settings
 from tests.api_support import auth, decode_spec, make_client, new_token
 
 

@@ -23,9 +23,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.main import create_app
-from core.models import Job, Node, Release, WebhookDelivery, utcnow
-from core.settings import Settings
+from kernelwatch.api.main import create_app
+from kernelwatch.core.models import Job, Node, Release, WebhookDelivery, utcnow
+from kernelwatch.core.settings import Settings
 from tests.conftest import configure
 
 SECRET = "s3cret-for-tests"

@@ -11,11 +11,11 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from api.main import create_app
-from core import db
-from core.models import Node, Point, Run, Sample
-from core.settings import Settings
-from core.tokens import create_token
+from kernelwatch.api.main import create_app
+from kernelwatch.core import db
+from kernelwatch.core.models import Node, Point, Run, Sample
+from kernelwatch.core.settings import Settings
+from kernelwatch.core.tokens import create_token
 from tests.worker_support import (
     TINY_SPEC,
     children_of,

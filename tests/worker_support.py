@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 
-from core import db
-from core.jobs import create_job, enqueue_runs
-from core.models import Job, Point, Sample
-from core.spec import SweepSpec
-from worker.node import NODE_ENV, identity_for
+from kernelwatch.core import db
+from kernelwatch.core.jobs import create_job, enqueue_runs
+from kernelwatch.core.models import Job, Point, Sample
+from kernelwatch.core.spec import SweepSpec
+from kernelwatch.worker.node import NODE_ENV, identity_for
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -62,7 +62,7 @@ def worker_env(node: str, **extra: str) -> dict[str, str]:
 
 def start_worker(node: str, log_path: Path, **extra: str) -> subprocess.Popen[bytes]:
     """A real Celery worker, started the way ``kernelwatch worker`` starts one per device."""
-    from cli.service import worker_children
+    from kernelwatch.cli.service import worker_children
 
     (child,) = worker_children(name=node)
     child.argv[child.argv.index("--hostname") + 1] = f"kwtest-{uuid.uuid4().hex[:6]}@localhost"

@@ -1,0 +1,125 @@
+"""``python -m kernelwatch_harness``: read one request (JSON) on stdin, write JSON lines on stdout
+as kernelwatch_harness/protocol.py describes, flushing each line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from typing import IO, Any
+
+
+def _clean(obj: Any) -> Any:
+    """NaN and infinities have no JSON form: null them (the status says what happened)."""
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def emit(out: IO[str], message: dict[str, Any]) -> None:
+    out.write(json.dumps(_clean(message), default=str, allow_nan=False) + "\n")
+    out.flush()
+
+
+def _finite(msg: dict[str, Any]) -> dict[str, Any]:
+    # JSON has no NaN/inf: an infinite error (NaN in the output) is reported as null + status.
+    err = msg.get("max_abs_error")
+    if err is not None and not (err == err and abs(err) != float("inf")):
+        msg["max_abs_error"] = None
+        msg["telemetry"]["max_abs_error_text"] = str(err)
+    return msg
+
+
+def run(request: dict[str, Any], out: IO[str]) -> int:
+    try:
+        import torch
+
+        from kernelwatch_harness.measure import Measurer
+        from kernelwatch_harness.telemetry import environment
+    except Exception as exc:
+        emit(out, {"type": "fatal", "error": f"import failed: {type(exc).__name__}: {exc}"})
+        return 2
+    device = str(request.get("device", "cuda"))
+    kernel = str(request["kernel"])
+    if device == "cuda" and not torch.cuda.is_available():
+        emit(
+            out, {"type": "fatal", "error": "device 'cuda' requested but torch sees no CUDA device"}
+        )
+        return 2
+    try:
+        measurer = Measurer(device, dict(request.get("timing") or {}))
+        emit(
+            out,
+            {
+                "type": "env",
+                "environment": environment(device, measurer.nvml),
+                "timing_method": measurer.default_method,
+            },
+        )
+    except Exception as exc:
+        emit(
+            out,
+            {
+                "type": "fatal",
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=6),
+            },
+        )
+        return 2
+    skip = {(int(i), str(b)) for i, b in request.get("skip") or []}
+    backends = [str(b) for b in request.get("backends") or []]
+    units = [
+        (int(point["point_index"]), dict(point["params"]), backend)
+        for point in request.get("points") or []
+        for backend in backends
+        if (int(point["point_index"]), backend) not in skip
+    ]
+    for start in range(0, len(units), REPEAT_WINDOW):
+        measure_interleaved(measurer, kernel, units[start : start + REPEAT_WINDOW], out)
+    emit(out, {"type": "done"})
+    return 0
+
+
+REPEAT_WINDOW = 32
+"""Repeats are interleaved over at most this many (point, backend) units: repeat 1 of each,
+then repeat 2 of each, ... Wider spreads the repeats of a point further apart in time (more
+of the GPU's state drift inside the CI); narrower streams finished points sooner."""
+
+
+def measure_interleaved(
+    measurer: Any, kernel: str, units: list[tuple[int, dict[str, Any], str]], out: IO[str]
+) -> None:
+    """Every repeat of every unit, repeat by repeat, like a randomised-interleaving benchmark
+    run: a point's repeats see the GPU at different moments instead of one. A unit is
+    emitted after its last repeat, or as soon as a repeat ends it (unsupported, error)."""
+    pending: dict[int, dict[str, Any]] = {}
+    for repeat in range(measurer.repeats):
+        for n, (index, params, backend) in enumerate(units):
+            if repeat and n not in pending:
+                continue  # finished early
+            # Points are emitted only after their last repeat, so without this the runner
+            # could not tell which unit a harness that dies or hangs was measuring.
+            emit(out, {"type": "start", "point_index": index, "backend": backend,
+                       "repeat": repeat + 1})
+            msg = measurer.measure(kernel, index, params, backend, previous=pending.pop(n, None))
+            if repeat + 1 < measurer.repeats and msg["status"] in ("ok", "incorrect"):
+                pending[n] = msg
+            else:
+                emit(out, _finite(msg))
+
+
+def main() -> int:
+    try:
+        request = json.loads(sys.stdin.read())
+    except Exception as exc:
+        emit(sys.stdout, {"type": "fatal", "error": f"bad request: {exc}"})
+        return 2
+    return run(request, sys.stdout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""FlashInfer adapters: one prepared call per kernel, for 0.5.x, 0.6.x and 0.7.x.
+
+Every FlashInfer argument is passed by keyword (0.3.0 inserted positional parameters into
+``single_prefill_with_kv_cache``; 0.6 turned the decode ``plan()`` optional positionals into
+deprecated ``*args``). The keyword sets live in the ``*_kwargs`` functions below, which take no
+tensors' values into account beyond shapes and dtypes, so tests check them against each
+version's real signatures without a GPU (tests/test_adapters.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import torch
+
+from kernelwatch_harness.inputs import Inputs, indptr, torch_dtype
+from kernelwatch_harness.prepared import Prepared
+
+WORKSPACE_BYTES = 256 * 1024 * 1024
+"""Float workspace for the batch wrappers (split-KV partial outputs); FlashInfer's examples use
+128 MiB, large prefill batches need more."""
+
+
+def _dtypes(params: dict[str, Any]) -> tuple[torch.dtype, torch.dtype]:
+    dt = torch_dtype(params["dtype"])
+    return dt, torch_dtype(params.get("kv_dtype") or params["dtype"])
+
+
+def single_decode_kwargs(params: dict[str, Any], scale: float) -> dict[str, Any]:
+    return {
+        "kv_layout": params["kv_layout"],
+        "use_tensor_cores": bool(params["use_tensor_cores"]),
+        "sm_scale": scale,
+    }
+
+
+def single_prefill_kwargs(params: dict[str, Any], scale: float, backend: str) -> dict[str, Any]:
+    return {
+        "causal": bool(params["causal"]),
+        "kv_layout": params["kv_layout"],
+        "sm_scale": scale,
+        "backend": backend,
+    }
+
+
+def decode_init_kwargs(params: dict[str, Any], backend: str) -> dict[str, Any]:
+    return {
+        "kv_layout": params["kv_layout"],
+        "use_tensor_cores": bool(params["use_tensor_cores"]),
+        "backend": backend,
+    }
+
+
+def decode_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
+    p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
+    return {
+        "indptr": inp.meta["kv_indptr"],
+        "indices": inp.meta["kv_indices"],
+        "last_page_len": inp.meta["kv_last_page_len"],
+        "num_qo_heads": p["num_qo_heads"],
+        "num_kv_heads": p["num_kv_heads"],
+        "head_dim": p["head_dim"],
+        "page_size": p["page_size"],
+        "q_data_type": dt,
+        "kv_data_type": kv_dt,
+        "sm_scale": scale,
+    }
+
+
+def prefill_init_kwargs(params: dict[str, Any], backend: str) -> dict[str, Any]:
+    return {"kv_layout": params.get("kv_layout", "NHD"), "backend": backend}
+
+
+def prefill_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
+    p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
+    return {
+        "qo_indptr": inp.meta["qo_indptr"],
+        "paged_kv_indptr": inp.meta["kv_indptr"],
+        "paged_kv_indices": inp.meta["kv_indices"],
+        "paged_kv_last_page_len": inp.meta["kv_last_page_len"],
+        "num_qo_heads": p["num_qo_heads"],
+        "num_kv_heads": p["num_kv_heads"],
+        "head_dim_qk": p["head_dim"],
+        "page_size": p["page_size"],
+        "causal": bool(p["causal"]),
+        "sm_scale": scale,
+        "q_data_type": dt,
+        "kv_data_type": kv_dt,
+    }
+
+
+def ragged_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
+    p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
+    return {
+        "qo_indptr": inp.meta["qo_indptr"],
+        "kv_indptr": inp.meta["kv_indptr"],
+        "num_qo_heads": p["num_qo_heads"],
+        "num_kv_heads": p["num_kv_heads"],
+        "head_dim_qk": p["head_dim"],
+        "causal": bool(p["causal"]),
+        "sm_scale": scale,
+        "q_data_type": dt,
+        "kv_data_type": kv_dt,
+    }
+
+
+def cudnn_prefill_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
+    """Keyword arguments of ``flashinfer.cudnn.cudnn_batch_prefill_with_kv_cache`` for the
+    paged and ragged prefill, called directly as flashinfer_benchmark.py calls it. Through
+    the wrappers it cannot run (H200): cuDNN asserts ``return_lse=True``, and with it
+    0.6.18.post1's wrappers allocate the log-sum-exp as (tokens, heads) where cuDNN requires
+    (sequences, max tokens, heads). cuDNN counts batch offsets in elements (tokens x heads x
+    head_dim) and takes per-request lengths as (batch, 1, 1, 1); a paged cache also takes a
+    block table."""
+    p, dev = inp.params, inp.meta["qo_indptr"].device
+    q_row, kv_row = p["num_qo_heads"] * p["head_dim"], p["num_kv_heads"] * p["head_dim"]
+    q_offsets = indptr(inp.qo_lens, dev, q_row, torch.int64)
+    kw: dict[str, Any] = {
+        "scale": scale,
+        "max_token_per_sequence": max(inp.qo_lens),
+        "max_sequence_kv": max(inp.kv_lens),
+        "actual_seq_lens_q": seq_lens(inp.qo_lens, dev),
+        "actual_seq_lens_kv": seq_lens(inp.kv_lens, dev),
+        "causal": bool(p["causal"]),
+        "return_lse": True,
+        "batch_offsets_q": q_offsets,
+        "batch_offsets_o": q_offsets,
+        "is_cuda_graph_compatible": True,
+    }
+    if inp.kernel == "batch_prefill":
+        kw["block_tables"] = block_tables(inp)
+    else:
+        kv_offsets = indptr(inp.kv_lens, dev, kv_row, torch.int64)
+        kw.update(
+            batch_offsets_k=kv_offsets,
+            batch_offsets_v=kv_offsets,
+            batch_offsets_stats=indptr(inp.qo_lens, dev, p["num_qo_heads"]),
+        )
+    return kw
+
+
+def seq_lens(lens: list[int], device: torch.device) -> torch.Tensor:
+    """Per-request lengths as cuDNN takes them: int32, shaped (batch, 1, 1, 1)."""
+    return torch.tensor(lens, dtype=torch.int32, device=device).view(len(lens), 1, 1, 1)
+
+
+def block_tables(inp: Inputs) -> torch.Tensor:
+    """cuDNN's page table of a paged cache: a row of page indices per request, padded."""
+    starts, indices = inp.meta["kv_indptr"].tolist(), inp.meta["kv_indices"].tolist()
+    rows = [indices[x:y] for x, y in itertools.pairwise(starts)]
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.int32,
+                        device=inp.meta["kv_indptr"].device)
+
+
+def cudnn_decode_kwargs(inp: Inputs) -> dict[str, Any]:
+    """Keyword arguments of ``flashinfer.cudnn.cudnn_batch_decode_with_kv_cache``, called
+    directly as flashinfer_benchmark.py calls it for its cudnn decode backend (0.5.x and
+    0.6.x's decode wrapper has no cuDNN path; the query is contiguous, so no offsets)."""
+    return {
+        "max_sequence_kv": max(inp.kv_lens),
+        "actual_seq_lens_kv": seq_lens(inp.kv_lens, inp.meta["kv_indptr"].device),
+        "block_tables": block_tables(inp),
+        "is_cuda_graph_compatible": True,
+    }
+
+
+def _paged_kv(d: dict[str, torch.Tensor], kv_layout: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """K and V of a paged cache as cuDNN reads them, (pages, heads, page_size, head_dim):
+    an NHD cache as a strided view, no copy."""
+    k, v = d["kv_cache"][:, 0], d["kv_cache"][:, 1]
+    return (k.transpose(-3, -2), v.transpose(-3, -2)) if kv_layout == "NHD" else (k, v)
+
+
+def _cudnn_prefill(inp: Inputs, scale: float, workspace: torch.Tensor) -> Prepared:
+    from flashinfer.cudnn import cudnn_batch_prefill_with_kv_cache
+
+    kw = cudnn_prefill_kwargs(inp, scale)
+    kv_layout = str(inp.params.get("kv_layout", "NHD"))
+
+    def fn(d: dict[str, torch.Tensor]) -> torch.Tensor:
+        k, v = (d["k"], d["v"]) if inp.kernel == "batch_prefill_ragged" else _paged_kv(d, kv_layout)
+        out = cudnn_batch_prefill_with_kv_cache(d["q"], k, v, workspace_buffer=workspace, **kw)
+        return _out(out)
+
+    return Prepared(fn, _split(inp.qo_lens), "cudnn")
+
+
+def _cudnn_decode(inp: Inputs, scale: float, workspace: torch.Tensor) -> Prepared:
+    dt, kv_dt = _dtypes(inp.params)
+    if kv_dt != dt:
+        raise NotImplementedError(
+            "batch_decode backend 'cudnn' takes no KV scales "
+            "(cudnn_batch_decode_with_kv_cache): fp8 KV is not measured; allowed kv_dtype: "
+            "none (the query's dtype)"
+        )
+    from flashinfer.cudnn import cudnn_batch_decode_with_kv_cache
+
+    kw = cudnn_decode_kwargs(inp)
+    kv_layout = str(inp.params.get("kv_layout", "NHD"))
+
+    def fn(d: dict[str, torch.Tensor]) -> torch.Tensor:
+        k, v = _paged_kv(d, kv_layout)
+        return _out(cudnn_batch_decode_with_kv_cache(d["q"], k, v, scale, workspace, **kw))
+
+    return Prepared(fn, _split([1] * len(inp.kv_lens)), "cudnn")
+
+
+def mla_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
+    p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
+    return {
+        "qo_indptr": inp.meta["qo_indptr"],
+        "kv_indptr": inp.meta["kv_indptr"],
+        "kv_indices": inp.meta["kv_indices"],
+        "kv_len_arr": inp.meta["kv_lens"],
+        "num_heads": p["num_qo_heads"],
+        "head_dim_ckv": p["head_dim_ckv"],
+        "head_dim_kpe": p["head_dim_kpe"],
+        "page_size": p["page_size"],
+        "causal": False,
+        "sm_scale": scale,
+        "q_data_type": dt,
+        "kv_data_type": kv_dt,
+    }
+
+
+def check_decode_backend(backend: str, tensor_cores: bool, version: str) -> None:
+    """Without tensor cores, BatchDecodeWithPagedKVCacheWrapper runs its CUDA-core decode
+    kernel whatever ``backend`` says, except for the backends it special-cases: measuring
+    ``fa3`` there would time the fa2-family kernel under another name."""
+    honoured = {"auto", "fa2", "trtllm-gen"}
+    if not tensor_cores and backend not in honoured:
+        raise NotImplementedError(
+            f"batch_decode backend {backend!r} needs use_tensor_cores=true: without it "
+            f"FlashInfer {version} ignores the backend and runs its CUDA-core decode kernel"
+        )
+
+
+def cudnn_frontend_installed() -> bool:
+    """Whether ``import cudnn`` (the cuDNN frontend's Python package, nvidia-cudnn-frontend)
+    would work: the import FlashInfer's cuDNN paths try before they fall back to cubins."""
+    import importlib.util
+
+    return importlib.util.find_spec("cudnn") is not None
+
+
+def check_arch(backend: str, capability: tuple[int, int], cudnn_frontend: bool = True) -> None:
+    """trtllm-gen is TensorRT-LLM's generated FMHA cubins, built for Blackwell (sm100/sm103)
+    only. On other GPUs FlashInfer still tries to download them first (on the H200, offline:
+    ``AssertionError: Failed to get checksums.txt``, after the download's retries), which
+    would read as an error of the node rather than a backend this GPU does not have.
+    cuDNN goes through the cuDNN frontend; without it FlashInfer falls back to its own cuDNN
+    cubins, downloaded the same way and built for sm100 only (``cudnn_sm100_fprop_sdpa_*``;
+    on the H200, whose node had no frontend, the fallback's assertions were what failed)."""
+    sm = f"sm{capability[0]}{capability[1]}"
+    if backend == "trtllm-gen" and capability[0] != 10:
+        raise NotImplementedError(
+            f"backend 'trtllm-gen' runs kernels built for Blackwell (sm100/sm103); this GPU "
+            f"is {sm}"
+        )
+    if backend == "cudnn" and not cudnn_frontend and capability[0] != 10:
+        raise NotImplementedError(
+            "backend 'cudnn' needs the cuDNN frontend (Python package nvidia-cudnn-frontend, "
+            "`import cudnn`), which this node lacks; without it FlashInfer runs cuDNN cubins "
+            f"built for Blackwell (sm100), and this GPU is {sm}"
+        )
+
+
+def resolved_backend(wrapper: Any, requested: str, tensor_cores: bool = True) -> str:
+    """What ``auto`` became. 0.7 exposes ``resolved_backend``; earlier versions overwrite
+    ``_backend`` in plan() (prefill) or keep ``auto`` for the CUDA-core decode kernel, which is
+    FlashInfer's FA2-family decode kernel."""
+    value = getattr(type(wrapper), "resolved_backend", None)
+    if isinstance(value, property):
+        return str(wrapper.resolved_backend)
+    got = str(getattr(wrapper, "_backend", requested))
+    if got == "auto" and not tensor_cores:
+        return "fa2"
+    return got
+
+
+def _out(result: Any) -> torch.Tensor:
+    """The attention output of a run() that may also return the log-sum-exp."""
+    return result[0] if isinstance(result, tuple) else result
+
+
+def _split(lens: list[int]) -> Any:
+    def outputs(raw: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.split(raw, lens, dim=0))
+
+    return outputs
+
+
+def _auto_single_prefill(fi: Any, inp: Inputs) -> str:
+    """single_prefill resolves ``auto`` inside the call; ask the same helper it asks."""
+    from flashinfer.utils import determine_attention_backend
+
+    dt, kv_dt = _dtypes(inp.params)
+    dev = inp.data["q"].device
+    d = int(inp.params["head_dim"])
+    try:
+        return str(
+            determine_attention_backend(
+                dev, 0, False, False, dt, kv_dt, head_dim_qk=d, head_dim_vo=d
+            )
+        )
+    except TypeError:  # 0.5.x: no head-dim arguments
+        return str(determine_attention_backend(dev, 0, False, False, dt, kv_dt))
+
+
+def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
+    import flashinfer as fi
+
+    kernel, p = inp.kernel, inp.params
+    if kernel == "single_decode":
+        if backend not in ("auto", "fa2"):
+            raise NotImplementedError(f"single_decode has no backend {backend!r} (auto, fa2)")
+        kw = single_decode_kwargs(p, scale)
+        return Prepared(
+            lambda d: fi.single_decode_with_kv_cache(q=d["q"], k=d["k"], v=d["v"], **kw),
+            lambda o: [o[None]],
+            "fa2",
+        )
+    if kernel == "single_prefill":
+        kw = single_prefill_kwargs(p, scale, backend)
+        resolved = _auto_single_prefill(fi, inp) if backend == "auto" else backend
+        return Prepared(
+            lambda d: fi.single_prefill_with_kv_cache(q=d["q"], k=d["k"], v=d["v"], **kw),
+            lambda o: [o],
+            resolved,
+        )
+    device = next(iter(inp.meta.values())).device
+    check_arch(backend, torch.cuda.get_device_capability(device), cudnn_frontend_installed())
+    workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
+    if backend == "cudnn" and kernel in ("batch_prefill", "batch_prefill_ragged"):
+        return _cudnn_prefill(inp, scale, workspace)
+    if backend == "cudnn" and kernel == "batch_decode":
+        return _cudnn_decode(inp, scale, workspace)
+    wrapper: Any
+    tensor_cores = True
+    if kernel == "batch_decode":
+        check_decode_backend(backend, bool(p["use_tensor_cores"]), str(fi.__version__))
+        wrapper = fi.BatchDecodeWithPagedKVCacheWrapper(workspace, **decode_init_kwargs(p, backend))
+        plan_kw = decode_plan_kwargs(inp, scale)
+        tensor_cores = bool(p["use_tensor_cores"])
+        fn: Any = lambda d: wrapper.run(d["q"], d["kv_cache"])  # noqa: E731
+        outputs: Any = _split([1] * len(inp.kv_lens))
+    elif kernel == "batch_prefill":
+        wrapper = fi.BatchPrefillWithPagedKVCacheWrapper(
+            workspace, **prefill_init_kwargs(p, backend)
+        )
+        plan_kw = prefill_plan_kwargs(inp, scale)
+        fn = lambda d: wrapper.run(d["q"], d["kv_cache"])  # noqa: E731
+        outputs = _split(inp.qo_lens)
+    elif kernel == "batch_prefill_ragged":
+        wrapper = fi.BatchPrefillWithRaggedKVCacheWrapper(
+            workspace, kv_layout="NHD", backend=backend
+        )
+        plan_kw = ragged_plan_kwargs(inp, scale)
+        fn = lambda d: wrapper.run(d["q"], d["k"], d["v"])  # noqa: E731
+        outputs = _split(inp.qo_lens)
+    elif kernel == "mla_decode":
+        wrapper = fi.BatchMLAPagedAttentionWrapper(workspace, backend=backend)
+        plan_kw = mla_plan_kwargs(inp, scale)
+        fn = lambda d: wrapper.run(d["q_nope"], d["q_pe"], d["ckv"], d["kpe"])  # noqa: E731
+        outputs = _split([1] * len(inp.kv_lens))
+    else:
+        raise NotImplementedError(f"no FlashInfer adapter for kernel {kernel!r}")
+
+    def plan() -> None:
+        wrapper.plan(**plan_kw)
+
+    t0 = time.perf_counter()
+    plan()
+    torch.cuda.synchronize()
+    first_plan = time.perf_counter() - t0
+    return Prepared(fn, outputs, resolved_backend(wrapper, backend, tensor_cores), plan, first_plan)

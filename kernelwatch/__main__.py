@@ -1,0 +1,5 @@
+"""``python -m kernelwatch``: the same command line as ``kernelwatch``."""
+
+from kernelwatch.cli.main import main
+
+main()

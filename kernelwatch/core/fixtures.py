@@ -1,0 +1,123 @@
+"""Export one job (runs with their environment, points with every column, every raw sample) to
+a plain JSON-able dict, and import such a dict as a new job. Fixtures measured on a GPU machine
+travel this way into tests and demos on machines without one.
+
+Import inserts new rows with new ids: ids are local to a database, so links (run -> job,
+point -> run, sample -> point) are rebuilt from the nesting, never from the old ids. Runs lose
+their node link (the node is not in this database); the node's name is kept in ``node_name``
+of the export for the reader.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, insert, select
+from sqlalchemy.orm import Session
+
+from kernelwatch.core.models import Base, Job, Node, Point, Run, Sample
+
+FORMAT = "kernelwatch-job/1"
+
+# Columns that are database-local links, rebuilt on import.
+_LINKS = {"id", "job_id", "run_id", "node_id", "point_id"}
+
+
+def _columns(model: type[Base]) -> list[str]:
+    return [c.key for c in model.__table__.columns]
+
+
+def _to_dict(obj: Base) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for col in type(obj).__table__.columns:
+        value = getattr(obj, col.key)
+        out[col.key] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def _from_dict(model: type[Base], data: dict[str, Any]) -> dict[str, Any]:
+    """Column values for a new row: known columns only, links dropped, datetimes parsed."""
+    out: dict[str, Any] = {}
+    for col in model.__table__.columns:
+        if col.key in _LINKS or col.key not in data:
+            continue
+        value = data[col.key]
+        if isinstance(col.type, DateTime) and isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        out[col.key] = value
+    return out
+
+
+def export_job(session: Session, job_id: int) -> dict[str, Any]:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise LookupError(f"job {job_id} not found")
+    runs = session.scalars(select(Run).where(Run.job_id == job_id).order_by(Run.id)).all()
+    node_names: dict[int, str] = {
+        node_id: name
+        for node_id, name in session.execute(
+            select(Node.id, Node.name).where(Node.id.in_([r.node_id for r in runs if r.node_id]))
+        )
+    }
+    points = session.scalars(
+        select(Point).where(Point.job_id == job_id).order_by(Point.id)
+    ).all()
+    samples: dict[int, list[tuple[int, float, int]]] = {}
+    for point_id, iteration, latency, repeat in session.execute(
+        select(Sample.point_id, Sample.iteration, Sample.latency_us, Sample.repeat)
+        .join(Point, Point.id == Sample.point_id)
+        .where(Point.job_id == job_id)
+        .order_by(Sample.point_id, Sample.iteration)
+    ):
+        samples.setdefault(point_id, []).append((iteration, latency, repeat))
+
+    by_run: dict[int, list[dict[str, Any]]] = {}
+    for p in points:
+        row = _to_dict(p)
+        pairs = samples.get(p.id, [])
+        row["samples"] = {
+            "iteration": [i for i, _, _ in pairs],
+            "latency_us": [v for _, v, _ in pairs],
+            "repeat": [r for _, _, r in pairs],
+        }
+        by_run.setdefault(p.run_id, []).append(row)
+    out_runs = []
+    for r in runs:
+        row = _to_dict(r)
+        row["node_name"] = node_names.get(r.node_id) if r.node_id else None
+        row["points"] = by_run.get(r.id, [])
+        out_runs.append(row)
+    return {"format": FORMAT, "job": _to_dict(job), "runs": out_runs}
+
+
+def import_job(session: Session, data: dict[str, Any]) -> Job:
+    """Insert an exported job as a new job (new ids; statistics and raw samples kept as they
+    were measured, never recomputed). The caller commits."""
+    if data.get("format") != FORMAT:
+        raise ValueError(f"not a kernelwatch job export (format must be {FORMAT!r})")
+    job_values = _from_dict(Job, data["job"])
+    # The key belongs to the original submission; a copy must not collide with it.
+    job_values["idempotency_key"] = None
+    job = Job(**job_values)
+    session.add(job)
+    session.flush()
+    for run_data in data.get("runs", []):
+        run = Run(job_id=job.id, **_from_dict(Run, run_data))
+        session.add(run)
+        session.flush()
+        for point_data in run_data.get("points", []):
+            point = Point(run_id=run.id, job_id=job.id, **_from_dict(Point, point_data))
+            session.add(point)
+            session.flush()
+            s = point_data.get("samples") or {}
+            iterations, latencies = s.get("iteration", []), s.get("latency_us", [])
+            repeats = s.get("repeat") or [0] * len(latencies)  # exports before repeats
+            rows = [
+                {"point_id": point.id, "iteration": int(i), "latency_us": float(v),
+                 "repeat": int(r)}
+                for i, v, r in zip(iterations, latencies, repeats, strict=True)
+            ]
+            if rows:
+                session.execute(insert(Sample), rows)
+    return job

@@ -1,0 +1,279 @@
+"""ORM models: the data as a user thinks of it (see DESIGN.md).
+
+Job -> Run (one job on one target, FlashInfer version and chunk, executed on one node)
+    -> Point (one parameter combination x backend) -> Sample (every timed iteration).
+Relationships are ``lazy="raise"``: every query says what it loads.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BigInteger primary keys autoincrement on SQLite only as INTEGER.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    partial = "partial"  # finished, some points errored
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL_STATUSES = {JobStatus.succeeded, JobStatus.partial, JobStatus.failed, JobStatus.cancelled}
+
+
+class PointStatus(enum.StrEnum):
+    ok = "ok"
+    incorrect = "incorrect"  # output differs from the float32 reference
+    unsupported = "unsupported"  # the library refused this combination
+    error = "error"
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20), default="sweep")  # sweep | confirm | release
+    kernel: Mapped[str] = mapped_column(String(40))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default=JobStatus.queued, index=True)
+    source: Mapped[str] = mapped_column(String(20), default="api")  # api | cli | webhook
+    submitted_by: Mapped[str | None] = mapped_column(String(200))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    release_version: Mapped[str | None] = mapped_column(String(64), index=True)
+    total_points: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str | None] = mapped_column(Text)  # why it is waiting / failed
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    runs: Mapped[list[Run]] = relationship(back_populates="job", lazy="raise")
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    target: Mapped[str] = mapped_column(String(40))  # the tag that routed it
+    queue: Mapped[str] = mapped_column(String(80))
+    flashinfer_version: Mapped[str | None] = mapped_column(String(64))  # None: torch only
+    chunk: Mapped[int] = mapped_column(Integer, default=0)
+    chunks: Mapped[int] = mapped_column(Integer, default=1)
+    # Indices into the job's expanded grid that this run measures.
+    point_indices: Mapped[list[Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default=JobStatus.queued, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id", ondelete="SET NULL"))
+    gpu_name: Mapped[str | None] = mapped_column(String(120))
+    gpu_sku: Mapped[str | None] = mapped_column(String(40), index=True)
+    timing_method: Mapped[str | None] = mapped_column(String(40))
+    environment: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    env_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    job: Mapped[Job] = relationship(back_populates="runs", lazy="raise")
+    points: Mapped[list[Point]] = relationship(back_populates="run", lazy="raise")
+
+
+class Point(Base):
+    __tablename__ = "points"
+    __table_args__ = (
+        # A retried task skips what is stored: one row per grid point and backend in a run.
+        UniqueConstraint("run_id", "point_index", "backend", name="uq_points_run_point_backend"),
+        Index("ix_points_series", "series_key", "gpu_sku"),
+        Index("ix_points_kernel_sku", "kernel", "gpu_sku"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    point_index: Mapped[int] = mapped_column(Integer)
+    kernel: Mapped[str] = mapped_column(String(40))
+    backend: Mapped[str] = mapped_column(String(40))
+    resolved_backend: Mapped[str | None] = mapped_column(String(40))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # What makes two points comparable across runs and versions (kernelwatch.core.series).
+    series_key: Mapped[str] = mapped_column(String(64))
+    gpu_sku: Mapped[str | None] = mapped_column(String(40))
+    flashinfer_version: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+    timing_method: Mapped[str | None] = mapped_column(String(40))
+    jit_seconds: Mapped[float | None] = mapped_column(Float)
+    plan_seconds: Mapped[float | None] = mapped_column(Float)
+    n_samples: Mapped[int] = mapped_column(Integer, default=0)
+    median_us: Mapped[float | None] = mapped_column(Float)
+    mean_us: Mapped[float | None] = mapped_column(Float)
+    p10_us: Mapped[float | None] = mapped_column(Float)
+    p90_us: Mapped[float | None] = mapped_column(Float)
+    cv: Mapped[float | None] = mapped_column(Float)
+    ci_low_us: Mapped[float | None] = mapped_column(Float)
+    ci_high_us: Mapped[float | None] = mapped_column(Float)
+    bytes: Mapped[float | None] = mapped_column(Float)
+    flops: Mapped[float | None] = mapped_column(Float)
+    tbps: Mapped[float | None] = mapped_column(Float)
+    tflops: Mapped[float | None] = mapped_column(Float)
+    pct_peak_bw: Mapped[float | None] = mapped_column(Float)
+    pct_peak_flops: Mapped[float | None] = mapped_column(Float)
+    max_abs_error: Mapped[float | None] = mapped_column(Float)
+    peak_memory_bytes: Mapped[float | None] = mapped_column(Float)
+    throttled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # NVML readings before/after: clocks, temperature, throttle reasons; L2 rotation facts.
+    telemetry: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    run: Mapped[Run] = relationship(back_populates="points", lazy="raise")
+
+
+class Sample(Base):
+    __tablename__ = "samples"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    point_id: Mapped[int] = mapped_column(ForeignKey("points.id", ondelete="CASCADE"), index=True)
+    iteration: Mapped[int] = mapped_column(Integer)
+    latency_us: Mapped[float] = mapped_column(Float)
+    # Which repeat of the point it belongs to (core.stats: the CI is two-stage over repeats).
+    repeat: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)  # host:gpuN or host:cpu
+    hostname: Mapped[str] = mapped_column(String(200))
+    gpu_index: Mapped[int | None] = mapped_column(Integer)
+    gpu_name: Mapped[str | None] = mapped_column(String(120))
+    gpu_sku: Mapped[str | None] = mapped_column(String(40))
+    arch: Mapped[str | None] = mapped_column(String(20))
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    queues: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    versions_ready: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    copy_bandwidth_tbps: Mapped[float | None] = mapped_column(Float)
+    environment: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_heartbeat: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Release(Base):
+    __tablename__ = "releases"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    previous_version: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(20))  # webhook | manual
+    status: Mapped[str] = mapped_column(String(20), default="benchmarking")
+    # Per GPU tag: baseline/contender job ids, comparison id, verdict.
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(100), unique=True)
+    event: Mapped[str] = mapped_column(String(40))
+    release_version: Mapped[str | None] = mapped_column(String(64))
+    response: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Comparison(Base):
+    __tablename__ = "comparisons"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    baseline_run_ids: Mapped[list[Any]] = mapped_column(JSON)
+    contender_run_ids: Mapped[list[Any]] = mapped_column(JSON)
+    baseline_label: Mapped[str | None] = mapped_column(String(100))
+    contender_label: Mapped[str | None] = mapped_column(String(100))
+    gpu_sku: Mapped[str | None] = mapped_column(String(40))
+    release_id: Mapped[int | None] = mapped_column(ForeignKey("releases.id", ondelete="SET NULL"))
+    threshold: Mapped[float] = mapped_column(Float)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Regression(Base):
+    __tablename__ = "regressions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    comparison_id: Mapped[int] = mapped_column(
+        ForeignKey("comparisons.id", ondelete="CASCADE"), index=True
+    )
+    series_key: Mapped[str] = mapped_column(String(64))
+    kernel: Mapped[str] = mapped_column(String(40))
+    backend: Mapped[str] = mapped_column(String(40))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    gpu_sku: Mapped[str | None] = mapped_column(String(40))
+    baseline_version: Mapped[str | None] = mapped_column(String(64))
+    contender_version: Mapped[str | None] = mapped_column(String(64))
+    ratio: Mapped[float] = mapped_column(Float)
+    ci_low: Mapped[float] = mapped_column(Float)
+    ci_high: Mapped[float] = mapped_column(Float)
+    # open -> confirming -> confirmed | not_reproduced; acknowledged by a person.
+    state: Mapped[str] = mapped_column(String(20), default="open", index=True)
+    confirm_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    confirm_ratio: Mapped[float | None] = mapped_column(Float)
+    confirm_ci_low: Mapped[float | None] = mapped_column(Float)
+    confirm_ci_high: Mapped[float | None] = mapped_column(Float)
+    acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,141 @@
+"""The release notification: one JSON message to ``KERNELWATCH_NOTIFY_URL``, Slack-compatible
+(``text``, mrkdwn) plus a structured ``summary`` for machines:
+
+    {"text": "...",
+     "summary": {"release": "0.6.18.post1", "previous": "0.5.3", "status": "complete",
+                 "gpus": [{"tag": "h100", "gpu_sku": "h100", "comparison_id": 7,
+                           "counts": {"regression": 2, "improvement": 5, "unchanged": 30, ...},
+                           "confirmed": [{"kernel", "backend", "params", "ratio", "ci_low",
+                                          "ci_high", "confirm_ratio", "confirm_ci_low",
+                                          "confirm_ci_high"}],
+                           "not_reproduced": 1,
+                           "compare_url": "<dashboard>/compare?baseline=1,2&contender=3,4"}]}}
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kernelwatch.core.db import session_scope
+from kernelwatch.core.models import Regression, Release
+from kernelwatch.core.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+POST_ATTEMPTS = 3
+
+
+def compare_url(baseline: list[int], contender: list[int]) -> str:
+    base = get_settings().dashboard_url.rstrip("/")
+    return (f"{base}/compare?baseline={','.join(map(str, baseline))}"
+            f"&contender={','.join(map(str, contender))}")
+
+
+def _short_params(params: dict[str, Any]) -> str:
+    keys = ("batch_size", "qo_len", "kv_len", "num_qo_heads", "num_kv_heads", "head_dim",
+            "page_size", "use_tensor_cores", "causal")
+    return " ".join(f"{k}={params[k]}" for k in keys if k in params)
+
+
+def release_summary(session: Session, release: Release) -> dict[str, Any]:
+    gpus = []
+    for tag, st in sorted((release.details or {}).get("tags", {}).items()):
+        entry: dict[str, Any] = {"tag": tag, "state": st.get("state"),
+                                 "comparison_id": st.get("comparison_id"),
+                                 "counts": st.get("counts", {}), "confirmed": [],
+                                 "not_reproduced": 0, "message": st.get("message")}
+        if st.get("comparison_id"):
+            regs = session.scalars(select(Regression).where(
+                Regression.comparison_id == st["comparison_id"]).order_by(Regression.ratio.desc())
+            ).all()
+            entry["gpu_sku"] = regs[0].gpu_sku if regs else tag
+            entry["confirmed"] = [
+                {"regression_id": r.id, "kernel": r.kernel, "backend": r.backend,
+                 "params": r.params, "ratio": r.ratio, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                 "confirm_ratio": r.confirm_ratio, "confirm_ci_low": r.confirm_ci_low,
+                 "confirm_ci_high": r.confirm_ci_high}
+                for r in regs if r.state == "confirmed"
+            ]
+            entry["not_reproduced"] = sum(r.state == "not_reproduced" for r in regs)
+            entry["compare_url"] = compare_url(st.get("baseline_run_ids", []),
+                                               st.get("contender_run_ids", []))
+        gpus.append(entry)
+    return {"release": release.version, "previous": release.previous_version,
+            "status": release.status, "gpus": gpus}
+
+
+def release_text(summary: dict[str, Any]) -> str:
+    head = f"*FlashInfer {summary['release']}*"
+    head += f" vs {summary['previous']}" if summary.get("previous") else " (no previous release)"
+    lines = [head]
+    for g in summary["gpus"]:
+        c = g.get("counts") or {}
+        if not g.get("comparison_id"):
+            lines.append(f"• {g['tag']}: not compared ({g.get('message') or g.get('state')})")
+            continue
+        confirmed = g["confirmed"]
+        verdict = (f"{len(confirmed)} confirmed regression(s)" if confirmed
+                   else "no confirmed regression")
+        lines.append(
+            f"• {g['tag']}: {verdict}; {c.get('improvement', 0)} faster, "
+            f"{c.get('unchanged', 0)} unchanged, {g.get('not_reproduced', 0)} flagged but not "
+            f"reproduced, {c.get('not_comparable', 0)} not comparable "
+            f"<{g['compare_url']}|compare>"
+        )
+        for r in confirmed[:5]:
+            lines.append(
+                f"    {r['kernel']} {r['backend']} {_short_params(r['params'])}: "
+                f"{(r['confirm_ratio'] or r['ratio']) - 1:+.1%} "
+                f"(95% CI {(r['confirm_ci_low'] or r['ci_low']) - 1:+.1%} .. "
+                f"{(r['confirm_ci_high'] or r['ci_high']) - 1:+.1%})"
+            )
+        if len(confirmed) > 5:
+            lines.append(f"    … and {len(confirmed) - 5} more")
+    return "\n".join(lines)
+
+
+def post_json(url: str, payload: dict[str, Any]) -> str | None:
+    """POST with a few retries; None on success, else the last error."""
+    error: str | None = None
+    for attempt in range(POST_ATTEMPTS):
+        try:
+            r = httpx.post(url, json=payload, timeout=10.0)
+            if r.status_code < 300:
+                return None
+            error = f"HTTP {r.status_code}: {r.text[:200]}"
+        except httpx.HTTPError as e:
+            error = f"{type(e).__name__}: {e}"
+        time.sleep(0.5 * (attempt + 1))
+    return error
+
+
+def notify_release(release_id: int) -> None:
+    """Build and post the message (when a URL is configured); record the outcome in the
+    release's details. Never raises: a notification problem must not undo the release."""
+    try:
+        with session_scope() as session:
+            release = session.get(Release, release_id)
+            if release is None:
+                return
+            summary = release_summary(session, release)
+        payload = {"text": release_text(summary), "summary": summary}
+        url = get_settings().notify_url
+        outcome: dict[str, Any] = {"sent": False, "error": None, "payload": payload}
+        if url:
+            err = post_json(url, payload)
+            outcome.update(sent=err is None, error=err)
+            if err:
+                log.warning("release %s: notification to %s failed: %s", summary["release"],
+                            url, err)
+        with session_scope() as session:
+            release = session.get(Release, release_id)
+            if release is not None:
+                release.details = {**(release.details or {}), "notification": outcome}
+    except Exception:
+        log.exception("release %s: notification failed", release_id)

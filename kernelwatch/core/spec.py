@@ -1,0 +1,258 @@
+"""The sweep spec: what a user asks kernelwatch to measure (JSON or YAML; field names are the
+contract). Validation errors name the field and the allowed values; FastAPI turns them into
+HTTP 422 with that text.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import reprlib
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kernelwatch.core import gpus
+from kernelwatch_harness import catalogue
+from kernelwatch_harness.formulas import DTYPE_SIZES, point_work
+
+MAX_GRID_POINTS = 10_000
+MAX_ITERATIONS = 10_000
+MAX_REPEATS = 10
+MIN_SAMPLES_PER_REPEAT = 10
+MAX_WARMUP_MS = 2000.0
+GIB = 1 << 30
+
+
+class Timing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    warmup: int = Field(5, ge=0, le=1000)
+    # Calls of >= 100 us also warm up for this much GPU time before each repeat's samples, to
+    # measure them under sustained load: the H200 holds its boost clock for the first ~40 ms
+    # of a heavy kernel, then its power limiter lowers the SM clock by up to ~8%, by an amount
+    # that depends on the last seconds of load. Off (0) by default: short bursts measure the
+    # boost clock, which repeats reproduce. See docs/gpu.md, "Clocks under load".
+    warmup_ms: float = Field(0.0, ge=0, le=MAX_WARMUP_MS)
+    # Graph-replay samples whose replay ran under this fraction of the boost clock (read in
+    # the stream by a spin-kernel probe before and after each replay) are discarded and
+    # retaken after 100 ms of idle, as nvbench does with its throttle threshold: on the H200
+    # the power limiter slowed heavy calls by 2-12% within 15-45 ms of load. 0 keeps every
+    # sample; ignored with warmup_ms > 0, which asks for the sustained-load clock.
+    clock_floor: float = Field(0.985, ge=0, le=1)
+    # >= 30 timed iterations per point in all: fewer cannot give a median CI worth reporting.
+    iterations: int = Field(30, ge=30, le=MAX_ITERATIONS)
+    # The iterations are split over this many repeats of the point, interleaved with the
+    # other points of the sweep and each on freshly built inputs, so the GPU state of one
+    # moment (clocks, temperature, placement) is sampled several times and enters the CI
+    # (kernelwatch.core.stats). 1 measures each point once, back to back.
+    repeats: int = Field(3, ge=1, le=MAX_REPEATS)
+    cold_l2: bool = True
+    check_correctness: bool = True
+    # cuda_graph: replay of a graph of N calls over rotated inputs (the method verified on the
+    # GPU machine); cupti: kernel time from CUPTI activity records (needs cupti-python on the
+    # node, else graph replay is used and recorded); auto: CUPTI when available; cuda_event:
+    # events around eager calls (launch gaps included). The method used is stored per point.
+    method: Literal["cuda_graph", "cupti", "auto", "cuda_event"] = "cuda_graph"
+    # How CUPTI timing makes L2 cold: rotate input copies, or flush L2 before each call by
+    # writing a 2 x L2 buffer (FlashInfer's CUPTI timer) or by reading one (flush_clean: no
+    # dirty lines left for the timed call to write back).
+    cold_l2_method: Literal["rotate", "flush", "flush_clean"] = "rotate"
+
+    @model_validator(mode="after")
+    def _enough_samples_per_repeat(self) -> Timing:
+        if self.iterations < MIN_SAMPLES_PER_REPEAT * self.repeats:
+            raise ValueError(
+                f"timing.iterations={self.iterations} gives fewer than "
+                f"{MIN_SAMPLES_PER_REPEAT} samples to each of timing.repeats={self.repeats}; "
+                f"allowed: iterations >= {MIN_SAMPLES_PER_REPEAT} x repeats"
+            )
+        return self
+
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=200)
+    kernel: str
+    backends: list[str] = Field(default_factory=lambda: ["torch-sdpa"], min_length=1)
+    flashinfer_versions: list[str] = Field(default_factory=list)
+    targets: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    timing: Timing = Field(default_factory=Timing)  # type: ignore[arg-type]
+
+    @field_validator("kernel")
+    @classmethod
+    def _kernel_known(cls, v: str) -> str:
+        if v not in catalogue.KERNELS:
+            raise ValueError(
+                f"unknown kernel {v!r}; allowed: {', '.join(catalogue.KERNELS)}"
+            )
+        return v
+
+    @field_validator("flashinfer_versions")
+    @classmethod
+    def _versions_look_like_versions(cls, v: list[str]) -> list[str]:
+        import packaging.version
+
+        for ver in v:
+            try:
+                packaging.version.Version(ver)
+            except packaging.version.InvalidVersion:
+                raise ValueError(
+                    f"flashinfer_versions: {ver!r} is not a version (e.g. 0.6.18.post1)"
+                ) from None
+        return list(dict.fromkeys(v))
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_unique(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(t.lower() for t in v))
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params_as_lists(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            raise ValueError("params must be a mapping of parameter name to a list of values")
+        return {k: (val if isinstance(val, list) else [val]) for k, val in v.items()}
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepSpec:
+        kernel = catalogue.KERNELS[self.kernel]
+        for b in self.backends:
+            if b not in kernel.backends:
+                raise ValueError(
+                    f"backends: unknown backend {b!r} for kernel {self.kernel}; "
+                    f"allowed: {', '.join(kernel.backends)}"
+                )
+        self.backends = list(dict.fromkeys(self.backends))
+        uses_flashinfer = any(b in catalogue.FLASHINFER_BACKENDS for b in self.backends)
+        if uses_flashinfer and not self.flashinfer_versions:
+            raise ValueError(
+                "flashinfer_versions: required when a FlashInfer backend "
+                f"({', '.join(b for b in self.backends if b in catalogue.FLASHINFER_BACKENDS)})"
+                " is named, e.g. [0.6.18.post1]"
+            )
+        for name, values in self.params.items():
+            if name not in kernel.params:
+                raise ValueError(
+                    f"params: unknown parameter {name!r} for kernel {self.kernel}; "
+                    f"allowed: {', '.join(kernel.params)}"
+                )
+            if not values:
+                raise ValueError(f"params.{name}: empty list; the grid would have no points")
+            self.params[name] = [_check_value(name, v) for v in values]
+        n = self.grid_size()
+        if n > MAX_GRID_POINTS:
+            raise ValueError(
+                f"params: the grid has {n} points (combinations x backends); "
+                f"at most {MAX_GRID_POINTS} are allowed"
+            )
+        self.grid()  # checks head ratios of every combination
+        return self
+
+    def check_targets(self, known_tags: set[str]) -> None:
+        """Targets must be tags a node can carry (built-in or seen on a registered node)."""
+        allowed = set(gpus.BUILTIN_TAGS) | known_tags
+        for t in self.targets:
+            if t not in allowed:
+                raise ValueError(
+                    f"targets: unknown target {t!r}; allowed: {', '.join(sorted(allowed))}"
+                )
+        for i, point in enumerate(self.grid()):
+            for t in self.targets:
+                limit = gpus.largest_memory_gib(t)
+                need = estimate_memory_bytes(self.kernel, point)
+                if need > limit * GIB:
+                    raise ValueError(
+                        f"params: point {i} ({_short(point)}) needs about {need / GIB:.1f} GiB, "
+                        f"more than the {limit:g} GiB of the largest device of target {t!r}"
+                    )
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the swept values, each completed with the defaults."""
+        names = list(self.params)
+        out = []
+        for combo in itertools.product(*(self.params[n] for n in names)):
+            point = catalogue.complete_params(self.kernel, dict(zip(names, combo, strict=True)))
+            _check_heads(point)
+            out.append(point)
+        return out
+
+    def grid_size(self) -> int:
+        n = 1
+        for values in self.params.values():
+            n *= len(values)
+        return n * len(self.backends)
+
+    def versions(self) -> list[str | None]:
+        """The FlashInfer versions to run; [None] when only torch backends are asked for."""
+        return list(self.flashinfer_versions) or [None]
+
+
+def _short(point: dict[str, Any]) -> str:
+    keys = ("batch_size", "qo_len", "kv_len", "num_qo_heads", "num_kv_heads", "head_dim")
+    return ", ".join(f"{k}={point[k]}" for k in keys if k in point)
+
+
+def _show(value: Any) -> str:
+    """A value quoted in an error message, shortened: messages echo user input."""
+    return reprlib.repr(value)
+
+
+def _check_value(name: str, value: Any) -> Any:
+    p = catalogue.PARAMS[name]
+    if p.kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"params.{name}: {_show(value)} is not allowed; allowed: true, false")
+        return value
+    if p.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(
+            f"params.{name}: {_show(value)} is not an integer; allowed: {p.describe_allowed()}"
+        )
+    if p.choices is not None:
+        if value not in p.choices:
+            raise ValueError(
+                f"params.{name}: {_show(value)} is not allowed; allowed: {p.describe_allowed()}"
+            )
+    elif p.min is not None and p.max is not None and not (p.min <= value <= p.max):
+        raise ValueError(
+            f"params.{name}: {_show(value)} is out of range; allowed: {p.describe_allowed()}"
+        )
+    return value
+
+
+def _check_heads(point: dict[str, Any]) -> None:
+    if "num_kv_heads" in point and point["num_qo_heads"] % point["num_kv_heads"] != 0:
+        raise ValueError(
+            f"params: num_qo_heads ({point['num_qo_heads']}) must be a multiple of "
+            f"num_kv_heads ({point['num_kv_heads']})"
+        )
+
+
+def estimate_memory_bytes(kernel: str, point: dict[str, Any]) -> float:
+    """Device memory one point needs: inputs and output at their dtype, the float32 reference
+    (which the correctness check builds), and the score matrix torch-math materialises.
+    Cold-L2 input copies are not counted: the harness caps them to the memory it has."""
+    work = point_work(kernel, point)
+    sz = DTYPE_SIZES[point.get("dtype", "bfloat16")]
+    io = float(work["bytes"])
+    reference = io / sz * 4
+    # torch-math and the reference check are naive attention: float32 scores and their
+    # softmax for the largest request (the reference runs one request at a time).
+    h = int(point.get("num_qo_heads", 32))
+    largest = max(lq * lkv for lq, lkv in zip(work["qo_lens"], work["kv_lens"], strict=True))
+    return io + reference + largest * h * 4 * 2
+
+
+def load_spec_text(text: str) -> dict[str, Any]:
+    """Parse JSON or YAML text into a mapping (validation is SweepSpec's job)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError("a sweep spec must be a mapping (JSON object or YAML mapping)")
+    return data

@@ -1,0 +1,301 @@
+"""Curves: how a kernel's latency, bandwidth or FLOP/s moves along one parameter, one line per
+FlashInfer version / backend / GPU / dtype / distribution, every other dimension fixed.
+
+URL: /curves?kernel=batch_decode&x=kv_len&y=latency&series=backend&job=12
+     &gpu_sku=h200&flashinfer_version=0.6.18.post1&batch_size=64&...   (one key per fixed dim)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import dash
+from dash import ALL, Input, Output, State, callback, ctx, dcc, html, no_update
+
+from kernelwatch.dashboard import queries
+from kernelwatch.dashboard.common import (
+    METRICS,
+    control,
+    dropdown,
+    empty_figure,
+    hover_text,
+    metric_with_ci,
+    reading,
+)
+from kernelwatch.dashboard.export import chart, register_csv
+from kernelwatch.dashboard.urlstate import as_int, register_url_sync, search_string, url_sync
+from kernelwatch_harness.catalogue import KERNELS, PARAMS
+
+dash.register_page(__name__, path="/curves", name="Curves", title="kernelwatch · curves")
+
+P = "curves"
+NUMERIC_X = ("kv_len", "batch_size", "qo_len", "num_qo_heads", "num_kv_heads", "head_dim",
+             "page_size", "head_dim_ckv")
+# Overlay choices most people want first; every other dimension may overlay too.
+PREFERRED_SERIES = ("backend", "flashinfer_version", "gpu_sku", "dtype", "kv_len_distribution")
+LOG_SPAN = 30.0  # values spanning more than this ratio get a log axis
+
+
+def x_options(kernel: str) -> list[str]:
+    params = KERNELS[kernel].params
+    opts = [p for p in NUMERIC_X if p in params]
+    if all(h in params for h in queries.HEAD_PARAMS):
+        opts.append(queries.HEAD_CONFIG)
+    return opts
+
+
+def series_options(kernel: str, x: str) -> list[str]:
+    dims = [d for d in queries.dims_for(kernel) if d != x]
+    if x == queries.HEAD_CONFIG:
+        dims = [d for d in dims if d not in queries.HEAD_PARAMS]
+    return [d for d in PREFERRED_SERIES if d in dims] + [d for d in dims
+                                                         if d not in PREFERRED_SERIES]
+
+
+def fixed_dims(kernel: str, x: str, series: str) -> list[str]:
+    skip = {x, series, *(queries.HEAD_PARAMS if x == queries.HEAD_CONFIG else ())}
+    return [d for d in queries.dims_for(kernel) if d not in skip]
+
+
+def resolve_state(kernel: str | None, x: str | None, y: str | None, series: str | None,
+                  wanted: dict[str, str], job_id: int | None) -> dict[str, Any]:
+    """The full view state from what the URL asked for: defaults where it asked nothing and
+    fixed values that have data."""
+    with reading() as s:
+        kernels = queries.kernels_present(s)
+        if not kernels:
+            return {"kernels": []}
+        kernel = kernel if kernel in kernels else kernels[0]
+        combos = queries.combos(s, kernel, job_id)
+        varying = combos.varying()
+        xs = x_options(kernel)
+        if x not in xs:
+            x = next((c for c in ("kv_len", *xs) if c in varying and c in xs), xs[0])
+        sers = series_options(kernel, x)
+        if series not in sers:
+            series = next((c for c in sers if c in varying), sers[0])
+        free = [x, series, *(queries.HEAD_PARAMS if x == queries.HEAD_CONFIG else ())]
+        fixed = combos.settle(s, free=free, wanted=wanted)
+    y = y if y in METRICS else "latency"
+    return {"kernels": kernels, "kernel": kernel, "x": x, "y": y, "series": series,
+            "fixed": fixed, "combos": combos}
+
+
+def selector_panel(kernel: str, x: str, series: str, fixed: dict[str, str],
+                   combos: queries.Combos) -> list[Any]:
+    out = []
+    for d in fixed_dims(kernel, x, series):
+        values = combos.values(d)
+        if not values:
+            continue
+        out.append(control(d, dropdown({"type": f"{P}-fix", "dim": d}, values,
+                                       fixed.get(d, values[0]))))
+    return out
+
+
+def layout(kernel: str | None = None, x: str | None = None, y: str | None = None,
+           series: str | None = None, job: str | None = None, **query: Any) -> html.Div:
+    job_id = as_int(job)
+    wanted = {k: str(v) for k, v in query.items() if isinstance(v, str)}
+    st = resolve_state(kernel, x, y, series, wanted, job_id)
+    if not st["kernels"]:
+        return html.Div([html.H2("Curves"), html.P("No measured points yet.", className="note")])
+    k = st["kernel"]
+    return html.Div([
+        html.H2("Curves"),
+        html.Div(className="controls", children=[
+            control("kernel", dropdown(f"{P}-kernel", st["kernels"], k)),
+            control("x axis", dropdown(f"{P}-x", x_options(k), st["x"])),
+            control("y metric", dropdown(f"{P}-y", [{"label": v[1], "value": m}
+                                                    for m, v in METRICS.items()], st["y"]),
+                    wide=True),
+            control("one line per", dropdown(f"{P}-series", series_options(k, st["x"]),
+                                             st["series"])),
+            control("job (optional)", dcc.Input(id=f"{P}-job", type="number",
+                                                value=job_id, debounce=True)),
+        ]),
+        html.Div(id=f"{P}-fixed", className="controls",
+                 children=selector_panel(k, st["x"], st["series"], st["fixed"], st["combos"])),
+        html.Div(id=f"{P}-summary", className="summary"),
+        chart(f"{P}-graph", height=560),
+        url_sync(P),
+    ])
+
+
+@callback(
+    Output(f"{P}-x", "options"),
+    Output(f"{P}-x", "value"),
+    Output(f"{P}-series", "options"),
+    Output(f"{P}-series", "value"),
+    Output(f"{P}-fixed", "children"),
+    Input(f"{P}-kernel", "value"),
+    Input(f"{P}-x", "value"),
+    Input(f"{P}-series", "value"),
+    Input(f"{P}-job", "value"),
+    State({"type": f"{P}-fix", "dim": ALL}, "value"),
+    State({"type": f"{P}-fix", "dim": ALL}, "id"),
+    prevent_initial_call=True,
+)
+def update_selectors(kernel: str, x: str, series: str, job: int | None,
+                     values: list[str], ids: list[dict[str, str]]) -> tuple[Any, ...]:
+    """Kernel, x or overlay changed: rebuild the fixed-dimension selectors, keeping the values
+    already chosen where they still have data."""
+    wanted = {i["dim"]: v for i, v in zip(ids, values, strict=False) if v is not None}
+    if ctx.triggered_id == f"{P}-kernel":
+        x = series = None  # type: ignore[assignment]
+    st = resolve_state(kernel, x, None, series, wanted, as_int(job))
+    if not st["kernels"]:
+        return (no_update,) * 5
+    k = st["kernel"]
+    return (x_options(k), st["x"], series_options(k, st["x"]), st["series"],
+            selector_panel(k, st["x"], st["series"], st["fixed"], st["combos"]))
+
+
+def _x_key(x: str, value: str) -> Any:
+    if x == queries.HEAD_CONFIG:
+        return tuple(float(p) for p in value.split("/") if p.replace(".", "").isdigit())
+    try:
+        return float(value)
+    except ValueError:
+        return math.inf
+
+
+def _is_default(dim: str, value: str) -> bool:
+    default = queries.show(PARAMS[dim].default)
+    return value in (default, default.lower())
+
+
+def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series: str,
+                 fixed: dict[str, str]) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    """The figure, the rows behind it (for CSV) and a one-line summary."""
+    if not rows:
+        return empty_figure("No points for this selection"), [], "no points"
+    numeric = x != queries.HEAD_CONFIG
+    rows = sorted(rows, key=lambda r: (r["series"], _x_key(x, r["x"])))
+    xval = (lambda r: float(r["x"])) if numeric else (lambda r: r["x"])
+    traces: list[dict[str, Any]] = []
+    flagged_x, flagged_y, flagged_text, flagged_hover = [], [], [], []
+    bad_x, bad_text, bad_hover = [], [], []
+    csv_rows: list[dict[str, Any]] = []
+    for name in queries.sort_values(r["series"] for r in rows):
+        xs, ys, lo, hi, hov = [], [], [], [], []
+        for r in (r for r in rows if r["series"] == name):
+            value, low, high = metric_with_ci(r, y)
+            label = [f"<b>{series} = {name}</b>", f"{x} = {r['x']}",
+                     f"{METRICS[y][1]}: {value:.4g}" if value is not None else ""]
+            csv_rows.append({"series": name, "x": r["x"], "metric": y, "value": value,
+                             "ci_low": low, "ci_high": high, "status": r["status"],
+                             "n_samples": r["n_samples"], "cv": r["cv"],
+                             "throttled": r["throttled"], "point_id": r["id"],
+                             "run_id": r["run_id"], "job_id": r["job_id"]})
+            if r["status"] == "ok" and value is not None:
+                xs.append(xval(r))
+                ys.append(value)
+                lo.append(value - low if low is not None else 0.0)
+                hi.append(high - value if high is not None else 0.0)
+                hov.append(hover_text(r, label))
+            elif value is not None:  # measured but flagged (incorrect output)
+                flagged_x.append(xval(r))
+                flagged_y.append(value)
+                flagged_text.append(f"{r['status']}")
+                flagged_hover.append(hover_text(r, label))
+            else:  # unsupported / error: no number to plot
+                bad_x.append(xval(r))
+                bad_text.append(f"{name}: {r['status']}")
+                bad_hover.append(hover_text(r, label))
+        if xs:
+            traces.append({
+                "type": "scatter", "mode": "lines+markers", "name": f"{name}",
+                "x": xs, "y": ys,
+                "error_y": {"type": "data", "array": hi, "arrayminus": lo, "visible": True,
+                            "thickness": 1.2, "width": 3},
+                "hovertext": hov, "hovertemplate": "%{hovertext}<extra></extra>",
+            })
+    if flagged_x:
+        traces.append({
+            "type": "scatter", "mode": "markers+text", "name": "incorrect output",
+            "x": flagged_x, "y": flagged_y, "text": flagged_text, "textposition": "top center",
+            "marker": {"symbol": "x", "size": 12, "color": "#b42318"},
+            "hovertext": flagged_hover, "hovertemplate": "%{hovertext}<extra></extra>",
+        })
+    if bad_x:
+        # No latency exists for these: they sit on a strip along the bottom, labelled, on an
+        # axis of their own, so they can never be read as a zero.
+        traces.append({
+            "type": "scatter", "mode": "markers+text", "name": "unsupported / error",
+            "x": bad_x, "y": [0.04] * len(bad_x), "yaxis": "y2",
+            "text": bad_text, "textposition": "top center", "textfont": {"color": "#52606d"},
+            "marker": {"symbol": "x-thin-open", "size": 12,
+                                         "color": "#7b8794", "line": {"width": 2}},
+            "hovertext": bad_hover, "hovertemplate": "%{hovertext}<extra></extra>",
+        })
+    all_x = [v for t in traces for v in t["x"]]
+    all_y = [v for t in traces if t.get("yaxis") != "y2" for v in t["y"]]
+    log_x = numeric and bool(all_x) and min(all_x) > 0 and max(all_x) / min(all_x) >= LOG_SPAN
+    pos_y = [v for v in all_y if v and v > 0]
+    log_y = bool(pos_y) and max(pos_y) / min(pos_y) >= LOG_SPAN
+    # The subtitle names what is fixed, leaving out parameters at the catalogue's default.
+    fixed_txt = ", ".join(f"{k}={v}" for k, v in fixed.items()
+                          if k in queries.COLUMN_DIMS or not _is_default(k, v))
+    layout: dict[str, Any] = {
+        "template": "plotly_white",
+        "title": {"text": f"{kernel}: {METRICS[y][1]} vs {x}<br><sup>{fixed_txt}</sup>",
+                  "font": {"size": 15}},
+        "xaxis": {"title": {"text": x}, "type": "log" if log_x else
+                  ("linear" if numeric else "category")},
+        # On log axes, label 1-2-5 per decade only (every digit crowds the axis).
+        "yaxis": {"title": {"text": METRICS[y][1]}, "type": "log" if log_y else "linear",
+                  "rangemode": "tozero" if not log_y else "normal",
+                  **({"dtick": "D2"} if log_y else {})},
+        "yaxis2": {"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True},
+        "legend": {"title": {"text": series}},
+        "hovermode": "closest",
+        "margin": {"t": 80, "l": 70, "r": 20, "b": 60},
+        "hoverlabel": {"align": "left"},
+    }
+    if numeric and all_x:
+        ticks = sorted(set(all_x))
+        if len(ticks) <= 16:
+            layout["xaxis"]["tickvals"] = ticks
+            layout["xaxis"]["ticktext"] = [f"{v:g}" for v in ticks]
+    n_ok = sum(len(t["x"]) for t in traces if t["name"] not in
+               ("incorrect output", "unsupported / error"))
+    summary = (f"{n_ok} measured points in {len(traces) - bool(flagged_x) - bool(bad_x)} "
+               f"series; {len(flagged_x)} with incorrect output; {len(bad_x)} unsupported or "
+               f"errored")
+    return {"data": traces, "layout": layout}, csv_rows, summary
+
+
+@callback(
+    Output(f"{P}-graph", "figure"),
+    Output(f"{P}-graph-rows", "data"),
+    Output(f"{P}-summary", "children"),
+    Output(f"{P}-search", "data"),
+    Input(f"{P}-kernel", "value"),
+    Input(f"{P}-x", "value"),
+    Input(f"{P}-y", "value"),
+    Input(f"{P}-series", "value"),
+    Input({"type": f"{P}-fix", "dim": ALL}, "value"),
+    Input(f"{P}-job", "value"),
+    State({"type": f"{P}-fix", "dim": ALL}, "id"),
+)
+def update_graph(kernel: str, x: str, y: str, series: str, values: list[str],
+                 job: int | None, ids: list[dict[str, str]]) -> tuple[Any, ...]:
+    fixed = {i["dim"]: v for i, v in zip(ids, values, strict=False)
+             if v is not None and i["dim"] in fixed_dims(kernel, x, series)}
+    job_id = as_int(job)
+    with reading() as s:
+        rows = queries.curve_points(s, kernel, x, series, fixed, job_id)
+    fig, csv_rows, text = curve_figure(rows, kernel, x, y, series, fixed)
+    jobs = sorted({r["job_id"] for r in rows})
+    links: list[Any] = [text, " · from job "]
+    for j in jobs[:8]:
+        links += [dcc.Link(f"#{j}", href=f"/job?job={j}"), " "]
+    search = search_string({"kernel": kernel, "x": x, "y": y, "series": series, "job": job_id,
+                            **fixed})
+    return fig, csv_rows, html.Span(links if jobs else [text]), search
+
+
+register_csv(f"{P}-graph")
+register_url_sync(P)

@@ -1,0 +1,270 @@
+"""The worker's task: execute one run (one job on this node, one FlashInfer version, one chunk
+of the grid), storing every point the moment the harness reports it.
+
+Crash safety: each point and its samples are committed on their own, so a killed worker loses
+at most the point in flight. The run stays ``running`` on this node; the node's reaper (on the
+restart, or another node's when this one's heartbeat goes stale) queues it again, and the new
+delivery skips the (point_index, backend) pairs already stored: nothing is measured twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from kernelwatch.core import hooks
+from kernelwatch.core.broker import TASK_EXECUTE_RUN, get_celery
+from kernelwatch.core.db import new_session
+from kernelwatch.core.gpus import sku_for_name
+from kernelwatch.core.jobs import (
+    IllegalTransition,
+    get_job,
+    is_cancelled,
+    mark_run_finished,
+    mark_run_started,
+)
+from kernelwatch.core.models import TERMINAL_STATUSES, Job, JobStatus, Node, PointStatus, Run
+from kernelwatch.core.results import store_point, stored_point_keys
+from kernelwatch.core.spec import SweepSpec
+from kernelwatch.worker import node as node_mod
+from kernelwatch.worker.runner import HarnessRequest, HarnessRunner, error_point
+from kernelwatch_harness.catalogue import FLASHINFER_BACKENDS
+
+log = logging.getLogger(__name__)
+app = get_celery()
+
+# Environment fields that change what a number means: two runs with the same fingerprint
+# (and series key) are comparable. The GPU's uuid, a clock snapshot, paths and the Python
+# build are not here: another card of the same SKU and setup is the same experiment.
+FINGERPRINT_FIELDS = (
+    "device", "gpu_name", "sm_count", "capability", "memory_bytes", "l2_cache_bytes",
+    "driver", "power_limit_w", "max_sm_clock_mhz", "max_mem_clock_mhz", "ecc_mode", "mig_mode",
+    "torch", "torch_cuda", "flashinfer", "flashinfer_cubin", "flashinfer_jit_cache",
+    "cpu", "cpu_count", "torch_threads",
+)
+
+
+# Deliveries of one run before it is given up (each worker crash on it is one).
+MAX_ATTEMPTS = 5
+
+
+class _Shutdown:
+    """Set from Celery's ``worker_shutting_down`` (a signal handler): the task stops its
+    harness at once and leaves the run to the reaper instead of finishing it.
+
+    Why not requeue the message: a worker in warm shutdown may still fetch it again at once
+    (it did, on the SQL transport), and start a harness only to stop it. A run left running
+    on a stopped node is exactly the crash case, which the reaper already handles: this node
+    re-queues it when it starts again, and another node of the tag takes it over once this
+    node's heartbeat is stale (``stop_service`` makes it stale at once)."""
+
+    requested = False
+    runner: HarnessRunner | None = None
+
+
+def request_shutdown() -> None:
+    _Shutdown.requested = True
+    if _Shutdown.runner is not None:
+        _Shutdown.runner.stop()
+
+
+def _leave_for_reaper(session: Session, run: Run) -> None:
+    session.refresh(run)
+    if run.status == JobStatus.running:
+        run.message = ("interrupted: the worker was stopped; the run resumes (stored points "
+                       "kept) when this node restarts or another node of its tag takes it over")
+        session.commit()
+
+
+def env_fingerprint(environment: dict[str, Any]) -> str:
+    picked = {k: environment.get(k) for k in FINGERPRINT_FIELDS if k in environment}
+    blob = json.dumps(picked, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def store_environment(run: Run, message: dict[str, Any]) -> None:
+    environment = dict(message.get("environment") or {})
+    run.environment = environment
+    run.timing_method = message.get("timing_method") or run.timing_method
+    gpu_name = environment.get("gpu_name")
+    if gpu_name:
+        run.gpu_name = str(gpu_name)
+        sku = sku_for_name(str(gpu_name))
+        run.gpu_sku = sku.tag if sku else (environment.get("gpu_sku") or run.gpu_sku)
+    run.env_fingerprint = env_fingerprint(environment)
+
+
+def _claim(session: Session, run_id: int, me: Node | None) -> Run | None:
+    """The run to execute, marked running on this node; None when there is nothing to do
+    (gone, finished, cancelled, or already running on another live node)."""
+    run = session.get(Run, run_id)
+    if run is None:
+        log.warning("run %s does not exist; dropped", run_id)
+        return None
+    get_job(session, run.job_id, lock=True)  # serialises claims of one job's runs
+    session.refresh(run)
+    if run.status in TERMINAL_STATUSES:
+        log.info("run %s is already %s; nothing to do", run_id, run.status)
+        return None
+    if run.status == JobStatus.running and run.node_id is not None and (
+        me is None or run.node_id != me.id
+    ):
+        other = session.get(Node, run.node_id)
+        if node_mod.node_is_alive(other):
+            log.info("run %s is running on live node %s; duplicate delivery dropped", run_id,
+                     other.name if other else "?")
+            return None
+    try:
+        mark_run_started(session, run, me)
+    except IllegalTransition as e:
+        log.info("run %s not started: %s", run_id, e)
+        return None
+    return run
+
+
+def _finish(session: Session, run: Run, status: str | None = None,
+            message: str | None = None) -> None:
+    job_done = mark_run_finished(session, run, status=status, message=message)
+    session.commit()
+    if job_done:
+        try:
+            hooks.on_job_finished(run.job_id)
+        except Exception:  # the hook's trouble must not undo a finished run
+            log.exception("on_job_finished(%s) failed", run.job_id)
+
+
+def build_request(session: Session, run: Run, job: Job, device: str) -> HarnessRequest:
+    spec = SweepSpec(**job.spec)
+    grid = spec.grid()
+    return HarnessRequest(
+        kernel=spec.kernel,
+        device=device,
+        backends=list(spec.backends),
+        timing=spec.timing.model_dump(),
+        points=[(int(i), grid[int(i)]) for i in run.point_indices],
+        skip=stored_point_keys(session, run.id),
+    )
+
+
+def harness_python_for(run: Run, backends: list[str], device: str) -> str:
+    from kernelwatch.worker.envs import harness_python
+
+    # FlashInfer needs a GPU: on a CPU node the harness reports its backends unsupported
+    # without importing it, so no version environment is built there for nothing.
+    needs = device == "cuda" and any(b in FLASHINFER_BACKENDS for b in backends)
+    return harness_python(run.flashinfer_version, needs)
+
+
+@app.task(name=TASK_EXECUTE_RUN, acks_late=True, reject_on_worker_lost=True)
+def execute_run(run_id: int) -> str:
+    service = node_mod.service()
+    if service is None:  # a worker started without our signals (e.g. tests calling directly)
+        service = node_mod.start_service()
+    service.current_run_id = run_id
+    session = new_session()
+    try:
+        return _execute(session, run_id, service)
+    finally:
+        service.current_run_id = None
+        session.close()
+
+
+def _execute(session: Session, run_id: int, service: node_mod.NodeService) -> str:
+    me = session.get(Node, service.node_id) if service.node_id is not None else None
+    run = _claim(session, run_id, me)
+    session.commit()
+    if run is None:
+        return "skipped"
+    if _Shutdown.requested:  # received while stopping: claimed, so the reaper will resume it
+        _leave_for_reaper(session, run)
+        return "interrupted"
+    if run.attempts > MAX_ATTEMPTS:
+        # Something kills the worker itself on this run every time: stop retrying it.
+        _finish(session, run, message=f"gave up after {MAX_ATTEMPTS} attempts; the stored "
+                "points are kept")
+        return str(run.status)
+    try:
+        return _measure_run(session, run, service)
+    except Exception as e:
+        # A deterministic failure (a bug, a spec this worker cannot read) must not come back
+        # through the reaper forever: finish the run with what it has. If the database itself
+        # is gone this raises too, and the run stays running for the reaper to retry later.
+        log.exception("run %s failed", run.id)
+        session.rollback()
+        _finish(session, run, message=f"worker error: {type(e).__name__}: {e}"[:2000])
+        return str(run.status)
+
+
+def _measure_run(session: Session, run: Run, service: node_mod.NodeService) -> str:
+    job = session.get(Job, run.job_id)
+    assert job is not None
+    return measure_run(session, run, job, service.ident.device)
+
+
+def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
+    """Measure a started run through the harness, storing the environment and every point as
+    it arrives, then finish it. Shared by sweeps and confirmation rounds. Returns the run's
+    status, or "interrupted" when the worker is stopping (the run is left to the reaper)."""
+    request = build_request(session, run, job, device)
+    run.message = (f"resumed (attempt {run.attempts}): {len(request.skip)} points stored by "
+                   "an earlier attempt are kept, not measured again") if request.skip else None
+    session.commit()
+    log.info("run %s (job %s): %d pairs to measure, %d already stored", run.id, job.id,
+             len(request.pairs()), len(request.skip))
+    try:
+        python = harness_python_for(run, request.backends, request.device)
+    except Exception as e:  # no environment for this version on this node
+        for pair in request.pairs():
+            store_point(session, run, request.kernel, dict(request.points_by_index[pair[0]]),
+                        error_point(pair, f"no harness environment: {e}"))
+        session.commit()
+        _finish(session, run, message=f"no harness environment: {e}")
+        return "failed"
+
+    from kernelwatch.worker.envs import harness_env
+
+    # The version's own JIT cache (FLASHINFER_WORKSPACE_BASE); the runner adds PYTHONPATH.
+    runner = HarnessRunner(python, request, env=harness_env(run.flashinfer_version))
+    _Shutdown.runner = runner
+    cold_l2 = bool(request.timing.get("cold_l2", True))
+    params_of = request.points_by_index
+    cancelled = False
+    try:
+        for msg in runner.messages():
+            kind = msg.get("type")
+            if kind == "env":
+                store_environment(run, msg)
+                session.commit()
+            elif kind == "point":
+                store_point(session, run, request.kernel, dict(params_of[int(msg["point_index"])]),
+                            msg, cold_l2=cold_l2)
+                session.commit()
+                if msg.get("status") != PointStatus.ok:
+                    log.info("run %s point %s/%s %s: %s", run.id, msg.get("point_index"),
+                             msg.get("backend"), msg.get("status"), (msg.get("error") or "")[:500])
+                if is_cancelled(session, run.job_id):
+                    cancelled = True
+                    runner.stop()
+                    break
+                if _Shutdown.requested:
+                    runner.stop()
+                    break
+            elif kind == "log" and msg.get("message"):
+                log.info("harness: %s", msg["message"])
+    finally:
+        _Shutdown.runner = None
+        runner.close()
+
+    if cancelled:
+        log.info("run %s: job %s was cancelled; stopped", run.id, run.job_id)
+        _finish(session, run, status=JobStatus.cancelled)
+        return "cancelled"
+    if _Shutdown.requested:
+        _leave_for_reaper(session, run)
+        return "interrupted"
+    _finish(session, run)
+    return str(run.status)
