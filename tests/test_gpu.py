@@ -24,7 +24,8 @@ pytestmark = pytest.mark.gpu
 SMALL: dict[str, Any] = {"batch_size": 4, "kv_len": 1000, "qo_len": 64, "num_qo_heads": 32,
                          "num_kv_heads": 8, "head_dim": 128, "page_size": 16,
                          "kv_len_distribution": "uniform", "causal": True}
-TIMING = {"warmup": 3, "iterations": 30, "cold_l2": True, "check_correctness": True}
+TIMING = {"warmup": 3, "iterations": 30, "repeats": 1, "cold_l2": True,
+          "check_correctness": True}
 
 
 def harness(kernel: str, backends: list[str], points: list[dict[str, Any]],

@@ -19,6 +19,7 @@ from kernelwatch_harness.catalogue import KERNELS, complete_params
 from kernelwatch_harness.formulas import point_work
 from kernelwatch_harness.inputs import flashinfer_inputs, torch_inputs
 from kernelwatch_harness.prepared import Prepared
+from kernelwatch_harness.protocol import PROTOCOL_VERSION
 from kernelwatch_harness.reference import attend_fp32, causal_mask
 from kernelwatch_harness.torch_backends import prepare_torch
 
@@ -28,7 +29,7 @@ SMALL = {"batch_size": 3, "kv_len": 40, "qo_len": 6, "num_qo_heads": 4, "num_kv_
          "seed": 3}
 MLA = {"batch_size": 2, "kv_len": 30, "num_qo_heads": 4, "page_size": 8,
        "kv_len_distribution": "uniform"}
-TIMING = {"warmup": 1, "iterations": 5}
+TIMING = {"warmup": 1, "iterations": 5, "repeats": 1}
 
 
 def params_for(kernel: str, **extra: Any) -> dict[str, Any]:
@@ -38,7 +39,9 @@ def params_for(kernel: str, **extra: Any) -> dict[str, Any]:
 
 
 def run_harness(request: dict[str, Any] | str) -> list[dict[str, Any]]:
-    text = request if isinstance(request, str) else json.dumps(request)
+    """Messages of a real harness subprocess; a dict request speaks this protocol version."""
+    text = request if isinstance(request, str) else json.dumps(
+        {"protocol": PROTOCOL_VERSION, **request})
     proc = subprocess.run([sys.executable, "-m", "kernelwatch_harness"], input=text,
                           capture_output=True, text=True, cwd=REPO, timeout=240)
     return [json.loads(line) for line in proc.stdout.splitlines()]

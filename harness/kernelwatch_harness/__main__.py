@@ -1,12 +1,23 @@
 """``python -m kernelwatch_harness``: read one request (JSON) on stdin, write JSON lines on stdout
-as kernelwatch_harness/protocol.py describes, flushing each line."""
+as ``kernelwatch_harness.protocol`` describes, flushing each line."""
 
 from __future__ import annotations
 
 import json
 import sys
 import traceback
-from typing import IO, Any
+from typing import IO, Any, cast
+
+from kernelwatch_harness.protocol import (
+    PROTOCOL_VERSION,
+    EnvMessage,
+    FatalMessage,
+    Message,
+    PointMessage,
+    Request,
+    StartMessage,
+    version_mismatch,
+)
 
 
 def _clean(obj: Any) -> Any:
@@ -20,55 +31,48 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def emit(out: IO[str], message: dict[str, Any]) -> None:
+def emit(out: IO[str], message: Message) -> None:
     out.write(json.dumps(_clean(message), default=str, allow_nan=False) + "\n")
     out.flush()
 
 
-def _finite(msg: dict[str, Any]) -> dict[str, Any]:
+def _finite(msg: PointMessage) -> PointMessage:
     # JSON has no NaN/inf: an infinite error (NaN in the output) is reported as null + status.
     err = msg.get("max_abs_error")
     if err is not None and not (err == err and abs(err) != float("inf")):
         msg["max_abs_error"] = None
-        msg["telemetry"]["max_abs_error_text"] = str(err)
+        msg.setdefault("telemetry", {})["max_abs_error_text"] = str(err)
     return msg
 
 
-def run(request: dict[str, Any], out: IO[str]) -> int:
+def run(request: Request, out: IO[str]) -> int:
+    mismatch = version_mismatch(request.get("protocol"))
+    if mismatch:
+        emit(out, FatalMessage(type="fatal", error=mismatch))
+        return 2
     try:
         import torch
 
         from kernelwatch_harness.measure import Measurer
         from kernelwatch_harness.telemetry import environment
     except Exception as exc:
-        emit(out, {"type": "fatal", "error": f"import failed: {type(exc).__name__}: {exc}"})
+        emit(out, FatalMessage(type="fatal",
+                                error=f"import failed: {type(exc).__name__}: {exc}"))
         return 2
     device = str(request.get("device", "cuda"))
     kernel = str(request["kernel"])
     if device == "cuda" and not torch.cuda.is_available():
-        emit(
-            out, {"type": "fatal", "error": "device 'cuda' requested but torch sees no CUDA device"}
-        )
+        emit(out, FatalMessage(type="fatal",
+                                error="device 'cuda' requested but torch sees no CUDA device"))
         return 2
     try:
-        measurer = Measurer(device, dict(request.get("timing") or {}))
-        emit(
-            out,
-            {
-                "type": "env",
-                "environment": environment(device, measurer.nvml),
-                "timing_method": measurer.default_method,
-            },
-        )
+        measurer = Measurer(device, request.get("timing") or {})
+        emit(out, EnvMessage(type="env", protocol=PROTOCOL_VERSION,
+                             environment=environment(device, measurer.nvml),
+                             timing_method=measurer.default_method))
     except Exception as exc:
-        emit(
-            out,
-            {
-                "type": "fatal",
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(limit=6),
-            },
-        )
+        emit(out, FatalMessage(type="fatal", error=f"{type(exc).__name__}: {exc}",
+                               traceback=traceback.format_exc(limit=6)))
         return 2
     skip = {(int(i), str(b)) for i, b in request.get("skip") or []}
     backends = [str(b) for b in request.get("backends") or []]
@@ -96,15 +100,15 @@ def measure_interleaved(
     """Every repeat of every unit, repeat by repeat, like a randomised-interleaving benchmark
     run: a point's repeats see the GPU at different moments instead of one. A unit is
     emitted after its last repeat, or as soon as a repeat ends it (unsupported, error)."""
-    pending: dict[int, dict[str, Any]] = {}
+    pending: dict[int, PointMessage] = {}
     for repeat in range(measurer.repeats):
         for n, (index, params, backend) in enumerate(units):
             if repeat and n not in pending:
                 continue  # finished early
             # Points are emitted only after their last repeat, so without this the runner
             # could not tell which unit a harness that dies or hangs was measuring.
-            emit(out, {"type": "start", "point_index": index, "backend": backend,
-                       "repeat": repeat + 1})
+            emit(out, StartMessage(type="start", point_index=index, backend=backend,
+                                   repeat=repeat + 1))
             msg = measurer.measure(kernel, index, params, backend, previous=pending.pop(n, None))
             if repeat + 1 < measurer.repeats and msg["status"] in ("ok", "incorrect"):
                 pending[n] = msg
@@ -115,10 +119,12 @@ def measure_interleaved(
 def main() -> int:
     try:
         request = json.loads(sys.stdin.read())
+        if not isinstance(request, dict):
+            raise ValueError("not a JSON object")
     except Exception as exc:
-        emit(sys.stdout, {"type": "fatal", "error": f"bad request: {exc}"})
+        emit(sys.stdout, FatalMessage(type="fatal", error=f"bad request: {exc}"))
         return 2
-    return run(request, sys.stdout)
+    return run(cast(Request, request), sys.stdout)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import gc
 import statistics
 import time
 import traceback
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -17,6 +17,7 @@ from kernelwatch_harness.catalogue import KERNELS, TORCH_BACKENDS
 from kernelwatch_harness.formulas import samples_per_repeat
 from kernelwatch_harness.inputs import Inputs, flashinfer_inputs, sm_scale, torch_inputs
 from kernelwatch_harness.prepared import Prepared
+from kernelwatch_harness.protocol import TIMING_DEFAULTS, PointMessage, TimingConfig
 from kernelwatch_harness.reference import max_abs_error, reference, tolerance
 from kernelwatch_harness.telemetry import Nvml, is_throttled
 from kernelwatch_harness.torch_backends import prepare_torch
@@ -42,7 +43,7 @@ _UNSUPPORTED_HINTS = (
 )
 
 
-def classify(exc: BaseException) -> str:
+def classify(exc: BaseException) -> Literal["unsupported", "error"]:
     if isinstance(exc, Unsupported | NotImplementedError):
         return "unsupported"
     text = str(exc).lower()
@@ -76,30 +77,31 @@ def _prepare(backend: str, inp: Inputs, scale: float, device: str) -> Prepared:
 
 
 class Measurer:
-    def __init__(self, device: str, timing_cfg: dict[str, Any]) -> None:
+    def __init__(self, device: str, timing_cfg: TimingConfig) -> None:
         self.device = device
-        self.warmup = int(timing_cfg.get("warmup", 5))
+        cfg: TimingConfig = {**TIMING_DEFAULTS.as_dict(), **timing_cfg}
+        self.warmup = int(cfg["warmup"])
         # Calls >= timing.SUSTAINED_MIN_CALL_US warm up for at least this much GPU time.
-        self.warmup_ms = float(timing_cfg.get("warmup_ms", 0.0))
-        floor = float(timing_cfg.get("clock_floor", timing.CLOCK_FLOOR))
+        self.warmup_ms = float(cfg["warmup_ms"])
+        floor = float(cfg["clock_floor"])
         self.boost_mhz: float | None = None  # the probe's boost reading, taken at first use
         # A point is measured in ``repeats`` repeats (harness/__main__.py interleaves them
         # with the other points); each repeat times ``iterations`` samples.
-        self.repeats = max(1, int(timing_cfg.get("repeats", 1)))
-        self.iterations = samples_per_repeat(int(timing_cfg.get("iterations", 30)), self.repeats)
-        self.cold_l2 = bool(timing_cfg.get("cold_l2", True))
-        self.check = bool(timing_cfg.get("check_correctness", True))
+        self.repeats = max(1, int(cfg["repeats"]))
+        self.iterations = samples_per_repeat(int(cfg["iterations"]), self.repeats)
+        self.cold_l2 = bool(cfg["cold_l2"])
+        self.check = bool(cfg["check_correctness"])
         # Default "cuda_graph" (graph replay, the method verified on the GPU machine);
         # "cupti" (kernel time from CUPTI activity records, when cupti-python is installed)
         # and "auto" (CUPTI when available) are opt-in; "cuda_event" is the fallback.
-        self.method = str(timing_cfg.get("method", timing.CUDA_GRAPH))
+        self.method = str(cfg["method"])
         self.cupti = timing.cupti_module() if device == "cuda" else None
         # How CUPTI timing makes L2 cold: "rotate" (input copies totalling >= 5x L2, each
         # call reads the next), "flush" (FlashInfer's bench_gpu_time convention: the same
         # inputs, a 2x-L2 buffer written before each call) or "flush_clean" (that buffer read
         # instead, leaving no dirty lines for the call to write back: timing.l2_flusher).
         # Graph replay always rotates.
-        self.cold_l2_method = str(timing_cfg.get("cold_l2_method", "rotate"))
+        self.cold_l2_method = str(cfg["cold_l2_method"])
         if self.method == "auto":
             self.method = timing.CUPTI if self.cupti is not None else timing.CUDA_GRAPH
         if self.method == timing.CUPTI and self.cupti is None:
@@ -126,14 +128,14 @@ class Measurer:
         index: int,
         params: dict[str, Any],
         backend: str,
-        previous: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        previous: PointMessage | None = None,
+    ) -> PointMessage:
         """One repeat of (point, backend). The first (``previous`` None) also records the
         first-call/JIT and plan() seconds and checks correctness; a later one rebuilds the
         inputs, times again and appends its samples to ``previous`` (``repeat_sizes`` says
         where each repeat's samples start). A failed repeat ends the point with its status."""
         first = previous is None
-        msg: dict[str, Any] = (
+        msg: PointMessage = (
             previous
             if previous is not None
             else {
@@ -225,7 +227,7 @@ class Measurer:
         return build(kernel, params, self.device)
 
     def _measure(
-        self, kernel: str, params: dict[str, Any], backend: str, msg: dict[str, Any]
+        self, kernel: str, params: dict[str, Any], backend: str, msg: PointMessage
     ) -> list[float]:
         telemetry = msg["telemetry"]
         scale = sm_scale(kernel, params)
@@ -266,7 +268,7 @@ class Measurer:
         kernel: str,
         params: dict[str, Any],
         backend: str,
-        msg: dict[str, Any],
+        msg: PointMessage,
         telemetry: dict[str, Any],
     ) -> list[float]:
         """A later repeat: the same seeded inputs built anew (so they land elsewhere in

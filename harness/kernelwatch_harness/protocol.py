@@ -1,41 +1,206 @@
-"""The protocol between a worker and its harness subprocess (JSON lines).
+"""The protocol between a worker and its harness subprocess: typed JSON lines.
 
 The harness is installed into each FlashInfer version's own environment and started there as
 ``python -m kernelwatch_harness``; it imports only torch, flashinfer and the standard library.
-It reads one request from stdin and writes one JSON object per line to stdout, flushing after
-each, so the worker stores every
-point the moment it is measured. Each point is measured in ``timing.repeats`` repeats,
-interleaved over up to 32 (point, backend) units (``__main__.REPEAT_WINDOW``), and emitted after
-its last repeat: a crash loses at most the points of the window in flight.
+It reads one ``Request`` (one JSON object) from stdin and writes one ``Message`` per line to
+stdout, flushing after each, so the worker stores every point the moment it is measured. Each
+point is measured in ``timing.repeats`` repeats, interleaved over up to 32 (point, backend)
+units (``__main__.REPEAT_WINDOW``), and emitted after its last repeat: a crash loses at most
+the points of the window in flight.
 
-Request (stdin, one JSON object):
-    {"kernel": "batch_decode",
-     "device": "cuda" | "cpu",
-     "backends": ["fa2", "torch-sdpa"],
-     "timing": {"warmup": 5, "iterations": 30, "repeats": 3, "cold_l2": true,
-                "check_correctness": true},
-     "points": [{"point_index": 0, "params": {...completed params...}}, ...],
-     "skip": [[point_index, backend], ...]}          # already stored: do not measure again
+The message order: ``env`` once (or ``fatal``: the harness cannot go on), then per unit and
+repeat a ``start`` (the runner blames that unit when the harness dies or hangs before its
+point), a ``point`` per (point, backend) after its last repeat, ``log`` lines at any time,
+and ``done`` at the end.
 
-Messages (stdout, one per line):
-    {"type": "env", "environment": {...fingerprint...}, "timing_method": "cuda_graph"}
-    {"type": "point", "point_index": 0, "backend": "fa2", "resolved_backend": "fa2",
-     "status": "ok" | "incorrect" | "unsupported" | "error", "error": null | "message",
-     "samples_us": [...every timed iteration, microseconds, repeat after repeat...],
-     "repeat_sizes": [10, 10, 10],        # samples of each repeat (core.stats: two-stage CI)
-     "timing_method": "cuda_graph" | "cupti" | "cuda_event" | "cpu_perf_counter",
-     "jit_seconds": float | null, "plan_seconds": float | null,
-     "max_abs_error": float | null, "peak_memory_bytes": int | null,
-     "throttled": bool, "telemetry": {...NVML before/after, L2 rotation facts, per repeat
-     the probe's clock of every kept sample and the discards...},
-     "clock_floor": 0.985 | null}          # samples kept only at >= this x the boost clock
-    {"type": "start", "point_index": 0, "backend": "fa2", "repeat": 1}
-                                          # before each repeat: the runner blames this unit
-                                          # when the harness dies or hangs before its point
-    {"type": "log", "message": "..."}
-    {"type": "fatal", "error": "..."}     # the harness cannot go on (e.g. import failed)
-    {"type": "done"}
+This module is the one definition both sides use: the worker builds a ``Request`` and reads
+messages through ``parse_message``; the harness builds its messages with the TypedDicts
+below. The service's job spec takes its timing defaults and allowed values from
+``TIMING_DEFAULTS``, ``TIMING_METHODS`` and ``COLD_L2_METHODS``.
 """
 
-PROTOCOL_VERSION = 4  # 2: repeats (repeat_sizes); 3: clock_floor and per-sample clocks;
-# 4: "start" before each repeat
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, NotRequired, TypedDict, get_args
+
+# 2: repeats (repeat_sizes); 3: clock_floor and per-sample clocks; 4: "start" before each
+# repeat; 5: the request and the env message carry the protocol version.
+PROTOCOL_VERSION = 5
+
+# --------------------------------------------------------------------------- timing
+
+TimingMethod = Literal["cuda_graph", "cupti", "auto", "cuda_event"]
+ColdL2Method = Literal["rotate", "flush", "flush_clean"]
+# The method a point was actually timed with ("auto" resolves; CPU runs use the host clock).
+MeasuredMethod = Literal["cuda_graph", "cupti", "cuda_event", "cpu_perf_counter"]
+PointStatusName = Literal["ok", "incorrect", "unsupported", "error"]
+
+TIMING_METHODS: tuple[str, ...] = get_args(TimingMethod)
+COLD_L2_METHODS: tuple[str, ...] = get_args(ColdL2Method)
+
+
+@dataclass(frozen=True)
+class TimingDefaults:
+    """What a point is measured with when the spec says nothing: the one set of defaults the
+    job spec, the harness and the benchmarks share."""
+
+    warmup: int = 5
+    # Calls of >= 100 us warm up for this much GPU time first (sustained-load clock); 0: off.
+    warmup_ms: float = 0.0
+    # Graph-replay samples taken under this fraction of the boost clock are retaken.
+    clock_floor: float = 0.985
+    iterations: int = 30
+    repeats: int = 3
+    cold_l2: bool = True
+    check_correctness: bool = True
+    method: TimingMethod = "cuda_graph"
+    cold_l2_method: ColdL2Method = "rotate"
+
+    def as_dict(self) -> TimingConfig:
+        return TimingConfig(**asdict(self))  # type: ignore[typeddict-item]
+
+
+TIMING_DEFAULTS = TimingDefaults()
+
+
+class TimingConfig(TypedDict, total=False):
+    """``Request.timing``: any subset; missing keys take ``TIMING_DEFAULTS``."""
+
+    warmup: int
+    warmup_ms: float
+    clock_floor: float
+    iterations: int
+    repeats: int
+    cold_l2: bool
+    check_correctness: bool
+    method: TimingMethod
+    cold_l2_method: ColdL2Method
+
+
+# --------------------------------------------------------------------------- request
+
+
+class PointRequest(TypedDict):
+    point_index: int
+    params: dict[str, Any]  # completed parameters (defaults filled in by the service)
+
+
+class Request(TypedDict):
+    protocol: int
+    kernel: str
+    device: str  # "cuda" | "cpu"
+    backends: list[str]
+    timing: TimingConfig
+    points: list[PointRequest]
+    skip: list[tuple[int, str]]  # (point_index, backend) already stored: not measured again
+
+
+# --------------------------------------------------------------------------- messages
+
+
+class EnvMessage(TypedDict):
+    type: Literal["env"]
+    protocol: int
+    environment: dict[str, Any]  # the fingerprint: GPU, driver, CUDA, torch, flashinfer, ...
+    timing_method: str
+
+
+class StartMessage(TypedDict):
+    type: Literal["start"]
+    point_index: int
+    backend: str
+    repeat: int  # 1-based
+
+
+class PointMessage(TypedDict):
+    type: Literal["point"]
+    point_index: int
+    backend: str
+    status: PointStatusName
+    error: str | None
+    samples_us: list[float]  # every timed iteration, microseconds, repeat after repeat
+    repeat_sizes: NotRequired[list[int]]  # samples of each repeat (the two-stage CI)
+    resolved_backend: NotRequired[str | None]  # what "auto" (or a fallback) really ran
+    timing_method: NotRequired[str | None]
+    jit_seconds: NotRequired[float | None]  # first call, compile included
+    plan_seconds: NotRequired[float | None]
+    max_abs_error: NotRequired[float | None]
+    peak_memory_bytes: NotRequired[int | None]
+    throttled: NotRequired[bool]
+    # NVML before/after, L2 rotation facts, per repeat the probe's clock of every kept sample
+    # and the discards, the traceback of an error.
+    telemetry: NotRequired[dict[str, Any]]
+    clock_floor: NotRequired[float | None]  # samples kept only at >= this x the boost clock
+
+
+class LogMessage(TypedDict):
+    type: Literal["log"]
+    message: str
+
+
+class FatalMessage(TypedDict):
+    type: Literal["fatal"]
+    error: str
+    traceback: NotRequired[str]
+
+
+class DoneMessage(TypedDict):
+    type: Literal["done"]
+
+
+Message = EnvMessage | StartMessage | PointMessage | LogMessage | FatalMessage | DoneMessage
+
+# The keys each message type must carry (the rest are optional).
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "env": ("protocol", "environment", "timing_method"),
+    "start": ("point_index", "backend", "repeat"),
+    "point": ("point_index", "backend", "status", "samples_us"),
+    "log": ("message",),
+    "fatal": ("error",),
+    "done": (),
+}
+
+
+class ProtocolError(ValueError):
+    """A line that claims to be a message but is not one this protocol version knows."""
+
+
+def parse_message(line: str) -> Message | None:
+    """One stdout line of the harness as a message; None for a blank line. A line that is not
+    a JSON object (something in the environment printed to stdout) becomes a ``log`` message;
+    a JSON object with an unknown type or a missing key raises ``ProtocolError``."""
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        return LogMessage(type="log", message=line)
+    if not isinstance(obj, dict):
+        return LogMessage(type="log", message=line)
+    kind = obj.get("type")
+    if kind not in _REQUIRED:
+        raise ProtocolError(f"unknown harness message type {kind!r}: {line[:200]}")
+    missing = [k for k in _REQUIRED[kind] if k not in obj]
+    if missing:
+        raise ProtocolError(f"harness {kind} message without {', '.join(missing)}: {line[:200]}")
+    if kind in ("start", "point"):
+        obj["point_index"] = int(obj["point_index"])
+        obj["backend"] = str(obj["backend"])
+    return obj  # type: ignore[return-value]
+
+
+def error_point(point_index: int, backend: str, error: str) -> PointMessage:
+    """The point message for a unit that could not be measured (no env, a crashed harness)."""
+    return PointMessage(type="point", point_index=point_index, backend=backend, status="error",
+                        error=error, samples_us=[])
+
+
+def version_mismatch(got: object) -> str | None:
+    """Why a request (or env message) of protocol ``got`` cannot be served; None when it can."""
+    if got == PROTOCOL_VERSION:
+        return None
+    return (f"protocol version mismatch: the worker speaks {got!r}, this harness "
+            f"{PROTOCOL_VERSION}; reinstall the harness into the environment")

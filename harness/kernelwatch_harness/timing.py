@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from kernelwatch_harness.protocol import TIMING_DEFAULTS
+
 CPU_PERF_COUNTER = "cpu_perf_counter"
 CUDA_GRAPH = "cuda_graph"
 CUDA_EVENT = "cuda_event"
@@ -51,7 +53,7 @@ PROBE_CYCLES = 200_000
 """The SM clock probe (``clock_probe``) spins this many SM cycles: ~100 us at 1980 MHz, so the
 CUDA events' ~0.5 us resolution reads the clock to about 0.5%."""
 
-CLOCK_FLOOR = 0.985
+CLOCK_FLOOR = TIMING_DEFAULTS.clock_floor
 """Samples of replays that ran under this fraction of the boost clock (the probe's reading
 after a light load, ``boost_reference_mhz``) are discarded and taken again after an idle gap.
 On the H200 the probe read 1905-1924 MHz at boost; the power limiter took heavy calls to

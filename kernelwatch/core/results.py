@@ -14,6 +14,7 @@ from kernelwatch.core.models import Point, PointStatus, Run, Sample
 from kernelwatch.core.series import clock_state, series_key
 from kernelwatch.core.stats import repeat_labels, summarize
 from kernelwatch_harness.formulas import point_work
+from kernelwatch_harness.protocol import PointMessage
 
 
 def stored_point_keys(session: Session, run_id: int) -> set[tuple[int, str]]:
@@ -56,10 +57,10 @@ def store_point(
     run: Run,
     kernel: str,
     params: dict[str, Any],
-    message: dict[str, Any],
+    message: PointMessage,
     cold_l2: bool = True,
 ) -> Point:
-    """Insert one harness ``point`` message (see kernelwatch_harness/protocol.py) and its samples.
+    """Insert one harness ``point`` message (``kernelwatch_harness.protocol``) and its samples.
     The caller commits; one commit per point keeps a crash from losing more than one point."""
     samples = [float(x) for x in message.get("samples_us") or []]
     repeats = repeat_labels(message.get("repeat_sizes"), len(samples))

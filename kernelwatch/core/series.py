@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,7 @@ def clock_summary(telemetry: dict[str, Any] | None) -> ClockSummary | None:
     )
 
 
-def clock_state(message: dict[str, Any]) -> str | None:
+def clock_state(message: Mapping[str, Any]) -> str | None:
     """"boost" for a harness point message whose samples were kept under the clock floor
     (the message says so, or, in raw files written before it did, its repeats' telemetry)."""
     if message.get("clock_floor"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import reprlib
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from kernelwatch.core import gpus
 from kernelwatch_harness import catalogue
 from kernelwatch_harness.formulas import DTYPE_SIZES, point_work
+from kernelwatch_harness.protocol import TIMING_DEFAULTS, ColdL2Method, TimingConfig, TimingMethod
 
 MAX_GRID_POINTS = 10_000
 MAX_ITERATIONS = 10_000
@@ -28,37 +29,37 @@ GIB = 1 << 30
 class Timing(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    warmup: int = Field(5, ge=0, le=1000)
+    warmup: int = Field(TIMING_DEFAULTS.warmup, ge=0, le=1000)
     # Calls of >= 100 us also warm up for this much GPU time before each repeat's samples, to
     # measure them under sustained load: the H200 holds its boost clock for the first ~40 ms
     # of a heavy kernel, then its power limiter lowers the SM clock by up to ~8%, by an amount
     # that depends on the last seconds of load. Off (0) by default: short bursts measure the
     # boost clock, which repeats reproduce. See docs/gpu.md, "Clocks under load".
-    warmup_ms: float = Field(0.0, ge=0, le=MAX_WARMUP_MS)
+    warmup_ms: float = Field(TIMING_DEFAULTS.warmup_ms, ge=0, le=MAX_WARMUP_MS)
     # Graph-replay samples whose replay ran under this fraction of the boost clock (read in
     # the stream by a spin-kernel probe before and after each replay) are discarded and
     # retaken after 100 ms of idle, as nvbench does with its throttle threshold: on the H200
     # the power limiter slowed heavy calls by 2-12% within 15-45 ms of load. 0 keeps every
     # sample; ignored with warmup_ms > 0, which asks for the sustained-load clock.
-    clock_floor: float = Field(0.985, ge=0, le=1)
+    clock_floor: float = Field(TIMING_DEFAULTS.clock_floor, ge=0, le=1)
     # >= 30 timed iterations per point in all: fewer cannot give a median CI worth reporting.
-    iterations: int = Field(30, ge=30, le=MAX_ITERATIONS)
+    iterations: int = Field(TIMING_DEFAULTS.iterations, ge=30, le=MAX_ITERATIONS)
     # The iterations are split over this many repeats of the point, interleaved with the
     # other points of the sweep and each on freshly built inputs, so the GPU state of one
     # moment (clocks, temperature, placement) is sampled several times and enters the CI
     # (kernelwatch.core.stats). 1 measures each point once, back to back.
-    repeats: int = Field(3, ge=1, le=MAX_REPEATS)
-    cold_l2: bool = True
-    check_correctness: bool = True
+    repeats: int = Field(TIMING_DEFAULTS.repeats, ge=1, le=MAX_REPEATS)
+    cold_l2: bool = TIMING_DEFAULTS.cold_l2
+    check_correctness: bool = TIMING_DEFAULTS.check_correctness
     # cuda_graph: replay of a graph of N calls over rotated inputs (the method verified on the
     # GPU machine); cupti: kernel time from CUPTI activity records (needs cupti-python on the
     # node, else graph replay is used and recorded); auto: CUPTI when available; cuda_event:
     # events around eager calls (launch gaps included). The method used is stored per point.
-    method: Literal["cuda_graph", "cupti", "auto", "cuda_event"] = "cuda_graph"
+    method: TimingMethod = TIMING_DEFAULTS.method
     # How CUPTI timing makes L2 cold: rotate input copies, or flush L2 before each call by
     # writing a 2 x L2 buffer (FlashInfer's CUPTI timer) or by reading one (flush_clean: no
     # dirty lines left for the timed call to write back).
-    cold_l2_method: Literal["rotate", "flush", "flush_clean"] = "rotate"
+    cold_l2_method: ColdL2Method = TIMING_DEFAULTS.cold_l2_method
 
     @model_validator(mode="after")
     def _enough_samples_per_repeat(self) -> Timing:
@@ -69,6 +70,10 @@ class Timing(BaseModel):
                 f"allowed: iterations >= {MIN_SAMPLES_PER_REPEAT} x repeats"
             )
         return self
+
+    def config(self) -> TimingConfig:
+        """What the harness is sent (``kernelwatch_harness.protocol.Request.timing``)."""
+        return TimingConfig(**self.model_dump())  # type: ignore[typeddict-item]
 
 
 

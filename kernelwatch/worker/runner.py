@@ -1,6 +1,6 @@
 """Running the harness subprocess for one run and streaming what it measures.
 
-The harness (``python -m kernelwatch_harness``, see kernelwatch_harness/protocol.py) runs in the
+The harness (``python -m kernelwatch_harness``, see ``kernelwatch_harness.protocol``) runs in the
 interpreter of the run's FlashInfer environment. It may die in the middle of a point (a
 segfault in a kernel, the OOM killer): the point in flight is then recorded as an errored
 point with the exit code and the end of stderr, and a fresh harness measures what is left,
@@ -21,6 +21,20 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
+
+from kernelwatch_harness.protocol import (
+    PROTOCOL_VERSION,
+    EnvMessage,
+    LogMessage,
+    PointMessage,
+    PointRequest,
+    ProtocolError,
+    Request,
+    TimingConfig,
+    error_point,
+    parse_message,
+    version_mismatch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +62,16 @@ _SHIM = (
 )
 
 Pair = tuple[int, str]
+# What the runner hands on: start, fatal and done are the runner's own business.
+Yielded = EnvMessage | PointMessage | LogMessage
 
 
 @dataclass
 class HarnessRequest:
     kernel: str
-    device: str
+    device: str  # "cuda" | "cpu"
     backends: list[str]
-    timing: dict[str, Any]
+    timing: TimingConfig
     points: list[tuple[int, dict[str, Any]]]  # (point_index, completed params)
     skip: set[Pair] = field(default_factory=set)
 
@@ -69,19 +85,16 @@ class HarnessRequest:
         return [(i, b) for i, _ in self.points for b in self.backends if (i, b) not in self.skip]
 
     def to_json(self, skip: set[Pair]) -> str:
-        return json.dumps({
-            "kernel": self.kernel,
-            "device": self.device,
-            "backends": self.backends,
-            "timing": self.timing,
-            "points": [{"point_index": i, "params": p} for i, p in self.points],
-            "skip": sorted([i, b] for i, b in skip),
-        })
-
-
-def error_point(pair: Pair, error: str) -> dict[str, Any]:
-    return {"type": "point", "point_index": pair[0], "backend": pair[1], "status": "error",
-            "error": error, "samples_us": []}
+        request = Request(
+            protocol=PROTOCOL_VERSION,
+            kernel=self.kernel,
+            device=self.device,
+            backends=self.backends,
+            timing=self.timing,
+            points=[PointRequest(point_index=i, params=p) for i, p in self.points],
+            skip=sorted(skip),
+        )
+        return json.dumps(request)
 
 
 def harness_env(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -161,7 +174,7 @@ class HarnessRunner:
     def stderr_tail(self) -> str:
         return "\n".join(self._stderr)
 
-    def messages(self) -> Iterator[dict[str, Any]]:
+    def messages(self) -> Iterator[Yielded]:
         try:
             yield from self._messages()
         finally:
@@ -169,7 +182,7 @@ class HarnessRunner:
             # and the harness is killed and reaped here, leaving no zombie behind.
             self.close()
 
-    def _messages(self) -> Iterator[dict[str, Any]]:
+    def _messages(self) -> Iterator[Yielded]:
         done: set[Pair] = set(self.request.skip)
         todo = self.request.pairs()
         env_sent = False
@@ -197,27 +210,41 @@ class HarnessRunner:
                     break
                 if line is None:
                     break
-                msg = _parse(line)
-                kind = msg.get("type")
-                if kind == "env":
+                try:
+                    msg = parse_message(line)
+                except ProtocolError as exc:
+                    # A harness that speaks another protocol cannot be trusted with the rest.
+                    fatal = str(exc)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    break
+                if msg is None:
+                    continue
+                if msg["type"] == "env":
+                    mismatch = version_mismatch(msg["protocol"])
+                    if mismatch:
+                        fatal = mismatch
+                        with contextlib.suppress(ProcessLookupError):
+                            proc.kill()
+                        break
                     saw_env = True
                     if not env_sent:
                         env_sent = True
                         yield msg
-                elif kind == "start":
-                    in_flight = (int(msg["point_index"]), str(msg["backend"]))
-                elif kind == "point":
-                    pair = (int(msg["point_index"]), str(msg["backend"]))
+                elif msg["type"] == "start":
+                    in_flight = (msg["point_index"], msg["backend"])
+                elif msg["type"] == "point":
+                    pair = (msg["point_index"], msg["backend"])
                     if pair in done:
                         log.warning("harness reported %s twice; kept the first", pair)
                         continue
                     done.add(pair)
                     yield msg
-                elif kind == "fatal":
-                    fatal = str(msg.get("error") or "harness failed")
-                elif kind == "done":
+                elif msg["type"] == "fatal":
+                    fatal = msg["error"] or "harness failed"
+                elif msg["type"] == "done":
                     finished = True
-                elif kind != "blank":
+                else:
                     yield msg
             code = proc.wait()
             self.proc = None
@@ -234,7 +261,7 @@ class HarnessRunner:
                 tail = self.stderr_tail()
                 for pair in remaining:
                     done.add(pair)
-                    yield error_point(pair, f"{why}\n{tail}".strip())
+                    yield error_point(*pair, f"{why}\n{tail}".strip())
                 return
             # It died in the middle of the unit it started last. (Not the first unreported
             # one: repeats are interleaved, so every unit of a window is unreported until the
@@ -247,7 +274,7 @@ class HarnessRunner:
                    f"hung (no result within {hung:g} s) and was killed" if hung else
                    f"exited with code {code}")
             yield error_point(
-                pair, f"harness {how} while measuring this point; stderr tail:\n"
+                *pair, f"harness {how} while measuring this point; stderr tail:\n"
                 f"{self.stderr_tail()}".strip())
             self.restarts += 1
             log.warning("harness %s on point %s/%s; restarting for %d pairs left", how,
@@ -262,15 +289,3 @@ def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
     except (OSError, ValueError):  # closed under us: the process was killed
         pass
     lines.put(None)
-
-
-def _parse(line: str) -> dict[str, Any]:
-    line = line.strip()
-    if not line:
-        return {"type": "blank"}
-    try:
-        msg = json.loads(line)
-    except json.JSONDecodeError:
-        # Something in the environment printed to stdout: keep it as a log line.
-        return {"type": "log", "message": line}
-    return msg if isinstance(msg, dict) else {"type": "log", "message": line}

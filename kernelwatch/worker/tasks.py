@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -31,8 +32,9 @@ from kernelwatch.core.models import TERMINAL_STATUSES, Job, JobStatus, Node, Poi
 from kernelwatch.core.results import store_point, stored_point_keys
 from kernelwatch.core.spec import SweepSpec
 from kernelwatch.worker import node as node_mod
-from kernelwatch.worker.runner import HarnessRequest, HarnessRunner, error_point
+from kernelwatch.worker.runner import HarnessRequest, HarnessRunner
 from kernelwatch_harness.catalogue import FLASHINFER_BACKENDS
+from kernelwatch_harness.protocol import TIMING_DEFAULTS, error_point
 
 log = logging.getLogger(__name__)
 app = get_celery()
@@ -86,7 +88,7 @@ def env_fingerprint(environment: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def store_environment(run: Run, message: dict[str, Any]) -> None:
+def store_environment(run: Run, message: Mapping[str, Any]) -> None:
     environment = dict(message.get("environment") or {})
     run.environment = environment
     run.timing_method = message.get("timing_method") or run.timing_method
@@ -144,7 +146,7 @@ def build_request(session: Session, run: Run, job: Job, device: str) -> HarnessR
         kernel=spec.kernel,
         device=device,
         backends=list(spec.backends),
-        timing=spec.timing.model_dump(),
+        timing=spec.timing.config(),
         points=[(int(i), grid[int(i)]) for i in run.point_indices],
         skip=stored_point_keys(session, run.id),
     )
@@ -220,7 +222,7 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
     except Exception as e:  # no environment for this version on this node
         for pair in request.pairs():
             store_point(session, run, request.kernel, dict(request.points_by_index[pair[0]]),
-                        error_point(pair, f"no harness environment: {e}"))
+                        error_point(*pair, f"no harness environment: {e}"))
         session.commit()
         _finish(session, run, message=f"no harness environment: {e}")
         return "failed"
@@ -230,22 +232,21 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
     # The version's own JIT cache (FLASHINFER_WORKSPACE_BASE); the runner adds PYTHONPATH.
     runner = HarnessRunner(python, request, env=harness_env(run.flashinfer_version))
     _Shutdown.runner = runner
-    cold_l2 = bool(request.timing.get("cold_l2", True))
+    cold_l2 = bool(request.timing.get("cold_l2", TIMING_DEFAULTS.cold_l2))
     params_of = request.points_by_index
     cancelled = False
     try:
         for msg in runner.messages():
-            kind = msg.get("type")
-            if kind == "env":
+            if msg["type"] == "env":
                 store_environment(run, msg)
                 session.commit()
-            elif kind == "point":
-                store_point(session, run, request.kernel, dict(params_of[int(msg["point_index"])]),
+            elif msg["type"] == "point":
+                store_point(session, run, request.kernel, dict(params_of[msg["point_index"]]),
                             msg, cold_l2=cold_l2)
                 session.commit()
-                if msg.get("status") != PointStatus.ok:
-                    log.info("run %s point %s/%s %s: %s", run.id, msg.get("point_index"),
-                             msg.get("backend"), msg.get("status"), (msg.get("error") or "")[:500])
+                if msg["status"] != PointStatus.ok:
+                    log.info("run %s point %s/%s %s: %s", run.id, msg["point_index"],
+                             msg["backend"], msg["status"], (msg["error"] or "")[:500])
                 if is_cancelled(session, run.job_id):
                     cancelled = True
                     runner.stop()
@@ -253,7 +254,7 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
                 if _Shutdown.requested:
                     runner.stop()
                     break
-            elif kind == "log" and msg.get("message"):
+            elif msg["type"] == "log" and msg["message"]:
                 log.info("harness: %s", msg["message"])
     finally:
         _Shutdown.runner = None
