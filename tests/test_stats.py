@@ -8,6 +8,7 @@ import pytest
 from kernelwatch.core.stats import (
     bootstrap_median_ci,
     few_repeats_quantile,
+    interval,
     repeat_labels,
     resampled_medians,
     summarize,
@@ -125,3 +126,40 @@ def test_repeat_labels_of_a_message_must_add_up() -> None:
     assert repeat_labels(None, 3) == [0, 0, 0]
     with pytest.raises(ValueError, match="do not add up"):
         repeat_labels([2, 2], 5)
+
+
+def test_the_interval_never_goes_below_zero_on_skewed_or_tiny_samples() -> None:
+    """A CPU point whose three repeats differ tenfold: a symmetric interval around the median
+    went far below zero; the log-scale one stays positive, brackets the median and is
+    asymmetric (wider above, where the slow repeat lies)."""
+    rng = np.random.default_rng(4)
+    samples = np.concatenate([rng.normal(200, 5, 10), rng.normal(1040, 30, 10),
+                              rng.normal(3000, 400, 10)])
+    repeats = np.repeat([0, 1, 2], 10)
+    s = summarize(samples, repeats)
+    assert 0 < s.ci_low < s.median < s.ci_high
+    assert s.ci_high - s.median > s.median - s.ci_low
+    # Tiny: two repeats of two samples, and a single sample.
+    lo, hi = bootstrap_median_ci([5.0, 90.0, 6.0, 400.0], repeats=[0, 0, 1, 1])
+    assert 0 < lo <= hi
+    assert bootstrap_median_ci([7.0]) == (7.0, 7.0)
+    # Heavy right tail in one repeat.
+    lo, hi = bootstrap_median_ci(np.r_[np.full(9, 10.0), 1e4, np.full(10, 11.0)],
+                                 repeats=np.repeat([0, 1], 10))
+    assert 0 < lo < hi
+
+
+def test_one_interval_method_for_medians_and_ratios() -> None:
+    """``interval`` is symmetric on the log scale: a ratio r and its inverse 1/r get mirror
+    intervals, and a point's CI is the same method over its bootstrap medians."""
+    rng = np.random.default_rng(1)
+    draws = np.exp(rng.normal(np.log(1.05), 0.01, 2000))
+    lo, hi = interval(1.05, draws, repeats=3)
+    ilo, ihi = interval(1 / 1.05, 1 / draws, repeats=3)
+    assert ilo == pytest.approx(1 / hi) and ihi == pytest.approx(1 / lo)
+    assert lo * hi == pytest.approx(1.05**2)
+    # One repeat: the percentile interval.
+    plo, phi = interval(1.05, draws, repeats=1)
+    assert (plo, phi) == pytest.approx(tuple(np.quantile(draws, [0.025, 0.975])))
+    # Not positive (no real latency is): percentile, floored at zero.
+    assert interval(0.0, np.array([-1.0, 0.0, 1.0]), repeats=3)[0] == 0.0

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     notify_url: str = ""
     release_suite: str = ""  # path to a YAML sweep spec; default: the one shipped in core/
     flashinfer_repo: str = "flashinfer-ai/flashinfer"
+    # Where FlashInfer's list of releases is read (PEP 691 JSON) to choose a release's
+    # baseline; a configured wheelhouse is read instead (core.baseline).
+    package_index_url: str = "https://pypi.org/simple"
     regression_threshold: float = 0.03
     # Per-kernel thresholds for the release flow, e.g. '{"batch_prefill": 0.05}' (JSON).
     kernel_thresholds: dict[str, float] = Field(default_factory=dict)
