@@ -9,8 +9,6 @@ delivery skips the (point_index, backend) pairs already stored: nothing is measu
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +18,7 @@ from sqlalchemy.orm import Session
 from kernelwatch.core import hooks
 from kernelwatch.core.broker import TASK_EXECUTE_RUN, get_celery
 from kernelwatch.core.db import new_session
+from kernelwatch.core.environment import env_fingerprint
 from kernelwatch.core.gpus import sku_for_name
 from kernelwatch.core.jobs import (
     IllegalTransition,
@@ -38,17 +37,6 @@ from kernelwatch_harness.protocol import TIMING_DEFAULTS, error_point
 
 log = logging.getLogger(__name__)
 app = get_celery()
-
-# Environment fields that change what a number means: two runs with the same fingerprint
-# (and series key) are comparable. The GPU's uuid, a clock snapshot, paths and the Python
-# build are not here: another card of the same SKU and setup is the same experiment.
-FINGERPRINT_FIELDS = (
-    "device", "gpu_name", "sm_count", "capability", "memory_bytes", "l2_cache_bytes",
-    "driver", "power_limit_w", "max_sm_clock_mhz", "max_mem_clock_mhz", "ecc_mode", "mig_mode",
-    "torch", "torch_cuda", "flashinfer", "flashinfer_cubin", "flashinfer_jit_cache",
-    "cpu", "cpu_count", "torch_threads",
-)
-
 
 # Deliveries of one run before it is given up (each worker crash on it is one).
 MAX_ATTEMPTS = 5
@@ -80,12 +68,6 @@ def _leave_for_reaper(session: Session, run: Run) -> None:
         run.message = ("interrupted: the worker was stopped; the run resumes (stored points "
                        "kept) when this node restarts or another node of its tag takes it over")
         session.commit()
-
-
-def env_fingerprint(environment: dict[str, Any]) -> str:
-    picked = {k: environment.get(k) for k in FINGERPRINT_FIELDS if k in environment}
-    blob = json.dumps(picked, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def store_environment(run: Run, message: Mapping[str, Any]) -> None:
