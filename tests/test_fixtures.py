@@ -13,10 +13,13 @@ from kernelwatch.cli.main import cli
 from kernelwatch.core import fixtures
 from kernelwatch.core.models import Job, Point, Run, Sample
 from kernelwatch.core.results import store_point
+from kernelwatch.core.series import series_key
 from kernelwatch.core.settings import Settings
 from kernelwatch.core.stats import summarize
+from kernelwatch_harness.catalogue import complete_params
 
-PARAMS = {"batch_size": 2, "kv_len": 64, "num_qo_heads": 4, "num_kv_heads": 2, "head_dim": 64}
+PARAMS = complete_params("batch_decode", {"batch_size": 2, "kv_len": 64, "num_qo_heads": 4,
+                                          "num_kv_heads": 2, "head_dim": 64})
 
 
 def _make_job(session: Session) -> Job:
@@ -120,3 +123,23 @@ def test_store_point_refuses_repeat_sizes_that_do_not_add_up(session: Session) -
         store_point(session, run, "batch_decode", PARAMS, {
             "point_index": 1, "backend": "torch-sdpa", "status": "ok",
             "samples_us": [1.0, 2.0, 3.0], "repeat_sizes": [2, 2]})
+
+
+def test_an_export_from_before_the_plan_mode_keeps_its_meaning(session: Session) -> None:
+    """A point exported before ``use_cuda_graph`` was a parameter was measured without the
+    CUDA-graph plan mode: it imports with ``use_cuda_graph: false`` and the series key of
+    those parameters (the one a new point measured that way gets), and its job's spec names
+    the value, so the job's grid is still the grid it measured."""
+    exported = fixtures.export_job(session, _make_job(session).id)
+    old_params = {k: v for k, v in PARAMS.items() if k != "use_cuda_graph"}
+    exported["job"]["spec"] = {"name": "fx", "kernel": "batch_decode", "params": {"kv_len": [64]}}
+    for point in exported["runs"][0]["points"]:
+        point["params"] = old_params
+        point["series_key"] = series_key("batch_decode", old_params, point["backend"], None)
+    copy = fixtures.import_job(session, exported)
+    session.flush()
+    points = session.scalars(select(Point).where(Point.job_id == copy.id)).all()
+    assert {p.params["use_cuda_graph"] for p in points} == {False}
+    assert all(p.series_key == series_key("batch_decode", {**old_params, "use_cuda_graph": False},
+                                          p.backend, None) for p in points)
+    assert copy.spec["params"] == {"kv_len": [64], "use_cuda_graph": [False]}

@@ -50,6 +50,11 @@ PARAMS: dict[str, Param] = {
         Param("kv_dtype", str, None, choices=(None, *KV_DTYPES)),
         Param("causal", bool, False, choices=(False, True)),
         Param("use_tensor_cores", bool, False, choices=(False, True)),
+        # The batch wrapper's CUDA-graph plan mode (``use_cuda_graph=`` with preallocated index
+        # buffers): such a wrapper plans a padded, fixed work partition, which serving engines
+        # (they capture decode in CUDA graphs) and flashinfer_benchmark.py both run. Points
+        # stored before this parameter existed were measured without it and record false.
+        Param("use_cuda_graph", bool, True, choices=(False, True)),
         Param("kv_len_distribution", str, "constant", choices=KV_DISTRIBUTIONS),
         Param("seed", int, 0, min=0, max=2**31 - 1),
     )
@@ -85,7 +90,7 @@ KERNELS: dict[str, Kernel] = {
         Kernel(
             "batch_decode",
             ("batch_size", "kv_len", *_HEADS, "page_size", "kv_layout", "dtype", "kv_dtype",
-             "use_tensor_cores", "kv_len_distribution", "seed"),
+             "use_tensor_cores", "use_cuda_graph", "kv_len_distribution", "seed"),
             ("auto", "fa2", "fa3", "trtllm-gen", "cudnn"),
             "BatchDecodeWithPagedKVCacheWrapper: one query token per request, paged KV",
         ),
@@ -98,13 +103,13 @@ KERNELS: dict[str, Kernel] = {
         Kernel(
             "batch_prefill",
             ("batch_size", "qo_len", "kv_len", *_HEADS, "page_size", "kv_layout", "dtype",
-             "kv_dtype", "causal", "kv_len_distribution", "seed"),
+             "kv_dtype", "causal", "use_cuda_graph", "kv_len_distribution", "seed"),
             ("auto", "fa2", "fa3", "trtllm-gen", "cudnn"),
             "BatchPrefillWithPagedKVCacheWrapper: qo_len queries per request, paged KV",
         ),
         Kernel(
             "batch_prefill_ragged",
-            ("batch_size", "qo_len", "kv_len", *_HEADS, "dtype", "causal",
+            ("batch_size", "qo_len", "kv_len", *_HEADS, "dtype", "causal", "use_cuda_graph",
              "kv_len_distribution", "seed"),
             ("auto", "fa2", "fa3", "cutlass", "cudnn"),
             "BatchPrefillWithRaggedKVCacheWrapper: packed variable-length Q/K/V",
@@ -112,12 +117,26 @@ KERNELS: dict[str, Kernel] = {
         Kernel(
             "mla_decode",
             ("batch_size", "kv_len", "num_qo_heads", "head_dim_ckv", "head_dim_kpe",
-             "page_size", "dtype", "kv_len_distribution", "seed"),
+             "page_size", "dtype", "use_cuda_graph", "kv_len_distribution", "seed"),
             ("auto", "fa2", "fa3", "cutlass", "trtllm-gen"),
             "BatchMLAPagedAttentionWrapper: DeepSeek-style latent attention decode",
         ),
     )
 }
+
+
+# What was in effect, before a parameter existed, for points that do not name it: stored points
+# and exports are given these values (never the new default), so they keep their meaning.
+LEGACY_VALUES: dict[str, Any] = {"use_cuda_graph": False}
+
+
+def with_legacy_values(kernel: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A stored point's parameters with the ``LEGACY_VALUES`` its kernel takes and it lacks."""
+    spec = KERNELS.get(kernel)
+    if spec is None:
+        return dict(params)
+    extra = {k: v for k, v in LEGACY_VALUES.items() if k in spec.params and k not in params}
+    return {**params, **extra}
 
 
 def complete_params(kernel: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,7 @@ def decode_init_kwargs(params: dict[str, Any], backend: str) -> dict[str, Any]:
     return {
         "kv_layout": params["kv_layout"],
         "use_tensor_cores": bool(params["use_tensor_cores"]),
+        "use_cuda_graph": bool(params.get("use_cuda_graph", False)),
         "backend": backend,
     }
 
@@ -70,7 +71,64 @@ def decode_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
 
 
 def prefill_init_kwargs(params: dict[str, Any], backend: str) -> dict[str, Any]:
-    return {"kv_layout": params.get("kv_layout", "NHD"), "backend": backend}
+    return {"kv_layout": params.get("kv_layout", "NHD"),
+            "use_cuda_graph": bool(params.get("use_cuda_graph", False)), "backend": backend}
+
+
+def ragged_init_kwargs(params: dict[str, Any], backend: str) -> dict[str, Any]:
+    return {"kv_layout": "NHD", "use_cuda_graph": bool(params.get("use_cuda_graph", False)),
+            "backend": backend}
+
+
+def mla_init_kwargs(params: dict[str, Any], backend: str) -> dict[str, Any]:
+    return {"use_cuda_graph": bool(params.get("use_cuda_graph", False)), "backend": backend}
+
+
+# The index buffers a wrapper built for CUDA graphs keeps for the life of the wrapper (its
+# plan() copies each batch's indices into them, so a captured graph can be replayed with new
+# ones), by wrapper keyword: the same tensors the plan receives, as flashinfer_benchmark.py
+# passes them. Such a wrapper plans a padded, fixed grid: a different experiment.
+CUDA_GRAPH_BUFFERS: dict[str, dict[str, str]] = {
+    "batch_decode": {"paged_kv_indptr_buffer": "kv_indptr",
+                     "paged_kv_indices_buffer": "kv_indices",
+                     "paged_kv_last_page_len_buffer": "kv_last_page_len"},
+    "batch_prefill": {"qo_indptr_buf": "qo_indptr", "paged_kv_indptr_buf": "kv_indptr",
+                      "paged_kv_indices_buf": "kv_indices",
+                      "paged_kv_last_page_len_buf": "kv_last_page_len"},
+    "batch_prefill_ragged": {"qo_indptr_buf": "qo_indptr", "kv_indptr_buf": "kv_indptr"},
+    "mla_decode": {"qo_indptr": "qo_indptr", "kv_indptr": "kv_indptr",
+                   "kv_indices": "kv_indices", "kv_len_arr": "kv_lens"},
+}
+_INIT_KWARGS = {"batch_decode": decode_init_kwargs, "batch_prefill": prefill_init_kwargs,
+                "batch_prefill_ragged": ragged_init_kwargs, "mla_decode": mla_init_kwargs}
+
+
+def init_kwargs(inp: Inputs, backend: str) -> dict[str, Any]:
+    """The batch wrapper's constructor keywords: with ``use_cuda_graph`` its index buffers."""
+    kw = _INIT_KWARGS[inp.kernel](inp.params, backend)
+    if kw["use_cuda_graph"]:
+        kw.update({k: inp.meta[m] for k, m in CUDA_GRAPH_BUFFERS[inp.kernel].items()})
+    return kw
+
+
+def check_accepts(fn: Any, kwargs: dict[str, Any], what: str, version: str) -> None:
+    """Refuse, with the reason, an option this FlashInfer version's ``fn`` does not take:
+    passing it anyway would fail obscurely, and leaving it out would silently measure
+    another experiment than the point records."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    missing = sorted(set(kwargs) - set(params))
+    if missing:
+        raise NotImplementedError(
+            f"FlashInfer {version}'s {what} has no {', '.join(missing)}: "
+            "this option cannot be measured with this version"
+        )
 
 
 def prefill_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
@@ -340,34 +398,38 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
         return _cudnn_decode(inp, scale, workspace)
     wrapper: Any
     tensor_cores = True
+    version = str(fi.__version__)
+    classes = {"batch_decode": "BatchDecodeWithPagedKVCacheWrapper",
+               "batch_prefill": "BatchPrefillWithPagedKVCacheWrapper",
+               "batch_prefill_ragged": "BatchPrefillWithRaggedKVCacheWrapper",
+               "mla_decode": "BatchMLAPagedAttentionWrapper"}
+    if kernel not in classes:
+        raise NotImplementedError(f"no FlashInfer adapter for kernel {kernel!r}")
+    cls = getattr(fi, classes[kernel])
+    init_kw = init_kwargs(inp, backend)
+    check_accepts(cls.__init__, init_kw, f"{classes[kernel]}()", version)
     if kernel == "batch_decode":
-        check_decode_backend(backend, bool(p["use_tensor_cores"]), str(fi.__version__))
-        wrapper = fi.BatchDecodeWithPagedKVCacheWrapper(workspace, **decode_init_kwargs(p, backend))
+        check_decode_backend(backend, bool(p["use_tensor_cores"]), version)
+        wrapper = cls(workspace, **init_kw)
         plan_kw = decode_plan_kwargs(inp, scale)
         tensor_cores = bool(p["use_tensor_cores"])
         fn: Any = lambda d: wrapper.run(d["q"], d["kv_cache"])  # noqa: E731
         outputs: Any = _split([1] * len(inp.kv_lens))
     elif kernel == "batch_prefill":
-        wrapper = fi.BatchPrefillWithPagedKVCacheWrapper(
-            workspace, **prefill_init_kwargs(p, backend)
-        )
+        wrapper = cls(workspace, **init_kw)
         plan_kw = prefill_plan_kwargs(inp, scale)
         fn = lambda d: wrapper.run(d["q"], d["kv_cache"])  # noqa: E731
         outputs = _split(inp.qo_lens)
     elif kernel == "batch_prefill_ragged":
-        wrapper = fi.BatchPrefillWithRaggedKVCacheWrapper(
-            workspace, kv_layout="NHD", backend=backend
-        )
+        wrapper = cls(workspace, **init_kw)
         plan_kw = ragged_plan_kwargs(inp, scale)
         fn = lambda d: wrapper.run(d["q"], d["k"], d["v"])  # noqa: E731
         outputs = _split(inp.qo_lens)
-    elif kernel == "mla_decode":
-        wrapper = fi.BatchMLAPagedAttentionWrapper(workspace, backend=backend)
+    else:
+        wrapper = cls(workspace, **init_kw)
         plan_kw = mla_plan_kwargs(inp, scale)
         fn = lambda d: wrapper.run(d["q_nope"], d["q_pe"], d["ckv"], d["kpe"])  # noqa: E731
         outputs = _split([1] * len(inp.kv_lens))
-    else:
-        raise NotImplementedError(f"no FlashInfer adapter for kernel {kernel!r}")
 
     def plan() -> None:
         wrapper.plan(**plan_kw)

@@ -17,6 +17,8 @@ from sqlalchemy import DateTime, insert, select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.models import Base, Job, Node, Point, Run, Sample
+from kernelwatch.core.series import rekey
+from kernelwatch_harness.catalogue import with_legacy_values
 
 FORMAT = "kernelwatch-job/1"
 
@@ -91,6 +93,32 @@ def export_job(session: Session, job_id: int) -> dict[str, Any]:
     return {"format": FORMAT, "job": _to_dict(job), "runs": out_runs}
 
 
+def legacy_spec(spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A job spec stored before one of its kernel's parameters existed names that parameter's
+    ``LEGACY_VALUES`` (what it measured), so its grid stays the one it measured."""
+    if not spec or "kernel" not in spec:
+        return spec
+    params = dict(spec.get("params") or {})
+    legacy = with_legacy_values(str(spec["kernel"]), {k: None for k in params})
+    added = {k: [v] for k, v in legacy.items() if k not in params}
+    return {**spec, "params": {**params, **added}} if added else spec
+
+
+def _legacy_identity(values: dict[str, Any]) -> None:
+    """An exported point from before one of its kernel's parameters existed: the parameter's
+    legacy value, and the key that goes with it (as the database's migration gives them)."""
+    kernel, params = values.get("kernel"), values.get("params")
+    if not kernel or not isinstance(params, dict):
+        return
+    new = with_legacy_values(str(kernel), params)
+    if new == params:
+        return
+    key = rekey(str(kernel), params, new, str(values.get("backend")), values.get("gpu_sku"),
+                str(values.get("series_key")))
+    if key is not None:
+        values["params"], values["series_key"] = new, key
+
+
 def import_job(session: Session, data: dict[str, Any]) -> Job:
     """Insert an exported job as a new job (new ids; statistics and raw samples kept as they
     were measured, never recomputed). The caller commits."""
@@ -99,6 +127,7 @@ def import_job(session: Session, data: dict[str, Any]) -> Job:
     job_values = _from_dict(Job, data["job"])
     # The key belongs to the original submission; a copy must not collide with it.
     job_values["idempotency_key"] = None
+    job_values["spec"] = legacy_spec(job_values.get("spec"))
     job = Job(**job_values)
     session.add(job)
     session.flush()
@@ -107,7 +136,9 @@ def import_job(session: Session, data: dict[str, Any]) -> Job:
         session.add(run)
         session.flush()
         for point_data in run_data.get("points", []):
-            point = Point(run_id=run.id, job_id=job.id, **_from_dict(Point, point_data))
+            values = _from_dict(Point, point_data)
+            _legacy_identity(values)
+            point = Point(run_id=run.id, job_id=job.id, **values)
             session.add(point)
             session.flush()
             s = point_data.get("samples") or {}

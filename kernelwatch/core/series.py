@@ -71,3 +71,18 @@ def series_key(
         identity["clock"] = clock
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def rekey(
+    kernel: str, old_params: dict[str, Any], new_params: dict[str, Any], backend: str,
+    gpu_sku: str | None, old_key: str,
+) -> str | None:
+    """The key of a stored point whose parameters gain values (``with_legacy_values``): the
+    measurement conditions that made its key are not stored with it, so the one combination
+    that reproduces ``old_key`` is found and kept. None when none does (the point keeps its
+    key and parameters: nothing is guessed)."""
+    for cold_l2 in (True, False):
+        for clock in (None, "boost"):
+            if series_key(kernel, old_params, backend, gpu_sku, cold_l2, clock) == old_key:
+                return series_key(kernel, new_params, backend, gpu_sku, cold_l2, clock)
+    return None
