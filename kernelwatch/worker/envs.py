@@ -23,8 +23,8 @@ needs (``BACKEND_DEPS``: the cuDNN frontend) are installed where available and r
 READY either way. From ``KERNELWATCH_WHEELHOUSE``
 (``--no-index --find-links``) when set, else from the package index.
 
-Standard library only at import time (the device bench script uses it where kernelwatch's
-service dependencies are absent); settings are read only when no explicit folder is given.
+Standard library only at import time (the GPU check uses it where kernelwatch's service
+dependencies are absent); settings are read only when no explicit folder is given.
 """
 
 from __future__ import annotations
