@@ -202,9 +202,8 @@ def test_the_committed_summaries_are_the_reports_of_the_raw_files(
 
 
 def test_the_timer_comparison_is_the_report_of_the_raw_files() -> None:
-    """The comparison of FlashInfer's two timers (docs/measurement.md, "CUPTI") is what
-    bench/gpu_timers.py prints from the committed files; its counts are the ones the results
-    report quotes."""
+    """The comparison of FlashInfer's two timers is what bench/gpu_timers.py prints from the
+    committed files; its counts are the ones the results report quotes."""
     from bench import gpu_timers
 
     raw = GPU / "raw"
@@ -225,7 +224,7 @@ def test_the_timer_comparison_is_the_report_of_the_raw_files() -> None:
 
 
 def test_the_flush_comparison_is_the_report_of_the_raw_files() -> None:
-    """What the written flush adds (docs/measurement.md, "CUPTI") is what bench/gpu_timers.py
+    """What the written flush adds (docs/results/h200-2026-11.md) is what bench/gpu_timers.py
     prints from four runs of one machine start, one per cold-L2 method."""
     from bench import gpu_timers
 
@@ -250,9 +249,9 @@ def _calibration(capsys: pytest.CaptureFixture[str], files: list[str]) -> tuple[
 
 def test_the_ci_calibration_figures_are_those_of_the_committed_runs(
         capsys: pytest.CaptureFixture[str]) -> None:
-    """docs/measurement.md ("The CI with few repeats") quotes what bench/ci_calibration.py
-    prints over every committed sweep measured twice: the percentile interval's overlaps and
-    tails, and that the stored CI overlaps for every point."""
+    """What bench/ci_calibration.py prints over every committed sweep measured twice (the
+    reason for the CI of docs/measurement.md, "The CI with few repeats"): the percentile
+    interval's overlaps and tails, and that the stored CI overlaps for every point."""
     out, total = _calibration(capsys, [])
     assert total == ["723", "692/723", "723/723"]
     assert "|z| > 2.58: 3.3% of pairs" in out and "|z| > 4.0: 0.7% of pairs" in out
