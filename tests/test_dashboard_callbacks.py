@@ -518,7 +518,7 @@ def test_the_histogram_says_at_which_clock_the_h200_samples_were_kept(pages, gpu
     off = {"repeats": [{"clock": {"floor_mhz": None, "samples_mhz": [1850.0], "discarded": 0,
                                   "floor_met": True}}]}
     assert job.clock_note(clock_summary(off)) == " · clock 1850 MHz"
-    # Points measured before the probe existed (raw/no-clock-floor-*) say nothing about it.
+    # Points measured before the probe existed carry no clock and say nothing about it.
     old = p.telemetry | {"repeats": [{k: v for k, v in r.items() if k != "clock"}
                                      for r in p.telemetry["repeats"]]}
     session.execute(update(Point).where(Point.id == p.id).values(telemetry=old))

@@ -1,4 +1,5 @@
-"""FLOPs, bytes and request lengths against values worked out by hand from DESIGN.md."""
+"""FLOPs, bytes and request lengths against values worked out by hand from FlashInfer's
+conventions (kernelwatch_harness.formulas, docs/measurement.md)."""
 
 from __future__ import annotations
 

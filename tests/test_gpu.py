@@ -133,7 +133,7 @@ def test_cold_l2_is_slower_than_warm_for_an_l2_resident_point() -> None:
 def test_cupti_cold_l2_methods_are_recorded_and_the_dirty_flush_costs_the_call() -> None:
     """CUPTI timing with each cold-L2 method (timing.cold_l2_method): rotation, FlashInfer's
     written flush, the read one. On an L2-sized point the written flush leaves dirty lines the
-    call writes back (fourth session: up to +15 % over rotation), the read one none."""
+    call writes back (docs/measurement.md, "Other timing methods"), the read one none."""
     point = {**SMALL, "kv_len": 2048, "kv_len_distribution": "constant"}  # 32 MiB of KV
     med = {}
     for how in ("rotate", "flush", "flush_clean"):

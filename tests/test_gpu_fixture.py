@@ -140,8 +140,8 @@ def test_the_comparison_finds_06s_prefill_regression_over_05_in_the_evidence(
 @pytest.mark.parametrize("other", ["earlier", "rerun"])
 def test_other_machine_starts_of_one_release_compare_unchanged(
         session: Session, tmp_path: Path, other: str) -> None:
-    """0.6.18.post1 measured on three machine starts (raw/earlier-*, raw/rerun-*, and the
-    fixture's): the comparison stays quiet on all 53 points."""
+    """0.6.18.post1 measured on three machine starts (two kept as raw harness messages, and
+    the fixture's): the comparison stays quiet on all 53 points."""
     written = build([str(GPU / "raw" / f"{other}-h200-0.6.18.post1.jsonl")], tmp_path, "h200")
     now = _runs_by_version(session, EXPORTS)["0.6.18.post1"]
     then = _runs_by_version(session, written)["0.6.18.post1"]
@@ -158,8 +158,8 @@ SUMMARIES = [
     ("summary-v6.txt", ["h200-0.6.18.post1.jsonl", "h200-torch.jsonl"], [V6, "torch"],
      "agreement-v6.jsonl", ALL, 2),
     ("summary-v7.txt", ["h200-0.7.2.post1.jsonl"], [V7], "agreement-v7.jsonl", ALL, 2),
-    # fourth session: FlashInfer's CUPTI timer in the agreement, the 0.995 floor, the
-    # harness timing by CUPTI
+    # FlashInfer's CUPTI timer in the agreement, the 0.995 floor, the harness timing by
+    # CUPTI
     ("summary-cupti-v6.txt", ["cupti-h200-0.6.18.post1.jsonl", "cupti-h200-torch.jsonl"],
      [V6, "torch"], "agreement-cupti-v6.jsonl", ALL, 2),
     ("summary-cupti-v5.txt", ["cupti-h200-0.5.3.jsonl"], [V5], "agreement-cupti-v5.jsonl",
@@ -169,18 +169,18 @@ SUMMARIES = [
      None, ["decode", "single"], 1),
     ("summary-harness-cupti-flush.txt", ["harness-cupti-flush-0.6.18.post1.jsonl"], [V6],
      None, ["decode", "single"], 1),
-    # fifth session: each cold-L2 method of CUPTI timing and graph replay on one machine
-    # start; 0.5.3 with 0.6.18.post1's graph timer in the agreement
+    # each cold-L2 method of CUPTI timing and graph replay on one machine start; 0.5.3 with
+    # 0.6.18.post1's graph timer in the agreement
     *[(f"summary-flushes-{how}.txt", [f"flushes-{how}-0.6.18.post1.jsonl"], [V6], None,
        ["decode", "single"], 1)
       for how in ("graph", "cupti-rotate", "cupti-flush", "cupti-flush_clean")],
     ("summary-rot-v5.txt", ["rot-h200-0.5.3.jsonl"], [V5], "agreement-rot-v5.jsonl", ALL, 2),
     # 5 repeats of 10 samples, two runs; 3 repeats on the same machine start, whose second
-    # run was cut off by the call's limit after its decode suite (reported for decode only)
+    # run stopped after its decode suite (reported for decode only)
     ("summary-repeats-r5.txt", ["repeats-r5-0.6.18.post1.jsonl"], [V6], None, ALL, 2),
     ("summary-repeats-r3-decode.txt", ["repeats-r3-0.6.18.post1.jsonl"], [V6], None,
      ["decode"], 2),
-    # sixth session: two runs on fresh machine starts, the CI for few repeats
+    # two runs on fresh machine starts, measured after the CI for few repeats was chosen
     ("summary-s6-v6.txt", ["s6-h200-0.6.18.post1.jsonl"], [V6], None, ALL, 2),
     ("summary-s6-v7-decode.txt", ["s6-h200-0.7.2.post1-decode.jsonl"], [V7], None,
      ["decode"], 2),
@@ -192,8 +192,8 @@ SUMMARIES = [
 def test_the_committed_summaries_are_the_reports_of_the_raw_files(
         tmp_path: Path, summary: str, raws: list[str], labels: list[str],
         agreement: str | None, suites: list[str], runs: int) -> None:
-    """The figures docs/gpu.md quotes (raw/summary-*.txt) are what bench/gpu_sweep.py's
-    report prints from the committed raw harness messages and agreement rows."""
+    """Each committed summary is what bench/gpu_sweep.py's report prints from the committed
+    raw harness messages and agreement rows."""
     raw = GPU / "raw"
     saved = gpu_sweep.load_saved([raw / r for r in raws], raw / agreement if agreement else None)
     gpu_sweep.report(*saved, suites, [(lab, None if lab == "torch" else lab) for lab in labels],
@@ -202,9 +202,8 @@ def test_the_committed_summaries_are_the_reports_of_the_raw_files(
 
 
 def test_the_timer_comparison_is_the_report_of_the_raw_files() -> None:
-    """raw/summary-timers-v6.txt (docs/gpu.md: what separates FlashInfer's two timers) is
-    what bench/gpu_timers.py prints from the fourth session's committed files; its counts
-    are the ones the note quotes."""
+    """The comparison of FlashInfer's two timers is what bench/gpu_timers.py prints from the
+    committed files; its counts are the ones the results report quotes."""
     from bench import gpu_timers
 
     raw = GPU / "raw"
@@ -225,8 +224,8 @@ def test_the_timer_comparison_is_the_report_of_the_raw_files() -> None:
 
 
 def test_the_flush_comparison_is_the_report_of_the_raw_files() -> None:
-    """raw/summary-timers-flushes-v6.txt (docs/gpu.md: what the written flush adds) is what
-    bench/gpu_timers.py prints from the fifth session's four runs of one machine start."""
+    """What the written flush adds (docs/results/h200-2026-11.md) is what bench/gpu_timers.py
+    prints from four runs of one machine start, one per cold-L2 method."""
     from bench import gpu_timers
 
     raw = GPU / "raw"
@@ -250,9 +249,9 @@ def _calibration(capsys: pytest.CaptureFixture[str], files: list[str]) -> tuple[
 
 def test_the_ci_calibration_figures_are_those_of_the_committed_runs(
         capsys: pytest.CaptureFixture[str]) -> None:
-    """docs/gpu.md ("The CI with few repeats") quotes what bench/ci_calibration.py prints over
-    every committed sweep measured twice: the percentile interval's overlaps and tails, and
-    that the stored CI overlaps for every point."""
+    """What bench/ci_calibration.py prints over every committed sweep measured twice (the
+    reason for the CI of docs/measurement.md, "The CI with few repeats"): the percentile
+    interval's overlaps and tails, and that the stored CI overlaps for every point."""
     out, total = _calibration(capsys, [])
     assert total == ["723", "692/723", "723/723"]
     assert "|z| > 2.58: 3.3% of pairs" in out and "|z| > 4.0: 0.7% of pairs" in out
@@ -260,8 +259,8 @@ def test_the_ci_calibration_figures_are_those_of_the_committed_runs(
 
 
 def test_the_fresh_runs_ci_calibration(capsys: pytest.CaptureFixture[str]) -> None:
-    """The sixth session's two-run sweeps, measured after the CI was chosen: the stored CI
-    overlaps for all 85 points measured twice, the percentile interval for 81."""
+    """Two-run sweeps measured after the CI was chosen: the stored CI overlaps for all 85
+    points measured twice, the percentile interval for 81."""
     raw = GPU / "raw"
     _, total = _calibration(capsys, [str(raw / "s6-h200-0.6.18.post1.jsonl"),
                                      str(raw / "s6-h200-0.7.2.post1-decode.jsonl")])
@@ -270,9 +269,9 @@ def test_the_fresh_runs_ci_calibration(capsys: pytest.CaptureFixture[str]) -> No
 
 @pytest.mark.parametrize("version", [V6, V5, V7])
 def test_the_interleaved_agreement_logs_are_their_rows(version: str) -> None:
-    """raw/s6-interleaved-<version>.log (docs/gpu.md: the harness and FlashInfer's timers
-    alternated in one process over the 53 units) ends with what summary_lines makes of the
-    rows committed beside it."""
+    """The log of the harness and FlashInfer's timers alternated in one process over the 53
+    units (docs/results/h200-2026-11.md) ends with what summary_lines makes of the rows
+    committed beside it."""
     from bench.gpu_agreement_interleaved import summary_lines
 
     raw = GPU / "raw"

@@ -167,7 +167,7 @@ def ragged_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
 def cudnn_prefill_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     """Keyword arguments of ``flashinfer.cudnn.cudnn_batch_prefill_with_kv_cache`` for the
     paged and ragged prefill, called directly as flashinfer_benchmark.py calls it. Through
-    the wrappers it cannot run (H200): cuDNN asserts ``return_lse=True``, and with it
+    the wrappers it cannot run: cuDNN asserts ``return_lse=True``, and with it
     0.6.18.post1's wrappers allocate the log-sum-exp as (tokens, heads) where cuDNN requires
     (sequences, max tokens, heads). cuDNN counts batch offsets in elements (tokens x heads x
     head_dim) and takes per-request lengths as (batch, 1, 1, 1); a paged cache also takes a
@@ -306,12 +306,12 @@ def cudnn_frontend_installed() -> bool:
 
 def check_arch(backend: str, capability: tuple[int, int], cudnn_frontend: bool = True) -> None:
     """trtllm-gen is TensorRT-LLM's generated FMHA cubins, built for Blackwell (sm100/sm103)
-    only. On other GPUs FlashInfer still tries to download them first (on the H200, offline:
+    only. On other GPUs FlashInfer still tries to download them first (on an offline node:
     ``AssertionError: Failed to get checksums.txt``, after the download's retries), which
     would read as an error of the node rather than a backend this GPU does not have.
     cuDNN goes through the cuDNN frontend; without it FlashInfer falls back to its own cuDNN
     cubins, downloaded the same way and built for sm100 only (``cudnn_sm100_fprop_sdpa_*``;
-    on the H200, whose node had no frontend, the fallback's assertions were what failed)."""
+    off Blackwell without the frontend, the fallback's assertions are what fails)."""
     sm = f"sm{capability[0]}{capability[1]}"
     if backend == "trtllm-gen" and capability[0] != 10:
         raise NotImplementedError(

@@ -4,7 +4,7 @@ Standard library only: the GPU harness (which runs inside each FlashInfer versio
 environment, without kernelwatch's dependencies) imports this module too, so the lengths it
 builds inputs from and the bytes/FLOPs the service reports come from one place.
 
-FLOPs and bytes follow FlashInfer's conventions (DESIGN.md):
+FLOPs and bytes follow FlashInfer's conventions (docs/measurement.md):
   non-causal FLOPs = 2 * H_qo * (d_qk + d_vo) * sum(lq_i * lkv_i)
   causal FLOPs     = H_qo * (d_qk + d_vo) * sum(lq_i * (2 * lkv_i - lq_i))
   bytes = sum(lq)*H_qo*d_qk*sz_q + sum(lkv)*H_kv*(d_qk+d_vo)*sz_kv + sum(lq)*H_qo*d_vo*sz_o

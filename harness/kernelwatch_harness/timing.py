@@ -42,37 +42,37 @@ GRAPH_TARGET_US = 1000.0
 one pass over the copies), so per-replay event overhead is negligible."""
 
 SUSTAINED_MIN_CALL_US = 100.0
-"""Calls at least this long get the time-based warm-up (``warmup_replays``). On the H200, a
-decode call of ~3 ms ran at 1980 MHz for the first ~40 ms after the GPU idled, then the power
-cap brought the SM clock to ~1870 MHz and the call 5% slower from ~130 ms on; calls of 10-20 us
-drew 120-230 W and ran at one speed over a 400 ms burst (bench/gpu_burst_trace.py,
-tests/fixtures/gpu/raw/burst-trace.log). Short calls keep the count-based warm-up: for them
-the time-based one would cost its full length and change nothing."""
+"""Calls at least this long get the time-based warm-up (``warmup_replays``). A heavy call runs
+at the boost clock for the first tens of ms after the GPU idled, then the power limiter lowers
+the SM clock and the call gets a few % slower; calls of 10-20 us draw little power and run at
+one speed over a long burst (docs/measurement.md, "Clocks under load"). Short calls keep the
+count-based warm-up: for them the time-based one would cost its full length and change
+nothing."""
 
 PROBE_CYCLES = 200_000
-"""The SM clock probe (``clock_probe``) spins this many SM cycles: ~100 us at 1980 MHz, so the
-CUDA events' ~0.5 us resolution reads the clock to about 0.5%."""
+"""The SM clock probe (``clock_probe``) spins this many SM cycles: ~100 us at a 2 GHz boost
+clock, so the CUDA events' ~0.5 us resolution reads the clock to about 0.5%."""
 
 CLOCK_FLOOR = TIMING_DEFAULTS.clock_floor
 """Samples of replays that ran under this fraction of the boost clock (the probe's reading
 after a light load, ``boost_reference_mhz``) are discarded and taken again after an idle gap.
-On the H200 the probe read 1905-1924 MHz at boost; the power limiter took heavy calls to
-1849-1888 MHz (decode, 2-3% slower) and 1633 MHz (fa3 prefill, 12% slower) within 15-45 ms
-of load (bench/gpu_clock_trace.py, raw/clock-trace.log)."""
+Under the power limiter, calls longer than a few ms run at a lower SM clock within tens of ms
+of load and get several % slower; the floor keeps every sample within 1.5% of boost
+(docs/measurement.md, "The clock floor")."""
 RECOVERY_S = 0.1
-"""Idle before a burst that replaces discarded samples: on the H200, 100 ms brought the
-clock back to boost after 300 ms of limiter load for 3 ms decode and prefill calls; 5-50 ms
-did not (raw/clock-trace.log)."""
+"""Idle before a burst that replaces discarded samples: long enough for the clock to return to
+boost after sustained limiter load on calls of a few ms; a few tens of ms is not
+(docs/measurement.md, "The clock floor")."""
 MAX_BURSTS = 12
 HEADSTART_CYCLES = 4_000_000
 """``estimate_call_us`` first queues a spin of this many SM cycles (2 ms at boost) so the host
 has queued its eager calls before the GPU reaches them: the events then time the calls back
-to back, not the host's launch gaps. Without it, FlashInfer 0.7.2's decode ``run()`` (over
-100 us of host time) made a 12 us call look heavy, and its warm-up fell to one replay
-(raw/pytest-gpu-v7.log)."""
+to back, not the host's launch gaps. Without it, a wrapper whose ``run()`` spends more host
+time than the kernel takes on the GPU (FlashInfer 0.7.2's decode: over 100 us) makes a 12 us
+call look heavy, and its warm-up falls to one replay."""
 WARMUP_BUDGET_US = 5000.0
-"""The count-based warm-up stops at about this much GPU time: five 3.3 ms replays of a heavy
-prefill call would spend the ~15 ms the H200 holds its boost clock under that load."""
+"""The count-based warm-up stops at about this much GPU time: five replays of a 3 ms prefill
+call would spend the few tens of ms a GPU holds its boost clock under that load."""
 
 Fn = Callable[[dict[str, Any]], Any]
 
@@ -90,9 +90,9 @@ def warmup_count(est_call_us: float, calls: int, warmup: int) -> int:
 def clock_probe(cycles: int = PROBE_CYCLES) -> None:
     """Queue a one-thread kernel that spins ``cycles`` SM clock cycles (``clock64``; torch's
     own ``_sleep``). Timed by the CUDA events around it, it reads the SM clock in the stream,
-    at the moment the neighbouring kernels run: NVML's reading is sampled and lagged the
-    H200's power limiter by tens of ms (raw/burst-trace.log: B=64 kv=32768 replays 15-45 ran
-    2.5% slower while NVML still read 1980 MHz)."""
+    at the moment the neighbouring kernels run: NVML's reading is sampled and lags the power
+    limiter by tens of ms, so it can still read the boost clock while calls already run
+    slower."""
     torch.cuda._sleep(cycles)
 
 
@@ -222,8 +222,8 @@ def collect_at_clock(
     """``need`` samples whose replays ran at or above ``floor_mhz``, as nvbench does with its
     throttle threshold: samples under the floor are dropped, the GPU idles ``recovery_s`` and
     another burst asks for what is missing. Stops after ``max_bursts``, or after two bursts in
-    a row kept nothing (a call too long for the limiter's window: the H200 held an 11.8 ms
-    decode call at ~1820 MHz even after 250 ms idle); the shortfall is then filled with the
+    a row kept nothing (a call too long for the limiter's window, which no idle gap brings
+    back to boost); the shortfall is then filled with the
     last burst's samples under the floor and ``floor_met`` is False (the point is flagged)."""
     kept: list[float] = []
     clocks: list[float] = []
@@ -378,9 +378,9 @@ def replay_samples(
 
 def boost_reference_mhz(cycles: int = PROBE_CYCLES) -> float:
     """What the probe reads at the boost clock: the median of five probes after ~20 ms of a
-    one-thread spin, a load light enough that no power limiter acts (on the H200 it read
-    1920 MHz where the burst probes of light kernels read 1905-1924; the probe's launch
-    latency makes it read a few % under NVML's 1980, the same for every reading)."""
+    one-thread spin, a load light enough that no power limiter acts (it matches what the
+    probes read around light kernels; the probe's launch latency makes it read a few % under
+    NVML's maximum clock, the same for every reading)."""
     torch.cuda.synchronize()
     clock_probe(40_000_000)  # ~20 ms at boost: the clock leaves idle
     ev = [torch.cuda.Event(enable_timing=True) for _ in range(6)]

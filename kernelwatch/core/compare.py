@@ -148,11 +148,10 @@ def compare_paired(
     of median(contender) / median(baseline); its CI resamples blocks, then each chosen block's
     samples on both sides.
 
-    Pairing cancels what a block's two sides share. On the H200 a small decode point's
-    harness repeat 1 ran ~3% faster than its repeat 2 and ~5% faster than its repeat 3, for
-    both versions and in every round: pooled over 15 repeats, the median jumped between those
-    levels under resampling and a +5.2% change seen in all 15 blocks got a CI of
-    0.997-1.110, "not reproduced" (tests/fixtures/gpu/release/, 2xh200)."""
+    Pairing cancels what a block's two sides share. A point whose harness repeats sit at
+    different levels, the same for both versions in every round, makes a pooled median jump
+    between those levels under resampling: a real change seen in every block then gets a CI
+    that includes 1 and reads "not reproduced" (docs/regressions.md)."""
     pairs = [(np.asarray(b, dtype=np.float64), np.asarray(c, dtype=np.float64))
              for b, c in blocks]
     if len(pairs) < 2 or any(b.size < 2 or c.size < 2 for b, c in pairs):

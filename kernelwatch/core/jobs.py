@@ -1,8 +1,8 @@
 """The job service: creating jobs from sweep specs, splitting them into runs, enqueueing runs
 after the commit, and the ONE job/run state machine that the API and the workers share.
 
-States (DESIGN.md): a job is queued -> running -> succeeded | partial | failed | cancelled.
-A run follows the same states. Rules:
+States (docs/api.md, "Job states"): a job is queued -> running -> succeeded | partial | failed
+| cancelled. A run follows the same states. Rules:
 
 - ``mark_run_started``: queued|running -> running. Running -> running is a retry (the worker
   that had it died; Celery redelivered the message) and counts another attempt.

@@ -1,4 +1,4 @@
-"""ORM models: the data as a user thinks of it (see DESIGN.md).
+"""ORM models: the data as a user thinks of it.
 
 Job -> Run (one job on one target, FlashInfer version and chunk, executed on one node)
     -> Point (one parameter combination x backend) -> Sample (every timed iteration).

@@ -2,7 +2,7 @@
 
 kernel + completed parameters + backend + GPU SKU + the measurement conditions that change the
 number: cold or warm L2, and the clock the samples were kept at ("boost" when the harness's
-clock floor retook every sample taken under the boost clock; on the H200 heavy calls ran 2-12%
+clock floor retook every sample taken under the boost clock; heavy calls run several %
 slower under the power limiter, so a release measured that way never meets one that kept
 every sample). Points measured before the floor existed carry no clock and keep their keys.
 The FlashInfer version is deliberately *not* part of it: a series is what one follows from

@@ -31,16 +31,16 @@ class Timing(BaseModel):
 
     warmup: int = Field(TIMING_DEFAULTS.warmup, ge=0, le=1000)
     # Calls of >= 100 us also warm up for this much GPU time before each repeat's samples, to
-    # measure them under sustained load: the H200 holds its boost clock for the first ~40 ms
-    # of a heavy kernel, then its power limiter lowers the SM clock by up to ~8%, by an amount
+    # measure them under sustained load: a GPU holds its boost clock for the first tens of ms
+    # of a heavy kernel, then its power limiter lowers the SM clock by a few %, by an amount
     # that depends on the last seconds of load. Off (0) by default: short bursts measure the
-    # boost clock, which repeats reproduce. See docs/gpu.md, "Clocks under load".
+    # boost clock, which repeats reproduce. See docs/measurement.md, "Clocks under load".
     warmup_ms: float = Field(TIMING_DEFAULTS.warmup_ms, ge=0, le=MAX_WARMUP_MS)
     # Graph-replay samples whose replay ran under this fraction of the boost clock (read in
     # the stream by a spin-kernel probe before and after each replay) are discarded and
-    # retaken after 100 ms of idle, as nvbench does with its throttle threshold: on the H200
-    # the power limiter slowed heavy calls by 2-12% within 15-45 ms of load. 0 keeps every
-    # sample; ignored with warmup_ms > 0, which asks for the sustained-load clock.
+    # retaken after 100 ms of idle, as nvbench does with its throttle threshold: calls longer
+    # than a few ms lower the clock under the power limiter within tens of ms of load. 0 keeps
+    # every sample; ignored with warmup_ms > 0, which asks for the sustained-load clock.
     clock_floor: float = Field(TIMING_DEFAULTS.clock_floor, ge=0, le=1)
     # >= 30 timed iterations per point in all: fewer cannot give a median CI worth reporting.
     iterations: int = Field(TIMING_DEFAULTS.iterations, ge=30, le=MAX_ITERATIONS)

@@ -4,22 +4,21 @@
 Samples may come in repeats: the harness measures a point several times, interleaved with the
 other points of its sweep and with its inputs rebuilt, because consecutive samples of one
 repeat share the GPU's state of that moment (clocks under the power cap, temperature, where the
-inputs landed in memory). Measured on the H200, such state moved a point's median by 0.3-1%
-between runs while the 30 samples of one run gave a CI of +-0.05%, so an i.i.d. bootstrap
-called two runs of the same code different. With repeats, the CI comes from a two-stage
+inputs landed in memory). Such state moves a point's median by more between runs than the
+samples of one run spread, so an i.i.d. bootstrap of one run's samples calls two runs of the
+same code different. With repeats, the CI comes from a two-stage
 bootstrap (repeats resampled, then samples within each chosen repeat), so the between-repeat
 variance is part of it.
 
 A percentile interval of that bootstrap is too narrow for the harness's three repeats: the
 between-repeat variance is estimated from three numbers, so the resampled medians understate it
-(by (k-1)/k) and their spread is itself uncertain. Over the 723 points measured twice in the
-committed H200 sweeps (bench/ci_calibration.py) the difference of two runs' medians, in units
-of its bootstrap standard error, was beyond +-1.96 for 7.1% of points and beyond +-4 for 0.7%:
-the heavy tails of a statistic studentized by few degrees of freedom; up to 7 of 53 points per
-pair of runs had percentile CIs that did not overlap. With repeats the CI is therefore the bootstrap
-standard error scaled by Student's t with k-1 degrees of freedom and by sqrt(k/(k-1)), around
-the median: the small-sample interval for k clusters, which reads as the percentile interval
-when there are many repeats.
+(by (k-1)/k) and their spread is itself uncertain. The difference of two runs' medians, in
+units of its bootstrap standard error, has the heavy tails of a statistic studentized by few
+degrees of freedom, and two runs' percentile CIs often fail to overlap (docs/measurement.md,
+"The CI with few repeats"). With repeats the CI is therefore the bootstrap
+standard error scaled by Student's t with k-1 degrees of freedom and by sqrt(k/(k-1)): the
+small-sample interval for k clusters, which reads as the percentile interval when there are
+many repeats. It is built on the log scale (``interval``), so it never reaches zero.
 """
 
 from __future__ import annotations

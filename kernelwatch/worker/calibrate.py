@@ -3,7 +3,7 @@
 which is what a memory-bound kernel's TB/s should be compared with (the datasheet peak is not
 reachable; on an H200 a device-to-device copy moves about 4.3 of its 4.8 TB/s).
 
-Bytes counted: read + written (2 x buffer size per copy), as METHOD.md and FlashInfer count.
+Bytes counted: read + written (2 x buffer size per copy), as FlashInfer counts them.
 Run it in the worker process that is pinned to its GPU (``CUDA_VISIBLE_DEVICES``), never in a
 parent that forks afterwards: it initialises CUDA.
 """

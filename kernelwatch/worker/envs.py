@@ -23,8 +23,8 @@ needs (``BACKEND_DEPS``: the cuDNN frontend) are installed where available and r
 READY either way. From ``KERNELWATCH_WHEELHOUSE``
 (``--no-index --find-links``) when set, else from the package index.
 
-Standard library only at import time (the device bench script uses it where kernelwatch's
-service dependencies are absent); settings are read only when no explicit folder is given.
+Standard library only at import time (the GPU check uses it where kernelwatch's service
+dependencies are absent); settings are read only when no explicit folder is given.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ LIGHT_DEPS = {
 # FlashInfer dependencies that one backend needs (module name -> distribution): installed
 # (``--no-deps``) when the wheelhouse or index has them; without them the env still serves
 # every other backend, and the harness refuses that one with the reason. cuDNN: without its
-# frontend FlashInfer falls back to cubins built for sm100 only (docs/gpu.md).
+# frontend FlashInfer falls back to cubins built for sm100 only (docs/measurement.md).
 BACKEND_DEPS = {"cudnn": "nvidia-cudnn-frontend"}
 _VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+!-]*$")
 

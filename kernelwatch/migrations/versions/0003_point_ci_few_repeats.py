@@ -2,7 +2,7 @@
 
 The CI of a point measured in several repeats was the percentile interval of a two-stage
 bootstrap, which two runs of the same sweep on an H200 showed to be too narrow for three
-repeats (docs/gpu.md, "The CI with few repeats"). Points stored before keep their raw samples,
+repeats (docs/measurement.md, "The CI with few repeats"). Points stored before keep their raw samples,
 so their CI is recomputed from them, exactly as core.stats computes it for new points; points of
 one repeat are unchanged (their interval is the same percentile interval as before).
 
