@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.compare import compare_runs, persist_comparison
-from kernelwatch.core.models import Job, Node, Regression, Release, Run
+from kernelwatch.core.models import Job, Node, Regression, Release, ReleaseTag, Run, TagState
 from kernelwatch.core.results import store_point
 from kernelwatch_harness.catalogue import complete_params
 from kernelwatch_harness.formulas import point_work
@@ -153,9 +153,9 @@ def seed(session: Session) -> Seeded:
         regs[0].state = "confirmed"
         regs[0].confirm_ratio, regs[0].confirm_ci_low, regs[0].confirm_ci_high = 1.1, 1.09, 1.11
     # The release flow's record of it (core/releases.py): per GPU tag, its jobs and state.
-    release.details = {"tags": {GPU: {"jobs": [job.id], "state": "done",
-                                      "comparison_id": comp.id, "regressions": len(regs),
-                                      "baseline_run_ids": [out.runs[V_OLD]],
-                                      "contender_run_ids": [out.runs[V_NEW]]}}}
+    session.add(ReleaseTag(release_id=release.id, tag=GPU, job_ids=[job.id],
+                           state=TagState.done, comparison_id=comp.id,
+                           regressions=len(regs), baseline_run_ids=[out.runs[V_OLD]],
+                           contender_run_ids=[out.runs[V_NEW]]))
     session.commit()
     return out

@@ -165,3 +165,18 @@ def test_paired_needs_two_blocks_with_samples_on_both_sides() -> None:
         compare_paired([([1.0, 1.1], [1.0]), ([1.0, 1.1], [1.0, 1.2])], 0.03)
     with pytest.raises(ValueError, match="positive"):
         compare_paired([([1.0, 0.0], [1.0, 1.2]), ([1.0, 1.1], [1.0, 1.2])], 0.03)
+
+
+def test_the_statistics_module_needs_no_database() -> None:
+    """core.compare.stats is the pure part of a comparison: nothing of SQLAlchemy or the ORM."""
+    import ast
+    from pathlib import Path
+
+    import kernelwatch.core.compare.stats as pure
+
+    tree = ast.parse(Path(pure.__file__).read_text())
+    modules = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "numpy" in modules
+    assert not [m for m in modules if m.startswith("sqlalchemy") or m.startswith(
+        ("kernelwatch.core.models", "kernelwatch.core.db", "kernelwatch.core.compare.runs"))]

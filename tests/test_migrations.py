@@ -3,8 +3,10 @@ fresh SQLite file, and the models match what the migrations build (no autogenera
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +16,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, MetaData, inspect, select, update
+from sqlalchemy import Engine, MetaData, inspect, select, text, update
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.db import make_engine
 from kernelwatch.core.migrate import alembic_config, upgrade
-from kernelwatch.core.models import Base, Job, Point, Run
+from kernelwatch.core.models import Base, Job, Point, Release, ReleaseTag, Run, TagState
 from kernelwatch.core.results import store_point
 from kernelwatch.core.stats import summarize
 from kernelwatch_harness.catalogue import complete_params
@@ -110,5 +112,53 @@ def test_upgrade_recomputes_the_ci_of_points_measured_in_repeats(fresh_pg: str) 
         assert (repeated.ci_low_us, repeated.ci_high_us) == pytest.approx((st.ci_low, st.ci_high))
         assert st.ci_low < st.median < st.ci_high
         assert (single.ci_low_us, single.ci_high_us) == (1.0, 2.0)
+    finally:
+        engine.dispose()
+
+
+def test_release_tags_move_from_the_json_into_rows_and_back(fresh_pg: str) -> None:
+    """0004: a release stored under 0003 with its per-tag progress in ``details["tags"]``
+    comes out as ReleaseTag rows (and its details without the tags); downgrading puts the
+    same JSON back."""
+    command.upgrade(alembic_config(fresh_pg), "0003_point_ci_few_repeats")
+    engine = make_engine(fresh_pg)
+    now = datetime.now(UTC)
+    tags = {
+        "h100": {"jobs": [3, 4], "state": "done", "comparison_id": 1,
+                 "counts": {"regression": 1, "unchanged": 5}, "baseline_run_ids": [5],
+                 "contender_run_ids": [6], "regressions": 1, "confirmed": 1,
+                 "not_reproduced": 0},
+        "cpu": {"jobs": [], "state": "no_baseline", "message": "no runs of one of the versions"},
+    }
+    details = {"tags": tags, "notification": {"sent": False, "error": None}}
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO releases (version, previous_version, source, status, details, "
+                "created_at) VALUES ('0.6.18', '0.5.3', 'manual', 'complete', "
+                "CAST(:details AS JSON), :now), ('0.5.3', NULL, 'manual', 'no_nodes', "
+                "CAST(:empty AS JSON), :now)"),
+                {"details": json.dumps(details), "empty": json.dumps({"tags": {}}), "now": now})
+            conn.execute(text(
+                "INSERT INTO comparisons (baseline_run_ids, contender_run_ids, threshold, "
+                "summary, release_id, created_at) SELECT '[5]', '[6]', 0.03, '{}', id, :now "
+                "FROM releases WHERE version = '0.6.18'"), {"now": now})
+        upgrade(fresh_pg)
+        with Session(engine) as s:
+            release = s.scalars(select(Release).where(Release.version == "0.6.18")).one()
+            assert release.details == {"notification": {"sent": False, "error": None}}
+            rows = s.scalars(select(ReleaseTag).order_by(ReleaseTag.tag)).all()
+            assert [(r.release_id, r.tag) for r in rows] == [(release.id, "cpu"),
+                                                             (release.id, "h100")]
+            assert {r.tag: r.as_dict() for r in rows} == tags
+            assert rows[1].state == TagState.done and rows[1].job_ids == [3, 4]
+            empty = s.scalars(select(Release).where(Release.version == "0.5.3")).one()
+            assert empty.details == {}
+        command.downgrade(alembic_config(fresh_pg), "0003_point_ci_few_repeats")
+        assert "release_tags" not in inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            back = dict(conn.execute(text("SELECT version, details FROM releases")).all())
+        assert back["0.6.18"] == details
+        assert back["0.5.3"] == {"tags": {}}
     finally:
         engine.dispose()

@@ -22,7 +22,15 @@ from kernelwatch.core import db
 from kernelwatch.core.broker import TASK_CONFIRM_REGRESSIONS, get_celery, queue_for_node
 from kernelwatch.core.compare import compare_runs, persist_comparison
 from kernelwatch.core.fixtures import import_job
-from kernelwatch.core.models import Comparison, Job, Node, Regression, Release, Run
+from kernelwatch.core.models import (
+    Comparison,
+    Job,
+    Node,
+    Regression,
+    Release,
+    ReleaseTag,
+    Run,
+)
 from kernelwatch.core.settings import Settings
 from tests.conftest import configure
 from tests.release_support import notification_server, write_tiny_suite
@@ -75,8 +83,9 @@ def test_webhook_to_notification_through_a_real_worker(
         release = session.scalars(select(Release).where(Release.version == "0.6.18.post1")).one()
         assert release.status == "complete" and release.notified_at is not None
         assert release.details["notification"]["sent"] is True
-        tag = release.details["tags"]["cpu"]
-        comparison = session.get(Comparison, tag["comparison_id"])
+        tag = session.scalars(select(ReleaseTag).where(ReleaseTag.release_id == release.id,
+                                                       ReleaseTag.tag == "cpu")).one()
+        comparison = session.get(Comparison, tag.comparison_id)
         assert comparison is not None and comparison.release_id == release.id
         assert (comparison.baseline_label, comparison.contender_label) == ("0.6.18",
                                                                            "0.6.18.post1")

@@ -11,7 +11,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.fixtures import import_job
-from kernelwatch.core.models import Comparison, Regression, Release
+from kernelwatch.core.models import (
+    Comparison,
+    Regression,
+    Release,
+    ReleaseStatus,
+    ReleaseTag,
+    TagState,
+)
 from kernelwatch.core.releases import redrive_releases
 from kernelwatch.core.settings import Settings
 from tests.conftest import configure
@@ -30,11 +37,17 @@ def _release_with_finished_jobs_but_no_comparison(session: Session) -> Release:
             job_ids.append(job.id)
     # As if the job hook had failed: the jobs are finished, the tag never moved on.
     release = Release(version="0.6.18.post1", previous_version="0.5.3", source="manual",
-                      status="benchmarking",
-                      details={"tags": {"h200": {"jobs": job_ids, "state": "benchmarking"}}})
+                      status=ReleaseStatus.benchmarking, details={},
+                      tags=[ReleaseTag(tag="h200", job_ids=job_ids,
+                                       state=TagState.benchmarking)])
     session.add(release)
     session.commit()
     return release
+
+
+def _tag(session: Session, release: Release, tag: str) -> ReleaseTag:
+    return session.scalars(select(ReleaseTag).where(ReleaseTag.release_id == release.id,
+                                                    ReleaseTag.tag == tag)).one()
 
 
 def test_a_lost_job_hook_and_a_lost_confirmation_step_are_re_driven(session: Session) -> None:
@@ -42,8 +55,8 @@ def test_a_lost_job_hook_and_a_lost_confirmation_step_are_re_driven(session: Ses
 
     assert redrive_releases() == 1
     session.expire_all()
-    tag = session.get(Release, release.id).details["tags"]["h200"]  # type: ignore[union-attr]
-    assert tag["state"] == "confirming" and tag["regressions"] == 4
+    tag = _tag(session, release, "h200")
+    assert tag.state == TagState.confirming and tag.regressions == 4
     comparison = session.scalar(select(Comparison).where(Comparison.release_id == release.id))
     assert comparison is not None
     regs = session.scalars(select(Regression).where(
@@ -59,8 +72,8 @@ def test_a_lost_job_hook_and_a_lost_confirmation_step_are_re_driven(session: Ses
     session.expire_all()
     done = session.get(Release, release.id)
     assert done is not None and done.status == "complete"
-    assert done.details["tags"]["h200"]["state"] == "done"
-    assert done.details["tags"]["h200"]["confirmed"] == 4
+    tag = _tag(session, done, "h200")
+    assert tag.state == TagState.done and tag.confirmed == 4
     assert redrive_releases() == 0  # complete releases are left alone
 
 

@@ -19,7 +19,16 @@ from kernelwatch.api.main import create_app
 from kernelwatch.core.compare import compare_runs, persist_comparison
 from kernelwatch.core.fixtures import import_job
 from kernelwatch.core.hooks import on_job_finished
-from kernelwatch.core.models import Job, Node, Release, Run, utcnow
+from kernelwatch.core.models import (
+    Job,
+    Node,
+    Release,
+    ReleaseStatus,
+    ReleaseTag,
+    Run,
+    TagState,
+    utcnow,
+)
 from kernelwatch.core.releases import (
     load_suite,
     parse_version_tag,
@@ -126,8 +135,9 @@ def _release_with_finished_jobs(session: Session, planted: float) -> Release:
             r["flashinfer_version"] = version
         job_ids.append(import_job(session, data).id)
     release = Release(version="0.6.18.post1", previous_version="0.5.3", source="manual",
-                      status="benchmarking",
-                      details={"tags": {"cpu": {"jobs": job_ids, "state": "benchmarking"}}})
+                      status=ReleaseStatus.benchmarking, details={},
+                      tags=[ReleaseTag(tag="cpu", job_ids=job_ids,
+                                       state=TagState.benchmarking)])
     session.add(release)
     session.commit()
     return release
@@ -135,17 +145,17 @@ def _release_with_finished_jobs(session: Session, planted: float) -> Release:
 
 def test_hook_compares_and_finishes_a_release_without_regressions(session: Session) -> None:
     release = _release_with_finished_jobs(session, planted=1.0)
-    job_id = release.details["tags"]["cpu"]["jobs"][0]
+    job_id = session.scalars(select(ReleaseTag.job_ids)).one()[0]
     on_job_finished(job_id)
     on_job_finished(job_id)  # a repeated hook changes nothing
     session.expire_all()
     release = session.scalars(select(Release)).one()
-    tag = release.details["tags"]["cpu"]
-    assert tag["state"] == "done" and tag["regressions"] == 0
+    (tag,) = session.scalars(select(ReleaseTag).where(ReleaseTag.release_id == release.id))
+    assert tag.state == TagState.done and tag.regressions == 0
     assert release.status == "complete" and release.notified_at is not None
     note = release.details["notification"]
     assert note["sent"] is False  # no KERNELWATCH_NOTIFY_URL
-    assert note["payload"]["summary"]["gpus"][0]["comparison_id"] == tag["comparison_id"]
+    assert note["payload"]["summary"]["gpus"][0]["comparison_id"] == tag.comparison_id
 
 
 def test_regressions_list_and_ack(client: TestClient, session: Session,

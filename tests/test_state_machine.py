@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from kernelwatch.core import jobs
-from kernelwatch.core.jobs import IllegalTransition
+from kernelwatch.core.errors import IllegalTransition
 from kernelwatch.core.models import Job, Node, Run
 from kernelwatch.core.results import store_point
 from kernelwatch.core.settings import Settings

@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, status
+from fastapi import Depends, Path
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.db import session_scope
+from kernelwatch.core.errors import Unauthorized
 from kernelwatch.core.models import Token
 from kernelwatch.core.settings import get_settings
 from kernelwatch.core.tokens import verify_token
@@ -34,9 +35,8 @@ _bearer = HTTPBearer(auto_error=False, description="A token from `kernelwatch to
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _unauthorized(msg: str) -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=msg,
-                         headers={"WWW-Authenticate": "Bearer"})
+def _unauthorized(msg: str) -> Unauthorized:
+    return Unauthorized(msg)
 
 
 def require_token(session: SessionDep, creds: BearerDep) -> Token:

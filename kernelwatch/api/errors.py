@@ -10,10 +10,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 
 from kernelwatch.core import gpus
-from kernelwatch.core.jobs import IllegalTransition, JobNotFound, SpecRejected, loc_from_message
+from kernelwatch.core.errors import KernelwatchError
+from kernelwatch.core.jobs import loc_from_message
 from kernelwatch.core.spec import SweepSpec, Timing
 from kernelwatch_harness import catalogue
 
@@ -80,24 +82,35 @@ def validation_response(errors: list[dict[str, Any]]) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": errors})
 
 
+def domain_error_response(exc: KernelwatchError) -> JSONResponse:
+    """A domain error (core.errors) as its HTTP status and ``{"detail": ...}``."""
+    return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail()},
+                        headers=exc.headers)
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: a message, or for 422 a list of field errors."""
+
+    detail: str | list[dict[str, Any]]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing, invalid or revoked bearer token"},
+    404: {"model": ErrorOut, "description": "Not found"},
+    409: {"model": ErrorOut, "description": "Conflicts with the current state"},
+    503: {"model": ErrorOut, "description": "The database, broker or configuration is "
+                                            "not available"},
+}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_response([clean_error(dict(e)) for e in exc.errors()])
 
-    @app.exception_handler(SpecRejected)
-    async def _rejected(_: Request, exc: SpecRejected) -> JSONResponse:
-        return validation_response(
-            [{"loc": ["body", *exc.loc], "msg": exc.msg, "type": "value_error"}]
-        )
-
-    @app.exception_handler(JobNotFound)
-    async def _not_found(_: Request, exc: JobNotFound) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(exc)})
-
-    @app.exception_handler(IllegalTransition)
-    async def _conflict(_: Request, exc: IllegalTransition) -> JSONResponse:
-        return JSONResponse(status_code=409, content={"detail": str(exc)})
+    @app.exception_handler(KernelwatchError)
+    async def _domain(_: Request, exc: KernelwatchError) -> JSONResponse:
+        return domain_error_response(exc)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
+
+from kernelwatch.core.compare.results import GroupSummary
+from kernelwatch.core.compare.stats import Verdict
+from kernelwatch.core.models import RegressionState, ReleaseStatus, TagState
 
 
 class Progress(BaseModel):
@@ -84,3 +88,189 @@ class NodeOut(BaseModel):
 class Health(BaseModel):
     status: str
     database: str
+
+
+class JobResults(BaseModel):
+    job_id: int
+    status: str
+    progress: Progress
+    rows: list[dict[str, Any]]  # one flat row per point: job, run, environment, param_*, stats
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+class PointComparisonOut(BaseModel):
+    series_key: str
+    kernel: str
+    backend: str
+    params: dict[str, Any]
+    gpu_sku: str | None
+    verdict: Verdict
+    threshold: float
+    baseline_status: str | None
+    contender_status: str | None
+    baseline_error: str | None
+    contender_error: str | None
+    baseline_point_ids: list[int]
+    contender_point_ids: list[int]
+    baseline_median_us: float | None
+    contender_median_us: float | None
+    n_baseline: int
+    n_contender: int
+    ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+    change_pct: float | None
+
+
+class ComparisonOut(BaseModel):
+    baseline_run_ids: list[int]
+    contender_run_ids: list[int]
+    baseline_label: str | None
+    contender_label: str | None
+    gpu_skus: list[str | None]
+    threshold: float
+    kernel_thresholds: dict[str, float]
+    confidence: float
+    counts: dict[str, int]  # points per verdict
+    groups: list[GroupSummary]
+    points: list[PointComparisonOut]
+
+
+# --------------------------------------------------------------------------- regressions
+
+
+class RegressionOut(BaseModel):
+    id: int
+    comparison_id: int
+    series_key: str
+    kernel: str
+    backend: str
+    params: dict[str, Any]
+    gpu_sku: str | None
+    baseline_version: str | None
+    contender_version: str | None
+    ratio: float
+    ci_low: float
+    ci_high: float
+    state: RegressionState
+    confirm_job_id: int | None
+    confirm_ratio: float | None
+    confirm_ci_low: float | None
+    confirm_ci_high: float | None
+    acknowledged: bool
+    acknowledged_by: str | None
+    acknowledged_at: str | None
+    created_at: str | None
+
+
+# --------------------------------------------------------------------------- releases
+
+
+class ReleaseTagOut(BaseModel):
+    """A release's progress on one GPU tag; a field without a value is left out."""
+
+    jobs: list[int]
+    state: TagState
+    message: str | None = None  # why it was not compared
+    comparison_id: int | None = None
+    counts: dict[str, int] | None = None  # points per verdict
+    baseline_run_ids: list[int] | None = None
+    contender_run_ids: list[int] | None = None
+    regressions: int | None = None  # found by the comparison
+    confirmed: int | None = None
+    not_reproduced: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_empty(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ReleaseJobOut(BaseModel):
+    id: int
+    name: str
+    target: str | None
+    status: str
+
+
+class ReleaseOut(BaseModel):
+    version: str
+    previous_version: str | None
+    status: ReleaseStatus
+    source: str
+    created_at: str | None
+    notified_at: str | None
+    message: str | None
+    tags: dict[str, ReleaseTagOut]
+    jobs: list[ReleaseJobOut]
+
+
+class ReleaseCreated(ReleaseOut):
+    created: bool
+
+
+class ReleaseListItem(BaseModel):
+    version: str
+    previous_version: str | None
+    status: ReleaseStatus
+    source: str
+    created_at: str | None
+    notified_at: str | None
+    tags: dict[str, TagState]  # per GPU tag: its state
+
+
+class ReleaseRunOut(BaseModel):
+    id: int
+    job_id: int
+    target: str
+    status: str
+    flashinfer_version: str | None
+    gpu_sku: str | None
+    gpu_name: str | None
+    node_id: int | None
+
+
+class ReleaseComparisonOut(BaseModel):
+    id: int
+    gpu_sku: str | None
+    baseline: str | None
+    contender: str | None
+    summary: dict[str, Any]  # the comparison without its points (see ComparisonOut)
+    regressions: list[RegressionOut]
+
+
+class ReleaseDetail(ReleaseOut):
+    runs: list[ReleaseRunOut]
+    comparisons: list[ReleaseComparisonOut]
+
+
+# --------------------------------------------------------------------------- webhooks
+
+
+class WebhookReleaseOut(ReleaseOut):
+    """A release event acted on: the release, as created by this delivery or found."""
+
+    created: bool
+    delivery: str
+    event: str | None = None
+    replayed: bool | None = None  # a redelivery: the answer stored for the first one
+    created_by_delivery: bool | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_empty(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        optional = ("event", "replayed", "created_by_delivery")
+        return {k: v for k, v in handler(self).items() if v is not None or k not in optional}
+
+
+class WebhookPing(BaseModel):
+    ok: bool
+    event: str
+    zen: str | None
+    hook_id: int | None
+
+
+class WebhookIgnored(BaseModel):
+    ignored: bool
+    event: str
+    reason: str

@@ -54,8 +54,12 @@ def _params(p: dict[str, Any]) -> str:
     return " ".join(f"{k}={p[k]}" for k in keys if k in p)
 
 
+# Per verdict (kernelwatch.core.compare.stats.Verdict, whose values these are): its colour
+# and its place in the table. Keyed by value so that the command starts without numpy.
 _STYLE = {"regression": "bold red", "improvement": "green", "unchanged": "dim",
           "not_comparable": "yellow", "baseline_only": "cyan", "contender_only": "cyan"}
+_ORDER = {"regression": 0, "not_comparable": 1, "improvement": 2, "baseline_only": 3,
+          "contender_only": 3, "unchanged": 4}
 
 
 @click.command("compare")
@@ -73,7 +77,7 @@ def compare_cmd(baseline: str, contender: str, threshold: float,
     """Compare CONTENDER runs with BASELINE runs (run ids, comma-separated): per point the
     ratio of medians with its 95% CI and a verdict; per kernel and backend the geometric
     mean."""
-    from kernelwatch.core.compare import UnknownRunsError, compare_runs
+    from kernelwatch.core.compare import UnknownRunsError, Verdict, compare_runs
 
     b, c = _run_ids(baseline, "BASELINE"), _run_ids(contender, "CONTENDER")
     try:
@@ -108,10 +112,8 @@ def compare_cmd(baseline: str, contender: str, threshold: float,
                        str(g.unchanged), str(g.baseline_only + g.contender_only),
                        str(g.not_comparable))
     console.print(groups)
-    order = {"regression": 0, "not_comparable": 1, "improvement": 2, "baseline_only": 3,
-             "contender_only": 3, "unchanged": 4}
-    shown = [p for p in result.points if show_all or p.verdict != "unchanged"]
-    shown.sort(key=lambda p: (order[p.verdict], -(p.ratio or 0)))
+    shown = [p for p in result.points if show_all or p.verdict != Verdict.unchanged]
+    shown.sort(key=lambda p: (_ORDER[p.verdict], -(p.ratio or 0)))
     points = Table(title=f"points ({len(shown)} of {len(result.points)}; --all lists every "
                    "point)", title_justify="left")
     for col in ("verdict", "kernel", "backend", "params", "baseline us", "contender us",

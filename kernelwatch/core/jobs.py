@@ -15,7 +15,7 @@ States (docs/api.md, "Job states"): a job is queued -> running -> succeeded | pa
   when all failed, partial otherwise (some points or runs failed).
 - ``cancel_job``: queued|running -> cancelled, with every unfinished run. The worker checks
   ``is_cancelled`` between points and stops; finishing a cancelled run keeps it cancelled.
-- Anything else raises ``IllegalTransition`` (the API answers 409).
+- Anything else raises ``IllegalTransition`` (core.errors; the API answers 409).
 
 The job row is locked (``SELECT ... FOR UPDATE``) around each transition so two runs of one job
 finishing at once on two nodes cannot both miss being the last one.
@@ -24,14 +24,15 @@ finishing at once on two nodes cannot both miss being the last one.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from kernelwatch.core import outbox
 from kernelwatch.core.broker import TASK_EXECUTE_RUN, get_celery, queue_for_tag
 from kernelwatch.core.db import insert_or_existing
+from kernelwatch.core.errors import IllegalTransition, InvalidInput, NotFound
 from kernelwatch.core.gpus import ARCH_TAGS
 from kernelwatch.core.models import (
     TERMINAL_STATUSES,
@@ -43,6 +44,7 @@ from kernelwatch.core.models import (
     Run,
     utcnow,
 )
+from kernelwatch.core.nodes import heartbeat_is_fresh
 from kernelwatch.core.settings import get_settings
 from kernelwatch.core.spec import SweepSpec
 from kernelwatch_harness.catalogue import FLASHINFER_BACKENDS, TORCH_BACKENDS
@@ -52,26 +54,15 @@ BAD_POINT_STATUSES = (PointStatus.error, PointStatus.incorrect)
 RUN_OUTCOMES = (JobStatus.succeeded, JobStatus.partial, JobStatus.failed, JobStatus.cancelled)
 
 
-class JobError(Exception):
-    """Base of the errors the job service reports to its callers."""
-
-
-class JobNotFound(JobError):
+class JobNotFound(NotFound):
     pass
 
 
-class IllegalTransition(JobError):
-    """A state change the state machine does not allow (HTTP 409)."""
-
-
-class SpecRejected(JobError, ValueError):
-    """A spec that passed the schema but not the checks against the fleet (HTTP 422). Also a
-    ValueError, which is what callers validating a spec already catch."""
+class SpecRejected(InvalidInput):
+    """A spec that passed the schema but not the checks against the fleet (HTTP 422)."""
 
     def __init__(self, loc: list[str], msg: str) -> None:
-        super().__init__(msg)
-        self.loc = loc
-        self.msg = msg
+        super().__init__(loc, msg, where="body")
 
 
 _FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[A-Za-z0-9_]+)*): ")
@@ -88,20 +79,16 @@ def loc_from_message(msg: str) -> list[str]:
 # Nodes
 
 
-def live_cutoff() -> datetime:
-    return utcnow() - timedelta(seconds=get_settings().node_stale_seconds)
-
-
 def fleet_tags(session: Session) -> tuple[set[str], dict[str, int]]:
     """Every tag any registered node carries, and per tag the number of live nodes (one
     query: the node table is small, and this runs on every submission)."""
-    cutoff = live_cutoff()
+    now = utcnow()
     known: set[str] = set()
     live: dict[str, int] = {}
     for node_tags, beat in session.execute(select(Node.tags, Node.last_heartbeat)):
         tags = {str(t) for t in node_tags or []}
         known |= tags
-        if _aware(beat) >= cutoff:
+        if heartbeat_is_fresh(beat, now):
             for t in tags:
                 live[t] = live.get(t, 0) + 1
     return known, live
@@ -109,11 +96,6 @@ def fleet_tags(session: Session) -> tuple[set[str], dict[str, int]]:
 
 def live_nodes_by_tag(session: Session) -> dict[str, int]:
     return fleet_tags(session)[1]
-
-
-def _aware(t: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,8 +131,9 @@ def create_job(
     kind: str = "sweep",
     release_version: str | None = None,
 ) -> tuple[Job, bool, list[Run]]:
-    """Create a job and its runs (not committed, not enqueued: the caller commits, then calls
-    ``enqueue_runs``). With an idempotency key already used, return that job, created=False.
+    """Create a job and its runs (not committed, not enqueued: the caller calls
+    ``enqueue_after_commit``, then commits). With an idempotency key already used, return
+    that job, created=False.
 
     Raises ``SpecRejected`` when a target is unknown or a point does not fit its target."""
     if idempotency_key:
@@ -223,11 +206,25 @@ def _runs_of(session: Session, job_id: int) -> list[Run]:
 
 
 def enqueue_runs(runs: list[Run]) -> None:
-    """Send one task per run, by name, on its tag's queue. Call only after the commit: a worker
-    must never receive a run id the database does not hold yet."""
+    """Send one task per run, by name, on its tag's queue, now. Only for runs already
+    committed; in a transaction, ``enqueue_after_commit``."""
+    _send_runs([(run.id, run.queue) for run in runs])
+
+
+def _send_runs(targets: list[tuple[int, str]]) -> None:
     app = get_celery()
-    for run in runs:
-        app.send_task(TASK_EXECUTE_RUN, args=[run.id], queue=run.queue)
+    for run_id, queue in targets:
+        app.send_task(TASK_EXECUTE_RUN, args=[run_id], queue=queue)
+
+
+def enqueue_after_commit(session: Session, runs: list[Run]) -> None:
+    """Send the runs' tasks once the session commits (``core.outbox``): a worker must never
+    receive a run id the database does not hold yet. The runs must be flushed (have ids)."""
+    if not runs:
+        return
+    targets = [(run.id, run.queue) for run in runs]
+    outbox.defer(session, lambda: _send_runs(targets),
+                 f"enqueue of run(s) {', '.join(str(i) for i, _ in targets)}")
 
 
 def get_job(session: Session, job_id: int, *, lock: bool = False) -> Job:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -26,7 +26,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -66,6 +68,58 @@ class PointStatus(enum.StrEnum):
     incorrect = "incorrect"  # output differs from the float32 reference
     unsupported = "unsupported"  # the library refused this combination
     error = "error"
+
+
+class ReleaseStatus(enum.StrEnum):
+    benchmarking = "benchmarking"
+    confirming = "confirming"  # some tag's regressions are being re-measured
+    complete = "complete"
+    no_nodes = "no_nodes"  # no node seen recently: nothing to benchmark on
+
+
+class TagState(enum.StrEnum):
+    """A release's progress on one GPU tag: benchmarking -> confirming -> done | no_baseline."""
+
+    benchmarking = "benchmarking"
+    confirming = "confirming"
+    done = "done"
+    no_baseline = "no_baseline"
+
+
+FINAL_TAG_STATES = {TagState.done, TagState.no_baseline}
+
+
+class RegressionState(enum.StrEnum):
+    """open -> confirming -> confirmed | not_reproduced | confirm_failed."""
+
+    open = "open"
+    confirming = "confirming"
+    confirmed = "confirmed"
+    not_reproduced = "not_reproduced"
+    confirm_failed = "confirm_failed"  # the re-measurement could not be made
+
+
+UNSETTLED_REGRESSION_STATES = (RegressionState.open, RegressionState.confirming)
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+class StrEnumColumn(TypeDecorator[E]):
+    """A StrEnum stored as its value in a VARCHAR (the stored strings are the enum values) and
+    read back as the enum."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum_type: type[E], length: int = 20) -> None:
+        super().__init__(length)
+        self.enum_type = enum_type
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum_type(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum_type(value)
 
 
 class Job(Base):
@@ -217,11 +271,64 @@ class Release(Base):
     version: Mapped[str] = mapped_column(String(64), unique=True)
     previous_version: Mapped[str | None] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(20))  # webhook | manual
-    status: Mapped[str] = mapped_column(String(20), default="benchmarking")
-    # Per GPU tag: baseline/contender job ids, comparison id, verdict.
+    status: Mapped[ReleaseStatus] = mapped_column(StrEnumColumn(ReleaseStatus),
+                                                  default=ReleaseStatus.benchmarking)
+    # Why nothing happens ("message") and the notification's outcome ("notification").
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    tags: Mapped[list[ReleaseTag]] = relationship(
+        back_populates="release", lazy="raise", order_by="ReleaseTag.tag",
+        cascade="all, delete-orphan", passive_deletes=True,
+    )
+
+
+class ReleaseTag(Base):
+    """A release's progress on one GPU tag: its jobs (each measures the previous and the new
+    version), then the comparison of their runs, then the confirmation of its regressions."""
+
+    __tablename__ = "release_tags"
+    __table_args__ = (UniqueConstraint("release_id", "tag", name="uq_release_tags_release_tag"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    release_id: Mapped[int] = mapped_column(
+        ForeignKey("releases.id", ondelete="CASCADE"), index=True
+    )
+    tag: Mapped[str] = mapped_column(String(40))
+    state: Mapped[TagState] = mapped_column(StrEnumColumn(TagState),
+                                            default=TagState.benchmarking)
+    job_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    comparison_id: Mapped[int | None] = mapped_column(
+        ForeignKey("comparisons.id", ondelete="SET NULL")
+    )
+    baseline_run_ids: Mapped[list[Any] | None] = mapped_column(JSON)
+    contender_run_ids: Mapped[list[Any] | None] = mapped_column(JSON)
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # points per verdict
+    regressions: Mapped[int | None] = mapped_column(Integer)  # found by the comparison
+    confirmed: Mapped[int | None] = mapped_column(Integer)
+    not_reproduced: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(Text)  # why it was not compared
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 onupdate=utcnow)
+
+    release: Mapped[Release] = relationship(back_populates="tags", lazy="raise")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The tag's progress as the API answers it: the fields that have a value."""
+        out: dict[str, Any] = {"jobs": list(self.job_ids or []),
+                               "state": TagState(self.state).value}
+        for name in TAG_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+# ReleaseTag's optional fields, in the order the API lists them.
+TAG_FIELDS = ("message", "comparison_id", "counts", "baseline_run_ids", "contender_run_ids",
+              "regressions", "confirmed", "not_reproduced")
 
 
 class WebhookDelivery(Base):
@@ -268,7 +375,9 @@ class Regression(Base):
     ci_low: Mapped[float] = mapped_column(Float)
     ci_high: Mapped[float] = mapped_column(Float)
     # open -> confirming -> confirmed | not_reproduced; acknowledged by a person.
-    state: Mapped[str] = mapped_column(String(20), default="open", index=True)
+    state: Mapped[RegressionState] = mapped_column(
+        StrEnumColumn(RegressionState), default=RegressionState.open, index=True
+    )
     confirm_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     confirm_ratio: Mapped[float | None] = mapped_column(Float)
     confirm_ci_low: Mapped[float | None] = mapped_column(Float)

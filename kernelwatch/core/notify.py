@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.db import session_scope
-from kernelwatch.core.models import Regression, Release
+from kernelwatch.core.models import Regression, RegressionState, Release, ReleaseTag
 from kernelwatch.core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,9 @@ def _short_params(params: dict[str, Any]) -> str:
 
 def release_summary(session: Session, release: Release) -> dict[str, Any]:
     gpus = []
-    for tag, st in sorted((release.details or {}).get("tags", {}).items()):
+    for tag, st in ((t.tag, t.as_dict()) for t in session.scalars(
+            select(ReleaseTag).where(ReleaseTag.release_id == release.id)
+            .order_by(ReleaseTag.tag))):
         entry: dict[str, Any] = {"tag": tag, "state": st.get("state"),
                                  "comparison_id": st.get("comparison_id"),
                                  "counts": st.get("counts", {}), "confirmed": [],
@@ -60,14 +62,15 @@ def release_summary(session: Session, release: Release) -> dict[str, Any]:
                  "params": r.params, "ratio": r.ratio, "ci_low": r.ci_low, "ci_high": r.ci_high,
                  "confirm_ratio": r.confirm_ratio, "confirm_ci_low": r.confirm_ci_low,
                  "confirm_ci_high": r.confirm_ci_high}
-                for r in regs if r.state == "confirmed"
+                for r in regs if r.state == RegressionState.confirmed
             ]
-            entry["not_reproduced"] = sum(r.state == "not_reproduced" for r in regs)
+            entry["not_reproduced"] = sum(r.state == RegressionState.not_reproduced
+                                          for r in regs)
             entry["compare_url"] = compare_url(st.get("baseline_run_ids", []),
                                                st.get("contender_run_ids", []))
         gpus.append(entry)
     return {"release": release.version, "previous": release.previous_version,
-            "status": release.status, "gpus": gpus}
+            "status": str(release.status), "gpus": gpus}
 
 
 def release_text(summary: dict[str, Any]) -> str:

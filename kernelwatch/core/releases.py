@@ -12,10 +12,11 @@ every GPU of the fleet, compared, its regressions confirmed, and the outcome pos
       -> the tag is done
     maybe_finish -> when every tag is done: Release.status "complete" and the notification
 
-Progress lives in ``Release.status`` and ``Release.details["tags"][tag]["state"]``
-(benchmarking -> confirming -> done | no_baseline). Every step locks the Release row, so two
-tags finishing at once on two nodes cannot both miss being the last one, and a step that has
-already happened is not repeated (a redelivered hook is harmless).
+Progress lives in ``Release.status`` and one ``ReleaseTag`` row per GPU tag, whose ``state``
+goes benchmarking -> confirming -> done | no_baseline. Every step locks the Release row before
+it reads or writes the release's tag rows, so two tags finishing at once on two nodes cannot
+both miss being the last one, and a step that has already happened is not repeated (a
+redelivered hook is harmless).
 """
 
 from __future__ import annotations
@@ -33,18 +34,35 @@ from packaging.version import InvalidVersion, Version
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from kernelwatch.core import gpus
+from kernelwatch.core import gpus, outbox
 from kernelwatch.core.broker import (
     TASK_CONFIRM_REGRESSIONS,
     get_celery,
     queue_for_node,
     queue_for_tag,
 )
-from kernelwatch.core.compare import compare_runs, persist_comparison
+from kernelwatch.core.compare.runs import compare_runs, persist_comparison
 from kernelwatch.core.db import insert_or_existing, session_scope
+from kernelwatch.core.errors import InvalidInput, Unavailable
 from kernelwatch.core.history import sort_versions
-from kernelwatch.core.jobs import create_job
-from kernelwatch.core.models import TERMINAL_STATUSES, Job, Node, Regression, Release, Run, utcnow
+from kernelwatch.core.jobs import create_job, enqueue_after_commit
+from kernelwatch.core.models import (
+    FINAL_TAG_STATES,
+    TERMINAL_STATUSES,
+    UNSETTLED_REGRESSION_STATES,
+    Comparison,
+    Job,
+    Node,
+    Regression,
+    RegressionState,
+    Release,
+    ReleaseStatus,
+    ReleaseTag,
+    Run,
+    TagState,
+    utcnow,
+)
+from kernelwatch.core.nodes import alive_nodes
 from kernelwatch.core.settings import get_settings
 from kernelwatch.core.spec import SweepSpec
 from kernelwatch_harness.catalogue import TORCH_BACKENDS
@@ -56,10 +74,6 @@ SUITE_PATH = Path(__file__).resolve().parent / "release_suite.yaml"
 # its queue until it is back, rather than silently leaving its GPU out of the release.
 RECENT_NODE = timedelta(days=7)
 RELEASE_JOB_KIND = "release"
-
-# Tag states.
-BENCHMARKING, CONFIRMING, DONE, NO_BASELINE = "benchmarking", "confirming", "done", "no_baseline"
-FINAL_TAG_STATES = {DONE, NO_BASELINE}
 
 _TAG_RE = re.compile(r"^v?(\d+(?:\.\d+)*(?:(?:a|b|rc)\d+)?(?:\.post\d+)?(?:\.dev\d+)?)$")
 
@@ -79,15 +93,15 @@ def check_version(version: str, field_name: str = "version") -> str:
     try:
         return str(Version(version))
     except InvalidVersion:
-        raise ValueError(
-            f"{field_name}: {version!r} is not a version (e.g. 0.6.18.post1)"
+        raise InvalidInput(
+            [field_name], f"{field_name}: {version!r} is not a version (e.g. 0.6.18.post1)"
         ) from None
 
 
 # --------------------------------------------------------------------------- suite and fleet
 
 
-class SuiteError(RuntimeError):
+class SuiteError(Unavailable, RuntimeError):
     """The release suite cannot be read or one of its specs is invalid (a server
     misconfiguration: the webhook answers 503 and GitHub's redelivery can try again)."""
 
@@ -132,9 +146,8 @@ def suite_specs(tag: str, versions: list[str], suite: list[dict[str, Any]]) -> l
 def release_tags(session: Session) -> list[str]:
     """One tag per kind of device in the fleet: the SKU tag of each GPU node seen recently,
     'cpu' for CPU nodes."""
-    cutoff = utcnow() - RECENT_NODE
     tags: set[str] = set()
-    for node in session.scalars(select(Node).where(Node.last_heartbeat >= cutoff)):
+    for node in session.scalars(alive_nodes(window=RECENT_NODE)):
         node_tags = [str(t) for t in node.tags or []]
         skus = [t for t in node_tags if t in gpus.SKU_TAGS]
         if node.gpu_sku and node.gpu_sku in gpus.SKU_TAGS:
@@ -167,7 +180,7 @@ def _older(candidate: str, v: Version) -> bool:
 class ReleaseStart:
     release: Release
     created: bool
-    runs: list[Run] = field(default_factory=list)  # to enqueue after the commit
+    runs: list[Run] = field(default_factory=list)  # enqueued once the transaction commits
 
 
 def get_release(session: Session, version: str, *, lock: bool = False) -> Release | None:
@@ -175,6 +188,14 @@ def get_release(session: Session, version: str, *, lock: bool = False) -> Releas
     if lock:
         stmt = stmt.with_for_update()
     return session.scalar(stmt)
+
+
+def release_tag_rows(session: Session, release: Release) -> list[ReleaseTag]:
+    """The release's per-tag progress, by tag. Read after the Release row's lock when the
+    caller changes them."""
+    return list(session.scalars(
+        select(ReleaseTag).where(ReleaseTag.release_id == release.id).order_by(ReleaseTag.tag)
+    ))
 
 
 def start_release(
@@ -192,14 +213,15 @@ def start_release(
     if previous is not None:
         previous = check_version(previous, "previous")
         if Version(previous) >= Version(version):
-            raise ValueError(f"previous: {previous} is not older than {version}")
+            raise InvalidInput(["previous"], f"previous: {previous} is not older than {version}")
     existing = get_release(session, version)
     if existing is not None:
         return ReleaseStart(existing, False)
     if previous is None:
         previous = previous_release_version(session, version)
     release = Release(version=version, previous_version=previous, source=source,
-                      status=BENCHMARKING, details={"tags": {}})
+                      status=ReleaseStatus.benchmarking, details={})
+
     def insert() -> None:
         session.add(release)
         session.flush()
@@ -210,9 +232,9 @@ def start_release(
 
     suite = load_suite()
     versions = [v for v in (previous, version) if v]
-    tags_state: dict[str, Any] = {}
     runs: list[Run] = []
-    for tag in release_tags(session):
+    tags = release_tags(session)
+    for tag in tags:
         job_ids = []
         for spec in suite_specs(tag, versions, suite):
             job, _, job_runs = create_job(
@@ -222,11 +244,11 @@ def start_release(
             )
             job_ids.append(job.id)
             runs.extend(job_runs)
-        tags_state[tag] = {"jobs": job_ids, "state": BENCHMARKING if job_ids else DONE}
-    release.details = {"tags": tags_state}
-    if not tags_state:
-        release.status = "no_nodes"
-        release.details = {"tags": {}, "message": "no GPU or CPU node registered in the last "
+        session.add(ReleaseTag(release_id=release.id, tag=tag, job_ids=job_ids,
+                               state=TagState.benchmarking if job_ids else TagState.done))
+    if not tags:
+        release.status = ReleaseStatus.no_nodes
+        release.details = {"message": "no GPU or CPU node registered in the last "
                            f"{RECENT_NODE.days} days: nothing to benchmark on"}
     session.flush()
     return ReleaseStart(release, True, runs)
@@ -241,13 +263,13 @@ def release_jobs(session: Session, release: Release) -> list[Job]:
 
 def release_response(session: Session, release: Release) -> dict[str, Any]:
     """What the webhook and the API answer about a release."""
-    tags = (release.details or {}).get("tags", {})
+    tags = {t.tag: t.as_dict() for t in release_tag_rows(session, release)}
     jobs = release_jobs(session, release)
-    tag_of = {jid: tag for tag, st in tags.items() for jid in st.get("jobs", [])}
+    tag_of = {jid: tag for tag, st in tags.items() for jid in st["jobs"]}
     return {
         "version": release.version,
         "previous_version": release.previous_version,
-        "status": release.status,
+        "status": ReleaseStatus(release.status).value,
         "source": release.source,
         "created_at": release.created_at.isoformat() if release.created_at else None,
         "notified_at": release.notified_at.isoformat() if release.notified_at else None,
@@ -261,16 +283,12 @@ def release_response(session: Session, release: Release) -> dict[str, Any]:
 # --------------------------------------------------------------------------- progress
 
 
-def _set_tag(release: Release, tag: str, **values: Any) -> None:
-    details = dict(release.details or {})
-    tags = dict(details.get("tags", {}))
-    tags[tag] = {**tags.get(tag, {}), **values}
-    details["tags"] = tags
-    release.details = details  # a new object: the JSON column sees the change
+def _tag_of_job(session: Session, release: Release, job_id: int) -> ReleaseTag | None:
+    return next((t for t in release_tag_rows(session, release) if job_id in t.job_ids), None)
 
 
 def on_release_job_finished(job_id: int) -> None:
-    confirm: tuple[int, str] | None = None
+    confirm_sent: list[int] = []
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is None or job.kind != RELEASE_JOB_KIND or not job.release_version:
@@ -278,34 +296,35 @@ def on_release_job_finished(job_id: int) -> None:
         release = get_release(session, job.release_version, lock=True)
         if release is None:
             return
-        tag = next((t for t, st in (release.details or {}).get("tags", {}).items()
-                    if job_id in st.get("jobs", [])), None)
-        if tag is None:
-            return
-        state = release.details["tags"][tag]
-        if state.get("state") != BENCHMARKING:
-            return  # already compared (a repeated hook)
-        jobs = session.scalars(select(Job).where(Job.id.in_(state["jobs"]))).all()
+        tag = _tag_of_job(session, release, job_id)
+        if tag is None or tag.state != TagState.benchmarking:
+            return  # not a job of this release, or already compared (a repeated hook)
+        jobs = session.scalars(select(Job).where(Job.id.in_(tag.job_ids))).all()
         if not all(j.status in TERMINAL_STATUSES for j in jobs):
             return
-        confirm = _compare_tag(session, release, tag, state["jobs"])
-    if confirm is not None:
-        comparison_id, queue = confirm
-        try:
-            get_celery().send_task(TASK_CONFIRM_REGRESSIONS, args=[comparison_id], queue=queue)
-            log.info("release: confirmation of comparison %s sent to %s", comparison_id, queue)
-        except Exception:
-            # The broker refused: the regressions cannot be confirmed; say so rather than
-            # leave the release waiting for a confirmation that will never come.
-            log.exception("release: confirmation of comparison %s could not be sent",
-                          comparison_id)
-            with session_scope() as session:
-                for reg in session.scalars(select(Regression).where(
-                        Regression.comparison_id == comparison_id)):
-                    reg.state = "confirm_failed"
-            confirmation_finished(comparison_id)
-            return
+        confirm = _compare_tag(session, release, tag)
+        if confirm is not None:
+            comparison_id, queue = confirm
+            outbox.defer(session, lambda: _send_confirmation(comparison_id, queue),
+                         f"confirmation of comparison {comparison_id}")
+            confirm_sent.append(comparison_id)
+    failed = outbox.failures(session)
+    if failed and confirm_sent:
+        # The broker refused: the regressions cannot be confirmed; say so rather than leave
+        # the release waiting for a confirmation that will never come.
+        comparison_id = confirm_sent[0]
+        with session_scope() as session:
+            for reg in session.scalars(select(Regression).where(
+                    Regression.comparison_id == comparison_id)):
+                reg.state = RegressionState.confirm_failed
+        confirmation_finished(comparison_id)
+        return
     maybe_finish(job_id_release_version(job_id))
+
+
+def _send_confirmation(comparison_id: int, queue: str) -> None:
+    get_celery().send_task(TASK_CONFIRM_REGRESSIONS, args=[comparison_id], queue=queue)
+    log.info("release: confirmation of comparison %s sent to %s", comparison_id, queue)
 
 
 def job_id_release_version(job_id: int) -> str | None:
@@ -313,16 +332,15 @@ def job_id_release_version(job_id: int) -> str | None:
         return session.scalar(select(Job.release_version).where(Job.id == job_id))
 
 
-def _compare_tag(
-    session: Session, release: Release, tag: str, job_ids: list[int]
-) -> tuple[int, str] | None:
-    runs = session.scalars(select(Run).where(Run.job_id.in_(job_ids)).order_by(Run.id)).all()
+def _compare_tag(session: Session, release: Release, tag: ReleaseTag) -> tuple[int, str] | None:
+    runs = session.scalars(select(Run).where(Run.job_id.in_(tag.job_ids))
+                           .order_by(Run.id)).all()
     base = [r for r in runs if r.flashinfer_version == release.previous_version]
     cont = [r for r in runs if r.flashinfer_version == release.version]
     if not release.previous_version or not base or not cont:
-        _set_tag(release, tag, state=NO_BASELINE,
-                 message="no previous release to compare with" if not release.previous_version
-                 else "no runs of one of the versions")
+        tag.state = TagState.no_baseline
+        tag.message = ("no previous release to compare with" if not release.previous_version
+                       else "no runs of one of the versions")
         return None
     settings = get_settings()
     result = compare_runs(session, [r.id for r in base], [r.id for r in cont],
@@ -331,18 +349,19 @@ def _compare_tag(
     comparison = persist_comparison(session, result, (release.previous_version, release.version),
                                     release_id=release.id)
     regressions = result.regressions
-    _set_tag(release, tag, comparison_id=comparison.id, counts=result.counts,
-             baseline_run_ids=result.baseline_run_ids,
-             contender_run_ids=result.contender_run_ids,
-             regressions=len(regressions),
-             state=CONFIRMING if regressions else DONE)
+    tag.comparison_id = comparison.id
+    tag.counts = result.counts
+    tag.baseline_run_ids = result.baseline_run_ids
+    tag.contender_run_ids = result.contender_run_ids
+    tag.regressions = len(regressions)
+    tag.state = TagState.confirming if regressions else TagState.done
     if not regressions:
         return None
     for reg in session.scalars(select(Regression).where(
             Regression.comparison_id == comparison.id)):
-        reg.state = "confirming"
-    release.status = CONFIRMING
-    return comparison.id, confirmation_queue(session, cont, tag)
+        reg.state = RegressionState.confirming
+    release.status = ReleaseStatus.confirming
+    return comparison.id, confirmation_queue(session, cont, tag.tag)
 
 
 def confirmation_queue(session: Session, contender_runs: list[Run], tag: str) -> str:
@@ -360,8 +379,6 @@ def confirmation_finished(comparison_id: int) -> None:
     """Called by the confirmation task once the Regression states are committed."""
     version: str | None = None
     with session_scope() as session:
-        from kernelwatch.core.models import Comparison
-
         comparison = session.get(Comparison, comparison_id)
         if comparison is None or comparison.release_id is None:
             return
@@ -372,11 +389,11 @@ def confirmation_finished(comparison_id: int) -> None:
         version = release.version
         states = [s for (s,) in session.execute(
             select(Regression.state).where(Regression.comparison_id == comparison_id))]
-        for tag, st in (release.details or {}).get("tags", {}).items():
-            if st.get("comparison_id") == comparison_id:
-                _set_tag(release, tag, state=DONE,
-                         confirmed=sum(s == "confirmed" for s in states),
-                         not_reproduced=sum(s == "not_reproduced" for s in states))
+        for tag in release_tag_rows(session, release):
+            if tag.comparison_id == comparison_id:
+                tag.state = TagState.done
+                tag.confirmed = sum(s == RegressionState.confirmed for s in states)
+                tag.not_reproduced = sum(s == RegressionState.not_reproduced for s in states)
     maybe_finish(version)
 
 
@@ -388,10 +405,10 @@ def maybe_finish(version: str | None) -> None:
         release = get_release(session, version, lock=True)
         if release is None or release.notified_at is not None:
             return
-        tags = (release.details or {}).get("tags", {})
-        if not tags or not all(st.get("state") in FINAL_TAG_STATES for st in tags.values()):
+        tags = release_tag_rows(session, release)
+        if not tags or not all(t.state in FINAL_TAG_STATES for t in tags):
             return
-        release.status = "complete"
+        release.status = ReleaseStatus.complete
         release.notified_at = utcnow()  # claimed under the lock: exactly one notifier
         release_id = release.id
     from kernelwatch.core.notify import notify_release
@@ -408,20 +425,25 @@ def redrive_releases() -> int:
     jobs_to_finish: list[int] = []
     comparisons_to_finish: list[int] = []
     with session_scope() as session:
-        for release in session.scalars(select(Release).where(Release.status != "complete")):
-            for st in (release.details or {}).get("tags", {}).values():
-                if st.get("state") == BENCHMARKING and st.get("jobs"):
-                    statuses = session.scalars(
-                        select(Job.status).where(Job.id.in_(st["jobs"]))).all()
-                    if statuses and all(s in TERMINAL_STATUSES for s in statuses):
-                        jobs_to_finish.append(st["jobs"][0])
-                elif st.get("state") == CONFIRMING and st.get("comparison_id"):
-                    unsettled = session.scalar(
-                        select(func.count()).select_from(Regression).where(
-                            Regression.comparison_id == st["comparison_id"],
-                            Regression.state.in_(("open", "confirming"))))
-                    if not unsettled:
-                        comparisons_to_finish.append(st["comparison_id"])
+        tags = session.scalars(
+            select(ReleaseTag).join(Release, Release.id == ReleaseTag.release_id)
+            .where(Release.status != ReleaseStatus.complete,
+                   ReleaseTag.state.in_((TagState.benchmarking, TagState.confirming)))
+            .order_by(ReleaseTag.id)
+        )
+        for tag in tags:
+            if tag.state == TagState.benchmarking and tag.job_ids:
+                statuses = session.scalars(
+                    select(Job.status).where(Job.id.in_(tag.job_ids))).all()
+                if statuses and all(s in TERMINAL_STATUSES for s in statuses):
+                    jobs_to_finish.append(tag.job_ids[0])
+            elif tag.state == TagState.confirming and tag.comparison_id:
+                unsettled = session.scalar(
+                    select(func.count()).select_from(Regression).where(
+                        Regression.comparison_id == tag.comparison_id,
+                        Regression.state.in_(UNSETTLED_REGRESSION_STATES)))
+                if not unsettled:
+                    comparisons_to_finish.append(tag.comparison_id)
     for job_id in jobs_to_finish:
         log.warning("release: job %s finished but its release tag did not move on: re-driven",
                     job_id)
@@ -440,23 +462,23 @@ def trigger_release(
     submitted_by: str | None = None,
     before_commit: Callable[[ReleaseStart], None] | None = None,
 ) -> ReleaseStart:
-    """``start_release``, commit, then enqueue the new jobs' runs (never before the commit:
-    a worker must not receive a run the database does not hold yet). ``before_commit`` lets
-    the caller store something in the same transaction (the webhook's delivery answer). A
-    broker failure is recorded on the release; the jobs stay queued in the database."""
-    from kernelwatch.core.jobs import enqueue_runs
-
+    """``start_release``, then commit; the new jobs' runs are enqueued once the commit has
+    happened (core.outbox: a worker must not receive a run the database does not hold yet).
+    ``before_commit`` lets the caller store something in the same transaction (the webhook's
+    delivery answer). A broker failure is recorded on the release; the jobs stay queued in
+    the database."""
     start = start_release(session, version, previous=previous, source=source,
                           submitted_by=submitted_by)
+    if start.created:
+        enqueue_after_commit(session, start.runs)
     if before_commit is not None:
         before_commit(start)
     session.commit()
-    if start.created and start.runs:
-        try:
-            enqueue_runs(start.runs)
-        except Exception as e:
-            log.exception("release %s: enqueue failed", version)
-            start.release.details = {**(start.release.details or {}),
-                                     "message": f"enqueue failed: {type(e).__name__}: {e}"}
-            session.commit()
+    failed = outbox.failures(session)
+    if failed:
+        e = failed[0].error
+        log.error("release %s: enqueue failed: %s", version, e)
+        start.release.details = {**(start.release.details or {}),
+                                 "message": f"enqueue failed: {type(e).__name__}: {e}"}
+        session.commit()
     return start

@@ -21,7 +21,21 @@ from sqlalchemy import ColumnElement, Text, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.history import sort_versions
-from kernelwatch.core.models import Comparison, Job, Node, Point, Regression, Release, Run, Sample
+from kernelwatch.core.models import (
+    UNSETTLED_REGRESSION_STATES,
+    Comparison,
+    Job,
+    Node,
+    Point,
+    Regression,
+    RegressionState,
+    Release,
+    ReleaseTag,
+    Run,
+    Sample,
+    TagState,
+)
+from kernelwatch.core.nodes import heartbeat_age, is_alive
 from kernelwatch.core.series import ClockSummary, clock_summary
 from kernelwatch_harness.catalogue import KERNELS, TORCH_BACKENDS
 
@@ -265,21 +279,19 @@ def curve_points(
 # Overview
 
 
-def live_nodes(session: Session, stale_seconds: float, now: datetime | None = None
-               ) -> list[dict[str, Any]]:
+def live_nodes(session: Session, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Every node, live or stale (core.nodes decides)."""
     now = now or datetime.now(UTC)
     out = []
     for n in session.execute(select(Node).order_by(Node.name)).scalars():
-        beat = n.last_heartbeat if n.last_heartbeat.tzinfo else n.last_heartbeat.replace(
-            tzinfo=UTC)
-        age = (now - beat).total_seconds()
+        age = heartbeat_age(n, now).total_seconds()
         out.append({
             "name": n.name,
             "gpu": n.gpu_name or "cpu",
             "sku": n.gpu_sku or "cpu",
             "tags": ", ".join(str(t) for t in n.tags or []),
             "heartbeat_age_s": round(age, 1),
-            "state": "live" if age <= stale_seconds else "stale",
+            "state": "live" if is_alive(n, now) else "stale",
             "versions_ready": ", ".join(str(v) for v in n.versions_ready or []) or "-",
             "copy_bw_tbps": n.copy_bandwidth_tbps,
         })
@@ -324,7 +336,7 @@ def recent_jobs(session: Session, limit: int = 15) -> list[dict[str, Any]]:
 
 def latest_releases(session: Session, limit: int = 10) -> list[dict[str, Any]]:
     """The latest releases, one row per GPU tag, with a verdict from the release flow's
-    progress (``Release.details["tags"][tag]``, see core/releases.py) and the confirmation
+    progress (its ``ReleaseTag`` rows, see core/releases.py) and the confirmation
     states of its comparison's regressions (one grouped query for all of them)."""
     releases = session.execute(
         select(Release).order_by(Release.id.desc()).limit(limit)).scalars().all()
@@ -332,7 +344,11 @@ def latest_releases(session: Session, limit: int = 10) -> list[dict[str, Any]]:
     # Only the columns the table needs: a comparison's summary holds its whole result.
     comps: dict[int, Any] = {}
     states: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    tags_of: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
     if ids:
+        for t in session.execute(select(ReleaseTag).where(ReleaseTag.release_id.in_(ids))
+                                 ).scalars():
+            tags_of[t.release_id][t.tag] = t.as_dict()
         for c in session.execute(
                 select(Comparison.id, Comparison.release_id, Comparison.gpu_sku,
                        Comparison.baseline_run_ids, Comparison.contender_run_ids)
@@ -346,12 +362,12 @@ def latest_releases(session: Session, limit: int = 10) -> list[dict[str, Any]]:
             states[int(comp_id)][str(state)] = int(n)
     out = []
     for r in releases:
-        tags: dict[str, Any] = dict((r.details or {}).get("tags") or {})
+        tags: dict[str, Any] = dict(tags_of.get(r.id, {}))
         # Comparisons of this release not named by any tag (stored by hand) still show.
         named = {t.get("comparison_id") for t in tags.values() if isinstance(t, dict)}
         for c in comps.values():
             if c.release_id == r.id and c.id not in named:
-                tags[c.gpu_sku or "cpu"] = {"state": "done", "comparison_id": c.id}
+                tags[c.gpu_sku or "cpu"] = {"state": TagState.done, "comparison_id": c.id}
         for tag, info in sorted(tags.items()) or [("-", {})]:
             info = info if isinstance(info, dict) else {}
             comp = comps.get(int(info.get("comparison_id") or 0))
@@ -359,7 +375,7 @@ def latest_releases(session: Session, limit: int = 10) -> list[dict[str, Any]]:
                 "version": r.version,
                 "previous": r.previous_version or "-",
                 "gpu": tag,
-                "status": r.status,
+                "status": str(r.status),
                 "verdict": release_verdict(info, states.get(comp.id, {}) if comp else {}),
                 "compare_link": compare_link(comp) if comp else "",
             })
@@ -367,22 +383,25 @@ def latest_releases(session: Session, limit: int = 10) -> list[dict[str, Any]]:
 
 
 def release_verdict(info: dict[str, Any], states: dict[str, int]) -> str:
-    state = info.get("state", "benchmarking")
-    if state == "no_baseline":
+    """A tag's outcome in words, from its progress and its regressions' states (counts)."""
+    state = info.get("state", TagState.benchmarking)
+    if state == TagState.no_baseline:
         return f"no baseline ({info.get('message') or 'nothing to compare with'})"
-    if state == "benchmarking" and not states:
+    if state == TagState.benchmarking and not states:
         return "benchmarking"
-    confirmed = states.get("confirmed", 0)
-    pending = states.get("open", 0) + states.get("confirming", 0)
+    confirmed = states.get(RegressionState.confirmed, 0)
+    pending = sum(states.get(s, 0) for s in UNSETTLED_REGRESSION_STATES)
+    not_reproduced = states.get(RegressionState.not_reproduced, 0)
+    failed = states.get(RegressionState.confirm_failed, 0)
     parts = []
     if confirmed:
         parts.append(f"{confirmed} regression(s) confirmed")
     if pending:
         parts.append(f"{pending} suspected, confirming")
-    if states.get("not_reproduced"):
-        parts.append(f"{states['not_reproduced']} not reproduced")
-    if states.get("confirm_failed"):
-        parts.append(f"{states['confirm_failed']} could not be confirmed")
+    if not_reproduced:
+        parts.append(f"{not_reproduced} not reproduced")
+    if failed:
+        parts.append(f"{failed} could not be confirmed")
     return "; ".join(parts) or "no regressions"
 
 

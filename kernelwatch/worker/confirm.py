@@ -30,11 +30,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.broker import TASK_CONFIRM_REGRESSIONS, get_celery, queue_for_node
-from kernelwatch.core.compare import (
-    REGRESSION,
+from kernelwatch.core.compare.runs import load_samples
+from kernelwatch.core.compare.stats import (
+    Verdict,
     compare_paired,
     compare_samples,
-    load_samples,
     pool_samples,
 )
 from kernelwatch.core.db import new_session
@@ -46,6 +46,7 @@ from kernelwatch.core.models import (
     Point,
     PointStatus,
     Regression,
+    RegressionState,
     Run,
 )
 from kernelwatch.core.models import utcnow as _now
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 app = get_celery()
 
 ROUNDS = 5
-CONFIRMABLE = ("open", "confirming")
+CONFIRMABLE = (RegressionState.open, RegressionState.confirming)
 
 
 class WorkerShuttingDown(Exception):
@@ -140,7 +141,7 @@ def run_confirmation(
     by_kernel: dict[str, list[Regression]] = defaultdict(list)
     for r in regs:
         by_kernel[r.kernel].append(r)
-        r.state = "confirming"
+        r.state = RegressionState.confirming
     session.commit()
 
     roles: dict[int, str] = {}  # run id -> baseline | contender
@@ -212,14 +213,15 @@ def settle(session: Session, comparison: Comparison, regs: list[Regression],
             b, bg = pool_samples(side_ids.get((r.series_key, "baseline"), []), samples)
             c, cg = pool_samples(side_ids.get((r.series_key, "contender"), []), samples)
             if len(b) < 2 or len(c) < 2:
-                r.state = "confirm_failed"
-                out[str(r.id)] = r.state
+                r.state = RegressionState.confirm_failed
+                out[str(r.id)] = r.state.value
                 continue
             est = compare_samples(b, c, threshold, baseline_groups=bg, contender_groups=cg)
         r.confirm_ratio, r.confirm_ci_low, r.confirm_ci_high = (
             est.ratio, est.ci_low, est.ci_high)
-        r.state = "confirmed" if est.verdict == REGRESSION else "not_reproduced"
-        out[str(r.id)] = r.state
+        r.state = (RegressionState.confirmed if est.verdict == Verdict.regression
+                   else RegressionState.not_reproduced)
+        out[str(r.id)] = r.state.value
     session.commit()
     return out
 
@@ -239,8 +241,9 @@ def confirm_regressions(comparison_id: int, rounds: int = ROUNDS) -> dict[str, s
         log.exception("confirm: comparison %s failed", comparison_id)
         session.rollback()
         for r in session.scalars(select(Regression).where(
-                Regression.comparison_id == comparison_id, Regression.state == "confirming")):
-            r.state = "confirm_failed"
+                Regression.comparison_id == comparison_id,
+                Regression.state == RegressionState.confirming)):
+            r.state = RegressionState.confirm_failed
         session.commit()
         states = {}
     finally:

@@ -23,9 +23,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from kernelwatch.core import outbox
 from kernelwatch.core.broker import queue_for_node, queue_for_tag
 from kernelwatch.core.db import session_scope
-from kernelwatch.core.models import JobStatus, Node, Run
+from kernelwatch.core.jobs import enqueue_after_commit
+from kernelwatch.core.models import JobStatus, Node, Run, utcnow
+from kernelwatch.core.nodes import is_alive, live_cutoff
 from kernelwatch.core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -167,25 +170,13 @@ def heartbeat(session: Session, node_id: int) -> None:
         node.last_heartbeat = datetime.now(UTC)
 
 
-def _aware(ts: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were written in UTC.
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
-def node_is_alive(node: Node | None, stale_seconds: float | None = None) -> bool:
-    if node is None:
-        return False
-    stale = stale_seconds if stale_seconds is not None else get_settings().node_stale_seconds
-    return datetime.now(UTC) - _aware(node.last_heartbeat) < timedelta(seconds=stale)
-
-
 def reap(session: Session, this_node_id: int | None = None,
          current_run_id: int | None = None) -> list[Run]:
     """Put back to ``queued`` the runs that no live process is executing: runs marked running on
     a node whose heartbeat is stale, and runs marked running on *this* node other than the one
     it is executing now (they belong to a previous life of this node: killed, restarted).
-    Returns them; the caller commits, then enqueues them (``core.jobs.enqueue_runs``)."""
-    stale_before = datetime.now(UTC) - timedelta(seconds=get_settings().node_stale_seconds)
+    Returns them, to be enqueued once the caller commits (``core.jobs.enqueue_after_commit``)."""
+    now = utcnow()
     running = session.scalars(
         select(Run).where(Run.status == JobStatus.running).with_for_update(skip_locked=True)
     ).all()
@@ -195,7 +186,7 @@ def reap(session: Session, this_node_id: int | None = None,
     for run in running:
         node = nodes.get(run.node_id) if run.node_id is not None else None
         mine = this_node_id is not None and run.node_id == this_node_id
-        dead = node is None or _aware(node.last_heartbeat) < stale_before
+        dead = not is_alive(node, now)
         if (mine and run.id != current_run_id) or (not mine and dead):
             log.warning("run %s was running on %s, which is gone: queued again", run.id,
                         node.name if node else "an unknown node")
@@ -211,10 +202,10 @@ def reap(session: Session, this_node_id: int | None = None,
 def reap_and_requeue(this_node_id: int | None = None, current_run_id: int | None = None) -> int:
     with session_scope() as session:
         runs = reap(session, this_node_id, current_run_id)
-    if runs:
-        from kernelwatch.core.jobs import enqueue_runs
-
-        enqueue_runs(runs)
+        enqueue_after_commit(session, runs)
+    failed = outbox.failures(session)
+    if failed:
+        raise failed[0].error
     return len(runs)
 
 
@@ -275,8 +266,7 @@ class NodeService:
             with session_scope() as session:
                 node = session.get(Node, self.node_id)
                 if node is not None:
-                    stale = get_settings().node_stale_seconds + 1
-                    node.last_heartbeat = datetime.now(UTC) - timedelta(seconds=stale)
+                    node.last_heartbeat = live_cutoff() - timedelta(seconds=1)
         except Exception:
             log.exception("could not mark node %s stopped", self.ident.name)
 

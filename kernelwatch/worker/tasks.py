@@ -19,15 +19,16 @@ from kernelwatch.core import hooks
 from kernelwatch.core.broker import TASK_EXECUTE_RUN, get_celery
 from kernelwatch.core.db import new_session
 from kernelwatch.core.environment import env_fingerprint
+from kernelwatch.core.errors import IllegalTransition
 from kernelwatch.core.gpus import sku_for_name
 from kernelwatch.core.jobs import (
-    IllegalTransition,
     get_job,
     is_cancelled,
     mark_run_finished,
     mark_run_started,
 )
 from kernelwatch.core.models import TERMINAL_STATUSES, Job, JobStatus, Node, PointStatus, Run
+from kernelwatch.core.nodes import is_alive
 from kernelwatch.core.results import store_point, stored_point_keys
 from kernelwatch.core.spec import SweepSpec
 from kernelwatch.worker import node as node_mod
@@ -98,7 +99,7 @@ def _claim(session: Session, run_id: int, me: Node | None) -> Run | None:
         me is None or run.node_id != me.id
     ):
         other = session.get(Node, run.node_id)
-        if node_mod.node_is_alive(other):
+        if is_alive(other):
             log.info("run %s is running on live node %s; duplicate delivery dropped", run_id,
                      other.name if other else "?")
             return None

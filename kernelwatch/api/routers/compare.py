@@ -5,19 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from kernelwatch.api.deps import MAX_ROW_ID, ReadAccess, SessionDep
-from kernelwatch.core.compare import DEFAULT_THRESHOLD, UnknownRunsError, compare_runs
-from kernelwatch.core.history import series_history
+from kernelwatch.api.errors import ERROR_RESPONSES
+from kernelwatch.api.schemas import ComparisonOut
+from kernelwatch.core.compare.runs import compare_runs
+from kernelwatch.core.compare.stats import DEFAULT_THRESHOLD
+from kernelwatch.core.errors import InvalidInput, NotFound
+from kernelwatch.core.history import SeriesHistory, series_history
 
 router = APIRouter(tags=["regressions"])
 
 
-def bad_query(name: str, msg: str) -> HTTPException:
-    return HTTPException(422, detail=[{"loc": ["query", name], "msg": f"{name}: {msg}",
-                                       "type": "value_error"}])
+def bad_query(name: str, msg: str) -> InvalidInput:
+    return InvalidInput([name], f"{name}: {msg}", where="query")
 
 
 def parse_run_ids(name: str, raw: str) -> list[int]:
@@ -60,7 +63,9 @@ def parse_kernel_thresholds(raw: str | None) -> dict[str, float]:
     return out
 
 
-@router.get("/v1/compare")
+@router.get("/v1/compare", response_model=ComparisonOut,
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+                       404: ERROR_RESPONSES[404]})
 def compare(
     session: SessionDep,
     _: ReadAccess,
@@ -81,17 +86,15 @@ def compare(
     c = parse_run_ids("contender", contender)
     t = parse_threshold("threshold", threshold)
     kt = parse_kernel_thresholds(kernel_thresholds)
-    try:
-        result = compare_runs(session, b, c, threshold=t, kernel_thresholds=kt)
-    except UnknownRunsError as e:
-        raise HTTPException(404, detail=str(e)) from None
+    result = compare_runs(session, b, c, threshold=t, kernel_thresholds=kt)
     if format == "csv":
         return Response(result.to_csv(), media_type="text/csv",
                         headers={"Content-Disposition": "attachment; filename=compare.csv"})
     return result.to_dict()
 
 
-@router.get("/v1/series/{series_key}/history")
+@router.get("/v1/series/{series_key}/history", response_model=SeriesHistory,
+            responses={404: ERROR_RESPONSES[404]})
 def history(
     series_key: str, session: SessionDep, _: ReadAccess,
     threshold: float = Query(DEFAULT_THRESHOLD),
@@ -101,5 +104,5 @@ def history(
     t = parse_threshold("threshold", threshold)
     hist = series_history(session, series_key, threshold=t)
     if hist is None:
-        raise HTTPException(404, detail=f"series {series_key!r} not found")
+        raise NotFound(f"series {series_key!r} not found")
     return hist.to_dict()

@@ -14,8 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from kernelwatch.api.schemas import Health
 from kernelwatch.core.db import session_scope
-from kernelwatch.core.jobs import live_cutoff
 from kernelwatch.core.models import Job, JobStatus, Node, Point, Run
+from kernelwatch.core.nodes import alive_clause
 
 router = APIRouter(tags=["health"])
 
@@ -31,7 +31,9 @@ def healthz() -> Response:
     return JSONResponse(content={"status": "ok", "database": "ok"})
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response,
+            responses={200: {"description": "Prometheus text exposition format",
+                             "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
 def metrics(request: Request) -> Response:
     """Prometheus text format: jobs by status, points stored, live nodes, HTTP requests."""
     data = generate_latest(request.app.state.metrics_registry)
@@ -57,7 +59,7 @@ class DatabaseCollector(Collector):
                 points = int(session.scalar(select(func.count()).select_from(Point)) or 0)
                 live = int(session.scalar(
                     select(func.count()).select_from(Node)
-                    .where(Node.last_heartbeat >= live_cutoff())
+                    .where(alive_clause())
                 ) or 0)
         except SQLAlchemyError:
             up.add_metric([], 0)

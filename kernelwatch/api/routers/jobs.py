@@ -19,9 +19,11 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from kernelwatch.api.deps import CurrentToken, ReadAccess, RowId, SessionDep
-from kernelwatch.api.schemas import JobList, JobOut, JobSummary, Progress, RunOut
-from kernelwatch.core import hooks
+from kernelwatch.api.errors import ERROR_RESPONSES, ErrorOut
+from kernelwatch.api.schemas import JobList, JobOut, JobResults, JobSummary, Progress, RunOut
+from kernelwatch.core import hooks, outbox
 from kernelwatch.core import jobs as service
+from kernelwatch.core.errors import Conflict
 from kernelwatch.core.models import Job, JobStatus, Node, Run
 from kernelwatch.core.spec import SweepSpec
 
@@ -183,8 +185,14 @@ def job_detail(session: Any, job: Job, new_runs: list[Run] | None = None) -> Job
     openapi_extra=_spec_openapi(),
     responses={200: {"description": "An existing job (same Idempotency-Key)",
                      "model": JobOut},
-               409: {"description": "Idempotency-Key already used with a different spec"},
-               422: {"description": "Invalid spec: detail names the field and allowed values"}},
+               401: ERROR_RESPONSES[401],
+               409: {"model": ErrorOut,
+                     "description": "Idempotency-Key already used with a different spec"},
+               422: {"model": ErrorOut,
+                     "description": "Invalid spec: detail names the field and allowed values"},
+               503: {"model": ErrorOut,
+                     "description": "Stored, but the broker refused its runs: retry with the "
+                                    "same Idempotency-Key"}},
 )
 def submit_job(
     # Order matters: FastAPI resolves these in turn, so a request without a valid token is
@@ -204,26 +212,28 @@ def submit_job(
     )
     if not created and job.spec != spec.model_dump(mode="json"):
         # Same key, different request: answering with the old job would hide the mistake.
-        raise HTTPException(409, detail=f"Idempotency-Key {idempotency_key!r} was already used "
-                                        f"for job {job.id} with a different spec")
+        raise Conflict(f"Idempotency-Key {idempotency_key!r} was already used "
+                       f"for job {job.id} with a different spec")
     retry_enqueue = (not created and job.status == JobStatus.queued
                      and (job.message or "").startswith(ENQUEUE_FAILED))
+    if created or retry_enqueue:
+        service.enqueue_after_commit(session, runs)
     session.commit()
     if created or retry_enqueue:
-        _enqueue_or_record(session, job, runs)
+        _record_enqueue(session, job)
     if not created:
         response.status_code = 200
         return job_detail(session, job)
     return job_detail(session, job, new_runs=runs)
 
 
-def _enqueue_or_record(session: Any, job: Job, runs: list[Any]) -> None:
-    """Enqueue after the commit. When the broker is down the job is kept (the database is the
-    truth) with a message; a retry with the same Idempotency-Key enqueues it again."""
-    try:
-        service.enqueue_runs(runs)
-    except Exception as e:
-        log.exception("enqueue of job %s failed", job.id)
+def _record_enqueue(session: Any, job: Job) -> None:
+    """The runs were sent once the job was committed (core.outbox). When the broker refused
+    them the job is kept (the database is the truth) with a message, and a retry with the
+    same Idempotency-Key enqueues it again."""
+    failed = outbox.failures(session)
+    if failed:
+        e = failed[0].error
         job.message = f"{ENQUEUE_FAILED}: {type(e).__name__}: {e}"
         session.commit()
         raise HTTPException(
@@ -251,14 +261,15 @@ def list_jobs(
                    items=[job_summary(j, waiting.get(j.id)) for j in rows])
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses={404: ERROR_RESPONSES[404]})
 def get_job(job_id: RowId, session: SessionDep, _: ReadAccess) -> JobOut:
     """State, progress (points done / total / errored), why it waits, and its runs."""
     return job_detail(session, service.get_job(session, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut,
-             responses={409: {"description": "The job already finished"}})
+             responses={401: ERROR_RESPONSES[401], 404: ERROR_RESPONSES[404],
+                        409: {"model": ErrorOut, "description": "The job already finished"}})
 def cancel_job(job_id: RowId, session: SessionDep, _: CurrentToken) -> JobOut:
     """Cancel a queued or running job; workers stop at the next point."""
     job = service.cancel_job(session, service.get_job(session, job_id))
@@ -272,7 +283,9 @@ class ResultFormat(StrEnum):
     csv = "csv"
 
 
-@router.get("/{job_id}/results", responses={200: {"content": {"text/csv": {}}}})
+@router.get("/{job_id}/results", response_model=JobResults,
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+                       404: ERROR_RESPONSES[404]})
 def job_results(
     job_id: RowId,
     session: SessionDep,

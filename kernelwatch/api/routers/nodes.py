@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from kernelwatch.api.deps import ReadAccess, SessionDep
 from kernelwatch.api.schemas import NodeOut
-from kernelwatch.core.jobs import live_cutoff
 from kernelwatch.core.models import Node, utcnow
+from kernelwatch.core.nodes import aware, heartbeat_age, is_alive
 
 router = APIRouter(tags=["nodes"])
 
@@ -18,19 +18,16 @@ def list_nodes(session: SessionDep, _: ReadAccess) -> list[NodeOut]:
     """Every registered node; ``live`` when its heartbeat is newer than
     KERNELWATCH_NODE_STALE_SECONDS."""
     now = utcnow()
-    cutoff = live_cutoff()
     out = []
     for n in session.scalars(select(Node).order_by(Node.name)):
-        beat = n.last_heartbeat
-        if beat.tzinfo is None:  # SQLite drops the zone; stored values are UTC
-            beat = beat.replace(tzinfo=now.tzinfo)
         out.append(NodeOut(
             id=n.id, name=n.name, hostname=n.hostname, gpu_index=n.gpu_index,
             gpu_name=n.gpu_name, gpu_sku=n.gpu_sku, arch=n.arch,
             tags=[str(t) for t in n.tags or []], queues=[str(q) for q in n.queues or []],
             versions_ready=[str(v) for v in n.versions_ready or []],
             copy_bandwidth_tbps=n.copy_bandwidth_tbps, started_at=n.started_at,
-            last_heartbeat=beat, heartbeat_age_seconds=(now - beat).total_seconds(),
-            live=beat >= cutoff,
+            last_heartbeat=aware(n.last_heartbeat),
+            heartbeat_age_seconds=heartbeat_age(n, now).total_seconds(),
+            live=is_alive(n, now),
         ))
     return out

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from kernelwatch.api.deps import CurrentToken, ReadAccess, RowId, SessionDep
+from kernelwatch.api.errors import ERROR_RESPONSES
 from kernelwatch.api.routers.compare import bad_query
-from kernelwatch.core.models import Regression, utcnow
+from kernelwatch.api.schemas import RegressionOut
+from kernelwatch.core.errors import NotFound
+from kernelwatch.core.models import Regression, RegressionState, utcnow
 
 router = APIRouter(tags=["regressions"])
 
-STATES = ("open", "confirming", "confirmed", "not_reproduced", "confirm_failed")
+STATES = tuple(s.value for s in RegressionState)
 
 
 def regression_out(r: Regression) -> dict[str, Any]:
@@ -30,7 +33,7 @@ def regression_out(r: Regression) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/regressions")
+@router.get("/v1/regressions", response_model=list[RegressionOut])
 def list_regressions(
     session: SessionDep, _: ReadAccess,
     state: str | None = Query(None, description=f"one of {', '.join(STATES)}; comma-separated"),
@@ -56,12 +59,13 @@ def list_regressions(
     return [regression_out(r) for r in session.scalars(stmt)]
 
 
-@router.post("/v1/regressions/{regression_id}/ack")
+@router.post("/v1/regressions/{regression_id}/ack", response_model=RegressionOut,
+             responses={401: ERROR_RESPONSES[401], 404: ERROR_RESPONSES[404]})
 def ack(regression_id: RowId, session: SessionDep, token: CurrentToken) -> dict[str, Any]:
     """Acknowledge a regression (a person has seen it); repeating it changes nothing."""
     r = session.get(Regression, regression_id)
     if r is None:
-        raise HTTPException(404, detail=f"regression {regression_id} not found")
+        raise NotFound(f"regression {regression_id} not found")
     if not r.acknowledged:
         r.acknowledged = True
         r.acknowledged_by = token.name

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
 from kernelwatch.api.deps import CurrentToken, ReadAccess, SessionDep
+from kernelwatch.api.errors import ERROR_RESPONSES
 from kernelwatch.api.routers.regressions import regression_out
+from kernelwatch.api.schemas import ReleaseCreated, ReleaseDetail, ReleaseListItem
+from kernelwatch.core.errors import NotFound
 from kernelwatch.core.history import sort_versions
-from kernelwatch.core.models import Comparison, Regression, Release, Run
+from kernelwatch.core.models import Comparison, Regression, Release, ReleaseTag, Run
 from kernelwatch.core.releases import (
-    SuiteError,
     get_release,
     release_jobs,
     release_response,
@@ -32,24 +34,28 @@ class ReleaseIn(BaseModel):
     previous: str | None = None
 
 
-@router.get("/v1/releases")
+@router.get("/v1/releases", response_model=list[ReleaseListItem])
 def list_releases(session: SessionDep, _: ReadAccess) -> list[dict[str, Any]]:
     """Every release seen, newest version first."""
     releases = {r.version: r for r in session.scalars(select(Release))}
+    states: dict[int, dict[str, str]] = {}
+    for tag in session.scalars(select(ReleaseTag).order_by(ReleaseTag.tag)):
+        states.setdefault(tag.release_id, {})[tag.tag] = str(tag.state)
     return [
         {"version": r.version, "previous_version": r.previous_version, "status": r.status,
          "source": r.source, "created_at": r.created_at.isoformat() if r.created_at else None,
          "notified_at": r.notified_at.isoformat() if r.notified_at else None,
-         "tags": {t: st.get("state") for t, st in (r.details or {}).get("tags", {}).items()}}
+         "tags": states.get(r.id, {})}
         for r in (releases[v] for v in reversed(sort_versions(list(releases))))
     ]
 
 
-@router.get("/v1/releases/{version}")
+@router.get("/v1/releases/{version}", response_model=ReleaseDetail,
+            responses={404: ERROR_RESPONSES[404]})
 def get_one(version: str, session: SessionDep, _: ReadAccess) -> dict[str, Any]:
     release = get_release(session, version)
     if release is None:
-        raise HTTPException(404, detail=f"release {version!r} not found")
+        raise NotFound(f"release {version!r} not found")
     out = release_response(session, release)
     job_ids = [j.id for j in release_jobs(session, release)]
     out["runs"] = [
@@ -71,18 +77,14 @@ def get_one(version: str, session: SessionDep, _: ReadAccess) -> dict[str, Any]:
     return out
 
 
-@router.post("/v1/releases", status_code=201)
+@router.post("/v1/releases", status_code=201, response_model=ReleaseCreated,
+             responses={200: {"model": ReleaseCreated, "description": "Already recorded"},
+                        401: ERROR_RESPONSES[401], 503: ERROR_RESPONSES[503]})
 def create(body: ReleaseIn, session: SessionDep, token: CurrentToken) -> Any:
     """Benchmark a release against the previous one (or ``previous``) on every GPU tag, as the
-    webhook does. 201 when recorded now; 200 with the existing release otherwise."""
-    try:
-        start = trigger_release(session, body.version, previous=body.previous,
-                                source="manual", submitted_by=token.name)
-    except SuiteError as e:
-        raise HTTPException(503, detail=str(e)) from None
-    except ValueError as e:
-        field = "previous" if str(e).startswith("previous") else "version"
-        raise HTTPException(422, detail=[{"loc": ["body", field], "msg": str(e),
-                                          "type": "value_error"}]) from None
+    webhook does. 201 when recorded now; 200 with the existing release otherwise. A version
+    that is not one answers 422; a release suite that cannot be read, 503."""
+    start = trigger_release(session, body.version, previous=body.previous,
+                            source="manual", submitted_by=token.name)
     out = {**release_response(session, start.release), "created": start.created}
     return out if start.created else JSONResponse(out, status_code=200)

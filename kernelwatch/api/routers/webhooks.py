@@ -33,6 +33,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kernelwatch.api.deps import SessionDep
+from kernelwatch.api.errors import ErrorOut
+from kernelwatch.api.schemas import WebhookIgnored, WebhookPing, WebhookReleaseOut
 from kernelwatch.core.models import WebhookDelivery
 from kernelwatch.core.releases import (
     ReleaseStart,
@@ -108,7 +110,22 @@ def _replay(d: WebhookDelivery) -> JSONResponse:
                         status_code=200)
 
 
-@router.post("/v1/webhooks/github", status_code=201)
+@router.post(
+    "/v1/webhooks/github",
+    status_code=201,
+    response_model=WebhookReleaseOut,
+    responses={
+        200: {"description": "A release already known, a redelivery (replayed: its first "
+                             "answer), or a ping",
+              "model": WebhookReleaseOut | WebhookPing},
+        202: {"description": "An event or action that is not acted on, with the reason",
+              "model": WebhookIgnored},
+        400: {"model": ErrorOut, "description": "Malformed body or missing header or field"},
+        401: {"model": ErrorOut, "description": "Missing or wrong X-Hub-Signature-256"},
+        503: {"model": ErrorOut, "description": "No webhook secret configured, or the release "
+                                                "suite cannot be read"},
+    },
+)
 async def github(
     request: Request,
     session: SessionDep,

@@ -8,7 +8,6 @@ from typing import Any
 import dash
 from dash import Input, Output, callback, dcc, html
 
-from kernelwatch.core.settings import get_settings
 from kernelwatch.dashboard import queries
 from kernelwatch.dashboard.common import reading, simple_table
 
@@ -27,7 +26,7 @@ def layout(**_query: Any) -> html.Div:
 
 def render() -> list[Any]:
     with reading() as s:
-        nodes = queries.live_nodes(s, get_settings().node_stale_seconds)
+        nodes = queries.live_nodes(s)
         jobs = queries.recent_jobs(s)
         releases = queries.latest_releases(s)
     for j in jobs:
