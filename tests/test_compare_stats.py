@@ -100,7 +100,7 @@ def _repeats(rng: np.random.Generator, medians: list[float], n: int = 10):
 
 
 def test_one_repeat_in_another_gpu_state_is_not_a_regression_when_repeats_are_known() -> None:
-    # torch-sdpa B=1 kv=32768 on the H200 (tests/fixtures/gpu/raw/h200-torch.jsonl): run 1's
+    # torch-sdpa B=1 kv=32768 on the H200 (tests/fixtures/gpu/gpu-evidence-decode.json.gz): run 1's
     # repeats 38.07 / 38.14 / 38.23 us, run 2's 38.18 / 41.71 / 41.64 us, same SM clock.
     rng = np.random.default_rng(7)
     b, bg = _repeats(rng, [38.07, 38.14, 38.23])
