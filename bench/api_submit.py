@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+
 
 PG_ADMIN = os.environ.get("KERNELWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("KERNELWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -83,8 +83,7 @@ def self_hosted(workers: int) -> Iterator[tuple[str, str]]:
         engine.dispose()
         port = _free_port()
         env = {**os.environ, "KERNELWATCH_DATABASE_URL": db_url,
-               "KERNELWATCH_BROKER_URL": REDIS_URL, "KERNELWATCH_QUEUE_PREFIX": prefix,
-               "PYTHONPATH": str(ROOT)}
+               "KERNELWATCH_BROKER_URL": REDIS_URL, "KERNELWATCH_QUEUE_PREFIX": prefix}
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "kernelwatch.api.main:app", "--host", "127.0.0.1",
              "--port", str(port), "--workers", str(workers), "--log-level", "warning",

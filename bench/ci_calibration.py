@@ -1,43 +1,53 @@
 """Whether the point CIs are as wide as two runs of the same sweep say they should be: for
-every point measured twice (the evidence sweeps' run 1 and run 2, committed under
-tests/fixtures/gpu/raw/), how often the two runs' CIs overlap, with the percentile interval of
-the two-stage bootstrap and with the CI the service stores (core.stats: its standard error
-scaled by Student's t for the repeat count), and the difference of the two medians in units of
-its bootstrap standard error, whose tails show how far a z interval can be trusted.
+every point measured twice (run 1 and run 2 of bench/gpu_sweep.py's raw files), how often the
+two runs' CIs overlap, with the percentile interval of the two-stage bootstrap and with the CI
+the service stores (core.stats: its standard error scaled by Student's t for the repeat
+count), and the difference of the two medians in units of its bootstrap standard error, whose
+tails show how far a z interval can be trusted.
 
-    python bench/ci_calibration.py [RAW.jsonl ...]
+    python bench/ci_calibration.py OUT/raw-*.jsonl
 
-With no files: every committed sweep that holds two runs of 3 or 5 repeats.
+Prints per file the points measured twice and how many of their CIs overlap (percentile and
+stored), then the tails of the two runs' differences and the CIs' half-widths.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from gpu_runs_compare import points
-from gpu_sweep import ci, overlap, stats_of
-
-from kernelwatch.core.stats import BOOTSTRAP_RESAMPLES, repeat_labels, resampled_medians
-
-RAW = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "gpu" / "raw"
-# The committed sweeps with two runs of the same points (gpu_sweep.py --runs 2).
-DEFAULT_FILES = (
-    "h200-0.5.3.jsonl", "h200-0.6.18.post1.jsonl", "h200-0.7.2.post1.jsonl", "h200-torch.jsonl",
-    "rerun-h200-0.6.18.post1.jsonl", "rerun-h200-torch.jsonl", "rot-h200-0.5.3.jsonl",
-    "cupti-h200-0.5.3.jsonl", "cupti-h200-0.6.18.post1.jsonl", "cupti-h200-torch.jsonl",
-    "floor995-h200-0.6.18.post1.jsonl", "earlier-h200-0.6.18.post1.jsonl",
-    "experiment-w150-b-raw-0.6.18.post1.jsonl", "no-clock-floor-h200-0.6.18.post1.jsonl",
-    "repeats-r5-0.6.18.post1.jsonl",
+from kernelwatch.core.fixtures import read_raw
+from kernelwatch.core.stats import (
+    BOOTSTRAP_RESAMPLES,
+    Summary,
+    repeat_labels,
+    resampled_medians,
+    summarize,
 )
+
+
+def points(path: Path, run: int) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """Run ``run``'s point messages with samples in a raw file, by (suite, point, backend)."""
+    return {
+        (r["meta"]["suite"], int(m["point_index"]), str(m["backend"])): m
+        for r in read_raw([path])
+        if int(r["meta"]["run"]) == run
+        for m in r["points"]
+        if m.get("samples_us")
+    }
+
+
+def stored_stats(m: dict[str, Any]) -> Summary:
+    """A point message's statistics as the service stores them (two-stage CI over repeats)."""
+    return summarize(m["samples_us"], repeat_labels(m.get("repeat_sizes"), len(m["samples_us"])))
+
+
+def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
 
 
 def bootstrap(m: dict[str, Any]) -> tuple[float, float, float, float]:
@@ -52,34 +62,33 @@ def bootstrap(m: dict[str, Any]) -> tuple[float, float, float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("files", nargs="*", type=Path)
+    ap.add_argument("files", nargs="+", type=Path, help="raw files of two-run sweeps")
     args = ap.parse_args(argv)
-    files = args.files or [RAW / f for f in DEFAULT_FILES]
+    files = args.files
     zs: list[float] = []
     widths: dict[str, list[float]] = {"percentile": [], "stored": []}
     tot = {"n": 0, "percentile": 0, "stored": 0}
     print(f"{'file':44} {'points':>6} {'percentile CIs overlap':>23} {'stored CIs overlap':>19}")
     for path in files:
-        a, b = points(str(path), 1), points(str(path), 2)
+        a, b = points(path, 1), points(path, 2)
         if not a or not b:
             print(f"{path.name:44} has no second run, skipped")
             continue
-        n = pct = stored = 0
+        n = pct = kept = 0
         for key in sorted(set(a) & set(b)):
             ba, bb = bootstrap(a[key]), bootstrap(b[key])
-            sa, sb = stats_of(a[key]), stats_of(b[key])
-            assert sa is not None and sb is not None
+            sa, sb = stored_stats(a[key]), stored_stats(b[key])
             n += 1
             pct += overlap(ba[1:3], bb[1:3])
-            stored += overlap(ci(sa), ci(sb))
+            kept += overlap((sa.ci_low, sa.ci_high), (sb.ci_low, sb.ci_high))
             zs.append((bb[0] - ba[0]) / math.hypot(ba[3], bb[3]))
             for s, (lo, hi) in ((sa, ba[1:3]), (sb, bb[1:3])):
                 widths["percentile"].append(50.0 * (hi - lo) / s.median)
                 widths["stored"].append(50.0 * (s.ci_high - s.ci_low) / s.median)
-        print(f"{path.name:44} {n:6d} {pct:19d}/{n:<3d} {stored:15d}/{n:<3d}")
+        print(f"{path.name:44} {n:6d} {pct:19d}/{n:<3d} {kept:15d}/{n:<3d}")
         tot["n"] += n
         tot["percentile"] += pct
-        tot["stored"] += stored
+        tot["stored"] += kept
     n = tot["n"]
     if not n:
         print("no point was measured twice")

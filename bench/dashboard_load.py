@@ -33,15 +33,14 @@ import psycopg
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from kernelwatch.core.db import make_engine
+from kernelwatch.core.migrate import upgrade
+from kernelwatch.core.models import Job, Node, Point, Run
+from kernelwatch.core.results import derived_metrics
+from kernelwatch.core.series import series_key
+from kernelwatch_harness.catalogue import complete_params
 
-from kernelwatch.core.db import make_engine  # noqa: E402
-from kernelwatch.core.migrate import upgrade  # noqa: E402
-from kernelwatch.core.models import Job, Node, Point, Run  # noqa: E402
-from kernelwatch.core.results import derived_metrics  # noqa: E402
-from kernelwatch.core.series import series_key  # noqa: E402
-from kernelwatch_harness.catalogue import complete_params  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 ADMIN = os.environ.get("KERNELWATCH_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

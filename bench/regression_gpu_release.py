@@ -8,14 +8,15 @@ by a local HTTP server. Writes under --out:
                         points and raw samples (kernelwatch.core.fixtures format)
     worker.log          the worker's log
 
-On the GPU machine, from the repository root (wheels of FlashInfer and apache-tvm-ffi in .whl/,
-kernelwatch's service wheels in .whl/svc/, see scripts/service-wheels.sh):
+On a GPU node, from the repository root (wheels of FlashInfer and apache-tvm-ffi in .whl/,
+kernelwatch's service wheels in .whl/svc/, see scripts/service-wheels.sh),
+``scripts/gpu-check release --version NEW`` installs what it needs and runs
 
-    python3 -m pip install -q --no-index --no-deps --target /tmp/svc .whl/svc/*.whl
-    PYTHONPATH=/tmp/svc:. python3 bench/regression_gpu_release.py \\
-        --new 0.6.18.post1 --previous 0.5.3 --wheelhouse .whl --out $OUT
+    python bench/regression_gpu_release.py --new 0.6.18.post1 --previous 0.5.3 \\
+        --wheelhouse .whl --out OUT
 
-On a machine without a GPU the same flow runs on the cpu tag (torch backends only).
+Prints the seconds from the trigger to each stage and the notification's text. On a machine
+without a GPU the same flow runs on the cpu tag (torch backends only).
 """
 
 from __future__ import annotations
@@ -24,14 +25,41 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+
+
+@contextmanager
+def notification_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(url, received): every JSON body POSTed to the url is appended to ``received``."""
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def main() -> None:
@@ -46,8 +74,6 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="kw-release-"))
-
-    from tests.release_support import notification_server
 
     t0 = time.monotonic()
     with notification_server() as (url, received):
@@ -143,7 +169,7 @@ def _dump(path: Path, version: str, received: list[dict[str, Any]]) -> None:
 
     from kernelwatch.api.routers.regressions import regression_out
     from kernelwatch.core import db
-    from kernelwatch.core.fixtures import export_job
+    from kernelwatch.core.fixtures import export_job, write_file
     from kernelwatch.core.models import Comparison, Job, Regression, Release
 
     with db.session_scope() as session:
@@ -170,7 +196,7 @@ def _dump(path: Path, version: str, received: list[dict[str, Any]]) -> None:
             "comparisons": comparisons,
             "jobs": jobs,
         }
-    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    write_file(path, out)
 
 
 if __name__ == "__main__":

@@ -15,27 +15,22 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import psycopg
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
 
-import numpy as np  # noqa: E402
-import psycopg  # noqa: E402
-from sqlalchemy import delete  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
-
-from kernelwatch.core.db import make_engine  # noqa: E402
-from kernelwatch.core.migrate import upgrade  # noqa: E402
-from kernelwatch.core.models import Job, Run  # noqa: E402
-from kernelwatch.core.results import store_point  # noqa: E402
-from kernelwatch.core.stats import summarize  # noqa: E402
+from kernelwatch.core.db import make_engine
+from kernelwatch.core.migrate import upgrade
+from kernelwatch.core.models import Job, Run
+from kernelwatch.core.results import store_point
+from kernelwatch.core.stats import summarize
 
 PG_ADMIN = os.environ.get("KERNELWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 PARAMS = {"batch_size": 16, "kv_len": 2048, "num_qo_heads": 32, "num_kv_heads": 8,

@@ -1,6 +1,6 @@
 """The FlashInfer adapters' argument mapping against each supported version's real signatures.
 
-The signatures come from the released wheels (bench/gpu_signatures.py reads them with ``ast``,
+The signatures come from the released wheels (tests/signatures.py reads them with ``ast``,
 no GPU or import needed) and are kept in tests/fixtures/gpu/flashinfer_signatures.json. When
 the wheels are at hand (``KERNELWATCH_FLASHINFER_WHEELS``: a folder of flashinfer_python-*.whl)
 the snapshot itself is checked against them.
@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from bench.gpu_signatures import from_wheel
 from kernelwatch_harness import flashinfer_backends as fb
 from kernelwatch_harness.catalogue import complete_params
 from kernelwatch_harness.inputs import flashinfer_inputs, sm_scale
+from tests.signatures import from_wheel
 
 SNAPSHOT = Path(__file__).parent / "fixtures" / "gpu" / "flashinfer_signatures.json"
 SIGS: dict[str, dict[str, Any]] = json.loads(SNAPSHOT.read_text())["versions"]

@@ -1,5 +1,5 @@
 """compare_runs / persist_comparison on real recorded samples (CPU runs measured through the
-real harness: tests/fixtures/compare/, recorded by bench/regression_record_cpu_fixture.py;
+real harness: tests/fixtures/compare/, recorded by scripts/fixtures/cpu_compare_fixture.py;
 GPU runs: tests/fixtures/gpu/ when present), and GET /v1/compare."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from kernelwatch.core.compare import (
     compare_runs,
     persist_comparison,
 )
-from kernelwatch.core.fixtures import import_job
+from kernelwatch.core.fixtures import import_job, read_file
 from kernelwatch.core.models import Comparison, Regression, Run
 from kernelwatch.core.series import series_key
 from kernelwatch.core.settings import Settings
@@ -153,9 +153,9 @@ def _same_version_pairs() -> list[tuple[Path, str | None, str | None]]:
     tests/fixtures/gpu/, one job or a list of jobs per file) holding at least two runs of one
     FlashInfer version on one GPU SKU."""
     out = []
-    for path in sorted((FIXTURES / "gpu").glob("*.json")):
+    for path in sorted((FIXTURES / "gpu").glob("*.json.gz")):
         try:
-            data = json.loads(path.read_text())
+            data = read_file(path)
         except (OSError, ValueError):
             continue  # not a job export (other GPU fixtures live here too)
         if not isinstance(data, dict | list):
@@ -183,7 +183,7 @@ def test_two_runs_of_the_same_version_on_the_same_gpu_report_no_regression(
     session: Session, path: Path, version: str | None, sku: str
 ) -> None:
     """Two runs of one FlashInfer version measured one after the other on one GPU."""
-    data = json.loads(path.read_text())
+    data = read_file(path)
     jobs = data if isinstance(data, list) else data.get("jobs", [data])
     run_ids: list[int] = []
     for job in jobs:

@@ -4,7 +4,6 @@ the real storage path. Screenshots of every page go to ci-output/screenshots/.""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -20,7 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from kernelwatch.core.db import make_engine
-from kernelwatch.core.fixtures import import_job
+from kernelwatch.core.fixtures import import_job, read_file
 from kernelwatch.core.models import Base, Run
 from tests.dashboard_seed import V_NEW, V_OLD, Seeded, seed
 
@@ -66,9 +65,9 @@ def seeded_db(pg_url: str) -> Iterator[tuple[str, Seeded]]:
         # Real H200 measurements beside the planted data (when the GPU work's fixture is
         # there): the screenshots then show what users will see.
         for name in ("decode", "prefill", "single"):
-            path = ROOT / "tests" / "fixtures" / "gpu" / f"gpu-evidence-{name}.json"
+            path = ROOT / "tests" / "fixtures" / "gpu" / f"gpu-evidence-{name}.json.gz"
             if path.exists():
-                import_job(session, json.loads(path.read_text()))
+                import_job(session, read_file(path))
         session.commit()
     engine.dispose()
     yield pg_url, out
@@ -191,7 +190,7 @@ def test_every_page_loads_without_console_errors(server, seeded_db, page):
 
 
 def test_h200_views_render(server, page):
-    if not (ROOT / "tests" / "fixtures" / "gpu" / "gpu-evidence-decode.json").exists():
+    if not (ROOT / "tests" / "fixtures" / "gpu" / "gpu-evidence-decode.json.gz").exists():
         pytest.skip("the GPU fixture is not there")
     for name, path in H200_VIEWS.items():
         page.goto(server + path)

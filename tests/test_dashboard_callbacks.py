@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.compare import compare_runs
-from kernelwatch.core.fixtures import import_job
+from kernelwatch.core.fixtures import import_job, read_file
 from kernelwatch.core.models import Point, Run, Sample
 from kernelwatch.core.series import clock_summary
 from kernelwatch.dashboard import queries
@@ -416,10 +416,10 @@ def import_gpu_fixtures(session: Session) -> dict[str, int]:
     """Import the recorded H200 jobs; kernel -> job id."""
     out = {}
     for name in ("decode", "prefill", "single"):
-        path = GPU_FIXTURES / f"gpu-evidence-{name}.json"
+        path = GPU_FIXTURES / f"gpu-evidence-{name}.json.gz"
         if not path.exists():
             pytest.skip("the GPU fixture is not there")
-        job = import_job(session, json.loads(path.read_text()))
+        job = import_job(session, read_file(path))
         session.flush()
         out[job.kernel] = job.id
     session.commit()

@@ -99,6 +99,27 @@ def test_cli_export_import(kw_env: Settings, session: Session, tmp_path) -> None
     assert session.scalar(select(func.count()).select_from(Sample)) == 80
 
 
+def test_compressed_fixture_files_read_back_and_import_from_the_cli(
+        kw_env: Settings, session: Session, tmp_path) -> None:
+    """write_file/read_file keep an export as compact JSON, gzip-compressed for a .gz name
+    (reproducibly: the same bytes each time), and ``kernelwatch import`` takes either."""
+    job = _make_job(session)
+    exported = fixtures.export_job(session, job.id)
+    session.commit()
+    plain, packed = tmp_path / "job.json", tmp_path / "job.json.gz"
+    fixtures.write_file(plain, exported)
+    fixtures.write_file(packed, exported)
+    first = packed.read_bytes()
+    fixtures.write_file(packed, exported)
+    assert packed.read_bytes() == first and first[:2] == b"\x1f\x8b"
+    assert fixtures.read_file(packed) == fixtures.read_file(plain) == json.loads(
+        json.dumps(exported, default=str))
+    res = CliRunner().invoke(cli, ["import", str(packed)])
+    assert res.exit_code == 0, res.output
+    session.expire_all()
+    assert session.scalar(select(func.count()).select_from(Job)) == 2
+
+
 def test_samples_keep_their_repeat_and_the_ci_is_two_stage(session: Session) -> None:
     job = _make_job(session)
     point = session.scalars(select(Point).where(Point.job_id == job.id,

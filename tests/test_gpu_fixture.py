@@ -1,10 +1,12 @@
 """The GPU evidence fixtures (measured on an H200, tests/fixtures/gpu/) import into the service
 with their environment and raw samples, their statistics are the raw samples', and they are
-exactly what bench/gpu_fixture.py derives from the raw harness messages kept beside them."""
+what scripts/fixtures/gpu_fixture.py builds from raw harness messages (the single-decode suite's
+raw files are kept in tests/fixtures/gpu/raw/)."""
 
 from __future__ import annotations
 
-import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +14,37 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bench import gpu_sweep
-from bench.gpu_fixture import build
 from kernelwatch.core import fixtures
 from kernelwatch.core.compare import compare_runs
 from kernelwatch.core.models import Point, Run, Sample
 from kernelwatch.core.stats import summarize
 
+ROOT = Path(__file__).resolve().parent.parent
 GPU = Path(__file__).parent / "fixtures" / "gpu"
-EXPORTS = sorted(GPU.glob("gpu-evidence-*.json"))
+EXPORTS = sorted(GPU.glob("gpu-evidence-*.json.gz"))
+RAW = sorted(GPU.glob("raw/h200-*.jsonl"))
+VOLATILE = {"created_at", "started_at", "finished_at", "id", "job_id", "run_id"}
 
 
 def _load(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    data: dict[str, Any] = fixtures.read_file(path)
+    return data
+
+
+def _strip(obj: Any) -> Any:
+    """An export without its database ids and timestamps."""
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items() if k not in VOLATILE}
+    if isinstance(obj, list):
+        return [_strip(v) for v in obj]
+    return obj
 
 
 def test_every_suite_is_there() -> None:
-    assert [p.name for p in EXPORTS] == ["gpu-evidence-decode.json", "gpu-evidence-prefill.json",
-                                        "gpu-evidence-single.json"]
-    decode = _load(GPU / "gpu-evidence-decode.json")
+    assert [p.name for p in EXPORTS] == ["gpu-evidence-decode.json.gz",
+                                        "gpu-evidence-prefill.json.gz",
+                                        "gpu-evidence-single.json.gz"]
+    decode = _load(GPU / "gpu-evidence-decode.json.gz")
     versions = {r["flashinfer_version"] for r in decode["runs"]}
     # None: the torch-sdpa runs
     assert versions == {"0.7.2.post1", "0.6.18.post1", "0.5.3", None}
@@ -72,20 +86,33 @@ def test_fixture_imports_with_environment_and_samples(session: Session, path: Pa
     assert n == sum(p.n_samples for p in points)
 
 
-def test_fixtures_are_derived_from_the_raw_messages(tmp_path: Path) -> None:
-    raw = sorted(str(p) for p in (GPU / "raw").glob("h200-*.jsonl"))
-    written = build(raw, tmp_path, "h200")
-    volatile = {"created_at", "started_at", "finished_at", "id", "job_id", "run_id"}
+def test_the_fixture_is_what_its_command_builds_from_the_raw_messages(tmp_path: Path) -> None:
+    """scripts/fixtures/gpu_fixture.py, run on the single-decode suite's raw harness messages,
+    writes exactly the committed export (ids and timestamps aside): every number in it comes
+    from the raw files through the worker's own storing code."""
+    assert [p.name for p in RAW] == ["h200-0.5.3.jsonl", "h200-0.6.18.post1.jsonl",
+                                     "h200-0.7.2.post1.jsonl", "h200-torch.jsonl"]
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "fixtures" / "gpu_fixture.py"),
+                    "--out", str(tmp_path), *map(str, RAW)], check=True, cwd=ROOT,
+                   capture_output=True, text=True)
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["gpu-evidence-single.json.gz"]
+    assert _strip(_load(tmp_path / written[0])) == _strip(_load(GPU / written[0]))
 
-    def strip(obj: Any) -> Any:
-        if isinstance(obj, dict):
-            return {k: strip(v) for k, v in obj.items() if k not in volatile}
-        if isinstance(obj, list):
-            return [strip(v) for v in obj]
-        return obj
 
-    for path in written:
-        assert strip(_load(path)) == strip(_load(GPU / path.name)), path.name
+def test_the_sweep_reports_from_raw_messages(tmp_path: Path) -> None:
+    """bench/gpu_sweep.py's report, made again from raw files without a GPU: each label's
+    suite with its two runs, and the run-to-run counts over every point measured twice."""
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_sweep.py"), "--report-only",
+                    "--raw", *map(str, RAW), "--suites", "single",
+                    "--versions", "0.5.3", "0.6.18.post1", "0.7.2.post1", "--out", str(tmp_path)],
+                   check=True, cwd=ROOT, capture_output=True, text=True)
+    lines = (tmp_path / "summary.txt").read_text().splitlines()
+    heads = [line.split(";")[0] for line in lines if line.startswith("== ")]
+    assert heads == [f"== {label} single (single_decode)"
+                     for label in ("0.5.3", "0.6.18.post1", "0.7.2.post1", "torch")]
+    overlap = next(line for line in lines if line.startswith("run 1 and run 2 CIs overlap: "))
+    assert overlap.endswith("/20")  # 5 points x 4 labels, each measured in both runs
 
 
 def test_the_evidence_kept_only_samples_at_the_boost_clock() -> None:
@@ -135,148 +162,3 @@ def test_the_comparison_finds_06s_prefill_regression_over_05_in_the_evidence(
     assert {("batch_prefill", "fa2", 1, 512, 2048), ("batch_prefill", "fa2", 8, 512, 2048)} \
         <= flagged
     assert all(p.ci_low > 1.03 for p in result.regressions)
-
-
-@pytest.mark.parametrize("other", ["earlier", "rerun"])
-def test_other_machine_starts_of_one_release_compare_unchanged(
-        session: Session, tmp_path: Path, other: str) -> None:
-    """0.6.18.post1 measured on three machine starts (two kept as raw harness messages, and
-    the fixture's): the comparison stays quiet on all 53 points."""
-    written = build([str(GPU / "raw" / f"{other}-h200-0.6.18.post1.jsonl")], tmp_path, "h200")
-    now = _runs_by_version(session, EXPORTS)["0.6.18.post1"]
-    then = _runs_by_version(session, written)["0.6.18.post1"]
-    result = compare_runs(session, then, now)
-    assert result.counts["unchanged"] == 53, [
-        (p.kernel, p.backend, p.params, p.ratio) for p in result.points
-        if p.verdict != "unchanged"]
-
-
-V6, V5, V7, ALL = "0.6.18.post1", "0.5.3", "0.7.2.post1", ["decode", "prefill", "single"]
-# (summary, raw harness files, their labels, agreement rows, suites, runs)
-SUMMARIES = [
-    ("summary-v5.txt", ["h200-0.5.3.jsonl"], [V5], "agreement-v5.jsonl", ALL, 2),
-    ("summary-v6.txt", ["h200-0.6.18.post1.jsonl", "h200-torch.jsonl"], [V6, "torch"],
-     "agreement-v6.jsonl", ALL, 2),
-    ("summary-v7.txt", ["h200-0.7.2.post1.jsonl"], [V7], "agreement-v7.jsonl", ALL, 2),
-    # FlashInfer's CUPTI timer in the agreement, the 0.995 floor, the harness timing by
-    # CUPTI
-    ("summary-cupti-v6.txt", ["cupti-h200-0.6.18.post1.jsonl", "cupti-h200-torch.jsonl"],
-     [V6, "torch"], "agreement-cupti-v6.jsonl", ALL, 2),
-    ("summary-cupti-v5.txt", ["cupti-h200-0.5.3.jsonl"], [V5], "agreement-cupti-v5.jsonl",
-     ALL, 2),
-    ("summary-floor995-v6.txt", ["floor995-h200-0.6.18.post1.jsonl"], [V6], None, ALL, 2),
-    ("summary-harness-cupti-rotate.txt", ["harness-cupti-rotate-0.6.18.post1.jsonl"], [V6],
-     None, ["decode", "single"], 1),
-    ("summary-harness-cupti-flush.txt", ["harness-cupti-flush-0.6.18.post1.jsonl"], [V6],
-     None, ["decode", "single"], 1),
-    # each cold-L2 method of CUPTI timing and graph replay on one machine start; 0.5.3 with
-    # 0.6.18.post1's graph timer in the agreement
-    *[(f"summary-flushes-{how}.txt", [f"flushes-{how}-0.6.18.post1.jsonl"], [V6], None,
-       ["decode", "single"], 1)
-      for how in ("graph", "cupti-rotate", "cupti-flush", "cupti-flush_clean")],
-    ("summary-rot-v5.txt", ["rot-h200-0.5.3.jsonl"], [V5], "agreement-rot-v5.jsonl", ALL, 2),
-    # 5 repeats of 10 samples, two runs; 3 repeats on the same machine start, whose second
-    # run stopped after its decode suite (reported for decode only)
-    ("summary-repeats-r5.txt", ["repeats-r5-0.6.18.post1.jsonl"], [V6], None, ALL, 2),
-    ("summary-repeats-r3-decode.txt", ["repeats-r3-0.6.18.post1.jsonl"], [V6], None,
-     ["decode"], 2),
-    # two runs on fresh machine starts, measured after the CI for few repeats was chosen
-    ("summary-s6-v6.txt", ["s6-h200-0.6.18.post1.jsonl"], [V6], None, ALL, 2),
-    ("summary-s6-v7-decode.txt", ["s6-h200-0.7.2.post1-decode.jsonl"], [V7], None,
-     ["decode"], 2),
-]
-
-
-@pytest.mark.parametrize("summary, raws, labels, agreement, suites, runs", SUMMARIES,
-                         ids=[s[0] for s in SUMMARIES])
-def test_the_committed_summaries_are_the_reports_of_the_raw_files(
-        tmp_path: Path, summary: str, raws: list[str], labels: list[str],
-        agreement: str | None, suites: list[str], runs: int) -> None:
-    """Each committed summary is what bench/gpu_sweep.py's report prints from the committed
-    raw harness messages and agreement rows."""
-    raw = GPU / "raw"
-    saved = gpu_sweep.load_saved([raw / r for r in raws], raw / agreement if agreement else None)
-    gpu_sweep.report(*saved, suites, [(lab, None if lab == "torch" else lab) for lab in labels],
-                     runs, tmp_path)
-    assert (tmp_path / "summary.txt").read_text() == (raw / summary).read_text()
-
-
-def test_the_timer_comparison_is_the_report_of_the_raw_files() -> None:
-    """The comparison of FlashInfer's two timers is what bench/gpu_timers.py prints from the
-    committed files; its counts are the ones the results report quotes."""
-    from bench import gpu_timers
-
-    raw = GPU / "raw"
-    cols = {
-        "graph": gpu_timers.medians(raw / "cupti-h200-0.6.18.post1.jsonl", V6),
-        "cupti rot": gpu_timers.medians(raw / "harness-cupti-rotate-0.6.18.post1.jsonl", V6),
-        "cupti fl": gpu_timers.medians(raw / "harness-cupti-flush-0.6.18.post1.jsonl", V6),
-        "FI graph": gpu_timers.fi_medians(raw / "agreement-cupti-v6.jsonl", V6,
-                                          "settled_median_us"),
-        "FI cupti": gpu_timers.fi_medians(raw / "agreement-cupti-v6.jsonl", V6,
-                                          "cupti_median_us"),
-    }
-    text = gpu_timers.table(cols)
-    assert text == (raw / "summary-timers-v6.txt").read_text()
-    assert "FlashInfer graph vs FlashInfer CUPTI: within ±3% for 23/37" in text
-    assert "harness CUPTI + flush vs FlashInfer CUPTI (the same method): within ±3% for 35/37" \
-        in text
-
-
-def test_the_flush_comparison_is_the_report_of_the_raw_files() -> None:
-    """What the written flush adds (docs/results/h200-2026-11.md) is what bench/gpu_timers.py
-    prints from four runs of one machine start, one per cold-L2 method."""
-    from bench import gpu_timers
-
-    raw = GPU / "raw"
-    cols = {name: gpu_timers.medians(raw / f"flushes-{how}-0.6.18.post1.jsonl", V6)
-            for name, how in (("graph", "graph"), ("cupti rot", "cupti-rotate"),
-                              ("cupti fl", "cupti-flush"), ("cupti cl", "cupti-flush_clean"))}
-    text = gpu_timers.table(cols)
-    assert text == (raw / "summary-timers-flushes-v6.txt").read_text()
-    assert "FI graph" not in text.splitlines()[0]  # only the columns of the files given
-
-
-def _calibration(capsys: pytest.CaptureFixture[str], files: list[str]) -> tuple[str, list[str]]:
-    """bench/ci_calibration.py's output over ``files`` (none: its default set) and the fields
-    of its "all" line: points, percentile overlaps, stored overlaps."""
-    from bench import ci_calibration
-
-    ci_calibration.main(files)
-    out = capsys.readouterr().out
-    return out, next(line for line in out.splitlines() if line.startswith("all ")).split()[1:]
-
-
-def test_the_ci_calibration_figures_are_those_of_the_committed_runs(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    """What bench/ci_calibration.py prints over every committed sweep measured twice (the
-    reason for the CI of docs/measurement.md, "The CI with few repeats"): the percentile
-    interval's overlaps and tails, and that the stored CI overlaps for every point."""
-    out, total = _calibration(capsys, [])
-    assert total == ["723", "692/723", "723/723"]
-    assert "|z| > 2.58: 3.3% of pairs" in out and "|z| > 4.0: 0.7% of pairs" in out
-    assert "CI half-width, stored: median 0.69% of the median, p90 3.25%" in out
-
-
-def test_the_fresh_runs_ci_calibration(capsys: pytest.CaptureFixture[str]) -> None:
-    """Two-run sweeps measured after the CI was chosen: the stored CI overlaps for all 85
-    points measured twice, the percentile interval for 81."""
-    raw = GPU / "raw"
-    _, total = _calibration(capsys, [str(raw / "s6-h200-0.6.18.post1.jsonl"),
-                                     str(raw / "s6-h200-0.7.2.post1-decode.jsonl")])
-    assert total == ["85", "81/85", "85/85"]
-
-
-@pytest.mark.parametrize("version", [V6, V5, V7])
-def test_the_interleaved_agreement_logs_are_their_rows(version: str) -> None:
-    """The log of the harness and FlashInfer's timers alternated in one process over the 53
-    units (docs/results/h200-2026-11.md) ends with what summary_lines makes of the rows
-    committed beside it."""
-    from bench.gpu_agreement_interleaved import summary_lines
-
-    raw = GPU / "raw"
-    rows = [json.loads(line) for line in
-            (raw / f"s6-interleaved-{version}.jsonl").read_text().splitlines()]
-    assert len(rows) == 53 and all(r["status"] == "ok" for r in rows)
-    lines = summary_lines(rows, ["graph", "cupti"])
-    assert (raw / f"s6-interleaved-{version}.log").read_text().splitlines()[-len(lines):] == lines

@@ -14,19 +14,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.compare import compare_runs
-from kernelwatch.core.fixtures import import_job
+from kernelwatch.core.fixtures import import_job, read_file
 from kernelwatch.core.models import Comparison, Regression, Run
 from kernelwatch.worker.confirm import settle
 
 RELEASE = Path(__file__).parent / "fixtures" / "gpu" / "release"
 FIXTURES = {
-    "1xh200": RELEASE / "release-0.6.18.post1-vs-0.5.3-h200.json",
-    "2xh200": RELEASE / "release-0.6.18.post1-vs-0.5.3-2xh200.json",
+    "1xh200": RELEASE / "release-0.6.18.post1-vs-0.5.3-h200.json.gz",
+    "2xh200": RELEASE / "release-0.6.18.post1-vs-0.5.3-2xh200.json.gz",
 }
 
 
 def _load(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(FIXTURES[name].read_text())
+    data: dict[str, Any] = read_file(FIXTURES[name])
     return data
 
 

@@ -3,14 +3,13 @@ re-drive instead of waiting forever (real Postgres, real Redis broker, the H200 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kernelwatch.core.fixtures import import_job
+from kernelwatch.core.fixtures import import_job, read_file
 from kernelwatch.core.models import (
     Comparison,
     Regression,
@@ -24,11 +23,11 @@ from kernelwatch.core.settings import Settings
 from tests.conftest import configure
 
 FIXTURE = (Path(__file__).parent / "fixtures" / "gpu" / "release"
-           / "release-0.6.18.post1-vs-0.5.3-h200.json")
+           / "release-0.6.18.post1-vs-0.5.3-h200.json.gz")
 
 
 def _release_with_finished_jobs_but_no_comparison(session: Session) -> Release:
-    data = json.loads(FIXTURE.read_text())
+    data = read_file(FIXTURE)
     job_ids = []
     for export in data["jobs"]:
         if export["job"]["kind"] == "release":

@@ -3,9 +3,9 @@ existed do not change."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from kernelwatch.core.fixtures import read_file
 from kernelwatch.core.series import clock_state, series_key
 
 PARAMS = {"batch_size": 64, "kv_len": 32768, "num_qo_heads": 32, "num_kv_heads": 8}
@@ -35,7 +35,7 @@ def test_the_evidence_puts_the_three_releases_in_one_series_per_point() -> None:
     # All three releases were measured with the clock floor: each decode point of one is the
     # same series in the others, so the dashboard compares them point by point. (Points
     # measured without the floor are other series: see the clock-key test above.)
-    decode = json.loads((GPU / "gpu-evidence-decode.json").read_text())
+    decode = read_file(GPU / "gpu-evidence-decode.json.gz")
     keys: dict[str | None, set[str]] = {}
     for run in decode["runs"]:
         keys.setdefault(run["flashinfer_version"], set()).update(

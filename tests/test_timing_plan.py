@@ -3,11 +3,8 @@ copies make L2 cold, how many calls a graph holds, how long a point warms up. CP
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from kernelwatch.core.spec import Timing
-from kernelwatch_harness import timing
+from kernelwatch_harness import suites, timing
 
 L2 = 60 * 2**20  # the H200's L2 as torch reports it
 GIB = 2**30
@@ -47,12 +44,10 @@ def test_heavy_calls_warm_up_for_the_configured_gpu_time() -> None:
     assert timing.warmup_replays(timing.SUSTAINED_MIN_CALL_US, 1, 5, 150.0) == 1500
 
 
-def test_the_gpu_sweep_bench_uses_the_services_timing_defaults() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-    import gpu_sweep
-
+def test_the_gpu_sweeps_use_the_services_timing_defaults() -> None:
+    # The harness's copy, used by the sweep and cross-check benchmarks on a GPU node.
     defaults = Timing().model_dump()
-    assert {k: defaults[k] for k in gpu_sweep.TIMING} == gpu_sweep.TIMING
+    assert {k: defaults[k] for k in suites.TIMING} == suites.TIMING
 
 
 def test_the_harness_clock_floor_is_the_specs_default() -> None:

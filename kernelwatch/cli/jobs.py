@@ -264,15 +264,16 @@ def export_cmd(job_id: int, output: Path | None) -> None:
 @click.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_cmd(file: Path) -> None:
-    """Insert a job exported with ``kernelwatch export`` as a new job; prints its id."""
-    from kernelwatch.core.fixtures import import_job
+    """Insert a job exported with ``kernelwatch export`` as a new job (the file gzip-compressed
+    when its name ends in .gz, as the committed fixtures are); prints its id."""
+    from kernelwatch.core.fixtures import import_job, read_file
 
     try:
-        data = json.loads(file.read_text())
+        data = read_file(file)
         with session_scope() as session:
             job = import_job(session, data)
             session.flush()
             job_id = job.id
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, OSError) as e:
         raise click.ClickException(f"{file}: {e}") from None
     click.echo(job_id)

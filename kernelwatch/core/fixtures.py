@@ -6,11 +6,18 @@ Import inserts new rows with new ids: ids are local to a database, so links (run
 point -> run, sample -> point) are rebuilt from the nesting, never from the old ids. Runs lose
 their node link (the node is not in this database); the node's name is kept in ``node_name``
 of the export for the reader.
+
+Files: ``read_file``/``write_file`` keep an export (or any JSON fixture) as compact JSON,
+gzip-compressed when the name ends in ``.gz``. ``read_raw`` reads the raw harness messages a
+GPU sweep writes (bench/gpu_sweep.py), from which scripts/fixtures/gpu_fixture.py builds jobs.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, insert, select
@@ -152,3 +159,41 @@ def import_job(session: Session, data: dict[str, Any]) -> Job:
             if rows:
                 session.execute(insert(Sample), rows)
     return job
+
+
+def read_file(path: Path | str) -> Any:
+    """A JSON fixture, gzip-compressed when its name ends in ``.gz``."""
+    p = Path(path)
+    data = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+    return json.loads(data)
+
+
+def write_file(path: Path | str, data: Any) -> None:
+    """Write ``data`` as compact JSON, gzip-compressed (reproducibly: no name or time in the
+    header) when the name ends in ``.gz``."""
+    p = Path(path)
+    text = (json.dumps(data, separators=(",", ":"), default=str) + "\n").encode()
+    p.write_bytes(gzip.compress(text, 9, mtime=0) if p.suffix == ".gz" else text)
+
+
+def read_raw(paths: list[Path] | list[str]) -> list[dict[str, Any]]:
+    """The raw harness messages of a GPU sweep (``raw-<label>.jsonl``: a request line, then
+    the harness's env and point messages, then the suite's wall time; repeated per suite and
+    run), one entry per (file, suite, run): ``source`` (the file's name), ``meta`` (the
+    request line), ``env``, ``points`` and, when the run finished, ``wall_seconds``."""
+    runs: list[dict[str, Any]] = []
+    for path in paths:
+        cur: dict[str, Any] | None = None
+        for line in Path(path).read_text().splitlines():
+            msg = json.loads(line)
+            kind = msg.get("type")
+            if kind == "request":
+                cur = {"source": Path(path).name, "meta": msg, "env": None, "points": []}
+                runs.append(cur)
+            elif cur is not None and kind == "env":
+                cur["env"] = msg
+            elif cur is not None and kind == "point":
+                cur["points"].append(msg)
+            elif cur is not None and kind == "wall":
+                cur["wall_seconds"] = msg["wall_seconds"]
+    return runs

@@ -1,0 +1,95 @@
+"""The reference shapes of the GPU sweep benchmark (bench/gpu_sweep.py) and the cross-check
+against FlashInfer's own timers (bench/gpu_crosscheck.py), with the service's default timing.
+
+Both run on a GPU node: the sweep through the worker's path, the cross-check inside a
+FlashInfer version's environment, where this distribution is installed and the service is not.
+So the suites live here, and ``TIMING`` is a copy of ``kernelwatch.core.spec.Timing``'s
+defaults (tests/test_timing_plan.py keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from kernelwatch_harness.catalogue import complete_params
+
+HEADS = {"num_qo_heads": [32], "num_kv_heads": [8], "head_dim": [128], "dtype": ["bfloat16"]}
+SUITES: dict[str, dict[str, Any]] = {
+    "decode": {
+        "kernel": "batch_decode",
+        "backends": ["fa2", "auto"],
+        "params": {
+            "batch_size": [1, 16, 64, 256],
+            "kv_len": [512, 2048, 8192, 32768],
+            "page_size": [16],
+            **HEADS,
+        },
+    },
+    "prefill": {
+        "kernel": "batch_prefill",
+        "backends": ["fa2", "auto"],
+        "params": {
+            "batch_size": [1, 8],
+            "qo_len": [512, 2048],
+            "kv_len": [2048, 8192],
+            "causal": [True],
+            "page_size": [16],
+            **HEADS,
+        },
+    },
+    "tiny": {  # a smoke test of the sweep (also on CPU: --device cpu --suites tiny)
+        "kernel": "batch_decode",
+        "backends": ["fa2"],
+        "params": {
+            "batch_size": [1, 3],
+            "kv_len": [64, 200],
+            "page_size": [16],
+            "kv_len_distribution": ["uniform"],
+            **HEADS,
+        },
+    },
+    "single": {
+        "kernel": "single_decode",
+        "backends": ["fa2"],
+        "params": {"kv_len": [512, 2048, 8192, 32768, 131072], **HEADS},
+    },
+}
+# The service's defaults (kernelwatch.core.spec.Timing): 30 samples in 3 interleaved repeats
+# of 10 after 5 warm-up replays.
+TIMING: dict[str, Any] = {"warmup": 5, "warmup_ms": 0.0, "clock_floor": 0.985,
+                          "iterations": 30, "repeats": 3, "cold_l2": True,
+                          "check_correctness": True}
+AGREE_PCT = 3.0  # the agreement figure: medians within +-3 %
+
+
+def grid(kernel: str, params: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Same order as core.spec.SweepSpec.grid (itertools.product over the params in order)."""
+    names = list(params)
+    return [
+        complete_params(kernel, dict(zip(names, combo, strict=True)))
+        for combo in itertools.product(*(params[n] for n in names))
+    ]
+
+
+def suite_points(suite: str) -> list[dict[str, Any]]:
+    s = SUITES[suite]
+    return grid(s["kernel"], s["params"])
+
+
+def short(kernel: str, p: dict[str, Any]) -> str:
+    """A point's label in reports, e.g. ``bs=16 kl=2048`` (batch size, query and KV lengths)."""
+    keys = ("batch_size", "qo_len", "kv_len") if kernel != "single_decode" else ("kv_len",)
+    return " ".join(
+        f"{k.split('_')[0][0]}{k.split('_')[1][0] if '_' in k else ''}={p[k]}"
+        for k in keys
+        if k in p
+    )
+
+
+def delta_pct(ours: float, theirs: float) -> float:
+    return 100 * (ours / theirs - 1)
+
+
+def agrees(ours: float, theirs: float) -> bool:
+    return abs(delta_pct(ours, theirs)) <= AGREE_PCT

@@ -1,0 +1,103 @@
+"""Read the real signatures of the FlashInfer APIs the harness calls, from released wheels,
+without importing them (no GPU needed): the adapters' argument mapping is tested against them
+(tests/test_adapters.py), for every version kernelwatch supports.
+
+    python tests/signatures.py WHEEL [WHEEL ...] > tests/fixtures/gpu/flashinfer_signatures.json
+
+Wheels: ``pip download --no-deps flashinfer-python==V``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import sys
+import zipfile
+from typing import Any
+
+FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
+             "cudnn_batch_prefill_with_kv_cache", "cudnn_batch_decode_with_kv_cache")
+CLASSES = (
+    "BatchDecodeWithPagedKVCacheWrapper",
+    "BatchPrefillWithPagedKVCacheWrapper",
+    "BatchPrefillWithRaggedKVCacheWrapper",
+    "BatchMLAPagedAttentionWrapper",
+)
+METHODS = ("__init__", "plan", "run", "_plan_impl")
+
+
+def _is_overload(fn: ast.FunctionDef) -> bool:
+    return any(
+        (isinstance(d, ast.Name) and d.id == "overload")
+        or (isinstance(d, ast.Attribute) and d.attr == "overload")
+        for d in fn.decorator_list
+    )
+
+
+def describe(fn: ast.FunctionDef) -> dict[str, Any]:
+    a = fn.args
+    return {
+        "positional": [p.arg for p in (*a.posonlyargs, *a.args)],
+        "keyword_only": [p.arg for p in a.kwonlyargs],
+        "var_positional": a.vararg is not None,
+        "var_keyword": a.kwarg is not None,
+    }
+
+
+def signatures_from_sources(sources: dict[str, str]) -> dict[str, Any]:
+    """Implementation (non-@overload) signatures of the APIs, from a package's sources; a
+    name defined in several modules (a class moved between releases, with a shim left
+    behind) keeps every definition, and the adapters must fit all of them."""
+    out: dict[str, Any] = {}
+    for path, text in sorted(sources.items()):
+        if not any(f"def {n}" in text or f"class {n}" in text for n in (*FUNCTIONS, *CLASSES)):
+            continue  # most of the package: skip parsing it
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if (
+                isinstance(node, ast.FunctionDef)
+                and node.name in FUNCTIONS
+                and not _is_overload(node)
+            ):
+                out.setdefault(node.name, []).append({**describe(node), "file": path})
+            if isinstance(node, ast.ClassDef) and node.name in CLASSES:
+                for item in node.body:
+                    if (
+                        isinstance(item, ast.FunctionDef)
+                        and item.name in METHODS
+                        and not _is_overload(item)
+                    ):
+                        key = f"{node.name}.{item.name}"
+                        out.setdefault(key, []).append({**describe(item), "file": path})
+    return out
+
+
+def from_wheel(path: str) -> tuple[str, dict[str, Any]]:
+    version = re.search(r"flashinfer_python-([^-]+)-", path)
+    if not version:
+        raise ValueError(f"not a flashinfer-python wheel: {path}")
+    with zipfile.ZipFile(path) as zf:
+        sources = {
+            n: zf.read(n).decode("utf-8", "replace")
+            for n in zf.namelist()
+            if n.startswith("flashinfer/") and n.endswith(".py")
+        }
+    return version.group(1), signatures_from_sources(sources)
+
+
+def main(argv: list[str]) -> int:
+    data: dict[str, Any] = {"format": "flashinfer-signatures/1", "versions": {}}
+    for wheel in argv:
+        version, sigs = from_wheel(wheel)
+        data["versions"][version] = sigs
+    json.dump(data, sys.stdout, indent=1, sort_keys=True)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,130 @@
+"""scripts/gpu-check, the one command for the checks on a GPU node, as far as it runs without
+one: its arguments, the commands each check would run (--dry-run), and a run that stops at the
+first setup step that cannot succeed here, recording what it did and did not run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "gpu-check"
+CHECKS = ["tests", "sweep", "crosscheck", "release", "evidence"]
+V = "0.6.18.post1"
+
+
+def gpu_check(*args: str, env: dict[str, str] | None = None,
+              timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def wheelhouse(tmp_path: Path) -> Path:
+    """A wheelhouse with an unpack script and cupti-python (names only: a dry run reads none)."""
+    wh = tmp_path / "whl"
+    wh.mkdir()
+    (wh / "unpack.sh").write_text("exit 0\n")
+    (wh / "cupti_python-13.0.1-cp312-cp312-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    return wh
+
+
+def dry_run(name: str, out: Path, *extra: str) -> list[str]:
+    got = gpu_check(name, "--dry-run", "--out", str(out), *extra)
+    assert got.returncode == 0, got.stderr
+    lines = got.stdout.splitlines()
+    assert lines[0].startswith(f"# scripts/gpu-check {name}: {len(lines) - 1} steps")
+    return lines[1:]
+
+
+def test_help_names_every_check() -> None:
+    got = gpu_check("--help")
+    assert got.returncode == 0
+    assert "{tests,sweep,crosscheck,release,evidence}" in got.stdout
+    assert "--dry-run" in got.stdout and "$OUT" in got.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "the following arguments are required: name"),
+    (["smoke"], "invalid choice: 'smoke'"),
+    (["tests", "--version", "0.6 18"], "--version: not a FlashInfer version: '0.6 18'"),
+    (["release", "--previous", "../x"], "--previous: not a FlashInfer version"),
+    (["crosscheck", "--timer-from", "missing.whl"], "--timer-from: not a wheel"),
+])
+def test_bad_arguments_are_refused(args: list[str], message: str) -> None:
+    got = gpu_check(*args)
+    assert got.returncode == 2 and message in got.stderr
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_the_dry_run_lists_each_checks_commands(tmp_path: Path, wheelhouse: Path,
+                                               name: str) -> None:
+    out = tmp_path / "out"
+    steps = dry_run(name, out, "--wheelhouse", str(wheelhouse), "--version", V,
+                    "--envs-dir", str(tmp_path / "envs"))
+    assert not out.exists()  # nothing ran, nothing was written
+    # The wheelhouse's unpack script first, then the node's setup; every output in --out.
+    assert steps[0] == f"bash {wheelhouse / 'unpack.sh'} > {out / 'unpack.log'} 2>&1"
+    assert "step machine" in steps[1] and steps[1].endswith(f"> {out / 'machine.txt'} 2>&1")
+    assert all(f"> {out}/" in s for s in steps)
+    assert "step driver" in steps[3] and str(ROOT / "harness") in steps[3]
+    joined = "\n".join(steps)
+    sweep = f"bench/gpu_sweep.py --versions {V} --runs 2 --suites decode,prefill,single"
+    crosscheck = "bench/gpu_crosscheck.py --suites decode,prefill,single"
+    tests = "-m pytest --noconftest -p no:cacheprovider tests/test_gpu.py"
+    release = f"bench/regression_gpu_release.py --new {V} --previous 0.5.3"
+    expected = {"tests": [tests], "sweep": [sweep], "crosscheck": [crosscheck],
+                "release": [release], "evidence": [sweep, crosscheck, tests]}[name]
+    for other in {sweep, crosscheck, tests, release} - set(expected):
+        assert other not in joined
+    # evidence: in that order, the version's env built once before them
+    where = [next(i for i, s in enumerate(steps) if cmd in s) for cmd in expected]
+    assert where == sorted(where)
+    if name != "release":
+        env = [i for i, s in enumerate(steps) if f"step env {V}" in s]
+        assert len(env) == 1 and env[0] < where[0]
+    venv_python = str(tmp_path / "envs" / V / "venv" / "bin" / "python")
+    if name in ("tests", "crosscheck", "evidence"):  # these run in the version's env
+        for cmd in expected:
+            if cmd != sweep:
+                line = next(s for s in steps if cmd in s)
+                assert f"{venv_python} " in line
+                assert f"FLASHINFER_WORKSPACE_BASE={tmp_path / 'envs' / V / 'jit'}" in line
+    if name in ("crosscheck", "evidence"):
+        assert any("cupti_python-13.0.1" in s and "--target" in s for s in steps)
+        assert f"{crosscheck} --out {out / f'crosscheck-{V}.jsonl'} --cupti" in joined
+    if name == "release":
+        assert any("step wheels" in s and str(wheelhouse / "svc") in s for s in steps)
+
+
+def test_out_defaults_to_the_out_variable(tmp_path: Path) -> None:
+    got = gpu_check("tests", "--dry-run", env={"OUT": str(tmp_path / "o")})
+    assert got.returncode == 0
+    assert f"outputs in {tmp_path / 'o'}" in got.stdout.splitlines()[0]
+
+
+def test_without_unpack_script_or_cupti_neither_step_is_listed(tmp_path: Path) -> None:
+    steps = dry_run("crosscheck", tmp_path / "out", "--wheelhouse", str(tmp_path))
+    assert not any(s.startswith("bash ") or "--cupti" in s or "cupti_python" in s
+                   for s in steps)
+
+
+def test_a_failed_setup_step_stops_the_check_and_says_so(tmp_path: Path) -> None:
+    """Here the version's FlashInfer env cannot be built (no wheels): the check exits 1, what
+    ran is logged with its exit status, and the GPU tests are recorded as not run."""
+    out = tmp_path / "out"
+    got = gpu_check("tests", "--out", str(out), "--wheelhouse", str(tmp_path / "empty"),
+                    "--envs-dir", str(tmp_path / "envs"), timeout=300)
+    assert got.returncode == 1
+    record = (out / "steps.txt").read_text().splitlines()
+    assert record[0] == (f"== scripts/gpu-check tests --out {out} --wheelhouse "
+                         f"{tmp_path / 'empty'} --envs-dir {tmp_path / 'envs'}")
+    assert record[1].startswith("machine: exit 0")
+    assert any(line.startswith(("driver-install: exit 1", "env-0.6.18.post1: exit 1"))
+               for line in record)
+    assert record[-1] == f"tests-{V}: not run (" + record[-1].split("(", 1)[1]
+    assert "python" in (out / "machine.txt").read_text()
