@@ -105,7 +105,7 @@ def test_upgrade_recomputes_the_ci_of_points_measured_in_repeats(fresh_pg: str) 
             s.execute(update(Point).values(ci_low_us=1.0, ci_high_us=2.0))
             s.commit()
         command.downgrade(alembic_config(fresh_pg), "0002_sample_repeat")
-        upgrade(fresh_pg)
+        command.upgrade(alembic_config(fresh_pg), "0003_point_ci_few_repeats")
         with Session(engine) as s:
             repeated, single = s.scalars(select(Point).order_by(Point.point_index)).all()
         st = summarize(three, [0] * 10 + [1] * 10 + [2] * 10)
@@ -160,5 +160,86 @@ def test_release_tags_move_from_the_json_into_rows_and_back(fresh_pg: str) -> No
             back = dict(conn.execute(text("SELECT version, details FROM releases")).all())
         assert back["0.6.18"] == details
         assert back["0.5.3"] == {"tags": {}}
+    finally:
+        engine.dispose()
+
+
+def _store_two_points(engine: Engine, kernel: str, params: dict[str, object]) -> list[float]:
+    """A point of three repeats far apart (as a noisy CPU run) and one of one repeat."""
+    rng = np.random.default_rng(2)
+    samples = list(np.concatenate([rng.normal(m, m * 0.02, 10) for m in (200.0, 1040.0, 3000.0)]))
+    with Session(engine) as s:
+        job = Job(name="m", kernel=kernel, spec={"name": "m", "kernel": kernel,
+                                                 "params": {"kv_len": [512]}})
+        s.add(job)
+        s.flush()
+        run = Run(job_id=job.id, target="cpu", queue="q", point_indices=[0, 1])
+        s.add(run)
+        s.flush()
+        for i, sizes in enumerate([[10, 10, 10], None]):
+            store_point(s, run, kernel, params, {
+                "point_index": i, "backend": "torch-sdpa", "status": "ok",
+                "samples_us": samples, "repeat_sizes": sizes})
+        s.commit()
+    return samples
+
+
+def test_0005_recomputes_every_ci_on_the_log_scale(fresh_pg: str) -> None:
+    """0005: every stored point's CI is recomputed from its samples on the log scale: the
+    point whose repeats lie far apart no longer reads a CI below zero."""
+    upgrade(fresh_pg)
+    engine = make_engine(fresh_pg)
+    try:
+        samples = _store_two_points(engine, "single_decode", PARAMS)
+        with Session(engine) as s:  # as 0004 left them: a symmetric interval
+            s.execute(update(Point).values(ci_low_us=-869.2, ci_high_us=2950.4))
+            s.commit()
+        command.downgrade(alembic_config(fresh_pg), "0004_release_tags")
+        upgrade(fresh_pg)
+        with Session(engine) as s:
+            repeated, single = s.scalars(select(Point).order_by(Point.point_index)).all()
+        three = summarize(samples, [0] * 10 + [1] * 10 + [2] * 10)
+        assert (repeated.ci_low_us, repeated.ci_high_us) == pytest.approx(
+            (three.ci_low, three.ci_high))
+        assert 0 < repeated.ci_low_us < three.median < repeated.ci_high_us
+        one = summarize(samples)
+        assert (single.ci_low_us, single.ci_high_us) == pytest.approx((one.ci_low, one.ci_high))
+    finally:
+        engine.dispose()
+
+
+def test_0006_gives_stored_points_the_plan_mode_they_were_measured_with(fresh_pg: str) -> None:
+    """0006: a batch_decode point stored before use_cuda_graph existed gets false and the
+    series key of those parameters (the key a new point measured that way gets); its job's
+    spec names the value; downgrading restores both exactly."""
+    from kernelwatch.core.series import series_key
+
+    upgrade(fresh_pg)
+    engine = make_engine(fresh_pg)
+    new_params = complete_params("batch_decode", {"kv_len": 512, "use_cuda_graph": False})
+    old_params = {k: v for k, v in new_params.items() if k != "use_cuda_graph"}
+    try:
+        _store_two_points(engine, "batch_decode", new_params)
+        command.downgrade(alembic_config(fresh_pg), "0005_point_ci_log_scale")
+        with Session(engine) as s:
+            before = [(p.params, p.series_key) for p in
+                      s.scalars(select(Point).order_by(Point.point_index))]
+            spec_before = s.scalars(select(Job)).one().spec
+        assert [p for p, _ in before] == [old_params] * 2
+        assert before[0][1] == series_key("batch_decode", old_params, "torch-sdpa", None)
+        upgrade(fresh_pg)
+        with Session(engine) as s:
+            after = [(p.params, p.series_key) for p in
+                     s.scalars(select(Point).order_by(Point.point_index))]
+            spec = s.scalars(select(Job)).one().spec
+        assert after == [(new_params, series_key("batch_decode", new_params, "torch-sdpa",
+                                                 None))] * 2
+        assert spec["params"] == {"kv_len": [512], "use_cuda_graph": [False]}
+        command.downgrade(alembic_config(fresh_pg), "0005_point_ci_log_scale")
+        with Session(engine) as s:
+            again = [(p.params, p.series_key) for p in
+                     s.scalars(select(Point).order_by(Point.point_index))]
+            assert s.scalars(select(Job)).one().spec == spec_before
+        assert again == before
     finally:
         engine.dispose()

@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session
 from kernelwatch.core.compare import compare_runs
 from kernelwatch.core.fixtures import import_job, read_file
 from kernelwatch.core.models import Comparison, Regression, Run
+from kernelwatch.core.series import rekey
 from kernelwatch.worker.confirm import settle
+from kernelwatch_harness.catalogue import with_legacy_values
 
 RELEASE = Path(__file__).parent / "fixtures" / "gpu" / "release"
 FIXTURES = {
@@ -55,7 +57,9 @@ def test_recorded_release_verdicts_follow_from_the_raw_samples(session: Session,
 
     flagged = {(p.kernel, p.backend, json.dumps(p.params, sort_keys=True))
                for p in result.regressions}
-    expected = {(r["kernel"], r["backend"], json.dumps(r["params"], sort_keys=True))
+    # Recorded before use_cuda_graph was a parameter: its points import with what they measured.
+    expected = {(r["kernel"], r["backend"],
+                 json.dumps(with_legacy_values(r["kernel"], r["params"]), sort_keys=True))
                 for r in recorded["regressions"]}
     assert flagged == expected
     assert result.counts == {k: v for k, v in recorded["summary"]["counts"].items()
@@ -128,11 +132,15 @@ def test_confirmation_pairs_rounds_and_repeats(session: Session) -> None:
     session.flush()
     regs = []
     for r in recorded["regressions"]:
+        # Recorded before use_cuda_graph was a parameter, as the imported points are upgraded.
+        params = with_legacy_values(r["kernel"], r["params"])
+        key = rekey(r["kernel"], r["params"], params, r["backend"], r["gpu_sku"],
+                    r["series_key"])
         reg = Regression(comparison_id=comparison.id, state="confirming",
-                         **{k: r[k] for k in ("series_key", "kernel", "backend", "params",
-                                              "gpu_sku", "baseline_version",
-                                              "contender_version", "ratio", "ci_low",
-                                              "ci_high")})
+                         params=params, series_key=key or r["series_key"],
+                         **{k: r[k] for k in ("kernel", "backend", "gpu_sku",
+                                              "baseline_version", "contender_version",
+                                              "ratio", "ci_low", "ci_high")})
         session.add(reg)
         regs.append(reg)
     session.flush()
@@ -142,8 +150,10 @@ def test_confirmation_pairs_rounds_and_repeats(session: Session) -> None:
     states = settle(session, comparison, regs, roles, {})
 
     assert sorted(states.values()) == ["confirmed"] * 4
-    was = {r["series_key"]: r for r in recorded["regressions"]}
-    blurred = [r for r in regs if was[r.series_key]["state"] == "not_reproduced"]
+    was = {(r["backend"], json.dumps(with_legacy_values(r["kernel"], r["params"]),
+                                     sort_keys=True)): r for r in recorded["regressions"]}
+    blurred = [r for r in regs if was[(r.backend, json.dumps(r.params, sort_keys=True))]
+               ["state"] == "not_reproduced"]
     assert len(blurred) == 1 and blurred[0].params["batch_size"] == 1
     assert blurred[0].confirm_ci_low is not None and blurred[0].confirm_ci_low > 1.03
     for r in regs:  # each confirmed ratio is close to what the release comparison found

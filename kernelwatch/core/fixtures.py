@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from kernelwatch.core.models import Base, Job, Node, Point, Run, Sample
 from kernelwatch.core.series import rekey
+from kernelwatch.core.stats import bootstrap_median_ci
 from kernelwatch_harness.catalogue import with_legacy_values
 
 FORMAT = "kernelwatch-job/1"
@@ -128,7 +129,9 @@ def _legacy_identity(values: dict[str, Any]) -> None:
 
 def import_job(session: Session, data: dict[str, Any]) -> Job:
     """Insert an exported job as a new job (new ids; statistics and raw samples kept as they
-    were measured, never recomputed). The caller commits."""
+    were measured). An export made by an older kernelwatch is brought to the current meaning
+    as the database's migrations bring stored points: CIs recomputed from the samples, and the
+    legacy values of parameters added since (``_legacy_identity``). The caller commits."""
     if data.get("format") != FORMAT:
         raise ValueError(f"not a kernelwatch job export (format must be {FORMAT!r})")
     job_values = _from_dict(Job, data["job"])
@@ -145,12 +148,17 @@ def import_job(session: Session, data: dict[str, Any]) -> Job:
         for point_data in run_data.get("points", []):
             values = _from_dict(Point, point_data)
             _legacy_identity(values)
-            point = Point(run_id=run.id, job_id=job.id, **values)
-            session.add(point)
-            session.flush()
             s = point_data.get("samples") or {}
             iterations, latencies = s.get("iteration", []), s.get("latency_us", [])
             repeats = s.get("repeat") or [0] * len(latencies)  # exports before repeats
+            if latencies:
+                # The CI as the current method computes it from the samples (the database's
+                # migrations recompute stored CIs the same way).
+                values["ci_low_us"], values["ci_high_us"] = bootstrap_median_ci(
+                    [float(v) for v in latencies], repeats=[int(r) for r in repeats])
+            point = Point(run_id=run.id, job_id=job.id, **values)
+            session.add(point)
+            session.flush()
             rows = [
                 {"point_id": point.id, "iteration": int(i), "latency_us": float(v),
                  "repeat": int(r)}
