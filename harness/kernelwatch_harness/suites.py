@@ -3,8 +3,9 @@ against FlashInfer's own timers (bench/gpu_crosscheck.py), with the service's de
 
 Both run on a GPU node: the sweep through the worker's path, the cross-check inside a
 FlashInfer version's environment, where this distribution is installed and the service is not.
-So the suites live here, and ``TIMING`` is a copy of ``kernelwatch.core.spec.Timing``'s
-defaults (tests/test_timing_plan.py keeps the two equal).
+So the suites live here; their timing is the one set of defaults (``protocol.TIMING_DEFAULTS``).
+The batch suites name their plan mode: the results report's figures were measured with wrappers
+built without the CUDA-graph plan mode (``use_cuda_graph: false``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import itertools
 from typing import Any
 
 from kernelwatch_harness.catalogue import complete_params
+from kernelwatch_harness.protocol import TIMING_DEFAULTS
 
 HEADS = {"num_qo_heads": [32], "num_kv_heads": [8], "head_dim": [128], "dtype": ["bfloat16"]}
 SUITES: dict[str, dict[str, Any]] = {
@@ -21,6 +23,7 @@ SUITES: dict[str, dict[str, Any]] = {
         "backends": ["fa2", "auto"],
         "params": {
             "batch_size": [1, 16, 64, 256],
+            "use_cuda_graph": [False],
             "kv_len": [512, 2048, 8192, 32768],
             "page_size": [16],
             **HEADS,
@@ -31,6 +34,7 @@ SUITES: dict[str, dict[str, Any]] = {
         "backends": ["fa2", "auto"],
         "params": {
             "batch_size": [1, 8],
+            "use_cuda_graph": [False],
             "qo_len": [512, 2048],
             "kv_len": [2048, 8192],
             "causal": [True],
@@ -43,6 +47,7 @@ SUITES: dict[str, dict[str, Any]] = {
         "backends": ["fa2"],
         "params": {
             "batch_size": [1, 3],
+            "use_cuda_graph": [False],
             "kv_len": [64, 200],
             "page_size": [16],
             "kv_len_distribution": ["uniform"],
@@ -55,11 +60,8 @@ SUITES: dict[str, dict[str, Any]] = {
         "params": {"kv_len": [512, 2048, 8192, 32768, 131072], **HEADS},
     },
 }
-# The service's defaults (kernelwatch.core.spec.Timing): 30 samples in 3 interleaved repeats
-# of 10 after 5 warm-up replays.
-TIMING: dict[str, Any] = {"warmup": 5, "warmup_ms": 0.0, "clock_floor": 0.985,
-                          "iterations": 30, "repeats": 3, "cold_l2": True,
-                          "check_correctness": True}
+# The service's defaults: 30 samples in 3 interleaved repeats of 10 after 5 warm-up replays.
+TIMING: dict[str, Any] = dict(TIMING_DEFAULTS.as_dict())
 AGREE_PCT = 3.0  # the agreement figure: medians within +-3 %
 
 
