@@ -224,3 +224,50 @@ def test_cli_compare_prints_the_verdict_table(kw_env: Settings, session: Session
     assert bad.exit_code != 0 and "BASELINE" in bad.output
     missing = CliRunner().invoke(cli, ["compare", "999999", str(c[0])])
     assert missing.exit_code != 0 and "unknown run id" in missing.output
+
+
+def test_two_timing_methods_are_never_compared(session: Session) -> None:
+    """The same series timed by graph replay on one side and by CUPTI on the other: the
+    numbers mean different things, so the point is not compared, and says why."""
+    base = CPU["baseline"]
+    cont = copy.deepcopy(base)
+    target = ok_points(cont)[0]
+    target["timing_method"] = "cupti"
+    target["samples"]["latency_us"] = [v * 1.5 for v in target["samples"]["latency_us"]]
+    result = compare_runs(session, load(session, base), load(session, cont))
+    (pc,) = [p for p in result.points if p.backend == target["backend"]
+             and p.params == with_legacy_values(target["kernel"], target["params"])]
+    assert pc.verdict == NOT_COMPARABLE and pc.ratio is None
+    assert pc.reason == f"timing methods differ: {ok_points(base)[0]['timing_method']} vs cupti"
+    assert result.counts[REGRESSION] == 0
+
+
+def test_a_comparison_names_what_differs_between_its_sides_environments(
+        kw_env: Settings, session: Session) -> None:
+    """Two sides measured under different torch builds and drivers: the comparison is made
+    (a series follows a kernel across them) and says what differs, in the API and the CLI."""
+    from click.testing import CliRunner
+
+    from kernelwatch.cli.main import cli
+
+    base = copy.deepcopy(CPU["baseline"])
+    cont = copy.deepcopy(CPU["baseline"])
+    for run in base["runs"]:
+        run["environment"] = {**run["environment"], "torch": "2.11.0", "driver": "580.65"}
+    for run in cont["runs"]:
+        run["environment"] = {**run["environment"], "torch": "2.12.0", "driver": "580.65"}
+    b, c = load(session, base), load(session, cont)
+    result = compare_runs(session, b, c)
+    assert [d["text"] for d in result.environment_differences] == ["torch: 2.11.0 vs 2.12.0"]
+    with TestClient(create_app()) as client:
+        body = client.get("/v1/compare", params={"baseline": ",".join(map(str, b)),
+                                                 "contender": ",".join(map(str, c))}).json()
+    assert body["environment_differences"] == [
+        {"field": "torch", "baseline": ["2.11.0"], "contender": ["2.12.0"],
+         "text": "torch: 2.11.0 vs 2.12.0"}]
+    out = CliRunner().invoke(cli, ["compare", ",".join(map(str, b)), ",".join(map(str, c))],
+                             env={"COLUMNS": "200"})
+    assert "environments differ: torch: 2.11.0 vs 2.12.0" in out.output
+    # The same environment on both sides: nothing is said.
+    same = compare_runs(session, b, b)
+    assert same.environment_differences == []

@@ -10,12 +10,15 @@ import pytest
 from kernelwatch.core.compare import (
     IMPROVEMENT,
     REGRESSION,
+    RESAMPLES,
     UNCHANGED,
+    bootstrap_ratio_replicates,
     compare_paired,
     compare_samples,
     verdict_for,
     verdicts_batch,
 )
+from kernelwatch.core.stats import interval
 
 
 def lognormal(rng: np.random.Generator, shape: tuple[int, ...], cv: float, scale: float):
@@ -180,3 +183,19 @@ def test_the_statistics_module_needs_no_database() -> None:
     assert "numpy" in modules
     assert not [m for m in modules if m.startswith("sqlalchemy") or m.startswith(
         ("kernelwatch.core.models", "kernelwatch.core.db", "kernelwatch.core.compare.runs"))]
+
+
+def test_a_ratio_ci_is_built_by_the_points_interval_method() -> None:
+    """One interval method for points and comparisons: a ratio's CI is ``core.stats.interval``
+    over the ratio's bootstrap replicates, scaled for the repeats both sides resampled, on the
+    log scale (positive however far apart the repeats)."""
+    rng = np.random.default_rng(7)
+    groups = np.repeat([0, 1, 2], 10)
+    base = np.concatenate([rng.normal(m, 1.0, 10) for m in (100.0, 104.0, 98.0)])
+    cont = np.concatenate([rng.normal(m, 1.0, 10) for m in (110.0, 300.0, 95.0)])
+    est = compare_samples(base, cont, baseline_groups=groups, contender_groups=groups)
+    reps = bootstrap_ratio_replicates(base, cont, RESAMPLES, 0, groups, groups)
+    assert (est.ci_low, est.ci_high) == pytest.approx(interval(est.ratio, reps, 3))
+    assert 0 < est.ci_low < est.ratio < est.ci_high
+    # The same median, CI by the same method, as a point's.
+    assert est.ci_low * est.ci_high == pytest.approx(est.ratio**2)

@@ -122,6 +122,14 @@ class PointComparisonOut(BaseModel):
     ci_low: float | None
     ci_high: float | None
     change_pct: float | None
+    reason: str | None = None  # why a point measured on both sides is not compared
+
+
+class EnvironmentDifferenceOut(BaseModel):
+    field: str  # driver, torch, torch_cuda, flashinfer_cubin, ...
+    baseline: list[str]  # the values seen on that side (several: a mixed side)
+    contender: list[str]
+    text: str  # "driver: 580.65 vs 590.10"
 
 
 class ComparisonOut(BaseModel):
@@ -135,6 +143,8 @@ class ComparisonOut(BaseModel):
     confidence: float
     counts: dict[str, int]  # points per verdict
     groups: list[GroupSummary]
+    # What differs between the two sides' environments beyond what the series pins.
+    environment_differences: list[EnvironmentDifferenceOut] = []
     points: list[PointComparisonOut]
 
 

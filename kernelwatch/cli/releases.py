@@ -121,8 +121,9 @@ def compare_cmd(baseline: str, contender: str, threshold: float,
         points.add_column(col)
     for p in shown:
         ci = f"{_pct(p.ci_low)} .. {_pct(p.ci_high)}" if p.ci_low is not None else ""
-        status = ("" if p.baseline_status == p.contender_status == "ok"
-                  else f"{p.baseline_status or '-'} -> {p.contender_status or '-'}")
+        status = p.reason or (
+            "" if p.baseline_status == p.contender_status == "ok"
+            else f"{p.baseline_status or '-'} -> {p.contender_status or '-'}")
         points.add_row(
             f"[{_STYLE[p.verdict]}]{p.verdict}[/]", p.kernel, p.backend, _params(p.params),
             f"{p.baseline_median_us:.2f}" if p.baseline_median_us else "",
@@ -132,6 +133,8 @@ def compare_cmd(baseline: str, contender: str, threshold: float,
     console.print(points)
     counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v)
     console.print(f"{len(result.points)} points: {counts}")
+    for d in result.environment_differences:
+        console.print(f"[yellow]environments differ: {d['text']}[/]")
 
 
 @click.command("release")

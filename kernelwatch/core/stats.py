@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats as sstats
@@ -125,16 +126,23 @@ def interval(
     one repeat: the percentile interval (the same on either scale). Draws or a center that are
     not positive (no real latency is) fall back to the percentile interval, floored at 0."""
     draws = np.asarray(draws, dtype=np.float64)
-    alpha = (1.0 - confidence) / 2.0
     if center <= 0 or not np.all(draws > 0):
+        alpha = (1.0 - confidence) / 2.0
         lo, hi = np.quantile(draws, [alpha, 1.0 - alpha], axis=-1)
         return max(float(lo), 0.0), max(float(hi), 0.0)
-    logs = np.log(draws)
     if repeats >= 2:
-        half = few_repeats_quantile(repeats, confidence) * float(logs.std(ddof=1))
+        half = few_repeats_quantile(repeats, confidence) * float(np.log(draws).std(ddof=1))
         return center * float(np.exp(-half)), center * float(np.exp(half))
-    lo, hi = np.quantile(logs, [alpha, 1.0 - alpha], axis=-1)
-    return float(np.exp(lo)), float(np.exp(hi))
+    lo, hi = percentile_interval(draws, confidence)
+    return float(lo), float(hi)
+
+
+def percentile_interval(draws: np.ndarray, confidence: float = 0.95) -> tuple[Any, Any]:
+    """``interval``'s one-repeat case, vectorised over leading axes (the comparison engine's
+    batches): percentiles of the positive draws on the log scale."""
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.exp(np.quantile(np.log(draws), [alpha, 1.0 - alpha], axis=-1))
+    return lo, hi
 
 
 def few_repeats_quantile(repeats: int, confidence: float = 0.95) -> float:

@@ -31,7 +31,6 @@ from kernelwatch.core.compare.stats import (
     bootstrap_ratio_replicates,
     compare_paired,
     compare_samples,
-    percentile_ci,
     pool_samples,
     verdict_for,
     verdicts_batch,
@@ -42,6 +41,6 @@ __all__ = [
     "NOT_COMPARABLE", "REGRESSION", "RESAMPLES", "UNCHANGED", "VERDICTS", "ComparisonResult",
     "GroupSummary", "PointComparison", "RatioEstimate", "UnknownRunsError", "Verdict",
     "bootstrap_ratio_replicates", "compare_paired", "compare_runs", "compare_samples",
-    "load_samples", "percentile_ci", "persist_comparison", "pool_samples", "run_label",
+    "load_samples", "persist_comparison", "pool_samples", "run_label",
     "verdict_for", "verdicts_batch",
 ]

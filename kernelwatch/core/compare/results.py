@@ -17,8 +17,8 @@ from kernelwatch.core.compare.stats import (
     CONFIDENCE,
     VERDICTS,
     Verdict,
-    percentile_ci,
 )
+from kernelwatch.core.stats import percentile_interval
 
 # --------------------------------------------------------------------------- results
 
@@ -45,6 +45,8 @@ class PointComparison:
     ratio: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
+    # Why a point measured on both sides is not compared (e.g. by two timing methods).
+    reason: str | None = None
 
     @property
     def change_pct(self) -> float | None:
@@ -85,6 +87,9 @@ class ComparisonResult:
     kernel_thresholds: dict[str, float]
     points: list[PointComparison]
     groups: list[GroupSummary]
+    # What differs between the two sides' environments (core.environment), as
+    # EnvDifference.as_dict(): a comparison of numbers whose meaning differs says so.
+    environment_differences: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -109,6 +114,7 @@ class ComparisonResult:
             "confidence": CONFIDENCE,
             "counts": self.counts,
             "groups": [asdict(g) for g in self.groups],
+            "environment_differences": self.environment_differences,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,7 +165,7 @@ def group_summaries(
             logs = np.log(np.array([p.ratio for p in compared], dtype=np.float64))
             g.geomean_ratio = float(math.exp(float(logs.mean())))
             reps = np.log(np.stack([replicates[p.series_key] for p in compared]))
-            lo, hi = percentile_ci(np.exp(reps.mean(axis=0)))
+            lo, hi = percentile_interval(np.exp(reps.mean(axis=0)))
             g.geomean_ci_low, g.geomean_ci_high = float(lo), float(hi)
             worst = max(compared, key=lambda p: p.ratio or 0.0)
             g.worst_series_key, g.worst_ratio, g.worst_params = (

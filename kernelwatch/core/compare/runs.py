@@ -26,6 +26,7 @@ from kernelwatch.core.compare.stats import (
     compare_with_replicates,
     pool_samples,
 )
+from kernelwatch.core.environment import environment_differences
 from kernelwatch.core.errors import NotFound
 from kernelwatch.core.models import (
     Comparison,
@@ -64,6 +65,10 @@ class _Side:
 
     def error(self) -> str | None:
         return next((p.error for p in self.points if p.error), None)
+
+    def timing_methods(self) -> set[str]:
+        return {str(p.timing_method) for p in self.points
+                if p.status == PointStatus.ok and p.timing_method}
 
 
 def _load_runs(session: Session, run_ids: Sequence[int], side: str) -> list[Run]:
@@ -167,6 +172,15 @@ def compare_runs(
             pc.verdict = Verdict.not_comparable
             points.append(pc)
             continue
+        # A timing method changes what a number means (CUPTI times kernels alone, graph
+        # replay times calls back to back): two methods are never compared.
+        methods = (b.timing_methods(), c.timing_methods())
+        if len(methods[0] | methods[1]) > 1:
+            pc.verdict = Verdict.not_comparable
+            pc.reason = ("timing methods differ: " + " / ".join(sorted(methods[0])) + " vs "
+                         + " / ".join(sorted(methods[1])))
+            points.append(pc)
+            continue
         # A per-point seed derived from the position keeps replicates independent between
         # points (the geometric mean's CI needs that) and the whole result reproducible.
         est, reps = compare_with_replicates(
@@ -190,6 +204,10 @@ def compare_runs(
         kernel_thresholds=kernel_thresholds,
         points=points,
         groups=groups,
+        environment_differences=[
+            d.as_dict() for d in environment_differences(
+                [r.environment for r in base_runs], [r.environment for r in cont_runs])
+        ],
     )
 
 

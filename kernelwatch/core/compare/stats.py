@@ -1,9 +1,12 @@
 """Comparing a contender with a baseline, point by point, from the raw samples.
 
 Per point the figure is the ratio of medians contender / baseline (> 1: the contender is
-slower). Its 95% confidence interval comes from a percentile bootstrap: both sides are
-resampled independently with replacement, the ratio of the resampled medians is taken
-``resamples`` times, vectorised in numpy and seeded so a comparison is reproducible.
+slower). Its 95% confidence interval comes from a bootstrap: both sides are resampled
+independently with replacement (in two stages, repeats then samples, where the points were
+measured in repeats), the ratio of the resampled medians is taken ``resamples`` times,
+vectorised in numpy and seeded so a comparison is reproducible. The interval is built from
+those replicates by the same method as a point's CI (``core.stats.interval``: on the log
+scale, scaled for few repeats or blocks), so a ratio's CI and a median's mean the same.
 
 A verdict needs BOTH a statistically significant change (the CI excludes 1) AND a change
 beyond the threshold (default 3%): significance alone flags 0.3% shifts that a quiet GPU
@@ -25,11 +28,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from kernelwatch.core.stats import bootstrap_medians, resampled_medians
+from kernelwatch.core.stats import (
+    bootstrap_medians,
+    interval,
+    percentile_interval,
+    resampled_medians,
+)
 
 DEFAULT_THRESHOLD = 0.03
 CONFIDENCE = 0.95
@@ -105,12 +112,6 @@ def bootstrap_ratio_replicates(
     return np.asarray(c / b)
 
 
-def percentile_ci(replicates: np.ndarray, confidence: float = CONFIDENCE) -> tuple[Any, Any]:
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(replicates, [alpha, 1.0 - alpha], axis=-1)
-    return lo, hi
-
-
 def compare_samples(
     baseline: Sequence[float] | np.ndarray,
     contender: Sequence[float] | np.ndarray,
@@ -164,7 +165,7 @@ def compare_paired(
     pick = rng.integers(0, k, size=(resamples, k))
     replicates = np.median(per_block[pick, np.arange(resamples)[:, None]], axis=1)
     ratio = float(np.median([np.median(c) / np.median(b) for b, c in pairs]))
-    lo, hi = percentile_ci(replicates, confidence)
+    lo, hi = interval(ratio, replicates, k, confidence)
     base = np.concatenate([b for b, _ in pairs])
     cont = np.concatenate([c for _, c in pairs])
     return RatioEstimate(
@@ -197,9 +198,11 @@ def compare_with_replicates(
         if g is not None and g.shape != x.shape:
             raise ValueError(f"{name}: {g.size} repeat labels for {x.size} samples")
     reps = bootstrap_ratio_replicates(b, c, resamples, seed, bg, cg)
-    lo, hi = percentile_ci(reps, confidence)
     bm, cm = float(np.median(b)), float(np.median(c))
     ratio = cm / bm
+    # The fewer repeats of the two sides is how many the replicates could resample.
+    k = min(1 if g is None else int(np.unique(g).size) for g in (bg, cg))
+    lo, hi = interval(ratio, reps, k, confidence)
     est = RatioEstimate(
         ratio=ratio,
         ci_low=float(lo),
@@ -227,7 +230,7 @@ def verdicts_batch(
     b = np.asarray(baseline, dtype=np.float64)
     c = np.asarray(contender, dtype=np.float64)
     reps = bootstrap_ratio_replicates(b, c, resamples, seed)
-    lo, hi = percentile_ci(reps, confidence)
+    lo, hi = percentile_interval(reps, confidence)
     ratio = np.median(c, axis=-1) / np.median(b, axis=-1)
     verdict = np.full(ratio.shape, Verdict.unchanged, dtype=object)
     verdict[(ratio > 1.0 + threshold) & (lo > 1.0)] = Verdict.regression
