@@ -6,18 +6,25 @@ machine never see each other's data."""
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+import uvicorn
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from kernelwatch.api.main import create_app
 from kernelwatch.core import broker, db, settings
 from kernelwatch.core.migrate import upgrade
 from kernelwatch.core.models import Base
+from tests.api_support import new_token
+from tests.index_support import serve_index
 
 PG_ADMIN = os.environ.get("KERNELWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("KERNELWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -53,9 +60,15 @@ def configure(monkeypatch: pytest.MonkeyPatch, **env: str) -> settings.Settings:
     return settings.get_settings()
 
 
+@pytest.fixture(scope="session")
+def index_url() -> Iterator[str]:
+    """The recorded package-index listing of FlashInfer's releases, served locally."""
+    yield from serve_index()
+
+
 @pytest.fixture
 def kw_env(
-    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, index_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[settings.Settings]:
     """Postgres + Redis configuration with empty tables and a queue prefix of this test's own."""
     prefix = f"kwtest-{SESSION_ID}-{uuid.uuid4().hex[:6]}"
@@ -65,6 +78,7 @@ def kw_env(
         broker_url=REDIS_URL,
         queue_prefix=prefix,
         data_dir=str(tmp_path / "data"),
+        package_index_url=index_url,
     )
     _truncate_all()
     yield s
@@ -86,3 +100,29 @@ def session(kw_env: settings.Settings) -> Iterator[Session]:
         yield s
     finally:
         s.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def api_server(kw_env: settings.Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    configure(monkeypatch, api_url=url)
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    monkeypatch.setenv("KERNELWATCH_TOKEN", new_token("cli"))
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps tables to 80 columns off a terminal
+    yield url
+    server.should_exit = True
+    thread.join(5)

@@ -4,9 +4,7 @@ index's listing (a recorded PEP 691 page of flashinfer-python) or the wheelhouse
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,8 +17,8 @@ from kernelwatch.core.baseline import (
     previous_release,
     wheelhouse_releases,
 )
-
-INDEX = Path(__file__).parent / "fixtures" / "index" / "flashinfer-python.json"
+from tests.index_support import LISTING as INDEX
+from tests.index_support import serve_index
 
 
 def _listing() -> dict[str, object]:
@@ -75,29 +73,9 @@ def test_wheelhouse_file_names_list_the_releases(tmp_path: Path) -> None:
         wheelhouse_releases(tmp_path / "missing")
 
 
-class _Index(BaseHTTPRequestHandler):
-    body = b""
-
-    def do_GET(self) -> None:
-        if self.path != "/simple/flashinfer-python/":
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def index_url() -> Iterator[str]:
-    _Index.body = INDEX.read_bytes()
-    server = HTTPServer(("127.0.0.1", 0), _Index)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/simple"
-    server.shutdown()
+    yield from serve_index()
 
 
 def test_the_index_is_read_over_http_as_pep_691_json(index_url: str) -> None:

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from kernelwatch.api.main import create_app
 from kernelwatch.cli.main import cli
 from kernelwatch.core import jobs
 from kernelwatch.core.db import session_scope
@@ -22,35 +18,8 @@ from kernelwatch.core.models import Job, Run
 from kernelwatch.core.results import store_point
 from kernelwatch.core.settings import Settings
 from kernelwatch.core.spec import SweepSpec
-from tests.api_support import decode_spec, new_token
-from tests.conftest import configure
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def api_server(kw_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    configure(monkeypatch, api_url=url)
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    monkeypatch.setenv("KERNELWATCH_TOKEN", new_token("cli"))
-    monkeypatch.setenv("COLUMNS", "200")  # rich wraps tables to 80 columns off a terminal
-    yield url
-    server.should_exit = True
-    thread.join(5)
-
+from tests.api_support import decode_spec
+from tests.conftest import configure, free_port
 
 SPEC_YAML = """
 name: cli-sweep
@@ -141,7 +110,7 @@ def test_api_errors_are_readable_with_exit_2(api_server: str, tmp_path: Path,
 
 
 def test_unreachable_api(kw_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    configure(monkeypatch, api_url=f"http://127.0.0.1:{_free_port()}")
+    configure(monkeypatch, api_url=f"http://127.0.0.1:{free_port()}")
     res = CliRunner().invoke(cli, ["jobs"])
     assert res.exit_code == 1 and "cannot reach the API" in res.output
 

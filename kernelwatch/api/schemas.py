@@ -204,14 +204,40 @@ class ReleaseJobOut(BaseModel):
     status: str
 
 
+class ReleaseBaselineOut(BaseModel):
+    """How the release's baseline was chosen and measured."""
+
+    version: str | None
+    source: str  # "FlashInfer's previous release (index URL)", "named by the operator", ...
+    measured: str  # in the release's own jobs, on the same nodes
+    changed_from: str | None = None  # the baseline an operator replaced
+    cancelled_jobs: int | None = None  # unfinished jobs of that baseline, cancelled
+
+
+class NotificationOut(BaseModel):
+    """The outcome of the release's notification (KERNELWATCH_NOTIFY_URL)."""
+
+    sent: bool
+    attempts: int = 0
+    response_code: int | None = None  # the last HTTP status (None: no answer)
+    error: str | None = None
+    url: str | None = None
+    at: str | None = None
+
+
 class ReleaseOut(BaseModel):
     version: str
     previous_version: str | None
     status: ReleaseStatus
+    # pending | passed | regressed (a confirmed regression) | not_compared
+    verdict: str
     source: str
     created_at: str | None
     notified_at: str | None
     message: str | None
+    baseline: ReleaseBaselineOut | None = None  # None: recorded before baselines were
+    notification: NotificationOut | None = None  # None until the release is complete
+    status_url: str  # poll it: GET this URL for the release's progress and verdict
     tags: dict[str, ReleaseTagOut]
     jobs: list[ReleaseJobOut]
 

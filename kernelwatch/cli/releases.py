@@ -137,13 +137,32 @@ def compare_cmd(baseline: str, contender: str, threshold: float,
         console.print(f"[yellow]environments differ: {d['text']}[/]")
 
 
-@click.command("release")
+class _ReleaseGroup(click.Group):
+    """``kernelwatch release VERSION`` starts a release (the webhook's flow by hand);
+    ``kernelwatch release status VERSION`` follows one."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["start", *args]
+        return super().resolve_command(ctx, args)
+
+
+@click.group("release", cls=_ReleaseGroup)
+def release_cmd() -> None:
+    """Benchmark a FlashInfer release against the previous one (``release VERSION``), or
+    follow one (``release status VERSION``)."""
+
+
+@release_cmd.command("start")
 @click.argument("version")
-@click.option("--previous", help="The baseline version (default: the latest known release "
-              "older than VERSION).")
-def release_cmd(version: str, previous: str | None) -> None:
-    """Benchmark FlashInfer VERSION against the previous release on every GPU tag of the
-    fleet, then compare, confirm and notify: the webhook's flow, by hand."""
+@click.option("--previous", help="The baseline version. Default: FlashInfer's previous "
+              "release (the package index's or the wheelhouse's list; docs/regressions.md). "
+              "On a release already recorded, another version re-runs it against that one.")
+def release_start(version: str, previous: str | None) -> None:
+    """Benchmark FlashInfer VERSION against its baseline on every GPU tag of the fleet, then
+    compare, confirm and notify: the webhook's flow, by hand."""
     from kernelwatch.core.releases import SuiteError, release_response, trigger_release
 
     try:
@@ -153,7 +172,93 @@ def release_cmd(version: str, previous: str | None) -> None:
             out = {**release_response(session, start.release), "created": start.created}
     except (ValueError, SuiteError) as e:
         raise click.ClickException(str(e)) from None
-    verb = "recorded" if out["created"] else "already known"
-    click.echo(f"release {out['version']} {verb} (previous: {out['previous_version']}, "
-               f"status: {out['status']})", err=True)
+    if start.rebaselined_from is not None:
+        verb = f"re-run against {previous} (was {start.rebaselined_from})"
+    elif out["created"]:
+        verb = "recorded"
+    else:
+        verb = "already known"
+        if previous is not None:  # the same baseline again: nothing to re-run
+            verb += f", {previous} is already its baseline"
+    baseline = out.get("baseline") or {}
+    click.echo(f"release {out['version']} {verb} (baseline: {out['previous_version']}"
+               f"{', ' + baseline['source'] if baseline.get('source') else ''}; "
+               f"status: {out['status']}; follow it: kernelwatch release status "
+               f"{out['version']} --watch)", err=True)
     sys.stdout.write(json.dumps(out, indent=1) + "\n")
+
+
+_FINAL = {"complete", "no_nodes"}
+
+
+@release_cmd.command("status")
+@click.argument("version")
+@click.option("--watch", is_flag=True, help="Refresh until the release has its verdict.")
+@click.option("--interval", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
+              help="Seconds between refreshes with --watch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's answer instead.")
+def release_status(version: str, watch: bool, interval: float, as_json: bool) -> None:
+    """A release's progress per GPU tag, its regressions with their confirmation, its
+    improvements, the notification's outcome and the verdict (GET /v1/releases/VERSION)."""
+    import time
+
+    from kernelwatch.cli.jobs import _request
+
+    while True:
+        body = _request("GET", f"/v1/releases/{version}").json()
+        if as_json:
+            sys.stdout.write(json.dumps(body, indent=1) + "\n")
+        else:
+            _print_status(body)
+        if not watch or body["status"] in _FINAL:
+            return
+        time.sleep(interval)
+
+
+def _print_status(body: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    baseline = body.get("baseline") or {}
+    console.print(f"[bold]release {body['version']}[/] against {body['previous_version']}"
+                  f"{' (' + baseline['source'] + ')' if baseline.get('source') else ''}: "
+                  f"status {body['status']}, verdict [bold]{body['verdict']}[/]")
+    jobs = {j["id"]: j for j in body["jobs"]}
+    tags = Table(title="per GPU tag", title_justify="left")
+    for col in ("tag", "state", "jobs done", "points compared", "regressions", "confirmed",
+                "not reproduced", "improvements", "note"):
+        tags.add_column(col)
+    for name, tag in body["tags"].items():
+        ids = tag["jobs"]
+        done = sum(jobs[i]["status"] in ("succeeded", "partial", "failed", "cancelled")
+                   for i in ids if i in jobs)
+        counts = tag.get("counts") or {}
+        tags.add_row(name, tag["state"], f"{done}/{len(ids)}",
+                     str(sum(counts.get(k, 0) for k in ("regression", "improvement",
+                                                        "unchanged"))) if counts else "",
+                     str(tag.get("regressions", "")), str(tag.get("confirmed", "")),
+                     str(tag.get("not_reproduced", "")), str(counts.get("improvement", "")),
+                     tag.get("message") or "")
+    console.print(tags)
+    regs = [r for c in body.get("comparisons", []) for r in c["regressions"]]
+    if regs:
+        table = Table(title="regressions", title_justify="left")
+        for col in ("gpu", "kernel", "backend", "params", "change", "95% CI", "confirmation",
+                    "confirmed change", "confirmed CI"):
+            table.add_column(col)
+        for r in regs:
+            table.add_row(r.get("gpu_sku") or "", r["kernel"], r["backend"],
+                          _params(r["params"]), _pct(r["ratio"]),
+                          f"{_pct(r['ci_low'])} .. {_pct(r['ci_high'])}", r["state"],
+                          _pct(r.get("confirm_ratio")),
+                          f"{_pct(r.get('confirm_ci_low'))} .. {_pct(r.get('confirm_ci_high'))}"
+                          if r.get("confirm_ci_low") is not None else "")
+        console.print(table)
+    note = body.get("notification")
+    if note:
+        outcome = "sent" if note["sent"] else f"not sent ({note.get('error')})"
+        console.print(f"notification: {outcome}; {note.get('attempts', 0)} attempt(s), "
+                      f"response {note.get('response_code')}")
+    elif body["status"] not in _FINAL:
+        console.print(f"waiting: poll {body['status_url']}")

@@ -79,7 +79,8 @@ def parse_index(doc: dict[str, Any]) -> tuple[str, ...]:
     return _sorted(v for v in listed if v not in seen or v in live)
 
 
-def index_releases(index_url: str, timeout: float = 20.0) -> ReleaseList:
+def index_releases(index_url: str, timeout: float = 5.0) -> ReleaseList:
+    """Short timeout: the webhook waits on it, and GitHub gives a delivery 10 s."""
     url = f"{index_url.rstrip('/')}/{PACKAGE}/"
     try:
         resp = httpx.get(url, headers={"Accept": PEP691}, timeout=timeout,

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.db import session_scope
-from kernelwatch.core.models import Regression, RegressionState, Release, ReleaseTag
+from kernelwatch.core.models import Regression, RegressionState, Release, ReleaseTag, utcnow
 from kernelwatch.core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -103,19 +103,24 @@ def release_text(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def post_json(url: str, payload: dict[str, Any]) -> str | None:
-    """POST with a few retries; None on success, else the last error."""
+def post_json(url: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """POST with a few retries. The outcome as the release records it: sent or not, the
+    attempts made, the last HTTP status code (None when no answer came) and the last error."""
     error: str | None = None
+    code: int | None = None
+    attempts = 0
     for attempt in range(POST_ATTEMPTS):
+        attempts = attempt + 1
         try:
             r = httpx.post(url, json=payload, timeout=10.0)
+            code = r.status_code
             if r.status_code < 300:
-                return None
+                return {"sent": True, "attempts": attempts, "response_code": code, "error": None}
             error = f"HTTP {r.status_code}: {r.text[:200]}"
         except httpx.HTTPError as e:
-            error = f"{type(e).__name__}: {e}"
+            code, error = None, f"{type(e).__name__}: {e}"
         time.sleep(0.5 * (attempt + 1))
-    return error
+    return {"sent": False, "attempts": attempts, "response_code": code, "error": error}
 
 
 def notify_release(release_id: int) -> None:
@@ -129,13 +134,15 @@ def notify_release(release_id: int) -> None:
             summary = release_summary(session, release)
         payload = {"text": release_text(summary), "summary": summary}
         url = get_settings().notify_url
-        outcome: dict[str, Any] = {"sent": False, "error": None, "payload": payload}
+        outcome: dict[str, Any] = {"sent": False, "attempts": 0, "response_code": None,
+                                   "error": None if url else "no KERNELWATCH_NOTIFY_URL set",
+                                   "url": url or None, "at": utcnow().isoformat(),
+                                   "payload": payload}
         if url:
-            err = post_json(url, payload)
-            outcome.update(sent=err is None, error=err)
-            if err:
+            outcome.update(post_json(url, payload), at=utcnow().isoformat())
+            if not outcome["sent"]:
                 log.warning("release %s: notification to %s failed: %s", summary["release"],
-                            url, err)
+                            url, outcome["error"])
         with session_scope() as session:
             release = session.get(Release, release_id)
             if release is not None:

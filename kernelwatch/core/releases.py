@@ -35,6 +35,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core import gpus, outbox
+from kernelwatch.core.baseline import BaselineUnavailable, known_releases, previous_release
 from kernelwatch.core.broker import (
     TASK_CONFIRM_REGRESSIONS,
     get_celery,
@@ -45,7 +46,7 @@ from kernelwatch.core.compare.runs import compare_runs, persist_comparison
 from kernelwatch.core.db import insert_or_existing, session_scope
 from kernelwatch.core.errors import InvalidInput, Unavailable
 from kernelwatch.core.history import sort_versions
-from kernelwatch.core.jobs import create_job, enqueue_after_commit
+from kernelwatch.core.jobs import cancel_job, create_job, enqueue_after_commit
 from kernelwatch.core.models import (
     FINAL_TAG_STATES,
     TERMINAL_STATUSES,
@@ -159,6 +160,28 @@ def release_tags(session: Session) -> list[str]:
     return sorted(tags)
 
 
+@dataclass(frozen=True)
+class Baseline:
+    version: str | None
+    source: str  # where it was chosen from, for the release's record and its readers
+
+
+def choose_baseline(session: Session, version: str, override: str | None) -> Baseline:
+    """The release ``version`` is compared with: the operator's ``override``, else FlashInfer's
+    previous release by core.baseline's rule, from the wheelhouse or the package index; when
+    neither can be read, the newest release this service recorded before it (said so)."""
+    if override is not None:
+        return Baseline(override, "named by the operator")
+    settings = get_settings()
+    try:
+        listing = known_releases(settings.package_index_url, settings.wheelhouse)
+    except BaselineUnavailable as exc:
+        recorded = previous_release_version(session, version)
+        return Baseline(recorded, f"recorded releases ({exc})")
+    return Baseline(previous_release(version, listing.versions),
+                    f"FlashInfer's previous release ({listing.source})")
+
+
 def previous_release_version(session: Session, version: str) -> str | None:
     """The latest known release older than ``version`` (by packaging.version)."""
     v = Version(version)
@@ -181,6 +204,7 @@ class ReleaseStart:
     release: Release
     created: bool
     runs: list[Run] = field(default_factory=list)  # enqueued once the transaction commits
+    rebaselined_from: str | None = None  # set when an operator changed the baseline
 
 
 def get_release(session: Session, version: str, *, lock: bool = False) -> Release | None:
@@ -207,20 +231,24 @@ def start_release(
     submitted_by: str | None = None,
 ) -> ReleaseStart:
     """Record the release and create its jobs (not committed, not enqueued). A version already
-    recorded returns the existing release, created=False, and creates nothing: concurrent
-    callers rely on the unique version (the loser's insert waits for the winner's commit)."""
+    recorded returns the existing release, created=False, and creates nothing, unless
+    ``previous`` names another baseline: then it is benchmarked again against that one
+    (``rebaseline``). Concurrent callers rely on the unique version (the loser's insert waits
+    for the winner's commit)."""
     version = check_version(version)
     if previous is not None:
         previous = check_version(previous, "previous")
         if Version(previous) >= Version(version):
             raise InvalidInput(["previous"], f"previous: {previous} is not older than {version}")
-    existing = get_release(session, version)
+    existing = get_release(session, version, lock=previous is not None)
     if existing is not None:
+        if previous is not None and previous != existing.previous_version:
+            return rebaseline(session, existing, previous, source, submitted_by)
         return ReleaseStart(existing, False)
-    if previous is None:
-        previous = previous_release_version(session, version)
-    release = Release(version=version, previous_version=previous, source=source,
-                      status=ReleaseStatus.benchmarking, details={})
+    baseline = choose_baseline(session, version, previous)
+    release = Release(version=version, previous_version=baseline.version, source=source,
+                      status=ReleaseStatus.benchmarking,
+                      details={"baseline": _baseline_record(baseline)})
 
     def insert() -> None:
         session.add(release)
@@ -229,9 +257,22 @@ def start_release(
     found = insert_or_existing(session, insert, lambda: get_release(session, version))
     if found is not None:
         return ReleaseStart(found, False)
+    return ReleaseStart(release, True, _create_release_jobs(session, release, source,
+                                                            submitted_by))
 
+
+def _baseline_record(baseline: Baseline, **more: Any) -> dict[str, Any]:
+    return {"version": baseline.version, "source": baseline.source,
+            # The baseline is measured anew beside the release: same jobs, same nodes, same
+            # environment. Stored measurements of it are not reused.
+            "measured": "in this release's jobs, on the same nodes", **more}
+
+
+def _create_release_jobs(session: Session, release: Release, source: str,
+                         submitted_by: str | None) -> list[Run]:
+    """Per GPU tag of the fleet, one job per suite entry measuring [baseline, release]."""
     suite = load_suite()
-    versions = [v for v in (previous, version) if v]
+    versions = [v for v in (release.previous_version, release.version) if v]
     runs: list[Run] = []
     tags = release_tags(session)
     for tag in tags:
@@ -239,8 +280,9 @@ def start_release(
         for spec in suite_specs(tag, versions, suite):
             job, _, job_runs = create_job(
                 session, spec, source=source, submitted_by=submitted_by,
-                idempotency_key=f"release:{version}:{tag}:{spec.name}",
-                kind=RELEASE_JOB_KIND, release_version=version,
+                idempotency_key=(f"release:{release.version}:{release.previous_version}:"
+                                 f"{tag}:{spec.name}"),
+                kind=RELEASE_JOB_KIND, release_version=release.version,
             )
             job_ids.append(job.id)
             runs.extend(job_runs)
@@ -248,10 +290,40 @@ def start_release(
                                state=TagState.benchmarking if job_ids else TagState.done))
     if not tags:
         release.status = ReleaseStatus.no_nodes
-        release.details = {"message": "no GPU or CPU node registered in the last "
+        release.details = {**(release.details or {}),
+                           "message": "no GPU or CPU node registered in the last "
                            f"{RECENT_NODE.days} days: nothing to benchmark on"}
     session.flush()
-    return ReleaseStart(release, True, runs)
+    return runs
+
+
+def rebaseline(session: Session, release: Release, previous: str, source: str,
+               submitted_by: str | None) -> ReleaseStart:
+    """An operator names another baseline for a recorded release: its unfinished jobs are
+    cancelled, its per-tag progress starts over with new jobs measuring [previous, release]
+    on every tag of the fleet, and it is compared, confirmed and notified again. Earlier
+    comparisons stay stored. The caller holds the release's row lock."""
+    old = release.previous_version
+    cancelled = 0
+    for job in release_jobs(session, release):
+        if job.status not in TERMINAL_STATUSES:
+            cancel_job(session, job)
+            cancelled += 1
+    for tag in release_tag_rows(session, release):
+        session.delete(tag)
+    session.flush()
+    release.previous_version = previous
+    release.status = ReleaseStatus.benchmarking
+    release.notified_at = None
+    details = {k: v for k, v in (release.details or {}).items()
+               if k not in ("message", "notification")}
+    release.details = {**details, "baseline": _baseline_record(
+        Baseline(previous, "named by the operator"),
+        changed_from=old, cancelled_jobs=cancelled)}
+    runs = _create_release_jobs(session, release, source, submitted_by)
+    log.info("release %s: baseline %s -> %s; %d unfinished jobs cancelled, %d runs to measure",
+             release.version, old, previous, cancelled, len(runs))
+    return ReleaseStart(release, False, runs, rebaselined_from=old)
 
 
 def release_jobs(session: Session, release: Release) -> list[Job]:
@@ -261,19 +333,48 @@ def release_jobs(session: Session, release: Release) -> list[Job]:
     ))
 
 
+def release_verdict(release: Release, tags: list[ReleaseTag],
+                    regressions: list[Regression]) -> str:
+    """One word for a release: ``pending`` until every tag is final; then ``regressed`` (a
+    regression was confirmed), ``not_compared`` (no tag had both versions to compare) or
+    ``passed``."""
+    if release.status == ReleaseStatus.no_nodes:
+        return "not_compared"
+    if release.status != ReleaseStatus.complete:
+        return "pending"
+    if any(r.state == RegressionState.confirmed for r in regressions):
+        return "regressed"
+    if tags and all(t.state == TagState.no_baseline for t in tags):
+        return "not_compared"
+    return "passed"
+
+
 def release_response(session: Session, release: Release) -> dict[str, Any]:
     """What the webhook and the API answer about a release."""
-    tags = {t.tag: t.as_dict() for t in release_tag_rows(session, release)}
+    rows = release_tag_rows(session, release)
+    tags = {t.tag: t.as_dict() for t in rows}
     jobs = release_jobs(session, release)
     tag_of = {jid: tag for tag, st in tags.items() for jid in st["jobs"]}
+    comparison_ids = [t.comparison_id for t in rows if t.comparison_id]
+    regressions = list(session.scalars(
+        select(Regression).where(Regression.comparison_id.in_(comparison_ids)))
+    ) if comparison_ids else []
+    details = release.details or {}
+    notification = details.get("notification")
     return {
         "version": release.version,
         "previous_version": release.previous_version,
         "status": ReleaseStatus(release.status).value,
+        "verdict": release_verdict(release, rows, regressions),
         "source": release.source,
         "created_at": release.created_at.isoformat() if release.created_at else None,
         "notified_at": release.notified_at.isoformat() if release.notified_at else None,
-        "message": (release.details or {}).get("message"),
+        "message": details.get("message"),
+        "baseline": details.get("baseline"),
+        # Without the payload (the message itself is long and is rebuilt from the release).
+        "notification": ({k: v for k, v in notification.items() if k != "payload"}
+                         if isinstance(notification, dict) else None),
+        "status_url": f"{get_settings().api_url.rstrip('/')}/v1/releases/{release.version}",
         "tags": tags,
         "jobs": [{"id": j.id, "name": j.name, "target": tag_of.get(j.id), "status": j.status}
                  for j in jobs],
@@ -469,7 +570,7 @@ def trigger_release(
     the database."""
     start = start_release(session, version, previous=previous, source=source,
                           submitted_by=submitted_by)
-    if start.created:
+    if start.runs:
         enqueue_after_commit(session, start.runs)
     if before_commit is not None:
         before_commit(start)

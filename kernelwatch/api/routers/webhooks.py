@@ -206,4 +206,6 @@ def _handle(session: Session, event: str, delivery_id: str, version: str,
         return _err(503, str(e))
     out = {**release_response(session, start.release), "created": start.created,
            "delivery": delivery_id, "event": event}
-    return JSONResponse(out, status_code=201 if start.created else 200)
+    # Where the release's progress and verdict can be polled.
+    return JSONResponse(out, status_code=201 if start.created else 200,
+                        headers={"Location": out["status_url"]})

@@ -1,0 +1,209 @@
+"""The release webhook from day one: a fresh database chooses FlashInfer's previous release
+as the baseline (from the recorded package-index listing, served locally) and measures both
+versions in the same jobs; an operator's override re-runs the release or is refused with the
+reason; the release's answer carries its baseline, status URL, verdict and notification
+outcome; ``kernelwatch release status`` shows it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from kernelwatch.api.main import create_app
+from kernelwatch.cli.main import cli
+from kernelwatch.core.hooks import on_job_finished
+from kernelwatch.core.models import Job, JobStatus, Node, Release, ReleaseTag, utcnow
+from kernelwatch.core.releases import start_release
+from kernelwatch.core.settings import Settings
+from tests.api_support import auth, new_token
+from tests.conftest import configure
+from tests.test_releases_api import _release_with_finished_jobs
+from tests.test_webhook import SECRET, post
+
+PAYLOAD = {"action": "published", "release": {"tag_name": "v0.7.4", "prerelease": False},
+           "repository": {"full_name": "flashinfer-ai/flashinfer"},
+           "sender": {"login": "release-bot"}}
+
+
+@pytest.fixture
+def cpu_node(session: Session) -> Node:
+    node = Node(name="host:cpu", hostname="host", tags=["cpu"], queues=[],
+                last_heartbeat=utcnow())
+    session.add(node)
+    session.commit()
+    return node
+
+
+@pytest.fixture
+def client(kw_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    configure(monkeypatch, webhook_secret=SECRET, api_url="http://kw.example:8000")
+    with TestClient(create_app()) as c:
+        yield c
+
+
+def _versions_measured(session: Session, version: str) -> set[tuple[str, ...]]:
+    return {tuple(j.spec["flashinfer_versions"]) for j in session.scalars(
+        select(Job).where(Job.release_version == version, Job.status != JobStatus.cancelled))}
+
+
+def test_a_fresh_service_compares_a_webhook_release_with_flashinfers_previous_one(
+        client: TestClient, session: Session, cpu_node: Node) -> None:
+    assert session.scalar(select(func.count(Release.id))) == 0  # nothing recorded before
+    r = post(client, PAYLOAD)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["previous_version"] == "0.7.2.post1"
+    assert out["baseline"]["source"].startswith("FlashInfer's previous release (index http://")
+    assert out["baseline"]["measured"] == "in this release's jobs, on the same nodes"
+    # Where to follow it: in the answer and as the Location header.
+    assert out["status_url"] == "http://kw.example:8000/v1/releases/0.7.4"
+    assert r.headers["location"] == out["status_url"]
+    assert out["verdict"] == "pending" and out["notification"] is None
+    # Both versions are measured, in the same jobs.
+    assert _versions_measured(session, "0.7.4") == {("0.7.2.post1", "0.7.4")}
+
+
+@pytest.mark.parametrize(("version", "baseline"), [
+    ("0.7.2.post1", "0.7.2"),  # a post-release compares with the release it follows
+    ("0.8.0rc1", "0.7.4"),  # a pre-release: the latest release before it
+    ("0.6.0", "0.5.3"),
+])
+def test_post_releases_and_pre_releases_get_their_pep_440_baseline(
+        kw_env: Settings, session: Session, cpu_node: Node, version: str, baseline: str) -> None:
+    start = start_release(session, version)
+    assert start.created and start.release.previous_version == baseline
+    session.commit()
+    assert _versions_measured(session, version) == {(baseline, version)}
+
+
+def test_without_an_index_the_recorded_releases_are_the_fallback_and_it_is_said(
+        kw_env: Settings, session: Session, cpu_node: Node,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, package_index_url="http://127.0.0.1:9/simple")
+    session.add(Release(version="0.6.18.post1", source="manual", status="complete", details={}))
+    session.commit()
+    start = start_release(session, "0.7.4")
+    assert start.release.previous_version == "0.6.18.post1"
+    source = start.release.details["baseline"]["source"]
+    assert source.startswith("recorded releases (package index http://127.0.0.1:9/simple")
+
+
+def test_an_operators_baseline_is_applied_by_re_running_or_refused_with_the_reason(
+        client: TestClient, session: Session, cpu_node: Node) -> None:
+    headers = auth(new_token())
+    first = client.post("/v1/releases", json={"version": "0.7.4"}, headers=headers).json()
+    assert first["previous_version"] == "0.7.2.post1"
+    old_jobs = {j["id"] for j in first["jobs"]}
+    # Another baseline on the recorded release: its unfinished jobs are cancelled and it is
+    # measured again against that one.
+    r = client.post("/v1/releases", json={"version": "0.7.4", "previous": "0.6.18.post1"},
+                    headers=headers)
+    assert r.status_code == 200, r.text
+    again = r.json()
+    assert again["created"] is False and again["previous_version"] == "0.6.18.post1"
+    assert again["baseline"] == {
+        "version": "0.6.18.post1", "source": "named by the operator",
+        "measured": "in this release's jobs, on the same nodes",
+        "changed_from": "0.7.2.post1", "cancelled_jobs": len(old_jobs)}
+    session.expire_all()
+    assert {j.status for j in session.scalars(select(Job).where(Job.id.in_(old_jobs)))} == {
+        JobStatus.cancelled}
+    (tag,) = session.scalars(select(ReleaseTag))
+    assert tag.state == "benchmarking" and not set(tag.job_ids) & old_jobs
+    assert _versions_measured(session, "0.7.4") == {("0.6.18.post1", "0.7.4")}
+    # The same baseline again: nothing to re-run, nothing cancelled.
+    same = client.post("/v1/releases", json={"version": "0.7.4", "previous": "0.6.18.post1"},
+                       headers=headers).json()
+    assert {j["id"] for j in same["jobs"]} == {j["id"] for j in again["jobs"]}
+    # A baseline that is not older than the release: refused, naming the field.
+    bad = client.post("/v1/releases", json={"version": "0.7.4", "previous": "0.7.4"},
+                      headers=headers)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "previous"]
+    assert "is not older than 0.7.4" in bad.json()["detail"][0]["msg"]
+
+
+def test_the_cli_override_re_runs_and_says_so(kw_env: Settings, session: Session,
+                                              cpu_node: Node) -> None:
+    assert CliRunner().invoke(cli, ["release", "0.7.4"]).exit_code == 0
+    out = CliRunner().invoke(cli, ["release", "0.7.4", "--previous", "0.6.18.post1"])
+    assert out.exit_code == 0, out.output
+    assert "re-run against 0.6.18.post1 (was 0.7.2.post1)" in out.stderr
+    assert json.loads(out.stdout)["previous_version"] == "0.6.18.post1"
+    same = CliRunner().invoke(cli, ["release", "0.7.4", "--previous", "0.6.18.post1"])
+    assert "0.6.18.post1 is already its baseline" in same.stderr
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    status = 200
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(self.status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_the_notifications_outcome_is_part_of_the_release(
+        kw_env: Settings, session: Session, monkeypatch: pytest.MonkeyPatch,
+        status: int) -> None:
+    _Receiver.status, _Receiver.received = status, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        configure(monkeypatch, notify_url=url)
+        _release_with_finished_jobs(session, planted=1.0)
+        on_job_finished(session.scalars(select(ReleaseTag.job_ids)).one()[0])
+    finally:
+        server.shutdown()
+    with TestClient(create_app()) as client:
+        body = client.get("/v1/releases/0.6.18.post1").json()
+    note = body["notification"]
+    assert note["url"] == url and note["response_code"] == status and note["at"]
+    if status == 200:
+        assert note == {**note, "sent": True, "attempts": 1, "error": None}
+        assert body["verdict"] == "passed" and len(_Receiver.received) == 1
+    else:
+        assert note["sent"] is False and note["attempts"] == len(_Receiver.received) > 1
+        assert note["error"].startswith("HTTP 500")
+
+
+def test_release_status_shows_progress_regressions_and_verdict(
+        api_server: str, session: Session) -> None:
+    release = _release_with_finished_jobs(session, planted=1.5)
+    on_job_finished(session.scalars(select(ReleaseTag.job_ids)).one()[0])
+    out = CliRunner().invoke(cli, ["release", "status", release.version])
+    assert out.exit_code == 0, out.output
+    text = out.output
+    assert "release 0.6.18.post1 against 0.5.3" in text
+    assert "verdict pending" in text  # a regression is waiting for its confirmation
+    assert "confirming" in text and "+50.0%" in text  # the tag and the regression's change
+    body = json.loads(CliRunner().invoke(cli, ["release", "status", release.version,
+                                               "--json"]).output)
+    assert body["tags"]["cpu"]["state"] == "confirming"
+    missing = CliRunner().invoke(cli, ["release", "status", "9.9.9"])
+    assert missing.exit_code != 0 and "not found" in missing.output
+
+
+def test_release_status_watch_ends_with_the_verdict(api_server: str, session: Session) -> None:
+    release = _release_with_finished_jobs(session, planted=1.0)
+    on_job_finished(session.scalars(select(ReleaseTag.job_ids)).one()[0])
+    out = CliRunner().invoke(cli, ["release", "status", release.version, "--watch",
+                                   "--interval", "0.5"])
+    assert out.exit_code == 0, out.output
+    # It returned on its own: the release was complete.
+    assert "verdict passed" in out.output and "notification: not sent" in out.output
