@@ -32,21 +32,17 @@ from typing import Any
 
 import httpx
 
+from kernelwatch.core.spec import cpu_decode_sweep
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 PG_ADMIN = os.environ.get("KERNELWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("KERNELWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
-SPEC: dict[str, Any] = {
-    "name": "bench-submit",
-    "kernel": "batch_decode",
-    "backends": ["torch-sdpa", "torch-math"],
-    "targets": ["cpu"],
-    "params": {"batch_size": [1, 16], "kv_len": [512, 2048], "num_qo_heads": [32],
-               "num_kv_heads": [8], "head_dim": [128]},
-    "timing": {"warmup": 5, "iterations": 30},
-}
+SPEC: dict[str, Any] = cpu_decode_sweep(
+    "bench-submit", params={"batch_size": [1, 16], "kv_len": [512, 2048], "num_qo_heads": [32],
+                            "num_kv_heads": [8], "head_dim": [128]})
 
 
 def _free_port() -> int:

@@ -22,44 +22,16 @@ without a GPU the same flow runs on the cpu tag (torch backends only).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from kernelwatch.core.notify import local_receiver
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@contextmanager
-def notification_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """(url, received): every JSON body POSTed to the url is appended to ``received``."""
-    received: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            received.append(json.loads(body))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def main() -> None:
@@ -76,7 +48,7 @@ def main() -> None:
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="kw-release-"))
 
     t0 = time.monotonic()
-    with notification_server() as (url, received):
+    with local_receiver() as (url, received):
         os.environ.update({
             "KERNELWATCH_DATA_DIR": str(data_dir),
             "KERNELWATCH_DATABASE_URL": "", "KERNELWATCH_BROKER_URL": "",

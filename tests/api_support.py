@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from kernelwatch.api.main import create_app
 from kernelwatch.core.db import session_scope
+from kernelwatch.core.spec import cpu_decode_sweep
 from kernelwatch.core.tokens import create_token
 
 
@@ -27,15 +28,7 @@ def auth(token: str) -> dict[str, str]:
 
 def decode_spec(**overrides: Any) -> dict[str, Any]:
     """A small valid CPU sweep: 2 x 2 grid, two torch backends."""
-    spec: dict[str, Any] = {
-        "name": "decode-gqa",
-        "kernel": "batch_decode",
-        "backends": ["torch-sdpa", "torch-math"],
-        "targets": ["cpu"],
-        "params": {"batch_size": [1, 4], "kv_len": [128, 256], "num_qo_heads": [8],
-                   "num_kv_heads": [2], "head_dim": [64]},
-        "timing": {"warmup": 1, "iterations": 30},
-    }
+    spec = cpu_decode_sweep(params={"kv_len": [128, 256]}, timing={"warmup": 1})
     spec.update(overrides)
     return spec
 

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from kernelwatch.api.main import create_app
-from kernelwatch.core import broker, db, settings
+from kernelwatch.core import broker, db, models, settings
 from kernelwatch.core.migrate import upgrade
 from kernelwatch.core.models import Base
 from tests.api_support import new_token
@@ -126,3 +126,12 @@ def api_server(kw_env: settings.Settings, monkeypatch: pytest.MonkeyPatch) -> It
     yield url
     server.should_exit = True
     thread.join(5)
+
+
+@pytest.fixture
+def cpu_node(session: Session) -> models.Node:
+    node = models.Node(name="host:cpu", hostname="host", tags=["cpu"], queues=[],
+                last_heartbeat=models.utcnow())
+    session.add(node)
+    session.commit()
+    return node

@@ -7,10 +7,7 @@ outcome; ``kernelwatch release status`` shows it."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -21,7 +18,8 @@ from sqlalchemy.orm import Session
 from kernelwatch.api.main import create_app
 from kernelwatch.cli.main import cli
 from kernelwatch.core.hooks import on_job_finished
-from kernelwatch.core.models import Job, JobStatus, Node, Release, ReleaseTag, utcnow
+from kernelwatch.core.models import Job, JobStatus, Node, Release, ReleaseTag
+from kernelwatch.core.notify import local_receiver
 from kernelwatch.core.releases import start_release
 from kernelwatch.core.settings import Settings
 from tests.api_support import auth, new_token
@@ -32,15 +30,6 @@ from tests.test_webhook import SECRET, post
 PAYLOAD = {"action": "published", "release": {"tag_name": "v0.7.4", "prerelease": False},
            "repository": {"full_name": "flashinfer-ai/flashinfer"},
            "sender": {"login": "release-bot"}}
-
-
-@pytest.fixture
-def cpu_node(session: Session) -> Node:
-    node = Node(name="host:cpu", hostname="host", tags=["cpu"], queues=[],
-                last_heartbeat=utcnow())
-    session.add(node)
-    session.commit()
-    return node
 
 
 @pytest.fixture
@@ -142,43 +131,23 @@ def test_the_cli_override_re_runs_and_says_so(kw_env: Settings, session: Session
     assert "0.6.18.post1 is already its baseline" in same.stderr
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    status = 200
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(json.loads(body))
-        self.send_response(self.status)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.mark.parametrize("status", [200, 500])
 def test_the_notifications_outcome_is_part_of_the_release(
         kw_env: Settings, session: Session, monkeypatch: pytest.MonkeyPatch,
         status: int) -> None:
-    _Receiver.status, _Receiver.received = status, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    try:
+    with local_receiver(status) as (url, received):
         configure(monkeypatch, notify_url=url)
         _release_with_finished_jobs(session, planted=1.0)
         on_job_finished(session.scalars(select(ReleaseTag.job_ids)).one()[0])
-    finally:
-        server.shutdown()
     with TestClient(create_app()) as client:
         body = client.get("/v1/releases/0.6.18.post1").json()
     note = body["notification"]
     assert note["url"] == url and note["response_code"] == status and note["at"]
     if status == 200:
         assert note == {**note, "sent": True, "attempts": 1, "error": None}
-        assert body["verdict"] == "passed" and len(_Receiver.received) == 1
+        assert body["verdict"] == "passed" and len(received) == 1
     else:
-        assert note["sent"] is False and note["attempts"] == len(_Receiver.received) > 1
+        assert note["sent"] is False and note["attempts"] == len(received) > 1
         assert note["error"].startswith("HTTP 500")
 
 

@@ -31,9 +31,10 @@ from kernelwatch.core.models import (
     ReleaseTag,
     Run,
 )
+from kernelwatch.core.notify import local_receiver
 from kernelwatch.core.settings import Settings
 from tests.conftest import configure
-from tests.release_support import notification_server, write_tiny_suite
+from tests.release_support import write_tiny_suite
 from tests.worker_support import start_worker, stop, wait_for
 
 SECRET = "e2e-secret"
@@ -49,7 +50,7 @@ def test_webhook_to_notification_through_a_real_worker(
 ) -> None:
     log = tmp_path / "worker.log"
     node = f"rel-{kw_env.queue_prefix[-6:]}"
-    with notification_server() as (url, received):
+    with local_receiver() as (url, received):
         configure(monkeypatch, webhook_secret=SECRET, notify_url=url,
                   release_suite=str(write_tiny_suite(tmp_path)),
                   dashboard_url="http://dash.example:8050")

@@ -16,19 +16,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernelwatch.api.main import create_app
+from kernelwatch.core import models
 from kernelwatch.core.compare import compare_runs, persist_comparison
 from kernelwatch.core.fixtures import import_job
 from kernelwatch.core.hooks import on_job_finished
-from kernelwatch.core.models import (
-    Job,
-    Node,
-    Release,
-    ReleaseStatus,
-    ReleaseTag,
-    Run,
-    TagState,
-    utcnow,
-)
+from kernelwatch.core.models import Node, Release, ReleaseTag, TagState, utcnow
 from kernelwatch.core.releases import (
     load_suite,
     parse_version_tag,
@@ -136,7 +128,7 @@ def _release_with_finished_jobs(session: Session, planted: float) -> Release:
             r["flashinfer_version"] = version
         job_ids.append(import_job(session, data).id)
     release = Release(version="0.6.18.post1", previous_version="0.5.3", source="manual",
-                      status=ReleaseStatus.benchmarking, details={},
+                      status=models.ReleaseStatus.benchmarking, details={},
                       tags=[ReleaseTag(tag="cpu", job_ids=job_ids,
                                        state=TagState.benchmarking)])
     session.add(release)
@@ -166,7 +158,8 @@ def test_regressions_list_and_ack(client: TestClient, session: Session,
     p["samples"]["latency_us"] = [v * 2 for v in p["samples"]["latency_us"]]
     b, c = import_job(session, CPU["baseline"]), import_job(session, data)
     session.flush()
-    runs = [list(session.scalars(select(Run.id).where(Run.job_id == j.id))) for j in (b, c)]
+    run = models.Run
+    runs = [list(session.scalars(select(run.id).where(run.job_id == j.id))) for j in (b, c)]
     persist_comparison(session, compare_runs(session, runs[0], runs[1]))
     session.commit()
     listed = client.get("/v1/regressions", params={"state": "open"}).json()
@@ -190,7 +183,7 @@ def test_regressions_list_and_ack(client: TestClient, session: Session,
 def test_start_release_without_nodes_says_so(session: Session) -> None:
     start = start_release(session, "0.6.18")
     assert start.created and start.release.status == "no_nodes" and not start.runs
-    assert session.scalars(select(Job)).all() == []
+    assert session.scalars(select(models.Job)).all() == []
 
 
 def test_cli_release_triggers_the_flow(kw_env: Settings, session: Session) -> None:

@@ -227,3 +227,16 @@ def test_out_of_range_ids_are_422_not_a_database_error(client: TestClient, path:
     r = client.get(path)
     assert r.status_code == 422, r.text
     assert "9223372036854775807" in r.text or "greater than or equal to 1" in r.text
+
+
+def test_the_readme_first_sweep_is_valid() -> None:
+    """``cpu_decode_sweep`` is the README's first sweep: the spec its first commands submit."""
+    from pathlib import Path
+
+    import yaml
+
+    from kernelwatch.core.spec import SweepSpec, cpu_decode_sweep
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("```yaml", 1)[1].split("```", 1)[0]
+    assert SweepSpec(**yaml.safe_load(block)) == SweepSpec(**cpu_decode_sweep())

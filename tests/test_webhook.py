@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kernelwatch.api.main import create_app
-from kernelwatch.core.models import Job, Node, Release, WebhookDelivery, utcnow
+from kernelwatch.core.models import Job, Node, Release, WebhookDelivery
 from kernelwatch.core.settings import Settings
 from tests.conftest import configure
 
@@ -59,15 +59,6 @@ def env(kw_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
 def client(env: Settings) -> Iterator[TestClient]:
     with TestClient(create_app()) as c:
         yield c
-
-
-@pytest.fixture
-def cpu_node(session: Session) -> Node:
-    node = Node(name="host:cpu", hostname="host", tags=["cpu"], queues=[],
-                last_heartbeat=utcnow())
-    session.add(node)
-    session.commit()
-    return node
 
 
 def post(client: TestClient, payload: Any, event: str = "release", **kw: Any) -> httpx.Response:

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from kernelwatch.core import db
 from kernelwatch.core.jobs import create_job, enqueue_runs
 from kernelwatch.core.models import Job, Point, Sample
-from kernelwatch.core.spec import SweepSpec
+from kernelwatch.core.spec import SweepSpec, cpu_decode_sweep
 from kernelwatch.worker.node import NODE_ENV, identity_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,15 +26,9 @@ T = TypeVar("T")
 
 
 # A CPU sweep that takes a second or two: small shapes, 30 iterations, 1 warm-up.
-TINY_SPEC: dict[str, Any] = {
-    "name": "tiny",
-    "kernel": "batch_decode",
-    "backends": ["torch-sdpa", "torch-math"],
-    "targets": ["cpu"],
-    "params": {"batch_size": [1, 2], "kv_len": [64, 128], "num_qo_heads": [4],
-               "num_kv_heads": [2], "head_dim": [64]},
-    "timing": {"warmup": 1, "iterations": 30},
-}
+TINY_SPEC: dict[str, Any] = cpu_decode_sweep(
+    "tiny", params={"batch_size": [1, 2], "kv_len": [64, 128], "num_qo_heads": [4]},
+    timing={"warmup": 1})
 
 
 def tiny_spec(**over: Any) -> SweepSpec:

@@ -102,6 +102,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                                             "not available"},
 }
 
+# A route that answers JSON by default and CSV with ``format=csv``, or 404.
+CSV_OR_JSON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+    404: ERROR_RESPONSES[404],
+}
+
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)

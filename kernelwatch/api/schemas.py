@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, get_type_hints
 
-from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, SerializerFunctionWrapHandler, create_model, model_serializer
 
-from kernelwatch.core.compare.results import GroupSummary
-from kernelwatch.core.compare.stats import Verdict
+from kernelwatch.core.compare.results import ComparisonResult
 from kernelwatch.core.models import RegressionState, ReleaseStatus, TagState
 
 
@@ -100,31 +99,6 @@ class JobResults(BaseModel):
 # --------------------------------------------------------------------------- comparisons
 
 
-class PointComparisonOut(BaseModel):
-    series_key: str
-    kernel: str
-    backend: str
-    params: dict[str, Any]
-    gpu_sku: str | None
-    verdict: Verdict
-    threshold: float
-    baseline_status: str | None
-    contender_status: str | None
-    baseline_error: str | None
-    contender_error: str | None
-    baseline_point_ids: list[int]
-    contender_point_ids: list[int]
-    baseline_median_us: float | None
-    contender_median_us: float | None
-    n_baseline: int
-    n_contender: int
-    ratio: float | None
-    ci_low: float | None
-    ci_high: float | None
-    change_pct: float | None
-    reason: str | None = None  # why a point measured on both sides is not compared
-
-
 class EnvironmentDifferenceOut(BaseModel):
     field: str  # driver, torch, torch_cuda, flashinfer_cubin, ...
     baseline: list[str]  # the values seen on that side (several: a mixed side)
@@ -132,20 +106,19 @@ class EnvironmentDifferenceOut(BaseModel):
     text: str  # "driver: 580.65 vs 590.10"
 
 
-class ComparisonOut(BaseModel):
-    baseline_run_ids: list[int]
-    contender_run_ids: list[int]
-    baseline_label: str | None
-    contender_label: str | None
-    gpu_skus: list[str | None]
-    threshold: float
-    kernel_thresholds: dict[str, float]
-    confidence: float
-    counts: dict[str, int]  # points per verdict
-    groups: list[GroupSummary]
-    # What differs between the two sides' environments beyond what the series pins.
-    environment_differences: list[EnvironmentDifferenceOut] = []
-    points: list[PointComparisonOut]
+# GET /v1/compare answers ComparisonResult.to_dict(): the result's own fields, with the
+# environment differences typed, and what to_dict adds (the confidence, points per verdict).
+_COMPARISON_FIELDS: dict[str, Any] = {
+    **{name: (hint, ...) for name, hint in get_type_hints(ComparisonResult).items()},
+    "environment_differences": (list[EnvironmentDifferenceOut], []),
+    "confidence": (float, ...),
+    "counts": (dict[str, int], ...),  # points per verdict
+}
+ComparisonOut = create_model(
+    "ComparisonOut",
+    __doc__="A comparison of contender runs with baseline runs, point by point.",
+    **_COMPARISON_FIELDS,
+)
 
 
 # --------------------------------------------------------------------------- regressions

@@ -14,8 +14,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -149,3 +154,30 @@ def notify_release(release_id: int) -> None:
                 release.details = {**(release.details or {}), "notification": outcome}
     except Exception:
         log.exception("release %s: notification failed", release_id)
+
+
+@contextmanager
+def local_receiver(status: int = 200) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A notification receiver on 127.0.0.1, for trying the release flow without a chat
+    service (and for its tests and benchmarks): yields (url, received); every JSON body POSTed
+    to the url is appended to ``received`` and answered with ``status``."""
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append(json.loads(body))
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()

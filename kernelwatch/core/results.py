@@ -4,15 +4,17 @@ never stored without its samples."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core import gpus
 from kernelwatch.core.models import Point, PointStatus, Run, Sample
 from kernelwatch.core.series import clock_state, series_key
-from kernelwatch.core.stats import repeat_labels, summarize
+from kernelwatch.core.stats import bootstrap_median_ci, repeat_labels, summarize
 from kernelwatch_harness.formulas import point_work
 from kernelwatch_harness.protocol import PointMessage
 
@@ -112,3 +114,49 @@ def store_point(
             ],
         )
     return point
+
+
+# --------------------------------------------------------------------------- stored CIs
+
+
+def _stored_samples(
+    conn: sa.Connection, repeated_only: bool
+) -> Iterator[tuple[int, list[float], list[int]]]:
+    """(point id, samples, repeats) of every stored point with samples (``repeated_only``:
+    whose samples span several repeats), streamed in point order so that a large database is
+    not read into memory at once."""
+    where = (" WHERE point_id IN (SELECT point_id FROM samples GROUP BY point_id"
+             " HAVING COUNT(DISTINCT repeat) > 1)") if repeated_only else ""
+    rows = conn.execute(
+        sa.text(f"SELECT point_id, latency_us, repeat FROM samples{where}"
+                " ORDER BY point_id, iteration"),
+        execution_options={"stream_results": True, "yield_per": 10_000},
+    )
+    current: int | None = None
+    values: list[float] = []
+    repeats: list[int] = []
+    for point_id, latency, repeat in rows:
+        if point_id != current:
+            if current is not None:
+                yield current, values, repeats
+            current, values, repeats = point_id, [], []
+        values.append(float(latency))
+        repeats.append(int(repeat))
+    if current is not None:
+        yield current, values, repeats
+
+
+def recompute_stored_cis(conn: sa.Connection, repeated_only: bool = False,
+                         batch: int = 500) -> int:
+    """Give stored points the CI the current method computes from their samples (what a
+    migration does when the method changes). Returns the points updated."""
+    update = sa.text("UPDATE points SET ci_low_us = :lo, ci_high_us = :hi WHERE id = :id")
+    # Read to the end before writing: the read streams through a server-side cursor.
+    todo = [
+        {"id": pid, "lo": lo, "hi": hi}
+        for pid, values, repeats in _stored_samples(conn, repeated_only)
+        for lo, hi in [bootstrap_median_ci(values, repeats=repeats)]
+    ]
+    for i in range(0, len(todo), batch):
+        conn.execute(update, todo[i : i + batch])
+    return len(todo)

@@ -261,3 +261,20 @@ def load_spec_text(text: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError("a sweep spec must be a mapping (JSON object or YAML mapping)")
     return data
+
+
+def cpu_decode_sweep(name: str = "decode-gqa", *, params: dict[str, Any] | None = None,
+                     timing: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
+    """The README's first sweep as a spec: batch decode with grouped heads on a CPU node's
+    torch backends. ``params`` and ``timing`` are merged over its own; other keywords replace
+    top-level fields. Benchmarks, fixtures and tests start from it."""
+    return {
+        "name": name,
+        "kernel": "batch_decode",
+        "backends": ["torch-sdpa", "torch-math"],
+        "targets": ["cpu"],
+        "params": {"batch_size": [1, 4], "kv_len": [256, 1024], "num_qo_heads": [8],
+                   "num_kv_heads": [2], "head_dim": [64], **(params or {})},
+        "timing": {"warmup": 5, "iterations": 30, **(timing or {})},
+        **top,
+    }

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from kernelwatch.api.deps import MAX_ROW_ID, ReadAccess, SessionDep
-from kernelwatch.api.errors import ERROR_RESPONSES
+from kernelwatch.api.errors import CSV_OR_JSON_RESPONSES, ERROR_RESPONSES
 from kernelwatch.api.schemas import ComparisonOut
 from kernelwatch.core.compare.runs import compare_runs
 from kernelwatch.core.compare.stats import DEFAULT_THRESHOLD
@@ -64,8 +64,7 @@ def parse_kernel_thresholds(raw: str | None) -> dict[str, float]:
 
 
 @router.get("/v1/compare", response_model=ComparisonOut,
-            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
-                       404: ERROR_RESPONSES[404]})
+            responses=CSV_OR_JSON_RESPONSES)
 def compare(
     session: SessionDep,
     _: ReadAccess,

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from kernelwatch.api.deps import CurrentToken, ReadAccess, RowId, SessionDep
-from kernelwatch.api.errors import ERROR_RESPONSES, ErrorOut
+from kernelwatch.api.errors import CSV_OR_JSON_RESPONSES, ERROR_RESPONSES, ErrorOut
 from kernelwatch.api.schemas import JobList, JobOut, JobResults, JobSummary, Progress, RunOut
 from kernelwatch.core import hooks, outbox
 from kernelwatch.core import jobs as service
@@ -284,8 +284,7 @@ class ResultFormat(StrEnum):
 
 
 @router.get("/{job_id}/results", response_model=JobResults,
-            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
-                       404: ERROR_RESPONSES[404]})
+            responses=CSV_OR_JSON_RESPONSES)
 def job_results(
     job_id: RowId,
     session: SessionDep,

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import pydantic
+from pydantic import computed_field
 
 from kernelwatch.core.compare.stats import (
     CONFIDENCE,
@@ -23,8 +25,10 @@ from kernelwatch.core.stats import percentile_interval
 # --------------------------------------------------------------------------- results
 
 
-@dataclass
+@pydantic.dataclasses.dataclass
 class PointComparison:
+    """One series compared. A pydantic dataclass: the API answers it as it is."""
+
     series_key: str
     kernel: str
     backend: str
@@ -48,6 +52,7 @@ class PointComparison:
     # Why a point measured on both sides is not compared (e.g. by two timing methods).
     reason: str | None = None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def change_pct(self) -> float | None:
         return None if self.ratio is None else (self.ratio - 1.0) * 100.0

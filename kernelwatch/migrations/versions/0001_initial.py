@@ -1,10 +1,7 @@
 """initial schema
 
-Revision ID: 0001_initial
-Revises: 
 Create Date: 2026-11-21 22:32:29.983633
 """
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -12,8 +9,6 @@ from alembic import op
 
 revision: str = '0001_initial'
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

@@ -1,18 +1,13 @@
 """samples.repeat: which repeat of its point a sample belongs to
 
-Revision ID: 0002_sample_repeat
-Revises: 0001_initial
 Create Date: 2026-11-22 01:10:00
 """
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002_sample_repeat"
 down_revision: str | None = "0001_initial"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

@@ -4,12 +4,9 @@ A release's progress on each GPU tag (its jobs, the comparison of their runs, th
 confirmation counts) was a JSON object in ``releases.details["tags"]``. It becomes one row per
 (release, tag); the data moves from the JSON into the rows, and back on downgrade.
 
-Revision ID: 0004_release_tags
-Revises: 0003_point_ci_few_repeats
 Create Date: 2026-12-04 23:00:00
 """
 import json
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,8 +15,6 @@ from alembic import op
 
 revision: str = "0004_release_tags"
 down_revision: str | None = "0003_point_ci_few_repeats"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 # Optional fields of a tag, as the JSON named them (the job ids were "jobs").
 FIELDS = ("message", "comparison_id", "counts", "baseline_run_ids", "contender_run_ids",
