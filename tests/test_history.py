@@ -100,3 +100,29 @@ def test_series_history_from_the_database(session: Session) -> None:
         ("0.9.0", "0.10.0")
     ]
     assert series_history(session, "nope") is None
+
+
+def test_the_history_breaks_where_the_environment_changed(session: Session) -> None:
+    """A driver update between two releases: the history says where its environment changed,
+    and a step found at that release names it (the step may not be FlashInfer's)."""
+    job = Job(name="h", kernel="batch_decode", spec={})
+    session.add(job)
+    session.flush()
+    env = {"device": "cuda", "driver": "580.65", "torch": "2.11.0"}
+    for version, m, driver in (("0.2.0", 100.0, "580.65"), ("0.3.0", 100.2, "580.65"),
+                               ("0.4.0", 99.9, "580.65"), ("0.5.0", 112.0, "590.10"),
+                               ("0.6.0", 112.3, "590.10"), ("0.7.0", 111.9, "590.10")):
+        run = Run(job_id=job.id, target="h100", queue="q", flashinfer_version=version,
+                  point_indices=[0], gpu_sku="h100",
+                  environment={**env, "driver": driver, "flashinfer": version})
+        session.add(run)
+        session.flush()
+        _point(session, run, version, m)
+    session.commit()
+    hist = series_history(session, "s1")
+    assert hist is not None
+    assert [(b.before_version, b.after_version, b.fields) for b in hist.environment_breaks] == [
+        ("0.4.0", "0.5.0", ["driver"])]
+    assert [(c.after_version, c.environment_changed) for c in hist.change_points] == [
+        ("0.5.0", ["driver"])]
+    assert hist.releases[0].environment["driver"] == "580.65"

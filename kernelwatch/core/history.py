@@ -19,6 +19,7 @@ Two detectors look at the log of that sequence, because a release can hurt in tw
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -32,7 +33,8 @@ from scipy import stats as sstats
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kernelwatch.core.models import Point, PointStatus
+from kernelwatch.core.environment import context, environment_changed
+from kernelwatch.core.models import Point, PointStatus, Run
 
 MIN_NOISE = 0.003  # relative: below this, run-to-run variation of a GPU kernel is not known
 PENALTY_SIGMAS = 4.0
@@ -49,6 +51,9 @@ class ChangePoint:
     after_median_us: float
     ratio: float  # after / before (segment medians)
     direction: str  # slower | faster
+    # Environment fields that changed at the same release (core.environment): the step may be
+    # the driver's or torch's, not FlashInfer's.
+    environment_changed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -70,6 +75,18 @@ class ReleasePoint:
     points: int
     run_ids: list[int]
     noise: float | None  # relative half-width of the medians' 95% CI / 1.96
+    # The context of its newest run's environment (core.environment.context).
+    environment: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass
+class EnvironmentBreak:
+    """Between two consecutive releases of a series, its environment changed: numbers on
+    either side of the break mean different things beyond FlashInfer's own change."""
+
+    before_version: str
+    after_version: str
+    fields: list[str]
 
 
 @dataclass
@@ -83,6 +100,7 @@ class SeriesHistory:
     change_points: list[ChangePoint] = field(default_factory=list)
     drift: Drift | None = None
     noise: float | None = None
+    environment_breaks: list[EnvironmentBreak] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,6 +229,8 @@ def series_history(
     for p in pts:
         if p.status == PointStatus.ok and p.median_us and p.flashinfer_version:
             by_version[p.flashinfer_version].append(p)
+    envs: dict[int, dict[str, Any] | None] = dict(session.execute(
+        select(Run.id, Run.environment).where(Run.id.in_({p.run_id for p in pts}))).all())
     for v in sort_versions(list(by_version)):
         group = by_version[v]
         noise = [
@@ -225,8 +245,14 @@ def series_history(
                 points=len(group),
                 run_ids=sorted({p.run_id for p in group}),
                 noise=float(np.median(noise)) if noise else None,
+                environment=context(envs.get(max(p.run_id for p in group))),
             )
         )
+    for before, after in itertools.pairwise(hist.releases):
+        changed = environment_changed(before.environment, after.environment)
+        if changed:
+            hist.environment_breaks.append(
+                EnvironmentBreak(before.version, after.version, changed))
     if len(hist.releases) >= 2:
         hist.change_points, hist.drift, hist.noise = analyse(
             [r.version for r in hist.releases],
@@ -234,4 +260,7 @@ def series_history(
             [r.noise for r in hist.releases if r.noise is not None],
             threshold,
         )
+    breaks = {b.after_version: b.fields for b in hist.environment_breaks}
+    for cp in hist.change_points:
+        cp.environment_changed = breaks.get(cp.after_version or "", [])
     return hist
