@@ -92,31 +92,64 @@ def _request(method: str, path: str, **kw: Any) -> httpx.Response:
               "a summary table.")
 @click.option("--idempotency-key", help="Submitting twice with one key makes one job.")
 @click.option("--poll", default=1.0, show_default=True, help="Seconds between status checks.")
-def submit(spec_file: Path, wait: bool, idempotency_key: str | None, poll: float) -> None:
+@click.option("--from-testlist", is_flag=True, help="SPEC_FILE is a flashinfer_benchmark.py "
+              "--testlist file: each line becomes the same experiment as a sweep (lines that "
+              "cannot be mapped are refused, naming the flag). Needs --target and --versions.")
+@click.option("--target", help="With --from-testlist: the worker tag to run on (e.g. h200).")
+@click.option("--versions", help="With --from-testlist: FlashInfer versions, comma-separated.")
+def submit(spec_file: Path, wait: bool, idempotency_key: str | None, poll: float,
+           from_testlist: bool, target: str | None, versions: str | None) -> None:
     """Submit a sweep spec (YAML or JSON file) to the API. With --wait, exit status is 0 when
     the job succeeded or finished partially, 1 when it failed or was cancelled."""
-    ctype = "application/yaml" if spec_file.suffix.lower() in YAML_SUFFIXES \
-        else "application/json"
+    if not from_testlist:
+        ctype = "application/yaml" if spec_file.suffix.lower() in YAML_SUFFIXES \
+            else "application/json"
+        jobs = [_submit_one(spec_file.read_bytes(), ctype, idempotency_key)]
+    else:
+        jobs = [_submit_one(json.dumps(spec).encode(), "application/json",
+                            f"{idempotency_key}:{i}" if idempotency_key else None)
+                for i, spec in enumerate(_testlist_specs(spec_file, target, versions))]
+    if not wait:
+        return
+    statuses = []
+    for job in jobs:
+        try:
+            job = _follow(job["id"], poll)
+        except KeyboardInterrupt:
+            click.echo(f"stopped following job {job['id']}; it goes on "
+                       f"(kernelwatch results {job['id']})", err=True)
+            sys.exit(130)
+        _print_summary(job, _request("GET", f"/v1/jobs/{job['id']}/results").json()["rows"])
+        statuses.append(job["status"])
+    sys.exit(0 if all(s in ("succeeded", "partial") for s in statuses) else 1)
+
+
+def _submit_one(content: bytes, ctype: str, idempotency_key: str | None) -> dict[str, Any]:
     headers = {"Content-Type": ctype}
     if idempotency_key:
         headers["Idempotency-Key"] = idempotency_key
-    resp = _request("POST", "/v1/jobs", content=spec_file.read_bytes(), headers=headers)
-    job = resp.json()
+    resp = _request("POST", "/v1/jobs", content=content, headers=headers)
+    job: dict[str, Any] = resp.json()
     verb = "submitted" if resp.status_code == 201 else "already submitted (same key)"
     click.echo(f"job {job['id']} {verb}: {job['name']}, {len(job['runs'])} run(s), "
                f"{job['total_points']} measurements")
     if job.get("message"):
         click.echo(job["message"])
-    if not wait:
-        return
-    try:
-        job = _follow(job["id"], poll)
-    except KeyboardInterrupt:
-        click.echo(f"stopped following job {job['id']}; it goes on "
-                   f"(kernelwatch results {job['id']})", err=True)
-        sys.exit(130)
-    _print_summary(job, _request("GET", f"/v1/jobs/{job['id']}/results").json()["rows"])
-    sys.exit(0 if job["status"] in ("succeeded", "partial") else 1)
+    return job
+
+
+def _testlist_specs(path: Path, target: str | None, versions: str | None) -> list[dict[str, Any]]:
+    from kernelwatch.core.benchmark_cli import read_testlist
+
+    if not target or not versions:
+        _fail("--from-testlist needs --target (a worker tag) and --versions (FlashInfer's)", 2)
+    specs, refused = read_testlist(path.read_text().splitlines())
+    for err in refused:
+        click.echo(f"refused: {err}", err=True)
+    if not specs:
+        _fail(f"{path}: no testlist line could be mapped", 2)
+    fi = [v.strip() for v in versions.split(",") if v.strip()]
+    return [{**s, "targets": [target], "flashinfer_versions": fi} for s in specs]
 
 
 def _follow(job_id: int, poll: float) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core import outbox
+from kernelwatch.core.benchmark_cli import repro_command
 from kernelwatch.core.broker import TASK_EXECUTE_RUN, get_celery, queue_for_tag
 from kernelwatch.core.db import insert_or_existing
 from kernelwatch.core.errors import IllegalTransition, InvalidInput, NotFound
@@ -465,5 +466,8 @@ def result_rows(session: Session, job: Job) -> list[dict[str, Any]]:
         row.update({f"env_{k}": env.get(k) for k in ENV_COLUMNS})
         row.update({f"param_{k}": v for k, v in (point.params or {}).items()})
         row.update({c: getattr(point, c) for c in POINT_COLUMNS})
+        # The same experiment in FlashInfer's own benchmark, or why there is none.
+        repro = repro_command(point.kernel, point.params or {}, point.backend)
+        row["repro_command"], row["repro_note"] = repro.command, repro.reason
         out.append(row)
     return out
