@@ -66,6 +66,8 @@ def test_a_points_command_reads_back_as_the_same_series(kernel: str, params: dic
      ".py builds fa2's batch_prefill wrapper without it"),
     ("batch_decode", {}, "torch-sdpa", "backend torch-sdpa is not FlashInfer's"),
     ("single_decode", {}, "fa2", "no routine for single_decode"),
+    ("batch_decode", {"kv_layout": "HND", "fixed_split_size": 256}, "fa2",
+     "fixed_split_size=256: flashinfer_benchmark.py has no flag for it"),
 ])
 def test_a_point_with_no_equal_command_says_why(kernel: str, params: dict[str, object],
                                                 backend: str, reason: str) -> None:

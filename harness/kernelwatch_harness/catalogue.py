@@ -7,6 +7,7 @@ completed parameters are the same experiment (see ``kernelwatch.core.series``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,10 @@ PARAMS: dict[str, Param] = {
         # (they capture decode in CUDA graphs) and flashinfer_benchmark.py both run. Points
         # stored before this parameter existed were measured without it and record false.
         Param("use_cuda_graph", bool, True, choices=(False, True)),
+        # The batch wrappers' split-KV controls (plan()): a fixed chunk size in tokens for the
+        # partial attention states (0: FlashInfer chooses), or no split at all.
+        Param("fixed_split_size", int, 0, min=0, max=1 << 20),
+        Param("disable_split_kv", bool, False, choices=(False, True)),
         Param("kv_len_distribution", str, "constant", choices=KV_DISTRIBUTIONS),
         Param("seed", int, 0, min=0, max=2**31 - 1),
     )
@@ -90,7 +95,8 @@ KERNELS: dict[str, Kernel] = {
         Kernel(
             "batch_decode",
             ("batch_size", "kv_len", *_HEADS, "page_size", "kv_layout", "dtype", "kv_dtype",
-             "use_tensor_cores", "use_cuda_graph", "kv_len_distribution", "seed"),
+             "use_tensor_cores", "use_cuda_graph", "fixed_split_size", "disable_split_kv",
+             "kv_len_distribution", "seed"),
             ("auto", "fa2", "fa3", "trtllm-gen", "cudnn"),
             "BatchDecodeWithPagedKVCacheWrapper: one query token per request, paged KV",
         ),
@@ -103,14 +109,15 @@ KERNELS: dict[str, Kernel] = {
         Kernel(
             "batch_prefill",
             ("batch_size", "qo_len", "kv_len", *_HEADS, "page_size", "kv_layout", "dtype",
-             "kv_dtype", "causal", "use_cuda_graph", "kv_len_distribution", "seed"),
+             "kv_dtype", "causal", "use_cuda_graph", "fixed_split_size", "disable_split_kv",
+             "kv_len_distribution", "seed"),
             ("auto", "fa2", "fa3", "trtllm-gen", "cudnn"),
             "BatchPrefillWithPagedKVCacheWrapper: qo_len queries per request, paged KV",
         ),
         Kernel(
             "batch_prefill_ragged",
             ("batch_size", "qo_len", "kv_len", *_HEADS, "dtype", "causal", "use_cuda_graph",
-             "kv_len_distribution", "seed"),
+             "fixed_split_size", "disable_split_kv", "kv_len_distribution", "seed"),
             ("auto", "fa2", "fa3", "cutlass", "cudnn"),
             "BatchPrefillWithRaggedKVCacheWrapper: packed variable-length Q/K/V",
         ),
@@ -127,15 +134,19 @@ KERNELS: dict[str, Kernel] = {
 
 # What was in effect, before a parameter existed, for points that do not name it: stored points
 # and exports are given these values (never the new default), so they keep their meaning.
-LEGACY_VALUES: dict[str, Any] = {"use_cuda_graph": False}
+LEGACY_VALUES: dict[str, Any] = {"use_cuda_graph": False, "fixed_split_size": 0,
+                                 "disable_split_kv": False}
 
 
-def with_legacy_values(kernel: str, params: dict[str, Any]) -> dict[str, Any]:
-    """A stored point's parameters with the ``LEGACY_VALUES`` its kernel takes and it lacks."""
+def with_legacy_values(kernel: str, params: dict[str, Any],
+                       names: Sequence[str] | None = None) -> dict[str, Any]:
+    """A stored point's parameters with the ``LEGACY_VALUES`` (of ``names``, default all) its
+    kernel takes and it lacks."""
     spec = KERNELS.get(kernel)
     if spec is None:
         return dict(params)
-    extra = {k: v for k, v in LEGACY_VALUES.items() if k in spec.params and k not in params}
+    wanted = LEGACY_VALUES if names is None else {n: LEGACY_VALUES[n] for n in names}
+    extra = {k: v for k, v in wanted.items() if k in spec.params and k not in params}
     return {**params, **extra}
 
 

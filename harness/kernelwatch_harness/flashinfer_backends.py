@@ -54,9 +54,21 @@ def decode_init_kwargs(params: dict[str, Any], backend: str) -> dict[str, Any]:
     }
 
 
+def split_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """plan()'s split-KV controls, passed only when set: left out, a version without them
+    runs exactly as before they existed."""
+    out: dict[str, Any] = {}
+    if params.get("fixed_split_size"):
+        out["fixed_split_size"] = int(params["fixed_split_size"])
+    if params.get("disable_split_kv"):
+        out["disable_split_kv"] = True
+    return out
+
+
 def decode_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
     return {
+        **split_kwargs(p),
         "indptr": inp.meta["kv_indptr"],
         "indices": inp.meta["kv_indices"],
         "last_page_len": inp.meta["kv_last_page_len"],
@@ -134,6 +146,7 @@ def check_accepts(fn: Any, kwargs: dict[str, Any], what: str, version: str) -> N
 def prefill_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
     return {
+        **split_kwargs(p),
         "qo_indptr": inp.meta["qo_indptr"],
         "paged_kv_indptr": inp.meta["kv_indptr"],
         "paged_kv_indices": inp.meta["kv_indices"],
@@ -152,6 +165,7 @@ def prefill_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
 def ragged_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
     return {
+        **split_kwargs(p),
         "qo_indptr": inp.meta["qo_indptr"],
         "kv_indptr": inp.meta["kv_indptr"],
         "num_qo_heads": p["num_qo_heads"],
@@ -392,6 +406,11 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
     device = next(iter(inp.meta.values())).device
     check_arch(backend, torch.cuda.get_device_capability(device), cudnn_frontend_installed())
     workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
+    if backend == "cudnn" and split_kwargs(p):
+        raise NotImplementedError(
+            f"backend 'cudnn' is called directly (no wrapper plan()): it has no "
+            f"{', '.join(split_kwargs(p))}; allowed: fixed_split_size 0, disable_split_kv false"
+        )
     if backend == "cudnn" and kernel in ("batch_prefill", "batch_prefill_ragged"):
         return _cudnn_prefill(inp, scale, workspace)
     if backend == "cudnn" and kernel == "batch_decode":
@@ -431,8 +450,20 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
         fn = lambda d: wrapper.run(d["q_nope"], d["q_pe"], d["ckv"], d["kpe"])  # noqa: E731
         outputs = _split([1] * len(inp.kv_lens))
 
+    if kernel != "mla_decode":
+        check_accepts(cls.plan, split_kwargs(p), f"{classes[kernel]}.plan()", version)
+
     def plan() -> None:
-        wrapper.plan(**plan_kw)
+        try:
+            wrapper.plan(**plan_kw)
+        except TypeError as exc:  # a plan(**kwargs) forwarding to an impl without the option
+            unknown = [k for k in split_kwargs(p) if k in str(exc)]
+            if unknown:
+                raise NotImplementedError(
+                    f"FlashInfer {version}'s {classes[kernel]}.plan() has no "
+                    f"{', '.join(unknown)}: this option cannot be measured with this version"
+                ) from exc
+            raise
 
     t0 = time.perf_counter()
     plan()

@@ -85,6 +85,9 @@ def repro_command(kernel: str, params: dict[str, Any], backend: str) -> Repro:
     if p.get("kv_len_distribution", "constant") != "constant":
         return Repro(None, f"kv_len_distribution {p['kv_len_distribution']}: "
                            "flashinfer_benchmark.py gives every request the same s_kv")
+    for name in ("fixed_split_size", "disable_split_kv"):
+        if p.get(name):
+            return Repro(None, f"{name}={p[name]}: flashinfer_benchmark.py has no flag for it")
     fixed = benchmark_params(kernel, backend, bool(p.get("use_cuda_graph", True)))
     bench_backend = backend
     if kernel == "batch_decode" and backend == "fa2" and p.get("use_tensor_cores"):

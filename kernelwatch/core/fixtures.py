@@ -23,10 +23,9 @@ from typing import Any
 from sqlalchemy import DateTime, insert, select
 from sqlalchemy.orm import Session
 
+from kernelwatch.core.legacy import legacy_identity, legacy_spec
 from kernelwatch.core.models import Base, Job, Node, Point, Run, Sample
-from kernelwatch.core.series import rekey
 from kernelwatch.core.stats import bootstrap_median_ci
-from kernelwatch_harness.catalogue import with_legacy_values
 
 FORMAT = "kernelwatch-job/1"
 
@@ -101,37 +100,11 @@ def export_job(session: Session, job_id: int) -> dict[str, Any]:
     return {"format": FORMAT, "job": _to_dict(job), "runs": out_runs}
 
 
-def legacy_spec(spec: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A job spec stored before one of its kernel's parameters existed names that parameter's
-    ``LEGACY_VALUES`` (what it measured), so its grid stays the one it measured."""
-    if not spec or "kernel" not in spec:
-        return spec
-    params = dict(spec.get("params") or {})
-    legacy = with_legacy_values(str(spec["kernel"]), {k: None for k in params})
-    added = {k: [v] for k, v in legacy.items() if k not in params}
-    return {**spec, "params": {**params, **added}} if added else spec
-
-
-def _legacy_identity(values: dict[str, Any]) -> None:
-    """An exported point from before one of its kernel's parameters existed: the parameter's
-    legacy value, and the key that goes with it (as the database's migration gives them)."""
-    kernel, params = values.get("kernel"), values.get("params")
-    if not kernel or not isinstance(params, dict):
-        return
-    new = with_legacy_values(str(kernel), params)
-    if new == params:
-        return
-    key = rekey(str(kernel), params, new, str(values.get("backend")), values.get("gpu_sku"),
-                str(values.get("series_key")))
-    if key is not None:
-        values["params"], values["series_key"] = new, key
-
-
 def import_job(session: Session, data: dict[str, Any]) -> Job:
     """Insert an exported job as a new job (new ids; statistics and raw samples kept as they
     were measured). An export made by an older kernelwatch is brought to the current meaning
     as the database's migrations bring stored points: CIs recomputed from the samples, and the
-    legacy values of parameters added since (``_legacy_identity``). The caller commits."""
+    legacy values of parameters added since (``core.legacy``). The caller commits."""
     if data.get("format") != FORMAT:
         raise ValueError(f"not a kernelwatch job export (format must be {FORMAT!r})")
     job_values = _from_dict(Job, data["job"])
@@ -147,7 +120,7 @@ def import_job(session: Session, data: dict[str, Any]) -> Job:
         session.flush()
         for point_data in run_data.get("points", []):
             values = _from_dict(Point, point_data)
-            _legacy_identity(values)
+            legacy_identity(values)
             s = point_data.get("samples") or {}
             iterations, latencies = s.get("iteration", []), s.get("latency_us", [])
             repeats = s.get("repeat") or [0] * len(latencies)  # exports before repeats
