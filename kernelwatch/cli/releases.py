@@ -258,7 +258,8 @@ def _print_status(body: dict[str, Any]) -> None:
     note = body.get("notification")
     if note:
         outcome = "sent" if note["sent"] else f"not sent ({note.get('error')})"
-        console.print(f"notification: {outcome}; {note.get('attempts', 0)} attempt(s), "
-                      f"response {note.get('response_code')}")
+        code = note.get("response_code")
+        console.print(f"notification: {outcome}; {note.get('attempts', 0)} attempt(s)"
+                      + (f", last response HTTP {code}" if code is not None else ""))
     elif body["status"] not in _FINAL:
         console.print(f"waiting: poll {body['status_url']}")
