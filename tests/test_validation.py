@@ -75,6 +75,8 @@ CASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
      ["params"], ["point 0", "141 GiB", "'hopper'"]),
     ("empty grid", {"params": _params(kv_len=[])}, ["params", "kv_len"],
      ["params.kv_len", "empty", "no points"]),
+    ("unknown clock mode", {"timing": {"clock": "turbo"}}, ["timing", "clock"],
+     ["timing.clock", "boost", "sustained"]),
     ("too few iterations", {"timing": {"iterations": 5}}, ["timing", "iterations"],
      ["timing.iterations", "30"]),
     ("too many repeats", {"timing": {"repeats": 11}}, ["timing", "repeats"],

@@ -17,7 +17,13 @@ from kernelwatch_harness.catalogue import KERNELS, TORCH_BACKENDS
 from kernelwatch_harness.formulas import samples_per_repeat
 from kernelwatch_harness.inputs import Inputs, flashinfer_inputs, sm_scale, torch_inputs
 from kernelwatch_harness.prepared import Prepared
-from kernelwatch_harness.protocol import TIMING_DEFAULTS, PointMessage, TimingConfig
+from kernelwatch_harness.protocol import (
+    SUSTAINED_WARMUP_MS,
+    TIMING_DEFAULTS,
+    ClockMode,
+    PointMessage,
+    TimingConfig,
+)
 from kernelwatch_harness.reference import max_abs_error, reference, tolerance
 from kernelwatch_harness.telemetry import Nvml, is_throttled
 from kernelwatch_harness.torch_backends import prepare_torch
@@ -83,6 +89,12 @@ class Measurer:
         self.warmup = int(cfg["warmup"])
         # Calls >= timing.SUSTAINED_MIN_CALL_US warm up for at least this much GPU time.
         self.warmup_ms = float(cfg["warmup_ms"])
+        # The sustained clock: heavy calls warm up first (SUSTAINED_WARMUP_MS unless warmup_ms
+        # says otherwise) and every sample is kept; warmup_ms > 0 alone asks for it too.
+        self.clock_mode: ClockMode = (
+            "sustained" if cfg.get("clock") == "sustained" or self.warmup_ms > 0 else "boost")
+        if self.clock_mode == "sustained" and self.warmup_ms <= 0:
+            self.warmup_ms = SUSTAINED_WARMUP_MS
         floor = float(cfg["clock_floor"])
         self.boost_mhz: float | None = None  # the probe's boost reading, taken at first use
         # A point is measured in ``repeats`` repeats (harness/__main__.py interleaves them
@@ -156,6 +168,7 @@ class Measurer:
                 "telemetry": {},
                 # the clock discipline this point's samples are kept under (series identity)
                 "clock_floor": self.clock_floor or None,
+                "clock_mode": self.clock_mode if self.device == "cuda" else None,
             }
         )
         # The first repeat's telemetry stays at the top level; every repeat's NVML readings

@@ -26,18 +26,27 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, NotRequired, TypedDict, get_args
 
 # 2: repeats (repeat_sizes); 3: clock_floor and per-sample clocks; 4: "start" before each
-# repeat; 5: the request and the env message carry the protocol version.
-PROTOCOL_VERSION = 5
+# repeat; 5: the request and the env message carry the protocol version; 6: timing.clock
+# (boost | sustained) and the point's clock_mode.
+PROTOCOL_VERSION = 6
 
 # --------------------------------------------------------------------------- timing
 
 TimingMethod = Literal["cuda_graph", "cupti", "auto", "cuda_event"]
 ColdL2Method = Literal["rotate", "flush", "flush_clean"]
+# boost: short bursts, samples under the clock floor retaken (what reruns reproduce);
+# sustained: heavy calls warmed for SUSTAINED_WARMUP_MS first, every sample kept (the clock a
+# serving engine's steady load runs at).
+ClockMode = Literal["boost", "sustained"]
 # The method a point was actually timed with ("auto" resolves; CPU runs use the host clock).
 MeasuredMethod = Literal["cuda_graph", "cupti", "cuda_event", "cpu_perf_counter"]
 PointStatusName = Literal["ok", "incorrect", "unsupported", "error"]
 
 TIMING_METHODS: tuple[str, ...] = get_args(TimingMethod)
+CLOCK_MODES: tuple[str, ...] = get_args(ClockMode)
+# The sustained clock's default warm-up: GPU time that heavy calls (>= 100 us) run before
+# their samples. Well past the tens of ms in which the power limiter lowers the SM clock.
+SUSTAINED_WARMUP_MS = 500.0
 COLD_L2_METHODS: tuple[str, ...] = get_args(ColdL2Method)
 
 
@@ -57,6 +66,7 @@ class TimingDefaults:
     check_correctness: bool = True
     method: TimingMethod = "cuda_graph"
     cold_l2_method: ColdL2Method = "rotate"
+    clock: ClockMode = "boost"
 
     def as_dict(self) -> TimingConfig:
         return TimingConfig(**asdict(self))  # type: ignore[typeddict-item]
@@ -77,6 +87,7 @@ class TimingConfig(TypedDict, total=False):
     check_correctness: bool
     method: TimingMethod
     cold_l2_method: ColdL2Method
+    clock: ClockMode
 
 
 # --------------------------------------------------------------------------- request
@@ -133,6 +144,7 @@ class PointMessage(TypedDict):
     # and the discards, the traceback of an error.
     telemetry: NotRequired[dict[str, Any]]
     clock_floor: NotRequired[float | None]  # samples kept only at >= this x the boost clock
+    clock_mode: NotRequired[ClockMode | None]  # the clock it was measured at (GPU points)
 
 
 class LogMessage(TypedDict):

@@ -45,7 +45,10 @@ def clock_summary(telemetry: dict[str, Any] | None) -> ClockSummary | None:
 
 def clock_state(message: Mapping[str, Any]) -> str | None:
     """"boost" for a harness point message whose samples were kept under the clock floor
-    (the message says so, or, in raw files written before it did, its repeats' telemetry)."""
+    (the message says so, or, in raw files written before it did, its repeats' telemetry);
+    "sustained" for one measured at the sustained clock (timing.clock)."""
+    if message.get("clock_mode") == "sustained":
+        return "sustained"
     if message.get("clock_floor"):
         return "boost"
     clock = clock_summary(message.get("telemetry"))

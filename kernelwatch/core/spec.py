@@ -16,7 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from kernelwatch.core import gpus
 from kernelwatch_harness import catalogue
 from kernelwatch_harness.formulas import DTYPE_SIZES, point_work
-from kernelwatch_harness.protocol import TIMING_DEFAULTS, ColdL2Method, TimingConfig, TimingMethod
+from kernelwatch_harness.protocol import (
+    TIMING_DEFAULTS,
+    ClockMode,
+    ColdL2Method,
+    TimingConfig,
+    TimingMethod,
+)
 
 MAX_GRID_POINTS = 10_000
 MAX_ITERATIONS = 10_000
@@ -60,6 +66,16 @@ class Timing(BaseModel):
     # writing a 2 x L2 buffer (FlashInfer's CUPTI timer) or by reading one (flush_clean: no
     # dirty lines left for the timed call to write back).
     cold_l2_method: ColdL2Method = TIMING_DEFAULTS.cold_l2_method
+    # boost (default): short bursts at the boost clock, samples under the clock floor
+    # retaken; sustained: heavy calls warm up first (warmup_ms, default 500 ms) and every
+    # sample is kept. Part of the series identity. warmup_ms > 0 implies sustained.
+    clock: ClockMode = TIMING_DEFAULTS.clock
+
+    @model_validator(mode="after")
+    def _sustained_when_warmed(self) -> Timing:
+        if self.warmup_ms > 0 and self.clock == "boost":
+            self.clock = "sustained"  # what a time-based warm-up has always measured
+        return self
 
     @model_validator(mode="after")
     def _enough_samples_per_repeat(self) -> Timing:
