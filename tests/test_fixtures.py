@@ -152,7 +152,8 @@ def test_an_export_from_before_the_plan_mode_keeps_its_meaning(session: Session)
     those parameters (the one a new point measured that way gets), and its job's spec names
     the value, so the job's grid is still the grid it measured."""
     exported = fixtures.export_job(session, _make_job(session).id)
-    added = ("use_cuda_graph", "fixed_split_size", "disable_split_kv")
+    added = ("use_cuda_graph", "fixed_split_size", "disable_split_kv", "window_left",
+             "logits_soft_cap")
     old_params = {k: v for k, v in PARAMS.items() if k not in added}
     exported["job"]["spec"] = {"name": "fx", "kernel": "batch_decode", "params": {"kv_len": [64]}}
     for point in exported["runs"][0]["points"]:
@@ -162,7 +163,8 @@ def test_an_export_from_before_the_plan_mode_keeps_its_meaning(session: Session)
     session.flush()
     points = session.scalars(select(Point).where(Point.job_id == copy.id)).all()
     assert {p.params["use_cuda_graph"] for p in points} == {False}
-    legacy = {"use_cuda_graph": False, "fixed_split_size": 0, "disable_split_kv": False}
+    legacy = {"use_cuda_graph": False, "fixed_split_size": 0, "disable_split_kv": False,
+              "window_left": -1, "logits_soft_cap": 0}
     assert all(p.series_key == series_key("batch_decode", {**old_params, **legacy},
                                           p.backend, None) for p in points)
     assert copy.spec["params"] == {"kv_len": [64], **{k: [v] for k, v in legacy.items()}}

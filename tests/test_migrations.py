@@ -208,17 +208,18 @@ def test_0005_recomputes_every_ci_on_the_log_scale(fresh_pg: str) -> None:
         engine.dispose()
 
 
-def test_0006_0007_give_stored_points_the_plan_they_were_measured_with(fresh_pg: str) -> None:
-    """0006 and 0007: a batch_decode point stored before use_cuda_graph and the split-KV
-    controls existed gets their legacy values (false; 0 and false) and the series key of those
-    parameters (the key a new point measured that way gets); its job's spec names the values;
-    downgrading restores both exactly."""
+def test_0006_to_0008_give_stored_points_the_plan_they_were_measured_with(fresh_pg: str) -> None:
+    """0006, 0007 and 0008: a batch_decode point stored before use_cuda_graph, the split-KV
+    controls and the attention variants existed gets their legacy values (false; 0 and false;
+    -1 and 0) and the series key of those parameters (the key a new point measured that way
+    gets); its job's spec names the values; downgrading restores both exactly."""
     from kernelwatch.core.series import series_key
 
     upgrade(fresh_pg)
     engine = make_engine(fresh_pg)
     new_params = complete_params("batch_decode", {"kv_len": 512, "use_cuda_graph": False})
-    added = ("use_cuda_graph", "fixed_split_size", "disable_split_kv")
+    added = ("use_cuda_graph", "fixed_split_size", "disable_split_kv", "window_left",
+             "logits_soft_cap")
     old_params = {k: v for k, v in new_params.items() if k not in added}
     try:
         _store_two_points(engine, "batch_decode", new_params)
@@ -237,7 +238,8 @@ def test_0006_0007_give_stored_points_the_plan_they_were_measured_with(fresh_pg:
         assert after == [(new_params, series_key("batch_decode", new_params, "torch-sdpa",
                                                  None))] * 2
         assert spec["params"] == {"kv_len": [512], "use_cuda_graph": [False],
-                                  "fixed_split_size": [0], "disable_split_kv": [False]}
+                                  "fixed_split_size": [0], "disable_split_kv": [False],
+                                  "window_left": [-1], "logits_soft_cap": [0]}
         command.downgrade(alembic_config(fresh_pg), "0005_point_ci_log_scale")
         with Session(engine) as s:
             again = [(p.params, p.series_key) for p in

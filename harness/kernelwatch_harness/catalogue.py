@@ -60,6 +60,11 @@ PARAMS: dict[str, Param] = {
         # partial attention states (0: FlashInfer chooses), or no split at all.
         Param("fixed_split_size", int, 0, min=0, max=1 << 20),
         Param("disable_split_kv", bool, False, choices=(False, True)),
+        # Attention variants the wrappers take: a sliding window (keys at most window_left
+        # positions left of the query's own; -1: none) and a logits soft cap
+        # (cap * tanh(logits / cap), as Gemma-2 and Grok use; 0: none).
+        Param("window_left", int, -1, min=-1, max=1 << 20),
+        Param("logits_soft_cap", int, 0, min=0, max=10_000),
         Param("kv_len_distribution", str, "constant", choices=KV_DISTRIBUTIONS),
         Param("seed", int, 0, min=0, max=2**31 - 1),
     )
@@ -88,7 +93,8 @@ KERNELS: dict[str, Kernel] = {
     for k in (
         Kernel(
             "single_decode",
-            ("kv_len", *_HEADS, "kv_layout", "dtype", "kv_dtype", "use_tensor_cores"),
+            ("kv_len", *_HEADS, "kv_layout", "dtype", "kv_dtype", "use_tensor_cores",
+             "window_left", "logits_soft_cap"),
             ("auto", "fa2"),
             "one request, one query token against a contiguous KV",
         ),
@@ -96,13 +102,14 @@ KERNELS: dict[str, Kernel] = {
             "batch_decode",
             ("batch_size", "kv_len", *_HEADS, "page_size", "kv_layout", "dtype", "kv_dtype",
              "use_tensor_cores", "use_cuda_graph", "fixed_split_size", "disable_split_kv",
-             "kv_len_distribution", "seed"),
+             "window_left", "logits_soft_cap", "kv_len_distribution", "seed"),
             ("auto", "fa2", "fa3", "trtllm-gen", "cudnn"),
             "BatchDecodeWithPagedKVCacheWrapper: one query token per request, paged KV",
         ),
         Kernel(
             "single_prefill",
-            ("qo_len", "kv_len", *_HEADS, "kv_layout", "dtype", "causal"),
+            ("qo_len", "kv_len", *_HEADS, "kv_layout", "dtype", "causal", "window_left",
+             "logits_soft_cap"),
             ("auto", "fa2", "fa3"),
             "one request, qo_len query tokens against a contiguous KV",
         ),
@@ -110,14 +117,15 @@ KERNELS: dict[str, Kernel] = {
             "batch_prefill",
             ("batch_size", "qo_len", "kv_len", *_HEADS, "page_size", "kv_layout", "dtype",
              "kv_dtype", "causal", "use_cuda_graph", "fixed_split_size", "disable_split_kv",
-             "kv_len_distribution", "seed"),
+             "window_left", "logits_soft_cap", "kv_len_distribution", "seed"),
             ("auto", "fa2", "fa3", "trtllm-gen", "cudnn"),
             "BatchPrefillWithPagedKVCacheWrapper: qo_len queries per request, paged KV",
         ),
         Kernel(
             "batch_prefill_ragged",
             ("batch_size", "qo_len", "kv_len", *_HEADS, "dtype", "causal", "use_cuda_graph",
-             "fixed_split_size", "disable_split_kv", "kv_len_distribution", "seed"),
+             "fixed_split_size", "disable_split_kv", "window_left", "logits_soft_cap",
+             "kv_len_distribution", "seed"),
             ("auto", "fa2", "fa3", "cutlass", "cudnn"),
             "BatchPrefillWithRaggedKVCacheWrapper: packed variable-length Q/K/V",
         ),
@@ -135,7 +143,8 @@ KERNELS: dict[str, Kernel] = {
 # What was in effect, before a parameter existed, for points that do not name it: stored points
 # and exports are given these values (never the new default), so they keep their meaning.
 LEGACY_VALUES: dict[str, Any] = {"use_cuda_graph": False, "fixed_split_size": 0,
-                                 "disable_split_kv": False}
+                                 "disable_split_kv": False, "window_left": -1,
+                                 "logits_soft_cap": 0}
 
 
 def with_legacy_values(kernel: str, params: dict[str, Any],

@@ -17,6 +17,7 @@ import torch
 
 from kernelwatch_harness.inputs import Inputs, indptr, torch_dtype
 from kernelwatch_harness.prepared import Prepared
+from kernelwatch_harness.reference import variant
 
 WORKSPACE_BYTES = 256 * 1024 * 1024
 """Float workspace for the batch wrappers (split-KV partial outputs); FlashInfer's examples use
@@ -30,6 +31,7 @@ def _dtypes(params: dict[str, Any]) -> tuple[torch.dtype, torch.dtype]:
 
 def single_decode_kwargs(params: dict[str, Any], scale: float) -> dict[str, Any]:
     return {
+        **variant_kwargs(params),
         "kv_layout": params["kv_layout"],
         "use_tensor_cores": bool(params["use_tensor_cores"]),
         "sm_scale": scale,
@@ -38,6 +40,7 @@ def single_decode_kwargs(params: dict[str, Any], scale: float) -> dict[str, Any]
 
 def single_prefill_kwargs(params: dict[str, Any], scale: float, backend: str) -> dict[str, Any]:
     return {
+        **variant_kwargs(params),
         "causal": bool(params["causal"]),
         "kv_layout": params["kv_layout"],
         "sm_scale": scale,
@@ -54,6 +57,23 @@ def decode_init_kwargs(params: dict[str, Any], backend: str) -> dict[str, Any]:
     }
 
 
+def variant_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """The attention variant's keywords (sliding window, logits soft cap), passed only when
+    set, as the split controls are."""
+    window_left, soft_cap = variant(params)
+    out: dict[str, Any] = {}
+    if window_left >= 0:
+        out["window_left"] = window_left
+    if soft_cap > 0:
+        out["logits_soft_cap"] = soft_cap
+    return out
+
+
+def plan_options(params: dict[str, Any]) -> dict[str, Any]:
+    """Every option a batch wrapper's plan() takes only when set."""
+    return {**split_kwargs(params), **variant_kwargs(params)}
+
+
 def split_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     """plan()'s split-KV controls, passed only when set: left out, a version without them
     runs exactly as before they existed."""
@@ -68,7 +88,7 @@ def split_kwargs(params: dict[str, Any]) -> dict[str, Any]:
 def decode_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
     return {
-        **split_kwargs(p),
+        **plan_options(p),
         "indptr": inp.meta["kv_indptr"],
         "indices": inp.meta["kv_indices"],
         "last_page_len": inp.meta["kv_last_page_len"],
@@ -146,7 +166,7 @@ def check_accepts(fn: Any, kwargs: dict[str, Any], what: str, version: str) -> N
 def prefill_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
     return {
-        **split_kwargs(p),
+        **plan_options(p),
         "qo_indptr": inp.meta["qo_indptr"],
         "paged_kv_indptr": inp.meta["kv_indptr"],
         "paged_kv_indices": inp.meta["kv_indices"],
@@ -165,7 +185,7 @@ def prefill_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
 def ragged_plan_kwargs(inp: Inputs, scale: float) -> dict[str, Any]:
     p, (dt, kv_dt) = inp.params, _dtypes(inp.params)
     return {
-        **split_kwargs(p),
+        **plan_options(p),
         "qo_indptr": inp.meta["qo_indptr"],
         "kv_indptr": inp.meta["kv_indptr"],
         "num_qo_heads": p["num_qo_heads"],
@@ -390,6 +410,8 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
         if backend not in ("auto", "fa2"):
             raise NotImplementedError(f"single_decode has no backend {backend!r} (auto, fa2)")
         kw = single_decode_kwargs(p, scale)
+        check_accepts(fi.single_decode_with_kv_cache, variant_kwargs(p),
+                      "single_decode_with_kv_cache()", str(fi.__version__))
         return Prepared(
             lambda d: fi.single_decode_with_kv_cache(q=d["q"], k=d["k"], v=d["v"], **kw),
             lambda o: [o[None]],
@@ -397,6 +419,8 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
         )
     if kernel == "single_prefill":
         kw = single_prefill_kwargs(p, scale, backend)
+        check_accepts(fi.single_prefill_with_kv_cache, variant_kwargs(p),
+                      "single_prefill_with_kv_cache()", str(fi.__version__))
         resolved = _auto_single_prefill(fi, inp) if backend == "auto" else backend
         return Prepared(
             lambda d: fi.single_prefill_with_kv_cache(q=d["q"], k=d["k"], v=d["v"], **kw),
@@ -406,10 +430,11 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
     device = next(iter(inp.meta.values())).device
     check_arch(backend, torch.cuda.get_device_capability(device), cudnn_frontend_installed())
     workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
-    if backend == "cudnn" and split_kwargs(p):
+    if backend == "cudnn" and plan_options(p):
         raise NotImplementedError(
             f"backend 'cudnn' is called directly (no wrapper plan()): it has no "
-            f"{', '.join(split_kwargs(p))}; allowed: fixed_split_size 0, disable_split_kv false"
+            f"{', '.join(plan_options(p))}; allowed: fixed_split_size 0, disable_split_kv "
+            "false, window_left -1, logits_soft_cap 0"
         )
     if backend == "cudnn" and kernel in ("batch_prefill", "batch_prefill_ragged"):
         return _cudnn_prefill(inp, scale, workspace)
@@ -451,13 +476,13 @@ def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
         outputs = _split([1] * len(inp.kv_lens))
 
     if kernel != "mla_decode":
-        check_accepts(cls.plan, split_kwargs(p), f"{classes[kernel]}.plan()", version)
+        check_accepts(cls.plan, plan_options(p), f"{classes[kernel]}.plan()", version)
 
     def plan() -> None:
         try:
             wrapper.plan(**plan_kw)
         except TypeError as exc:  # a plan(**kwargs) forwarding to an impl without the option
-            unknown = [k for k in split_kwargs(p) if k in str(exc)]
+            unknown = [k for k in plan_options(p) if k in str(exc)]
             if unknown:
                 raise NotImplementedError(
                     f"FlashInfer {version}'s {classes[kernel]}.plan() has no "

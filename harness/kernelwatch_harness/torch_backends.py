@@ -20,27 +20,26 @@ import torch.nn.functional as F
 
 from kernelwatch_harness.inputs import Inputs, torch_v
 from kernelwatch_harness.prepared import Prepared
-from kernelwatch_harness.reference import causal_mask
+from kernelwatch_harness.reference import attention_mask, scaled_logits, variant
 
 
 def _causal_args(
-    q: torch.Tensor, k: torch.Tensor, causal: bool
+    q: torch.Tensor, k: torch.Tensor, causal: bool, window_left: int = -1
 ) -> tuple[torch.Tensor | None, bool]:
-    """SDPA's (attn_mask, is_causal) for FlashInfer's causal convention."""
+    """SDPA's (attn_mask, is_causal) for FlashInfer's causal and window convention."""
     lq, lkv = q.shape[-2], k.shape[-2]
-    if not causal or lq == 1:
-        return None, False
     # SDPA's is_causal aligns top-left; FlashInfer aligns bottom-right. They agree when
     # lq == lkv, which keeps SDPA on its fused causal path; otherwise pass the mask.
-    if lq == lkv:
+    if causal and lq == lkv and lq > 1 and window_left < 0:
         return None, True
-    return causal_mask(lq, lkv, q.device), False
+    return attention_mask(lq, lkv, causal, window_left, q.device), False
 
 
 def _sdpa(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool,
+    window_left: int = -1, soft_cap: float = 0.0,
 ) -> torch.Tensor:
-    mask, is_causal = _causal_args(q, k, causal)
+    mask, is_causal = _causal_args(q, k, causal, window_left)
     if q.shape[-3] != k.shape[-3]:
         try:
             return F.scaled_dot_product_attention(
@@ -53,12 +52,13 @@ def _sdpa(
 
 
 def sdpa_kernel(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool,
+    window_left: int = -1,
 ) -> str | None:
     """Which of its fused kernels SDPA dispatches these inputs to (``CUDNN_ATTENTION``,
     ``FLASH_ATTENTION``, ``EFFICIENT_ATTENTION``, ``MATH``): "FlashInfer vs torch-sdpa" means
     a different kernel from one torch build or GPU to the next. None where torch cannot say."""
-    mask, is_causal = _causal_args(q, k, causal)
+    mask, is_causal = _causal_args(q, k, causal, window_left)
     gqa = q.shape[-3] != k.shape[-3]
     try:
         choice = torch._fused_sdp_choice(  # type: ignore[attr-defined]
@@ -70,21 +70,32 @@ def sdpa_kernel(
 
 
 def _math(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool,
+    window_left: int = -1, soft_cap: float = 0.0,
 ) -> torch.Tensor:
     b, h_qo, lq, _ = q.shape
     h_kv, lkv = k.shape[1], k.shape[2]
     qg = q.float().reshape(b, h_kv, h_qo // h_kv, lq, q.shape[-1])
-    scores = torch.einsum("bhgqd,bhkd->bhgqk", qg, k.float()) * scale
-    if causal and lq > 1:
-        scores = scores.masked_fill(~causal_mask(lq, lkv, q.device), -math.inf)
+    scores = scaled_logits(torch.einsum("bhgqd,bhkd->bhgqk", qg, k.float()) * scale, soft_cap)
+    mask = attention_mask(lq, lkv, causal, window_left, q.device)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -math.inf)
     out = torch.einsum("bhgqk,bhkd->bhgqd", torch.softmax(scores, dim=-1), v.float())
     return out.reshape(b, h_qo, lq, v.shape[-1])
 
 
 def prepare_torch(backend: str, inp: Inputs, scale: float) -> Prepared:
-    attend = {"torch-sdpa": _sdpa, "torch-math": _math}[backend]
+    attend_fn = {"torch-sdpa": _sdpa, "torch-math": _math}[backend]
     causal = bool(inp.params.get("causal", False))
+    window_left, soft_cap = variant(inp.params)
+    if backend == "torch-sdpa" and soft_cap > 0:
+        raise NotImplementedError(
+            "torch-sdpa has no logits soft cap (scaled_dot_product_attention takes no logits "
+            "transform); torch-math computes it")
+
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+               causal: bool) -> torch.Tensor:
+        return attend_fn(q, k, v, scale, causal, window_left, soft_cap)
     mla = inp.kernel == "mla_decode"
 
     def value(data: dict[str, Any], i: int | None) -> torch.Tensor:
@@ -115,5 +126,5 @@ def prepare_torch(backend: str, inp: Inputs, scale: float) -> Prepared:
         d = inp.data
         q, k, v = (d["q"], d["k"], value(d, None)) if inp.dense else (
             d["q"][0], d["k"][0], value(d, 0))
-        notes["sdpa_kernel"] = sdpa_kernel(q, k, v, scale, causal)
+        notes["sdpa_kernel"] = sdpa_kernel(q, k, v, scale, causal, window_left)
     return Prepared(fn, outputs, backend, notes=notes)

@@ -85,8 +85,9 @@ def repro_command(kernel: str, params: dict[str, Any], backend: str) -> Repro:
     if p.get("kv_len_distribution", "constant") != "constant":
         return Repro(None, f"kv_len_distribution {p['kv_len_distribution']}: "
                            "flashinfer_benchmark.py gives every request the same s_kv")
-    for name in ("fixed_split_size", "disable_split_kv"):
-        if p.get(name):
+    for name, default in (("fixed_split_size", 0), ("disable_split_kv", False),
+                          ("window_left", -1), ("logits_soft_cap", 0)):
+        if p.get(name, default) != default:
             return Repro(None, f"{name}={p[name]}: flashinfer_benchmark.py has no flag for it")
     fixed = benchmark_params(kernel, backend, bool(p.get("use_cuda_graph", True)))
     bench_backend = backend
