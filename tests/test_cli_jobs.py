@@ -120,3 +120,24 @@ def test_token_create(kw_env: Settings) -> None:
     assert res.exit_code == 0 and len(res.output.strip()) > 30
     res = CliRunner().invoke(cli, ["token", "create", "--name", "ci"])
     assert res.exit_code == 1 and "already exists" in res.output
+
+
+def test_piped_tables_print_whole_values_and_terminals_fold_them(
+        api_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Piped (no terminal, no COLUMNS), a table prints every value whole; at a narrow
+    terminal width it folds them onto further lines instead of cutting them with an
+    ellipsis."""
+    name = "a-sweep-name-long-enough-to-be-cut-in-an-eighty-column-table-" + "x" * 30
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(SPEC_YAML.replace("name: cli-sweep", f"name: {name}"))
+    assert CliRunner().invoke(cli, ["submit", str(spec)]).exit_code == 0
+    monkeypatch.delenv("COLUMNS")
+    piped = CliRunner().invoke(cli, ["jobs"])
+    assert piped.exit_code == 0 and name in piped.output and "…" not in piped.output
+    monkeypatch.setenv("COLUMNS", "80")
+    narrow = CliRunner().invoke(cli, ["jobs"])
+    assert "…" not in narrow.output and max(map(len, narrow.output.splitlines())) <= 80
+    # The name column's cells, line after line, read back as the whole name.
+    cells = [line.split("│")[2].strip() for line in narrow.output.splitlines()
+             if line.count("│") > 2]
+    assert "".join(cells) == name

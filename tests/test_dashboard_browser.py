@@ -319,6 +319,21 @@ def test_job_page_histogram_of_selected_point(server, seeded_db, page):
     assert page.console.errors == []
 
 
+def test_job_page_by_path_shows_four_significant_digits(server, seeded_db, page):
+    """/job/<id> is the job page, as /job?job=<id> is; its statistics show 4 significant
+    digits (the stored value keeps full precision)."""
+    _, seeded = seeded_db
+    page.goto(f"{server}/job/{seeded.decode_job}")
+    page.wait_for_function("() => document.querySelectorAll("
+                           "'#job-table td[data-dash-column=\"median_us\"]').length > 0",
+                           timeout=20_000)
+    assert page.locator("#job-id").input_value() == str(seeded.decode_job)
+    cells = page.locator("#job-table td[data-dash-column='median_us']").all_inner_texts()
+    digits = [len(c.strip().replace(".", "").lstrip("0")) for c in cells if c.strip()]
+    assert digits and max(digits) <= 4, cells
+    assert page.console.errors == []
+
+
 def test_job_page_follows_a_running_job(server, seeded_db, page):
     """dcc.Interval polls while the job runs: points stored meanwhile appear without a reload,
     and polling stops once the job is finished."""

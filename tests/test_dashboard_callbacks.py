@@ -525,3 +525,33 @@ def test_the_histogram_says_at_which_clock_the_h200_samples_were_kept(pages, gpu
     session.commit()
     fig, *_ = job.show_samples(p.id, gpu_jobs["batch_decode"], "", [], [])
     assert "clock" not in fig["layout"]["title"]["text"]
+
+
+def test_curves_open_on_the_slice_with_the_most_points(session: Session) -> None:
+    """The fixed parameters are chosen together. batch_size 16 has the most points, but spread
+    over three head configurations one point each; batch_size 1 has two points in one: the
+    page opens there, not on a slice of one point."""
+    from kernelwatch.core.models import Job
+    from kernelwatch.core.results import store_point
+    from kernelwatch_harness.catalogue import complete_params
+
+    job = Job(name="slices", kernel="batch_decode", spec={})
+    session.add(job)
+    session.flush()
+    run = Run(job_id=job.id, target="cpu", queue="q", point_indices=[0])
+    session.add(run)
+    session.flush()
+    shapes = [(16, 8, 2, 512), (16, 16, 2, 512), (16, 32, 2, 512), (1, 4, 2, 512), (1, 4, 2, 1024)]
+    for i, (b, qo, kv_heads, kv) in enumerate(shapes):
+        params = complete_params("batch_decode", {"batch_size": b, "num_qo_heads": qo,
+                                                  "num_kv_heads": kv_heads, "kv_len": kv})
+        store_point(session, run, "batch_decode", params, {
+            "type": "point", "point_index": i, "backend": "torch-sdpa", "status": "ok",
+            "error": None, "samples_us": [10.0, 10.5, 11.0]})
+    session.commit()
+    combos = queries.combos(session, "batch_decode", job.id)
+    fixed = combos.settle(session, free=["kv_len", "backend"], wanted={})
+    assert (fixed["batch_size"], fixed["num_qo_heads"]) == ("1", "4")
+    # What the URL asks for still wins where it has data.
+    asked = combos.settle(session, free=["kv_len", "backend"], wanted={"num_qo_heads": "32"})
+    assert (asked["batch_size"], asked["num_qo_heads"]) == ("16", "32")

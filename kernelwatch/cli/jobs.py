@@ -17,8 +17,8 @@ import click
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from kernelwatch.cli import tables
 from kernelwatch.core.db import session_scope
 from kernelwatch.core.settings import get_settings
 
@@ -183,21 +183,21 @@ def _print_summary(job: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     # Parameters that vary get a column; the fixed ones are said once, in the title.
     swept = [k for k, v in given.items() if isinstance(v, list) and len(v) > 1] or list(given)
     fixed = " ".join(f"{k}={v[0]}" for k, v in given.items() if k not in swept)
-    table = Table(title=f"job {job['id']} {job['name']}: {job['status']} "
-                        f"({job['progress']['done']}/{job['progress']['total']} points, "
-                        f"{job['progress']['errored']} errored)" + (f"\n{fixed}" if fixed else ""))
-    for col in ("kernel", "backend", "params", "version", "gpu", "status",
-                "median us", "95% CI us", "TB/s"):
-        table.add_column(col, justify="right" if col in ("median us", "TB/s") else "left")
+    table = tables.table(
+        f"job {job['id']} {job['name']}: {job['status']} "
+        f"({job['progress']['done']}/{job['progress']['total']} points, "
+        f"{job['progress']['errored']} errored)" + (f"\n{fixed}" if fixed else ""),
+        ["kernel", "backend", "params", "version", "gpu", "status", "median us", "95% CI us",
+         "TB/s"], right=("median us", "TB/s"))
     for r in rows:
         params = " ".join(f"{k}={r.get('param_' + k)}" for k in swept)
         ci = (f"{r['ci_low_us']:.2f}-{r['ci_high_us']:.2f}"
               if r.get("ci_low_us") is not None else "-")
-        status = r["status"] if not r.get("error") else f"{r['status']}: {r['error'][:60]}"
+        status = r["status"] if not r.get("error") else f"{r['status']}: {r['error']}"
         table.add_row(r["kernel"], r["backend"], params, r.get("flashinfer_version") or "-",
                       r.get("gpu_sku") or r.get("gpu_name") or "-", status,
                       _fmt(r.get("median_us")), ci, _fmt(r.get("tbps"), 3))
-    Console().print(table)
+    tables.console().print(table)
 
 
 @click.command("jobs")
@@ -211,15 +211,14 @@ def jobs_cmd(status: str | None, limit: int, offset: int) -> None:
     if status:
         params["status"] = status
     page = _request("GET", "/v1/jobs", params=params).json()
-    table = Table(title=f"jobs {offset + 1}-{offset + len(page['items'])} of {page['total']}")
-    for col in ("id", "name", "kernel", "status", "points", "source", "by", "created",
-                "message"):
-        table.add_column(col)
+    table = tables.table(f"jobs {offset + 1}-{offset + len(page['items'])} of {page['total']}",
+                         ["id", "name", "kernel", "status", "points", "source", "by",
+                          "created", "message"])
     for j in page["items"]:
         table.add_row(str(j["id"]), j["name"], j["kernel"], j["status"],
                       str(j["total_points"]), j["source"], j["submitted_by"] or "-",
                       j["created_at"][:19].replace("T", " "), j.get("message") or "")
-    Console().print(table)
+    tables.console().print(table)
 
 
 @click.command()

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from kernelwatch.cli import tables
 from kernelwatch.core.db import session_scope
 
 
@@ -93,17 +94,14 @@ def compare_cmd(baseline: str, contender: str, threshold: float,
         sys.stdout.write(result.to_csv())
         return
 
-    from rich.console import Console
-    from rich.table import Table
 
-    console = Console()
+    console = tables.console()
     title = (f"{result.contender_label} (runs {','.join(map(str, c))}) vs "
              f"{result.baseline_label} (runs {','.join(map(str, b))}), threshold "
              f"{threshold:.0%}, 95% CI")
-    groups = Table(title=title, title_justify="left")
-    for col in ("kernel", "backend", "gpu", "geomean", "95% CI", "worst", "regr", "impr",
-                "same", "one side", "not ok"):
-        groups.add_column(col, justify="right" if col not in ("kernel", "backend") else "left")
+    cols = ["kernel", "backend", "gpu", "geomean", "95% CI", "worst", "regr", "impr", "same",
+            "one side", "not ok"]
+    groups = tables.table(title, cols, right=tuple(cols[2:]))
     for g in result.groups:
         ci = (f"{_pct(g.geomean_ci_low)} .. {_pct(g.geomean_ci_high)}"
               if g.geomean_ci_low is not None else "")
@@ -114,11 +112,9 @@ def compare_cmd(baseline: str, contender: str, threshold: float,
     console.print(groups)
     shown = [p for p in result.points if show_all or p.verdict != Verdict.unchanged]
     shown.sort(key=lambda p: (_ORDER[p.verdict], -(p.ratio or 0)))
-    points = Table(title=f"points ({len(shown)} of {len(result.points)}; --all lists every "
-                   "point)", title_justify="left")
-    for col in ("verdict", "kernel", "backend", "params", "baseline us", "contender us",
-                "change", "95% CI", "status"):
-        points.add_column(col)
+    points = tables.table(f"points ({len(shown)} of {len(result.points)}; --all lists every "
+                          "point)", ["verdict", "kernel", "backend", "params", "baseline us",
+                                     "contender us", "change", "95% CI", "status"])
     for p in shown:
         ci = f"{_pct(p.ci_low)} .. {_pct(p.ci_high)}" if p.ci_low is not None else ""
         status = p.reason or (
@@ -216,19 +212,16 @@ def release_status(version: str, watch: bool, interval: float, as_json: bool) ->
 
 
 def _print_status(body: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
 
-    console = Console()
+    console = tables.console()
     baseline = body.get("baseline") or {}
     console.print(f"[bold]release {body['version']}[/] against {body['previous_version']}"
                   f"{' (' + baseline['source'] + ')' if baseline.get('source') else ''}: "
                   f"status {body['status']}, verdict [bold]{body['verdict']}[/]")
     jobs = {j["id"]: j for j in body["jobs"]}
-    tags = Table(title="per GPU tag", title_justify="left")
-    for col in ("tag", "state", "jobs done", "points compared", "regressions", "confirmed",
-                "not reproduced", "improvements", "note"):
-        tags.add_column(col)
+    tags = tables.table("per GPU tag", ["tag", "state", "jobs done", "points compared",
+                                         "regressions", "confirmed", "not reproduced",
+                                         "improvements", "note"])
     for name, tag in body["tags"].items():
         ids = tag["jobs"]
         done = sum(jobs[i]["status"] in ("succeeded", "partial", "failed", "cancelled")
@@ -243,10 +236,9 @@ def _print_status(body: dict[str, Any]) -> None:
     console.print(tags)
     regs = [r for c in body.get("comparisons", []) for r in c["regressions"]]
     if regs:
-        table = Table(title="regressions", title_justify="left")
-        for col in ("gpu", "kernel", "backend", "params", "change", "95% CI", "confirmation",
-                    "confirmed change", "confirmed CI"):
-            table.add_column(col)
+        table = tables.table("regressions", ["gpu", "kernel", "backend", "params", "change",
+                                             "95% CI", "confirmation", "confirmed change",
+                                             "confirmed CI"])
         for r in regs:
             table.add_row(r.get("gpu_sku") or "", r["kernel"], r["backend"],
                           _params(r["params"]), _pct(r["ratio"]),

@@ -153,16 +153,21 @@ class Combos:
             if counts:
                 chosen[dim] = wanted[dim] if wanted.get(dim) in counts else _mode(counts)
         docs = param_docs(session, self.kernel, self.job_id, self.dialect, chosen)
-        for dim in self.dims:
-            if dim in COLUMN_DIMS or dim in free:
-                continue
-            counts = defaultdict(int)
-            for doc, n in docs:
-                if dim in doc and all(doc.get(d) == v for d, v in chosen.items()
-                                      if d not in COLUMN_DIMS):
-                    counts[doc[dim]] += n
-            if counts:
-                chosen[dim] = wanted[dim] if wanted.get(dim) in counts else _mode(counts)
+        # The parameters are chosen together: the slice (every fixed parameter at once) with the
+        # most points, among those that keep what the URL asked for where it has data. Chosen
+        # one at a time, each by its own most common value, they could meet in a slice of one.
+        dims = [d for d in self.dims if d not in COLUMN_DIMS and d not in free]
+        slices: dict[tuple[str | None, ...], int] = defaultdict(int)
+        for doc, n in docs:
+            slices[tuple(doc.get(d) for d in dims)] += n
+        for i, dim in enumerate(dims):
+            asked = wanted.get(dim)
+            if asked is not None and any(key[i] == asked for key in slices):
+                slices = {k: n for k, n in slices.items() if k[i] == asked}
+        if slices:
+            best = max(sorted(slices, key=lambda k: tuple(str(v) for v in k)),
+                       key=lambda k: slices[k])
+            chosen.update({d: v for d, v in zip(dims, best, strict=True) if v is not None})
         return chosen
 
 
