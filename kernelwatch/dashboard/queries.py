@@ -25,6 +25,7 @@ from kernelwatch.core.models import (
     UNSETTLED_REGRESSION_STATES,
     Comparison,
     Job,
+    JobStatus,
     Node,
     Point,
     Regression,
@@ -455,31 +456,29 @@ def versions_on_gpu(session: Session) -> dict[str, list[str]]:
 
 def release_pair_runs(session: Session, gpu_sku: str, baseline_version: str,
                       contender_version: str) -> tuple[list[int], list[int]]:
-    """The runs to compare two FlashInfer versions on one GPU: from the latest job that
-    measured both (a release job does), else the latest job of each with the same kernel."""
+    """The runs to compare two FlashInfer versions on one GPU: every finished run of each
+    version there, from every job that measured it. The comparison matches points by series
+    and pools a series' samples over the runs of one side (``compare_runs``), so every series
+    measured with both versions is compared, not only the latest job's."""
     sku_cond = Run.gpu_sku.is_(None) if gpu_sku == NONE else Run.gpu_sku == gpu_sku
     rows = session.execute(
-        select(Run.id, Run.job_id, Run.flashinfer_version, Job.kernel)
-        .join(Job, Job.id == Run.job_id)
-        .where(sku_cond, Run.flashinfer_version.in_([baseline_version, contender_version]))
+        select(Run.id, Run.flashinfer_version)
+        .where(sku_cond, Run.flashinfer_version.in_([baseline_version, contender_version]),
+               Run.status.in_([JobStatus.succeeded, JobStatus.partial]))
+        .order_by(Run.id)
     ).all()
-    by_job: dict[tuple[int, str], list[int]] = defaultdict(list)
-    kernel_of: dict[int, str] = {}
-    for run_id, job_id, version, kernel in rows:
-        by_job[(int(job_id), str(version))].append(int(run_id))
-        kernel_of[int(job_id)] = str(kernel)
-    jobs_b = {j for j, v in by_job if v == baseline_version}
-    jobs_c = {j for j, v in by_job if v == contender_version}
-    if not jobs_b or not jobs_c:
-        return [], []
-    both = jobs_b & jobs_c
-    if both:
-        jb = jc = max(both)
-    else:
-        jb = max(jobs_b)
-        same = {j for j in jobs_c if kernel_of[j] == kernel_of[jb]}
-        jc = max(same or jobs_c)
-    return sorted(by_job[(jb, baseline_version)]), sorted(by_job[(jc, contender_version)])
+    b = [int(r) for r, v in rows if v == baseline_version]
+    c = [int(r) for r, v in rows if v == contender_version]
+    return (b, c) if b and c else ([], [])
+
+
+def jobs_of_runs(session: Session, run_ids: Sequence[int]) -> int:
+    """How many jobs these runs come from."""
+    ids = list(run_ids)
+    if not ids:
+        return 0
+    return int(session.scalar(select(func.count(func.distinct(Run.job_id)))
+                              .where(Run.id.in_(ids))) or 0)
 
 
 def _same_runs(ids: Sequence[Any], want: Sequence[int]) -> bool:

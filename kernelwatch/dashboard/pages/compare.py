@@ -173,7 +173,7 @@ def layout(baseline: str | None = None, contender: str | None = None,
     prevent_initial_call=True,
 )
 def pick_releases(gpu: str | None, from_v: str | None, to_v: str | None) -> tuple[Any, ...]:
-    """Two versions on one GPU -> the runs of the latest job that measured each."""
+    """Two versions on one GPU -> every finished run of each there (all jobs)."""
     with reading() as s:
         vers = queries.versions_on_gpu(s).get(gpu or "", [])
         if ctx.triggered_id == f"{P}-gpu" or not (gpu and from_v and to_v):
@@ -341,7 +341,13 @@ def update(baseline: list[str] | None, contender: list[str] | None, threshold: f
         return (html.P(str(exc), className="error"), [], None, [], None, [], None,
                 empty_figure(str(exc)), [], "", "", search)
     counts = result.counts
+    with reading() as s:
+        jobs = queries.jobs_of_runs(s, [*b, *c])
+    series = len(result.points)
     summary = html.P([
+        f"{series} series from {jobs} job{'s' if jobs != 1 else ''}"
+        + (" (a series measured by several runs of one version pools their samples)"
+           if len(b) > 1 or len(c) > 1 else "") + ". ",
         f"{result.contender_label} (runs {', '.join(map(str, c))}) vs {result.baseline_label} "
         f"(runs {', '.join(map(str, b))}) on {', '.join(s or 'cpu' for s in result.gpu_skus)},"
         f" threshold {thr:.1%}: ",
