@@ -271,3 +271,55 @@ def test_a_comparison_names_what_differs_between_its_sides_environments(
     # The same environment on both sides: nothing is said.
     same = compare_runs(session, b, b)
     assert same.environment_differences == []
+
+
+def _two_jobs_of_two_versions(session: Session) -> None:
+    """Two jobs measured both versions on the H200 at different shapes."""
+    from kernelwatch.core.models import Job
+    from kernelwatch.core.results import store_point
+    from kernelwatch_harness.catalogue import complete_params
+
+    for kv in (512, 1024):
+        job = Job(name=f"kv{kv}", kernel="single_decode", spec={}, status="succeeded")
+        session.add(job)
+        session.flush()
+        for version in ("0.5.3", "0.6.18.post1"):
+            run = Run(job_id=job.id, target="h200", queue="q", point_indices=[0],
+                      flashinfer_version=version, gpu_sku="h200", status="succeeded")
+            session.add(run)
+            session.flush()
+            store_point(session, run, "single_decode",
+                        complete_params("single_decode", {"kv_len": kv}),
+                        {"type": "point", "point_index": 0, "backend": "fa2", "status": "ok",
+                         "error": None, "samples_us": [10.0, 10.1, 10.2, 10.1]})
+    session.commit()
+
+
+def test_two_releases_on_one_gpu_compare_every_series_of_every_job(
+        kw_env: Settings, session: Session) -> None:
+    """Every series measured with both versions on the GPU is compared, whichever job measured
+    it, and the result says so: in core, GET /v1/compare?gpu=&from=&to= and kernelwatch
+    compare --gpu --from --to."""
+    from click.testing import CliRunner
+
+    from kernelwatch.cli.main import cli
+    from kernelwatch.core.compare.runs import compare_release_pair
+
+    _two_jobs_of_two_versions(session)
+    result = compare_release_pair(session, "h200", "0.5.3", "0.6.18.post1")
+    assert sorted(p.params["kv_len"] for p in result.points if p.ratio is not None) == [512, 1024]
+    assert result.sources is not None
+    assert (result.sources["jobs"], result.sources["series"], result.sources["runs"]) == (2, 2, 4)
+    with TestClient(create_app()) as client:
+        body = client.get("/v1/compare", params={"gpu": "h200", "from": "0.5.3",
+                                                 "to": "0.6.18.post1"}).json()
+        assert len(body["points"]) == 2 and body["sources"]["jobs"] == 2
+        missing = client.get("/v1/compare", params={"gpu": "a100", "from": "0.5.3",
+                                                    "to": "0.6.18.post1"})
+        assert missing.status_code == 404 and "on a100" in missing.text
+        bad = client.get("/v1/compare", params={"contender": "1"})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "baseline"]
+    out = CliRunner().invoke(cli, ["compare", "--gpu", "h200", "--from", "0.5.3", "--to",
+                                   "0.6.18.post1"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "2 series from 2 jobs (4 runs)" in out.output

@@ -560,30 +560,3 @@ def test_curves_open_on_the_slice_with_the_most_points(session: Session) -> None
     # What the URL asks for still wins where it has data.
     asked = combos.settle(session, free=["kv_len", "backend"], wanted={"num_qo_heads": "32"})
     assert (asked["batch_size"], asked["num_qo_heads"]) == ("16", "32")
-
-
-def test_two_releases_on_one_gpu_compare_every_series_of_every_job(session: Session) -> None:
-    """Two jobs measured both versions on the H200 at different shapes: the release pair
-    compares the series of both, not only the latest job's."""
-    from kernelwatch.core.models import Job
-    from kernelwatch.core.results import store_point
-    from kernelwatch_harness.catalogue import complete_params
-
-    for kv in (512, 1024):
-        job = Job(name=f"kv{kv}", kernel="single_decode", spec={}, status="succeeded")
-        session.add(job)
-        session.flush()
-        for version in ("0.5.3", "0.6.18.post1"):
-            run = Run(job_id=job.id, target="h200", queue="q", point_indices=[0],
-                      flashinfer_version=version, gpu_sku="h200", status="succeeded")
-            session.add(run)
-            session.flush()
-            store_point(session, run, "single_decode",
-                        complete_params("single_decode", {"kv_len": kv}),
-                        {"type": "point", "point_index": 0, "backend": "fa2", "status": "ok",
-                         "error": None, "samples_us": [10.0, 10.1, 10.2, 10.1]})
-    session.commit()
-    b, c = queries.release_pair_runs(session, "h200", "0.5.3", "0.6.18.post1")
-    assert len(b) == len(c) == 2 and queries.jobs_of_runs(session, [*b, *c]) == 2
-    result = compare_runs(session, b, c)
-    assert sorted(p.params["kv_len"] for p in result.points if p.ratio is not None) == [512, 1024]

@@ -64,8 +64,12 @@ _ORDER = {"regression": 0, "not_comparable": 1, "improvement": 2, "baseline_only
 
 
 @click.command("compare")
-@click.argument("baseline")
-@click.argument("contender")
+@click.argument("baseline", required=False)
+@click.argument("contender", required=False)
+@click.option("--gpu", help="Instead of run ids: two versions on this GPU (a SKU tag, or cpu) "
+              "compared over every finished run of each, pooled per series.")
+@click.option("--from", "from_version", help="With --gpu: the baseline version.")
+@click.option("--to", "to_version", help="With --gpu: the contender version.")
 @click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=0.03,
               show_default=True, help="Relative change that matters (0.03 = 3%).")
 @click.option("--kernel-threshold", multiple=True, metavar="KERNEL=T",
@@ -73,20 +77,32 @@ _ORDER = {"regression": 0, "not_comparable": 1, "improvement": 2, "baseline_only
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
 @click.option("--all", "show_all", is_flag=True, help="List unchanged points too.")
-def compare_cmd(baseline: str, contender: str, threshold: float,
+def compare_cmd(baseline: str | None, contender: str | None, gpu: str | None,
+                from_version: str | None, to_version: str | None, threshold: float,
                 kernel_threshold: tuple[str, ...], fmt: str, show_all: bool) -> None:
-    """Compare CONTENDER runs with BASELINE runs (run ids, comma-separated): per point the
-    ratio of medians with its 95% CI and a verdict; per kernel and backend the geometric
-    mean."""
+    """Compare CONTENDER runs with BASELINE runs (run ids, comma-separated), or two versions
+    on one GPU (--gpu, --from, --to): per point the ratio of medians with its 95% CI and a
+    verdict; per kernel and backend the geometric mean."""
     from kernelwatch.core.compare import UnknownRunsError, Verdict, compare_runs
+    from kernelwatch.core.compare.runs import compare_release_pair
+    from kernelwatch.core.errors import NotFound
 
-    b, c = _run_ids(baseline, "BASELINE"), _run_ids(contender, "CONTENDER")
+    options: dict[str, Any] = {"threshold": threshold,
+                               "kernel_thresholds": _kernel_thresholds(kernel_threshold)}
     try:
         with session_scope() as session:
-            result = compare_runs(session, b, c, threshold=threshold,
-                                  kernel_thresholds=_kernel_thresholds(kernel_threshold))
-    except (UnknownRunsError, ValueError) as e:
+            if baseline is None and contender is None and gpu and from_version and to_version:
+                result = compare_release_pair(session, None if gpu == "cpu" else gpu,
+                                              from_version, to_version, **options)
+            else:
+                if baseline is None or contender is None:
+                    raise click.UsageError("give BASELINE and CONTENDER run ids, or --gpu, "
+                                           "--from and --to")
+                result = compare_runs(session, _run_ids(baseline, "BASELINE"),
+                                      _run_ids(contender, "CONTENDER"), **options)
+    except (UnknownRunsError, NotFound, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    b, c = result.baseline_run_ids, result.contender_run_ids
     if fmt == "json":
         sys.stdout.write(json.dumps(result.to_dict(), indent=1) + "\n")
         return
@@ -131,6 +147,10 @@ def compare_cmd(baseline: str, contender: str, threshold: float,
     console.print(f"{len(result.points)} points: {counts}")
     for d in result.environment_differences:
         console.print(f"[yellow]environments differ: {d['text']}[/]")
+    if result.sources:
+        s = result.sources
+        console.print(f"{s['series']} series from {s['jobs']} jobs ({s['runs']} runs): "
+                      f"{s['how']}")
 
 
 class _ReleaseGroup(click.Group):

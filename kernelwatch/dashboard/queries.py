@@ -20,12 +20,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, Text, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
+from kernelwatch.core.compare import runs as compare_runs_mod
 from kernelwatch.core.history import sort_versions
 from kernelwatch.core.models import (
     UNSETTLED_REGRESSION_STATES,
     Comparison,
     Job,
-    JobStatus,
     Node,
     Point,
     Regression,
@@ -456,29 +456,9 @@ def versions_on_gpu(session: Session) -> dict[str, list[str]]:
 
 def release_pair_runs(session: Session, gpu_sku: str, baseline_version: str,
                       contender_version: str) -> tuple[list[int], list[int]]:
-    """The runs to compare two FlashInfer versions on one GPU: every finished run of each
-    version there, from every job that measured it. The comparison matches points by series
-    and pools a series' samples over the runs of one side (``compare_runs``), so every series
-    measured with both versions is compared, not only the latest job's."""
-    sku_cond = Run.gpu_sku.is_(None) if gpu_sku == NONE else Run.gpu_sku == gpu_sku
-    rows = session.execute(
-        select(Run.id, Run.flashinfer_version)
-        .where(sku_cond, Run.flashinfer_version.in_([baseline_version, contender_version]),
-               Run.status.in_([JobStatus.succeeded, JobStatus.partial]))
-        .order_by(Run.id)
-    ).all()
-    b = [int(r) for r, v in rows if v == baseline_version]
-    c = [int(r) for r, v in rows if v == contender_version]
-    return (b, c) if b and c else ([], [])
-
-
-def jobs_of_runs(session: Session, run_ids: Sequence[int]) -> int:
-    """How many jobs these runs come from."""
-    ids = list(run_ids)
-    if not ids:
-        return 0
-    return int(session.scalar(select(func.count(func.distinct(Run.job_id)))
-                              .where(Run.id.in_(ids))) or 0)
+    """``core.compare.runs.release_pair_runs`` for the page's GPU choice (``NONE``: CPU)."""
+    return compare_runs_mod.release_pair_runs(
+        session, None if gpu_sku == NONE else gpu_sku, baseline_version, contender_version)
 
 
 def _same_runs(ids: Sequence[Any], want: Sequence[int]) -> bool:

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from kernelwatch.api.deps import MAX_ROW_ID, ReadAccess, SessionDep
 from kernelwatch.api.errors import CSV_OR_JSON_RESPONSES, ERROR_RESPONSES
 from kernelwatch.api.schemas import ComparisonOut
-from kernelwatch.core.compare.runs import compare_runs
+from kernelwatch.core.compare.runs import compare_release_pair, compare_runs
 from kernelwatch.core.compare.stats import DEFAULT_THRESHOLD
 from kernelwatch.core.errors import InvalidInput, NotFound
 from kernelwatch.core.history import SeriesHistory, series_history
@@ -68,8 +68,12 @@ def parse_kernel_thresholds(raw: str | None) -> dict[str, float]:
 def compare(
     session: SessionDep,
     _: ReadAccess,
-    baseline: str = Query(..., description="baseline run id(s), comma-separated"),
-    contender: str = Query(..., description="contender run id(s), comma-separated"),
+    baseline: str | None = Query(None, description="baseline run id(s), comma-separated"),
+    contender: str | None = Query(None, description="contender run id(s), comma-separated"),
+    gpu: str | None = Query(None, description="with from/to instead of run ids: the GPU SKU "
+                            "tag (cpu for CPU runs); every finished run of each version there"),
+    from_version: str | None = Query(None, alias="from", description="baseline version"),
+    to_version: str | None = Query(None, alias="to", description="contender version"),
     threshold: float = Query(DEFAULT_THRESHOLD, description="relative change that matters"),
     kernel_thresholds: str | None = Query(
         None, description="per-kernel thresholds, e.g. batch_decode:0.05,single_decode:0.02"),
@@ -81,11 +85,19 @@ def compare(
     backend: geometric mean of the ratios with its CI and the worst point."""
     if format not in ("json", "csv"):
         raise bad_query("format", f"{format!r} is not allowed; allowed: json, csv")
-    b = parse_run_ids("baseline", baseline)
-    c = parse_run_ids("contender", contender)
     t = parse_threshold("threshold", threshold)
     kt = parse_kernel_thresholds(kernel_thresholds)
-    result = compare_runs(session, b, c, threshold=t, kernel_thresholds=kt)
+    if baseline is None and contender is None and gpu and from_version and to_version:
+        result = compare_release_pair(session, None if gpu == "cpu" else gpu, from_version,
+                                      to_version, threshold=t, kernel_thresholds=kt)
+    else:
+        for name, value in (("baseline", baseline), ("contender", contender)):
+            if value is None:
+                raise bad_query(name, "is required: run ids (baseline, contender), or gpu, "
+                                      "from and to for two versions on one GPU")
+        b = parse_run_ids("baseline", str(baseline))
+        c = parse_run_ids("contender", str(contender))
+        result = compare_runs(session, b, c, threshold=t, kernel_thresholds=kt)
     if format == "csv":
         return Response(result.to_csv(), media_type="text/csv",
                         headers={"Content-Disposition": "attachment; filename=compare.csv"})

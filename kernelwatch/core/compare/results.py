@@ -95,6 +95,8 @@ class ComparisonResult:
     # What differs between the two sides' environments (core.environment), as
     # EnvDifference.as_dict(): a comparison of numbers whose meaning differs says so.
     environment_differences: list[dict[str, Any]] = field(default_factory=list)
+    # Where the runs came from when they were chosen for the caller (two versions on one GPU).
+    sources: dict[str, Any] | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -120,6 +122,7 @@ class ComparisonResult:
             "counts": self.counts,
             "groups": [asdict(g) for g in self.groups],
             "environment_differences": self.environment_differences,
+            "sources": self.sources,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.compare.results import (
@@ -30,6 +31,7 @@ from kernelwatch.core.environment import environment_differences
 from kernelwatch.core.errors import NotFound
 from kernelwatch.core.models import (
     Comparison,
+    JobStatus,
     Point,
     PointStatus,
     Regression,
@@ -253,3 +255,52 @@ def persist_comparison(
         )
     session.flush()
     return comparison
+
+
+# --------------------------------------------------------------------------- release pairs
+
+
+def release_pair_runs(session: Session, gpu_sku: str | None, baseline_version: str,
+                      contender_version: str) -> tuple[list[int], list[int]]:
+    """The runs to compare two FlashInfer versions on one GPU (None: CPU): every finished run
+    of each version there, from every job that measured it. Points are matched by series and
+    a series measured by several runs of one side pools their samples, so every series
+    measured with both versions is compared, not only the latest job's."""
+    sku_cond = Run.gpu_sku.is_(None) if gpu_sku is None else Run.gpu_sku == gpu_sku
+    rows = session.execute(
+        select(Run.id, Run.flashinfer_version)
+        .where(sku_cond, Run.flashinfer_version.in_([baseline_version, contender_version]),
+               Run.status.in_([JobStatus.succeeded, JobStatus.partial]))
+        .order_by(Run.id)
+    ).all()
+    b = [int(r) for r, v in rows if v == baseline_version]
+    c = [int(r) for r, v in rows if v == contender_version]
+    return (b, c) if b and c else ([], [])
+
+
+def jobs_of_runs(session: Session, run_ids: Sequence[int]) -> int:
+    """How many jobs these runs come from."""
+    ids = list(run_ids)
+    if not ids:
+        return 0
+    return int(session.scalar(select(func.count(func.distinct(Run.job_id)))
+                              .where(Run.id.in_(ids))) or 0)
+
+
+def compare_release_pair(session: Session, gpu_sku: str | None, baseline_version: str,
+                         contender_version: str, **options: Any) -> ComparisonResult:
+    """Two versions on one GPU, compared over everything measured (``release_pair_runs``); the
+    result says how many series came from how many jobs, pooled."""
+    b, c = release_pair_runs(session, gpu_sku, baseline_version, contender_version)
+    if not b:
+        where = gpu_sku or "cpu"
+        raise NotFound(f"no finished runs of both {baseline_version} and {contender_version} "
+                       f"on {where}")
+    result = compare_runs(session, b, c, **options)
+    result.sources = {"gpu_sku": gpu_sku, "baseline_version": baseline_version,
+                      "contender_version": contender_version,
+                      "jobs": jobs_of_runs(session, [*b, *c]), "series": len(result.points),
+                      "runs": len(b) + len(c),
+                      "how": "every finished run of each version on the GPU; a series measured "
+                             "by several runs of one version pools their samples"}
+    return result

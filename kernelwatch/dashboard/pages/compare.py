@@ -31,6 +31,7 @@ from kernelwatch.core.compare import (
     UnknownRunsError,
     compare_runs,
 )
+from kernelwatch.core.compare.runs import jobs_of_runs
 from kernelwatch.core.models import Point
 from kernelwatch.dashboard import queries
 from kernelwatch.dashboard.common import control, dropdown, empty_figure, fmt, reading, simple_table
@@ -342,7 +343,7 @@ def update(baseline: list[str] | None, contender: list[str] | None, threshold: f
                 empty_figure(str(exc)), [], "", "", search)
     counts = result.counts
     with reading() as s:
-        jobs = queries.jobs_of_runs(s, [*b, *c])
+        jobs = jobs_of_runs(s, [*b, *c])
     series = len(result.points)
     summary = html.P([
         f"{series} series from {jobs} job{'s' if jobs != 1 else ''}"
