@@ -92,7 +92,7 @@ class Measurer:
         # The sustained clock: heavy calls warm up first (SUSTAINED_WARMUP_MS unless warmup_ms
         # says otherwise) and every sample is kept; warmup_ms > 0 alone asks for it too.
         self.clock_mode: ClockMode = (
-            "sustained" if cfg.get("clock") == "sustained" or self.warmup_ms > 0 else "boost")
+            "sustained" if cfg["clock"] == "sustained" or self.warmup_ms > 0 else "boost")
         if self.clock_mode == "sustained" and self.warmup_ms <= 0:
             self.warmup_ms = SUSTAINED_WARMUP_MS
         floor = float(cfg["clock_floor"])

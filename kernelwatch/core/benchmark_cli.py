@@ -41,7 +41,6 @@ DTYPE_FLAGS = {v: k for k, v in DTYPES.items()}
 # Flags that change only what the tool prints or checks, not what is timed.
 _QUIET_FLAGS = {"-v", "-vv", "-vvv", "--verbose", "--refcheck", "--allow_output_mismatch",
                 "--generate_repro_command", "--output_path", "--case_tag", "--random_seed"}
-_VALUE_FLAGS = {"--output_path", "--case_tag", "--random_seed"}
 
 
 class UnmappedLine(ValueError):

@@ -318,7 +318,7 @@ def rebaseline(session: Session, release: Release, previous: str, source: str,
     details = {k: v for k, v in (release.details or {}).items()
                if k not in ("message", "notification")}
     release.details = {**details, "baseline": _baseline_record(
-        Baseline(previous, "named by the operator"),
+        choose_baseline(session, release.version, previous),
         changed_from=old, cancelled_jobs=cancelled)}
     runs = _create_release_jobs(session, release, source, submitted_by)
     log.info("release %s: baseline %s -> %s; %d unfinished jobs cancelled, %d runs to measure",

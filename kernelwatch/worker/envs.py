@@ -223,7 +223,7 @@ def installed_version(python: Path, dist: str = FLASHINFER) -> str | None:
     return out.stdout.strip() or None
 
 
-def harness_source(wheelhouse: str, root: Path, log: Path) -> list[str]:
+def harness_source(wheelhouse: str, root: Path, log: Path, fingerprint: str) -> list[str]:
     """What pip installs the harness from, so that a version env runs exactly the harness the
     service runs: that version's wheel in the wheelhouse when it has one; else a wheel built
     by the worker's own interpreter from the folder its copy was installed from (the env's
@@ -241,7 +241,7 @@ def harness_source(wheelhouse: str, root: Path, log: Path) -> list[str]:
             path = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
             if path.is_file():
                 return [str(path)]
-            out = root / ".harness" / harness_fingerprint()
+            out = root / ".harness" / fingerprint
             if not any(out.glob("*.whl")):
                 _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                       "--no-build-isolation", "--wheel-dir", str(out), str(path)], log)
@@ -249,11 +249,11 @@ def harness_source(wheelhouse: str, root: Path, log: Path) -> list[str]:
     return [f"{HARNESS}=={dist.version}"]
 
 
-def _install_harness(pip: list[str], wheelhouse: str, root: Path, log: Path) -> str:
-    """Install (or replace) the harness in an env; returns the fingerprint installed."""
-    source = harness_source(wheelhouse, root, log)
+def _install_harness(pip: list[str], wheelhouse: str, root: Path, log: Path,
+                     fingerprint: str) -> None:
+    """Install (or replace) the harness whose sources have ``fingerprint`` in an env."""
+    source = harness_source(wheelhouse, root, log, fingerprint)
     _run([*pip, *_pip_args(wheelhouse), "--no-deps", "--force-reinstall", *source], log)
-    return harness_fingerprint()
 
 
 def build_env(
@@ -263,13 +263,15 @@ def build_env(
     to call from several workers at once."""
     root = _root(envs_dir)
     wh = _wheelhouse(wheelhouse)
+    fingerprint = harness_fingerprint()
     with _lock(root, version):
         if is_ready(version, root):
             info = _ready_info(version, root)
-            if info.get("harness") != harness_fingerprint():
+            if info.get("harness") != fingerprint:
                 where = env_dir(version, root)
                 python = venv_python(version, root)
-                info["harness"] = _install_harness(_env_pip(python), wh, root, where / "build.log")
+                _install_harness(_env_pip(python), wh, root, where / "build.log", fingerprint)
+                info["harness"] = fingerprint
                 (where / "READY").write_text(json.dumps(info))
             return venv_python(version, root)
         where = env_dir(version, root)
@@ -302,7 +304,7 @@ def build_env(
                 backend_deps.append(dist)
             except EnvBuildError as exc:  # that backend is refused; the others run
                 unavailable[dist] = str(exc).splitlines()[0][:300]
-        harness = _install_harness(pip, wh, root, log)
+        _install_harness(pip, wh, root, log, fingerprint)
         got = installed_version(python)
         if got != version:
             raise EnvBuildError(f"{FLASHINFER} {version}: env reports {got!r} after install")
@@ -316,7 +318,7 @@ def build_env(
                     "installed_light_deps": missing,
                     "installed_backend_deps": backend_deps,
                     "unavailable_backend_deps": unavailable,
-                    "harness": harness,
+                    "harness": fingerprint,
                 }
             )
         )
