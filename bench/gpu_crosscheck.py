@@ -41,7 +41,6 @@ import torch
 
 from kernelwatch_harness.crosscheck import (
     bench_one,
-    cupti_installed,
     dry_runs,
     load_timer,
     summary_lines,
@@ -49,7 +48,7 @@ from kernelwatch_harness.crosscheck import (
 )
 from kernelwatch_harness.measure import Measurer
 from kernelwatch_harness.suites import TIMING, delta_pct, short
-from kernelwatch_harness.timing import RECOVERY_S
+from kernelwatch_harness.timing import RECOVERY_S, cupti_module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     timer = load_timer(args.timer_from) if args.timer_from else None
     sides = ["graph"]
     if args.cupti:
-        if not cupti_installed():
+        # bench_gpu_time(enable_cupti=True) silently falls back to CUDA graphs without it.
+        if cupti_module() is None:
             raise SystemExit("--cupti: cupti-python >= 13 is not installed")
         sides.append("cupti")
     nvml = measurer.nvml

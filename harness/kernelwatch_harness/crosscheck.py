@@ -14,17 +14,6 @@ from typing import Any
 from kernelwatch_harness.suites import SUITES, agrees, grid
 
 
-def cupti_installed() -> bool:
-    """bench_gpu_time(enable_cupti=True) silently falls back to CUDA graphs without
-    cupti-python: the CUPTI configurations run only where it is installed."""
-    try:
-        import importlib.metadata
-
-        return int(importlib.metadata.version("cupti-python").split(".")[0]) >= 13
-    except Exception:
-        return False
-
-
 def cupti_bench(bench_gpu_time: Any, fn: Any, version_kwargs: bool, **kw: Any) -> list[float]:
     """bench_gpu_time's CUPTI path (graph of one call, L2 flushed before each iteration), as
     flashinfer_benchmark.py calls it. It falls back to another timer with only a warning
