@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu-check"
-CHECKS = ["tests", "sweep", "crosscheck", "release", "evidence"]
+CHECKS = ["tests", "sweep", "crosscheck", "release", "agreement", "evidence"]
 V = "0.6.18.post1"
 
 
@@ -44,7 +44,7 @@ def dry_run(name: str, out: Path, *extra: str) -> list[str]:
 def test_help_names_every_check() -> None:
     got = gpu_check("--help")
     assert got.returncode == 0
-    assert "{tests,sweep,crosscheck,release,evidence}" in got.stdout
+    assert "{tests,sweep,crosscheck,release,agreement,evidence}" in got.stdout
     assert "--dry-run" in got.stdout and "$OUT" in got.stdout
 
 
@@ -77,14 +77,16 @@ def test_the_dry_run_lists_each_checks_commands(tmp_path: Path, wheelhouse: Path
     crosscheck = "bench/gpu_crosscheck.py --suites decode,prefill,single"
     tests = "-m pytest --noconftest -p no:cacheprovider tests/test_gpu.py"
     release = f"bench/regression_gpu_release.py --new {V} --previous 0.5.3"
+    agreement = f"bench/gpu_agreement.py --versions 0.5.3,{V} --wheelhouse {wheelhouse}"
     expected = {"tests": [tests], "sweep": [sweep], "crosscheck": [crosscheck],
-                "release": [release], "evidence": [sweep, crosscheck, tests]}[name]
-    for other in {sweep, crosscheck, tests, release} - set(expected):
+                "release": [release], "agreement": [agreement],
+                "evidence": [sweep, crosscheck, tests]}[name]
+    for other in {sweep, crosscheck, tests, release, agreement} - set(expected):
         assert other not in joined
     # evidence: in that order, the version's env built once before them
     where = [next(i for i, s in enumerate(steps) if cmd in s) for cmd in expected]
     assert where == sorted(where)
-    if name != "release":
+    if name not in ("release", "agreement"):  # those build their envs through the service
         env = [i for i, s in enumerate(steps) if f"step env {V}" in s]
         assert len(env) == 1 and env[0] < where[0]
     venv_python = str(tmp_path / "envs" / V / "venv" / "bin" / "python")
@@ -97,7 +99,7 @@ def test_the_dry_run_lists_each_checks_commands(tmp_path: Path, wheelhouse: Path
     if name in ("crosscheck", "evidence"):
         assert any("cupti_python-13.0.1" in s and "--target" in s for s in steps)
         assert f"{crosscheck} --out {out / f'crosscheck-{V}.jsonl'} --cupti" in joined
-    if name == "release":
+    if name in ("release", "agreement"):
         assert any("step wheels" in s and str(wheelhouse / "svc") in s for s in steps)
 
 

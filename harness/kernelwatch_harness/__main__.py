@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from typing import IO, Any, cast
 
 from kernelwatch_harness.protocol import (
     PROTOCOL_VERSION,
+    CrosscheckMessage,
+    CrosscheckRequest,
     EnvMessage,
     FatalMessage,
     Message,
@@ -82,10 +85,38 @@ def run(request: Request, out: IO[str]) -> int:
         for backend in backends
         if (int(point["point_index"]), backend) not in skip
     ]
+    after = crosschecker(request.get("crosscheck"), device, measurer)
     for start in range(0, len(units), REPEAT_WINDOW):
-        measure_interleaved(measurer, kernel, units[start : start + REPEAT_WINDOW], out)
+        measure_interleaved(measurer, kernel, units[start : start + REPEAT_WINDOW], out, after)
     emit(out, {"type": "done"})
     return 0
+
+
+def crosschecker(
+    request: CrosscheckRequest | None, device: str, measurer: Any
+) -> Callable[[PointMessage], CrosscheckMessage | None] | None:
+    """What runs FlashInfer's own benchmark on a unit just measured, when asked for: the
+    measured units (ok or incorrect) with a line are cross-checked; on a CPU run each is
+    reported unavailable, with the reason."""
+    if not request:
+        return None
+    from kernelwatch_harness.official import OfficialBenchmark
+
+    lines = {(int(x["point_index"]), str(x["backend"])): x for x in request["lines"]}
+    official = OfficialBenchmark(request["script_dir"], measurer.nvml)
+
+    def after(point: PointMessage) -> CrosscheckMessage | None:
+        line = lines.get((point["point_index"], point["backend"]))
+        if line is None or point["status"] not in ("ok", "incorrect"):
+            return None
+        if device != "cuda":
+            return CrosscheckMessage(
+                type="crosscheck", point_index=point["point_index"], backend=point["backend"],
+                status="unavailable", command=None,
+                error=f"flashinfer_benchmark.py times on a CUDA GPU; this run is on {device}")
+        return official.run(line)
+
+    return after
 
 
 REPEAT_WINDOW = 32
@@ -95,11 +126,13 @@ of the GPU's state drift inside the CI); narrower streams finished points sooner
 
 
 def measure_interleaved(
-    measurer: Any, kernel: str, units: list[tuple[int, dict[str, Any], str]], out: IO[str]
+    measurer: Any, kernel: str, units: list[tuple[int, dict[str, Any], str]], out: IO[str],
+    after: Callable[[PointMessage], CrosscheckMessage | None] | None = None,
 ) -> None:
     """Every repeat of every unit, repeat by repeat, like a randomised-interleaving benchmark
     run: a point's repeats see the GPU at different moments instead of one. A unit is
-    emitted after its last repeat, or as soon as a repeat ends it (unsupported, error)."""
+    emitted after its last repeat, or as soon as a repeat ends it (unsupported, error), and
+    then ``after`` (the cross-check) runs on it while the GPU is in the same state."""
     pending: dict[int, PointMessage] = {}
     for repeat in range(measurer.repeats):
         for n, (index, params, backend) in enumerate(units):
@@ -114,6 +147,9 @@ def measure_interleaved(
                 pending[n] = msg
             else:
                 emit(out, _finite(msg))
+                check = after(msg) if after is not None else None
+                if check is not None:
+                    emit(out, check)
 
 
 def main() -> int:

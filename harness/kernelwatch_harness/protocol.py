@@ -11,7 +11,8 @@ the points of the window in flight.
 The message order: ``env`` once (or ``fatal``: the harness cannot go on), then per unit and
 repeat a ``start`` (the runner blames that unit when the harness dies or hangs before its
 point), a ``point`` per (point, backend) after its last repeat, ``log`` lines at any time,
-and ``done`` at the end.
+and ``done`` at the end. With ``Request.crosscheck``, a unit's ``point`` is followed by its
+``crosscheck``: FlashInfer's own benchmark run on the same shape right after it.
 
 This module is the one definition both sides use: the worker builds a ``Request`` and reads
 messages through ``parse_message``; the harness builds its messages with the TypedDicts
@@ -27,8 +28,9 @@ from typing import Any, Literal, NotRequired, TypedDict, get_args
 
 # 2: repeats (repeat_sizes); 3: clock_floor and per-sample clocks; 4: "start" before each
 # repeat; 5: the request and the env message carry the protocol version; 6: timing.clock
-# (boost | sustained) and the point's clock_mode.
-PROTOCOL_VERSION = 6
+# (boost | sustained) and the point's clock_mode; 7: the cross-check (Request.crosscheck and the
+# "crosscheck" message).
+PROTOCOL_VERSION = 7
 
 # --------------------------------------------------------------------------- timing
 
@@ -98,6 +100,21 @@ class PointRequest(TypedDict):
     params: dict[str, Any]  # completed parameters (defaults filled in by the service)
 
 
+class CrosscheckLine(TypedDict):
+    """One unit's flashinfer_benchmark.py arguments, or why it has none (the point cannot be
+    expressed in that tool's flags)."""
+
+    point_index: int
+    backend: str
+    args: list[str] | None
+    reason: str | None
+
+
+class CrosscheckRequest(TypedDict):
+    script_dir: str  # the version's ``benchmarks/`` folder (flashinfer_benchmark.py, routines/)
+    lines: list[CrosscheckLine]
+
+
 class Request(TypedDict):
     protocol: int
     kernel: str
@@ -106,6 +123,7 @@ class Request(TypedDict):
     timing: TimingConfig
     points: list[PointRequest]
     skip: list[tuple[int, str]]  # (point_index, backend) already stored: not measured again
+    crosscheck: NotRequired[CrosscheckRequest | None]
 
 
 # --------------------------------------------------------------------------- messages
@@ -147,6 +165,30 @@ class PointMessage(TypedDict):
     clock_mode: NotRequired[ClockMode | None]  # the clock it was measured at (GPU points)
 
 
+CrosscheckStatus = Literal["ok", "error", "unavailable"]
+
+
+class CrosscheckMessage(TypedDict):
+    """FlashInfer's own benchmark on a unit's shape: ``unavailable`` when it cannot run there
+    (no command for the point, no GPU), ``error`` when it ran and failed."""
+
+    type: Literal["crosscheck"]
+    point_index: int
+    backend: str
+    status: CrosscheckStatus
+    command: str | None  # the command line run, as a user would type it
+    error: NotRequired[str | None]
+    median_us: NotRequired[float | None]
+    std_us: NotRequired[float | None]
+    method: NotRequired[str | None]  # cupti | cuda_graph | cuda_event: what its timer used
+    resolved_backend: NotRequired[str | None]  # as the tool reports it (0.6+)
+    cold_l2: NotRequired[bool | None]
+    cuda_graph_plan: NotRequired[bool | None]  # the wrapper's use_cuda_graph in that tool
+    clock_mhz: NotRequired[float | None]  # NVML SM clock, median over the tool's run
+    wall_s: NotRequired[float | None]  # the tool's wall time for the unit
+    row: NotRequired[dict[str, str]]  # its output CSV row, as written
+
+
 class LogMessage(TypedDict):
     type: Literal["log"]
     message: str
@@ -162,13 +204,15 @@ class DoneMessage(TypedDict):
     type: Literal["done"]
 
 
-Message = EnvMessage | StartMessage | PointMessage | LogMessage | FatalMessage | DoneMessage
+Message = (EnvMessage | StartMessage | PointMessage | CrosscheckMessage | LogMessage
+           | FatalMessage | DoneMessage)
 
 # The keys each message type must carry (the rest are optional).
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "env": ("protocol", "environment", "timing_method"),
     "start": ("point_index", "backend", "repeat"),
     "point": ("point_index", "backend", "status", "samples_us"),
+    "crosscheck": ("point_index", "backend", "status", "command"),
     "log": ("message",),
     "fatal": ("error",),
     "done": (),
@@ -198,7 +242,7 @@ def parse_message(line: str) -> Message | None:
     missing = [k for k in _REQUIRED[kind] if k not in obj]
     if missing:
         raise ProtocolError(f"harness {kind} message without {', '.join(missing)}: {line[:200]}")
-    if kind in ("start", "point"):
+    if kind in ("start", "point", "crosscheck"):
         obj["point_index"] = int(obj["point_index"])
         obj["backend"] = str(obj["backend"])
     return obj  # type: ignore[return-value]

@@ -8,6 +8,7 @@ from typing import Any, get_type_hints
 from pydantic import BaseModel, SerializerFunctionWrapHandler, create_model, model_serializer
 
 from kernelwatch.core.compare.results import ComparisonResult
+from kernelwatch.core.crosscheck import CrosscheckCounts
 from kernelwatch.core.models import RegressionState, ReleaseStatus, TagState
 
 
@@ -35,6 +36,8 @@ class RunOut(BaseModel):
     message: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    # With ``crosscheck: true``: how its points compare with flashinfer_benchmark.py's
+    crosscheck: CrosscheckCounts | None = None
 
 
 class JobSummary(BaseModel):
@@ -57,6 +60,7 @@ class JobOut(JobSummary):
     progress: Progress
     spec: dict[str, Any]
     runs: list[RunOut]
+    crosscheck: CrosscheckCounts | None = None  # the runs' counts summed
 
 
 class JobList(BaseModel):

@@ -183,21 +183,38 @@ def _print_summary(job: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     # Parameters that vary get a column; the fixed ones are said once, in the title.
     swept = [k for k, v in given.items() if isinstance(v, list) and len(v) > 1] or list(given)
     fixed = " ".join(f"{k}={v[0]}" for k, v in given.items() if k not in swept)
+    checked = bool((job.get("spec") or {}).get("crosscheck"))
     table = tables.table(
         f"job {job['id']} {job['name']}: {job['status']} "
         f"({job['progress']['done']}/{job['progress']['total']} points, "
         f"{job['progress']['errored']} errored)" + (f"\n{fixed}" if fixed else ""),
         ["kernel", "backend", "params", "version", "gpu", "status", "median us", "95% CI us",
-         "TB/s"], right=("median us", "TB/s"))
+         "TB/s", *(["FI bench us", "vs FI %"] if checked else [])],
+        right=("median us", "TB/s", "FI bench us", "vs FI %"))
     for r in rows:
         params = " ".join(f"{k}={r.get('param_' + k)}" for k in swept)
         ci = (f"{r['ci_low_us']:.2f}-{r['ci_high_us']:.2f}"
               if r.get("ci_low_us") is not None else "-")
         status = r["status"] if not r.get("error") else f"{r['status']}: {r['error']}"
+        extra = [_fmt(r.get("crosscheck_median_us")),
+                 _fmt(r.get("crosscheck_diff_pct"), 1)] if checked else []
         table.add_row(r["kernel"], r["backend"], params, r.get("flashinfer_version") or "-",
                       r.get("gpu_sku") or r.get("gpu_name") or "-", status,
-                      _fmt(r.get("median_us")), ci, _fmt(r.get("tbps"), 3))
+                      _fmt(r.get("median_us")), ci, _fmt(r.get("tbps"), 3), *extra)
     tables.console().print(table)
+    if checked:
+        click.echo(crosscheck_line(job.get("crosscheck")))
+
+
+def crosscheck_line(counts: dict[str, int] | None) -> str:
+    """The job's cross-check in one line: how many points agree with flashinfer_benchmark.py."""
+    from kernelwatch.core.crosscheck import CrosscheckCounts
+
+    if not counts:
+        return "cross-check: no point checked yet"
+    c = CrosscheckCounts(**counts)
+    return (f"cross-check with flashinfer_benchmark.py: {c.describe()}"
+            + ("; the causes are in --csv (crosscheck_causes)" if c.disagree else ""))
 
 
 @click.command("jobs")

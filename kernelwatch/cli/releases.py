@@ -176,7 +176,10 @@ def release_cmd() -> None:
 @click.option("--previous", help="The baseline version. Default: FlashInfer's previous "
               "release (the package index's or the wheelhouse's list; docs/regressions.md). "
               "On a release already recorded, another version re-runs it against that one.")
-def release_start(version: str, previous: str | None) -> None:
+@click.option("--crosscheck/--no-crosscheck", default=None,
+              help="Run flashinfer_benchmark.py beside every GPU point and count the points "
+              "that agree. Default: KERNELWATCH_RELEASE_CROSSCHECK, else as the suite says.")
+def release_start(version: str, previous: str | None, crosscheck: bool | None) -> None:
     """Benchmark FlashInfer VERSION against its baseline on every GPU tag of the fleet, then
     compare, confirm and notify: the webhook's flow, by hand."""
     from kernelwatch.core.releases import SuiteError, release_response, trigger_release
@@ -184,7 +187,7 @@ def release_start(version: str, previous: str | None) -> None:
     try:
         with session_scope() as session:
             start = trigger_release(session, version, previous=previous, source="manual",
-                                    submitted_by="cli")
+                                    submitted_by="cli", crosscheck=crosscheck)
             out = {**release_response(session, start.release), "created": start.created}
     except (ValueError, SuiteError) as e:
         raise click.ClickException(str(e)) from None

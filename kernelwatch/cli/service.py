@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -179,3 +180,29 @@ def register(group: click.Group) -> None:
         s = get_settings()
         _migrate()
         click.echo(f"database at head: {s.resolved_database_url}")
+
+    @group.group()
+    def wheelhouse() -> None:
+        """What nodes without network take from the wheelhouse (KERNELWATCH_WHEELHOUSE)."""
+
+    @wheelhouse.command("benchmarks")
+    @click.argument("version")
+    @click.option("--from-git", "repo", required=True,
+                  type=click.Path(exists=True, file_okay=False, path_type=Path),
+                  help="A FlashInfer git checkout holding the tag v<VERSION>.")
+    @click.option("--dir", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+                  default=None, help="Default: KERNELWATCH_WHEELHOUSE.")
+    def wheelhouse_benchmarks(version: str, repo: Path, out_dir: Path | None) -> None:
+        """Put VERSION's benchmarks/flashinfer_benchmark.py (from its tag) in the wheelhouse,
+        for the cross-check on nodes that cannot download FlashInfer's source."""
+        from kernelwatch.worker.benchmark_scripts import NoBenchmarkScript, archive_from_git
+
+        target = out_dir or (Path(get_settings().wheelhouse) if get_settings().wheelhouse
+                             else None)
+        if target is None:
+            raise click.UsageError("give --dir or set KERNELWATCH_WHEELHOUSE")
+        try:
+            out = archive_from_git(repo, version, target)
+        except NoBenchmarkScript as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(f"wrote {out}")

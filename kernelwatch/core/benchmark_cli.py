@@ -66,15 +66,27 @@ def benchmark_params(kernel: str, backend: str, cuda_graph: bool = True) -> dict
     return {"use_cuda_graph": cuda_graph}
 
 
+# What a user adds to check and see the run (the cross-check leaves them out: kernelwatch checks
+# correctness itself, and the tool's reference would double its cost).
+_SHOWN_FLAGS = ["--refcheck", "-vv"]
+
+
 @dataclass(frozen=True)
 class Repro:
-    command: str | None
-    reason: str | None = None  # why there is no command
+    args: list[str] | None  # flashinfer_benchmark.py's arguments for the same experiment
+    reason: str | None = None  # why there are none
+
+    @property
+    def command(self) -> str | None:
+        """The command line a user runs (from FlashInfer's source root)."""
+        if self.args is None:
+            return None
+        return f"python {SCRIPT} " + shlex.join([*self.args, *_SHOWN_FLAGS])
 
 
 def repro_command(kernel: str, params: dict[str, Any], backend: str) -> Repro:
-    """The flashinfer_benchmark.py command line measuring the same experiment as the point,
-    or why none does."""
+    """The flashinfer_benchmark.py arguments measuring the same experiment as the point, or
+    why none do."""
     routine = ROUTINES.get(kernel)
     if routine is None:
         return Repro(None, f"flashinfer_benchmark.py has no routine for {kernel}")
@@ -118,8 +130,7 @@ def repro_command(kernel: str, params: dict[str, Any], backend: str) -> Repro:
     if fixed["use_cuda_graph"] is False and p.get("use_cuda_graph") is False \
             and benchmark_params(kernel, backend)["use_cuda_graph"]:
         args.append("--no_cuda_graph")
-    args += ["--refcheck", "-vv"]
-    return Repro(f"python {SCRIPT} " + shlex.join(args))
+    return Repro(args)
 
 
 # --------------------------------------------------------------------------- testlists

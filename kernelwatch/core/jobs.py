@@ -37,6 +37,7 @@ from kernelwatch.core.errors import IllegalTransition, InvalidInput, NotFound
 from kernelwatch.core.gpus import ARCH_TAGS
 from kernelwatch.core.models import (
     TERMINAL_STATUSES,
+    Crosscheck,
     Job,
     JobStatus,
     Node,
@@ -432,6 +433,9 @@ POINT_COLUMNS = (
     "jit_seconds", "plan_seconds", "bytes", "flops", "tbps", "tflops", "pct_peak_bw",
     "pct_peak_flops", "max_abs_error", "peak_memory_bytes", "throttled", "series_key",
 )
+# The cross-check's columns (core.crosscheck), prefixed ``crosscheck_`` in result rows.
+CROSSCHECK_COLUMNS = ("status", "median_us", "std_us", "diff_pct", "agrees", "causes",
+                      "method", "resolved_backend", "clock_mhz", "wall_s", "command", "error")
 # Environment facts worth a column of their own (the whole fingerprint is in the export).
 ENV_COLUMNS = ("driver", "torch", "torch_cuda", "sm_count", "power_limit_w")
 
@@ -440,14 +444,16 @@ def result_rows(session: Session, job: Job) -> list[dict[str, Any]]:
     """One flat row per point: job/run/environment columns, then the point's parameters (one
     column each), then every statistic. Ordered by point index, backend, run."""
     rows = session.execute(
-        select(Point, Run, Node.name)
+        select(Point, Run, Node.name, Crosscheck)
         .join(Run, Run.id == Point.run_id)
         .outerjoin(Node, Node.id == Run.node_id)
+        .outerjoin(Crosscheck, Crosscheck.point_id == Point.id)
         .where(Point.job_id == job.id)
         .order_by(Point.point_index, Point.backend, Run.id)
     ).all()
+    checked = bool((job.spec or {}).get("crosscheck"))
     out = []
-    for point, run, node_name in rows:
+    for point, run, node_name, check in rows:
         row: dict[str, Any] = {
             "job_id": job.id,
             "job_name": job.name,
@@ -469,5 +475,8 @@ def result_rows(session: Session, job: Job) -> list[dict[str, Any]]:
         # The same experiment in FlashInfer's own benchmark, or why there is none.
         repro = repro_command(point.kernel, point.params or {}, point.backend)
         row["repro_command"], row["repro_note"] = repro.command, repro.reason
+        if checked:  # FlashInfer's own measurement of the point, when the job asked for it
+            row.update({f"crosscheck_{c}": getattr(check, c) if check else None
+                        for c in CROSSCHECK_COLUMNS})
         out.append(row)
     return out

@@ -223,6 +223,36 @@ class Point(Base):
     run: Mapped[Run] = relationship(back_populates="points", lazy="raise")
 
 
+class Crosscheck(Base):
+    """FlashInfer's own benchmark (flashinfer_benchmark.py) on a point's shape, run right after
+    kernelwatch measured it on the same node (spec ``crosscheck: true``), and how the two agree
+    (core.crosscheck)."""
+
+    __tablename__ = "crosschecks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    point_id: Mapped[int] = mapped_column(
+        ForeignKey("points.id", ondelete="CASCADE"), unique=True, index=True)
+    status: Mapped[str] = mapped_column(String(20))  # ok | error | unavailable
+    error: Mapped[str | None] = mapped_column(Text)
+    command: Mapped[str | None] = mapped_column(Text)  # as a user runs it from benchmarks/
+    median_us: Mapped[float | None] = mapped_column(Float)
+    std_us: Mapped[float | None] = mapped_column(Float)
+    method: Mapped[str | None] = mapped_column(String(40))  # its timer: cupti, cuda_graph, ...
+    resolved_backend: Mapped[str | None] = mapped_column(String(40))
+    cold_l2: Mapped[bool | None] = mapped_column(Boolean)
+    cuda_graph_plan: Mapped[bool | None] = mapped_column(Boolean)
+    clock_mhz: Mapped[float | None] = mapped_column(Float)  # NVML SM clock over its run
+    wall_s: Mapped[float | None] = mapped_column(Float)
+    # kernelwatch's median / the tool's - 1, and whether that is within core.crosscheck.AGREE
+    diff_pct: Mapped[float | None] = mapped_column(Float)
+    agrees: Mapped[bool | None] = mapped_column(Boolean)
+    # What differed between the two measurements, for a point that does not agree
+    causes: Mapped[list[Any] | None] = mapped_column(JSON)
+    row: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the tool's CSV row
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Sample(Base):
     __tablename__ = "samples"
 

@@ -121,13 +121,21 @@ def load_suite(path: str | Path | None = None) -> list[dict[str, Any]]:
     return [dict(e) for e in entries]
 
 
-def suite_specs(tag: str, versions: list[str], suite: list[dict[str, Any]]) -> list[SweepSpec]:
+def suite_specs(tag: str, versions: list[str], suite: list[dict[str, Any]],
+                crosscheck: bool | None = None) -> list[SweepSpec]:
+    """The suite's sweeps for one GPU tag and the versions [baseline, release]. ``crosscheck``
+    True or False turns the cross-check on or off for every entry; None keeps each entry's.
+    CPU tags never cross-check: they measure no FlashInfer kernel."""
     out = []
     for raw in suite:
         entry = dict(raw)
         cpu_params = entry.pop("cpu_params", None)
         entry["targets"] = [tag]
         entry["flashinfer_versions"] = versions
+        if crosscheck is not None:
+            entry["crosscheck"] = crosscheck
+        if tag == "cpu":
+            entry.pop("crosscheck", None)
         try:
             spec = SweepSpec(**entry)  # every entry is checked, whatever the tag
             if tag == "cpu":
@@ -229,8 +237,11 @@ def start_release(
     previous: str | None = None,
     source: str = "manual",
     submitted_by: str | None = None,
+    crosscheck: bool | None = None,
 ) -> ReleaseStart:
-    """Record the release and create its jobs (not committed, not enqueued). A version already
+    """Record the release and create its jobs (not committed, not enqueued). ``crosscheck``
+    (default: ``settings.release_crosscheck``, else as each suite entry says) runs
+    flashinfer_benchmark.py beside every measured point of its GPU jobs. A version already
     recorded returns the existing release, created=False, and creates nothing, unless
     ``previous`` names another baseline: then it is benchmarked again against that one
     (``rebaseline``). Concurrent callers rely on the unique version (the loser's insert waits
@@ -246,9 +257,12 @@ def start_release(
             return rebaseline(session, existing, previous, source, submitted_by)
         return ReleaseStart(existing, False)
     baseline = choose_baseline(session, version, previous)
+    if crosscheck is None and get_settings().release_crosscheck:
+        crosscheck = True
     release = Release(version=version, previous_version=baseline.version, source=source,
                       status=ReleaseStatus.benchmarking,
-                      details={"baseline": _baseline_record(baseline)})
+                      details={"baseline": _baseline_record(baseline),
+                               **({"crosscheck": crosscheck} if crosscheck is not None else {})})
 
     def insert() -> None:
         session.add(release)
@@ -277,7 +291,7 @@ def _create_release_jobs(session: Session, release: Release, source: str,
     tags = release_tags(session)
     for tag in tags:
         job_ids = []
-        for spec in suite_specs(tag, versions, suite):
+        for spec in suite_specs(tag, versions, suite, (release.details or {}).get("crosscheck")):
             job, _, job_runs = create_job(
                 session, spec, source=source, submitted_by=submitted_by,
                 idempotency_key=(f"release:{release.version}:{release.previous_version}:"
@@ -562,6 +576,7 @@ def trigger_release(
     source: str = "manual",
     submitted_by: str | None = None,
     before_commit: Callable[[ReleaseStart], None] | None = None,
+    crosscheck: bool | None = None,
 ) -> ReleaseStart:
     """``start_release``, then commit; the new jobs' runs are enqueued once the commit has
     happened (core.outbox: a worker must not receive a run the database does not hold yet).
@@ -569,7 +584,7 @@ def trigger_release(
     delivery answer). A broker failure is recorded on the release; the jobs stay queued in
     the database."""
     start = start_release(session, version, previous=previous, source=source,
-                          submitted_by=submitted_by)
+                          submitted_by=submitted_by, crosscheck=crosscheck)
     if start.runs:
         enqueue_after_commit(session, start.runs)
     if before_commit is not None:

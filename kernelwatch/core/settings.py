@@ -53,7 +53,13 @@ class Settings(BaseSettings):
     webhook_secret: str = ""
     notify_url: str = ""
     release_suite: str = ""  # path to a YAML sweep spec; default: the one shipped in core/
+    # Cross-check every release's GPU points with flashinfer_benchmark.py (core.crosscheck);
+    # off: as each suite entry says (its `crosscheck`).
+    release_crosscheck: bool = False
     flashinfer_repo: str = "flashinfer-ai/flashinfer"
+    # The source archive of a release's tag, for its benchmarks/flashinfer_benchmark.py (the
+    # cross-check); a wheelhouse's copy is used first (worker.benchmark_scripts).
+    benchmarks_url: str = "https://github.com/{repo}/archive/refs/tags/v{version}.tar.gz"
     # Where FlashInfer's list of releases is read (PEP 691 JSON) to choose a release's
     # baseline; a configured wheelhouse is read instead (core.baseline).
     package_index_url: str = "https://pypi.org/simple"

@@ -103,6 +103,11 @@ class SweepSpec(BaseModel):
     targets: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
     timing: Timing = Field(default_factory=Timing)  # type: ignore[arg-type]
+    # Run FlashInfer's own benchmarks/flashinfer_benchmark.py (of each version, from its
+    # source tag) on every measured point of a FlashInfer backend, right after kernelwatch's
+    # measurement on the same node, and store its median beside kernelwatch's
+    # (core.crosscheck). Costs about one more measurement per point.
+    crosscheck: bool = False
 
     @field_validator("kernel")
     @classmethod
@@ -150,6 +155,12 @@ class SweepSpec(BaseModel):
                 )
         self.backends = list(dict.fromkeys(self.backends))
         uses_flashinfer = any(b in catalogue.FLASHINFER_BACKENDS for b in self.backends)
+        if self.crosscheck and not uses_flashinfer:
+            raise ValueError(
+                "crosscheck: needs a FlashInfer backend (allowed: "
+                f"{', '.join(b for b in kernel.flashinfer_backends)}): flashinfer_benchmark.py "
+                "measures FlashInfer's kernels"
+            )
         if uses_flashinfer and not self.flashinfer_versions:
             raise ValueError(
                 "flashinfer_versions: required when a FlashInfer backend "

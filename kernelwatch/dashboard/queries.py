@@ -25,6 +25,7 @@ from kernelwatch.core.history import sort_versions
 from kernelwatch.core.models import (
     UNSETTLED_REGRESSION_STATES,
     Comparison,
+    Crosscheck,
     Job,
     Node,
     Point,
@@ -268,8 +269,14 @@ def curve_points(
     ).label("rank")
     inner = select(*POINT_COLUMNS, x_expr, s_expr, rank).where(and_(*conds)).subquery()
     stmt = (
-        select(inner, Run.environment, Run.gpu_name)
+        select(inner, Run.environment, Run.gpu_name,
+               Crosscheck.median_us.label("official_median_us"),
+               Crosscheck.diff_pct.label("official_diff_pct"),
+               Crosscheck.agrees.label("official_agrees"),
+               Crosscheck.causes.label("official_causes"))
         .join(Run, Run.id == inner.c.run_id)
+        .outerjoin(Crosscheck, and_(Crosscheck.point_id == inner.c.id,
+                                    Crosscheck.status == "ok"))
         .where(inner.c.rank == 1)
         .order_by(inner.c.series, inner.c.x)
     )

@@ -24,6 +24,8 @@ from typing import IO, Any
 
 from kernelwatch_harness.protocol import (
     PROTOCOL_VERSION,
+    CrosscheckMessage,
+    CrosscheckRequest,
     EnvMessage,
     LogMessage,
     PointMessage,
@@ -63,7 +65,7 @@ _SHIM = (
 
 Pair = tuple[int, str]
 # What the runner hands on: start, fatal and done are the runner's own business.
-Yielded = EnvMessage | PointMessage | LogMessage
+Yielded = EnvMessage | PointMessage | CrosscheckMessage | LogMessage
 
 
 @dataclass
@@ -74,6 +76,7 @@ class HarnessRequest:
     timing: TimingConfig
     points: list[tuple[int, dict[str, Any]]]  # (point_index, completed params)
     skip: set[Pair] = field(default_factory=set)
+    crosscheck: CrosscheckRequest | None = None  # flashinfer_benchmark.py after each unit
 
     @property
     def points_by_index(self) -> dict[int, dict[str, Any]]:
@@ -93,6 +96,7 @@ class HarnessRequest:
             timing=self.timing,
             points=[PointRequest(point_index=i, params=p) for i, p in self.points],
             skip=sorted(skip),
+            crosscheck=self.crosscheck,
         )
         return json.dumps(request)
 

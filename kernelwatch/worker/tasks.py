@@ -16,7 +16,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from kernelwatch.core import hooks
+from kernelwatch.core.benchmark_cli import repro_command
 from kernelwatch.core.broker import TASK_EXECUTE_RUN, get_celery
+from kernelwatch.core.crosscheck import store_crosscheck
 from kernelwatch.core.db import new_session
 from kernelwatch.core.environment import env_fingerprint
 from kernelwatch.core.errors import IllegalTransition
@@ -31,10 +33,16 @@ from kernelwatch.core.models import TERMINAL_STATUSES, Job, JobStatus, Node, Poi
 from kernelwatch.core.nodes import is_alive
 from kernelwatch.core.results import store_point, stored_point_keys
 from kernelwatch.core.spec import SweepSpec
+from kernelwatch.worker import benchmark_scripts
 from kernelwatch.worker import node as node_mod
 from kernelwatch.worker.runner import HarnessRequest, HarnessRunner
 from kernelwatch_harness.catalogue import FLASHINFER_BACKENDS
-from kernelwatch_harness.protocol import TIMING_DEFAULTS, error_point
+from kernelwatch_harness.protocol import (
+    TIMING_DEFAULTS,
+    CrosscheckLine,
+    CrosscheckRequest,
+    error_point,
+)
 
 log = logging.getLogger(__name__)
 app = get_celery()
@@ -125,14 +133,38 @@ def _finish(session: Session, run: Run, status: str | None = None,
 def build_request(session: Session, run: Run, job: Job, device: str) -> HarnessRequest:
     spec = SweepSpec(**job.spec)
     grid = spec.grid()
+    points = [(int(i), grid[int(i)]) for i in run.point_indices]
     return HarnessRequest(
         kernel=spec.kernel,
         device=device,
         backends=list(spec.backends),
         timing=spec.timing.config(),
-        points=[(int(i), grid[int(i)]) for i in run.point_indices],
+        points=points,
         skip=stored_point_keys(session, run.id),
+        crosscheck=crosscheck_request(spec, points, run.flashinfer_version, device),
     )
+
+
+def crosscheck_request(spec: SweepSpec, points: list[tuple[int, dict[str, Any]]],
+                       version: str | None, device: str) -> CrosscheckRequest | None:
+    """flashinfer_benchmark.py's arguments for each unit of the run (or why there are none),
+    and the version's copy of the script: what the harness cross-checks with."""
+    if not spec.crosscheck or version is None:
+        return None
+    script, why = "", None
+    if device == "cuda":  # a CPU run reports them unavailable without the script
+        try:
+            script = str(benchmark_scripts.script_dir(version))
+        except Exception as e:
+            why = str(e)
+    lines: list[CrosscheckLine] = []
+    for index, params in points:
+        for backend in spec.backends:  # a torch backend's line says why it has no command
+            repro = repro_command(spec.kernel, params, backend)
+            lines.append(CrosscheckLine(
+                point_index=index, backend=backend, args=None if why else repro.args,
+                reason=why or repro.reason))
+    return CrosscheckRequest(script_dir=script, lines=lines)
 
 
 def harness_python_for(run: Run, backends: list[str], device: str) -> str:
@@ -237,6 +269,9 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
                 if _Shutdown.requested:
                     runner.stop()
                     break
+            elif msg["type"] == "crosscheck":
+                store_crosscheck(session, run, msg, cold_l2)
+                session.commit()
             elif msg["type"] == "log" and msg["message"]:
                 log.info("harness: %s", msg["message"])
     finally:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from kernelwatch.api.deps import CurrentToken, ReadAccess, RowId, SessionDep
 from kernelwatch.api.errors import CSV_OR_JSON_RESPONSES, ERROR_RESPONSES, ErrorOut
 from kernelwatch.api.schemas import JobList, JobOut, JobResults, JobSummary, Progress, RunOut
-from kernelwatch.core import hooks, outbox
+from kernelwatch.core import crosscheck, hooks, outbox
 from kernelwatch.core import jobs as service
 from kernelwatch.core.errors import Conflict
 from kernelwatch.core.models import Job, JobStatus, Node, Run
@@ -163,6 +163,8 @@ def job_detail(session: Any, job: Job, new_runs: list[Run] | None = None) -> Job
     else:
         pairs = service.runs_with_nodes(session, job.id)
         progress = service.job_progress(session, job)
+    checks = crosscheck.counts_by_run(session, [r.id for r, _ in pairs]) if new_runs is None \
+        else {}
     runs = [
         RunOut(
             id=r.id, target=r.target, queue=r.queue, flashinfer_version=r.flashinfer_version,
@@ -170,12 +172,13 @@ def job_detail(session: Any, job: Job, new_runs: list[Run] | None = None) -> Job
             attempts=r.attempts, node=n.name if n else None, gpu_name=r.gpu_name,
             gpu_sku=r.gpu_sku, timing_method=r.timing_method, environment=r.environment,
             message=r.message, started_at=r.started_at, finished_at=r.finished_at,
+            crosscheck=checks.get(r.id),
         )
         for r, n in pairs
     ]
     summary = job_summary(job, waiting or job.message)
     return JobOut(**summary.model_dump(), progress=Progress(**progress), spec=job.spec,
-                  runs=runs)
+                  runs=runs, crosscheck=crosscheck.total(checks.values()))
 
 
 @router.post(

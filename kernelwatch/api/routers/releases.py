@@ -32,6 +32,9 @@ class ReleaseIn(BaseModel):
 
     version: str
     previous: str | None = None
+    # Run flashinfer_benchmark.py beside every GPU point (default: the server's setting, else
+    # as each suite entry says).
+    crosscheck: bool | None = None
 
 
 @router.get("/v1/releases", response_model=list[ReleaseListItem])
@@ -85,6 +88,7 @@ def create(body: ReleaseIn, session: SessionDep, token: CurrentToken) -> Any:
     webhook does. 201 when recorded now; 200 with the existing release otherwise. A version
     that is not one answers 422; a release suite that cannot be read, 503."""
     start = trigger_release(session, body.version, previous=body.previous,
+                            crosscheck=body.crosscheck,
                             source="manual", submitted_by=token.name)
     out = {**release_response(session, start.release), "created": start.created}
     return out if start.created else JSONResponse(out, status_code=200)

@@ -13,6 +13,7 @@ from typing import Any
 import dash
 from dash import ALL, Input, Output, State, callback, ctx, dcc, html, no_update
 
+from kernelwatch.core.crosscheck import AGREE
 from kernelwatch.dashboard import queries
 from kernelwatch.dashboard.common import (
     METRICS,
@@ -177,6 +178,7 @@ def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series
     traces: list[dict[str, Any]] = []
     flagged_x, flagged_y, flagged_text, flagged_hover = [], [], [], []
     bad_x, bad_text, bad_hover = [], [], []
+    official_x, official_y, official_hover = [], [], []
     csv_rows: list[dict[str, Any]] = []
     for name in queries.sort_values(r["series"] for r in rows):
         xs, ys, lo, hi, hov = [], [], [], [], []
@@ -188,13 +190,19 @@ def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series
                              "ci_low": low, "ci_high": high, "status": r["status"],
                              "n_samples": r["n_samples"], "cv": r["cv"],
                              "throttled": r["throttled"], "point_id": r["id"],
-                             "run_id": r["run_id"], "job_id": r["job_id"]})
+                             "run_id": r["run_id"], "job_id": r["job_id"],
+                             "flashinfer_benchmark_value": official_value(r, y, value)})
             if r["status"] == "ok" and value is not None:
                 xs.append(xval(r))
                 ys.append(value)
                 lo.append(value - low if low is not None else 0.0)
                 hi.append(high - value if high is not None else 0.0)
                 hov.append(hover_text(r, label))
+                theirs = official_value(r, y, value)
+                if theirs is not None:
+                    official_x.append(xval(r))
+                    official_y.append(theirs)
+                    official_hover.append(official_hover_text(r, name, theirs, y))
             elif value is not None:  # measured but flagged (incorrect output)
                 flagged_x.append(xval(r))
                 flagged_y.append(value)
@@ -212,6 +220,16 @@ def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series
                             "thickness": 1.2, "width": 3},
                 "hovertext": hov, "hovertemplate": "%{hovertext}<extra></extra>",
             })
+    if official_x:
+        # FlashInfer's own benchmark on the same shape (spec crosscheck: true), beside each
+        # point it measured: a hollow diamond, so a gap between the two is seen at a glance.
+        traces.append({
+            "type": "scatter", "mode": "markers", "name": OFFICIAL,
+            "x": official_x, "y": official_y,
+            "marker": {"symbol": "diamond-open", "size": 11, "color": "#3e4c59",
+                       "line": {"width": 1.5}},
+            "hovertext": official_hover, "hovertemplate": "%{hovertext}<extra></extra>",
+        })
     if flagged_x:
         traces.append({
             "type": "scatter", "mode": "markers+text", "name": "incorrect output",
@@ -260,11 +278,38 @@ def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series
             layout["xaxis"]["tickvals"] = ticks
             layout["xaxis"]["ticktext"] = [f"{v:g}" for v in ticks]
     n_ok = sum(len(t["x"]) for t in traces if t["name"] not in
-               ("incorrect output", "unsupported / error"))
-    summary = (f"{n_ok} measured points in {len(traces) - bool(flagged_x) - bool(bad_x)} "
-               f"series; {len(flagged_x)} with incorrect output; {len(bad_x)} unsupported or "
-               f"errored")
+               ("incorrect output", "unsupported / error", OFFICIAL))
+    n_series = len(traces) - bool(flagged_x) - bool(bad_x) - bool(official_x)
+    summary = (f"{n_ok} measured points in {n_series} series; {len(flagged_x)} with incorrect "
+               f"output; {len(bad_x)} unsupported or errored")
+    if official_x:
+        agree = sum(1 for r in rows if r.get("official_agrees"))
+        summary += (f"; {agree} of {len(official_x)} within {AGREE:.0%} of "
+                    "flashinfer_benchmark.py (◇)")
     return {"data": traces, "layout": layout}, csv_rows, summary
+
+
+OFFICIAL = "flashinfer_benchmark.py"
+
+
+def official_value(r: dict[str, Any], y: str, value: float | None) -> float | None:
+    """The cross-check's measurement of the point in the plotted metric: its median, or the
+    point's throughput scaled by the two latencies (the bytes and FLOPs are the same)."""
+    theirs = r.get("official_median_us")
+    if not theirs or value is None:
+        return None
+    if y == "latency":
+        return float(theirs)
+    return value * float(r["median_us"]) / float(theirs) if r.get("median_us") else None
+
+
+def official_hover_text(r: dict[str, Any], name: str, theirs: float, y: str) -> str:
+    diff = r.get("official_diff_pct")
+    causes = r.get("official_causes") or []
+    lines = [f"<b>{OFFICIAL}</b> · {name}", f"{METRICS[y][1]}: {theirs:.4g}",
+             f"kernelwatch vs it: {diff:+.1f}%" if diff is not None else ""]
+    lines += [f"{c.get('cause')}: {c.get('detail')}" for c in causes if isinstance(c, dict)]
+    return "<br>".join(x for x in lines if x)
 
 
 @callback(

@@ -13,6 +13,7 @@ import dash
 from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
 from dash.dash_table.Format import Format, Scheme
 
+from kernelwatch.core import crosscheck
 from kernelwatch.core.jobs import waiting_reason
 from kernelwatch.core.models import TERMINAL_STATUSES, Job
 from kernelwatch.core.series import ClockSummary
@@ -131,6 +132,7 @@ def load_job(job_id: int | None, _n: int | None) -> tuple[Any, ...]:
             return html.P(f"Job {job_id} does not exist.", className="error"), "", True
         counts = queries.point_counts_by_job(s, [job.id]).get(job.id, {})
         waiting = waiting_reason(s, job)
+        checks = crosscheck.counts_by_run(s, [r.id for r in runs])
     done = sum(counts.values())
     total = job.total_points or done
     running = job.status not in TERMINAL_STATUSES
@@ -143,23 +145,33 @@ def load_job(job_id: int | None, _n: int | None) -> tuple[Any, ...]:
     run_rows = [{"run": r.id, "target": r.target, "gpu": r.gpu_name or r.gpu_sku or "-",
                  "version": r.flashinfer_version or "torch only", "status": r.status,
                  "timing": r.timing_method or "-", "chunk": f"{r.chunk + 1}/{r.chunks}",
-                 "message": r.message or ""} for r in runs]
+                 "crosscheck": agreement(checks.get(r.id)), "message": r.message or ""}
+                for r in runs]
+    total_checks = crosscheck.total(checks.values())
     header = html.Div([
         html.H3(f"#{job.id} {job.name} · {job.kernel} · from {job.source}"
                 + (f" by {job.submitted_by}" if job.submitted_by else "")),
         html.P(job.message, className="note") if job.message else None,
         html.P(waiting, className="error") if waiting else None,
+        html.P(f"Cross-check with flashinfer_benchmark.py: {agreement(total_checks)}",
+               className="note") if total_checks else None,
         html.Div(className="cards", children=[
             html.Div(className="card", children=[html.H3("Spec"), html.Pre(
                 json.dumps(job.spec, indent=2, sort_keys=True), className="spec")]),
             html.Div(className="card", children=[html.H3("Runs"), simple_table(
                 run_rows, [("run", "run"), ("target", "target"), ("gpu", "GPU"),
                            ("version", "FlashInfer"), ("status", "status"),
-                           ("timing", "timing"), ("chunk", "chunk"), ("message", "")])]),
+                           ("timing", "timing"), ("chunk", "chunk"),
+                           ("crosscheck", "agrees with FI bench"), ("message", "")])]),
         ]),
         dcc.Link("curves of this job", href=f"/curves?job={job.id}&kernel={job.kernel}"),
     ])
     return header, progress, not running
+
+
+def agreement(counts: crosscheck.CrosscheckCounts | None) -> str:
+    """How many cross-checked points agree with flashinfer_benchmark.py, in a few words."""
+    return counts.describe() if counts is not None else "-"
 
 
 SIGNIFICANT = Format(precision=4, scheme=Scheme.decimal_or_exponent)

@@ -1,0 +1,137 @@
+"""FlashInfer's own benchmark (``benchmarks/flashinfer_benchmark.py`` and its ``routines/``) for
+each version, as its source tag has it, cached once per version beside the version envs for
+the cross-check (core.crosscheck). Wheels do not ship it, so it comes from the source:
+
+- the wheelhouse, for nodes without network: ``flashinfer-benchmarks-<version>.tar.gz``
+  (``kernelwatch wheelhouse benchmarks`` writes one from a git checkout) or the tag's source
+  archive ``flashinfer-<version>.tar.gz``;
+- else the tag's source archive, downloaded (``settings.benchmarks_url``).
+
+Layout under ``settings.resolved_envs_dir``::
+
+    benchmarks/<version>/benchmarks/flashinfer_benchmark.py, routines/...
+    benchmarks/<version>/READY      JSON written last: where it came from
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+import urllib.request
+from pathlib import Path, PurePosixPath
+
+from kernelwatch.core.settings import get_settings
+from kernelwatch.worker.envs import _check_version, _lock, _root, _wheelhouse
+
+SCRIPT = "flashinfer_benchmark.py"
+DOWNLOAD_TIMEOUT_S = 120
+
+
+class NoBenchmarkScript(RuntimeError):
+    """The version's flashinfer_benchmark.py could not be had: the reason says from where."""
+
+
+def cache_dir(version: str, envs_dir: Path | str | None = None) -> Path:
+    return _root(envs_dir) / "benchmarks" / _check_version(version)
+
+
+def wheelhouse_names(version: str) -> tuple[str, str]:
+    return f"flashinfer-benchmarks-{version}.tar.gz", f"flashinfer-{version}.tar.gz"
+
+
+def source_url(version: str) -> str:
+    s = get_settings()
+    return s.benchmarks_url.format(repo=s.flashinfer_repo, version=version)
+
+
+def _benchmark_members(tar: tarfile.TarFile) -> list[tuple[tarfile.TarInfo, PurePosixPath]]:
+    """The regular files under ``benchmarks/`` (at the top, or one folder down as in a source
+    archive), with their paths relative to it. Nothing outside it is extracted, and no path
+    that climbs out of it."""
+    out = []
+    for m in tar.getmembers():
+        parts = PurePosixPath(m.name).parts
+        if "benchmarks" not in parts[:2] or not m.isfile() or ".." in parts:
+            continue
+        rel = PurePosixPath(*parts[parts.index("benchmarks") + 1:])
+        if rel.parts:
+            out.append((m, rel))
+    return out
+
+
+def extract(archive: bytes, into: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
+        members = _benchmark_members(tar)
+        if not any(str(rel) == SCRIPT for _, rel in members):
+            raise NoBenchmarkScript(f"the archive has no benchmarks/{SCRIPT}")
+        for member, rel in members:
+            data = tar.extractfile(member)
+            if data is None:
+                continue
+            target = into / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data.read())
+
+
+def _from_wheelhouse(version: str, wheelhouse: str) -> tuple[bytes, str] | None:
+    if not wheelhouse:
+        return None
+    for name in wheelhouse_names(version):
+        path = Path(wheelhouse) / name
+        if path.is_file():
+            return path.read_bytes(), str(path)
+    return None
+
+
+def _download(version: str) -> tuple[bytes, str]:
+    url = source_url(version)
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
+            return resp.read(), url
+    except Exception as e:
+        raise NoBenchmarkScript(
+            f"flashinfer_benchmark.py of {version}: not in the wheelhouse "
+            f"({' or '.join(wheelhouse_names(version))}) and {url} could not be read: {e}"
+        ) from None
+
+
+def script_dir(version: str, envs_dir: Path | str | None = None,
+               wheelhouse: str | None = None) -> Path:
+    """The folder holding the version's flashinfer_benchmark.py, fetched on first use."""
+    root = _root(envs_dir)
+    where = cache_dir(version, root)
+    benchmarks = where / "benchmarks"
+    if (where / "READY").is_file():
+        return benchmarks
+    wh = _wheelhouse(wheelhouse)
+    with _lock(root, f"benchmarks-{version}"):
+        if (where / "READY").is_file():  # another worker fetched it meanwhile
+            return benchmarks
+        archive = _from_wheelhouse(version, wh) or _download(version)
+        if benchmarks.exists():  # a half-written earlier attempt
+            import shutil
+
+            shutil.rmtree(benchmarks)
+        benchmarks.mkdir(parents=True)
+        extract(archive[0], benchmarks)
+        (where / "READY").write_text(json.dumps({"version": version, "source": archive[1]}))
+    return benchmarks
+
+
+def archive_from_git(repo: Path, version: str, out_dir: Path) -> Path:
+    """``flashinfer-benchmarks-<version>.tar.gz`` in ``out_dir``: the tag's ``benchmarks/``
+    from a FlashInfer git checkout, for a wheelhouse of nodes without network."""
+    tag = f"v{version}"
+    out = out_dir / wheelhouse_names(version)[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data = subprocess.run(
+            ["git", "-C", str(repo), "archive", "--format=tar.gz", tag, "benchmarks"],
+            check=True, capture_output=True).stdout
+    except subprocess.CalledProcessError as e:
+        raise NoBenchmarkScript(
+            f"git archive {tag} benchmarks in {repo}: {e.stderr.decode().strip()}") from None
+    out.write_bytes(data)
+    return out
