@@ -197,3 +197,49 @@ def test_fp8_kv_decode_and_refusals_do_not_stop_the_harness() -> None:
     assert by[(1, "no-such-backend")]["status"] == "unsupported"
     assert "use_tensor_cores" in by[(1, "fa3")]["error"]
     assert by[(1, "fa2")]["status"] == "ok"
+
+
+def _benchmarks_dir() -> str | None:
+    """The installed version's flashinfer_benchmark.py, from the wheelhouse the GPU check
+    uses (KERNELWATCH_WHEELHOUSE, default .whl/): the cross-check's script."""
+    import os
+    from pathlib import Path
+
+    import flashinfer
+
+    from kernelwatch.worker.benchmark_scripts import NoBenchmarkScript, script_dir
+
+    wheelhouse = os.environ.get("KERNELWATCH_WHEELHOUSE", ".whl")
+    try:
+        return str(script_dir(flashinfer.__version__, Path("/tmp/kw-benchmarks"), wheelhouse))
+    except NoBenchmarkScript:
+        return None
+
+
+def test_the_crosscheck_runs_flashinfers_own_benchmark_beside_each_point() -> None:
+    """The harness runs the version's flashinfer_benchmark.py right after each unit, on the
+    same GPU, and reports its median, timer, plan mode and clock."""
+    from kernelwatch.core.benchmark_cli import repro_command
+
+    where = _benchmarks_dir()
+    if where is None:
+        pytest.skip("no flashinfer-benchmarks-<version>.tar.gz in the wheelhouse")
+    point = complete_params("batch_decode", {**SMALL, "kv_len_distribution": "constant",
+                                             "kv_layout": "HND"})
+    repro = repro_command("batch_decode", point, "fa2")
+    assert repro.args is not None, repro.reason
+    req = HarnessRequest("batch_decode", "cuda", ["fa2"], TIMING, [(0, point)],
+                         crosscheck={"script_dir": where, "lines": [
+                             {"point_index": 0, "backend": "fa2", "args": repro.args,
+                              "reason": None}]})
+    msgs = list(HarnessRunner(sys.executable, req).messages())
+    (p,) = [m for m in msgs if m["type"] == "point"]
+    (c,) = [m for m in msgs if m["type"] == "crosscheck"]
+    assert p["status"] == "ok", p["error"]
+    assert c["status"] == "ok", c.get("error")
+    assert c["median_us"] > 0 and c["std_us"] is not None and c["wall_s"] > 0
+    assert c["method"] in ("cupti", "cuda_graph") and c["cuda_graph_plan"] is True
+    assert c["command"].startswith("python flashinfer_benchmark.py --routine "
+                                   "BatchDecodeWithPagedKVCacheWrapper")
+    assert c["clock_mhz"] is None or c["clock_mhz"] > 500
+    assert c["row"]["backend"] == "fa2"
