@@ -136,9 +136,10 @@ def harness_fingerprint() -> str:
     runs an older (or newer) harness than the service speaks to, and gets it reinstalled."""
     import kernelwatch_harness
 
+    root = Path(kernelwatch_harness.__file__).parent
     digest = hashlib.sha256()
-    for f in sorted(Path(kernelwatch_harness.__file__).parent.glob("*.py")):
-        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    for f in sorted(root.rglob("*.py")):  # the family modules too
+        digest.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
     return digest.hexdigest()[:16]
 
 

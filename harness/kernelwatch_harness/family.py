@@ -1,0 +1,186 @@
+"""What a kernel family declares, and what the rest of kernelwatch asks of it.
+
+A family (``kernelwatch_harness.families.<name>``) owns everything that is particular to its
+kernels: their parameters with allowed values and defaults, the cross-parameter rules of a
+valid point, the FLOPs and bytes a point moves, its seeded inputs, its call for each backend
+and FlashInfer version, its float32 (or PyTorch) reference and tolerance, and how it refuses a
+combination it cannot run. The harness's measuring loop, the job spec's validation, storage,
+comparison, the release flow, the dashboard and the CLI go through this interface only, so a
+kernel is added by touching its family's module alone.
+
+This module imports no torch: the service reads the declarations (the catalogue) without it.
+A family's ``inputs``, ``prepare`` and ``reference`` run in the harness, where torch is.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from kernelwatch_harness.prepared import Prepared
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: type  # int, str or bool
+    default: Any
+    choices: tuple[Any, ...] | None = None
+    min: int | None = None
+    max: int | None = None
+    doc: str = ""  # what it means, shown by the catalogue API and CLI
+
+    def describe_allowed(self) -> str:
+        if self.choices is not None:
+            return ", ".join(
+                str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices
+            )
+        return f"integers from {self.min} to {self.max}"
+
+
+# Compute capabilities kernelwatch names (FlashInfer's support tables use the same).
+ARCHS = ("sm80", "sm86", "sm89", "sm90", "sm100", "sm103", "sm120")
+AMPERE_HOPPER = ("sm80", "sm86", "sm89", "sm90")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    family: str
+    params: tuple[str, ...]
+    flashinfer_backends: tuple[str, ...]
+    torch_backends: tuple[str, ...]
+    description: str
+    # flashinfer_benchmark.py's routine measuring the same thing (None: it has none)
+    routine: str | None = None
+    # where FlashInfer runs it: a node of another architecture reports it unsupported
+    archs: tuple[str, ...] = ARCHS
+    # the first FlashInfer release that has it (None: every release kernelwatch supports)
+    since: str | None = None
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return (*self.flashinfer_backends, *self.torch_backends)
+
+
+class Operands:
+    """A point's inputs as the measuring loop sees them: ``data`` is what each call reads (the
+    timer rotates copies of it for a cold L2); the family keeps anything else it needs."""
+
+    def __init__(self, kernel: str, params: dict[str, Any], data: dict[str, Any]) -> None:
+        self.kernel, self.params, self.data = kernel, params, data
+        self.kept: dict[str, Any] = {}  # the family's own (not rotated, not timed)
+
+    def data_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in tensors(self.data))
+
+    def data_ptrs(self, data: dict[str, Any] | None = None) -> list[int]:
+        return [t.data_ptr() for t in tensors(self.data if data is None else data)]
+
+    def copy_data(self) -> dict[str, Any]:
+        """A fresh copy of ``data`` in new memory (a rotation buffer for cold-L2 timing)."""
+        return clone(self.data)
+
+
+def tensors(obj: Any) -> list[torch.Tensor]:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in tensors(v)]
+    if isinstance(obj, list | tuple):
+        return [t for v in obj for t in tensors(v)]
+    return []
+
+
+def clone(obj: Any) -> Any:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, dict):
+        return {k: clone(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [clone(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(clone(v) for v in obj)
+    return obj
+
+
+def max_abs_error(outputs: list[torch.Tensor], refs: list[torch.Tensor]) -> float:
+    """The largest absolute difference between outputs and references, in float32; NaN or
+    infinity anywhere makes it infinite (never hidden by a max that skips NaN)."""
+    import torch
+
+    worst = 0.0
+    for out, ref in zip(outputs, refs, strict=True):
+        if out.shape != ref.shape:
+            raise ValueError(f"output shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
+        diff = (out.float() - ref.float()).abs()
+        if not bool(torch.isfinite(diff).all()):
+            return float("inf")
+        if diff.numel():
+            worst = max(worst, float(diff.max()))
+    return worst
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one call of a point moves and computes (the roofline's two axes)."""
+
+    flops: float
+    bytes: float
+    extra: dict[str, Any] = field(default_factory=dict)  # family facts (lengths, ...)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"flops": self.flops, "bytes": self.bytes, **self.extra}
+
+
+class Family(ABC):
+    """One kernel family. Subclasses set ``name``, ``params`` and ``kernels`` and implement
+    the methods; ``legacy`` gives the value stored points had before a parameter existed."""
+
+    name: str
+    params: Mapping[str, Param]
+    kernels: Mapping[str, Kernel]
+    legacy: Mapping[str, Any] = {}
+
+    # --- declarations (service and harness) ----------------------------------------------
+
+    def check_point(self, kernel: str, point: dict[str, Any]) -> None:  # noqa: B027
+        """Cross-parameter rules of a valid point: ValueError naming the parameters. A family
+        without any keeps this (every combination of allowed values is valid)."""
+
+    @abstractmethod
+    def work(self, kernel: str, point: dict[str, Any]) -> Work:
+        """FLOPs and bytes of one call (kernelwatch's own formulas, tested)."""
+
+    @abstractmethod
+    def memory_bytes(self, kernel: str, point: dict[str, Any]) -> float:
+        """Device memory one point needs (inputs, outputs, the reference), for validation."""
+
+    # --- measuring (harness: torch and FlashInfer are importable) ------------------------
+
+    @abstractmethod
+    def inputs(self, kernel: str, params: dict[str, Any], backend: str,
+               device: str) -> Operands:
+        """Seeded inputs, in the layout ``backend`` reads."""
+
+    @abstractmethod
+    def prepare(self, backend: str, inp: Operands, device: str) -> Prepared:
+        """The timed call for ``backend`` (raise NotImplementedError, with the reason, for a
+        combination it cannot run)."""
+
+    @abstractmethod
+    def reference(self, inp: Operands) -> list[torch.Tensor]:
+        """The reference outputs in float32, in the shape ``Prepared.outputs`` gives."""
+
+    @abstractmethod
+    def tolerance(self, kernel: str, params: dict[str, Any]) -> float:
+        """The largest absolute error accepted against ``reference``."""
