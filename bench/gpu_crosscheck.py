@@ -1,11 +1,11 @@
 """The cross-check of kernelwatch's timing against FlashInfer's own timers: the harness's
 measurement (``kernelwatch_harness.measure.Measurer``) and FlashInfer's ``bench_gpu_time`` on
-the sweep's reference shapes (kernelwatch_harness.suites) in the SAME process, alternated, so
-that both see one GPU state: clocks under the power cap, temperature, and where the caching
-allocator put the inputs (a point's turn of ours and theirs frees and allocates the same sizes
-one after the other). On the H200 some light points run at two or three levels set by where
-their buffers land (B=1 kv=512 decode: 10.1 or 10.85 us, with either timer), so timers in
-separate processes would compare one draw of that placement with another.
+the sweep's reference shapes (kernelwatch_harness.families.attention.suites) in the SAME
+process, alternated, so that both see one GPU state: clocks under the power cap, temperature,
+and where the caching allocator put the inputs (a point's turn of ours and theirs frees and
+allocates the same sizes one after the other). On the H200 some light points run at two or
+three levels set by where their buffers land (B=1 kv=512 decode: 10.1 or 10.85 us, with either
+timer), so timers in separate processes would compare one draw of that placement with another.
 
 - ours: the harness's own code with the service's default timing (correctness check in the
   first repeat, CUDA-graph replay with rotated inputs, the clock floor, one repeat per pass);
@@ -39,22 +39,22 @@ from typing import Any
 
 import torch
 
-from kernelwatch_harness.crosscheck import (
+from kernelwatch_harness.families.attention.crosscheck import (
     bench_one,
     dry_runs,
     load_timer,
     summary_lines,
     units_of,
 )
+from kernelwatch_harness.families.attention.suites import TIMING, delta_pct, short
 from kernelwatch_harness.measure import Measurer
-from kernelwatch_harness.suites import TIMING, delta_pct, short
 from kernelwatch_harness.timing import RECOVERY_S, cupti_module
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suites", default="decode",
-                    help="kernelwatch_harness.suites' suites, comma-separated")
+                    help="kernelwatch_harness.families.attention.suites' suites, comma-separated")
     ap.add_argument("--backends", default=None, help="default: each suite's")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--samples-per-repeat", type=int, default=10)

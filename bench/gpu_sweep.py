@@ -1,7 +1,7 @@
 """The GPU sweep benchmark: kernelwatch's real worker path (version environments from
 kernelwatch.worker.envs, the harness subprocess through kernelwatch.worker.runner's
-HarnessRunner) on the reference shapes (kernelwatch_harness.suites), each suite run ``--runs``
-times in a row.
+HarnessRunner) on the reference shapes (kernelwatch_harness.families.attention.suites), each
+suite run ``--runs`` times in a row.
 
     python bench/gpu_sweep.py --versions 0.6.18.post1 --wheelhouse .whl \
         --envs-dir /tmp/kw-envs --out OUT [--runs 2] [--suites decode,prefill,single]
@@ -31,7 +31,7 @@ from kernelwatch.core.series import clock_summary
 from kernelwatch.core.stats import Summary, repeat_labels, summarize
 from kernelwatch.worker import envs
 from kernelwatch.worker.runner import HarnessRequest, HarnessRunner, harness_env
-from kernelwatch_harness.suites import SUITES, TIMING, grid, short
+from kernelwatch_harness.families.attention.suites import SUITES, TIMING, grid, short
 
 
 def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:

@@ -25,7 +25,7 @@ from kernelwatch.core.compare import compare_runs, persist_comparison
 from kernelwatch.core.models import Job, Node, Regression, Release, ReleaseTag, Run, TagState
 from kernelwatch.core.results import store_point
 from kernelwatch_harness.catalogue import complete_params
-from kernelwatch_harness.formulas import point_work
+from kernelwatch_harness.families.attention.formulas import point_work
 
 GPU = "h100"
 V_OLD, V_NEW = "0.6.18.post1", "0.7.2.post1"

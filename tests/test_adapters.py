@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from kernelwatch_harness import flashinfer_backends as fb
 from kernelwatch_harness.catalogue import complete_params
-from kernelwatch_harness.inputs import flashinfer_inputs, sm_scale
+from kernelwatch_harness.families.attention import flashinfer_backends as fb
+from kernelwatch_harness.families.attention.inputs import flashinfer_inputs, sm_scale
 from tests.signatures import from_wheel
 
 SNAPSHOT = Path(__file__).parent / "fixtures" / "gpu" / "flashinfer_signatures.json"

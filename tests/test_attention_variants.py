@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from kernelwatch_harness import flashinfer_backends as fb
+from kernelwatch_harness.families.attention import flashinfer_backends as fb
+from kernelwatch_harness.families.attention.reference import attend_fp32, attention_mask
 from kernelwatch_harness.measure import Measurer
-from kernelwatch_harness.reference import attend_fp32, attention_mask
 from tests.test_adapters import VERSIONS, accepts, inputs
 
 

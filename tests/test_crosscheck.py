@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from kernelwatch_harness.crosscheck import (
+from kernelwatch_harness.families.attention.crosscheck import (
     cupti_bench,
     load_timer,
     rotates,
     summary_lines,
     units_of,
 )
-from kernelwatch_harness.suites import delta_pct
+from kernelwatch_harness.families.attention.suites import delta_pct
 
 
 class Recorder:

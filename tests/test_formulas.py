@@ -1,11 +1,11 @@
 """FLOPs, bytes and request lengths against values worked out by hand from FlashInfer's
-conventions (kernelwatch_harness.formulas, docs/measurement.md)."""
+conventions (kernelwatch_harness.families.attention.formulas, docs/measurement.md)."""
 
 from __future__ import annotations
 
 import pytest
 
-from kernelwatch_harness.formulas import (
+from kernelwatch_harness.families.attention.formulas import (
     attention_bytes,
     attention_flops,
     point_work,

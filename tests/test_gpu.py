@@ -179,7 +179,9 @@ def test_cudnn_is_measured_correct_or_refused_with_a_reason(kernel: str, layout:
         assert p["resolved_backend"] == "cudnn"
         assert p["max_abs_error"] <= p["telemetry"]["tolerance"]
     else:
-        from kernelwatch_harness.flashinfer_backends import cudnn_frontend_installed
+        from kernelwatch_harness.families.attention.flashinfer_backends import (
+            cudnn_frontend_installed,
+        )
 
         assert not cudnn_frontend_installed() and "nvidia-cudnn-frontend" in p["error"]
 

@@ -16,12 +16,12 @@ import torch
 
 from kernelwatch_harness import measure
 from kernelwatch_harness.catalogue import KERNELS, complete_params
-from kernelwatch_harness.formulas import point_work
-from kernelwatch_harness.inputs import flashinfer_inputs, torch_inputs
+from kernelwatch_harness.families.attention.formulas import point_work
+from kernelwatch_harness.families.attention.inputs import flashinfer_inputs, torch_inputs
+from kernelwatch_harness.families.attention.reference import attend_fp32, causal_mask
+from kernelwatch_harness.families.attention.torch_backends import prepare_torch
 from kernelwatch_harness.prepared import Prepared
 from kernelwatch_harness.protocol import PROTOCOL_VERSION
-from kernelwatch_harness.reference import attend_fp32, causal_mask
-from kernelwatch_harness.torch_backends import prepare_torch
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = {"batch_size": 3, "kv_len": 40, "qo_len": 6, "num_qo_heads": 4, "num_kv_heads": 2,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from kernelwatch_harness import flashinfer_backends as fb
 from kernelwatch_harness.catalogue import KERNELS, LEGACY_VALUES, PARAMS, complete_params
+from kernelwatch_harness.families.attention import flashinfer_backends as fb
 from tests.test_adapters import VERSIONS, accepts, inputs
 
 CLASSES = {"batch_decode": "BatchDecodeWithPagedKVCacheWrapper",

@@ -4,7 +4,8 @@ copies make L2 cold, how many calls a graph holds, how long a point warms up. CP
 from __future__ import annotations
 
 from kernelwatch.core.spec import Timing
-from kernelwatch_harness import suites, timing
+from kernelwatch_harness import timing
+from kernelwatch_harness.families.attention import suites
 
 L2 = 60 * 2**20  # the H200's L2 as torch reports it
 GIB = 2**30

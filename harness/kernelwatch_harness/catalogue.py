@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kernelwatch_harness.formulas import KV_DISTRIBUTIONS
+from kernelwatch_harness.families.attention.formulas import KV_DISTRIBUTIONS
 
 
 @dataclass(frozen=True)

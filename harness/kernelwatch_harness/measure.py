@@ -14,8 +14,14 @@ import torch
 
 from kernelwatch_harness import timing
 from kernelwatch_harness.catalogue import KERNELS, TORCH_BACKENDS
-from kernelwatch_harness.formulas import samples_per_repeat
-from kernelwatch_harness.inputs import Inputs, flashinfer_inputs, sm_scale, torch_inputs
+from kernelwatch_harness.families.attention.inputs import (
+    Inputs,
+    flashinfer_inputs,
+    sm_scale,
+    torch_inputs,
+)
+from kernelwatch_harness.families.attention.reference import max_abs_error, reference, tolerance
+from kernelwatch_harness.families.attention.torch_backends import prepare_torch
 from kernelwatch_harness.prepared import Prepared
 from kernelwatch_harness.protocol import (
     SUSTAINED_WARMUP_MS,
@@ -23,10 +29,9 @@ from kernelwatch_harness.protocol import (
     ClockMode,
     PointMessage,
     TimingConfig,
+    samples_per_repeat,
 )
-from kernelwatch_harness.reference import max_abs_error, reference, tolerance
 from kernelwatch_harness.telemetry import Nvml, is_throttled
-from kernelwatch_harness.torch_backends import prepare_torch
 
 
 class Unsupported(Exception):
@@ -75,7 +80,7 @@ def _prepare(backend: str, inp: Inputs, scale: float, device: str) -> Prepared:
         return prepare_torch(backend, inp, scale)
     if device != "cuda":
         raise Unsupported(f"FlashInfer backend {backend!r} needs a CUDA device")
-    from kernelwatch_harness.flashinfer_backends import (
+    from kernelwatch_harness.families.attention.flashinfer_backends import (
         prepare_flashinfer,  # lazy: imports flashinfer
     )
 

@@ -77,6 +77,13 @@ class TimingDefaults:
 TIMING_DEFAULTS = TimingDefaults()
 
 
+def samples_per_repeat(iterations: int, repeats: int) -> int:
+    """Timed samples in each repeat of a point: equal repeats (the two-stage bootstrap's fast
+    path in core.stats) of at least ``iterations`` in all. Here because the harness splits
+    the iterations and the service validates the split."""
+    return -(-int(iterations) // max(1, int(repeats)))
+
+
 class TimingConfig(TypedDict, total=False):
     """``Request.timing``: any subset; missing keys take ``TIMING_DEFAULTS``."""
 

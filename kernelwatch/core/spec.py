@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from kernelwatch.core import gpus
 from kernelwatch_harness import catalogue
-from kernelwatch_harness.formulas import DTYPE_SIZES, point_work
+from kernelwatch_harness.families.attention.formulas import DTYPE_SIZES, point_work
 from kernelwatch_harness.protocol import (
     TIMING_DEFAULTS,
     ClockMode,

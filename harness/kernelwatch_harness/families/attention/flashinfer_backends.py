@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from kernelwatch_harness.inputs import Inputs, indptr, torch_dtype
+from kernelwatch_harness.families.attention.inputs import Inputs, indptr, torch_dtype
+from kernelwatch_harness.families.attention.reference import variant
 from kernelwatch_harness.prepared import Prepared
-from kernelwatch_harness.reference import variant
 
 WORKSPACE_BYTES = 256 * 1024 * 1024
 """Float workspace for the batch wrappers (split-KV partial outputs); FlashInfer's examples use

@@ -11,7 +11,7 @@ import inspect
 import time
 from typing import Any
 
-from kernelwatch_harness.suites import SUITES, agrees, grid
+from kernelwatch_harness.families.attention.suites import SUITES, agrees, grid
 
 
 def cupti_bench(bench_gpu_time: Any, fn: Any, version_kwargs: bool, **kw: Any) -> list[float]:
@@ -89,8 +89,8 @@ def bench_one(
     import torch
 
     from kernelwatch_harness import timing
-    from kernelwatch_harness.flashinfer_backends import prepare_flashinfer
-    from kernelwatch_harness.inputs import flashinfer_inputs, sm_scale
+    from kernelwatch_harness.families.attention.flashinfer_backends import prepare_flashinfer
+    from kernelwatch_harness.families.attention.inputs import flashinfer_inputs, sm_scale
 
     inp = flashinfer_inputs(kernel, params, "cuda")
     prepared = prepare_flashinfer(backend, inp, sm_scale(kernel, params))

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from kernelwatch_harness.formulas import point_work
+from kernelwatch_harness.families.attention.formulas import point_work
 
 DECODE_KERNELS = ("single_decode", "batch_decode", "mla_decode")
 PAGED_KERNELS = ("batch_decode", "batch_prefill", "mla_decode")

@@ -129,10 +129,3 @@ def point_work(kernel: str, params: dict[str, Any]) -> dict[str, Any]:
         "bytes": nbytes,
         "arithmetic_intensity": flops / nbytes if nbytes else math.nan,
     }
-
-
-def samples_per_repeat(iterations: int, repeats: int) -> int:
-    """Timed samples in each repeat of a point: equal repeats (the two-stage bootstrap's fast
-    path in core.stats) of at least ``iterations`` in all. Here because the harness splits
-    the iterations and the service validates the split."""
-    return -(-int(iterations) // max(1, int(repeats)))

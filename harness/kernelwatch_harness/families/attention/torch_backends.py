@@ -18,9 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kernelwatch_harness.inputs import Inputs, torch_v
+from kernelwatch_harness.families.attention.inputs import Inputs, torch_v
+from kernelwatch_harness.families.attention.reference import attention_mask, scaled_logits, variant
 from kernelwatch_harness.prepared import Prepared
-from kernelwatch_harness.reference import attention_mask, scaled_logits, variant
 
 
 def _causal_args(

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from kernelwatch_harness.inputs import Inputs, Request
+from kernelwatch_harness.families.attention.inputs import Inputs, Request
 
 # Largest max-abs error accepted against the float32 reference. Outputs are softmax-weighted
 # means of N(0, 1) values, so they are O(1) and absolute error is meaningful. Half-precision

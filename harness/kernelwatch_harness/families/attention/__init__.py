@@ -1,0 +1,1 @@
+"""The attention family: FlashInfer's single and batch decode/prefill wrappers and MLA decode."""
