@@ -4,6 +4,7 @@ sweeps or are refused naming the flag; the CLI submits a testlist."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -35,6 +36,9 @@ POINTS = [
     ("batch_prefill", {"qo_len": 64, "kv_layout": "NHD"}, "cudnn"),
     ("batch_prefill_ragged", {"qo_len": 128, "kv_len": 1024, "causal": True}, "cutlass"),
     ("mla_decode", {"batch_size": 4, "kv_len": 2048, "num_qo_heads": 128}, "fa3"),
+    ("rmsnorm", {"batch_size": 512, "hidden_size": 8192, "dtype": "float16"}, "auto"),
+    ("gemma_fused_add_rmsnorm", {"batch_size": 64, "num_heads": 8, "hidden_size": 128},
+     "auto"),
 ]
 
 
@@ -168,3 +172,26 @@ def test_results_carry_each_points_repro_command(session: Session) -> None:
         rows["auto"]["repro_command"]
     assert rows["torch-sdpa"]["repro_command"] is None
     assert rows["torch-sdpa"]["repro_note"] == "backend torch-sdpa is not FlashInfer's"
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("--routine rmsnorm --batch_size 8 --hidden_size 4096 --out_dtype fp8_e4m3",
+     "--out_dtype: the quantising norm routines are not measured yet"),
+    ("--routine rmsnorm --batch_size 8 --hidden_size 4096 --eps 1e-5",
+     "--eps 1e-5: kernelwatch measures eps=1e-06"),
+    ("--routine rmsnorm_quant --batch_size 8 --hidden_size 4096",
+     "--routine rmsnorm_quant: kernelwatch measures"),
+    ("--routine rmsnorm --batch_size 8 --hidden_size 64 --input_dtype float32",
+     "--input_dtype float32 cannot be mapped"),
+])
+def test_norm_lines_that_cannot_be_mapped_are_refused(line: str, message: str) -> None:
+    with pytest.raises(UnmappedLine, match=re.escape(message)):
+        line_specs(line, 3)
+
+
+def test_a_norm_line_is_the_same_experiment() -> None:
+    (spec,) = line_specs("--routine fused_add_rmsnorm --backends cuda cute-dsl --batch_size 4 "
+                         "--hidden_size 2048 --input_dtype float16 -vv --refcheck", 1)
+    assert spec == {"name": "testlist line 1", "kernel": "fused_add_rmsnorm",
+                    "backends": ["auto"], "params": {"batch_size": [4], "hidden_size": [2048],
+                                                     "num_heads": [0], "dtype": ["float16"]}}

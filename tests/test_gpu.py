@@ -149,14 +149,24 @@ def test_cupti_cold_l2_methods_are_recorded_and_the_dirty_flush_costs_the_call()
     assert med["flush"] > med["flush_clean"], med
 
 
+# A small point of each family's kernels (the attention ones take what they name of SMALL).
+FAMILY_POINTS: dict[str, dict[str, Any]] = {"attention": SMALL,
+                                            "norm": {"batch_size": 512, "hidden_size": 4096}}
+
+
 @pytest.mark.parametrize("kernel", list(KERNELS))
 def test_every_kernel_runs_and_is_checked(kernel: str) -> None:
-    params = {k: v for k, v in SMALL.items() if k in KERNELS[kernel].params}
+    spec = KERNELS[kernel]
+    params = {k: v for k, v in FAMILY_POINTS[spec.family].items() if k in spec.params}
     if kernel == "mla_decode":
         params = {"batch_size": 4, "kv_len": 1000, "num_qo_heads": 16, "page_size": 64}
-    _, points = harness(kernel, ["fa2", "torch-sdpa"], [params])
+    backends = (["fa2", "torch-sdpa"] if spec.family == "attention"
+                else [*spec.flashinfer_backends, *spec.torch_backends])
+    _, points = harness(kernel, backends, [params])
+    assert {p["backend"] for p in points} == set(backends)
     for p in points:
-        # fa2 exists for every kernel on sm80+; the outputs must match the float32 reference.
+        # fa2 exists for every attention kernel on sm80+, every other family's FlashInfer
+        # backend on Ampere and Hopper; the outputs must match the float32 reference.
         assert p["status"] == "ok", (p["backend"], p["error"])
         assert p["max_abs_error"] is not None and p["max_abs_error"] <= p["telemetry"]["tolerance"]
 

@@ -47,7 +47,10 @@ def run_harness(request: dict[str, Any] | str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
-@pytest.mark.parametrize("kernel", list(KERNELS))
+ATTENTION = [k for k, v in KERNELS.items() if v.family == "attention"]
+
+
+@pytest.mark.parametrize("kernel", ATTENTION)
 def test_protocol_every_kernel_with_torch_backends(kernel: str) -> None:
     points = [{"point_index": 0, "params": params_for(kernel)},
               {"point_index": 1, "params": params_for(kernel, kv_layout="HND", dtype="float16",
@@ -98,8 +101,8 @@ def test_unsupported_and_error_paths_do_not_stop_the_harness() -> None:
 def test_incorrect_output_is_flagged_with_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
     real = measure._prepare
 
-    def off_by_a_bit(backend: str, inp: Any, scale: float, device: str) -> Prepared:
-        p = real(backend, inp, scale, device)
+    def off_by_a_bit(backend: str, inp: Any, device: str) -> Prepared:
+        p = real(backend, inp, device)
         return Prepared(lambda d: p.fn(d) + 0.25, p.outputs, p.resolved_backend)
 
     monkeypatch.setattr(measure, "_prepare", off_by_a_bit)
@@ -172,11 +175,11 @@ def test_a_failed_later_repeat_fails_the_point(monkeypatch: pytest.MonkeyPatch) 
     real = measure._prepare
     calls = {"n": 0}
 
-    def fails_second_time(backend: str, inp: Any, scale: float, device: str) -> Prepared:
+    def fails_second_time(backend: str, inp: Any, device: str) -> Prepared:
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("device lost")
-        return real(backend, inp, scale, device)
+        return real(backend, inp, device)
 
     monkeypatch.setattr(measure, "_prepare", fails_second_time)
     m = measure.Measurer("cpu", {"warmup": 1, "iterations": 4, "repeats": 2})
@@ -197,7 +200,7 @@ def test_fatal_messages() -> None:
 
 
 def test_lengths_are_the_services() -> None:
-    for kernel in KERNELS:
+    for kernel in ATTENTION:
         p = params_for(kernel)
         inp = flashinfer_inputs(kernel, p, "cpu")
         work = point_work(kernel, p)

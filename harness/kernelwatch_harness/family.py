@@ -130,6 +130,54 @@ def max_abs_error(outputs: list[torch.Tensor], refs: list[torch.Tensor]) -> floa
     return worst
 
 
+# ----------------------------------------------------------------- flashinfer_benchmark.py
+
+BENCHMARK_SCRIPT = "benchmarks/flashinfer_benchmark.py"
+# What a user adds to check and see the run (the cross-check leaves them out: kernelwatch checks
+# correctness itself, and the tool's reference would double its cost).
+_SHOWN_FLAGS = ["--refcheck", "-vv"]
+
+
+@dataclass(frozen=True)
+class Repro:
+    """flashinfer_benchmark.py's arguments measuring the same experiment as a point, or why
+    there are none."""
+
+    args: list[str] | None
+    reason: str | None = None
+
+    @property
+    def command(self) -> str | None:
+        """The command line a user runs (from FlashInfer's source root)."""
+        if self.args is None:
+            return None
+        import shlex
+
+        return f"python {BENCHMARK_SCRIPT} " + shlex.join([*self.args, *_SHOWN_FLAGS])
+
+
+class Unmapped(ValueError):
+    """A flashinfer_benchmark.py flag (or value) that no kernelwatch parameter expresses."""
+
+
+class Flags(dict[str, list[str]]):
+    """One flashinfer_benchmark.py command line's flags, each with its values."""
+
+    def one(self, name: str, default: str | None = None) -> str:
+        values = self.get(name)
+        if values is None:
+            if default is None:
+                raise Unmapped(f"{name} is required")
+            return default
+        if len(values) != 1:
+            raise Unmapped(f"{name} takes one value")
+        return values[0]
+
+
+# A group of a line's backends that the tool builds the same way, and its parameters.
+LineGroup = tuple[list[str], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class Work:
     """What one call of a point moves and computes (the roofline's two axes)."""
@@ -150,6 +198,12 @@ class Family(ABC):
     params: Mapping[str, Param]
     kernels: Mapping[str, Kernel]
     legacy: Mapping[str, Any] = {}
+    # How pages draw its points: numeric parameters worth an axis (the first is the default
+    # x), parameters shown together as one axis value (e.g. a head configuration), and the
+    # parameters that name a point's shape in a label, in order.
+    axes: tuple[str, ...] = ()
+    groups: Mapping[str, tuple[str, ...]] = {}
+    shape: tuple[str, ...] = ()
 
     # --- declarations (service and harness) ----------------------------------------------
 
@@ -164,6 +218,22 @@ class Family(ABC):
     @abstractmethod
     def memory_bytes(self, kernel: str, point: dict[str, Any]) -> float:
         """Device memory one point needs (inputs, outputs, the reference), for validation."""
+
+    # --- flashinfer_benchmark.py, both ways ------------------------------------------------
+
+    # The tool's flags this family's routines map (beyond the shared ones), and flags it
+    # refuses with a reason of its own.
+    routine_flags: frozenset[str] = frozenset()
+    refused_flags: Mapping[str, str] = {}
+
+    def repro(self, kernel: str, params: dict[str, Any], backend: str) -> Repro:
+        """The tool's arguments for the point (completed parameters, a FlashInfer backend)."""
+        return Repro(None, f"flashinfer_benchmark.py has no routine for {kernel}")
+
+    def from_flags(self, kernel: str, flags: Flags) -> list[LineGroup]:
+        """What one line of the tool measures, as kernelwatch parameters: one group per set
+        of its backends built the same way. Unmapped names what cannot be expressed."""
+        raise Unmapped(f"--routine {flags.one('--routine')}: no mapping for {kernel}")
 
     # --- measuring (harness: torch and FlashInfer are importable) ------------------------
 

@@ -13,15 +13,8 @@ from typing import Any, Literal
 import torch
 
 from kernelwatch_harness import timing
-from kernelwatch_harness.catalogue import KERNELS, TORCH_BACKENDS
-from kernelwatch_harness.families.attention.inputs import (
-    Inputs,
-    flashinfer_inputs,
-    sm_scale,
-    torch_inputs,
-)
-from kernelwatch_harness.families.attention.reference import max_abs_error, reference, tolerance
-from kernelwatch_harness.families.attention.torch_backends import prepare_torch
+from kernelwatch_harness.catalogue import KERNELS, family_of
+from kernelwatch_harness.family import Operands, max_abs_error
 from kernelwatch_harness.prepared import Prepared
 from kernelwatch_harness.protocol import (
     SUSTAINED_WARMUP_MS,
@@ -66,25 +59,19 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _prepare(backend: str, inp: Inputs, scale: float, device: str) -> Prepared:
-    allowed = KERNELS[inp.kernel].backends
-    if backend not in allowed:
+def _prepare(backend: str, inp: Operands, device: str) -> Prepared:
+    kernel = KERNELS[inp.kernel]
+    if backend not in kernel.backends:
         # FlashInfer wrappers may silently ignore an unknown backend name: never pass one.
-        raise Unsupported(
-            f"backend {backend!r} is not offered for {inp.kernel}; allowed: {', '.join(allowed)}"
-        )
-    if backend in TORCH_BACKENDS:
-        kv = inp.params.get("kv_dtype")
-        if kv and str(kv).startswith("float8"):
-            raise Unsupported(f"{backend} has no fp8 KV path (kv_dtype={kv})")
-        return prepare_torch(backend, inp, scale)
-    if device != "cuda":
-        raise Unsupported(f"FlashInfer backend {backend!r} needs a CUDA device")
-    from kernelwatch_harness.families.attention.flashinfer_backends import (
-        prepare_flashinfer,  # lazy: imports flashinfer
-    )
-
-    return prepare_flashinfer(backend, inp, scale)
+        raise Unsupported(f"backend {backend!r} is not offered for {inp.kernel}; allowed: "
+                          f"{', '.join(kernel.backends)}")
+    if device == "cuda" and backend in kernel.flashinfer_backends:
+        major, minor = torch.cuda.get_device_capability()
+        arch = f"sm{major}{minor}"
+        if arch not in kernel.archs:
+            raise Unsupported(f"FlashInfer runs {inp.kernel} on {', '.join(kernel.archs)}; "
+                              f"this GPU is {arch}")
+    return family_of(inp.kernel).prepare(backend, inp, device)
 
 
 class Measurer:
@@ -238,20 +225,18 @@ class Measurer:
                 torch.cuda.empty_cache()
         return msg
 
-    def _inputs(self, kernel: str, params: dict[str, Any], backend: str) -> Inputs:
-        """The seeded inputs in the layout the backend reads (torch: dense; FlashInfer: paged
-        or ragged), on this measurer's device."""
-        build = torch_inputs if backend in TORCH_BACKENDS else flashinfer_inputs
-        return build(kernel, params, self.device)
+    def _inputs(self, kernel: str, params: dict[str, Any], backend: str) -> Operands:
+        """The seeded inputs in the layout the backend reads, on this measurer's device."""
+        return family_of(kernel).inputs(kernel, params, backend, self.device)
 
     def _measure(
         self, kernel: str, params: dict[str, Any], backend: str, msg: PointMessage
     ) -> list[float]:
         telemetry = msg["telemetry"]
-        scale = sm_scale(kernel, params)
+        family = family_of(kernel)
         inp = self._inputs(kernel, params, backend)
         t0 = time.perf_counter()
-        prepared = _prepare(backend, inp, scale, self.device)
+        prepared = _prepare(backend, inp, self.device)
         first = prepared.fn(inp.data)
         _sync(self.device)
         # First call (and first plan()): module load and JIT compilation land here, never in
@@ -270,9 +255,9 @@ class Measurer:
             msg["plan_seconds"] = sorted(plans)[1]
             telemetry["first_plan_seconds"] = prepared.first_plan_seconds
         if self.check:
-            err = max_abs_error(prepared.outputs(first), reference(inp, scale))
+            err = max_abs_error(prepared.outputs(first), family.reference(inp))
             msg["max_abs_error"] = err
-            tol = tolerance(params)
+            tol = family.tolerance(kernel, params)
             telemetry["tolerance"] = tol
             if not err <= tol:
                 msg["status"] = "incorrect"
@@ -292,7 +277,7 @@ class Measurer:
         """A later repeat: the same seeded inputs built anew (so they land elsewhere in
         memory), the backend prepared again (JIT is warm), timed by the same method."""
         inp = self._inputs(kernel, params, backend)
-        prepared = _prepare(backend, inp, sm_scale(kernel, params), self.device)
+        prepared = _prepare(backend, inp, self.device)
         samples, method = self._time(prepared, inp, telemetry)
         if method != msg["timing_method"]:
             # Pooling samples of two methods would mix two quantities.
@@ -303,7 +288,7 @@ class Measurer:
         return samples
 
     def _time(
-        self, prepared: Prepared, inp: Inputs, telemetry: dict[str, Any]
+        self, prepared: Prepared, inp: Operands, telemetry: dict[str, Any]
     ) -> tuple[list[float], str]:
         """Samples and the method that produced them: the configured method, falling back
         (CUPTI -> graph replay -> CUDA events) with the reason kept in the telemetry."""
@@ -348,7 +333,7 @@ class Measurer:
     def _graph(
         self,
         prepared: Prepared,
-        inp: Inputs,
+        inp: Operands,
         datas: list[dict[str, Any]],
         telemetry: dict[str, Any],
     ) -> list[float]:
@@ -393,7 +378,7 @@ class Measurer:
     def _cupti_rotate(
         self,
         prepared: Prepared,
-        inp: Inputs,
+        inp: Operands,
         datas: list[dict[str, Any]],
         telemetry: dict[str, Any],
     ) -> list[float]:
@@ -408,7 +393,7 @@ class Measurer:
         return samples
 
     def _cupti_flush(
-        self, prepared: Prepared, inp: Inputs, telemetry: dict[str, Any]
+        self, prepared: Prepared, inp: Operands, telemetry: dict[str, Any]
     ) -> list[float]:
         clean = self.cold_l2_method == "flush_clean"
         flush, nbytes = timing.l2_flusher(self.l2_bytes, clean=clean)

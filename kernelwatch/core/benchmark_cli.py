@@ -2,45 +2,31 @@
 ``benchmarks/flashinfer_benchmark.py``: the command line that reproduces a point
 (``repro_command``), and a ``--testlist`` file read as sweeps (``read_testlist``).
 
-The same shape in both tools must be the same experiment, so the mapping follows what
-flashinfer_benchmark.py's attention routines (0.5 to 0.7) do beyond their flags:
-
-- the batch decode wrapper is built with ``kv_layout="HND"``, ``use_cuda_graph=True`` (unless
-  ``--no_cuda_graph``) and ``use_tensor_cores`` for every backend but ``fa2`` (its ``fa2_tc``
-  is fa2 with tensor cores);
-- the paged prefill wrapper with HND (NHD for cudnn) and ``use_cuda_graph`` except for fa2;
-- the ragged prefill wrapper with NHD and ``use_cuda_graph`` except for fa2;
-- the MLA wrapper with ``use_cuda_graph``;
-- every request has the same ``s_kv`` (``--random_actual_seq_len`` draws lengths with torch's
-  generator on the GPU, which kernelwatch's seeded distributions do not reproduce: refused).
-
-A flag that changes the experiment in a way kernelwatch cannot express is refused, naming the
-flag; one that only changes what the tool prints (``-vv``, ``--case_tag``, ...) is accepted.
+The same shape in both tools must be the same experiment; what each routine fixes beyond its
+flags is its family's to say (``Family.repro`` and ``Family.from_flags``, e.g.
+``kernelwatch_harness.families.attention.benchmark``). Here are the flags every routine
+shares: a flag that changes the experiment in a way kernelwatch cannot express is refused,
+naming the flag; one that only changes what the tool prints (``-vv``, ``--case_tag``, ...) is
+accepted; the timing flags set the sweep's timing.
 """
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from kernelwatch_harness.catalogue import FLASHINFER_BACKENDS, KERNELS, complete_params
+from kernelwatch_harness.catalogue import KERNELS, complete_params, family_of
+from kernelwatch_harness.family import Flags, Repro, Unmapped
 
-SCRIPT = "benchmarks/flashinfer_benchmark.py"
-ROUTINES = {
-    "batch_decode": "BatchDecodeWithPagedKVCacheWrapper",
-    "batch_prefill": "BatchPrefillWithPagedKVCacheWrapper",
-    "batch_prefill_ragged": "BatchPrefillWithRaggedKVCacheWrapper",
-    "mla_decode": "BatchMLAPagedAttentionWrapper",
-}
-KERNEL_OF = {routine: kernel for kernel, routine in ROUTINES.items()}
-DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "fp8_e4m3": "float8_e4m3fn",
-          "fp8_e5m2": "float8_e5m2"}
-DTYPE_FLAGS = {v: k for k, v in DTYPES.items()}
+__all__ = ["Repro", "UnmappedLine", "line_specs", "read_testlist", "repro_command"]
+
+# The tool's routine name -> kernelwatch's kernel.
+KERNEL_OF = {k.routine: name for name, k in KERNELS.items() if k.routine}
 # Flags that change only what the tool prints or checks, not what is timed.
 _QUIET_FLAGS = {"-v", "-vv", "-vvv", "--verbose", "--refcheck", "--allow_output_mismatch",
                 "--generate_repro_command", "--output_path", "--case_tag", "--random_seed"}
+_TIMING_FLAGS = {"--num_iters", "--dry_run_iters", "--use_cupti", "--use_cuda_events"}
 
 
 class UnmappedLine(ValueError):
@@ -51,86 +37,13 @@ class UnmappedLine(ValueError):
         self.line = line
 
 
-def benchmark_params(kernel: str, backend: str, cuda_graph: bool = True) -> dict[str, Any]:
-    """What flashinfer_benchmark.py fixes for ``kernel`` run by ``backend`` (its name for it:
-    ``fa2_tc`` included) beyond its flags, as kernelwatch parameters."""
-    fa2 = backend in ("fa2", "fa2_tc")
-    if kernel == "batch_decode":
-        return {"kv_layout": "HND", "use_tensor_cores": backend != "fa2",
-                "use_cuda_graph": cuda_graph}
-    if kernel == "batch_prefill":
-        return {"kv_layout": "NHD" if backend == "cudnn" else "HND",
-                "use_cuda_graph": cuda_graph and not fa2}
-    if kernel == "batch_prefill_ragged":
-        return {"use_cuda_graph": cuda_graph and not fa2}
-    return {"use_cuda_graph": cuda_graph}
-
-
-# What a user adds to check and see the run (the cross-check leaves them out: kernelwatch checks
-# correctness itself, and the tool's reference would double its cost).
-_SHOWN_FLAGS = ["--refcheck", "-vv"]
-
-
-@dataclass(frozen=True)
-class Repro:
-    args: list[str] | None  # flashinfer_benchmark.py's arguments for the same experiment
-    reason: str | None = None  # why there are none
-
-    @property
-    def command(self) -> str | None:
-        """The command line a user runs (from FlashInfer's source root)."""
-        if self.args is None:
-            return None
-        return f"python {SCRIPT} " + shlex.join([*self.args, *_SHOWN_FLAGS])
-
-
 def repro_command(kernel: str, params: dict[str, Any], backend: str) -> Repro:
     """The flashinfer_benchmark.py arguments measuring the same experiment as the point, or
     why none do."""
-    routine = ROUTINES.get(kernel)
-    if routine is None:
-        return Repro(None, f"flashinfer_benchmark.py has no routine for {kernel}")
-    if backend not in FLASHINFER_BACKENDS:
+    spec = KERNELS[kernel]
+    if backend not in spec.flashinfer_backends:
         return Repro(None, f"backend {backend} is not FlashInfer's")
-    p = complete_params(kernel, params)
-    if p.get("kv_len_distribution", "constant") != "constant":
-        return Repro(None, f"kv_len_distribution {p['kv_len_distribution']}: "
-                           "flashinfer_benchmark.py gives every request the same s_kv")
-    for name, default in (("fixed_split_size", 0), ("disable_split_kv", False),
-                          ("window_left", -1), ("logits_soft_cap", 0)):
-        if p.get(name, default) != default:
-            return Repro(None, f"{name}={p[name]}: flashinfer_benchmark.py has no flag for it")
-    fixed = benchmark_params(kernel, backend, bool(p.get("use_cuda_graph", True)))
-    bench_backend = backend
-    if kernel == "batch_decode" and backend == "fa2" and p.get("use_tensor_cores"):
-        bench_backend, fixed["use_tensor_cores"] = "fa2_tc", True
-    for name, value in fixed.items():
-        if p.get(name) != value and name != "use_cuda_graph":
-            return Repro(None, f"{name}={p.get(name)}: flashinfer_benchmark.py runs "
-                               f"{kernel} with {backend} at {name}={value}")
-    if p.get("use_cuda_graph") and not fixed["use_cuda_graph"]:
-        return Repro(None, f"use_cuda_graph=true: flashinfer_benchmark.py builds {backend}'s "
-                           f"{kernel} wrapper without it")
-    dtype = DTYPE_FLAGS[p["dtype"]]
-    kv = DTYPE_FLAGS[p.get("kv_dtype") or p["dtype"]]
-    args = ["--routine", routine, "--backends", bench_backend]
-    if "page_size" in p:
-        args += ["--page_size", str(p["page_size"])]
-    args += ["--batch_size", str(p["batch_size"]), "--s_qo", str(p.get("qo_len", 1)),
-             "--s_kv", str(p["kv_len"]), "--num_qo_heads", str(p["num_qo_heads"])]
-    if kernel == "mla_decode":
-        args += ["--num_kv_heads", str(p["num_qo_heads"]), "--head_dim_ckv",
-                 str(p["head_dim_ckv"]), "--head_dim_kpe", str(p["head_dim_kpe"])]
-    else:
-        args += ["--num_kv_heads", str(p["num_kv_heads"]), "--head_dim_qk", str(p["head_dim"]),
-                 "--head_dim_vo", str(p["head_dim"])]
-    if p.get("causal"):
-        args.append("--causal")
-    args += ["--q_dtype", dtype, "--kv_dtype", kv]
-    if fixed["use_cuda_graph"] is False and p.get("use_cuda_graph") is False \
-            and benchmark_params(kernel, backend)["use_cuda_graph"]:
-        args.append("--no_cuda_graph")
-    return Repro(args)
+    return family_of(kernel).repro(kernel, complete_params(kernel, params), backend)
 
 
 # --------------------------------------------------------------------------- testlists
@@ -161,106 +74,49 @@ def _is_number(text: str) -> bool:
     return True
 
 
-_ACCEPTED = {"--routine", "--backends", "--page_size", "--batch_size", "--s_qo", "--s_kv",
-             "--num_qo_heads", "--num_kv_heads", "--head_dim_qk", "--head_dim_vo",
-             "--head_dim_ckv", "--head_dim_kpe", "--q_dtype", "--kv_dtype", "--out_dtype",
-             "--causal", "--no_cuda_graph", "--num_iters", "--dry_run_iters", "--use_cupti",
-             "--use_cuda_events", *_QUIET_FLAGS}
-
-
-def _one(flags: dict[str, Any], name: str, line: int, default: Any = None) -> Any:
-    values = flags.get(name)
-    if values is None:
-        if default is None:
-            raise UnmappedLine(line, f"{name} is required")
-        return default
-    if len(values) != 1:
-        raise UnmappedLine(line, f"{name} takes one value")
-    return values[0]
-
-
-def line_specs(text: str, line: int, name: str | None = None) -> list[dict[str, Any]]:
-    """The sweep specs measuring what one testlist line measures: one per group of its
-    backends that flashinfer_benchmark.py builds the same way (GPU target and FlashInfer
-    versions are the caller's)."""
-    flags = _parse_line(shlex.split(text), line)
-    if "--random_actual_seq_len" in flags:
-        raise UnmappedLine(line, "--random_actual_seq_len cannot be mapped: flashinfer_benchmark"
-                                 ".py draws those lengths with torch's generator on the GPU, "
-                                 "which kernelwatch's seeded distributions do not reproduce")
-    unknown = sorted(set(flags) - _ACCEPTED)
-    if unknown:
-        raise UnmappedLine(line, f"{unknown[0]} cannot be mapped to a kernelwatch parameter")
-    routine = _one(flags, "--routine", line)
-    kernel = KERNEL_OF.get(routine)
-    if kernel is None:
-        raise UnmappedLine(line, f"--routine {routine}: kernelwatch measures "
-                                  f"{', '.join(sorted(KERNEL_OF))}")
-    s_qo = int(_one(flags, "--s_qo", line, "1"))
-    if kernel in ("batch_decode", "mla_decode") and s_qo != 1:
-        raise UnmappedLine(line, f"--s_qo {s_qo}: {routine} is measured with one query token")
-    q_dtype, kv_dtype = _one(flags, "--q_dtype", line, "bfloat16"), _one(
-        flags, "--kv_dtype", line, "bfloat16")
-    for flag, value in (("--q_dtype", q_dtype), ("--kv_dtype", kv_dtype)):
-        if value not in DTYPES or (flag == "--q_dtype" and value.startswith("fp8")):
-            raise UnmappedLine(line, f"{flag} {value} cannot be mapped")
-    out_dtype = _one(flags, "--out_dtype", line, q_dtype)
-    if out_dtype != q_dtype:
-        raise UnmappedLine(line, f"--out_dtype {out_dtype}: kernelwatch writes the query's "
-                                  "dtype")
-    params: dict[str, Any] = {
-        "batch_size": int(_one(flags, "--batch_size", line)),
-        "kv_len": int(_one(flags, "--s_kv", line)),
-        "num_qo_heads": int(_one(flags, "--num_qo_heads", line)),
-        "dtype": DTYPES[q_dtype],
-    }
-    if DTYPES[kv_dtype] != DTYPES[q_dtype]:
-        params["kv_dtype"] = DTYPES[kv_dtype]
-    if kernel != "batch_prefill_ragged":
-        params["page_size"] = int(_one(flags, "--page_size", line))
-    if kernel in ("batch_prefill", "batch_prefill_ragged"):
-        params["qo_len"] = s_qo
-        params["causal"] = "--causal" in flags
-    elif "--causal" in flags:
-        raise UnmappedLine(line, f"--causal: {routine} takes no causal mask")
-    if kernel == "mla_decode":
-        params["head_dim_ckv"] = int(_one(flags, "--head_dim_ckv", line))
-        params["head_dim_kpe"] = int(_one(flags, "--head_dim_kpe", line))
-    else:
-        qk, vo = int(_one(flags, "--head_dim_qk", line)), int(_one(flags, "--head_dim_vo", line))
-        if qk != vo:
-            raise UnmappedLine(line, f"--head_dim_qk {qk} --head_dim_vo {vo}: kernelwatch "
-                                      "measures equal head dims")
-        params["head_dim"] = qk
-        params["num_kv_heads"] = int(_one(flags, "--num_kv_heads", line))
+def _timing(flags: Flags) -> dict[str, Any]:
     timing: dict[str, Any] = {}
     if "--use_cupti" in flags:  # FlashInfer's CUPTI timer flushes L2 before each call
         timing.update(method="cupti", cold_l2_method="flush")
     if "--use_cuda_events" in flags:
         timing["method"] = "cuda_event"
     if "--num_iters" in flags:
-        timing["iterations"] = max(30, int(_one(flags, "--num_iters", line)))
+        timing["iterations"] = max(30, int(flags.one("--num_iters")))
     if "--dry_run_iters" in flags:
-        timing["warmup"] = int(_one(flags, "--dry_run_iters", line))
-    cuda_graph = "--no_cuda_graph" not in flags
-    groups: dict[str, list[str]] = {}
-    fixed_of: dict[str, dict[str, Any]] = {}
-    for backend in flags.get("--backends") or ["fa2"]:
-        ours = "fa2" if backend == "fa2_tc" else backend
-        if ours not in KERNELS[kernel].flashinfer_backends:
-            raise UnmappedLine(line, f"--backends {backend}: kernelwatch runs {kernel} with "
-                                      f"{', '.join(KERNELS[kernel].flashinfer_backends)}")
-        fixed = benchmark_params(kernel, backend, cuda_graph)
-        key = repr(sorted(fixed.items()))
-        groups.setdefault(key, []).append(ours)
-        fixed_of[key] = fixed
+        timing["warmup"] = int(flags.one("--dry_run_iters"))
+    return timing
+
+
+def line_specs(text: str, line: int, name: str | None = None) -> list[dict[str, Any]]:
+    """The sweep specs measuring what one testlist line measures: one per group of its
+    backends that flashinfer_benchmark.py builds the same way (GPU target and FlashInfer
+    versions are the caller's)."""
+    flags = Flags(_parse_line(shlex.split(text), line))
+    try:
+        routine = flags.one("--routine")
+        kernel = KERNEL_OF.get(routine)
+        if kernel is None:
+            raise Unmapped(f"--routine {routine}: kernelwatch measures "
+                           f"{', '.join(sorted(KERNEL_OF))}")
+        family = family_of(kernel)
+        for flag, why in family.refused_flags.items():
+            if flag in flags:
+                raise Unmapped(why)
+        accepted = {"--routine", *_QUIET_FLAGS, *_TIMING_FLAGS, *family.routine_flags}
+        unknown = sorted(set(flags) - accepted)
+        if unknown:
+            raise Unmapped(f"{unknown[0]} cannot be mapped to a kernelwatch parameter")
+        groups = family.from_flags(kernel, flags)
+        timing = _timing(flags)
+    except Unmapped as e:
+        raise UnmappedLine(line, str(e)) from None
     specs = []
-    for key, backends in groups.items():
+    for backends, params in groups:
         spec: dict[str, Any] = {
             "name": name or f"testlist line {line}",
             "kernel": kernel,
-            "backends": list(dict.fromkeys(backends)),
-            "params": {k: [v] for k, v in {**params, **fixed_of[key]}.items()},
+            "backends": backends,
+            "params": {k: [v] for k, v in params.items()},
         }
         if timing:
             spec["timing"] = timing

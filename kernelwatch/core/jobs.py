@@ -49,7 +49,7 @@ from kernelwatch.core.models import (
 from kernelwatch.core.nodes import heartbeat_is_fresh
 from kernelwatch.core.settings import get_settings
 from kernelwatch.core.spec import SweepSpec
-from kernelwatch_harness.catalogue import FLASHINFER_BACKENDS, TORCH_BACKENDS
+from kernelwatch_harness.catalogue import KERNELS
 
 # Point statuses that count as "errored" in progress and outcomes.
 BAD_POINT_STATUSES = (PointStatus.error, PointStatus.incorrect)
@@ -147,13 +147,14 @@ def create_job(
         spec.check_targets(known)
     except ValueError as e:
         raise SpecRejected(loc_from_message(str(e)) or ["targets"], str(e)) from None
-    flashinfer = [b for b in spec.backends if b in FLASHINFER_BACKENDS]
+    kernel = KERNELS[spec.kernel]
+    flashinfer = [b for b in spec.backends if b in kernel.flashinfer_backends]
     if "cpu" in spec.targets and flashinfer:
         # FlashInfer is CUDA only: on a cpu node every such point could only error.
         raise SpecRejected(["targets"], (
             f"targets: 'cpu' cannot run FlashInfer backends ({', '.join(flashinfer)}); "
             f"allowed with them: GPU tags ({', '.join(ARCH_TAGS)}, or a SKU such as h100); "
-            f"on cpu only {', '.join(TORCH_BACKENDS)}"
+            f"on cpu only {', '.join(kernel.torch_backends)}"
         ))
 
     grid_points = len(spec.grid())

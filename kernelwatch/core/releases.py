@@ -66,7 +66,7 @@ from kernelwatch.core.models import (
 from kernelwatch.core.nodes import alive_nodes
 from kernelwatch.core.settings import get_settings
 from kernelwatch.core.spec import SweepSpec
-from kernelwatch_harness.catalogue import TORCH_BACKENDS
+from kernelwatch_harness.catalogue import KERNELS
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,8 @@ def suite_specs(tag: str, versions: list[str], suite: list[dict[str, Any]],
         try:
             spec = SweepSpec(**entry)  # every entry is checked, whatever the tag
             if tag == "cpu":
-                backends = [b for b in spec.backends if b in TORCH_BACKENDS]
+                torch = KERNELS[spec.kernel].torch_backends
+                backends = [b for b in spec.backends if b in torch]
                 if not backends:
                     continue
                 entry["backends"] = backends

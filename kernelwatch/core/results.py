@@ -15,7 +15,7 @@ from kernelwatch.core import gpus
 from kernelwatch.core.models import Point, PointStatus, Run, Sample
 from kernelwatch.core.series import clock_state, series_key
 from kernelwatch.core.stats import bootstrap_median_ci, repeat_labels, summarize
-from kernelwatch_harness.families.attention.formulas import point_work
+from kernelwatch_harness.catalogue import work as point_work
 from kernelwatch_harness.protocol import PointMessage
 
 

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from kernelwatch.core import gpus
 from kernelwatch_harness import catalogue
-from kernelwatch_harness.families.attention.formulas import DTYPE_SIZES, point_work
 from kernelwatch_harness.protocol import (
     TIMING_DEFAULTS,
     ClockMode,
@@ -209,7 +208,7 @@ class SweepSpec(BaseModel):
         out = []
         for combo in itertools.product(*(self.params[n] for n in names)):
             point = catalogue.complete_params(self.kernel, dict(zip(names, combo, strict=True)))
-            _check_heads(point)
+            catalogue.check_point(self.kernel, point)
             out.append(point)
         return out
 
@@ -225,8 +224,8 @@ class SweepSpec(BaseModel):
 
 
 def _short(point: dict[str, Any]) -> str:
-    keys = ("batch_size", "qo_len", "kv_len", "num_qo_heads", "num_kv_heads", "head_dim")
-    return ", ".join(f"{k}={point[k]}" for k in keys if k in point)
+    """The point's first parameters (a kernel declares its shape's parameters first)."""
+    return ", ".join(f"{k}={v}" for k, v in list(point.items())[:6])
 
 
 def _show(value: Any) -> str:
@@ -256,27 +255,11 @@ def _check_value(name: str, value: Any) -> Any:
     return value
 
 
-def _check_heads(point: dict[str, Any]) -> None:
-    if "num_kv_heads" in point and point["num_qo_heads"] % point["num_kv_heads"] != 0:
-        raise ValueError(
-            f"params: num_qo_heads ({point['num_qo_heads']}) must be a multiple of "
-            f"num_kv_heads ({point['num_kv_heads']})"
-        )
-
-
 def estimate_memory_bytes(kernel: str, point: dict[str, Any]) -> float:
-    """Device memory one point needs: inputs and output at their dtype, the float32 reference
-    (which the correctness check builds), and the score matrix torch-math materialises.
-    Cold-L2 input copies are not counted: the harness caps them to the memory it has."""
-    work = point_work(kernel, point)
-    sz = DTYPE_SIZES[point.get("dtype", "bfloat16")]
-    io = float(work["bytes"])
-    reference = io / sz * 4
-    # torch-math and the reference check are naive attention: float32 scores and their
-    # softmax for the largest request (the reference runs one request at a time).
-    h = int(point.get("num_qo_heads", 32))
-    largest = max(lq * lkv for lq, lkv in zip(work["qo_lens"], work["kv_lens"], strict=True))
-    return io + reference + largest * h * 4 * 2
+    """Device memory one point needs, as its family estimates it (inputs, outputs, the
+    reference the correctness check builds); cold-L2 input copies are not counted: the
+    harness caps them to the memory it has."""
+    return catalogue.memory_bytes(kernel, point)
 
 
 def load_spec_text(text: str) -> dict[str, Any]:

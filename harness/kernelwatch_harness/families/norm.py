@@ -22,7 +22,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kernelwatch_harness.family import AMPERE_HOPPER, Family, Kernel, Operands, Param, Work
+from kernelwatch_harness.family import (
+    AMPERE_HOPPER,
+    Family,
+    Flags,
+    Kernel,
+    LineGroup,
+    Operands,
+    Param,
+    Repro,
+    Unmapped,
+    Work,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -72,6 +83,39 @@ class NormFamily(Family):
                    routine="gemma_fused_add_rmsnorm", archs=ARCHS),
         )
     }
+
+    axes = ("batch_size", "hidden_size", "num_heads")
+    shape = ("batch_size", "num_heads", "hidden_size")
+
+    # flashinfer_benchmark.py's norm routines: --backends cuda (its default; 0.6 runs the same
+    # public flashinfer.norm call for "cute-dsl") is kernelwatch's "auto".
+    routine_flags = frozenset({"--backends", "--batch_size", "--hidden_size", "--num_heads",
+                               "--input_dtype", "--eps", "--no_cuda_graph"})
+    refused_flags = {f: f"{f}: the quantising norm routines are not measured yet"
+                     for f in ("--out_dtype", "--scale", "--use_global_scale",
+                               "--is_sf_swizzled_layout")}
+
+    def repro(self, kernel: str, params: dict[str, Any], backend: str) -> Repro:
+        args = ["--routine", kernel, "--backends", "cuda", "--batch_size",
+                str(params["batch_size"]), "--hidden_size", str(params["hidden_size"])]
+        if int(params.get("num_heads", 0)):
+            args += ["--num_heads", str(params["num_heads"])]
+        return Repro([*args, "--input_dtype", str(params["dtype"])])
+
+    def from_flags(self, kernel: str, flags: Flags) -> list[LineGroup]:
+        if float(flags.one("--eps", str(EPS))) != EPS:
+            raise Unmapped(f"--eps {flags.one('--eps')}: kernelwatch measures eps={EPS}")
+        for backend in flags.get("--backends") or ["cuda"]:
+            if backend not in ("cuda", "cute-dsl"):
+                raise Unmapped(f"--backends {backend}: kernelwatch runs {kernel} with "
+                               "FlashInfer's own dispatch (cuda, cute-dsl)")
+        dtype = flags.one("--input_dtype", "bfloat16")
+        if dtype not in DTYPE_BYTES:
+            raise Unmapped(f"--input_dtype {dtype} cannot be mapped")
+        params = {"batch_size": int(flags.one("--batch_size")),
+                  "hidden_size": int(flags.one("--hidden_size")),
+                  "num_heads": int(flags.one("--num_heads", "0")), "dtype": dtype}
+        return [(["auto"], params)]
 
     def elements(self, point: dict[str, Any]) -> int:
         rows = int(point["batch_size"]) * max(1, int(point.get("num_heads", 0)))

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from kernelwatch_harness.families.attention.formulas import point_work
+from kernelwatch_harness.family import Operands
 
 DECODE_KERNELS = ("single_decode", "batch_decode", "mla_decode")
 PAGED_KERNELS = ("batch_decode", "batch_prefill", "mla_decode")
@@ -46,7 +47,7 @@ def sm_scale(kernel: str, params: dict[str, Any]) -> float:
 
 
 @dataclass
-class Inputs:
+class Inputs(Operands):
     kernel: str
     params: dict[str, Any]
     layout: str  # "flashinfer" or "torch"
@@ -55,46 +56,15 @@ class Inputs:
     data: dict[str, Any]  # tensors (or lists of tensors) each call reads
     meta: dict[str, torch.Tensor] = field(default_factory=dict)
     pages: list[list[int]] = field(default_factory=list)  # per-request page ids (paged)
+    kept: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dense(self) -> bool:
         """Torch layout with one batched tensor (all requests the same lengths)."""
         return self.layout == "torch" and isinstance(self.data["q"], torch.Tensor)
 
-    def data_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in _tensors(self.data))
-
-    def data_ptrs(self, data: dict[str, Any] | None = None) -> list[int]:
-        return [t.data_ptr() for t in _tensors(self.data if data is None else data)]
-
-    def copy_data(self) -> dict[str, Any]:
-        """A fresh copy of ``data`` in new memory (a rotation buffer for cold-L2 timing)."""
-        return _clone(self.data)
-
     def requests(self) -> list[Request]:
         return requests_of(self)
-
-
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, dict):
-        return [t for v in obj.values() for t in _tensors(v)]
-    if isinstance(obj, list | tuple):
-        return [t for v in obj for t in _tensors(v)]
-    return []
-
-
-def _clone(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.clone()
-    if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clone(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_clone(v) for v in obj)
-    return obj
 
 
 def _randn(

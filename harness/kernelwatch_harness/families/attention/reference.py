@@ -78,17 +78,3 @@ def reference(inp: Inputs, scale: float) -> list[torch.Tensor]:
     causal = bool(inp.params.get("causal", False))
     window_left, soft_cap = variant(inp.params)
     return [attend_fp32(r, scale, causal, window_left, soft_cap) for r in inp.requests()]
-
-
-def max_abs_error(outputs: list[torch.Tensor], refs: list[torch.Tensor]) -> float:
-    """Largest |out - ref| over all requests; NaN or inf anywhere counts as infinite error."""
-    worst = 0.0
-    for out, ref in zip(outputs, refs, strict=True):
-        if out.shape != ref.shape:
-            raise ValueError(f"output shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
-        diff = (out.float() - ref).abs()
-        if not torch.isfinite(diff).all():
-            return math.inf
-        if diff.numel():
-            worst = max(worst, float(diff.max()))
-    return worst
