@@ -4,7 +4,8 @@ without importing them (no GPU needed): the adapters' argument mapping is tested
 
     python tests/signatures.py WHEEL [WHEEL ...] > tests/fixtures/gpu/flashinfer_signatures.json
 
-Wheels: ``pip download --no-deps flashinfer-python==V``.
+Wheels: ``python3 -m pip download --no-deps --only-binary=:all: -d WHEELS flashinfer-python==V``;
+the exact command that made the committed snapshot is in tests/fixtures/README.md.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def inputs(kernel: str, **params: Any) -> Any:
 
 
 def test_snapshot_covers_supported_versions() -> None:
-    assert {"0.5.3", "0.6.18.post1", "0.7.2.post1"} <= set(VERSIONS)
+    assert {"0.5.3", "0.6.18.post1", "0.7.2.post1", "0.7.4"} <= set(VERSIONS)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
