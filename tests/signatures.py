@@ -18,7 +18,8 @@ import zipfile
 from typing import Any
 
 FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
-             "cudnn_batch_prefill_with_kv_cache", "cudnn_batch_decode_with_kv_cache")
+             "cudnn_batch_prefill_with_kv_cache", "cudnn_batch_decode_with_kv_cache",
+             "determine_attention_backend")
 CLASSES = (
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",

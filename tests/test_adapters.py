@@ -154,6 +154,18 @@ def test_cudnn_decode_refuses_fp8_kv_it_cannot_scale() -> None:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+def test_auto_single_prefill_asks_flashinfers_own_helper(version: str) -> None:
+    """single_prefill resolves ``auto`` inside the call; the adapter asks the helper the call
+    asks (``_auto_single_prefill``), by position, with the head dims where a version takes
+    them (0.5.x does not: the adapter retries without)."""
+    for sig in SIGS[version]["determine_attention_backend"]:
+        assert sig["positional"] == ["device", "pos_encoding_mode", "use_fp16_qk_reductions",
+                                     "use_custom_mask", "dtype_q", "dtype_kv"]
+        assert version.startswith("0.5.") or {"head_dim_qk", "head_dim_vo"} <= set(
+            sig["keyword_only"])
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 def test_mla_mapping(version: str) -> None:
     inp = inputs("mla_decode", batch_size=2, kv_len=100, num_qo_heads=16, page_size=64)
     kw = fb.mla_plan_kwargs(inp, sm_scale("mla_decode", inp.params))
