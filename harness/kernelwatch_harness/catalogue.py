@@ -32,6 +32,8 @@ class Param:
 
 
 DTYPES = ("float16", "bfloat16")
+# FlashInfer's PosEncodingMode names, in its order.
+POS_ENCODING_MODES = ("NONE", "ROPE_LLAMA", "ALIBI")
 KV_DTYPES = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
 
 PARAMS: dict[str, Param] = {
@@ -65,6 +67,10 @@ PARAMS: dict[str, Param] = {
         # (cap * tanh(logits / cap), as Gemma-2 and Grok use; 0: none).
         Param("window_left", int, -1, min=-1, max=1 << 20),
         Param("logits_soft_cap", int, 0, min=0, max=10_000),
+        # The positional encoding the kernel applies itself: RoPE (Llama's, rotating halves, at
+        # FlashInfer's default rope_scale 1 and rope_theta 1e4) to q and k at their positions
+        # in the sequence, or ALiBi's per-head linear bias; NONE: the inputs are used as given.
+        Param("pos_encoding_mode", str, "NONE", choices=POS_ENCODING_MODES),
         Param("kv_len_distribution", str, "constant", choices=KV_DISTRIBUTIONS),
         Param("seed", int, 0, min=0, max=2**31 - 1),
     )
@@ -94,7 +100,7 @@ KERNELS: dict[str, Kernel] = {
         Kernel(
             "single_decode",
             ("kv_len", *_HEADS, "kv_layout", "dtype", "kv_dtype", "use_tensor_cores",
-             "window_left", "logits_soft_cap"),
+             "window_left", "logits_soft_cap", "pos_encoding_mode"),
             ("auto", "fa2"),
             "one request, one query token against a contiguous KV",
         ),
@@ -102,14 +108,15 @@ KERNELS: dict[str, Kernel] = {
             "batch_decode",
             ("batch_size", "kv_len", *_HEADS, "page_size", "kv_layout", "dtype", "kv_dtype",
              "use_tensor_cores", "use_cuda_graph", "fixed_split_size", "disable_split_kv",
-             "window_left", "logits_soft_cap", "kv_len_distribution", "seed"),
+             "window_left", "logits_soft_cap", "pos_encoding_mode", "kv_len_distribution",
+             "seed"),
             ("auto", "fa2", "fa3", "trtllm-gen", "cudnn"),
             "BatchDecodeWithPagedKVCacheWrapper: one query token per request, paged KV",
         ),
         Kernel(
             "single_prefill",
             ("qo_len", "kv_len", *_HEADS, "kv_layout", "dtype", "causal", "window_left",
-             "logits_soft_cap"),
+             "logits_soft_cap", "pos_encoding_mode"),
             ("auto", "fa2", "fa3"),
             "one request, qo_len query tokens against a contiguous KV",
         ),
@@ -117,7 +124,8 @@ KERNELS: dict[str, Kernel] = {
             "batch_prefill",
             ("batch_size", "qo_len", "kv_len", *_HEADS, "page_size", "kv_layout", "dtype",
              "kv_dtype", "causal", "use_cuda_graph", "fixed_split_size", "disable_split_kv",
-             "window_left", "logits_soft_cap", "kv_len_distribution", "seed"),
+             "window_left", "logits_soft_cap", "pos_encoding_mode", "kv_len_distribution",
+             "seed"),
             ("auto", "fa2", "fa3", "trtllm-gen", "cudnn"),
             "BatchPrefillWithPagedKVCacheWrapper: qo_len queries per request, paged KV",
         ),
@@ -125,7 +133,7 @@ KERNELS: dict[str, Kernel] = {
             "batch_prefill_ragged",
             ("batch_size", "qo_len", "kv_len", *_HEADS, "dtype", "causal", "use_cuda_graph",
              "fixed_split_size", "disable_split_kv", "window_left", "logits_soft_cap",
-             "kv_len_distribution", "seed"),
+             "pos_encoding_mode", "kv_len_distribution", "seed"),
             ("auto", "fa2", "fa3", "cutlass", "cudnn"),
             "BatchPrefillWithRaggedKVCacheWrapper: packed variable-length Q/K/V",
         ),
@@ -144,7 +152,7 @@ KERNELS: dict[str, Kernel] = {
 # and exports are given these values (never the new default), so they keep their meaning.
 LEGACY_VALUES: dict[str, Any] = {"use_cuda_graph": False, "fixed_split_size": 0,
                                  "disable_split_kv": False, "window_left": -1,
-                                 "logits_soft_cap": 0}
+                                 "logits_soft_cap": 0, "pos_encoding_mode": "NONE"}
 
 
 def with_legacy_values(kernel: str, params: dict[str, Any],
