@@ -12,7 +12,9 @@ flashinfer_benchmark.py's attention routines (0.5 to 0.7) do beyond their flags:
 - the ragged prefill wrapper with NHD and ``use_cuda_graph`` except for fa2;
 - the MLA wrapper with ``use_cuda_graph``;
 - every request has the same ``s_kv`` (``--random_actual_seq_len`` draws lengths with torch's
-  generator on the GPU, which kernelwatch's seeded distributions do not reproduce: refused).
+  generator on the GPU, which kernelwatch's seeded distributions do not reproduce: refused);
+- no attention variant: no sliding window, soft cap or positional encoding
+  (``pos_encoding_mode`` NONE), and the split-KV choice left to FlashInfer.
 
 A flag that changes the experiment in a way kernelwatch cannot express is refused, naming the
 flag; one that only changes what the tool prints (``-vv``, ``--case_tag``, ...) is accepted.
@@ -97,7 +99,8 @@ def repro_command(kernel: str, params: dict[str, Any], backend: str) -> Repro:
         return Repro(None, f"kv_len_distribution {p['kv_len_distribution']}: "
                            "flashinfer_benchmark.py gives every request the same s_kv")
     for name, default in (("fixed_split_size", 0), ("disable_split_kv", False),
-                          ("window_left", -1), ("logits_soft_cap", 0)):
+                          ("window_left", -1), ("logits_soft_cap", 0),
+                          ("pos_encoding_mode", "NONE")):
         if p.get(name, default) != default:
             return Repro(None, f"{name}={p[name]}: flashinfer_benchmark.py has no flag for it")
     fixed = benchmark_params(kernel, backend, bool(p.get("use_cuda_graph", True)))
@@ -218,6 +221,8 @@ def line_specs(text: str, line: int, name: str | None = None) -> list[dict[str, 
         params["kv_dtype"] = DTYPES[kv_dtype]
     if kernel != "batch_prefill_ragged":
         params["page_size"] = int(_one(flags, "--page_size", line))
+    if "pos_encoding_mode" in KERNELS[kernel].params:
+        params["pos_encoding_mode"] = "NONE"  # the script has no flag for another
     if kernel in ("batch_prefill", "batch_prefill_ragged"):
         params["qo_len"] = s_qo
         params["causal"] = "--causal" in flags
