@@ -6,10 +6,11 @@ the same lengths, one call per request otherwise: what a PyTorch user would writ
 The kernel SDPA dispatches to (cuDNN, flash, efficient, math) is recorded with the point.
 torch-math: the naive float32 ``softmax(q k^T) v``, grouped by KV head so K/V are not copied.
 
-Both measure every attention variant FlashInfer's kernels apply inside the kernel but the
-soft cap on torch-sdpa (it takes no logits transform): RoPE rotates q and k before the
-attention, ALiBi is a bias (torch-sdpa: an additive ``attn_mask``, which keeps SDPA off its
-flash kernel), both inside the timed call, as a PyTorch user pays for them.
+Both measure the attention variants (sliding window, soft cap, positional encoding), except
+the soft cap on torch-sdpa, which refuses it (SDPA takes no logits transform). RoPE rotates q
+and k before the attention and ALiBi is a bias (torch-sdpa: an additive ``attn_mask``, which
+keeps SDPA off its flash kernel), inside the timed call: FlashInfer fuses them into its
+kernels, a PyTorch user pays for them as separate operations.
 
 A prepared backend is a callable ``fn(data) -> raw`` (the timed part) plus ``outputs(raw)``
 turning its result into per-request ``[L_q, H_qo, D_vo]`` tensors for the correctness check.
@@ -34,7 +35,7 @@ from kernelwatch_harness.families.attention.reference import (
 )
 from kernelwatch_harness.prepared import Prepared
 
-NO_VARIANT = Variant(-1, 0.0, "NONE")
+NO_VARIANT = variant({})
 
 
 def _causal_args(
