@@ -12,9 +12,7 @@ flashinfer_benchmark.py's attention routines (0.5 to 0.7) do beyond their flags:
 - the ragged prefill wrapper with NHD and ``use_cuda_graph`` except for fa2;
 - the MLA wrapper with ``use_cuda_graph``;
 - every request has the same ``s_kv`` (``--random_actual_seq_len`` draws lengths with torch's
-  generator on the GPU, which kernelwatch's seeded distributions do not reproduce: refused);
-- no attention variant: no sliding window, soft cap or positional encoding
-  (``pos_encoding_mode`` NONE), and the split-KV choice left to FlashInfer.
+  generator on the GPU, which kernelwatch's seeded distributions do not reproduce: refused).
 
 A flag that changes the experiment in a way kernelwatch cannot express is refused, naming the
 flag; one that only changes what the tool prints (``-vv``, ``--case_tag``, ...) is accepted.
