@@ -4,7 +4,8 @@ without importing them (no GPU needed): the adapters' argument mapping is tested
 
     python tests/signatures.py WHEEL [WHEEL ...] > tests/fixtures/gpu/flashinfer_signatures.json
 
-Wheels: ``pip download --no-deps flashinfer-python==V``.
+Wheels: ``python3 -m pip download --no-deps --only-binary=:all: -d WHEELS flashinfer-python==V``;
+the exact command that made the committed snapshot is in tests/fixtures/README.md.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import zipfile
 from typing import Any
 
 FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
-             "cudnn_batch_prefill_with_kv_cache", "cudnn_batch_decode_with_kv_cache")
+             "cudnn_batch_prefill_with_kv_cache", "cudnn_batch_decode_with_kv_cache",
+             "determine_attention_backend")
 CLASSES = (
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",

@@ -49,7 +49,7 @@ def inputs(kernel: str, **params: Any) -> Any:
 
 
 def test_snapshot_covers_supported_versions() -> None:
-    assert {"0.5.3", "0.6.18.post1", "0.7.2.post1"} <= set(VERSIONS)
+    assert {"0.5.3", "0.6.18.post1", "0.7.2.post1", "0.7.4"} <= set(VERSIONS)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -151,6 +151,18 @@ def test_cudnn_decode_refuses_fp8_kv_it_cannot_scale() -> None:
                  head_dim=64, page_size=16, kv_dtype="float8_e4m3fn")
     with pytest.raises(NotImplementedError, match="allowed kv_dtype"):
         fb._cudnn_decode(inp, 0.1, inp.data["q"])
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_auto_single_prefill_asks_flashinfers_own_helper(version: str) -> None:
+    """single_prefill resolves ``auto`` inside the call; the adapter asks the helper the call
+    asks (``_auto_single_prefill``), by position, with the head dims where a version takes
+    them (0.5.x does not: the adapter retries without)."""
+    for sig in SIGS[version]["determine_attention_backend"]:
+        assert sig["positional"] == ["device", "pos_encoding_mode", "use_fp16_qk_reductions",
+                                     "use_custom_mask", "dtype_q", "dtype_kv"]
+        assert version.startswith("0.5.") or {"head_dim_qk", "head_dim_vo"} <= set(
+            sig["keyword_only"])
 
 
 @pytest.mark.parametrize("version", VERSIONS)

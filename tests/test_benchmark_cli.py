@@ -72,6 +72,11 @@ def test_a_points_command_reads_back_as_the_same_series(kernel: str, params: dic
     ("single_decode", {}, "fa2", "no routine for single_decode"),
     ("batch_decode", {"kv_layout": "HND", "fixed_split_size": 256}, "fa2",
      "fixed_split_size=256: flashinfer_benchmark.py has no flag for it"),
+    ("batch_prefill", {"qo_len": 64, "kv_layout": "HND", "use_cuda_graph": False,
+                       "pos_encoding_mode": "ROPE_LLAMA"}, "fa2",
+     "pos_encoding_mode=ROPE_LLAMA: flashinfer_benchmark.py has no flag for it"),
+    ("batch_decode", {"kv_layout": "HND", "pos_encoding_mode": "ALIBI"}, "fa2",
+     "pos_encoding_mode=ALIBI: flashinfer_benchmark.py has no flag for it"),
 ])
 def test_a_point_with_no_equal_command_says_why(kernel: str, params: dict[str, object],
                                                 backend: str, reason: str) -> None:
@@ -108,6 +113,12 @@ def test_a_testlist_line_splits_where_flashinfer_builds_backends_differently() -
     assert by_tc == {False: ["fa2"], True: ["fa2", "trtllm-gen"]}
     assert {s["name"] for s in specs} == {"Llama-3.1-70B"}
     assert all(s["params"]["kv_layout"] == ["HND"] for s in specs)
+    # flashinfer_benchmark.py applies no positional encoding: the spec says so.
+    assert all(s["params"]["pos_encoding_mode"] == ["NONE"] for s in specs)
+    mla = line_specs("--routine BatchMLAPagedAttentionWrapper --backends fa3 --page_size 64 "
+                     "--batch_size 4 --s_kv 2048 --num_qo_heads 128 --num_kv_heads 128 "
+                     "--head_dim_ckv 512 --head_dim_kpe 64", 1)
+    assert all("pos_encoding_mode" not in s["params"] for s in mla)  # MLA takes none
 
 
 @pytest.mark.parametrize(("flags", "named"), [

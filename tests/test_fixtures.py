@@ -153,7 +153,7 @@ def test_an_export_from_before_the_plan_mode_keeps_its_meaning(session: Session)
     the value, so the job's grid is still the grid it measured."""
     exported = fixtures.export_job(session, _make_job(session).id)
     added = ("use_cuda_graph", "fixed_split_size", "disable_split_kv", "window_left",
-             "logits_soft_cap")
+             "logits_soft_cap", "pos_encoding_mode")
     old_params = {k: v for k, v in PARAMS.items() if k not in added}
     exported["job"]["spec"] = {"name": "fx", "kernel": "batch_decode", "params": {"kv_len": [64]}}
     for point in exported["runs"][0]["points"]:
@@ -164,7 +164,7 @@ def test_an_export_from_before_the_plan_mode_keeps_its_meaning(session: Session)
     points = session.scalars(select(Point).where(Point.job_id == copy.id)).all()
     assert {p.params["use_cuda_graph"] for p in points} == {False}
     legacy = {"use_cuda_graph": False, "fixed_split_size": 0, "disable_split_kv": False,
-              "window_left": -1, "logits_soft_cap": 0}
+              "window_left": -1, "logits_soft_cap": 0, "pos_encoding_mode": "NONE"}
     assert all(p.series_key == series_key("batch_decode", {**old_params, **legacy},
                                           p.backend, None) for p in points)
     assert copy.spec["params"] == {"kv_len": [64], **{k: [v] for k, v in legacy.items()}}

@@ -171,6 +171,32 @@ def test_every_kernel_runs_and_is_checked(kernel: str) -> None:
         assert p["max_abs_error"] is not None and p["max_abs_error"] <= p["telemetry"]["tolerance"]
 
 
+@pytest.mark.parametrize("mode", ["ROPE_LLAMA", "ALIBI"])
+@pytest.mark.parametrize("kernel", [k for k, spec in KERNELS.items()
+                                    if "pos_encoding_mode" in spec.params])
+def test_positional_encoding_matches_the_reference_or_is_refused(kernel: str, mode: str) -> None:
+    """FlashInfer's fa2 kernels (CUDA-core and tensor-core decode alike), auto (which
+    FlashInfer resolves off fa3 for a mode) and both torch backends apply RoPE and ALiBi as
+    the float32 reference does; fa3, whose templates never read the mode, refuses it."""
+    params = {k: v for k, v in {**SMALL, "pos_encoding_mode": mode}.items()
+              if k in KERNELS[kernel].params}
+    points_in = [params]
+    if "use_tensor_cores" in KERNELS[kernel].params:
+        points_in.append({**params, "use_tensor_cores": True})
+    backends = ["fa2", "auto", "torch-sdpa", "torch-math"]
+    if "fa3" in KERNELS[kernel].flashinfer_backends:
+        backends.append("fa3")
+    _, points = harness(kernel, backends, points_in)
+    assert len(points) == len(points_in) * len(backends)
+    for p in points:
+        if p["backend"] == "fa3":
+            assert p["status"] == "unsupported" and "fa2 kernels only" in p["error"]
+            continue
+        assert p["status"] == "ok", (p["backend"], p["point_index"], p["error"])
+        assert p["max_abs_error"] <= p["telemetry"]["tolerance"], p["backend"]
+        assert p["resolved_backend"] != "fa3"
+
+
 @pytest.mark.parametrize("kernel, layout", [("batch_prefill", "NHD"),
                                             ("batch_prefill_ragged", "NHD"),
                                             ("batch_decode", "NHD"), ("batch_decode", "HND")])

@@ -208,18 +208,19 @@ def test_0005_recomputes_every_ci_on_the_log_scale(fresh_pg: str) -> None:
         engine.dispose()
 
 
-def test_0006_to_0008_give_stored_points_the_plan_they_were_measured_with(fresh_pg: str) -> None:
-    """0006, 0007 and 0008: a batch_decode point stored before use_cuda_graph, the split-KV
-    controls and the attention variants existed gets their legacy values (false; 0 and false;
-    -1 and 0) and the series key of those parameters (the key a new point measured that way
-    gets); its job's spec names the values; downgrading restores both exactly."""
+def test_0006_to_0009_give_stored_points_the_plan_they_were_measured_with(fresh_pg: str) -> None:
+    """0006 to 0009: a batch_decode point stored before use_cuda_graph, the split-KV controls,
+    the attention variants and the positional encoding existed gets their legacy values (false;
+    0 and false; -1 and 0; NONE) and the series key of those parameters (the key a new point
+    measured that way gets); its job's spec names the values; downgrading restores both
+    exactly."""
     from kernelwatch.core.series import series_key
 
     upgrade(fresh_pg)
     engine = make_engine(fresh_pg)
     new_params = complete_params("batch_decode", {"kv_len": 512, "use_cuda_graph": False})
     added = ("use_cuda_graph", "fixed_split_size", "disable_split_kv", "window_left",
-             "logits_soft_cap")
+             "logits_soft_cap", "pos_encoding_mode")
     old_params = {k: v for k, v in new_params.items() if k not in added}
     try:
         _store_two_points(engine, "batch_decode", new_params)
@@ -239,7 +240,8 @@ def test_0006_to_0008_give_stored_points_the_plan_they_were_measured_with(fresh_
                                                  None))] * 2
         assert spec["params"] == {"kv_len": [512], "use_cuda_graph": [False],
                                   "fixed_split_size": [0], "disable_split_kv": [False],
-                                  "window_left": [-1], "logits_soft_cap": [0]}
+                                  "window_left": [-1], "logits_soft_cap": [0],
+                                  "pos_encoding_mode": ["NONE"]}
         command.downgrade(alembic_config(fresh_pg), "0005_point_ci_log_scale")
         with Session(engine) as s:
             again = [(p.params, p.series_key) for p in

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010_crosschecks"
-down_revision: str | None = "0008_points_attention_variant"
+down_revision: str | None = "0009_points_pos_encoding"
 
 
 def upgrade() -> None:

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from kernelwatch_harness.prepared import Prepared
 
 DTYPES = ("float16", "bfloat16")
+# FlashInfer's PosEncodingMode names, in its order.
+POS_ENCODING_MODES = ("NONE", "ROPE_LLAMA", "ALIBI")
 KV_DTYPES = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
 
 PARAMS: dict[str, Param] = {
@@ -70,6 +72,10 @@ PARAMS: dict[str, Param] = {
         # (cap * tanh(logits / cap), as Gemma-2 and Grok use; 0: none).
         Param("window_left", int, -1, min=-1, max=1 << 20),
         Param("logits_soft_cap", int, 0, min=0, max=10_000),
+        # The positional encoding the kernel applies itself: RoPE (Llama's, rotating halves, at
+        # FlashInfer's default rope_scale 1 and rope_theta 1e4) to q and k at their positions
+        # in the sequence, or ALiBi's per-head linear bias; NONE: the inputs are used as given.
+        Param("pos_encoding_mode", str, "NONE", choices=POS_ENCODING_MODES),
         Param("kv_len_distribution", str, "constant", choices=KV_DISTRIBUTIONS),
         Param("seed", int, 0, min=0, max=2**31 - 1),
     )
@@ -93,7 +99,7 @@ KERNELS: dict[str, Kernel] = {
         _kernel(
             "single_decode",
             ("kv_len", *_HEADS, "kv_layout", "dtype", "kv_dtype", "use_tensor_cores",
-             "window_left", "logits_soft_cap"),
+             "window_left", "logits_soft_cap", "pos_encoding_mode"),
             ("auto", "fa2"),
             "one request, one query token against a contiguous KV",
         ),
@@ -101,14 +107,15 @@ KERNELS: dict[str, Kernel] = {
             "batch_decode",
             ("batch_size", "kv_len", *_HEADS, "page_size", "kv_layout", "dtype", "kv_dtype",
              "use_tensor_cores", "use_cuda_graph", "fixed_split_size", "disable_split_kv",
-             "window_left", "logits_soft_cap", "kv_len_distribution", "seed"),
+             "window_left", "logits_soft_cap", "pos_encoding_mode", "kv_len_distribution",
+             "seed"),
             ("auto", "fa2", "fa3", "trtllm-gen", "cudnn"),
             "BatchDecodeWithPagedKVCacheWrapper: one query token per request, paged KV",
         ),
         _kernel(
             "single_prefill",
             ("qo_len", "kv_len", *_HEADS, "kv_layout", "dtype", "causal", "window_left",
-             "logits_soft_cap"),
+             "logits_soft_cap", "pos_encoding_mode"),
             ("auto", "fa2", "fa3"),
             "one request, qo_len query tokens against a contiguous KV",
         ),
@@ -116,7 +123,8 @@ KERNELS: dict[str, Kernel] = {
             "batch_prefill",
             ("batch_size", "qo_len", "kv_len", *_HEADS, "page_size", "kv_layout", "dtype",
              "kv_dtype", "causal", "use_cuda_graph", "fixed_split_size", "disable_split_kv",
-             "window_left", "logits_soft_cap", "kv_len_distribution", "seed"),
+             "window_left", "logits_soft_cap", "pos_encoding_mode", "kv_len_distribution",
+             "seed"),
             ("auto", "fa2", "fa3", "trtllm-gen", "cudnn"),
             "BatchPrefillWithPagedKVCacheWrapper: qo_len queries per request, paged KV",
         ),
@@ -124,7 +132,7 @@ KERNELS: dict[str, Kernel] = {
             "batch_prefill_ragged",
             ("batch_size", "qo_len", "kv_len", *_HEADS, "dtype", "causal", "use_cuda_graph",
              "fixed_split_size", "disable_split_kv", "window_left", "logits_soft_cap",
-             "kv_len_distribution", "seed"),
+             "pos_encoding_mode", "kv_len_distribution", "seed"),
             ("auto", "fa2", "fa3", "cutlass", "cudnn"),
             "BatchPrefillWithRaggedKVCacheWrapper: packed variable-length Q/K/V",
         ),
@@ -141,7 +149,7 @@ KERNELS: dict[str, Kernel] = {
 
 LEGACY_VALUES: dict[str, Any] = {"use_cuda_graph": False, "fixed_split_size": 0,
                                  "disable_split_kv": False, "window_left": -1,
-                                 "logits_soft_cap": 0}
+                                 "logits_soft_cap": 0, "pos_encoding_mode": "NONE"}
 
 
 class AttentionFamily(Family):

@@ -65,7 +65,8 @@ def repro(kernel: str, p: dict[str, Any], backend: str) -> Repro:
         return Repro(None, f"kv_len_distribution {p['kv_len_distribution']}: "
                            "flashinfer_benchmark.py gives every request the same s_kv")
     for name, default in (("fixed_split_size", 0), ("disable_split_kv", False),
-                          ("window_left", -1), ("logits_soft_cap", 0)):
+                          ("window_left", -1), ("logits_soft_cap", 0),
+                          ("pos_encoding_mode", "NONE")):
         if p.get(name, default) != default:
             return Repro(None, f"{name}={p[name]}: flashinfer_benchmark.py has no flag for it")
     fixed = benchmark_params(kernel, backend, bool(p.get("use_cuda_graph", True)))
@@ -126,6 +127,8 @@ def from_flags(kernel: str, flags: Flags,
         params["kv_dtype"] = DTYPES[kv_dtype]
     if kernel != "batch_prefill_ragged":
         params["page_size"] = int(flags.one("--page_size"))
+    if kernel != "mla_decode":
+        params["pos_encoding_mode"] = "NONE"  # the script has no flag for another
     if kernel in ("batch_prefill", "batch_prefill_ragged"):
         params["qo_len"] = s_qo
         params["causal"] = "--causal" in flags

@@ -58,15 +58,36 @@ def decode_init_kwargs(params: dict[str, Any], backend: str) -> dict[str, Any]:
 
 
 def variant_kwargs(params: dict[str, Any]) -> dict[str, Any]:
-    """The attention variant's keywords (sliding window, logits soft cap), passed only when
-    set, as the split controls are."""
-    window_left, soft_cap = variant(params)
+    """The attention variant's keywords (sliding window, logits soft cap, positional
+    encoding), passed only when set, as the split controls are. RoPE runs at FlashInfer's
+    defaults (``rope_scale`` 1, ``rope_theta`` 1e4), which the reference uses too."""
+    window_left, soft_cap, pos_encoding = variant(params)
     out: dict[str, Any] = {}
     if window_left >= 0:
         out["window_left"] = window_left
     if soft_cap > 0:
         out["logits_soft_cap"] = soft_cap
+    if pos_encoding != "NONE":
+        out["pos_encoding_mode"] = pos_encoding
     return out
+
+
+POS_ENCODING_BACKENDS = ("auto", "fa2")
+
+
+def check_pos_encoding(backend: str, params: dict[str, Any]) -> None:
+    """RoPE and ALiBi are applied by FlashInfer's fa2 kernels only (its FA2 prefill and
+    decode templates, the CUDA-core decode); its fa3 (sm90) templates never read the mode,
+    and its trtllm-gen, cutlass and cuDNN kernels take none: named explicitly, they would
+    time attention without the encoding the point records. ``auto`` is kept: FlashInfer
+    resolves it to fa2 when a mode is set (``determine_attention_backend``)."""
+    mode = variant(params).pos_encoding
+    if mode != "NONE" and backend not in POS_ENCODING_BACKENDS:
+        raise NotImplementedError(
+            f"backend {backend!r} has no positional encoding: FlashInfer applies "
+            f"pos_encoding_mode {mode} in its fa2 kernels only; allowed: pos_encoding_mode "
+            f"NONE, or backend {' or '.join(POS_ENCODING_BACKENDS)}"
+        )
 
 
 def plan_options(params: dict[str, Any]) -> dict[str, Any]:
@@ -386,26 +407,29 @@ def _split(lens: list[int]) -> Any:
 
 
 def _auto_single_prefill(fi: Any, inp: Inputs) -> str:
-    """single_prefill resolves ``auto`` inside the call; ask the same helper it asks."""
-    from flashinfer.utils import determine_attention_backend
+    """single_prefill resolves ``auto`` inside the call; ask the same helper it asks, with
+    the same positional encoding (which keeps it off fa3)."""
+    from flashinfer.utils import PosEncodingMode, determine_attention_backend
 
     dt, kv_dt = _dtypes(inp.params)
     dev = inp.data["q"].device
     d = int(inp.params["head_dim"])
+    mode = PosEncodingMode[variant(inp.params).pos_encoding].value
     try:
         return str(
             determine_attention_backend(
-                dev, 0, False, False, dt, kv_dt, head_dim_qk=d, head_dim_vo=d
+                dev, mode, False, False, dt, kv_dt, head_dim_qk=d, head_dim_vo=d
             )
         )
     except TypeError:  # 0.5.x: no head-dim arguments
-        return str(determine_attention_backend(dev, 0, False, False, dt, kv_dt))
+        return str(determine_attention_backend(dev, mode, False, False, dt, kv_dt))
 
 
 def prepare_flashinfer(backend: str, inp: Inputs, scale: float) -> Prepared:
     import flashinfer as fi
 
     kernel, p = inp.kernel, inp.params
+    check_pos_encoding(backend, p)
     if kernel == "single_decode":
         if backend not in ("auto", "fa2"):
             raise NotImplementedError(f"single_decode has no backend {backend!r} (auto, fa2)")

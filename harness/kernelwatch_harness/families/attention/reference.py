@@ -6,13 +6,25 @@ than ``window_left`` positions left of that diagonal, ``j < i + (L_kv - L_q) - w
 causal or not, as FlashInfer's mask does. A logits soft cap ``c`` > 0 replaces the scaled
 logits ``x`` by ``c * tanh(x / c)`` before the softmax. Query head ``h`` reads KV head
 ``h // (H_qo // H_kv)``.
+
+Positional encoding, as FlashInfer's kernels apply it (``pos_encoding_mode``):
+
+- ``ROPE_LLAMA`` rotates q and k before their product, query ``i`` at its position in the
+  sequence ``i + (L_kv - L_q)`` and key ``j`` at ``j``: dimension ``d < D/2`` pairs with
+  ``d + D/2`` (the halves, not interleaved pairs) and turns by ``pos * theta^(-2d/D) / scale``,
+  at FlashInfer's defaults ``theta = 1e4``, ``scale = 1``, the angle computed in float32 as
+  the kernels compute it.
+- ``ALIBI`` adds ``m_h * (j - i - (L_kv - L_q))`` to the scaled logits of query head ``h``
+  (before the soft cap, where one is set), with FlashInfer's slopes ``m_h`` for ``H_qo``
+  heads (``alibi_slopes``). FlashInfer's kernels add ``m_h * (j - i)``: the two differ by a
+  constant per query row, which the softmax does not see.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -47,34 +59,97 @@ def attention_mask(lq: int, lkv: int, causal: bool, window_left: int,
     return mask
 
 
-def variant(params: Mapping[str, Any]) -> tuple[int, float]:
-    """(window_left, logits_soft_cap) of a point: -1 and 0 where the kernel has none."""
-    return int(params.get("window_left", -1)), float(params.get("logits_soft_cap", 0))
+class Variant(NamedTuple):
+    window_left: int
+    soft_cap: float
+    pos_encoding: str
+
+
+def variant(params: Mapping[str, Any]) -> Variant:
+    """The attention variant of a point: -1, 0 and NONE where the kernel has none."""
+    return Variant(int(params.get("window_left", -1)), float(params.get("logits_soft_cap", 0)),
+                   str(params.get("pos_encoding_mode", "NONE")))
+
+
+ROPE_THETA = 1e4
+ROPE_SCALE = 1.0
+"""FlashInfer's defaults for ``rope_theta`` and ``rope_scale``, which the harness never sets."""
+
+
+def rope_llama(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``x`` (``[..., D]``) in float32, rotated as FlashInfer's ROPE_LLAMA rotates it inside
+    its kernels; ``positions`` broadcasts against ``x.shape[:-1]``."""
+    d = x.shape[-1]
+    inv_freq = torch.pow(torch.tensor(ROPE_THETA, dtype=torch.float32, device=x.device),
+                         -torch.arange(0, d, 2, dtype=torch.float32, device=x.device) / d)
+    angle = positions.to(torch.float32)[..., None] * (inv_freq / ROPE_SCALE)
+    cos, sin = angle.cos(), angle.sin()
+    a, b = x.float().chunk(2, dim=-1)
+    return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+
+
+def rope_qk(q: torch.Tensor, k: torch.Tensor, seq_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """q and k rotated at their positions (the last query at the last key's), in float32;
+    ``seq_dim`` (negative) is their sequence dimension."""
+    lq, lkv = q.shape[seq_dim], k.shape[seq_dim]
+    pos = torch.arange(lkv, device=q.device).view(-1, *[1] * (-seq_dim - 2))
+    return rope_llama(q, pos[lkv - lq:]), rope_llama(k, pos)
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """FlashInfer's ALiBi slopes (``flashinfer.utils.get_alibi_slopes``, the ALiBi paper's):
+    a geometric series from ``2^(-8/n)`` for the largest power of two ``n <= n_heads``, the
+    remaining heads taking every other slope of the series for ``2n``."""
+    n = 2 ** math.floor(math.log2(n_heads))
+    m = torch.pow(2.0 ** (-8.0 / n), torch.arange(1, 1 + n))
+    if n < n_heads:
+        m = torch.cat([m, torch.pow(2.0 ** (-4.0 / n), torch.arange(1, 1 + 2 * (n_heads - n), 2))])
+    return m.float()
+
+
+def alibi_bias(n_heads: int, lq: int, lkv: int, device: torch.device) -> torch.Tensor:
+    """Float32 ``[n_heads, lq, lkv]``: ALiBi's bias of query ``i`` and key ``j`` (bottom-right
+    aligned, so 0 on the diagonal and ``-m_h`` per position to its left)."""
+    dist = (torch.arange(lkv, device=device)[None, :]
+            - torch.arange(lkv - lq, lkv, device=device)[:, None]).float()
+    return alibi_slopes(n_heads).to(device)[:, None, None] * dist
 
 
 def scaled_logits(scores: torch.Tensor, soft_cap: float) -> torch.Tensor:
     return soft_cap * torch.tanh(scores / soft_cap) if soft_cap > 0 else scores
 
 
+def logits(scores: torch.Tensor, scale: float, causal: bool, var: Variant) -> torch.Tensor:
+    """The logits the softmax takes, from q.k products grouped by KV head,
+    ``[..., H_kv, H_qo // H_kv, L_q, L_kv]``: scaled, ALiBi's bias added, soft-capped, masked
+    (-inf)."""
+    h_kv, g, lq, lkv = scores.shape[-4:]
+    scores = scores * scale
+    if var.pos_encoding == "ALIBI":
+        scores = scores + alibi_bias(h_kv * g, lq, lkv, scores.device).view(h_kv, g, lq, lkv)
+    scores = scaled_logits(scores, var.soft_cap)
+    mask = attention_mask(lq, lkv, causal, var.window_left, scores.device)
+    return scores if mask is None else scores.masked_fill(~mask, -math.inf)
+
+
 def attend_fp32(req: Request, scale: float, causal: bool, window_left: int = -1,
-                soft_cap: float = 0.0) -> torch.Tensor:
+                soft_cap: float = 0.0, pos_encoding: str = "NONE") -> torch.Tensor:
     """softmax(q k^T * scale) v in float32 for one request: ``[L_q, H_qo, D_vo]``."""
     q, k, v = (t.float() for t in req)
     lq, h_qo, _ = q.shape
-    lkv, h_kv, _ = k.shape
+    h_kv = k.shape[1]
     g = h_qo // h_kv
+    if pos_encoding == "ROPE_LLAMA":
+        q, k = rope_qk(q, k, seq_dim=-3)
     # Group query heads by their KV head instead of repeating K/V: no copy of the cache.
     qg = q.reshape(lq, h_kv, g, q.shape[-1])
-    scores = scaled_logits(torch.einsum("qhgd,khd->hgqk", qg, k) * scale, soft_cap)
-    mask = attention_mask(lq, lkv, causal, window_left, q.device)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, -math.inf)
-    p = torch.softmax(scores, dim=-1)
+    scores = torch.einsum("qhgd,khd->hgqk", qg, k)
+    p = torch.softmax(logits(scores, scale, causal, Variant(window_left, soft_cap,
+                                                            pos_encoding)), dim=-1)
     out = torch.einsum("hgqk,khd->qhgd", p, v)
     return out.reshape(lq, h_qo, v.shape[-1])
 
 
 def reference(inp: Inputs, scale: float) -> list[torch.Tensor]:
     causal = bool(inp.params.get("causal", False))
-    window_left, soft_cap = variant(inp.params)
-    return [attend_fp32(r, scale, causal, window_left, soft_cap) for r in inp.requests()]
+    return [attend_fp32(r, scale, causal, *variant(inp.params)) for r in inp.requests()]
