@@ -46,10 +46,13 @@ PARAMS: dict[str, Param] = {
         Param("head_dim_ckv", int, 512, choices=(512,)),
         Param("head_dim_kpe", int, 64, choices=(64,)),
         Param("page_size", int, 16, choices=(1, 8, 16, 32, 64, 128)),
+        # The single kernels' default: FlashInfer's single_*_with_kv_cache() take NHD unless
+        # told otherwise. The paged batch kernels' defaults are per backend (BACKEND_DEFAULTS).
         Param("kv_layout", str, "NHD", choices=("NHD", "HND")),
         Param("dtype", str, "bfloat16", choices=DTYPES),
         Param("kv_dtype", str, None, choices=(None, *KV_DTYPES)),
         Param("causal", bool, False, choices=(False, True)),
+        # single_decode_with_kv_cache()'s own default; batch_decode's is per backend.
         Param("use_tensor_cores", bool, False, choices=(False, True)),
         # The batch wrapper's CUDA-graph plan mode (``use_cuda_graph=`` with preallocated index
         # buffers): such a wrapper plans a padded, fixed work partition, which serving engines
@@ -157,6 +160,48 @@ def with_legacy_values(kernel: str, params: dict[str, Any],
     wanted = LEGACY_VALUES if names is None else {n: LEGACY_VALUES[n] for n in names}
     extra = {k: v for k, v in wanted.items() if k in spec.params and k not in params}
     return {**params, **extra}
+
+
+# Defaults that depend on the backend: what FlashInfer's benchmarks/flashinfer_benchmark.py
+# (0.5 to 0.7) builds each routine's wrapper with, beyond its flags, so that the same shape in
+# both tools is the same experiment (kernelwatch.core.benchmark_cli maps between the two):
+# - batch decode: kv_layout HND, use_cuda_graph, and use_tensor_cores for every backend but
+#   fa2 (its "fa2_tc" is fa2 with tensor cores, use_tensor_cores=true here);
+# - paged prefill: HND (NHD for cudnn), use_cuda_graph except for fa2;
+# - ragged prefill (always NHD, no kv_layout parameter): use_cuda_graph except for fa2;
+# - MLA decode: use_cuda_graph.
+# Per kernel, "*" holds every backend's value and a backend's own entry what differs for it.
+# The torch backends take DEFAULT_BACKEND's, so that they time the layout and plan mode the
+# FlashInfer wrapper runs when no backend is named. single_decode and single_prefill have no
+# flashinfer_benchmark.py routine: they keep the static defaults of PARAMS (FlashInfer's own).
+# A parameter a spec gives is used as given for every backend.
+BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "batch_decode": {
+        "*": {"kv_layout": "HND", "use_tensor_cores": True, "use_cuda_graph": True},
+        "fa2": {"use_tensor_cores": False},
+    },
+    "batch_prefill": {
+        "*": {"kv_layout": "HND", "use_cuda_graph": True},
+        "fa2": {"use_cuda_graph": False},
+        "cudnn": {"kv_layout": "NHD"},
+    },
+    "batch_prefill_ragged": {
+        "*": {"use_cuda_graph": True},
+        "fa2": {"use_cuda_graph": False},
+    },
+    "mla_decode": {"*": {"use_cuda_graph": True}},
+}
+# The backend FlashInfer's wrappers and functions run when none is named (backend="auto").
+DEFAULT_BACKEND = "auto"
+
+
+def backend_defaults(kernel: str, backend: str) -> dict[str, Any]:
+    """Every parameter's default for ``kernel`` run by ``backend``: the static default, unless
+    ``BACKEND_DEFAULTS`` gives the backend another."""
+    table = BACKEND_DEFAULTS.get(kernel, {})
+    own = table.get(DEFAULT_BACKEND if backend in TORCH_BACKENDS else backend, {})
+    by_backend = {**table.get("*", {}), **own}
+    return {name: by_backend.get(name, PARAMS[name].default) for name in KERNELS[kernel].params}
 
 
 def complete_params(kernel: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -2,17 +2,12 @@
 ``benchmarks/flashinfer_benchmark.py``: the command line that reproduces a point
 (``repro_command``), and a ``--testlist`` file read as sweeps (``read_testlist``).
 
-The same shape in both tools must be the same experiment, so the mapping follows what
-flashinfer_benchmark.py's attention routines (0.5 to 0.7) do beyond their flags:
-
-- the batch decode wrapper is built with ``kv_layout="HND"``, ``use_cuda_graph=True`` (unless
-  ``--no_cuda_graph``) and ``use_tensor_cores`` for every backend but ``fa2`` (its ``fa2_tc``
-  is fa2 with tensor cores);
-- the paged prefill wrapper with HND (NHD for cudnn) and ``use_cuda_graph`` except for fa2;
-- the ragged prefill wrapper with NHD and ``use_cuda_graph`` except for fa2;
-- the MLA wrapper with ``use_cuda_graph``;
-- every request has the same ``s_kv`` (``--random_actual_seq_len`` draws lengths with torch's
-  generator on the GPU, which kernelwatch's seeded distributions do not reproduce: refused).
+The same shape in both tools must be the same experiment. What flashinfer_benchmark.py's
+attention routines (0.5 to 0.7) fix beyond their flags (the wrapper's kv_layout, tensor cores
+and CUDA-graph plan mode, per backend) is kernelwatch's default for that backend
+(``catalogue.BACKEND_DEFAULTS``); beyond those, every request has the same ``s_kv``
+(``--random_actual_seq_len`` draws lengths with torch's generator on the GPU, which
+kernelwatch's seeded distributions do not reproduce: refused).
 
 A flag that changes the experiment in a way kernelwatch cannot express is refused, naming the
 flag; one that only changes what the tool prints (``-vv``, ``--case_tag``, ...) is accepted.
@@ -25,7 +20,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from kernelwatch_harness.catalogue import FLASHINFER_BACKENDS, KERNELS, complete_params
+from kernelwatch_harness.catalogue import (
+    BACKEND_DEFAULTS,
+    FLASHINFER_BACKENDS,
+    KERNELS,
+    backend_defaults,
+    complete_params,
+)
 
 SCRIPT = "benchmarks/flashinfer_benchmark.py"
 ROUTINES = {
@@ -53,17 +54,16 @@ class UnmappedLine(ValueError):
 
 def benchmark_params(kernel: str, backend: str, cuda_graph: bool = True) -> dict[str, Any]:
     """What flashinfer_benchmark.py fixes for ``kernel`` run by ``backend`` (its name for it:
-    ``fa2_tc`` included) beyond its flags, as kernelwatch parameters."""
-    fa2 = backend in ("fa2", "fa2_tc")
-    if kernel == "batch_decode":
-        return {"kv_layout": "HND", "use_tensor_cores": backend != "fa2",
-                "use_cuda_graph": cuda_graph}
-    if kernel == "batch_prefill":
-        return {"kv_layout": "NHD" if backend == "cudnn" else "HND",
-                "use_cuda_graph": cuda_graph and not fa2}
-    if kernel == "batch_prefill_ragged":
-        return {"use_cuda_graph": cuda_graph and not fa2}
-    return {"use_cuda_graph": cuda_graph}
+    ``fa2_tc`` included) beyond its flags, as kernelwatch parameters: the backend's defaults
+    of the parameters ``BACKEND_DEFAULTS`` sets. ``cuda_graph`` false: ``--no_cuda_graph``."""
+    ours = "fa2" if backend == "fa2_tc" else backend
+    fixed_names = {n for row in BACKEND_DEFAULTS[kernel].values() for n in row}
+    fixed = {n: v for n, v in backend_defaults(kernel, ours).items() if n in fixed_names}
+    if backend == "fa2_tc":
+        fixed["use_tensor_cores"] = True
+    if not cuda_graph:
+        fixed["use_cuda_graph"] = False
+    return fixed
 
 
 @dataclass(frozen=True)
