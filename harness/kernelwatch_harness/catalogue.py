@@ -1,8 +1,11 @@
 """The kernel catalogue: which kernels kernelwatch benchmarks, their parameters with allowed
 values and defaults, and which backends may be asked for.
 
-A point's parameters are always completed with the defaults here, so two points with the same
-completed parameters are the same experiment (see ``kernelwatch.core.series``).
+A point's parameters are always completed with the defaults here, for the backend that runs it
+(``complete_params``), so two points with the same completed parameters are the same
+experiment (see ``kernelwatch.core.series``). Some defaults depend on the backend
+(``BACKEND_DEFAULTS``): they follow what FlashInfer's own benchmark does, so that the same shape
+in both tools is the same experiment.
 """
 
 from __future__ import annotations
@@ -204,7 +207,8 @@ def backend_defaults(kernel: str, backend: str) -> dict[str, Any]:
     return {name: by_backend.get(name, PARAMS[name].default) for name in KERNELS[kernel].params}
 
 
-def complete_params(kernel: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The kernel's full parameter set: given values, defaults for the rest."""
-    spec = KERNELS[kernel]
-    return {name: params.get(name, PARAMS[name].default) for name in spec.params}
+def complete_params(kernel: str, params: dict[str, Any], backend: str) -> dict[str, Any]:
+    """The kernel's full parameter set for ``backend``: given values, the backend's defaults
+    for the rest."""
+    return {**backend_defaults(kernel, backend),
+            **{k: v for k, v in params.items() if k in KERNELS[kernel].params}}

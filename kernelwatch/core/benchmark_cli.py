@@ -80,7 +80,7 @@ def repro_command(kernel: str, params: dict[str, Any], backend: str) -> Repro:
         return Repro(None, f"flashinfer_benchmark.py has no routine for {kernel}")
     if backend not in FLASHINFER_BACKENDS:
         return Repro(None, f"backend {backend} is not FlashInfer's")
-    p = complete_params(kernel, params)
+    p = complete_params(kernel, params, backend)
     if p.get("kv_len_distribution", "constant") != "constant":
         return Repro(None, f"kv_len_distribution {p['kv_len_distribution']}: "
                            "flashinfer_benchmark.py gives every request the same s_kv")

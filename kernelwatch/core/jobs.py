@@ -155,7 +155,7 @@ def create_job(
             f"on cpu only {', '.join(TORCH_BACKENDS)}"
         ))
 
-    grid_points = len(spec.grid())
+    grid_points = len(spec.combinations())
     job = Job(
         name=spec.name,
         kind=kind,

@@ -124,13 +124,13 @@ def _finish(session: Session, run: Run, status: str | None = None,
 
 def build_request(session: Session, run: Run, job: Job, device: str) -> HarnessRequest:
     spec = SweepSpec(**job.spec)
-    grid = spec.grid()
+    points = spec.backend_points()
     return HarnessRequest(
         kernel=spec.kernel,
         device=device,
         backends=list(spec.backends),
         timing=spec.timing.config(),
-        points=[(int(i), grid[int(i)]) for i in run.point_indices],
+        points=[(int(i), points[int(i)]) for i in run.point_indices],
         skip=stored_point_keys(session, run.id),
     )
 
@@ -204,7 +204,7 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
         python = harness_python_for(run, request.backends, request.device)
     except Exception as e:  # no environment for this version on this node
         for pair in request.pairs():
-            store_point(session, run, request.kernel, dict(request.points_by_index[pair[0]]),
+            store_point(session, run, request.kernel, request.params(*pair),
                         error_point(*pair, f"no harness environment: {e}"))
         session.commit()
         _finish(session, run, message=f"no harness environment: {e}")
@@ -216,7 +216,6 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
     runner = HarnessRunner(python, request, env=harness_env(run.flashinfer_version))
     _Shutdown.runner = runner
     cold_l2 = bool(request.timing.get("cold_l2", TIMING_DEFAULTS.cold_l2))
-    params_of = request.points_by_index
     cancelled = False
     try:
         for msg in runner.messages():
@@ -224,8 +223,9 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
                 store_environment(run, msg)
                 session.commit()
             elif msg["type"] == "point":
-                store_point(session, run, request.kernel, dict(params_of[msg["point_index"]]),
-                            msg, cold_l2=cold_l2)
+                store_point(session, run, request.kernel,
+                            request.params(msg["point_index"], msg["backend"]), msg,
+                            cold_l2=cold_l2)
                 session.commit()
                 if msg["status"] != PointStatus.ok:
                     log.info("run %s point %s/%s %s: %s", run.id, msg["point_index"],
