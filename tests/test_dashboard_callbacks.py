@@ -562,3 +562,14 @@ def test_curves_open_on_the_slice_with_the_most_points(session: Session) -> None
     asked = combos.settle(session, free=["kv_len", "backend"], wanted={"num_qo_heads": "32"})
     assert (asked["batch_size"], asked["num_qo_heads"]) == ("16", "32")
 
+
+def test_the_curves_subtitle_leaves_out_only_every_backends_default(
+        pages: dict[str, ModuleType]) -> None:
+    is_default = pages["curves"]._is_default
+    assert is_default("batch_decode", "kv_layout", "HND")
+    assert not is_default("batch_decode", "kv_layout", "NHD")
+    # true is fa3's default and not fa2's: a figure of both must say which it shows
+    assert not is_default("batch_decode", "use_tensor_cores", "True")
+    assert not is_default("batch_decode", "use_tensor_cores", "False")
+    assert is_default("single_decode", "kv_layout", "NHD")
+    assert is_default("single_decode", "use_tensor_cores", "false")
