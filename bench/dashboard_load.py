@@ -62,7 +62,7 @@ def grid() -> list[tuple[str, str, str, dict[str, Any]]]:
                 ("bfloat16", "float16")):
             params = complete_params("batch_decode", {
                 "batch_size": b, "kv_len": kv, "num_qo_heads": hq, "num_kv_heads": hk,
-                "head_dim": d, "use_tensor_cores": tc, "dtype": dtype})
+                "head_dim": d, "use_tensor_cores": tc, "dtype": dtype}, backend)
             out.append((gpu, version, backend, params))
     return out
 

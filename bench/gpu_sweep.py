@@ -54,7 +54,7 @@ def harness_for(version: str | None, envs_dir: str, wheelhouse: str) -> tuple[st
 def request_for(suite: str, backends: list[str], timing: dict[str, Any],
                 device: str = "cuda") -> HarnessRequest:
     s = SUITES[suite]
-    points = list(enumerate(grid(s["kernel"], s["params"])))
+    points = list(enumerate(grid(s["kernel"], s["params"], backends)))
     return HarnessRequest(s["kernel"], device, backends, dict(timing), points)
 
 
@@ -234,7 +234,8 @@ def report(
     for label, _ in labels:
         for suite in suites:
             kernel = SUITES[suite]["kernel"]
-            pts = dict(enumerate(grid(kernel, SUITES[suite]["params"])))
+            # a point's label: its shape, the same for every backend
+            pts = dict(enumerate(grid(kernel, SUITES[suite]["params"], ["auto"])))
             by_run = {
                 r: {
                     (m["point_index"], m["backend"]): m
@@ -258,7 +259,7 @@ def report(
             for key, m in sorted(by_run.get(1, {}).items()):
                 s = stats_of(m)
                 row = (
-                    f"{short(kernel, pts[key[0]]):<22}{key[1]:<11}"
+                    f"{short(kernel, pts[key[0]]['auto']):<22}{key[1]:<11}"
                     f"{m.get('resolved_backend')!s:<11}{m['status']:<11}"
                 )
                 if s is None:

@@ -94,7 +94,9 @@ def _store(session: Session, run: Run, kernel: str, index: int, params: dict[str
 
 def seed(session: Session) -> Seeded:
     out = Seeded()
-    grid = [complete_params("batch_decode", {"batch_size": b, "kv_len": kv})
+    # use_tensor_cores given, as a spec would: fa2 and torch-sdpa points share their params
+    grid = [complete_params("batch_decode", {"batch_size": b, "kv_len": kv,
+                                             "use_tensor_cores": False}, "fa2")
             for b in BATCHES for kv in KV_LENS]
     backends = ("fa2", "torch-sdpa")
     job = _job(session, "decode sweep", "batch_decode",
@@ -123,7 +125,7 @@ def seed(session: Session) -> Seeded:
     idx = 0
     for kernel, extra in (("single_decode", {"kv_len": 4096}),
                           ("single_prefill", {"qo_len": 2048, "kv_len": 2048, "causal": True})):
-        params = complete_params(kernel, extra)
+        params = complete_params(kernel, extra, "fa2")  # single kernels: the same for all
         for backend in ("torch-math", "torch-sdpa", "fa2"):
             _store(session, run, kernel, idx, params, backend)
             idx += 1

@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from kernelwatch.core.spec import SweepSpec
+from kernelwatch.worker.runner import HarnessRequest
+from kernelwatch_harness.__main__ import request_units
 from kernelwatch_harness.catalogue import complete_params
 from kernelwatch_harness.families.attention import flashinfer_backends as fb
 from kernelwatch_harness.families.attention.inputs import flashinfer_inputs, sm_scale
@@ -44,8 +47,8 @@ def positional_run(version: str, api: str, names: list[str]) -> None:
         assert sig["positional"][1:1 + len(names)] == names, (version, api, sig["positional"])
 
 
-def inputs(kernel: str, **params: Any) -> Any:
-    return flashinfer_inputs(kernel, complete_params(kernel, params), "cpu")
+def inputs(kernel: str, backend: str = "fa2", **params: Any) -> Any:
+    return flashinfer_inputs(kernel, complete_params(kernel, params, backend), "cpu")
 
 
 def test_snapshot_covers_supported_versions() -> None:
@@ -54,10 +57,10 @@ def test_snapshot_covers_supported_versions() -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_single_kernels_keywords(version: str) -> None:
-    p = complete_params("single_decode", {"kv_layout": "HND", "use_tensor_cores": True})
+    p = complete_params("single_decode", {"kv_layout": "HND", "use_tensor_cores": True}, "fa2")
     accepts(version, "single_decode_with_kv_cache",
             {"q": 0, "k": 0, "v": 0, **fb.single_decode_kwargs(p, 0.1)})
-    p = complete_params("single_prefill", {"causal": True})
+    p = complete_params("single_prefill", {"causal": True}, "fa2")
     # 0.3.0 inserted positional parameters here: the adapter passes everything by keyword.
     accepts(version, "single_prefill_with_kv_cache",
             {"q": 0, "k": 0, "v": 0, **fb.single_prefill_kwargs(p, 0.1, "fa2")})
@@ -79,7 +82,7 @@ def test_batch_decode_mapping(version: str) -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_batch_prefill_paged_and_ragged_mapping(version: str) -> None:
-    inp = inputs("batch_prefill", batch_size=2, qo_len=7, kv_len=40, causal=True)
+    inp = inputs("batch_prefill", "fa3", batch_size=2, qo_len=7, kv_len=40, causal=True)
     kw = fb.prefill_plan_kwargs(inp, 0.1)
     accepts(version, "BatchPrefillWithPagedKVCacheWrapper.__init__",
             fb.prefill_init_kwargs(inp.params, "fa3"))
@@ -99,7 +102,7 @@ def test_cudnn_prefill_mapping(version: str) -> None:
     failed on the H200: token offsets refused, then a log-sum-exp of the wrong shape). Its
     batch offsets count elements, its lengths are (batch, 1, 1, 1), a paged cache comes
     with a block table of the page table."""
-    inp = inputs("batch_prefill", batch_size=2, qo_len=7, kv_len=40, causal=True,
+    inp = inputs("batch_prefill", "cudnn", batch_size=2, qo_len=7, kv_len=40, causal=True,
                  num_qo_heads=4, num_kv_heads=2, head_dim=64, page_size=16)
     kw = fb.cudnn_prefill_kwargs(inp, 0.1)
     accepts(version, "cudnn_batch_prefill_with_kv_cache",
@@ -113,8 +116,8 @@ def test_cudnn_prefill_mapping(version: str) -> None:
     indptr, indices = inp.meta["kv_indptr"].tolist(), inp.meta["kv_indices"].tolist()
     assert kw["block_tables"].tolist() == [indices[indptr[0]:indptr[1]],
                                            indices[indptr[1]:indptr[2]]]
-    rag = inputs("batch_prefill_ragged", batch_size=2, qo_len=7, kv_len=40, num_qo_heads=4,
-                 num_kv_heads=2, head_dim=64)
+    rag = inputs("batch_prefill_ragged", "cudnn", batch_size=2, qo_len=7, kv_len=40,
+                 num_qo_heads=4, num_kv_heads=2, head_dim=64)
     kw = fb.cudnn_prefill_kwargs(rag, 0.1)
     accepts(version, "cudnn_batch_prefill_with_kv_cache",
             {"q": 0, "k_cache": 0, "v_cache": 0, "workspace_buffer": 0, **kw})
@@ -129,8 +132,8 @@ def test_cudnn_decode_mapping(version: str) -> None:
     """cuDNN's paged decode, called directly as flashinfer_benchmark.py calls it (0.5.x and
     0.6.x's decode wrapper has no cuDNN path): q, K, V, scale and workspace by position,
     lengths (batch, 1, 1, 1) and a block table of the page table by keyword."""
-    inp = inputs("batch_decode", batch_size=3, kv_len=40, num_qo_heads=4, num_kv_heads=2,
-                 head_dim=64, page_size=16, kv_len_distribution="uniform")
+    inp = inputs("batch_decode", "cudnn", batch_size=3, kv_len=40, num_qo_heads=4,
+                 num_kv_heads=2, head_dim=64, page_size=16, kv_len_distribution="uniform")
     kw = fb.cudnn_decode_kwargs(inp)
     accepts(version, "cudnn_batch_decode_with_kv_cache", kw)
     for sig in SIGS[version]["cudnn_batch_decode_with_kv_cache"]:
@@ -147,8 +150,8 @@ def test_cudnn_decode_mapping(version: str) -> None:
 
 
 def test_cudnn_decode_refuses_fp8_kv_it_cannot_scale() -> None:
-    inp = inputs("batch_decode", batch_size=2, kv_len=40, num_qo_heads=4, num_kv_heads=2,
-                 head_dim=64, page_size=16, kv_dtype="float8_e4m3fn")
+    inp = inputs("batch_decode", "cudnn", batch_size=2, kv_len=40, num_qo_heads=4,
+                 num_kv_heads=2, head_dim=64, page_size=16, kv_dtype="float8_e4m3fn")
     with pytest.raises(NotImplementedError, match="allowed kv_dtype"):
         fb._cudnn_decode(inp, 0.1, inp.data["q"])
 
@@ -185,6 +188,38 @@ def test_decode_backend_honesty() -> None:
     with pytest.raises(NotImplementedError, match="use_tensor_cores"):
         fb.check_decode_backend("fa3", False, "0.6.18.post1")
     # cudnn never reaches the wrapper: prepare_flashinfer calls cuDNN's decode directly
+
+
+def _harness_units(**params: list[Any]) -> list[tuple[int, dict[str, Any], str]]:
+    """What the harness runs for a batch_decode sweep over fa2 and fa3: the worker's request
+    as it goes over the pipe, read back as the harness reads it."""
+    spec = SweepSpec(name="fa2 vs fa3", kernel="batch_decode", backends=["fa2", "fa3"],
+                     targets=["h200"], flashinfer_versions=["0.7.2.post1"],
+                     params={"batch_size": [3], "kv_len": [50], **params})
+    request = HarnessRequest(spec.kernel, "cuda", list(spec.backends), spec.timing.config(),
+                             list(enumerate(spec.backend_points())))
+    return request_units(json.loads(request.to_json(set())))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_fa2_and_fa3_decode_are_built_as_flashinfer_benchmark_builds_them(version: str) -> None:
+    """By default fa2 runs without tensor cores (its CUDA-core decode kernel, the benchmark's
+    "fa2") and fa3 with them (else FlashInfer would run the fa2-family kernel under its name),
+    both with the HND layout and the CUDA-graph plan mode; a value the spec gives is what both
+    are built with."""
+    units = _harness_units()
+    assert [(i, b) for i, _, b in units] == [(0, "fa2"), (0, "fa3")]
+    built = {b: fb.decode_init_kwargs(p, b) for _, p, b in units}
+    assert built == {b: {"kv_layout": "HND", "use_tensor_cores": b == "fa3",
+                         "use_cuda_graph": True, "backend": b} for b in ("fa2", "fa3")}
+    for backend, kwargs in built.items():
+        accepts(version, "BatchDecodeWithPagedKVCacheWrapper.__init__", kwargs)
+        fb.check_decode_backend(backend, kwargs["use_tensor_cores"], version)
+    given = {b: fb.decode_init_kwargs(p, b)
+             for _, p, b in _harness_units(use_tensor_cores=[False], kv_layout=["NHD"])}
+    assert {(k["use_tensor_cores"], k["kv_layout"]) for k in given.values()} == {(False, "NHD")}
+    with pytest.raises(NotImplementedError, match="use_tensor_cores"):
+        fb.check_decode_backend("fa3", given["fa3"]["use_tensor_cores"], version)
 
 
 def test_trtllm_gen_is_refused_off_blackwell_naming_the_gpu() -> None:

@@ -14,11 +14,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernelwatch.cli.main import cli
-from kernelwatch.core.benchmark_cli import UnmappedLine, line_specs, read_testlist, repro_command
+from kernelwatch.core.benchmark_cli import (
+    KERNEL_OF,
+    UnmappedLine,
+    line_specs,
+    read_testlist,
+    repro_command,
+)
 from kernelwatch.core.models import Job
 from kernelwatch.core.series import series_key
 from kernelwatch.core.spec import SweepSpec
-from kernelwatch_harness.catalogue import complete_params
+from kernelwatch_harness.catalogue import KERNELS, complete_params
 
 SAMPLE = Path(__file__).parent / "fixtures" / "testlist" / "attention.txt"
 
@@ -43,15 +49,16 @@ POINTS = [
 
 
 def _point_of(spec: dict[str, object]) -> tuple[str, dict[str, object], str]:
-    (grid,) = SweepSpec(**{**spec, "targets": ["h200"], "flashinfer_versions": ["0.7.4"]}).grid()
     (backend,) = spec["backends"]  # type: ignore[misc]
+    sweep = SweepSpec(**{**spec, "targets": ["h200"], "flashinfer_versions": ["0.7.4"]})
+    (grid,) = sweep.grid(str(backend))
     return str(spec["kernel"]), grid, str(backend)
 
 
 @pytest.mark.parametrize(("kernel", "params", "backend"), POINTS)
 def test_a_points_command_reads_back_as_the_same_series(kernel: str, params: dict[str, object],
                                                         backend: str) -> None:
-    completed = complete_params(kernel, params)
+    completed = complete_params(kernel, params, backend)
     repro = repro_command(kernel, completed, backend)
     assert repro.command is not None, repro.reason
     assert repro.command.startswith("python benchmarks/flashinfer_benchmark.py --routine ")
@@ -61,13 +68,31 @@ def test_a_points_command_reads_back_as_the_same_series(kernel: str, params: dic
     assert series_key(k, p, b, "h200") == series_key(kernel, completed, backend, "h200")
 
 
+@pytest.mark.parametrize(("kernel", "backend"), [
+    (k, b) for k in KERNEL_OF.values() for b in KERNELS[k].flashinfer_backends])
+def test_a_default_point_is_flashinfer_benchmarks_default_run(kernel: str, backend: str) -> None:
+    """The defaults are what flashinfer_benchmark.py builds for the backend: a point that
+    names nothing has a command (with none of the flags that change the build), and the
+    command reads back as the same series."""
+    completed = complete_params(kernel, {}, backend)
+    repro = repro_command(kernel, completed, backend)
+    assert repro.command is not None, repro.reason
+    assert "--no_cuda_graph" not in repro.command and "fa2_tc" not in repro.command
+    (spec,) = line_specs(shlex.join(shlex.split(repro.command)[2:]), 1)
+    k, p, b = _point_of(spec)
+    assert (k, p, b) == (kernel, completed, backend)
+    assert series_key(k, p, b, "h200") == series_key(kernel, completed, backend, "h200")
+
+
 @pytest.mark.parametrize(("kernel", "params", "backend", "reason"), [
     ("batch_decode", {"kv_layout": "NHD"}, "fa2", "kv_layout=NHD: flashinfer_benchmark.py "
      "runs batch_decode with fa2 at kv_layout=HND"),
     ("batch_decode", {"kv_layout": "HND", "kv_len_distribution": "zipf"}, "fa2",
      "kv_len_distribution zipf"),
-    ("batch_prefill", {"kv_layout": "HND"}, "fa2", "use_cuda_graph=true: flashinfer_benchmark"
-     ".py builds fa2's batch_prefill wrapper without it"),
+    ("batch_prefill", {"use_cuda_graph": True}, "fa2", "use_cuda_graph=true: "
+     "flashinfer_benchmark.py builds fa2's batch_prefill wrapper without it"),
+    ("batch_decode", {"use_tensor_cores": False}, "fa3", "use_tensor_cores=False: "
+     "flashinfer_benchmark.py runs batch_decode with fa3 at use_tensor_cores=True"),
     ("batch_decode", {}, "torch-sdpa", "backend torch-sdpa is not FlashInfer's"),
     ("single_decode", {}, "fa2", "no routine for single_decode"),
     ("batch_decode", {"kv_layout": "HND", "fixed_split_size": 256}, "fa2",
@@ -80,7 +105,7 @@ def test_a_points_command_reads_back_as_the_same_series(kernel: str, params: dic
 ])
 def test_a_point_with_no_equal_command_says_why(kernel: str, params: dict[str, object],
                                                 backend: str, reason: str) -> None:
-    repro = repro_command(kernel, complete_params(kernel, params), backend)
+    repro = repro_command(kernel, complete_params(kernel, params, backend), backend)
     assert repro.command is None and repro.reason is not None and reason in repro.reason
 
 
@@ -165,7 +190,8 @@ def test_results_carry_each_points_repro_command(session: Session) -> None:
     from kernelwatch.core.models import Run
     from kernelwatch.core.results import store_point
 
-    params = complete_params("batch_decode", {"kv_layout": "HND", "use_tensor_cores": True})
+    params = complete_params("batch_decode", {"kv_layout": "HND", "use_tensor_cores": True},
+                             "auto")
     job = Job(name="r", kernel="batch_decode", spec={})
     session.add(job)
     session.flush()

@@ -41,7 +41,7 @@ def _fake_worker(job_id: int) -> None:
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None
-        grid = SweepSpec.model_validate(job.spec).grid()
+        grid = SweepSpec.model_validate(job.spec).grid("torch-sdpa")
         runs = list(session.scalars(select(Run).where(Run.job_id == job_id)))
         for run in runs:
             jobs.mark_run_started(session, run, None)

@@ -289,7 +289,7 @@ def _two_jobs_of_two_versions(session: Session) -> None:
             session.add(run)
             session.flush()
             store_point(session, run, "single_decode",
-                        complete_params("single_decode", {"kv_len": kv}),
+                        complete_params("single_decode", {"kv_len": kv}, "fa2"),
                         {"type": "point", "point_index": 0, "backend": "fa2", "status": "ok",
                          "error": None, "samples_us": [10.0, 10.1, 10.2, 10.1]})
     session.commit()

@@ -345,7 +345,8 @@ def test_job_page_follows_a_running_job(server, seeded_db, page):
 
     url, _ = seeded_db
     engine = make_engine(url)
-    grid = [complete_params("batch_decode", {"kv_len": kv}) for kv in (512, 1024, 2048, 4096)]
+    grid = [complete_params("batch_decode", {"kv_len": kv}, "fa2")
+            for kv in (512, 1024, 2048, 4096)]
     with Session(engine) as s:
         job = Job(name="live", kernel="batch_decode", spec={}, status="running",
                   total_points=len(grid))

@@ -549,7 +549,8 @@ def test_curves_open_on_the_slice_with_the_most_points(session: Session) -> None
     shapes = [(16, 8, 2, 512), (16, 16, 2, 512), (16, 32, 2, 512), (1, 4, 2, 512), (1, 4, 2, 1024)]
     for i, (b, qo, kv_heads, kv) in enumerate(shapes):
         params = complete_params("batch_decode", {"batch_size": b, "num_qo_heads": qo,
-                                                  "num_kv_heads": kv_heads, "kv_len": kv})
+                                                  "num_kv_heads": kv_heads, "kv_len": kv},
+                                 "torch-sdpa")
         store_point(session, run, "batch_decode", params, {
             "type": "point", "point_index": i, "backend": "torch-sdpa", "status": "ok",
             "error": None, "samples_us": [10.0, 10.5, 11.0]})
@@ -560,3 +561,15 @@ def test_curves_open_on_the_slice_with_the_most_points(session: Session) -> None
     # What the URL asks for still wins where it has data.
     asked = combos.settle(session, free=["kv_len", "backend"], wanted={"num_qo_heads": "32"})
     assert (asked["batch_size"], asked["num_qo_heads"]) == ("16", "32")
+
+
+def test_the_curves_subtitle_leaves_out_only_every_backends_default(
+        pages: dict[str, ModuleType]) -> None:
+    is_default = pages["curves"]._is_default
+    assert is_default("batch_decode", "kv_layout", "HND")
+    assert not is_default("batch_decode", "kv_layout", "NHD")
+    # true is fa3's default and not fa2's: a figure of both must say which it shows
+    assert not is_default("batch_decode", "use_tensor_cores", "True")
+    assert not is_default("batch_decode", "use_tensor_cores", "False")
+    assert is_default("single_decode", "kv_layout", "NHD")
+    assert is_default("single_decode", "use_tensor_cores", "false")

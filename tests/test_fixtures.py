@@ -19,7 +19,7 @@ from kernelwatch.core.stats import summarize
 from kernelwatch_harness.catalogue import complete_params
 
 PARAMS = complete_params("batch_decode", {"batch_size": 2, "kv_len": 64, "num_qo_heads": 4,
-                                          "num_kv_heads": 2, "head_dim": 64})
+                                          "num_kv_heads": 2, "head_dim": 64}, "torch-sdpa")
 
 
 def _make_job(session: Session) -> Job:

@@ -31,7 +31,8 @@ TIMING = {"warmup": 3, "iterations": 30, "repeats": 1, "cold_l2": True,
 def harness(kernel: str, backends: list[str], points: list[dict[str, Any]],
             timing: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     req = HarnessRequest(kernel, "cuda", backends, timing or TIMING,
-                         [(i, complete_params(kernel, p)) for i, p in enumerate(points)])
+                         [(i, {b: complete_params(kernel, p, b) for b in backends})
+                          for i, p in enumerate(points)])
     msgs = list(HarnessRunner(sys.executable, req).messages())
     env = next(m for m in msgs if m["type"] == "env")
     return env, [m for m in msgs if m["type"] == "point"]
@@ -225,7 +226,8 @@ def test_cudnn_is_measured_correct_or_refused_with_a_reason(kernel: str, layout:
 def test_fp8_kv_decode_and_refusals_do_not_stop_the_harness() -> None:
     fp8 = {**SMALL, "kv_dtype": "float8_e4m3fn"}
     backends = ["fa2", "no-such-backend", "fa3", "torch-sdpa"]
-    _, points = harness("batch_decode", backends, [fp8, SMALL])
+    # point 1 explicitly without tensor cores (fa3's default has them), for every backend
+    _, points = harness("batch_decode", backends, [fp8, {**SMALL, "use_tensor_cores": False}])
     by = {(p["point_index"], p["backend"]): p for p in points}
     assert len(by) == 8  # every pair reported: none ended the harness
     assert by[(0, "fa2")]["status"] == "ok", by[(0, "fa2")]["error"]
@@ -262,11 +264,10 @@ def test_the_crosscheck_runs_flashinfers_own_benchmark_beside_each_point() -> No
     where = _benchmarks_dir()
     if where is None:
         pytest.skip("no flashinfer-benchmarks-<version>.tar.gz in the wheelhouse")
-    point = complete_params("batch_decode", {**SMALL, "kv_len_distribution": "constant",
-                                             "kv_layout": "HND"})
+    point = complete_params("batch_decode", {**SMALL, "kv_len_distribution": "constant"}, "fa2")
     repro = repro_command("batch_decode", point, "fa2")
     assert repro.args is not None, repro.reason
-    req = HarnessRequest("batch_decode", "cuda", ["fa2"], TIMING, [(0, point)],
+    req = HarnessRequest("batch_decode", "cuda", ["fa2"], TIMING, [(0, {"fa2": point})],
                          crosscheck={"script_dir": where, "lines": [
                              {"point_index": 0, "backend": "fa2", "args": repro.args,
                               "reason": None}]})

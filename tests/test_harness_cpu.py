@@ -32,10 +32,19 @@ MLA = {"batch_size": 2, "kv_len": 30, "num_qo_heads": 4, "page_size": 8,
 TIMING = {"warmup": 1, "iterations": 5, "repeats": 1}
 
 
-def params_for(kernel: str, **extra: Any) -> dict[str, Any]:
+def params_for(kernel: str, backend: str = "torch-sdpa", **extra: Any) -> dict[str, Any]:
     base = MLA if kernel == "mla_decode" else SMALL
     given = {k: v for k, v in {**base, **extra}.items() if k in KERNELS[kernel].params}
-    return complete_params(kernel, given)
+    return complete_params(kernel, given, backend)
+
+
+def request_points(kernel: str, backends: list[str],
+                   *extras: dict[str, Any]) -> list[dict[str, Any]]:
+    """A request's points, one per ``extras``, completed for each backend as the service
+    sends them."""
+    return [{"point_index": i,
+             "params_by_backend": {b: params_for(kernel, b, **extra) for b in backends}}
+            for i, extra in enumerate(extras)]
 
 
 def run_harness(request: dict[str, Any] | str) -> list[dict[str, Any]]:
@@ -52,10 +61,13 @@ ATTENTION = [k for k, v in KERNELS.items() if v.family == "attention"]
 
 @pytest.mark.parametrize("kernel", ATTENTION)
 def test_protocol_every_kernel_with_torch_backends(kernel: str) -> None:
-    points = [{"point_index": 0, "params": params_for(kernel)},
-              {"point_index": 1, "params": params_for(kernel, kv_layout="HND", dtype="float16",
-                                                      kv_len_distribution="constant")}]
-    msgs = run_harness({"kernel": kernel, "device": "cpu", "backends": ["torch-sdpa", "torch-math"],
+    backends = ["torch-sdpa", "torch-math"]
+    # the second point in the layout the kernel does not default to: both are covered
+    other = {"NHD": "HND", "HND": "NHD"}[params_for(kernel).get("kv_layout", "NHD")]
+    points = request_points(kernel, backends, {},
+                            {"kv_layout": other, "dtype": "float16",
+                             "kv_len_distribution": "constant"})
+    msgs = run_harness({"kernel": kernel, "device": "cpu", "backends": backends,
                         "timing": TIMING, "points": points, "skip": [[1, "torch-math"]]})
     # one repeat each: the runner is told each unit's start before its point
     assert [m["type"] for m in msgs] == ["env"] + ["start", "point"] * 3 + ["done"]
@@ -78,14 +90,12 @@ def test_protocol_every_kernel_with_torch_backends(kernel: str) -> None:
 
 
 def test_unsupported_and_error_paths_do_not_stop_the_harness() -> None:
-    good = params_for("batch_decode")
-    bad_heads = {**good, "num_qo_heads": 6, "num_kv_heads": 4}  # not a whole group
-    fp8 = {**good, "kv_dtype": "float8_e4m3fn"}
-    msgs = run_harness({"kernel": "batch_decode", "device": "cpu",
-                        "backends": ["fa2", "bogus", "torch-sdpa"], "timing": TIMING,
-                        "points": [{"point_index": 0, "params": good},
-                                   {"point_index": 1, "params": bad_heads},
-                                   {"point_index": 2, "params": fp8}]})
+    backends = ["fa2", "bogus", "torch-sdpa"]
+    bad_heads = {"num_qo_heads": 6, "num_kv_heads": 4}  # not a whole group
+    fp8 = {"kv_dtype": "float8_e4m3fn"}
+    msgs = run_harness({"kernel": "batch_decode", "device": "cpu", "backends": backends,
+                        "timing": TIMING,
+                        "points": request_points("batch_decode", backends, {}, bad_heads, fp8)})
     by = {(m["point_index"], m["backend"]): m for m in msgs if m["type"] == "point"}
     assert msgs[-1]["type"] == "done" and len(by) == 9
     assert by[(0, "fa2")]["status"] == "unsupported" and "CUDA" in by[(0, "fa2")]["error"]
@@ -116,12 +126,10 @@ def test_incorrect_output_is_flagged_with_its_error(monkeypatch: pytest.MonkeyPa
 def test_repeats_pool_samples_and_record_each_repeat() -> None:
     """A point measured in 3 repeats: its samples in repeat order, their split, and each
     repeat's median; a unit that is unsupported ends at once and comes out first."""
-    good = params_for("batch_decode")
-    msgs = run_harness({"kernel": "batch_decode", "device": "cpu",
-                        "backends": ["torch-sdpa", "fa2"],
+    backends = ["torch-sdpa", "fa2"]
+    msgs = run_harness({"kernel": "batch_decode", "device": "cpu", "backends": backends,
                         "timing": {"warmup": 1, "iterations": 7, "repeats": 3},
-                        "points": [{"point_index": 0, "params": good},
-                                   {"point_index": 1, "params": good}]})
+                        "points": request_points("batch_decode", backends, {}, {})})
     points = [m for m in msgs if m["type"] == "point"]
     # fa2 has no CUDA here: both fa2 units end in repeat 1, before any torch-sdpa unit
     assert [(m["point_index"], m["backend"]) for m in points] == [

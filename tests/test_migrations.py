@@ -27,7 +27,7 @@ from kernelwatch.core.stats import summarize
 from kernelwatch_harness.catalogue import complete_params
 from tests.conftest import PG_ADMIN, _sqla_url
 
-PARAMS = complete_params("single_decode", {"kv_len": 512})
+PARAMS = complete_params("single_decode", {"kv_len": 512}, "fa2")
 
 
 def _diff(engine: Engine, metadata: MetaData = Base.metadata) -> list[object]:
@@ -218,7 +218,8 @@ def test_0006_to_0009_give_stored_points_the_plan_they_were_measured_with(fresh_
 
     upgrade(fresh_pg)
     engine = make_engine(fresh_pg)
-    new_params = complete_params("batch_decode", {"kv_len": 512, "use_cuda_graph": False})
+    new_params = complete_params("batch_decode", {"kv_len": 512, "use_cuda_graph": False},
+                                 "torch-sdpa")
     added = ("use_cuda_graph", "fixed_split_size", "disable_split_kv", "window_left",
              "logits_soft_cap", "pos_encoding_mode")
     old_params = {k: v for k, v in new_params.items() if k not in added}

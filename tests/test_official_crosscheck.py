@@ -225,7 +225,8 @@ def test_harness_reports_a_cpu_runs_crosscheck_unavailable() -> None:
     msgs = run_harness({
         "kernel": "single_decode", "device": "cpu", "backends": ["torch-sdpa"],
         "timing": {"warmup": 1, "iterations": 10, "repeats": 1},
-        "points": [{"point_index": 0, "params": params_for("single_decode")}],
+        "points": [{"point_index": 0,
+                    "params_by_backend": {"torch-sdpa": params_for("single_decode")}}],
         "crosscheck": {"script_dir": "", "lines": [
             {"point_index": 0, "backend": "torch-sdpa", "args": ["--routine", "X"],
              "reason": None}]},

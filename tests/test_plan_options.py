@@ -62,7 +62,7 @@ def test_the_new_parameters_default_to_what_stored_points_measured_but_the_plan_
         assert PARAMS[name].default == LEGACY_VALUES[name]
     for kernel in CLASSES:
         assert "use_cuda_graph" in KERNELS[kernel].params
-    assert "fixed_split_size" not in complete_params("mla_decode", {})
+    assert "fixed_split_size" not in complete_params("mla_decode", {}, "fa2")
 
 
 def test_an_option_a_version_lacks_is_refused_by_name() -> None:

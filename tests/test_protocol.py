@@ -36,12 +36,13 @@ def test_a_request_carries_the_protocol_version_and_every_field() -> None:
     spec = SweepSpec(name="t", kernel="single_decode", backends=["torch-sdpa"],
                      params={"kv_len": [64, 128]})
     req = HarnessRequest(spec.kernel, "cpu", ["torch-sdpa"], spec.timing.config(),
-                         list(enumerate(spec.grid())), skip={(1, "torch-sdpa")})
+                         list(enumerate(spec.backend_points())), skip={(1, "torch-sdpa")})
     sent = json.loads(req.to_json(req.skip))
     assert sent["protocol"] == PROTOCOL_VERSION
     assert set(sent) == set(protocol.Request.__annotations__)
     assert sent["timing"] == asdict(TIMING_DEFAULTS)
-    assert sent["points"][1] == {"point_index": 1, "params": spec.grid()[1]}
+    assert sent["points"][1] == {"point_index": 1,
+                                 "params_by_backend": {"torch-sdpa": spec.grid("torch-sdpa")[1]}}
     assert sent["skip"] == [[1, "torch-sdpa"]]
 
 
@@ -86,7 +87,8 @@ def test_the_runner_refuses_a_harness_of_another_protocol_version(tmp_path: Path
         "print(json.dumps({'type': 'point', 'point_index': 0, 'backend': 'torch-sdpa', "
         "'status': 'ok', 'error': None, 'samples_us': [1.0]}), flush=True)\n"
     )
-    req = HarnessRequest("single_decode", "cpu", ["torch-sdpa"], {}, [(0, {}), (1, {})])
+    req = HarnessRequest("single_decode", "cpu", ["torch-sdpa"], {},
+                         [(0, {"torch-sdpa": {}}), (1, {"torch-sdpa": {}})])
     msgs = list(HarnessRunner(sys.executable, req, env={"PYTHONPATH": str(tmp_path)}).messages())
     assert [(m["type"], m.get("status")) for m in msgs] == [("point", "error")] * 2
     assert all("protocol version mismatch" in str(m.get("error")) for m in msgs)

@@ -53,7 +53,7 @@ def test_suite_per_tag_keeps_torch_backends_on_cpu() -> None:
     for s in cpu:
         assert set(s.backends) <= {"torch-sdpa", "torch-math"} and s.targets == ["cpu"]
         assert s.versions() == ["0.5.3", "0.6.18.post1"]  # labels carried through
-        assert max(p["kv_len"] for p in s.grid()) <= 1024  # cpu_params: small shapes
+        assert max(p["kv_len"] for p in s.combinations()) <= 1024  # cpu_params: small shapes
 
 
 def test_fleet_tags_and_previous_version(session: Session) -> None:

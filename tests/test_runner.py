@@ -24,7 +24,7 @@ def _request(skip: set[tuple[int, str]] | None = None) -> HarnessRequest:
                              "head_dim": [64]},
                      timing={"warmup": 1, "iterations": 30})
     return HarnessRequest(spec.kernel, "cpu", list(spec.backends), spec.timing.model_dump(),
-                          list(enumerate(spec.grid())), skip or set())
+                          list(enumerate(spec.backend_points())), skip or set())
 
 
 # Loaded by the harness's interpreter at start-up (``site`` imports any sitecustomize on its

@@ -28,9 +28,9 @@ def _create(session: Session, **overrides: Any) -> tuple[Job, list[Run]]:
 
 def _store(session: Session, run: Run, statuses: dict[tuple[int, str], str]) -> None:
     spec = session.get(Job, run.job_id).spec  # type: ignore[union-attr]
-    grid = SweepSpec.model_validate(spec).grid()
+    sweep = SweepSpec.model_validate(spec)
     for (index, backend), status in statuses.items():
-        store_point(session, run, spec["kernel"], grid[index], {
+        store_point(session, run, spec["kernel"], sweep.grid(backend)[index], {
             "point_index": index, "backend": backend, "status": status,
             "samples_us": [5.0] * 30 if status == "ok" else [],
             "error": None if status == "ok" else "boom",

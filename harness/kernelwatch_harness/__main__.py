@@ -77,14 +77,7 @@ def run(request: Request, out: IO[str]) -> int:
         emit(out, FatalMessage(type="fatal", error=f"{type(exc).__name__}: {exc}",
                                traceback=traceback.format_exc(limit=6)))
         return 2
-    skip = {(int(i), str(b)) for i, b in request.get("skip") or []}
-    backends = [str(b) for b in request.get("backends") or []]
-    units = [
-        (int(point["point_index"]), dict(point["params"]), backend)
-        for point in request.get("points") or []
-        for backend in backends
-        if (int(point["point_index"]), backend) not in skip
-    ]
+    units = request_units(request)
     after = crosschecker(request.get("crosscheck"), device, measurer)
     for start in range(0, len(units), REPEAT_WINDOW):
         measure_interleaved(measurer, kernel, units[start : start + REPEAT_WINDOW], out, after)
@@ -117,6 +110,19 @@ def crosschecker(
         return official.run(line)
 
     return after
+
+
+def request_units(request: Request) -> list[tuple[int, dict[str, Any], str]]:
+    """The (point_index, params, backend) units to measure, point by point, each point with
+    every backend in the request's order, run with the params the service gave that backend."""
+    skip = {(int(i), str(b)) for i, b in request.get("skip") or []}
+    backends = [str(b) for b in request.get("backends") or []]
+    return [
+        (int(point["point_index"]), dict(point["params_by_backend"][backend]), backend)
+        for point in request.get("points") or []
+        for backend in backends
+        if (int(point["point_index"]), backend) not in skip
+    ]
 
 
 REPEAT_WINDOW = 32

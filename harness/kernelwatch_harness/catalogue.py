@@ -1,8 +1,9 @@
 """The kernel catalogue: every kernel kernelwatch benchmarks, from every family
 (``kernelwatch_harness.families``), with its parameters, allowed values, defaults and backends.
 
-A point's parameters are always completed with its kernel's defaults, so two points with the
-same completed parameters are the same experiment (see ``kernelwatch.core.series``). Nothing
+A point's parameters are always completed with its kernel's defaults for the backend that runs
+it (``complete_params``), so two points with the same completed parameters are the same
+experiment (see ``kernelwatch.core.series``). Nothing
 here is particular to one family: the service validates, stores, compares and draws any
 kernel through these functions and the family's interface (``kernelwatch_harness.family``).
 """
@@ -81,9 +82,22 @@ def params_of(kernel: str) -> dict[str, Param]:
     return {name: family.params[name] for name in KERNELS[kernel].params}
 
 
-def complete_params(kernel: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The kernel's full parameter set: given values, defaults for the rest."""
-    return {name: params.get(name, p.default) for name, p in params_of(kernel).items()}
+def backend_defaults(kernel: str, backend: str) -> dict[str, Any]:
+    """Every parameter's default for ``kernel`` run by ``backend``: the static default, unless
+    its family gives the backend another (``Family.backend_defaults``: what FlashInfer's own
+    benchmark builds the routine with). Torch backends take the family's default backend's."""
+    family, spec = family_of(kernel), KERNELS[kernel]
+    table = family.backend_defaults.get(kernel, {})
+    own = table.get(family.default_backend if backend in spec.torch_backends else backend, {})
+    by_backend = {**table.get("*", {}), **own}
+    return {name: by_backend.get(name, p.default) for name, p in params_of(kernel).items()}
+
+
+def complete_params(kernel: str, params: dict[str, Any], backend: str) -> dict[str, Any]:
+    """The kernel's full parameter set for ``backend``: given values, the backend's defaults
+    for the rest. A parameter a spec gives is used as given for every backend."""
+    return {**backend_defaults(kernel, backend),
+            **{k: v for k, v in params.items() if k in KERNELS[kernel].params}}
 
 
 def with_legacy_values(kernel: str, params: dict[str, Any],

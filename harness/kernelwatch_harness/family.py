@@ -204,6 +204,11 @@ class Family(ABC):
     axes: tuple[str, ...] = ()
     groups: Mapping[str, tuple[str, ...]] = {}
     shape: tuple[str, ...] = ()
+    # Defaults that depend on the backend, per kernel: "*" for every backend, a backend's own
+    # entry for what differs for it (catalogue.backend_defaults). The torch backends take
+    # ``default_backend``'s: the one FlashInfer runs when none is named.
+    backend_defaults: Mapping[str, Mapping[str, Mapping[str, Any]]] = {}
+    default_backend: str = "auto"
 
     # --- declarations (service and harness) ----------------------------------------------
 

@@ -29,8 +29,8 @@ from typing import Any, Literal, NotRequired, TypedDict, get_args
 # 2: repeats (repeat_sizes); 3: clock_floor and per-sample clocks; 4: "start" before each
 # repeat; 5: the request and the env message carry the protocol version; 6: timing.clock
 # (boost | sustained) and the point's clock_mode; 7: the cross-check (Request.crosscheck and the
-# "crosscheck" message).
-PROTOCOL_VERSION = 7
+# "crosscheck" message); 8: a point's params per backend (PointRequest.params_by_backend).
+PROTOCOL_VERSION = 8
 
 # --------------------------------------------------------------------------- timing
 
@@ -104,7 +104,10 @@ class TimingConfig(TypedDict, total=False):
 
 class PointRequest(TypedDict):
     point_index: int
-    params: dict[str, Any]  # completed parameters (defaults filled in by the service)
+    # The point's completed parameters for each backend of the request (defaults filled in by
+    # the service: some depend on the backend, catalogue.BACKEND_DEFAULTS). What a backend is
+    # run with is exactly what its point is stored with.
+    params_by_backend: dict[str, dict[str, Any]]
 
 
 class CrosscheckLine(TypedDict):

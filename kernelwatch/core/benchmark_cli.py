@@ -3,7 +3,8 @@
 (``repro_command``), and a ``--testlist`` file read as sweeps (``read_testlist``).
 
 The same shape in both tools must be the same experiment; what each routine fixes beyond its
-flags is its family's to say (``Family.repro`` and ``Family.from_flags``, e.g.
+flags is the kernel's default for that backend (``catalogue.backend_defaults``), and the
+mapping is its family's to say (``Family.repro`` and ``Family.from_flags``, e.g.
 ``kernelwatch_harness.families.attention.benchmark``). Here are the flags every routine
 shares: a flag that changes the experiment in a way kernelwatch cannot express is refused,
 naming the flag; one that only changes what the tool prints (``-vv``, ``--case_tag``, ...) is
@@ -43,7 +44,7 @@ def repro_command(kernel: str, params: dict[str, Any], backend: str) -> Repro:
     spec = KERNELS[kernel]
     if backend not in spec.flashinfer_backends:
         return Repro(None, f"backend {backend} is not FlashInfer's")
-    return family_of(kernel).repro(kernel, complete_params(kernel, params), backend)
+    return family_of(kernel).repro(kernel, complete_params(kernel, params, backend), backend)
 
 
 # --------------------------------------------------------------------------- testlists

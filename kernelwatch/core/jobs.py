@@ -157,7 +157,7 @@ def create_job(
             f"on cpu only {', '.join(kernel.torch_backends)}"
         ))
 
-    grid_points = len(spec.grid())
+    grid_points = len(spec.combinations())
     job = Job(
         name=spec.name,
         kind=kind,

@@ -6,7 +6,8 @@ clock floor retook every sample taken under the boost clock; heavy calls run sev
 slower under the power limiter, so a release measured that way never meets one that kept
 every sample). Points measured before the floor existed carry no clock and keep their keys.
 The FlashInfer version is deliberately *not* part of it: a series is what one follows from
-release to release.
+release to release. The parameters are those completed for the point's backend
+(``catalogue.complete_params``): where backends' defaults differ, so do their series.
 """
 
 from __future__ import annotations

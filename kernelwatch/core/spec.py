@@ -181,7 +181,9 @@ class SweepSpec(BaseModel):
                 f"params: the grid has {n} points (combinations x backends); "
                 f"at most {MAX_GRID_POINTS} are allowed"
             )
-        self.grid()  # checks head ratios of every combination
+        for combo in self.combinations():  # the family's rules, whatever the backend
+            catalogue.check_point(self.kernel,
+                                  catalogue.complete_params(self.kernel, combo, self.backends[0]))
         return self
 
     def check_targets(self, known_tags: set[str]) -> None:
@@ -192,7 +194,8 @@ class SweepSpec(BaseModel):
                 raise ValueError(
                     f"targets: unknown target {t!r}; allowed: {', '.join(sorted(allowed))}"
                 )
-        for i, point in enumerate(self.grid()):
+        # The backends' defaults differ only in how the kernel runs, not in what it holds.
+        for i, point in enumerate(self.grid(self.backends[0])):
             for t in self.targets:
                 limit = gpus.largest_memory_gib(t)
                 need = estimate_memory_bytes(self.kernel, point)
@@ -202,15 +205,22 @@ class SweepSpec(BaseModel):
                         f"more than the {limit:g} GiB of the largest device of target {t!r}"
                     )
 
-    def grid(self) -> list[dict[str, Any]]:
-        """Every combination of the swept values, each completed with the defaults."""
+    def combinations(self) -> list[dict[str, Any]]:
+        """Every combination of the swept values, by point index: the parameters the spec
+        gives each point, for every backend alike."""
         names = list(self.params)
-        out = []
-        for combo in itertools.product(*(self.params[n] for n in names)):
-            point = catalogue.complete_params(self.kernel, dict(zip(names, combo, strict=True)))
-            catalogue.check_point(self.kernel, point)
-            out.append(point)
-        return out
+        return [dict(zip(names, combo, strict=True))
+                for combo in itertools.product(*(self.params[n] for n in names))]
+
+    def grid(self, backend: str) -> list[dict[str, Any]]:
+        """Every point as ``backend`` runs it, by point index: the given values, that
+        backend's defaults for the rest (``catalogue.complete_params``)."""
+        return [catalogue.complete_params(self.kernel, p, backend) for p in self.combinations()]
+
+    def backend_points(self) -> list[dict[str, dict[str, Any]]]:
+        """Every point by point index, as each of the spec's backends runs it."""
+        grids = {b: self.grid(b) for b in self.backends}
+        return [dict(zip(grids, row, strict=True)) for row in zip(*grids.values(), strict=True)]
 
     def grid_size(self) -> int:
         n = 1

@@ -86,7 +86,8 @@ def confirm_spec(
         params=values,
         timing=timing,  # type: ignore[arg-type]
     )
-    indices = [i for i, p in enumerate(spec.grid()) if _key(p) in wanted]
+    # The flagged points give every parameter, so each combination is one of them as stored.
+    indices = [i for i, p in enumerate(spec.combinations()) if _key(p) in wanted]
     return spec, indices
 
 

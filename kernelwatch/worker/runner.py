@@ -74,13 +74,14 @@ class HarnessRequest:
     device: str  # "cuda" | "cpu"
     backends: list[str]
     timing: TimingConfig
-    points: list[tuple[int, dict[str, Any]]]  # (point_index, completed params)
+    # (point_index, completed params by backend: SweepSpec.backend_points)
+    points: list[tuple[int, dict[str, dict[str, Any]]]]
     skip: set[Pair] = field(default_factory=set)
     crosscheck: CrosscheckRequest | None = None  # flashinfer_benchmark.py after each unit
 
-    @property
-    def points_by_index(self) -> dict[int, dict[str, Any]]:
-        return dict(self.points)
+    def params(self, point_index: int, backend: str) -> dict[str, Any]:
+        """What the harness runs ``backend`` with at the point, and what the point stores."""
+        return dict(dict(self.points)[point_index][backend])
 
     def pairs(self) -> list[Pair]:
         """Every (point_index, backend) still to measure, in the order the harness goes
@@ -94,7 +95,7 @@ class HarnessRequest:
             device=self.device,
             backends=self.backends,
             timing=self.timing,
-            points=[PointRequest(point_index=i, params=p) for i, p in self.points],
+            points=[PointRequest(point_index=i, params_by_backend=p) for i, p in self.points],
             skip=sorted(skip),
             crosscheck=self.crosscheck,
         )

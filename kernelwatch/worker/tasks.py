@@ -132,8 +132,8 @@ def _finish(session: Session, run: Run, status: str | None = None,
 
 def build_request(session: Session, run: Run, job: Job, device: str) -> HarnessRequest:
     spec = SweepSpec(**job.spec)
-    grid = spec.grid()
-    points = [(int(i), grid[int(i)]) for i in run.point_indices]
+    by_index = spec.backend_points()
+    points = [(int(i), by_index[int(i)]) for i in run.point_indices]
     return HarnessRequest(
         kernel=spec.kernel,
         device=device,
@@ -145,7 +145,7 @@ def build_request(session: Session, run: Run, job: Job, device: str) -> HarnessR
     )
 
 
-def crosscheck_request(spec: SweepSpec, points: list[tuple[int, dict[str, Any]]],
+def crosscheck_request(spec: SweepSpec, points: list[tuple[int, dict[str, dict[str, Any]]]],
                        version: str | None, device: str) -> CrosscheckRequest | None:
     """flashinfer_benchmark.py's arguments for each unit of the run (or why there are none),
     and the version's copy of the script: what the harness cross-checks with."""
@@ -158,9 +158,9 @@ def crosscheck_request(spec: SweepSpec, points: list[tuple[int, dict[str, Any]]]
         except Exception as e:
             why = str(e)
     lines: list[CrosscheckLine] = []
-    for index, params in points:
+    for index, by_backend in points:
         for backend in spec.backends:  # a torch backend's line says why it has no command
-            repro = repro_command(spec.kernel, params, backend)
+            repro = repro_command(spec.kernel, by_backend[backend], backend)
             lines.append(CrosscheckLine(
                 point_index=index, backend=backend, args=None if why else repro.args,
                 reason=why or repro.reason))
@@ -236,7 +236,7 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
         python = harness_python_for(run, request.backends, request.device)
     except Exception as e:  # no environment for this version on this node
         for pair in request.pairs():
-            store_point(session, run, request.kernel, dict(request.points_by_index[pair[0]]),
+            store_point(session, run, request.kernel, request.params(*pair),
                         error_point(*pair, f"no harness environment: {e}"))
         session.commit()
         _finish(session, run, message=f"no harness environment: {e}")
@@ -248,7 +248,6 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
     runner = HarnessRunner(python, request, env=harness_env(run.flashinfer_version))
     _Shutdown.runner = runner
     cold_l2 = bool(request.timing.get("cold_l2", TIMING_DEFAULTS.cold_l2))
-    params_of = request.points_by_index
     cancelled = False
     try:
         for msg in runner.messages():
@@ -256,8 +255,9 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
                 store_environment(run, msg)
                 session.commit()
             elif msg["type"] == "point":
-                store_point(session, run, request.kernel, dict(params_of[msg["point_index"]]),
-                            msg, cold_l2=cold_l2)
+                store_point(session, run, request.kernel,
+                            request.params(msg["point_index"], msg["backend"]), msg,
+                            cold_l2=cold_l2)
                 session.commit()
                 if msg["status"] != PointStatus.ok:
                     log.info("run %s point %s/%s %s: %s", run.id, msg["point_index"],

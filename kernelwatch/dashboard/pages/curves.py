@@ -26,7 +26,7 @@ from kernelwatch.dashboard.common import (
 )
 from kernelwatch.dashboard.export import chart, register_csv
 from kernelwatch.dashboard.urlstate import as_int, register_url_sync, search_string, url_sync
-from kernelwatch_harness.catalogue import KERNELS, PARAMS
+from kernelwatch_harness.catalogue import KERNELS, backend_defaults
 
 dash.register_page(__name__, path="/curves", name="Curves", title="kernelwatch · curves")
 
@@ -162,9 +162,14 @@ def _x_key(x: str, value: str) -> Any:
         return math.inf
 
 
-def _is_default(dim: str, value: str) -> bool:
-    default = queries.show(PARAMS[dim].default)
-    return value in (default, default.lower())
+def _is_default(kernel: str, dim: str, value: str) -> bool:
+    """Whether ``value`` is every backend's default (some defaults follow the backend: a value
+    that is one backend's default only says something about the others)."""
+    spec = KERNELS.get(kernel)
+    if spec is None or dim not in spec.params:
+        return False
+    defaults = {queries.show(backend_defaults(kernel, b)[dim]) for b in spec.backends}
+    return len(defaults) == 1 and value in {d for s in defaults for d in (s, s.lower())}
 
 
 def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series: str,
@@ -255,7 +260,7 @@ def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series
     log_y = bool(pos_y) and max(pos_y) / min(pos_y) >= LOG_SPAN
     # The subtitle names what is fixed, leaving out parameters at the catalogue's default.
     fixed_txt = ", ".join(f"{k}={v}" for k, v in fixed.items()
-                          if k in queries.COLUMN_DIMS or not _is_default(k, v))
+                          if k in queries.COLUMN_DIMS or not _is_default(kernel, k, v))
     layout: dict[str, Any] = {
         "template": "plotly_white",
         "title": {"text": f"{kernel}: {METRICS[y][1]} vs {x}<br><sup>{fixed_txt}</sup>",

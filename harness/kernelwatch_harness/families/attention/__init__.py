@@ -53,10 +53,13 @@ PARAMS: dict[str, Param] = {
         Param("head_dim_ckv", int, 512, choices=(512,)),
         Param("head_dim_kpe", int, 64, choices=(64,)),
         Param("page_size", int, 16, choices=(1, 8, 16, 32, 64, 128)),
+        # The single kernels' default: FlashInfer's single_*_with_kv_cache() take NHD unless
+        # told otherwise. The paged batch kernels' defaults are per backend (BACKEND_DEFAULTS).
         Param("kv_layout", str, "NHD", choices=("NHD", "HND")),
         Param("dtype", str, "bfloat16", choices=DTYPES),
         Param("kv_dtype", str, None, choices=(None, *KV_DTYPES)),
         Param("causal", bool, False, choices=(False, True)),
+        # single_decode_with_kv_cache()'s own default; batch_decode's is per backend.
         Param("use_tensor_cores", bool, False, choices=(False, True)),
         # The batch wrapper's CUDA-graph plan mode (``use_cuda_graph=`` with preallocated index
         # buffers): such a wrapper plans a padded, fixed work partition, which serving engines
@@ -152,11 +155,42 @@ LEGACY_VALUES: dict[str, Any] = {"use_cuda_graph": False, "fixed_split_size": 0,
                                  "logits_soft_cap": 0, "pos_encoding_mode": "NONE"}
 
 
+# Defaults that depend on the backend: what FlashInfer's benchmarks/flashinfer_benchmark.py
+# (0.5 to 0.7) builds each routine's wrapper with, beyond its flags, so that the same shape in
+# both tools is the same experiment (benchmark.py maps between the two):
+# - batch decode: kv_layout HND, use_cuda_graph, and use_tensor_cores for every backend but
+#   fa2 (its "fa2_tc" is fa2 with tensor cores, use_tensor_cores=true here);
+# - paged prefill: HND (NHD for cudnn), use_cuda_graph except for fa2;
+# - ragged prefill (always NHD, no kv_layout parameter): use_cuda_graph except for fa2;
+# - MLA decode: use_cuda_graph.
+# Per kernel, "*" holds every backend's value and a backend's own entry what differs for it.
+# The torch backends take "auto"'s, so that they time the layout and plan mode the FlashInfer
+# wrapper runs when no backend is named. single_decode and single_prefill have no
+# flashinfer_benchmark.py routine: they keep the static defaults of PARAMS (FlashInfer's own).
+BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "batch_decode": {
+        "*": {"kv_layout": "HND", "use_tensor_cores": True, "use_cuda_graph": True},
+        "fa2": {"use_tensor_cores": False},
+    },
+    "batch_prefill": {
+        "*": {"kv_layout": "HND", "use_cuda_graph": True},
+        "fa2": {"use_cuda_graph": False},
+        "cudnn": {"kv_layout": "NHD"},
+    },
+    "batch_prefill_ragged": {
+        "*": {"use_cuda_graph": True},
+        "fa2": {"use_cuda_graph": False},
+    },
+    "mla_decode": {"*": {"use_cuda_graph": True}},
+}
+
+
 class AttentionFamily(Family):
     name = "attention"
     params = PARAMS
     kernels = KERNELS
     legacy = LEGACY_VALUES
+    backend_defaults = BACKEND_DEFAULTS
     routine_flags = benchmark.ROUTINE_FLAGS
     refused_flags = benchmark.REFUSED_FLAGS
     axes = ("kv_len", "batch_size", "qo_len", "num_qo_heads", "num_kv_heads", "head_dim",

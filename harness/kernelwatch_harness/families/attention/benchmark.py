@@ -42,17 +42,20 @@ REFUSED_FLAGS = {
 
 def benchmark_params(kernel: str, backend: str, cuda_graph: bool = True) -> dict[str, Any]:
     """What flashinfer_benchmark.py fixes for ``kernel`` run by ``backend`` (its name for it:
-    ``fa2_tc`` included) beyond its flags, as kernelwatch parameters."""
-    fa2 = backend in ("fa2", "fa2_tc")
-    if kernel == "batch_decode":
-        return {"kv_layout": "HND", "use_tensor_cores": backend != "fa2",
-                "use_cuda_graph": cuda_graph}
-    if kernel == "batch_prefill":
-        return {"kv_layout": "NHD" if backend == "cudnn" else "HND",
-                "use_cuda_graph": cuda_graph and not fa2}
-    if kernel == "batch_prefill_ragged":
-        return {"use_cuda_graph": cuda_graph and not fa2}
-    return {"use_cuda_graph": cuda_graph}
+    ``fa2_tc`` included) beyond its flags, as kernelwatch parameters: the backend's defaults
+    of the parameters the family's backend defaults set. ``cuda_graph`` false:
+    ``--no_cuda_graph``."""
+    from kernelwatch_harness.catalogue import backend_defaults, family_of
+
+    ours = "fa2" if backend == "fa2_tc" else backend
+    table = family_of(kernel).backend_defaults[kernel]
+    fixed_names = {n for row in table.values() for n in row}
+    fixed = {n: v for n, v in backend_defaults(kernel, ours).items() if n in fixed_names}
+    if backend == "fa2_tc":
+        fixed["use_tensor_cores"] = True
+    if not cuda_graph:
+        fixed["use_cuda_graph"] = False
+    return fixed
 
 
 def repro(kernel: str, p: dict[str, Any], backend: str) -> Repro:

@@ -137,8 +137,9 @@ def units_of(suites: list[str], backends: list[str] | None = None) -> list[Unit]
     return [
         (suite, SUITES[suite]["kernel"], index, params, backend)
         for suite in suites
-        for index, params in enumerate(grid(SUITES[suite]["kernel"], SUITES[suite]["params"]))
-        for backend in (backends or SUITES[suite]["backends"])
+        for index, point in enumerate(grid(SUITES[suite]["kernel"], SUITES[suite]["params"],
+                                           backends or SUITES[suite]["backends"]))
+        for backend, params in point.items()
     ]
 
 

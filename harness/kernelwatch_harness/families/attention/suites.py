@@ -5,7 +5,9 @@ Both run on a GPU node: the sweep through the worker's path, the cross-check ins
 FlashInfer version's environment, where this distribution is installed and the service is not.
 So the suites live here; their timing is the one set of defaults (``protocol.TIMING_DEFAULTS``).
 The batch suites name their plan mode: the results report's figures were measured with wrappers
-built without the CUDA-graph plan mode (``use_cuda_graph: false``).
+built without the CUDA-graph plan mode (``use_cuda_graph: false``), with the NHD layout and, for
+decode, without tensor cores: the defaults of every backend then, named so that they stay what
+the suites measure now that defaults follow the backend (``catalogue.BACKEND_DEFAULTS``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ SUITES: dict[str, dict[str, Any]] = {
         "params": {
             "batch_size": [1, 16, 64, 256],
             "use_cuda_graph": [False],
+            "kv_layout": ["NHD"],
+            "use_tensor_cores": [False],
             "kv_len": [512, 2048, 8192, 32768],
             "page_size": [16],
             **HEADS,
@@ -35,6 +39,7 @@ SUITES: dict[str, dict[str, Any]] = {
         "params": {
             "batch_size": [1, 8],
             "use_cuda_graph": [False],
+            "kv_layout": ["NHD"],
             "qo_len": [512, 2048],
             "kv_len": [2048, 8192],
             "causal": [True],
@@ -48,6 +53,8 @@ SUITES: dict[str, dict[str, Any]] = {
         "params": {
             "batch_size": [1, 3],
             "use_cuda_graph": [False],
+            "kv_layout": ["NHD"],
+            "use_tensor_cores": [False],
             "kv_len": [64, 200],
             "page_size": [16],
             "kv_len_distribution": ["uniform"],
@@ -65,18 +72,15 @@ TIMING: dict[str, Any] = dict(TIMING_DEFAULTS.as_dict())
 AGREE_PCT = 3.0  # the agreement figure: medians within +-3 %
 
 
-def grid(kernel: str, params: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Same order as core.spec.SweepSpec.grid (itertools.product over the params in order)."""
+def grid(kernel: str, params: dict[str, list[Any]],
+         backends: list[str]) -> list[dict[str, dict[str, Any]]]:
+    """Each point as each of ``backends`` runs it, in the order of core.spec.SweepSpec.grid
+    (itertools.product over the params in order)."""
     names = list(params)
     return [
-        complete_params(kernel, dict(zip(names, combo, strict=True)))
+        {b: complete_params(kernel, dict(zip(names, combo, strict=True)), b) for b in backends}
         for combo in itertools.product(*(params[n] for n in names))
     ]
-
-
-def suite_points(suite: str) -> list[dict[str, Any]]:
-    s = SUITES[suite]
-    return grid(s["kernel"], s["params"])
 
 
 def short(kernel: str, p: dict[str, Any]) -> str:
