@@ -300,7 +300,7 @@ def test_speedup_table_is_measured(pages, seeded, session):
     bars = {t["name"]: t for t in fig["data"]}
     assert set(bars) == {"vs torch-math", "vs torch-sdpa"}
     assert bars["vs torch-math"]["x"][bars["vs torch-math"]["y"].index(
-        "single_decode kv=4096")] == dec["speedup vs torch-math"]
+        "single_decode kv_len=4096 num_qo_heads=32")] == dec["speedup vs torch-math"]
 
 
 def test_roofline_points_and_roofs(pages, seeded):
@@ -483,7 +483,7 @@ def test_h200_speedup_and_roofline(pages, gpu_jobs, session):
     sdpa = newest(session, gpu_jobs["single_decode"], "torch-sdpa", None)
     fa2 = newest(session, gpu_jobs["single_decode"], "fa2", "0.6.18.post1")
     for r, kv in zip(single, sorted(fa2), strict=True):
-        assert f"kv={kv} " in r["scenario"]
+        assert f"kv_len={kv} " in r["scenario"]
         assert r["speedup vs torch-sdpa"] == pytest.approx(sdpa[kv] / fa2[kv], abs=0.006)
     assert [t["name"] for t in fig["data"]] == ["vs torch-sdpa"]  # no torch-math measured
     fig, rows, _ = pages["roofline"].update("batch_decode", "h200", "0.6.18.post1", "backend")

@@ -147,3 +147,45 @@ def groups_of(kernel: str) -> dict[str, tuple[str, ...]]:
 def shape_of(kernel: str, point: dict[str, Any]) -> str:
     """A point's shape in a few words: ``batch_size=8 kv_len=4096 ...``."""
     return " ".join(f"{k}={point[k]}" for k in family_of(kernel).shape if k in point)
+
+
+def point_label(kernel: str, point: dict[str, Any]) -> str:
+    """A point in one line: its shape, then the parameters that are not at their default for
+    every backend (a variant, a dtype, a plan mode), so two series never read the same."""
+    if kernel not in KERNELS:
+        return " ".join(f"{k}={v}" for k, v in point.items())
+    shape = family_of(kernel).shape
+    defaults = [backend_defaults(kernel, b) for b in KERNELS[kernel].backends]
+    rest = [f"{k}={v}" for k, v in point.items()
+            if k not in shape and k in KERNELS[kernel].params
+            and any(d.get(k) != v for d in defaults)]
+    return " ".join([shape_of(kernel, point), *rest]).strip()
+
+
+def describe() -> list[dict[str, Any]]:
+    """Every kernel with its family, parameters (kind, default, allowed values, and the default
+    per backend where it follows the backend), backends, flashinfer_benchmark.py routine,
+    architectures and first release: what ``GET /v1/catalogue`` and ``kernelwatch catalogue``
+    list."""
+    out = []
+    for name, k in KERNELS.items():
+        by_backend = {b: backend_defaults(name, b) for b in k.backends}
+        params = []
+        for pname, p in params_of(name).items():
+            values = {b: d[pname] for b, d in by_backend.items()}
+            varies = len(set(map(repr, values.values()))) > 1
+            params.append({
+                "name": pname, "kind": p.kind.__name__,
+                # what every backend takes, or the static default where it follows the backend
+                "default": p.default if varies else next(iter(values.values()), p.default),
+                "allowed": p.describe_allowed(),
+                "choices": list(p.choices) if p.choices is not None else None,
+                "min": p.min, "max": p.max, "doc": p.doc,
+                "by_backend": values if varies else None,
+            })
+        out.append({"name": name, "family": k.family, "description": k.description,
+                    "backends": list(k.backends),
+                    "flashinfer_backends": list(k.flashinfer_backends),
+                    "torch_backends": list(k.torch_backends), "routine": k.routine,
+                    "archs": list(k.archs), "since": k.since, "params": params})
+    return out

@@ -13,7 +13,7 @@ from kernelwatch.api.routers import ROUTERS
 from kernelwatch.api.routers.health import DatabaseCollector
 from kernelwatch.core.settings import get_settings
 
-DESCRIPTION = """Benchmarks FlashInfer's GPU attention kernels as a service.
+DESCRIPTION = """Benchmarks FlashInfer's GPU kernels as a service (every kernel: `/v1/catalogue`).
 
 Submit a sweep spec to `POST /v1/jobs` (bearer token), follow it at `GET /v1/jobs/{id}`, read
 its points at `GET /v1/jobs/{id}/results`. Validation errors are HTTP 422 whose `msg` names the

@@ -70,6 +70,36 @@ class JobList(BaseModel):
     items: list[JobSummary]
 
 
+class CatalogueParam(BaseModel):
+    name: str
+    kind: str  # int, str or bool
+    default: Any
+    allowed: str  # the allowed values in words, as a 422 says them
+    choices: list[Any] | None
+    min: int | None
+    max: int | None
+    doc: str
+    by_backend: dict[str, Any] | None  # the default per backend, where it follows the backend
+
+
+class CatalogueKernel(BaseModel):
+    name: str
+    family: str
+    description: str
+    backends: list[str]
+    flashinfer_backends: list[str]
+    torch_backends: list[str]
+    routine: str | None  # flashinfer_benchmark.py's routine measuring the same thing
+    archs: list[str]  # where FlashInfer runs it (sm80, sm90, ...)
+    since: str | None  # the first FlashInfer release that has it (None: every supported one)
+    params: list[CatalogueParam]
+
+
+class CatalogueOut(BaseModel):
+    families: list[str]
+    kernels: list[CatalogueKernel]
+
+
 class NodeOut(BaseModel):
     id: int
     name: str

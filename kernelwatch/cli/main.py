@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from kernelwatch.cli import jobs, releases, service
+from kernelwatch.cli import catalogue, jobs, releases, service
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """Benchmark FlashInfer's GPU attention kernels: jobs, workers, results, regressions."""
+    """Benchmark FlashInfer's GPU kernels: jobs, workers, results, regressions, the catalogue."""
 
 
-for module in (service, jobs, releases):
+for module in (service, jobs, releases, catalogue):
     module.register(cli)
 
 

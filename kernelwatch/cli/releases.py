@@ -12,6 +12,7 @@ import click
 
 from kernelwatch.cli import tables
 from kernelwatch.core.db import session_scope
+from kernelwatch_harness.catalogue import point_label
 
 
 def register(group: click.Group) -> None:
@@ -47,12 +48,6 @@ def _kernel_thresholds(values: tuple[str, ...]) -> dict[str, float]:
 
 def _pct(r: float | None) -> str:
     return "" if r is None else f"{(r - 1) * 100:+.1f}%"
-
-
-def _params(p: dict[str, Any]) -> str:
-    keys = ("batch_size", "qo_len", "kv_len", "num_qo_heads", "num_kv_heads", "head_dim",
-            "page_size", "use_tensor_cores", "causal", "dtype")
-    return " ".join(f"{k}={p[k]}" for k in keys if k in p)
 
 
 # Per verdict (kernelwatch.core.compare.stats.Verdict, whose values these are): its colour
@@ -137,7 +132,8 @@ def compare_cmd(baseline: str | None, contender: str | None, gpu: str | None,
             "" if p.baseline_status == p.contender_status == "ok"
             else f"{p.baseline_status or '-'} -> {p.contender_status or '-'}")
         points.add_row(
-            f"[{_STYLE[p.verdict]}]{p.verdict}[/]", p.kernel, p.backend, _params(p.params),
+            f"[{_STYLE[p.verdict]}]{p.verdict}[/]", p.kernel, p.backend,
+            point_label(p.kernel, p.params),
             f"{p.baseline_median_us:.2f}" if p.baseline_median_us else "",
             f"{p.contender_median_us:.2f}" if p.contender_median_us else "",
             _pct(p.ratio), ci, status,
@@ -264,7 +260,7 @@ def _print_status(body: dict[str, Any]) -> None:
                                              "confirmed CI"])
         for r in regs:
             table.add_row(r.get("gpu_sku") or "", r["kernel"], r["backend"],
-                          _params(r["params"]), _pct(r["ratio"]),
+                          point_label(r["kernel"], r["params"]), _pct(r["ratio"]),
                           f"{_pct(r['ci_low'])} .. {_pct(r['ci_high'])}", r["state"],
                           _pct(r.get("confirm_ratio")),
                           f"{_pct(r.get('confirm_ci_low'))} .. {_pct(r.get('confirm_ci_high'))}"

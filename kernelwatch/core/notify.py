@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from kernelwatch.core.db import session_scope
 from kernelwatch.core.models import Regression, RegressionState, Release, ReleaseTag, utcnow
 from kernelwatch.core.settings import get_settings
+from kernelwatch_harness.catalogue import point_label
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,6 @@ def compare_url(baseline: list[int], contender: list[int]) -> str:
             f"&contender={','.join(map(str, contender))}")
 
 
-def _short_params(params: dict[str, Any]) -> str:
-    keys = ("batch_size", "qo_len", "kv_len", "num_qo_heads", "num_kv_heads", "head_dim",
-            "page_size", "use_tensor_cores", "causal")
-    return " ".join(f"{k}={params[k]}" for k in keys if k in params)
 
 
 def release_summary(session: Session, release: Release) -> dict[str, Any]:
@@ -98,7 +95,7 @@ def release_text(summary: dict[str, Any]) -> str:
         )
         for r in confirmed[:5]:
             lines.append(
-                f"    {r['kernel']} {r['backend']} {_short_params(r['params'])}: "
+                f"    {r['kernel']} {r['backend']} {point_label(r['kernel'], r['params'])}: "
                 f"{(r['confirm_ratio'] or r['ratio']) - 1:+.1%} "
                 f"(95% CI {(r['confirm_ci_low'] or r['ci_low']) - 1:+.1%} .. "
                 f"{(r['confirm_ci_high'] or r['ci_high']) - 1:+.1%})"

@@ -39,12 +39,19 @@ from kernelwatch.core.models import (
 )
 from kernelwatch.core.nodes import heartbeat_age, is_alive
 from kernelwatch.core.series import ClockSummary, clock_summary
-from kernelwatch_harness.catalogue import KERNELS, TORCH_BACKENDS
+from kernelwatch_harness.catalogue import FAMILIES, KERNELS, TORCH_BACKENDS
 
 NONE = "none"  # how a NULL value (kv_dtype unset, torch-only run without a version) is shown
 COLUMN_DIMS = ("gpu_sku", "flashinfer_version", "backend")
-HEAD_CONFIG = "head_config"  # num_qo_heads/num_kv_heads/head_dim as one x-axis value
-HEAD_PARAMS = ("num_qo_heads", "num_kv_heads", "head_dim")
+# Combined dimensions (several parameters shown as one axis value, "32/8/128"), as the
+# families declare them (e.g. attention's head_config).
+GROUPS: dict[str, tuple[str, ...]] = {
+    g: members for f in FAMILIES.values() for g, members in f.groups.items()}
+
+
+def members(dim: str) -> tuple[str, ...]:
+    """The parameters a combined dimension stands for (none for a plain one)."""
+    return GROUPS.get(dim, ())
 
 
 def param_text(name: str) -> ColumnElement[Any]:
@@ -55,9 +62,12 @@ def param_text(name: str) -> ColumnElement[Any]:
 def dim_expr(name: str) -> ColumnElement[Any]:
     if name in COLUMN_DIMS:
         return getattr(Point, name)  # type: ignore[no-any-return]
-    if name == HEAD_CONFIG:
-        return param_text("num_qo_heads") + "/" + param_text("num_kv_heads") + "/" + \
-            param_text("head_dim")
+    if name in GROUPS:
+        parts = [param_text(m) for m in GROUPS[name]]
+        expr = parts[0]
+        for part in parts[1:]:
+            expr = expr + "/" + part
+        return expr
     return param_text(name)
 
 
@@ -252,7 +262,7 @@ def curve_points(
     x_expr = dim_expr(x).label("x")
     s_expr = dim_expr(series).label("series")
     conds = [Point.kernel == kernel]
-    skip = {x, series, *(HEAD_PARAMS if x == HEAD_CONFIG else ())}
+    skip = {x, series, *members(x)}
     for d, v in fixed.items():
         if d in skip:
             continue

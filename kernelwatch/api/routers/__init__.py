@@ -5,12 +5,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from kernelwatch.api.routers import compare, health, jobs, nodes, regressions, releases, webhooks
+from kernelwatch.api.routers import (
+    catalogue,
+    compare,
+    health,
+    jobs,
+    nodes,
+    regressions,
+    releases,
+    webhooks,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
     jobs.router,
     nodes.router,
+    catalogue.router,
     compare.router,
     releases.router,
     regressions.router,

@@ -43,6 +43,7 @@ from kernelwatch.dashboard.urlstate import (
     search_string,
     url_sync,
 )
+from kernelwatch_harness.catalogue import KERNELS, axes_of
 
 dash.register_page(__name__, path="/compare", name="Compare", title="kernelwatch · compare")
 
@@ -286,7 +287,7 @@ def regression_rows(result: ComparisonResult, baseline: list[int], contender: li
     with reading() as s:
         stored = {r.series_key: r for r in queries.regressions_for_runs(s, baseline, contender)}
     rows = []
-    shown = varying_params(result.points) or ["kv_len"]
+    shown = varying_params(result.points)
     for p in sorted(result.regressions, key=lambda p: -(p.ratio or 0)):
         reg = stored.get(p.series_key)
         varying = {k: v for k, v in p.params.items() if k in shown}
@@ -371,15 +372,17 @@ def update(baseline: list[str] | None, contender: list[str] | None, threshold: f
                 "", "", search)
     kernel, _, backend = group.partition("/")
     gpts = [p for p in result.points if p.kernel == kernel and p.backend == backend]
-    axes = varying_params(gpts) or [k for k in ("kv_len", "batch_size") if gpts and k in
-                                    gpts[0].params][:1]
+    # Heatmap axes: the parameters that vary, in the kernel's axis order (the first is x).
+    preferred = axes_of(kernel) if kernel in KERNELS else []
+    varying = varying_params(gpts)
+    axes = [a for a in preferred if a in varying] + [a for a in varying if a not in preferred]
+    if not axes:
+        axes = [a for a in preferred if gpts and a in gpts[0].params][:1]
     if hx not in axes:
-        hx = next((a for a in ("kv_len", "qo_len", "batch_size") if a in axes), axes[0]
-                  if axes else "kv_len")
+        hx = axes[0] if axes else NONE_AXIS
     y_axes = [NONE_AXIS, *[a for a in axes if a != hx]]
     if hy not in y_axes:
-        hy = next((a for a in ("batch_size", "num_qo_heads", "qo_len") if a in y_axes),
-                  y_axes[1] if len(y_axes) > 1 else NONE_AXIS)
+        hy = y_axes[1] if len(y_axes) > 1 else NONE_AXIS
     fig, csv_rows = heatmap_figure(result, group, str(hx), str(hy))
     regs = regression_rows(result, b, c)
     reg_table = simple_table(regs, [

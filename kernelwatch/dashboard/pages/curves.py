@@ -26,36 +26,30 @@ from kernelwatch.dashboard.common import (
 )
 from kernelwatch.dashboard.export import chart, register_csv
 from kernelwatch.dashboard.urlstate import as_int, register_url_sync, search_string, url_sync
-from kernelwatch_harness.catalogue import KERNELS, backend_defaults
+from kernelwatch_harness.catalogue import KERNELS, axes_of, backend_defaults, groups_of
 
 dash.register_page(__name__, path="/curves", name="Curves", title="kernelwatch · curves")
 
 P = "curves"
-NUMERIC_X = ("kv_len", "batch_size", "qo_len", "num_qo_heads", "num_kv_heads", "head_dim",
-             "page_size", "head_dim_ckv")
 # Overlay choices most people want first; every other dimension may overlay too.
-PREFERRED_SERIES = ("backend", "flashinfer_version", "gpu_sku", "dtype", "kv_len_distribution")
+PREFERRED_SERIES = ("backend", "flashinfer_version", "gpu_sku", "dtype")
 LOG_SPAN = 30.0  # values spanning more than this ratio get a log axis
 
 
 def x_options(kernel: str) -> list[str]:
-    params = KERNELS[kernel].params
-    opts = [p for p in NUMERIC_X if p in params]
-    if all(h in params for h in queries.HEAD_PARAMS):
-        opts.append(queries.HEAD_CONFIG)
-    return opts
+    """The kernel's axes (its family's numeric parameters worth one, the default first), then
+    its combined dimensions."""
+    return [*axes_of(kernel), *groups_of(kernel)]
 
 
 def series_options(kernel: str, x: str) -> list[str]:
-    dims = [d for d in queries.dims_for(kernel) if d != x]
-    if x == queries.HEAD_CONFIG:
-        dims = [d for d in dims if d not in queries.HEAD_PARAMS]
+    dims = [d for d in queries.dims_for(kernel) if d != x and d not in queries.members(x)]
     return [d for d in PREFERRED_SERIES if d in dims] + [d for d in dims
                                                          if d not in PREFERRED_SERIES]
 
 
 def fixed_dims(kernel: str, x: str, series: str) -> list[str]:
-    skip = {x, series, *(queries.HEAD_PARAMS if x == queries.HEAD_CONFIG else ())}
+    skip = {x, series, *queries.members(x)}
     return [d for d in queries.dims_for(kernel) if d not in skip]
 
 
@@ -72,11 +66,11 @@ def resolve_state(kernel: str | None, x: str | None, y: str | None, series: str 
         varying = combos.varying()
         xs = x_options(kernel)
         if x not in xs:
-            x = next((c for c in ("kv_len", *xs) if c in varying and c in xs), xs[0])
+            x = next((c for c in xs if c in varying), xs[0])
         sers = series_options(kernel, x)
         if series not in sers:
             series = next((c for c in sers if c in varying), sers[0])
-        free = [x, series, *(queries.HEAD_PARAMS if x == queries.HEAD_CONFIG else ())]
+        free = [x, series, *queries.members(x)]
         fixed = combos.settle(s, free=free, wanted=wanted)
     y = y if y in METRICS else "latency"
     return {"kernels": kernels, "kernel": kernel, "x": x, "y": y, "series": series,
@@ -154,7 +148,7 @@ def update_selectors(kernel: str, x: str, series: str, job: int | None,
 
 
 def _x_key(x: str, value: str) -> Any:
-    if x == queries.HEAD_CONFIG:
+    if queries.members(x):
         return tuple(float(p) for p in value.split("/") if p.replace(".", "").isdigit())
     try:
         return float(value)
@@ -177,7 +171,7 @@ def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series
     """The figure, the rows behind it (for CSV) and a one-line summary."""
     if not rows:
         return empty_figure("No points for this selection"), [], "no points"
-    numeric = x != queries.HEAD_CONFIG
+    numeric = not queries.members(x)
     rows = sorted(rows, key=lambda r: (r["series"], _x_key(x, r["x"])))
     xval = (lambda r: float(r["x"])) if numeric else (lambda r: r["x"])
     traces: list[dict[str, Any]] = []

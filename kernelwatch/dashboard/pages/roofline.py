@@ -18,13 +18,18 @@ from kernelwatch.dashboard import queries
 from kernelwatch.dashboard.common import control, dropdown, empty_figure, fmt, reading
 from kernelwatch.dashboard.export import chart, register_csv
 from kernelwatch.dashboard.urlstate import register_url_sync, search_string, url_sync
+from kernelwatch_harness.catalogue import KERNELS, axes_of, shape_of
 
 dash.register_page(__name__, path="/roofline", name="Roofline", title="kernelwatch · roofline")
 
 P = "roofline"
 ALL = "all"
-COLOR_DIMS = ("backend", "flashinfer_version", "batch_size", "kv_len", "qo_len", "dtype",
-              "kv_dtype", "use_tensor_cores", "causal", "kv_len_distribution", "head_dim")
+# Colour by these first; any other parameter of the kernel may colour the points too.
+COLOR_FIRST = ("backend", "flashinfer_version", "dtype")
+
+
+def color_dims(kernel: str) -> list[str]:
+    return list(dict.fromkeys([*COLOR_FIRST, *axes_of(kernel), *KERNELS[kernel].params]))
 
 
 def layout(kernel: str | None = None, gpu: str | None = None, version: str | None = None,
@@ -47,8 +52,8 @@ def layout(kernel: str | None = None, gpu: str | None = None, version: str | Non
             control("GPU", dropdown(f"{P}-gpu", gpu_opts, gpu)),
             control("FlashInfer version", dropdown(f"{P}-version", vers,
                                                    version if version in vers else ALL)),
-            control("colour by", dropdown(f"{P}-color", list(COLOR_DIMS),
-                                          color if color in COLOR_DIMS else "backend")),
+            control("colour by", dropdown(f"{P}-color", color_dims(kernel),
+                                          color if color in color_dims(kernel) else "backend")),
         ]),
         html.P("Diagonal: memory-bound roof (bytes/s times FLOPs/byte); flat: compute roof. "
                "A point near a roof is limited by it; far below both, by something else (latency, "
@@ -76,9 +81,7 @@ def roofline_figure(rows: list[dict[str, Any]], kernel: str, gpu: str, color: st
         hov = []
         for r in sel:
             p = r["params"] or {}
-            shape = ", ".join(f"{k}={p[k]}" for k in ("batch_size", "qo_len", "kv_len",
-                                                      "num_qo_heads", "num_kv_heads",
-                                                      "head_dim") if k in p)
+            shape = shape_of(kernel, p)
             hov.append(f"<b>{r['backend']}</b> {r['flashinfer_version'] or ''}<br>{shape}<br>"
                        f"intensity {r['intensity']:.3g} FLOP/B<br>{r['tflops']:.3g} TFLOP/s, "
                        f"{fmt(r['tbps'], 3)} TB/s<br>median {fmt(r['median_us'])} µs · "

@@ -18,13 +18,13 @@ from kernelwatch.dashboard import queries
 from kernelwatch.dashboard.common import control, dropdown, empty_figure, reading
 from kernelwatch.dashboard.export import chart, register_csv
 from kernelwatch.dashboard.urlstate import as_list, register_url_sync, search_string, url_sync
+from kernelwatch_harness.catalogue import KERNELS, axes_of, shape_of
 
 dash.register_page(__name__, path="/speedup", name="Speedup vs PyTorch",
                    title="kernelwatch · speedup vs PyTorch")
 
 P = "speedup"
 TORCH = queries.SPEEDUP_BACKENDS
-SHAPE_KEYS = (("batch_size", "b"), ("qo_len", "q"), ("kv_len", "kv"))
 MAX_BARS = 40  # scenarios drawn in the chart; the table (paged) lists them all
 
 
@@ -65,20 +65,18 @@ def layout(gpu: str | None = None, version: str | None = None, kernels: str | No
 
 
 def scenario_label(kernel: str, params: dict[str, Any]) -> str:
-    kind = "decode" if "decode" in kernel else "prefill"
-    shape = " ".join(f"{short}={params[k]}" for k, short in SHAPE_KEYS if k in params)
-    heads = f"{params.get('num_qo_heads')}/{params.get('num_kv_heads')}/" \
-            f"{params.get('head_dim', params.get('head_dim_ckv'))}"
-    extra = " causal" if params.get("causal") else ""
-    return f"{kernel} ({kind}) {shape} h={heads} {params.get('dtype', '')}{extra}"
+    """The kernel, its shape (its family's shape parameters) and its dtype."""
+    if kernel not in KERNELS:
+        return kernel
+    return f"{kernel} {shape_of(kernel, params)} {params.get('dtype', '')}".rstrip()
 
 
 def speedup_table(scenarios: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of the table and the FlashInfer backends that appear as columns."""
     fi_backends = sorted({b for s in scenarios for b in s["backends"] if b not in TORCH})
     rows = []
-    for sc in sorted(scenarios, key=lambda s: (s["kernel"], [s["params"].get(k, 0) for k, _ in
-                                                              SHAPE_KEYS])):
+    for sc in sorted(scenarios, key=lambda s: (s["kernel"], _shape_key(s["kernel"],
+                                                                       s["params"]))):
         row: dict[str, Any] = {"scenario": scenario_label(sc["kernel"], sc["params"]),
                                "label": short_label(sc["kernel"], sc["params"])}
         lat: dict[str, float] = {}
@@ -100,10 +98,17 @@ def speedup_table(scenarios: list[dict[str, Any]]) -> tuple[list[dict[str, Any]]
     return rows, fi_backends
 
 
+def _shape_key(kernel: str, params: dict[str, Any]) -> list[Any]:
+    """Scenarios in the order of their shape (the kernel's axes, as numbers)."""
+    axes = axes_of(kernel) if kernel in KERNELS else []
+    return [params.get(a) if isinstance(params.get(a), int | float) else 0 for a in axes]
+
+
 def short_label(kernel: str, params: dict[str, Any]) -> str:
-    """One short line per scenario on the chart; the full scenario is in the hover and table."""
-    shape = " ".join(f"{short}={params[k]}" for k, short in SHAPE_KEYS if k in params)
-    return f"{kernel} {shape}"
+    """One short line per scenario on the chart; the full scenario is in the hover and table:
+    the values of the kernel's first two axes."""
+    axes = axes_of(kernel)[:2] if kernel in KERNELS else []
+    return " ".join([kernel, *(f"{a}={params[a]}" for a in axes if a in params)])
 
 
 def speedup_figure(rows: list[dict[str, Any]], torch_backends: list[str]) -> dict[str, Any]:

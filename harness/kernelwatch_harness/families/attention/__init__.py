@@ -44,43 +44,65 @@ KV_DTYPES = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
 PARAMS: dict[str, Param] = {
     p.name: p
     for p in (
-        Param("batch_size", int, 1, min=1, max=16384),
-        Param("kv_len", int, 1024, min=1, max=1 << 20),
-        Param("qo_len", int, 1, min=1, max=1 << 17),
-        Param("num_qo_heads", int, 32, min=1, max=256),
-        Param("num_kv_heads", int, 8, min=1, max=256),
-        Param("head_dim", int, 128, choices=(64, 128, 256)),
-        Param("head_dim_ckv", int, 512, choices=(512,)),
-        Param("head_dim_kpe", int, 64, choices=(64,)),
-        Param("page_size", int, 16, choices=(1, 8, 16, 32, 64, 128)),
+        Param("batch_size", int, 1, min=1, max=16384,
+              doc="requests in the batch"),
+        Param("kv_len", int, 1024, min=1, max=1 << 20,
+              doc="KV length per request (the mean under kv_len_distribution)"),
+        Param("qo_len", int, 1, min=1, max=1 << 17,
+              doc="query tokens per request (prefill)"),
+        Param("num_qo_heads", int, 32, min=1, max=256,
+              doc="query heads"),
+        Param("num_kv_heads", int, 8, min=1, max=256,
+              doc="KV heads (num_qo_heads a multiple of it: grouped heads)"),
+        Param("head_dim", int, 128, choices=(64, 128, 256),
+              doc="head dimension of q, k and v"),
+        Param("head_dim_ckv", int, 512, choices=(512,),
+              doc="MLA's compressed KV dimension"),
+        Param("head_dim_kpe", int, 64, choices=(64,),
+              doc="MLA's rotary key dimension"),
+        Param("page_size", int, 16, choices=(1, 8, 16, 32, 64, 128),
+              doc="tokens per page of the paged KV cache"),
         # The single kernels' default: FlashInfer's single_*_with_kv_cache() take NHD unless
         # told otherwise. The paged batch kernels' defaults are per backend (BACKEND_DEFAULTS).
-        Param("kv_layout", str, "NHD", choices=("NHD", "HND")),
-        Param("dtype", str, "bfloat16", choices=DTYPES),
-        Param("kv_dtype", str, None, choices=(None, *KV_DTYPES)),
-        Param("causal", bool, False, choices=(False, True)),
+        Param("kv_layout", str, "NHD", choices=("NHD", "HND"),
+              doc="K/V memory layout: tokens then heads (NHD) or heads then tokens (HND)"),
+        Param("dtype", str, "bfloat16", choices=DTYPES,
+              doc="q and output dtype (and K/V unless kv_dtype)"),
+        Param("kv_dtype", str, None, choices=(None, *KV_DTYPES),
+              doc="K/V dtype when it differs from dtype (fp8 KV)"),
+        Param("causal", bool, False, choices=(False, True),
+              doc="bottom-right causal mask (prefill)"),
         # single_decode_with_kv_cache()'s own default; batch_decode's is per backend.
-        Param("use_tensor_cores", bool, False, choices=(False, True)),
+        Param("use_tensor_cores", bool, False, choices=(False, True),
+              doc="decode with the tensor-core (prefill) kernels"),
         # The batch wrapper's CUDA-graph plan mode (``use_cuda_graph=`` with preallocated index
         # buffers): such a wrapper plans a padded, fixed work partition, which serving engines
         # (they capture decode in CUDA graphs) and flashinfer_benchmark.py both run. Points
         # stored before this parameter existed were measured without it and record false.
-        Param("use_cuda_graph", bool, True, choices=(False, True)),
+        Param("use_cuda_graph", bool, True, choices=(False, True),
+              doc="the wrapper's CUDA-graph plan mode (fixed, padded work partition)"),
         # The batch wrappers' split-KV controls (plan()): a fixed chunk size in tokens for the
         # partial attention states (0: FlashInfer chooses), or no split at all.
-        Param("fixed_split_size", int, 0, min=0, max=1 << 20),
-        Param("disable_split_kv", bool, False, choices=(False, True)),
+        Param("fixed_split_size", int, 0, min=0, max=1 << 20,
+              doc="split-KV chunk size in tokens (0: FlashInfer chooses)"),
+        Param("disable_split_kv", bool, False, choices=(False, True),
+              doc="no split-KV at all"),
         # Attention variants the wrappers take: a sliding window (keys at most window_left
         # positions left of the query's own; -1: none) and a logits soft cap
         # (cap * tanh(logits / cap), as Gemma-2 and Grok use; 0: none).
-        Param("window_left", int, -1, min=-1, max=1 << 20),
-        Param("logits_soft_cap", int, 0, min=0, max=10_000),
+        Param("window_left", int, -1, min=-1, max=1 << 20,
+              doc="sliding window: keys at most this far left of the query (-1: none)"),
+        Param("logits_soft_cap", int, 0, min=0, max=10_000,
+              doc="cap * tanh(logits / cap) (0: none)"),
         # The positional encoding the kernel applies itself: RoPE (Llama's, rotating halves, at
         # FlashInfer's default rope_scale 1 and rope_theta 1e4) to q and k at their positions
         # in the sequence, or ALiBi's per-head linear bias; NONE: the inputs are used as given.
-        Param("pos_encoding_mode", str, "NONE", choices=POS_ENCODING_MODES),
-        Param("kv_len_distribution", str, "constant", choices=KV_DISTRIBUTIONS),
-        Param("seed", int, 0, min=0, max=2**31 - 1),
+        Param("pos_encoding_mode", str, "NONE", choices=POS_ENCODING_MODES,
+              doc="positional encoding applied in the kernel"),
+        Param("kv_len_distribution", str, "constant", choices=KV_DISTRIBUTIONS,
+              doc="how KV lengths vary across requests (seeded)"),
+        Param("seed", int, 0, min=0, max=2**31 - 1,
+              doc="seed of the length distribution"),
     )
 }
 

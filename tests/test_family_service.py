@@ -1,0 +1,126 @@
+"""A non-attention family through the whole service on CPU: the norm family's sweep submitted
+over the API, measured by a real Celery worker, stored, compared, listed by the catalogue and
+drawn by the dashboard's callbacks. Nothing in the path names attention."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from kernelwatch.api.main import create_app
+from kernelwatch.core import db
+from kernelwatch.core.models import Point, Run
+from kernelwatch.core.settings import Settings
+from kernelwatch.core.tokens import create_token
+from kernelwatch.dashboard import queries
+from kernelwatch_harness.families.norm import FAMILY as NORM
+from tests.worker_support import start_worker, stop, terminal_status, wait_for
+
+SPEC: dict[str, Any] = {
+    "name": "norm-cpu", "kernel": "fused_add_rmsnorm", "backends": ["torch"],
+    "targets": ["cpu"],
+    "params": {"batch_size": [4, 32], "hidden_size": [256, 1024], "dtype": ["bfloat16"]},
+    "timing": {"warmup": 1, "iterations": 30},
+}
+
+
+@pytest.fixture(scope="module")
+def pages() -> dict[str, ModuleType]:
+    from kernelwatch.dashboard.app import create_app as dash_app
+
+    dash_app()
+    return {name: importlib.import_module(f"kernelwatch.dashboard.pages.{name}")
+            for name in ("curves", "roofline", "job", "compare")}
+
+
+def test_a_norm_sweep_end_to_end(kw_env: Settings, tmp_path: Path,
+                                 pages: dict[str, ModuleType]) -> None:
+    log = tmp_path / "worker.log"
+    proc = start_worker(f"norm-{kw_env.queue_prefix[-6:]}", log)
+    try:
+        with db.session_scope() as session:
+            token = create_token(session, "e2e")
+        client = TestClient(create_app())
+        auth = {"Authorization": f"Bearer {token}"}
+        jobs = []
+        for _ in range(2):  # two runs of one sweep: a comparison with itself
+            r = client.post("/v1/jobs", json=SPEC, headers=auth)
+            assert r.status_code == 201, r.text
+            jobs.append(r.json()["id"])
+        for job_id in jobs:
+            status = wait_for("the job to finish", lambda j=job_id: terminal_status(j),
+                              log_path=log)
+            assert status == "succeeded", log.read_text()[-3000:]
+    finally:
+        stop(proc)
+
+    rows = client.get(f"/v1/jobs/{jobs[0]}/results").json()["rows"]
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    for row in rows:
+        point = {k[len("param_"):]: v for k, v in row.items() if k.startswith("param_")}
+        work = NORM.work("fused_add_rmsnorm", point)  # the family's own formulas, stored
+        assert row["bytes"] == work.bytes and row["flops"] == work.flops
+        assert row["max_abs_error"] <= NORM.tolerance("fused_add_rmsnorm", point)
+        assert row["repro_command"] is None and "not FlashInfer's" in row["repro_note"]
+    with db.session_scope() as session:
+        runs = [session.scalars(select(Run.id).where(Run.job_id == j)).one() for j in jobs]
+        stored = session.scalars(select(Point).where(Point.job_id == jobs[0])).all()
+        assert all(p.params["num_heads"] == 0 for p in stored)  # completed with the defaults
+
+    comparison = client.get("/v1/compare", params={"baseline": runs[0],
+                                                   "contender": runs[1]}).json()
+    assert len(comparison["points"]) == 4
+    assert {(g["kernel"], g["backend"]) for g in comparison["groups"]} == {
+        ("fused_add_rmsnorm", "torch")}
+
+    curves = pages["curves"]
+    state = curves.resolve_state("fused_add_rmsnorm", None, None, None, {}, jobs[0])
+    assert state["x"] == "batch_size"  # the family's first axis
+    assert "hidden_size" in curves.x_options("fused_add_rmsnorm")
+    with curves.reading() as s:
+        fixed = queries.combos(s, "fused_add_rmsnorm", jobs[0]).settle(
+            s, ["batch_size", "backend"], {})
+    ids = [{"type": "curves-fix", "dim": d} for d in fixed]
+    fig, _csv, summary, _ = curves.update_graph(
+        "fused_add_rmsnorm", "batch_size", "tbps", "backend", list(fixed.values()), jobs[0],
+        ids)
+    (trace,) = [t for t in fig["data"] if t["name"] == "torch"]
+    assert trace["x"] == [4.0, 32.0] and all(y > 0 for y in trace["y"])
+    assert "2 measured points in 1 series" in str(summary.children[0])
+
+    assert "hidden_size" in pages["roofline"].color_dims("fused_add_rmsnorm")
+
+    table, columns, *_ = pages["job"].load_table(jobs[0], 0, 25, [], "", None)
+    ids = [c["id"] for c in columns]
+    assert "batch_size" in ids and "hidden_size" in ids and len(table) == 4
+
+
+def test_the_catalogue_lists_every_family(kw_env: Settings) -> None:
+    body = TestClient(create_app()).get("/v1/catalogue").json()
+    kernels = {k["name"]: k for k in body["kernels"]}
+    assert kernels["rmsnorm"]["family"] == "norm"
+    assert kernels["batch_decode"]["family"] == "attention"
+    assert kernels["rmsnorm"]["backends"] == ["auto", "torch"]
+    assert "sm90" in kernels["rmsnorm"]["archs"] and kernels["rmsnorm"]["routine"] == "rmsnorm"
+    hidden = next(p for p in kernels["rmsnorm"]["params"] if p["name"] == "hidden_size")
+    assert hidden["default"] == 4096 and hidden["allowed"] == "integers from 16 to 65536"
+    decode = {p["name"]: p for p in kernels["batch_decode"]["params"]}
+    # a default that follows the backend is listed per backend
+    assert decode["use_tensor_cores"]["by_backend"]["fa2"] is False
+    assert decode["use_tensor_cores"]["by_backend"]["fa3"] is True
+
+
+def test_an_unknown_kernel_is_answered_with_the_kernels(kw_env: Settings) -> None:
+    with db.session_scope() as session:
+        token = create_token(session, "t")
+    r = TestClient(create_app()).post("/v1/jobs", json={**SPEC, "kernel": "layernorm"},
+                                      headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 422
+    assert "unknown kernel 'layernorm'; allowed: " in r.text and "rmsnorm" in r.text
+    assert "batch_decode" in r.text
