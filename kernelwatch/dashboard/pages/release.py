@@ -9,6 +9,7 @@ URL: /release/<version> or /release?version=<version> (no version: the newest re
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,11 @@ dash.register_page(__name__, path="/release", path_template="/release/<version>"
 
 P = "release"
 OTHER_RELEASES = 12  # links to the newest others at the top of the page
+# A release against a noisy or very different baseline can change thousands of series: the
+# page stays fast by showing the first rows of each list (the worst first) and the chart's
+# largest changes; the CSV export holds every row.
+LIST_ROWS = 200
+CHART_ROWS = 40
 LISTS = {"regression": "Regressions", "improvement": "Improvements",
          "baseline_only": "Only in the previous release", "contender_only":
          "Only in this release"}
@@ -147,8 +153,10 @@ def change_rows(detail: queries.ReleaseDetail) -> list[dict[str, Any]]:
         for r in detail.regressions.get(comp.id, []):
             rows.append(_regression_row(r, shown, compare))
         for verdict in (IMPROVEMENT, BASELINE_ONLY, CONTENDER_ONLY):
-            rows += [_point_row(p, result, shown, compare) for p in result.points
-                     if p.verdict == verdict]
+            # The largest improvement first, as the regressions list the worst first.
+            points = sorted((p for p in result.points if p.verdict == verdict),
+                            key=lambda p: p.ratio or 1.0)
+            rows += [_point_row(p, result, shown, compare) for p in points]
     return rows
 
 
@@ -202,6 +210,9 @@ def ratio_figure(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if not changed:
         return empty_figure("No significant change beyond the threshold")
     changed.sort(key=lambda r: r["ratio"])
+    if len(changed) > CHART_ROWS:  # the largest changes either way
+        changed = sorted(changed, key=lambda r: -abs(math.log(r["ratio"])))[:CHART_ROWS]
+        changed.sort(key=lambda r: r["ratio"])
     labels = [f"{r['kernel']}/{r['backend']} {r['params']} · {r['gpu']}" for r in changed]
     traces = []
     for name, color in (("regression", "#b42318"), ("improvement", "#067647")):
@@ -288,10 +299,12 @@ def render(version: str | None) -> tuple[Any, ...]:
     ]
     for name, title in LISTS.items():
         part = [r for r in rows if r["list"] == name]
+        more = (html.P(f"… and {len(part) - LIST_ROWS} more: the CSV under the chart holds "
+                       "every row.", className="note") if len(part) > LIST_ROWS else None)
         sections += [html.H3(f"{title} ({len(part)})"), html.Div(
             id=f"{P}-{name.replace('_', '-')}",
-            children=simple_table(part, LIST_COLUMNS[name], links=LINKS) if part else
-            html.P("None.", className="note"))]
+            children=[simple_table(part[:LIST_ROWS], LIST_COLUMNS[name], links=LINKS), more]
+            if part else html.P("None.", className="note"))]
     csv_rows = [{k: v for k, v in r.items() if not k.endswith("_link") and k not in
                  ("history", "compare", "ratio_ci")} for r in rows]
     return sections, ratio_figure(rows), csv_rows
