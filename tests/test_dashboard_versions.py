@@ -36,7 +36,7 @@ from tests.dashboard_seed import (
 def pages() -> dict[str, ModuleType]:
     create_app()
     return {name: importlib.import_module(f"kernelwatch.dashboard.pages.{name}")
-            for name in ("history", "release", "overview")}
+            for name in ("history", "release", "overview", "curves", "job")}
 
 
 @pytest.fixture
@@ -289,3 +289,12 @@ def test_overview_and_notification_link_the_release_page(pages, hist, session, m
     assert f"<http://dash.example:8050/release/{H_RELEASE}|release page>" in \
         notify.release_text(summary)
     settings.get_settings.cache_clear()
+
+
+def test_curve_points_and_job_rows_link_their_series_history(pages, hist, session):
+    p = session.execute(select(Point).where(Point.series_key == hist.step_series)
+                        .order_by(Point.id)).scalars().first()
+    want = f"/history?series={hist.step_series}&gpu=h100"
+    assert pages["curves"].history_link({"points": [{"customdata": p.id}]}).href == want
+    assert pages["job"].history_link(p.id).href == want
+    assert pages["job"].history_link(None) == ""

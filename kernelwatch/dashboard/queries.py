@@ -681,6 +681,13 @@ def series_origin(session: Session, series_key: str) -> SeriesOrigin | None:
                         {k: _db_text(v, dialect) for k, v in dict(row.params or {}).items()})
 
 
+def history_link(session: Session, point_id: int) -> str | None:
+    """The history page of a point's series (the link from a curve's point or a job's row)."""
+    row = session.execute(select(Point.series_key, Point.gpu_sku)
+                          .where(Point.id == point_id)).first()
+    return f"/history?series={row.series_key}&gpu={show(row.gpu_sku)}" if row else None
+
+
 def series_versions(session: Session, series_key: str) -> list[str]:
     """The FlashInfer versions a series has points at, oldest first."""
     vers = session.execute(

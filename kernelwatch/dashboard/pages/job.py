@@ -87,6 +87,7 @@ def layout(job: str | None = None, point: str | None = None, filter: str | None 
             tooltip_duration=None,
         ),
         chart(f"{P}-hist", height=380),
+        html.Div(id=f"{P}-history-link", className="note"),
         url_sync(P),
     ])
 
@@ -263,6 +264,20 @@ def show_samples(point_id: int | None, job_id: int | None, filter_query: str | N
     csv_rows = [{"point_id": shown, "iteration": i, "repeat": r, "latency_us": v}
                 for i, (v, r) in enumerate(samples)]
     return histogram_figure(int(shown), samples, clock), csv_rows, search
+
+
+@callback(
+    Output(f"{P}-history-link", "children"),
+    Input(f"{P}-point", "data"),
+)
+def history_link(point_id: int | None) -> Any:
+    """The selected point's series across FlashInfer versions, one click away."""
+    if point_id is None:
+        return ""
+    with reading() as s:
+        href = queries.history_link(s, int(point_id))
+    return dcc.Link(f"point {point_id}: its series across FlashInfer versions",
+                    href=href) if href else ""
 
 
 register_csv(f"{P}-hist")
