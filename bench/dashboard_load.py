@@ -274,9 +274,9 @@ def main() -> None:
             "overview": ("/", None),
             "curves": ("/curves?kernel=batch_decode&gpu_sku=h100&batch_size=64",
                        "curves-graph"),
-            "compare, computed (2 x 3,960 points)": (
+            f"compare, computed (2 x {per_run:,} points)": (
                 f"/compare?baseline={run_pair[0]}&contender={run_pair[1]}", "compare-heatmap"),
-            "compare, stored (2 x 3,960 points)": (
+            f"compare, stored (2 x {per_run:,} points)": (
                 f"/compare?baseline={stored_pair[0]}&contender={stored_pair[1]}",
                 "compare-heatmap"),
             "roofline": ("/roofline?kernel=batch_decode&gpu=h100&version=0.7.2.post1",
