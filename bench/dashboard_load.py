@@ -1,16 +1,20 @@
-"""Is the dashboard responsive over 100,000 points? Seeds a scratch Postgres database with
-synthetic points written through the real tables (bulk INSERT of points, COPY of their raw
-samples), serves the dashboard from it in a subprocess, and times in Debian's chromium
+"""Is the dashboard responsive over 100,000 points, or a million? Seeds a scratch Postgres
+database with synthetic points written through the real tables (bulk INSERT of points, COPY
+of their raw samples), serves the dashboard from it in a subprocess, and times in Debian's chromium
 (Playwright):
 
   page load     goto -> the page's chart drawn with data (includes the pages router and every
                 initial callback), median of --repeat loads per page
   callbacks     every POST /_dash-update-component the browser made, from its resource timings
-  interaction   changing the curves page's y metric -> redrawn chart
+  interaction   changing the curves page's y metric -> redrawn chart; the history page's
+                slice (kv_len) -> redrawn chart
 
-It also times the curves page's two database queries directly.
+It also times the curves, history and release pages' database queries directly. Beyond
+110,880 points the grid repeats over page sizes and KV layouts (see ``EXTRA``); the release
+page reads a release recorded over the stored comparison.
 
 Run:  .venv/bin/python bench/dashboard_load.py [--points 100000] [--samples 30] [--repeat 3]
+      .venv/bin/python bench/dashboard_load.py --points 1000000 --samples 10 --repeat 2
       (Postgres on 127.0.0.1:5432; KERNELWATCH_BENCH_PG overrides the admin URL)
 """
 
@@ -53,17 +57,27 @@ KV = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 HEADS = ((32, 8, 128), (64, 8, 128), (16, 2, 64))
 
 
-def grid() -> list[tuple[str, str, str, dict[str, Any]]]:
-    """(gpu, version, backend, params) of batch_decode: 110,880 cells, 3,960 per run."""
-    out = []
-    for gpu, version in itertools.product(GPUS, VERSIONS):
-        for backend, b, kv, (hq, hk, d), tc, dtype in itertools.product(
-                ("fa2", "fa3", "torch-sdpa"), BATCH, KV, HEADS, (False, True),
-                ("bfloat16", "float16")):
-            params = complete_params("batch_decode", {
-                "batch_size": b, "kv_len": kv, "num_qo_heads": hq, "num_kv_heads": hk,
-                "head_dim": d, "use_tensor_cores": tc, "dtype": dtype}, backend)
-            out.append((gpu, version, backend, params))
+# Beyond 110,880 points the grid repeats over these (page size, KV layout) pairs, each copy a
+# full sweep of every GPU and version: 12 copies hold 1,330,560 points.
+EXTRA: list[dict[str, Any]] = [{"page_size": ps, "kv_layout": lay} for lay in ("NHD", "HND")
+         for ps in (16, 1, 8, 32, 64, 128)]
+
+
+def grid(n_points: int = 110_880) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(gpu, version, backend, params) of batch_decode: 110,880 cells (3,960 per run) per
+    (page size, KV layout) pair, as many pairs as ``n_points`` needs."""
+    out: list[tuple[str, str, str, dict[str, Any]]] = []
+    for extra in EXTRA:
+        if len(out) >= n_points:
+            break
+        for gpu, version in itertools.product(GPUS, VERSIONS):
+            for backend, b, kv, (hq, hk, d), tc, dtype in itertools.product(
+                    ("fa2", "fa3", "torch-sdpa"), BATCH, KV, HEADS, (False, True),
+                    ("bfloat16", "float16")):
+                params = complete_params("batch_decode", {
+                    "batch_size": b, "kv_len": kv, "num_qo_heads": hq, "num_kv_heads": hk,
+                    "head_dim": d, "use_tensor_cores": tc, "dtype": dtype, **extra}, backend)
+                out.append((gpu, version, backend, params))
     return out
 
 
@@ -71,7 +85,7 @@ def seed(url: str, n_points: int, n_samples: int) -> dict[str, Any]:
     engine = make_engine(url)
     rng = random.Random(0)
     t0 = time.perf_counter()
-    cells = grid()[:n_points]
+    cells = grid(n_points)[:n_points]
     runs: dict[tuple[str, str], int] = {}
     with Session(engine) as s:
         job = Job(name="bench sweep", kernel="batch_decode", spec={"kernel": "batch_decode"},
@@ -133,20 +147,42 @@ def seed(url: str, n_points: int, n_samples: int) -> dict[str, Any]:
                     copy.write(buf.getvalue())
                     buf = io.StringIO()
             copy.write(buf.getvalue())
+        first = conn.execute(
+            "SELECT series_key FROM points WHERE gpu_sku = 'h100' AND status = 'ok' "
+            "ORDER BY id LIMIT 1").fetchone()
+        info_series = first[0] if first else ""
         conn.execute("ANALYZE")
         conn.commit()
         n_samples_total = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
+        per_run = conn.execute("SELECT count(*) FROM points GROUP BY run_id").fetchall()
     engine.dispose()
     return {"points": len(cells), "samples": n_samples_total, "runs": runs, "job": job_id,
+            "points_per_run": [int(n) for (n,) in per_run], "series": info_series,
             "seed_points_s": t_points, "seed_samples_s": time.perf_counter() - t1}
 
 
-def store_comparison(url: str, baseline: int, contender: int) -> None:
+BENCH_RELEASE, BENCH_PREVIOUS = "0.7.2.post1", "0.6.18.post1"
+
+
+def store_comparison(url: str, baseline: int, contender: int, job_id: int) -> None:
+    """The release flow's record of a release on the h200: its comparison, stored, with the
+    release and its tag (the release page reads them)."""
     from kernelwatch.core.compare import compare_runs, persist_comparison
+    from kernelwatch.core.models import Release, ReleaseTag, TagState
 
     engine = make_engine(url)
     with Session(engine) as s:
-        persist_comparison(s, compare_runs(s, [baseline], [contender]))
+        release = Release(version=BENCH_RELEASE, previous_version=BENCH_PREVIOUS,
+                          source="webhook", status="complete", details={})
+        s.add(release)
+        s.flush()
+        result = compare_runs(s, [baseline], [contender])
+        comp = persist_comparison(s, result, (BENCH_PREVIOUS, BENCH_RELEASE),
+                                  release_id=release.id)
+        s.add(ReleaseTag(release_id=release.id, tag="h200", job_ids=[job_id],
+                         state=TagState.done, comparison_id=comp.id, counts=result.counts,
+                         regressions=len(result.regressions), baseline_run_ids=[baseline],
+                         contender_run_ids=[contender]))
         s.commit()
     engine.dispose()
 
@@ -158,6 +194,7 @@ def free_port() -> int:
 
 
 def time_queries(url: str) -> dict[str, float]:
+    from kernelwatch.core.history import series_history
     from kernelwatch.dashboard import queries
 
     engine = make_engine(url)
@@ -179,6 +216,18 @@ def time_queries(url: str) -> dict[str, float]:
             t = time.perf_counter()
             queries.point_samples(s, pid)
             out["point_samples (one point)"] = time.perf_counter() - t
+            t = time.perf_counter()
+            hfixed = combos.settle(s, queries.COLUMN_DIMS, {"batch_size": "64"})
+            refs = queries.slice_series(s, "batch_decode", hfixed, [], [])
+            out[f"slice_series (history: {len(refs)} series)"] = time.perf_counter() - t
+            t = time.perf_counter()
+            for r in refs:
+                series_history(s, r.series_key)
+            out[f"series_history x {len(refs)} (change points, drift)"] = \
+                time.perf_counter() - t
+            t = time.perf_counter()
+            queries.release_detail(s, BENCH_RELEASE)
+            out["release_detail (release page)"] = time.perf_counter() - t
     engine.dispose()
     return out
 
@@ -205,9 +254,10 @@ def main() -> None:
         stored_pair = (info["runs"][("h200", "0.6.18.post1")],
                        info["runs"][("h200", "0.7.2.post1")])
         t = time.perf_counter()
-        store_comparison(url, *stored_pair)
-        print(f"stored a comparison of 2 runs of 3,960 points (compare_runs + persist) in "
-              f"{time.perf_counter() - t:.1f} s")
+        store_comparison(url, *stored_pair, info["job"])
+        per_run = len(info["points_per_run"]) and max(info["points_per_run"])
+        print(f"stored a release's comparison of 2 runs of {per_run:,} points (compare_runs + "
+              f"persist) in {time.perf_counter() - t:.1f} s")
         print("\ndatabase queries (s):")
         for k, v in time_queries(url).items():
             print(f"  {k:55s} {v:7.3f}")
@@ -224,15 +274,22 @@ def main() -> None:
             "overview": ("/", None),
             "curves": ("/curves?kernel=batch_decode&gpu_sku=h100&batch_size=64",
                        "curves-graph"),
-            "compare, computed (2 x 3,960 points)": (
+            f"compare, computed (2 x {per_run:,} points)": (
                 f"/compare?baseline={run_pair[0]}&contender={run_pair[1]}", "compare-heatmap"),
-            "compare, stored (2 x 3,960 points)": (
+            f"compare, stored (2 x {per_run:,} points)": (
                 f"/compare?baseline={stored_pair[0]}&contender={stored_pair[1]}",
                 "compare-heatmap"),
             "roofline": ("/roofline?kernel=batch_decode&gpu=h100&version=0.7.2.post1",
                          "roofline-graph"),
             "speedup": ("/speedup?gpu=h100&version=0.7.2.post1", "speedup-graph"),
-            "job (100,000 points, pages of 25)": (f"/job?job={info['job']}", "job-hist"),
+            f"job ({info['points']:,} points, pages of 25)": (f"/job?job={info['job']}",
+                                                               "job-hist"),
+            "history (a slice: every GPU x backend)": (
+                "/history?kernel=batch_decode&batch_size=64&kv_len=8192", "history-graph"),
+            "history from a point (?series=&gpu=)": (
+                f"/history?series={info['series']}&gpu=h100", "history-hist"),
+            f"release {BENCH_RELEASE} (stored comparison)": (f"/release/{BENCH_RELEASE}",
+                                                            "release-ratios"),
         }
         from playwright.sync_api import sync_playwright
 
@@ -289,7 +346,7 @@ def main() -> None:
                   f"({len(times)} changes)")
 
             # The job table: a filter and a sort over 100,000 points, done in the database.
-            page.goto(base + pages["job (100,000 points, pages of 25)"][0])
+            page.goto(base + f"/job?job={info['job']}")
             page.wait_for_selector("#job-table td[data-dash-column='median_us']",
                                    timeout=60_000)
             box = page.locator(
@@ -310,6 +367,25 @@ def main() -> None:
             t_sort = time.perf_counter() - t
             print(f"interaction: job table filter 'median_us > 1000' -> {t_filter:.2f} s "
                   f"({note}); sort by median -> {t_sort:.2f} s")
+
+            # The history page: another slice (kv_len) -> the chart redrawn for it.
+            times = []
+            page.goto(base + "/history?kernel=batch_decode&batch_size=64&kv_len=8192")
+            for kv in ("4096", "8192") * 2:
+                page.wait_for_function("() => { const g = document.querySelector("
+                                       "'#history-graph .js-plotly-plot'); return g && g.data "
+                                       "&& g.data.length > 0; }", timeout=60_000)
+                page.wait_for_load_state("networkidle")
+                page.click("[id*='kv_len']")
+                t = time.perf_counter()
+                page.get_by_role("option", name=kv, exact=True).click()
+                page.wait_for_function(
+                    "(kv) => new RegExp('[?&]kv_len=' + kv + '(&|$)')"
+                    ".test(window.location.search)", arg=kv, timeout=60_000)
+                times.append(time.perf_counter() - t)
+            print(f"interaction: history slice change (kv_len) -> redrawn: median "
+                  f"{statistics.median(times):.2f} s, max {max(times):.2f} s "
+                  f"({len(times)} changes)")
             browser.close()
     finally:
         if proc is not None:

@@ -13,6 +13,7 @@ What it holds (all on an H100, the 'h100' SKU):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +23,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.compare import compare_runs, persist_comparison
-from kernelwatch.core.models import Job, Node, Regression, Release, ReleaseTag, Run, TagState
+from kernelwatch.core.history import sort_versions
+from kernelwatch.core.models import (
+    Job,
+    Node,
+    Point,
+    Regression,
+    Release,
+    ReleaseTag,
+    Run,
+    TagState,
+)
 from kernelwatch.core.results import store_point
 from kernelwatch_harness.catalogue import complete_params
 from kernelwatch_harness.families.attention.formulas import point_work
@@ -78,8 +89,8 @@ def _run(session: Session, job: Job, version: str | None) -> Run:
 
 
 def _store(session: Session, run: Run, kernel: str, index: int, params: dict[str, Any],
-           backend: str, status: str = "ok") -> None:
-    center = latency_us(kernel, params, backend, run.flashinfer_version)
+           backend: str, status: str = "ok", center: float | None = None) -> None:
+    center = center or latency_us(kernel, params, backend, run.flashinfer_version)
     message: dict[str, Any] = {
         "point_index": index, "backend": backend, "resolved_backend": backend,
         "status": status, "timing_method": "cuda_graph", "throttled": False,
@@ -159,5 +170,162 @@ def seed(session: Session) -> Seeded:
                            state=TagState.done, comparison_id=comp.id,
                            regressions=len(regs), baseline_run_ids=[out.runs[V_OLD]],
                            contender_run_ids=[out.runs[V_NEW]]))
+    session.commit()
+    return out
+
+
+# --- several FlashInfer versions: the history and release pages ------------------------------
+
+H_KERNEL = "batch_prefill"
+H_VERSIONS = ("0.4.0", "0.5.0", "0.5.3", "0.6.0", "0.6.5", "0.6.10")
+H_GPUS = ("h100", "a100")
+H_RELEASE, H_PREVIOUS = "0.6.0", "0.5.3"
+H_KV = (1024, 4096)
+H_STEP_KV, H_FASTER_KV = 4096, 1024  # fa2 on the h100: 25% slower / 20% faster from 0.6.0
+H_ENV_CHANGE = "0.6.5"  # the a100's driver is upgraded here
+H_ENV = {"driver": "570.86.15", "torch": "2.9.1", "torch_cuda": "12.8", "power_limit_w": 700}
+H_OLD_DRIVER = "550.54.15"
+
+
+@dataclass
+class HistorySeeded:
+    """Ids and keys of the multi-version data set, for the tests' expectations."""
+
+    jobs: list[int] = field(default_factory=list)  # the two sweeps, then the release job
+    release_job: int = 0
+    step_series: str = ""  # fa2 on the h100 at kv_len 4096: the planted 25% step
+    faster_series: str = ""  # fa2 on the h100 at kv_len 1024: 20% faster from 0.6.0
+    env_series: str = ""  # fa2 on the a100 at kv_len 4096: its driver changes at 0.6.5
+    confirmed: str = ""  # the release's confirmed regression (the step series)
+    not_reproduced: str = ""  # torch-sdpa at kv_len 2048, +8% in the release job only
+    baseline_only: str = ""  # fa2 at kv_len 512: measured with 0.5.3 only
+    contender_only: str = ""  # fa3 at kv_len 4096: measured with 0.6.0 only
+
+
+def h_params(kv_len: int) -> dict[str, Any]:
+    return complete_params(H_KERNEL, {"batch_size": 8, "qo_len": 128, "kv_len": kv_len}, "fa2")
+
+
+def h_latency(params: dict[str, Any], backend: str, version: str, gpu: str) -> float:
+    """A plausible latency with the planted changes: the fa2 step and speed-up on the h100
+    from 0.6.0 on."""
+    us = latency_us(H_KERNEL, params, backend, None) * (1.4 if gpu == "a100" else 1.0)
+    new = sort_versions([version, H_RELEASE])[0] == H_RELEASE
+    if backend == "fa2" and gpu == "h100" and new:
+        us *= 1.25 if params["kv_len"] == H_STEP_KV else 0.8 if params["kv_len"] == \
+            H_FASTER_KV else 1.0
+    return us
+
+
+def _h_job(session: Session, name: str, started: datetime, minutes: float,
+           **extra: Any) -> Job:
+    job = Job(name=name, kernel=H_KERNEL, spec={"kernel": H_KERNEL}, status="succeeded",
+              source="webhook" if extra else "api", total_points=0, created_at=started,
+              started_at=started + timedelta(minutes=2),
+              finished_at=started + timedelta(minutes=2 + minutes), **extra)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _h_run(session: Session, job: Job, version: str, gpu: str) -> Run:
+    env = {**H_ENV, "gpu_name": f"NVIDIA {gpu.upper()}", "flashinfer": version}
+    if gpu == "a100" and sort_versions([version, H_ENV_CHANGE])[0] == version \
+            and version != H_ENV_CHANGE:
+        env["driver"] = H_OLD_DRIVER
+    run = Run(job_id=job.id, target=gpu, queue=f"kw.{gpu}", flashinfer_version=version,
+              point_indices=[], status="succeeded", gpu_name=env["gpu_name"], gpu_sku=gpu,
+              timing_method="cuda_graph", environment=env, env_fingerprint=f"seed-{gpu}")
+    session.add(run)
+    session.flush()
+    return run
+
+
+def _key(session: Session, run_id: int, backend: str, kv_len: int) -> str:
+    return next(p.series_key for p in session.execute(
+        select(Point).where(Point.run_id == run_id, Point.backend == backend)).scalars()
+        if p.params["kv_len"] == kv_len)
+
+
+def seed_history(session: Session) -> HistorySeeded:
+    """batch_prefill on an h100 and an a100 across six FlashInfer versions, measured by two
+    sweeps (0.4.0-0.5.3, 0.6.0-0.6.10) and by the release flow's job for 0.6.0 (0.5.3 and
+    0.6.0 on the h100, as the release flow measures both), with:
+    - fa2 on the h100 25% slower at kv_len 4096 from 0.6.0 on (the step; the release's
+      confirmed regression) and 20% faster at kv_len 1024 (an improvement);
+    - the a100's driver upgraded at 0.6.5 (every a100 series' history breaks there);
+    - in the release job only: torch-sdpa 8% slower at kv_len 2048 (a regression the
+      confirmation did not reproduce), fa2 at kv_len 512 with 0.5.3 only and fa3 at 4096
+      with 0.6.0 only (one-sided series);
+    - the release 0.6.0 vs 0.5.3, complete: the h100 compared, the a100 without a baseline."""
+    out = HistorySeeded()
+    t0 = datetime.now(UTC) - timedelta(hours=3)
+    backends = ("fa2", "torch-sdpa")
+    for name, versions in (("prefill history A", H_VERSIONS[:3]),
+                           ("prefill history B", H_VERSIONS[3:])):
+        job = _h_job(session, name, t0, 50)
+        out.jobs.append(job.id)
+        for version in versions:
+            for gpu in H_GPUS:
+                run = _h_run(session, job, version, gpu)
+                for i, (kv, backend) in enumerate(itertools.product(H_KV, backends)):
+                    params = h_params(kv)
+                    _store(session, run, H_KERNEL, i, params, backend,
+                           center=h_latency(params, backend, version, gpu))
+        job.total_points = len(versions) * len(H_GPUS) * len(H_KV) * len(backends)
+
+    release = Release(version=H_RELEASE, previous_version=H_PREVIOUS, source="webhook",
+                      status="complete", created_at=t0 + timedelta(hours=1),
+                      notified_at=t0 + timedelta(hours=1, minutes=46),
+                      details={"baseline": {"version": H_PREVIOUS,
+                                            "source": "FlashInfer's previous release"}})
+    session.add(release)
+    session.flush()
+    job = _h_job(session, f"release {H_RELEASE} on h100", release.created_at, 28,
+                 kind="release", release_version=H_RELEASE)
+    out.jobs.append(job.id)
+    out.release_job = job.id
+    runs = {}
+    for version in (H_PREVIOUS, H_RELEASE):
+        run = runs[version] = _h_run(session, job, version, "h100")
+        cells = [(kv, b) for kv in (*H_KV, 2048) for b in backends]
+        cells.append((512, "fa2") if version == H_PREVIOUS else (4096, "fa3"))
+        for i, (kv, backend) in enumerate(cells):
+            params = h_params(kv)
+            center = h_latency(params, backend, version, "h100")
+            if backend == "torch-sdpa" and kv == 2048 and version == H_RELEASE:
+                center *= 1.08
+            _store(session, run, H_KERNEL, i, params, backend, center=center)
+        job.total_points += len(cells)
+    session.flush()
+    result = compare_runs(session, [runs[H_PREVIOUS].id], [runs[H_RELEASE].id])
+    comp = persist_comparison(session, result, (H_PREVIOUS, H_RELEASE), release_id=release.id)
+    out.step_series = out.confirmed = _key(session, runs[H_RELEASE].id, "fa2", H_STEP_KV)
+    out.faster_series = _key(session, runs[H_RELEASE].id, "fa2", H_FASTER_KV)
+    out.not_reproduced = _key(session, runs[H_RELEASE].id, "torch-sdpa", 2048)
+    out.baseline_only = _key(session, runs[H_PREVIOUS].id, "fa2", 512)
+    out.contender_only = _key(session, runs[H_RELEASE].id, "fa3", 4096)
+    a100_run = session.execute(select(Run.id).where(
+        Run.job_id == out.jobs[1], Run.gpu_sku == "a100")).scalars().first()
+    out.env_series = _key(session, int(a100_run or 0), "fa2", H_STEP_KV)
+    # The confirmation's own re-measurement, as worker.confirm records it.
+    for reg in session.execute(select(Regression).where(
+            Regression.comparison_id == comp.id)).scalars():
+        if reg.series_key == out.confirmed:
+            reg.state = "confirmed"
+            reg.confirm_ratio, reg.confirm_ci_low, reg.confirm_ci_high = 1.24, 1.23, 1.25
+        elif reg.series_key == out.not_reproduced:
+            reg.state = "not_reproduced"
+            reg.confirm_ratio, reg.confirm_ci_low, reg.confirm_ci_high = 1.004, 0.996, 1.012
+    done = release.created_at + timedelta(minutes=45)
+    session.add_all([
+        ReleaseTag(release_id=release.id, tag="h100", job_ids=[job.id], state=TagState.done,
+                   comparison_id=comp.id, counts=result.counts,
+                   regressions=len(result.regressions), confirmed=1, not_reproduced=1,
+                   baseline_run_ids=[runs[H_PREVIOUS].id],
+                   contender_run_ids=[runs[H_RELEASE].id], updated_at=done),
+        ReleaseTag(release_id=release.id, tag="a100", job_ids=[], state=TagState.no_baseline,
+                   message="no runs of one of the versions", updated_at=done),
+    ])
     session.commit()
     return out

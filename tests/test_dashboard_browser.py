@@ -21,7 +21,15 @@ from sqlalchemy import text
 from kernelwatch.core.db import make_engine
 from kernelwatch.core.fixtures import import_job, read_file
 from kernelwatch.core.models import Base, Run
-from tests.dashboard_seed import V_NEW, V_OLD, Seeded, seed
+from tests.dashboard_seed import (
+    H_RELEASE,
+    V_NEW,
+    V_OLD,
+    HistorySeeded,
+    Seeded,
+    seed,
+    seed_history,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -38,6 +46,8 @@ PAGES = {
     "roofline": "/roofline",
     "speedup": "/speedup",
     "job": "/job",
+    "history": "/history",
+    "release": "/release",
 }
 
 if not os.path.exists(CHROMIUM):
@@ -180,7 +190,8 @@ def test_every_page_loads_without_console_errors(server, seeded_db, page):
         settle(page)
         first_graph = {"curves": "curves-graph", "compare": "compare-heatmap",
                        "roofline": "roofline-graph", "speedup": "speedup-graph",
-                       "job": "job-hist"}.get(name)
+                       "job": "job-hist", "history": "history-graph",
+                       "release": "release-ratios"}.get(name)
         if first_graph:
             fig = graph(page, first_graph)
             assert fig["data"], f"{name}: empty chart ({fig['layout']['annotations']})"
@@ -375,4 +386,165 @@ def test_job_page_follows_a_running_job(server, seeded_db, page):
                            timeout=20_000)
     assert "updating live" not in page.locator("#job-progress").inner_text()
     engine.dispose()
+    assert page.console.errors == []
+
+
+# --- several jobs, six versions: the history and release pages, the compare page's release pair
+
+
+@pytest.fixture(scope="module")
+def hist_db(seeded_db: tuple[str, Seeded]) -> HistorySeeded:
+    """batch_prefill on an h100 and an a100 across six versions, from two sweeps and a
+    release job (tests/dashboard_seed.py, ``seed_history``), beside the planted decode set."""
+    from sqlalchemy.orm import Session
+
+    engine = make_engine(seeded_db[0])
+    with Session(engine) as session:
+        out = seed_history(session)
+    engine.dispose()
+    return out
+
+
+def figure_data(page: Any, graph_id: str, expr: str) -> Any:
+    """Evaluate ``expr`` over the chart's plotly div ``g``."""
+    return page.evaluate(f"() => {{ const g = document.querySelector('#{graph_id} "
+                         f".js-plotly-plot'); return {expr}; }}")
+
+
+def click_series_point(page: Any, graph_id: str, series: str, version: str) -> None:
+    """A real mouse click on a series' marker at a version (plotly places it on the axes)."""
+    page.locator(f"#{graph_id}").scroll_into_view_if_needed()
+    xy = page.evaluate(
+        "([sel, name, v]) => { const g = document.querySelector(sel);"
+        " const xa = g._fullLayout.xaxis, ya = g._fullLayout.yaxis;"
+        " const t = g.data.find(t => t.name === name && t.mode === 'lines+markers'"
+        "   && t.x.includes(v));"
+        " const r = g.getBoundingClientRect();"
+        " return {x: r.left + xa._offset + xa.d2p(v),"
+        "         y: r.top + ya._offset + ya.d2p(t.y[t.x.indexOf(v)])}; }",
+        [f"#{graph_id} .js-plotly-plot", series, version])
+    page.mouse.move(xy["x"], xy["y"])
+    page.wait_for_timeout(200)
+    page.mouse.click(xy["x"], xy["y"])
+
+
+def test_history_page_from_a_point_selects_clicks_and_links(server, hist_db, page):
+    page.goto(f"{server}/history?series={hist_db.step_series}&gpu=h100")
+    fig = graph(page, "history-graph")
+    names = [t["name"] for t in fig["data"]]
+    assert "fa2 · h100" in names and "change point" in names
+    assert figure_data(page, "history-graph",
+                       "g.data.find(t => t.name === 'change point').x") == ["0.6.0"]
+    # Arriving from a point lists its newest version's points with their raw samples.
+    page.wait_for_function("() => document.querySelectorAll('#history-points tbody tr')"
+                           ".length === 1", timeout=20_000)
+    assert "FlashInfer 0.6.10" in page.locator("#history-points").inner_text()
+    assert graph(page, "history-hist")["data"]
+    shot(page, "history-from-point")
+    # Another slice: kv_len 1024, where fa2 got faster at 0.6.0.
+    page.click("[id*='kv_len']")
+    page.get_by_role("option", name="1024", exact=True).click()
+    page.wait_for_function(
+        "() => { const g = document.querySelector('#history-graph .js-plotly-plot');"
+        " const c = g.data.find(t => t.name === 'change point');"
+        " return c && c.marker.symbol[0] === 'triangle-down'; }", timeout=20_000)
+    page.wait_for_function("() => /[?&]kv_len=1024(&|$)/.test(window.location.search)",
+                           timeout=10_000)
+    settle(page)
+    # A click on 0.6.0 lists its two points (the sweep's and the release job's).
+    click_series_point(page, "history-graph", "fa2 · h100", "0.6.0")
+    page.wait_for_function("() => document.querySelectorAll('#history-points tbody tr')"
+                           ".length === 2", timeout=20_000)
+    page.wait_for_function("() => window.location.search.includes('version=0.6.0')",
+                           timeout=10_000)
+    point_link = page.locator("#history-points tbody tr a").first
+    href = point_link.get_attribute("href")
+    assert href.startswith("/job/") and "?point=" in href
+    shot(page, "history-clicked")
+    # The release marker's link goes to the release page.
+    page.locator("#history-summary a", has_text=H_RELEASE).click()
+    page.wait_for_function(f"() => window.location.pathname === '/release/{H_RELEASE}'",
+                           timeout=20_000)
+    page.wait_for_selector("#release-verdict", timeout=20_000)
+    assert page.locator("#release-verdict").inner_text() == "regressed"
+    assert page.console.errors == []
+
+
+def test_history_page_environment_break(server, hist_db, page):
+    page.goto(f"{server}/history?kernel=batch_prefill&gpu=a100&backend=fa2&kv_len=4096")
+    graph(page, "history-graph")
+    segments = figure_data(page, "history-graph",
+                           "g.data.filter(t => t.mode === 'lines+markers').map(t => t.x)")
+    assert segments == [["0.4.0", "0.5.0", "0.5.3", "0.6.0"], ["0.6.5", "0.6.10"]]
+    assert "environment: driver" in page.locator("#history-graph").inner_text()
+    shot(page, "history-environment-break")
+    assert page.console.errors == []
+
+
+def test_release_page_lists_and_links(server, hist_db, page):
+    page.goto(f"{server}/")
+    page.locator("table.simple a", has_text=H_RELEASE).first.click()
+    page.wait_for_function(f"() => window.location.pathname === '/release/{H_RELEASE}'",
+                           timeout=20_000)
+    page.wait_for_selector("#release-verdict", timeout=20_000)
+    assert page.locator("#release-verdict").inner_text() == "regressed"
+    counts = {name: page.locator(f"#release-{name} tbody tr").count()
+              for name in ("regression", "improvement", "baseline-only", "contender-only")}
+    assert counts == {"regression": 2, "improvement": 1, "baseline-only": 1,
+                      "contender-only": 1}
+    confirmed = page.locator("#release-regression tbody tr", has_text="confirmed").first
+    assert "1.240 [1.230, 1.250]" in confirmed.inner_text()
+    fig = graph(page, "release-ratios")
+    assert [t["name"] for t in fig["data"]] == ["regression", "improvement"]
+    shot(page, "release")
+    # Each series' history is one click away...
+    confirmed.locator("a", has_text="history").click()
+    page.wait_for_function("() => window.location.pathname === '/history'", timeout=20_000)
+    assert hist_db.confirmed in page.url
+    assert figure_data(page, "history-graph",
+                       "(g && g.data || []).some(t => t.name === 'change point')") or \
+        "change point" in [t["name"] for t in graph(page, "history-graph")["data"]]
+    # ... and so is the comparison.
+    page.go_back()
+    page.wait_for_selector("#release-verdict", timeout=20_000)
+    page.locator("#release-body table.simple a", has_text="compare").first.click()
+    page.wait_for_function("() => window.location.pathname === '/compare'", timeout=20_000)
+    graph(page, "compare-heatmap")
+    page.wait_for_function("() => document.querySelectorAll('#compare-regressions tbody tr')"
+                           ".length === 2", timeout=20_000)
+    assert "confirmed" in page.locator("#compare-regressions").inner_text()
+    assert page.console.errors == []
+
+
+def pick(page: Any, dropdown_id: str, option: str) -> None:
+    page.click(f"#{dropdown_id}")
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_compare_two_releases_on_one_gpu_pools_several_jobs(server, hist_db, page):
+    """Three versions measured by three jobs (two sweeps and the release job): the release
+    pair pools every run of each version on the GPU."""
+    page.goto(f"{server}/compare")
+    settle(page)
+    pick(page, "compare-gpu", "h100")
+    pick(page, "compare-from", "0.5.3")
+    pick(page, "compare-to", "0.6.0")
+    page.wait_for_function("() => document.querySelector('#compare-summary').innerText"
+                           ".includes('series from 3 jobs')", timeout=30_000)
+    fig = graph(page, "compare-heatmap")
+    assert fig["data"]
+    summary = page.locator("#compare-summary").inner_text()
+    assert "2 regressions" in summary and "1 improvements" in summary
+    assert "1 baseline only" in summary and "1 contender only" in summary
+    assert page.locator("#compare-regressions tbody tr").count() == 2
+    shot(page, "compare-release-pair")
+    # The third version: fa2's step is still there; the release job's series are one-sided.
+    pick(page, "compare-to", "0.6.5")
+    page.wait_for_function("() => document.querySelector('#compare-summary').innerText"
+                           ".includes('1 regressions')", timeout=30_000)
+    summary = page.locator("#compare-summary").inner_text()
+    assert "series from 3 jobs" in summary and "0 contender only" in summary
+    assert page.locator("#compare-regressions tbody tr").count() == 1
+    q = parse_qs(urlparse(page.url).query)
+    assert len(q["baseline"][0].split(",")) == 2 and len(q["contender"][0].split(",")) == 1
     assert page.console.errors == []

@@ -25,6 +25,7 @@ from kernelwatch.core.series import clock_summary
 from kernelwatch.dashboard import queries
 from kernelwatch.dashboard.app import create_app
 from kernelwatch.dashboard.export import to_csv
+from kernelwatch.dashboard.samples import clock_note, histogram_figure
 from tests.dashboard_seed import GPU, KV_LENS, N_SAMPLES, V_NEW, V_OLD, Seeded, seed
 
 
@@ -494,7 +495,7 @@ def test_h200_speedup_and_roofline(pages, gpu_jobs, session):
 
 def test_histogram_shows_each_repeat(pages):
     samples = [(10.0 + 0.01 * i, 0) for i in range(10)] + [(10.5 + 0.01 * i, 1) for i in range(10)]
-    fig = pages["job"].histogram_figure(7, samples)
+    fig = histogram_figure(7, samples)
     assert [t["name"] for t in fig["data"]] == ["repeat 1", "repeat 2"]
     assert fig["data"][1]["x"] == [v for v, r in samples if r == 1]
     assert "20 raw samples in 2 repeats" in fig["layout"]["title"]["text"]
@@ -522,7 +523,7 @@ def test_the_histogram_says_at_which_clock_the_h200_samples_were_kept(pages, gpu
     # With timing.clock_floor 0 the probe still reads the clock, but nothing held it at boost.
     off = {"repeats": [{"clock": {"floor_mhz": None, "samples_mhz": [1850.0], "discarded": 0,
                                   "floor_met": True}}]}
-    assert job.clock_note(clock_summary(off)) == " · clock 1850 MHz"
+    assert clock_note(clock_summary(off)) == " · clock 1850 MHz"
     # Points measured before the probe existed carry no clock and say nothing about it.
     old = p.telemetry | {"repeats": [{k: v for k, v in r.items() if k != "clock"}
                                      for r in p.telemetry["repeats"]]}

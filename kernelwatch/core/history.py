@@ -75,6 +75,10 @@ class ReleasePoint:
     points: int
     run_ids: list[int]
     noise: float | None  # relative half-width of the medians' 95% CI / 1.96
+    # The 95% CI of the median, end by end the median of its points' CIs (one point: its own
+    # bootstrap CI), so a chart can draw the version's value with its uncertainty.
+    ci_low_us: float | None = None
+    ci_high_us: float | None = None
     # The context of its newest run's environment (core.environment.context).
     environment: dict[str, str | None] = field(default_factory=dict)
 
@@ -208,6 +212,11 @@ def analyse(
     return changes, drift, sigma
 
 
+def _median_of(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.median(known)) if known else None
+
+
 def series_history(
     session: Session, series_key: str, threshold: float = DEFAULT_THRESHOLD
 ) -> SeriesHistory | None:
@@ -245,6 +254,8 @@ def series_history(
                 points=len(group),
                 run_ids=sorted({p.run_id for p in group}),
                 noise=float(np.median(noise)) if noise else None,
+                ci_low_us=_median_of([p.ci_low_us for p in group]),
+                ci_high_us=_median_of([p.ci_high_us for p in group]),
                 environment=context(envs.get(max(p.run_id for p in group))),
             )
         )

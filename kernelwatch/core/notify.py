@@ -3,6 +3,7 @@
 
     {"text": "...",
      "summary": {"release": "0.6.18.post1", "previous": "0.5.3", "status": "complete",
+                 "release_url": "<dashboard>/release/0.6.18.post1",
                  "gpus": [{"tag": "h100", "gpu_sku": "h100", "comparison_id": 7,
                            "counts": {"regression": 2, "improvement": 5, "unchanged": 30, ...},
                            "confirmed": [{"kernel", "backend", "params", "ratio", "ci_low",
@@ -35,6 +36,12 @@ from kernelwatch_harness.catalogue import point_label
 log = logging.getLogger(__name__)
 
 POST_ATTEMPTS = 3
+
+
+def release_url(version: str) -> str:
+    """The release's page on the dashboard: verdict, progress, every list, one click from the
+    comparisons and each series' history."""
+    return f"{get_settings().dashboard_url.rstrip('/')}/release/{version}"
 
 
 def compare_url(baseline: list[int], contender: list[int]) -> str:
@@ -72,12 +79,15 @@ def release_summary(session: Session, release: Release) -> dict[str, Any]:
                                                st.get("contender_run_ids", []))
         gpus.append(entry)
     return {"release": release.version, "previous": release.previous_version,
-            "status": str(release.status), "gpus": gpus}
+            "status": str(release.status), "release_url": release_url(release.version),
+            "gpus": gpus}
 
 
 def release_text(summary: dict[str, Any]) -> str:
     head = f"*FlashInfer {summary['release']}*"
     head += f" vs {summary['previous']}" if summary.get("previous") else " (no previous release)"
+    if summary.get("release_url"):
+        head += f" <{summary['release_url']}|release page>"
     lines = [head]
     for g in summary["gpus"]:
         c = g.get("counts") or {}

@@ -19,6 +19,8 @@ NAV = (
     ("Overview", "/"),
     ("Curves", "/curves"),
     ("Compare", "/compare"),
+    ("History", "/history"),
+    ("Releases", "/release"),
     ("Roofline", "/roofline"),
     ("Speedup vs PyTorch", "/speedup"),
     ("Job", "/job"),

@@ -164,7 +164,9 @@ class Combos:
                     counts[combo[i]] += n
             if counts:
                 chosen[dim] = wanted[dim] if wanted.get(dim) in counts else _mode(counts)
-        docs = param_docs(session, self.kernel, self.job_id, self.dialect, chosen)
+        # Nothing chosen yet (every column dimension free): the documents read by ``combos``.
+        docs = (self.docs if not chosen else
+                param_docs(session, self.kernel, self.job_id, self.dialect, chosen))
         # The parameters are chosen together: the slice (every fixed parameter at once) with the
         # most points, among those that keep what the URL asked for where it has data. Chosen
         # one at a time, each by its own most common value, they could meet in a slice of one.
@@ -632,3 +634,140 @@ def speedup_choices(session: Session) -> dict[str, list[str]]:
         .group_by(Point.flashinfer_version)).scalars().all()
     return {"gpu": sort_values(show(s) for s in skus),
             "version": sort_versions([str(v) for v in vers])}
+
+
+# ---------------------------------------------------------------------------------------------
+# History: a kernel's series across FlashInfer versions
+
+
+@dataclass(frozen=True)
+class SeriesRef:
+    """One series in a slice of a kernel's parameters."""
+
+    series_key: str
+    gpu_sku: str
+    backend: str
+    points: int
+
+
+def slice_series(session: Session, kernel: str, fixed: dict[str, str], gpus: Sequence[str],
+                 backends: Sequence[str]) -> list[SeriesRef]:
+    """Every series of ``kernel`` whose parameters match ``fixed`` (compared as
+    ``curve_points`` compares them), on the given GPUs and backends (none given: all), by GPU
+    then backend. One GROUP BY: a series' points are read later, by its key."""
+    conds = [Point.kernel == kernel]
+    conds += [_match(d, v) for d, v in fixed.items() if d not in COLUMN_DIMS]
+    if gpus:
+        conds.append(or_(*(_match("gpu_sku", g) for g in gpus)))
+    if backends:
+        conds.append(Point.backend.in_(list(backends)))
+    rows = session.execute(
+        select(Point.series_key, Point.gpu_sku, Point.backend, func.count())
+        .where(and_(*conds))
+        .group_by(Point.series_key, Point.gpu_sku, Point.backend)
+        .order_by(Point.gpu_sku, Point.backend, Point.series_key)
+    ).all()
+    return [SeriesRef(str(k), show(g), str(b), int(n)) for k, g, b, n in rows]
+
+
+@dataclass(frozen=True)
+class SeriesOrigin:
+    """What a series key stands for, from one of its points: where a link from a point lands."""
+
+    kernel: str
+    backend: str
+    gpu_sku: str
+    params: dict[str, str]  # rendered as ``param_text`` renders them (selector values)
+
+
+def series_origin(session: Session, series_key: str) -> SeriesOrigin | None:
+    row = session.execute(
+        select(Point.kernel, Point.backend, Point.gpu_sku, Point.params)
+        .where(Point.series_key == series_key).order_by(Point.id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    dialect = session.get_bind().dialect.name
+    return SeriesOrigin(str(row.kernel), str(row.backend), show(row.gpu_sku),
+                        {k: _db_text(v, dialect) for k, v in dict(row.params or {}).items()})
+
+
+def history_link(session: Session, point_id: int) -> str | None:
+    """The history page of a point's series (the link from a curve's point or a job's row)."""
+    row = session.execute(select(Point.series_key, Point.gpu_sku)
+                          .where(Point.id == point_id)).first()
+    return f"/history?series={row.series_key}&gpu={show(row.gpu_sku)}" if row else None
+
+
+def series_versions(session: Session, series_key: str) -> list[str]:
+    """The FlashInfer versions a series has points at, oldest first."""
+    vers = session.execute(
+        select(Point.flashinfer_version).where(Point.series_key == series_key,
+                                               Point.flashinfer_version.is_not(None))
+        .group_by(Point.flashinfer_version)).scalars().all()
+    return sort_versions([str(v) for v in vers])
+
+
+def series_points(session: Session, series_key: str, version: str, limit: int = 50
+                  ) -> list[dict[str, Any]]:
+    """The points of one series at one FlashInfer version, newest first (what a click on the
+    history chart lists)."""
+    stmt = (select(*POINT_COLUMNS, Point.created_at, Run.gpu_name)
+            .join(Run, Run.id == Point.run_id)
+            .where(Point.series_key == series_key, Point.flashinfer_version == version)
+            .order_by(Point.id.desc()).limit(limit))
+    return [dict(r._mapping) for r in session.execute(stmt)]
+
+
+def release_versions(session: Session) -> dict[str, tuple[str | None, str]]:
+    """Every release the release flow recorded: version -> (previous version, status), newest
+    version first."""
+    rows = session.execute(select(Release.version, Release.previous_version, Release.status)
+                           ).all()
+    by_version = {str(v): (p, str(s)) for v, p, s in rows}
+    return {v: by_version[v] for v in reversed(sort_versions(list(by_version)))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Release page
+
+
+@dataclass
+class ReleaseDetail:
+    """Everything the release page shows, read in a handful of queries: the release flow's
+    own answer (``core.releases.release_response``: verdict, per-tag progress, jobs), the jobs
+    with their timings and stored points, and each tag's stored comparison with its
+    regressions (their confirmation state lives there)."""
+
+    release: Release
+    response: dict[str, Any]
+    tags: list[ReleaseTag]
+    jobs: list[Job]
+    points_by_job: dict[int, dict[str, int]]
+    comparisons: dict[int, Comparison]
+    regressions: dict[int, list[Regression]]  # by comparison id, the worst first
+
+
+def release_detail(session: Session, version: str) -> ReleaseDetail | None:
+    from kernelwatch.core import releases as core_releases  # the release flow: heavy imports
+
+    release = core_releases.get_release(session, version)
+    if release is None:
+        return None
+    tags = core_releases.release_tag_rows(session, release)
+    jobs = core_releases.release_jobs(session, release)
+    comp_ids = [t.comparison_id for t in tags if t.comparison_id]
+    # Comparisons stored by hand for this release (no tag names them) are shown too.
+    comparisons = {c.id: c for c in session.execute(
+        select(Comparison).where(or_(Comparison.id.in_(comp_ids or [-1]),
+                                     Comparison.release_id == release.id))
+        .order_by(Comparison.id)).scalars()}
+    regressions: dict[int, list[Regression]] = defaultdict(list)
+    for r in session.execute(select(Regression).where(
+            Regression.comparison_id.in_(list(comparisons) or [-1]))
+            .order_by(Regression.ratio.desc())).scalars():
+        regressions[r.comparison_id].append(r)
+    return ReleaseDetail(
+        release=release, response=core_releases.release_response(session, release),
+        tags=tags, jobs=jobs,
+        points_by_job=point_counts_by_job(session, [j.id for j in jobs]),
+        comparisons=comparisons, regressions=dict(regressions))

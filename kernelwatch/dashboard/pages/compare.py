@@ -11,10 +11,8 @@ URL (the release notification links here):
 
 from __future__ import annotations
 
-import json
 import math
 from collections import OrderedDict, defaultdict
-from dataclasses import fields
 from typing import Any
 
 import dash
@@ -26,8 +24,6 @@ from kernelwatch.core.compare import (
     IMPROVEMENT,
     REGRESSION,
     ComparisonResult,
-    GroupSummary,
-    PointComparison,
     UnknownRunsError,
     compare_runs,
 )
@@ -35,6 +31,7 @@ from kernelwatch.core.compare.runs import jobs_of_runs
 from kernelwatch.core.models import Point
 from kernelwatch.dashboard import queries
 from kernelwatch.dashboard.common import control, dropdown, empty_figure, fmt, reading, simple_table
+from kernelwatch.dashboard.comparisons import result_from_summary, varying_params
 from kernelwatch.dashboard.export import chart, register_csv
 from kernelwatch.dashboard.urlstate import (
     as_ints,
@@ -51,29 +48,6 @@ P = "compare"
 NONE_AXIS = "(none)"
 _CACHE: OrderedDict[tuple[Any, ...], ComparisonResult] = OrderedDict()
 _CACHE_SIZE = 8
-
-
-def result_from_summary(summary: dict[str, Any]) -> ComparisonResult | None:
-    """A stored comparison's result (``Comparison.summary`` holds ``to_dict()``), or None when
-    it was stored in another shape."""
-    try:
-        point_fields = {f.name for f in fields(PointComparison)}
-        group_fields = {f.name for f in fields(GroupSummary)}
-        return ComparisonResult(
-            baseline_run_ids=list(summary["baseline_run_ids"]),
-            contender_run_ids=list(summary["contender_run_ids"]),
-            baseline_label=summary.get("baseline_label"),
-            contender_label=summary.get("contender_label"),
-            gpu_skus=list(summary.get("gpu_skus") or []),
-            threshold=float(summary["threshold"]),
-            kernel_thresholds=dict(summary.get("kernel_thresholds") or {}),
-            points=[PointComparison(**{k: v for k, v in p.items() if k in point_fields})
-                    for p in summary["points"]],
-            groups=[GroupSummary(**{k: v for k, v in g.items() if k in group_fields})
-                    for g in summary["groups"]],
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def cached_compare(baseline: list[int], contender: list[int], threshold: float
@@ -182,13 +156,6 @@ def pick_releases(gpu: str | None, from_v: str | None, to_v: str | None) -> tupl
             return vers, vers, no_update, no_update
         b, c = queries.release_pair_runs(s, gpu, from_v, to_v)
     return vers, vers, [str(i) for i in b], [str(i) for i in c]
-
-
-def varying_params(points: list[Any]) -> list[str]:
-    if not points:
-        return []
-    keys = list(points[0].params)
-    return [k for k in keys if len({json.dumps(p.params.get(k)) for p in points}) > 1]
 
 
 def heatmap_figure(result: ComparisonResult, group: str, hx: str, hy: str

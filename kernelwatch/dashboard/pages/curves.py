@@ -114,6 +114,8 @@ def layout(kernel: str | None = None, x: str | None = None, y: str | None = None
                  children=selector_panel(k, st["x"], st["series"], st["fixed"], st["combos"])),
         html.Div(id=f"{P}-summary", className="summary"),
         chart(f"{P}-graph", height=560),
+        html.Div(id=f"{P}-history-link", className="note",
+                 children="Click a point to follow its series across FlashInfer versions."),
         url_sync(P),
     ])
 
@@ -180,7 +182,7 @@ def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series
     official_x, official_y, official_hover = [], [], []
     csv_rows: list[dict[str, Any]] = []
     for name in queries.sort_values(r["series"] for r in rows):
-        xs, ys, lo, hi, hov = [], [], [], [], []
+        xs, ys, lo, hi, hov, ids = [], [], [], [], [], []
         for r in (r for r in rows if r["series"] == name):
             value, low, high = metric_with_ci(r, y)
             label = [f"<b>{series} = {name}</b>", f"{x} = {r['x']}",
@@ -197,6 +199,7 @@ def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series
                 lo.append(value - low if low is not None else 0.0)
                 hi.append(high - value if high is not None else 0.0)
                 hov.append(hover_text(r, label))
+                ids.append(r["id"])
                 theirs = official_value(r, y, value)
                 if theirs is not None:
                     official_x.append(xval(r))
@@ -218,6 +221,7 @@ def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series
                 "error_y": {"type": "data", "array": hi, "arrayminus": lo, "visible": True,
                             "thickness": 1.2, "width": 3},
                 "hovertext": hov, "hovertemplate": "%{hovertext}<extra></extra>",
+                "customdata": ids,  # point ids: a click links to the point's history
             })
     if official_x:
         # FlashInfer's own benchmark on the same shape (spec crosscheck: true), beside each
@@ -339,6 +343,23 @@ def update_graph(kernel: str, x: str, y: str, series: str, values: list[str],
     search = search_string({"kernel": kernel, "x": x, "y": y, "series": series, "job": job_id,
                             **fixed})
     return fig, csv_rows, html.Span(links if jobs else [text]), search
+
+
+@callback(
+    Output(f"{P}-history-link", "children"),
+    Input(f"{P}-graph", "clickData"),
+    prevent_initial_call=True,
+)
+def history_link(click: dict[str, Any] | None) -> Any:
+    """A clicked point's series across FlashInfer versions, one click away."""
+    points = (click or {}).get("points") or []
+    point_id = points[0].get("customdata") if points else None
+    if not isinstance(point_id, int):
+        return no_update
+    with reading() as s:
+        href = queries.history_link(s, point_id)
+    return dcc.Link(f"point {point_id}: its series across FlashInfer versions",
+                    href=href) if href else no_update
 
 
 register_csv(f"{P}-graph")

@@ -16,11 +16,10 @@ from dash.dash_table.Format import Format, Scheme
 from kernelwatch.core import crosscheck
 from kernelwatch.core.jobs import waiting_reason
 from kernelwatch.core.models import TERMINAL_STATUSES, Job
-from kernelwatch.core.series import ClockSummary
-from kernelwatch.core.stats import summarize
 from kernelwatch.dashboard import pointtable, queries
-from kernelwatch.dashboard.common import control, empty_figure, fmt, reading, simple_table
+from kernelwatch.dashboard.common import control, empty_figure, reading, simple_table
 from kernelwatch.dashboard.export import chart, register_csv
+from kernelwatch.dashboard.samples import histogram_figure
 from kernelwatch.dashboard.urlstate import as_int, register_url_sync, search_string, url_sync
 
 # /job?job=12 and /job/12 (the address people type and notifications link) are one page.
@@ -88,6 +87,7 @@ def layout(job: str | None = None, point: str | None = None, filter: str | None 
             tooltip_duration=None,
         ),
         chart(f"{P}-hist", height=380),
+        html.Div(id=f"{P}-history-link", className="note"),
         url_sync(P),
     ])
 
@@ -237,59 +237,6 @@ def select_point(active_cell: dict[str, Any] | None) -> Any:
     return int(active_cell["row_id"])
 
 
-def clock_note(clock: ClockSummary | None) -> str:
-    """The clock the samples were kept at, for the histogram's title."""
-    if clock is None or clock.median_mhz is None:
-        return ""
-    if not clock.floored:  # timing.clock_floor 0: every sample kept, whatever the clock
-        return f" · clock {clock.median_mhz:.0f} MHz"
-    if not clock.floor_met:
-        return f" · clock {clock.median_mhz:.0f} MHz: <b>under the floor</b> (throttled)"
-    return f" · clock {clock.median_mhz:.0f} MHz (boost), {clock.discarded} retaken"
-
-
-def histogram_figure(point_id: int, samples: list[tuple[float, int]],
-                     clock: ClockSummary | None = None) -> dict[str, Any]:
-    """The raw samples, one stacked trace per repeat (a repeat sitting apart from the others
-    is GPU state, and it is what widens the CI), with the median and its CI."""
-    if not samples:
-        return empty_figure(f"Point {point_id} has no samples (not measured)")
-    values = [v for v, _ in samples]
-    repeats = sorted({r for _, r in samples})
-    st = summarize(values, [r for _, r in samples])
-    shapes = [
-        {"type": "rect", "xref": "x", "yref": "paper", "x0": st.ci_low, "x1": st.ci_high,
-         "y0": 0, "y1": 1, "fillcolor": "rgba(214,39,40,0.12)", "line": {"width": 0},
-         "layer": "below"},
-        {"type": "line", "xref": "x", "yref": "paper", "x0": st.median, "x1": st.median,
-         "y0": 0, "y1": 1, "line": {"color": "#d62728", "width": 2}},
-    ]
-    lo, hi = min(values), max(values)
-    bins = {"start": lo, "end": hi, "size": (hi - lo) / min(60, max(10, len(values) // 2))
-            or 1.0}
-    data = [
-        {"type": "histogram", "x": [v for v, rr in samples if rr == r],
-         "name": f"repeat {r + 1}" if len(repeats) > 1 else "samples", "xbins": bins,
-         "hovertemplate": "%{x} µs: %{y} samples<extra></extra>"}
-        for r in repeats
-    ]
-    split = f" in {len(repeats)} repeats" if len(repeats) > 1 else ""
-    return {
-        "data": data,
-        "layout": {
-            "template": "plotly_white",
-            "title": {"text": f"point {point_id}: {len(values)} raw samples{split} · median "
-                              f"{fmt(st.median)} µs (red), 95% CI shaded · CV {st.cv:.3f}"
-                              + clock_note(clock),
-                      "font": {"size": 14}},
-            "xaxis": {"title": {"text": "latency (µs)"}},
-            "yaxis": {"title": {"text": "samples"}},
-            "barmode": "stack", "showlegend": len(repeats) > 1,
-            "shapes": shapes, "bargap": 0.05, "margin": {"t": 60, "l": 60, "r": 20, "b": 50},
-        },
-    }
-
-
 @callback(
     Output(f"{P}-hist", "figure"),
     Output(f"{P}-hist-rows", "data"),
@@ -317,6 +264,20 @@ def show_samples(point_id: int | None, job_id: int | None, filter_query: str | N
     csv_rows = [{"point_id": shown, "iteration": i, "repeat": r, "latency_us": v}
                 for i, (v, r) in enumerate(samples)]
     return histogram_figure(int(shown), samples, clock), csv_rows, search
+
+
+@callback(
+    Output(f"{P}-history-link", "children"),
+    Input(f"{P}-point", "data"),
+)
+def history_link(point_id: int | None) -> Any:
+    """The selected point's series across FlashInfer versions, one click away."""
+    if point_id is None:
+        return ""
+    with reading() as s:
+        href = queries.history_link(s, int(point_id))
+    return dcc.Link(f"point {point_id}: its series across FlashInfer versions",
+                    href=href) if href else ""
 
 
 register_csv(f"{P}-hist")

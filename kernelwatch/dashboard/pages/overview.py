@@ -36,6 +36,7 @@ def render() -> list[Any]:
         j["progress"] = f"{j['points']} ({j['progress_pct']:.0f}%)"
     for r in releases:
         r["compare_label"] = "compare" if r["compare_link"] else ""
+        r["release_link"] = f"/release/{r['version']}"
     live = sum(1 for n in nodes if n["state"] == "live")
     return [
         html.Div(className="cards", children=[
@@ -52,7 +53,8 @@ def render() -> list[Any]:
                 simple_table(releases, [("version", "version"), ("previous", "vs"),
                                         ("gpu", "GPU"), ("verdict", "verdict"),
                                         ("compare_label", "")],
-                             links={"compare_label": "compare_link"})
+                             links={"version": "release_link",
+                                    "compare_label": "compare_link"})
                 if releases else html.P("No release benchmarked yet.", className="note"),
             ]),
         ]),
