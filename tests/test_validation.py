@@ -249,3 +249,22 @@ def test_the_readme_first_sweep_is_valid() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     block = readme.split("```yaml", 1)[1].split("```", 1)[0]
     assert SweepSpec(**yaml.safe_load(block)) == SweepSpec(**cpu_decode_sweep())
+
+
+def test_a_float_parameter_is_validated_as_a_number() -> None:
+    """Families may declare real-valued parameters (a sampling threshold): numbers in range
+    are taken, 1 and 1.0 are one value, anything else is refused naming the range."""
+    from kernelwatch.core import spec as spec_mod
+    from kernelwatch_harness.family import Param
+
+    p = Param("top_p", float, 0.9, min=0.0, max=1.0)
+    assert p.describe_allowed() == "numbers from 0 to 1"
+    import pytest as _pytest
+
+    with _pytest.MonkeyPatch.context() as mp:
+        mp.setitem(spec_mod.catalogue.PARAMS, "top_p", p)
+        assert spec_mod._check_value("top_p", 1) == 1.0
+        assert spec_mod._check_value("top_p", 0.5) == 0.5
+        for bad, why in ((1.5, "out of range"), (True, "not a number"), ("0.5", "not a number")):
+            with _pytest.raises(ValueError, match=f"params.top_p: .* {why}; allowed: numbers"):
+                spec_mod._check_value("top_p", bad)

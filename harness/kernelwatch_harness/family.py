@@ -28,11 +28,11 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Param:
     name: str
-    kind: type  # int, str or bool
+    kind: type  # int, float, str or bool
     default: Any
     choices: tuple[Any, ...] | None = None
-    min: int | None = None
-    max: int | None = None
+    min: int | float | None = None
+    max: int | float | None = None
     doc: str = ""  # what it means, shown by the catalogue API and CLI
 
     def describe_allowed(self) -> str:
@@ -40,6 +40,8 @@ class Param:
             return ", ".join(
                 str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices
             )
+        if self.kind is float:
+            return f"numbers from {self.min:g} to {self.max:g}"
         return f"integers from {self.min} to {self.max}"
 
 

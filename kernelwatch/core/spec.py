@@ -249,6 +249,12 @@ def _check_value(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"params.{name}: {_show(value)} is not allowed; allowed: true, false")
         return value
+    if p.kind is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ValueError(
+            f"params.{name}: {_show(value)} is not a number; allowed: {p.describe_allowed()}"
+        )
+    if p.kind is float:
+        value = float(value)  # 1 and 1.0 are one experiment
     if p.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ValueError(
             f"params.{name}: {_show(value)} is not an integer; allowed: {p.describe_allowed()}"

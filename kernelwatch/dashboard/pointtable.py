@@ -99,7 +99,7 @@ def _is_number(value: str) -> bool:
 
 
 def _numeric_column(column: str) -> bool:
-    return column in NUMERIC or (column in PARAMS and PARAMS[column].kind is int)
+    return column in NUMERIC or (column in PARAMS and PARAMS[column].kind in (int, float))
 
 
 def condition_expr(c: Condition) -> ColumnElement[bool]:
