@@ -1,0 +1,239 @@
+"""The sampling family: FlashInfer's token sampling, its probability filters and its top-k
+(``flashinfer.sampling``, ``flashinfer.top_k``), as flashinfer_benchmark.py's sampling
+routines of the same names run them.
+
+- ``softmax``: ``softmax(logits / temperature)``, float32 probabilities;
+- ``sampling_from_probs`` / ``sampling_from_logits``: one token per row from the distribution;
+- ``top_k_sampling_from_probs``, ``top_p_sampling_from_probs``, ``min_p_sampling_from_probs``,
+  ``top_k_top_p_sampling_from_probs`` / ``_from_logits``: one token per row from the filtered
+  distribution (``filter_apply_order``: ``top_k_first`` applies top-p to the top-k set
+  renormalised, ``joint`` applies both to the original distribution);
+- ``top_k_renorm_probs`` / ``top_p_renorm_probs``: the filtered distribution, renormalised;
+  ``top_k_mask_logits``: the logits outside the top k set to -inf;
+- ``chain_speculative_sampling``: accept or reject ``num_speculate_tokens`` draft tokens
+  against the target model's probabilities, then sample the next token;
+- ``top_k``: the k largest values of each row and their indices (unsorted).
+
+Inputs are ``[batch_size, vocab_size]`` (chain speculative sampling: ``[batch_size, n, vocab]``
+draft and ``[batch_size, n + 1, vocab]`` target probabilities), seeded: logits standard
+normal, probabilities their softmax. As in flashinfer_benchmark.py, ``input_dtype`` is the
+dtype of the logits, and of the probabilities of ``top_k_renorm_probs``; the other kernels
+read float32 probabilities. Samplers are called with a fixed seed and offset where the
+release takes them (0.6.18 and later, as the tool does, so each call samples the same way), or
+with a seeded generator (0.5.3); softmax runs without PDL (the tool's default).
+
+Backends: FlashInfer's ``cuda`` (its one CUDA kernel per function; the tool's name) and
+``torch``: what a PyTorch user writes (``torch.softmax``, ``torch.topk`` or a sorted cumulative
+sum to filter, then renormalising or ``torch.multinomial``).
+
+Correctness. Deterministic results are checked against float32 computed from the inputs:
+softmax against ``torch.softmax``; ``top_k``'s values (sorted, and read back through its
+indices) against ``torch.topk``; the renormalised and masked results by their kept set, which
+must be a valid top-k set or nucleus, and their values, which must be the inputs (masking) or
+the inputs over the kept set's mass (renormalising). Where tokens tie at the boundary, any
+valid choice is accepted. Samplers are stochastic: each sampled token must lie in the allowed
+support (the top-k set, the nucleus, the min-p set, never a zero-probability token; a draft
+prefix, then a token the residual distribution can give, for speculative sampling), so the
+outputs are the violations (0 or 1 per row) against a reference of zeros, tolerance 0.
+
+Work counts as flashinfer_benchmark.py does: no FLOPs (memory bound); bytes are one read of
+the input and one write of the output (float32 probabilities, int32 samples, int64 top-k
+indices); see ``work``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kernelwatch_harness.family import (
+    AMPERE_HOPPER,
+    Family,
+    Flags,
+    Kernel,
+    LineGroup,
+    Operands,
+    Param,
+    Repro,
+    Unmapped,
+    Work,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from kernelwatch_harness.prepared import Prepared
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+# flashinfer_benchmark.py lists its sampling routines from SM75 to SM121.
+ARCHS = (*AMPERE_HOPPER, "sm100", "sm103", "sm120")
+
+# Kernels that sample (stochastic: checked by support), and what each reads.
+SAMPLERS = ("sampling_from_probs", "sampling_from_logits", "top_k_sampling_from_probs",
+            "top_p_sampling_from_probs", "top_k_top_p_sampling_from_probs",
+            "top_k_top_p_sampling_from_logits", "min_p_sampling_from_probs",
+            "chain_speculative_sampling")
+# Kernels reading logits; the rest read probabilities.
+READS_LOGITS = ("softmax", "sampling_from_logits", "top_k_top_p_sampling_from_logits",
+                "top_k_mask_logits", "top_k")
+# Kernels whose input is in ``input_dtype`` (the tool builds the rest's probabilities float32).
+TAKES_DTYPE = (*READS_LOGITS, "top_k_renorm_probs")
+# Kernels returning a [batch_size, vocab_size] tensor in their input's dtype.
+SAME_SHAPE = ("top_k_renorm_probs", "top_p_renorm_probs", "top_k_mask_logits")
+
+
+def _p(*params: Param) -> dict[str, Param]:
+    return {p.name: p for p in params}
+
+
+def _kernel(name: str, extra: tuple[str, ...], description: str,
+            since: str | None = None) -> Kernel:
+    dtype = ("input_dtype",) if name in TAKES_DTYPE else ()
+    return Kernel(name, "sampling", ("batch_size", "vocab_size", *dtype, *extra), ("cuda",),
+                  ("torch",), description, routine=name, archs=ARCHS, since=since)
+
+
+class SamplingFamily(Family):
+    name = "sampling"
+    params = _p(
+        Param("batch_size", int, 1, min=1, max=16384,
+              doc="rows (sequences) sampled in one call"),
+        Param("vocab_size", int, 128256, min=16, max=1048576,
+              doc="tokens per row (the last dimension)"),
+        Param("input_dtype", str, "float32", choices=("float32", "float16", "bfloat16"),
+              doc="dtype of the logits (and of top_k_renorm_probs' probabilities)"),
+        Param("temperature", float, 1.0, min=0.01, max=100.0,
+              doc="softmax's temperature: logits are divided by it"),
+        Param("top_k", int, 50, min=1, max=1048576,
+              doc="tokens kept by the top-k filter (at most vocab_size)"),
+        Param("top_p", float, 0.9, min=0.01, max=1.0,
+              doc="probability mass kept by the top-p (nucleus) filter"),
+        Param("min_p", float, 0.1, min=0.0, max=1.0,
+              doc="min-p filter: tokens with at least min_p times the top probability"),
+        Param("filter_apply_order", str, "top_k_first", choices=("top_k_first", "joint"),
+              doc="top_k_first: top-p on the renormalised top-k set; joint: both filters on "
+                  "the original distribution"),
+        Param("num_speculate_tokens", int, 5, min=1, max=64,
+              doc="draft tokens checked per row by chain speculative sampling"),
+    )
+    kernels = {
+        k.name: k for k in (
+            _kernel("softmax", ("temperature",), "softmax of logits / temperature (float32)"),
+            _kernel("sampling_from_probs", (), "one token per row from probabilities"),
+            _kernel("sampling_from_logits", (), "one token per row from softmax(logits)"),
+            _kernel("top_k_sampling_from_probs", ("top_k",),
+                    "one token per row from the top-k set"),
+            _kernel("top_p_sampling_from_probs", ("top_p",),
+                    "one token per row from the top-p nucleus"),
+            _kernel("top_k_top_p_sampling_from_probs",
+                    ("top_k", "top_p", "filter_apply_order"),
+                    "one token per row after top-k and top-p filters"),
+            _kernel("top_k_top_p_sampling_from_logits",
+                    ("top_k", "top_p", "filter_apply_order"),
+                    "one token per row of softmax(logits) after top-k and top-p filters"),
+            _kernel("min_p_sampling_from_probs", ("min_p",),
+                    "one token per row from the min-p set"),
+            _kernel("top_k_renorm_probs", ("top_k",), "top-k filter, renormalised"),
+            _kernel("top_p_renorm_probs", ("top_p",), "top-p filter, renormalised"),
+            _kernel("top_k_mask_logits", ("top_k",), "logits outside the top k set to -inf"),
+            _kernel("chain_speculative_sampling", ("num_speculate_tokens",),
+                    "accept or reject draft tokens against the target, sample the next"),
+            _kernel("top_k", ("top_k",), "the k largest values per row and their indices",
+                    since="0.6.0"),
+        )
+    }
+
+    axes = ("batch_size", "vocab_size", "top_k", "top_p", "min_p", "num_speculate_tokens")
+    shape = ("batch_size", "vocab_size")
+    default_backend = "cuda"
+
+    # flashinfer_benchmark.py's sampling routines: --backends cuda (their only backend).
+    routine_flags = frozenset({"--backends", "--batch_size", "--vocab_size", "--input_dtype",
+                               "--top_k", "--top_p", "--min_p", "--temperature",
+                               "--filter_apply_order", "--num_speculate_tokens",
+                               "--no_cuda_graph"})
+    refused_flags = {f: f"{f}: top_k_page_table_transform and top_k_ragged_transform are not "
+                        "measured yet" for f in ("--max_len", "--num_rows")}
+
+    def check_point(self, kernel: str, point: dict[str, Any]) -> None:
+        if "top_k" in point and int(point["top_k"]) > int(point["vocab_size"]):
+            raise ValueError(f"top_k={point['top_k']} exceeds vocab_size="
+                             f"{point['vocab_size']}")
+
+    def repro(self, kernel: str, params: dict[str, Any], backend: str) -> Repro:
+        args = ["--routine", kernel, "--backends", "cuda"]
+        for name in self.kernels[kernel].params:
+            value = params[name]
+            args += [f"--{name}", repr(float(value)) if isinstance(value, float) else str(value)]
+        return Repro(args)
+
+    def from_flags(self, kernel: str, flags: Flags) -> list[LineGroup]:
+        for backend in flags.get("--backends") or ["cuda"]:
+            if backend != "cuda":
+                raise Unmapped(f"--backends {backend}: flashinfer_benchmark.py runs {kernel} "
+                               "with cuda only")
+        # The tool reads every flag and uses the routine's own: the others change nothing.
+        params: dict[str, Any] = {}
+        for name in self.kernels[kernel].params:
+            p = self.params[name]
+            required = name in ("batch_size", "vocab_size")
+            text = flags.one(f"--{name}", None if required else str(p.default))
+            try:
+                params[name] = p.kind(text)
+            except ValueError:
+                raise Unmapped(f"--{name} {text} is not a number") from None
+            if p.choices is not None and params[name] not in p.choices:
+                raise Unmapped(f"--{name} {text} cannot be mapped")
+        return [(["cuda"], params)]
+
+    def work(self, kernel: str, point: dict[str, Any]) -> Work:
+        b, v = int(point["batch_size"]), int(point["vocab_size"])
+        size = DTYPE_BYTES[str(point.get("input_dtype", "float32"))]
+        if kernel == "chain_speculative_sampling":
+            n = int(point["num_speculate_tokens"])
+            # draft probs and ids, target probs in; tokens, accepted and emitted counts out
+            moved = b * n * v * 4 + b * n * 4 + b * (n + 1) * v * 4 + b * (n + 1) * 4 + 2 * b * 4
+        elif kernel == "softmax":
+            moved = b * v * size + b * v * 4  # float32 probabilities out
+        elif kernel in SAME_SHAPE:
+            moved = 2 * b * v * size
+        elif kernel == "top_k":
+            k = int(point["top_k"])
+            moved = b * v * size + b * k * size + b * k * 8  # values, int64 indices
+        else:  # a sampler: its input in, one int32 token per row out
+            moved = b * v * size + b * 4
+        return Work(flops=0.0, bytes=float(moved))
+
+    def memory_bytes(self, kernel: str, point: dict[str, Any]) -> float:
+        # the streams, a pristine copy, and the float32 check's sorted copy, sums and ranks
+        rows = int(point["batch_size"]) * (2 * int(point.get("num_speculate_tokens", 0)) + 1
+                                           if kernel == "chain_speculative_sampling" else 1)
+        return self.work(kernel, point).bytes * 2 + rows * int(point["vocab_size"]) * 4 * 6
+
+    def inputs(self, kernel: str, params: dict[str, Any], backend: str,
+               device: str) -> Operands:
+        from kernelwatch_harness.families import sampling_ops
+
+        return sampling_ops.inputs(kernel, params, device)
+
+    def prepare(self, backend: str, inp: Operands, device: str) -> Prepared:
+        from kernelwatch_harness.families import sampling_ops
+
+        return sampling_ops.prepare(backend, inp, device)
+
+    def reference(self, inp: Operands) -> list[torch.Tensor]:
+        from kernelwatch_harness.families import sampling_checks
+
+        return sampling_checks.reference(inp)
+
+    def tolerance(self, kernel: str, params: dict[str, Any]) -> float:
+        if kernel in SAMPLERS or kernel in ("top_k", "top_k_mask_logits"):
+            return 0.0  # violations are 1, and top-k values and masking copy their inputs
+        if kernel == "softmax":
+            return 1e-5  # the tool's atol; float32 probabilities differ by ~1e-7
+        # Renormalised probabilities (at most 1) written in the input's dtype: half an ulp at
+        # 1 (bf16 3.9e-3, fp16 4.9e-4); a wrong set or scale is off by far more.
+        return {"float32": 1e-5, "float16": 1e-3, "bfloat16": 8e-3}[
+            str(params.get("input_dtype", "float32"))]
+
+
+FAMILY = SamplingFamily()

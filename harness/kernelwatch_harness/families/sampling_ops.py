@@ -1,0 +1,228 @@
+"""The sampling family's tensors: seeded inputs, the FlashInfer and PyTorch calls
+(kernelwatch_harness.families.sampling declares the family, sampling_checks checks results)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Collection
+from typing import Any
+
+import torch
+
+from kernelwatch_harness.families import sampling_checks
+from kernelwatch_harness.families.sampling import READS_LOGITS, TAKES_DTYPE
+from kernelwatch_harness.family import Operands
+from kernelwatch_harness.prepared import Prepared
+
+SEED = 0
+Call = Callable[[dict[str, torch.Tensor]], Any]
+
+
+def inputs(kernel: str, params: dict[str, Any], device: str) -> Operands:
+    """Logits standard normal from one seed, probabilities their softmax (draft token ids
+    uniform); a pristine copy is kept for the checks."""
+    gen = torch.Generator(device="cpu").manual_seed(SEED)
+    b, v = int(params["batch_size"]), int(params["vocab_size"])
+    dtype = getattr(torch, str(params["input_dtype"])) if kernel in TAKES_DTYPE else torch.float32
+    data: dict[str, torch.Tensor]
+    if kernel == "chain_speculative_sampling":
+        n = int(params["num_speculate_tokens"])
+        data = {"draft_probs": torch.softmax(torch.randn(b, n, v, generator=gen), dim=-1),
+                "draft_token_ids": torch.randint(v, (b, n), generator=gen, dtype=torch.int32),
+                "target_probs": torch.softmax(torch.randn(b, n + 1, v, generator=gen), dim=-1)}
+    else:
+        logits = torch.randn(b, v, generator=gen)
+        data = ({"logits": logits.to(dtype)} if kernel in READS_LOGITS
+                else {"probs": torch.softmax(logits, dim=-1).to(dtype)})
+    inp = Operands(kernel, params, {k: t.to(device) for k, t in data.items()})
+    inp.kept["pristine"] = {k: t.clone() for k, t in inp.data.items()}
+    return inp
+
+
+# ------------------------------------------------------------------------------- PyTorch
+
+
+def _multinomial(weights: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return torch.multinomial(weights.float(), 1, generator=gen).squeeze(-1)
+
+
+def _nucleus(sorted_desc: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Which of a row's tokens, sorted by probability, the top-p nucleus keeps: those with
+    less than top_p of the mass before them."""
+    mass = sorted_desc / sorted_desc.sum(-1, keepdim=True)
+    return (mass.cumsum(-1) - mass) < top_p
+
+
+def _top_k_top_p(probs: torch.Tensor, k: int, top_p: float, order: str,
+                 gen: torch.Generator) -> torch.Tensor:
+    vals, idx = probs.topk(k, dim=-1)
+    # top_k_first: the nucleus of the renormalised top-k set; joint: of the whole row
+    total = (vals if order == "top_k_first" else probs).sum(-1, keepdim=True)
+    keep = (vals.cumsum(-1) - vals) < top_p * total
+    return idx.gather(-1, _multinomial(vals * keep, gen)[:, None]).squeeze(-1)
+
+
+def _speculative(d: dict[str, torch.Tensor],
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Chain speculative sampling: accept draft token i with probability
+    min(1, target/draft), stop at the first rejection and sample from max(target - draft, 0)
+    there, or from the last target when every draft is accepted."""
+    draft, ids, target = d["draft_probs"], d["draft_token_ids"].long(), d["target_probs"]
+    b, n, _ = draft.shape
+    q = draft.gather(-1, ids[..., None]).squeeze(-1)
+    p = target[:, :n].gather(-1, ids[..., None]).squeeze(-1)
+    u = torch.rand(b, n, generator=gen, device=draft.device)
+    accepted = u * q < p
+    emitted = accepted.int().cumprod(-1).sum(-1)
+    rows = torch.arange(b, device=draft.device)
+    residual = target[rows, emitted] - draft[rows, emitted.clamp(max=n - 1)] * \
+        (emitted < n)[:, None]
+    last = _multinomial(residual.clamp_min(0), gen)
+    pos = torch.arange(n + 1, device=draft.device).expand(b, n + 1)
+    drafts = torch.cat([ids, torch.full_like(ids[:, :1], -1)], dim=1)
+    tokens = torch.where(pos < emitted[:, None], drafts, -1)
+    tokens[rows, emitted] = last
+    return tokens.int(), accepted.int().sum(-1).int(), emitted.int()
+
+
+def _torch_call(kernel: str, params: dict[str, Any], device: str) -> Call:
+    """What a PyTorch user writes for each kernel."""
+    gen = torch.Generator(device=device).manual_seed(SEED)
+    k = int(params.get("top_k", 1))
+    top_p = float(params.get("top_p", 1.0))
+
+    def probs(d: dict[str, torch.Tensor]) -> torch.Tensor:
+        return d["probs"] if "probs" in d else torch.softmax(d["logits"].float(), dim=-1)
+
+    def renorm(x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        out = x.float() * kept
+        return (out / out.sum(-1, keepdim=True)).to(x.dtype)
+
+    def top_k_renorm(d: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = d["probs"]
+        kept = torch.zeros_like(x, dtype=torch.bool).scatter_(
+            -1, x.topk(k, dim=-1).indices, True)
+        return renorm(x, kept)
+
+    def top_p_renorm(d: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = d["probs"]
+        s, idx = x.sort(dim=-1, descending=True)
+        return renorm(x, torch.zeros_like(x, dtype=torch.bool).scatter_(
+            -1, idx, _nucleus(s, top_p)))
+
+    def mask(d: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = d["logits"]
+        vals, idx = x.topk(k, dim=-1)
+        return torch.full_like(x, float("-inf")).scatter_(-1, idx, vals)
+
+    def top_p_sample(d: dict[str, torch.Tensor]) -> torch.Tensor:
+        s, idx = d["probs"].sort(dim=-1, descending=True)
+        return idx.gather(-1, _multinomial(s * _nucleus(s, top_p), gen)[:, None]).squeeze(-1)
+
+    def min_p_sample(d: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = d["probs"]
+        floor = float(params["min_p"]) * x.max(-1, keepdim=True).values
+        return _multinomial(x * (x >= floor), gen)
+
+    def top_k_sample(d: dict[str, torch.Tensor]) -> torch.Tensor:
+        vals, idx = d["probs"].topk(k, dim=-1)
+        return idx.gather(-1, _multinomial(vals, gen)[:, None]).squeeze(-1)
+
+    calls: dict[str, Call] = {
+        "softmax": lambda d: torch.softmax(
+            d["logits"].float() / float(params["temperature"]), dim=-1),
+        "sampling_from_probs": lambda d: _multinomial(probs(d), gen),
+        "sampling_from_logits": lambda d: _multinomial(probs(d), gen),
+        "top_k_sampling_from_probs": top_k_sample,
+        "top_p_sampling_from_probs": top_p_sample,
+        "top_k_top_p_sampling_from_probs": lambda d: _top_k_top_p(
+            probs(d), k, top_p, str(params["filter_apply_order"]), gen),
+        "top_k_top_p_sampling_from_logits": lambda d: _top_k_top_p(
+            probs(d), k, top_p, str(params["filter_apply_order"]), gen),
+        "min_p_sampling_from_probs": min_p_sample,
+        "top_k_renorm_probs": top_k_renorm,
+        "top_p_renorm_probs": top_p_renorm,
+        "top_k_mask_logits": mask,
+        "chain_speculative_sampling": lambda d: _speculative(d, gen),
+        "top_k": lambda d: d["logits"].topk(k, dim=-1),
+    }
+    return calls[kernel]
+
+
+# ------------------------------------------------------------------------------ FlashInfer
+
+
+# The keywords each kernel's FlashInfer function is called with (its tensors go first, by
+# position); samplers add their random state.
+_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "softmax": ("temperature", "enable_pdl"),
+    "top_k_sampling_from_probs": ("top_k",),
+    "top_p_sampling_from_probs": ("top_p",),
+    "top_k_top_p_sampling_from_probs": ("top_k", "top_p", "filter_apply_order"),
+    "top_k_top_p_sampling_from_logits": ("top_k", "top_p", "filter_apply_order"),
+    "min_p_sampling_from_probs": ("min_p",),
+    "top_k_renorm_probs": ("top_k",),
+    "top_p_renorm_probs": ("top_p",),
+    "top_k_mask_logits": ("top_k",),
+    "top_k": ("k",),
+}
+RANDOM = ("sampling_from_probs", "sampling_from_logits", "top_k_sampling_from_probs",
+          "top_p_sampling_from_probs", "top_k_top_p_sampling_from_probs",
+          "top_k_top_p_sampling_from_logits", "min_p_sampling_from_probs",
+          "chain_speculative_sampling")
+
+
+def flashinfer_kwargs(kernel: str, params: dict[str, Any], accepted: Collection[str],
+                      version: str, generator: Any = None) -> dict[str, Any]:
+    """The keywords for ``kernel``'s FlashInfer function of this ``version``, whose
+    parameters are ``accepted``: the tool's seed and offset where the release takes them
+    (0.6.18+), else a seeded ``generator`` (0.5.3). A keyword the release lacks is refused."""
+    values = {**params, "k": params.get("top_k"), "enable_pdl": False}  # PDL: tool's default
+    kwargs = {name: values[name] for name in _KEYWORDS.get(kernel, ())}
+    if kernel in RANDOM:
+        if {"seed", "offset"} <= set(accepted):
+            kwargs.update(seed=SEED, offset=0)
+        else:
+            kwargs["generator"] = generator
+    missing = [name for name in kwargs if name not in accepted]
+    if missing:
+        raise NotImplementedError(f"FlashInfer {version}: {api_name(kernel)} has no keyword "
+                                  f"{missing[0]!r}")
+    return kwargs
+
+
+def api_name(kernel: str) -> str:
+    return "flashinfer.top_k" if kernel == "top_k" else f"flashinfer.sampling.{kernel}"
+
+
+def _flashinfer_call(kernel: str, params: dict[str, Any], device: str) -> Call:
+    import flashinfer
+
+    version = str(getattr(flashinfer, "__version__", "unknown"))
+    module: Any = flashinfer if kernel == "top_k" else getattr(flashinfer, "sampling", None)
+    op = getattr(module, kernel, None)
+    if op is None:
+        raise NotImplementedError(f"FlashInfer {version} has no {api_name(kernel)}")
+    gen = torch.Generator(device=device).manual_seed(SEED)
+    kwargs = flashinfer_kwargs(kernel, params, inspect.signature(op).parameters, version, gen)
+    names = (("draft_probs", "draft_token_ids", "target_probs")
+             if kernel == "chain_speculative_sampling" else None)
+
+    def call(d: dict[str, torch.Tensor]) -> Any:
+        return op(*(d[n] for n in names or d), **kwargs)
+    return call
+
+
+def prepare(backend: str, inp: Operands, device: str) -> Prepared:
+    def outputs(raw: Any) -> list[torch.Tensor]:
+        return sampling_checks.outputs(inp, raw)
+
+    if backend == "torch":
+        return Prepared(fn=_torch_call(inp.kernel, inp.params, device), outputs=outputs,
+                        resolved_backend="torch")
+    if backend != "cuda":
+        raise NotImplementedError(f"backend {backend!r} is not offered for {inp.kernel}")
+    if device != "cuda":
+        raise NotImplementedError(f"FlashInfer backend {backend!r} needs a CUDA device")
+    return Prepared(fn=_flashinfer_call(inp.kernel, inp.params, device), outputs=outputs,
+                    resolved_backend="cuda")
