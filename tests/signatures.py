@@ -19,7 +19,13 @@ from typing import Any
 
 FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
              "cudnn_batch_prefill_with_kv_cache", "cudnn_batch_decode_with_kv_cache",
-             "determine_attention_backend")
+             "determine_attention_backend",
+             # the sampling family's (flashinfer.sampling, and flashinfer.top_k in topk.py)
+             "softmax", "sampling_from_probs", "sampling_from_logits",
+             "top_k_sampling_from_probs", "top_p_sampling_from_probs",
+             "top_k_top_p_sampling_from_probs", "top_k_top_p_sampling_from_logits",
+             "min_p_sampling_from_probs", "top_k_renorm_probs", "top_p_renorm_probs",
+             "top_k_mask_logits", "chain_speculative_sampling", "top_k")
 CLASSES = (
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",
