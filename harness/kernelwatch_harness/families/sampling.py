@@ -156,8 +156,8 @@ class SamplingFamily(Family):
 
     def check_point(self, kernel: str, point: dict[str, Any]) -> None:
         if "top_k" in point and int(point["top_k"]) > int(point["vocab_size"]):
-            raise ValueError(f"top_k={point['top_k']} exceeds vocab_size="
-                             f"{point['vocab_size']}")
+            raise ValueError(f"params: top_k={point['top_k']} exceeds vocab_size="
+                             f"{point['vocab_size']}; top_k is at most vocab_size")
 
     def repro(self, kernel: str, params: dict[str, Any], backend: str) -> Repro:
         args = ["--routine", kernel, "--backends", "cuda"]
