@@ -1,0 +1,110 @@
+"""The sampling family through the whole service on CPU: a sweep over a float threshold
+submitted over the API, measured by a real Celery worker (each sample checked against its
+support), stored, compared, listed by the catalogue and drawn by the dashboard's callbacks."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from kernelwatch.api.main import create_app
+from kernelwatch.core import db
+from kernelwatch.core.models import Point, Run
+from kernelwatch.core.settings import Settings
+from kernelwatch.core.tokens import create_token
+from kernelwatch.dashboard import queries
+from kernelwatch_harness.families.sampling import FAMILY as SAMPLING
+from tests.worker_support import start_worker, stop, terminal_status, wait_for
+
+KERNEL = "top_k_top_p_sampling_from_probs"
+SPEC: dict[str, Any] = {
+    "name": "sampling-cpu", "kernel": KERNEL, "backends": ["torch"], "targets": ["cpu"],
+    "params": {"batch_size": [4, 32], "vocab_size": [2048], "top_p": [0.5, 0.9]},
+    "timing": {"warmup": 1, "iterations": 30},
+}
+
+
+@pytest.fixture(scope="module")
+def pages() -> dict[str, ModuleType]:
+    from kernelwatch.dashboard.app import create_app as dash_app
+
+    dash_app()
+    return {name: importlib.import_module(f"kernelwatch.dashboard.pages.{name}")
+            for name in ("curves", "job")}
+
+
+def test_a_sampling_sweep_end_to_end(kw_env: Settings, tmp_path: Path,
+                                     pages: dict[str, ModuleType]) -> None:
+    log = tmp_path / "worker.log"
+    proc = start_worker(f"sampling-{kw_env.queue_prefix[-6:]}", log)
+    try:
+        with db.session_scope() as session:
+            token = create_token(session, "e2e")
+        client = TestClient(create_app())
+        auth = {"Authorization": f"Bearer {token}"}
+        jobs = []
+        for _ in range(2):  # two runs of one sweep: a comparison with itself
+            r = client.post("/v1/jobs", json=SPEC, headers=auth)
+            assert r.status_code == 201, r.text
+            jobs.append(r.json()["id"])
+        for job_id in jobs:
+            status = wait_for("the job to finish", lambda j=job_id: terminal_status(j),
+                              log_path=log)
+            assert status == "succeeded", log.read_text()[-3000:]
+    finally:
+        stop(proc)
+
+    rows = client.get(f"/v1/jobs/{jobs[0]}/results").json()["rows"]
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    for row in rows:
+        point = {k[len("param_"):]: v for k, v in row.items() if k.startswith("param_")}
+        assert row["bytes"] == SAMPLING.work(KERNEL, point).bytes and row["flops"] == 0
+        assert row["max_abs_error"] == 0.0  # no sampled token outside its support
+        assert row["repro_command"] is None and "not FlashInfer's" in row["repro_note"]
+    assert {r["param_top_p"] for r in rows} == {0.5, 0.9}
+    with db.session_scope() as session:
+        runs = [session.scalars(select(Run.id).where(Run.job_id == j)).one() for j in jobs]
+        stored = session.scalars(select(Point).where(Point.job_id == jobs[0])).all()
+        # completed with the tool's defaults
+        assert all(p.params["top_k"] == 50 and p.params["filter_apply_order"] == "top_k_first"
+                   for p in stored)
+
+    comparison = client.get("/v1/compare", params={"baseline": runs[0],
+                                                   "contender": runs[1]}).json()
+    assert len(comparison["points"]) == 4
+    assert {(g["kernel"], g["backend"]) for g in comparison["groups"]} == {(KERNEL, "torch")}
+
+    curves = pages["curves"]
+    state = curves.resolve_state(KERNEL, None, None, None, {}, jobs[0])
+    assert state["x"] == "batch_size"  # the family's first axis
+    assert "top_p" in curves.x_options(KERNEL)  # a float parameter is an axis too
+    with curves.reading() as s:
+        fixed = queries.combos(s, KERNEL, jobs[0]).settle(s, ["batch_size", "backend"], {})
+    ids = [{"type": "curves-fix", "dim": d} for d in fixed]
+    fig, _csv, summary, _ = curves.update_graph(
+        KERNEL, "batch_size", "tbps", "backend", list(fixed.values()), jobs[0], ids)
+    (trace,) = [t for t in fig["data"] if t["name"] == "torch"]
+    assert trace["x"] == [4.0, 32.0] and all(y > 0 for y in trace["y"])
+
+    table, columns, *_ = pages["job"].load_table(jobs[0], 0, 25, [], "", None)
+    names = [c["id"] for c in columns]
+    assert "top_p" in names and "batch_size" in names and len(table) == 4, names
+
+
+def test_the_catalogue_lists_the_sampling_family(kw_env: Settings) -> None:
+    body = TestClient(create_app()).get("/v1/catalogue").json()
+    kernels = {k["name"]: k for k in body["kernels"]}
+    softmax = kernels["softmax"]
+    assert softmax["family"] == "sampling" and softmax["backends"] == ["cuda", "torch"]
+    assert softmax["routine"] == "softmax" and "sm80" in softmax["archs"]
+    params = {p["name"]: p for p in kernels[KERNEL]["params"]}
+    assert params["top_p"]["kind"] == "float" and params["top_p"]["default"] == 0.9
+    assert params["top_p"]["allowed"] == "numbers from 0.01 to 1"
+    assert params["filter_apply_order"]["allowed"] == "top_k_first, joint"
+    assert kernels["top_k"]["since"] == "0.6.0"
