@@ -25,7 +25,8 @@ FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
              "top_k_sampling_from_probs", "top_p_sampling_from_probs",
              "top_k_top_p_sampling_from_probs", "top_k_top_p_sampling_from_logits",
              "min_p_sampling_from_probs", "top_k_renorm_probs", "top_p_renorm_probs",
-             "top_k_mask_logits", "chain_speculative_sampling", "top_k")
+             "top_k_mask_logits", "chain_speculative_sampling", "top_k",
+             "top_k_page_table_transform", "top_k_ragged_transform")
 CLASSES = (
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",

@@ -31,14 +31,16 @@ KERNELS_COVERED = {
     "softmax", "sampling_from_probs", "sampling_from_logits", "top_k_sampling_from_probs",
     "top_p_sampling_from_probs", "top_k_top_p_sampling_from_probs",
     "top_k_top_p_sampling_from_logits", "min_p_sampling_from_probs", "top_k_renorm_probs",
-    "top_p_renorm_probs", "top_k_mask_logits", "chain_speculative_sampling", "top_k"}
+    "top_p_renorm_probs", "top_k_mask_logits", "chain_speculative_sampling", "top_k",
+    "top_k_page_table_transform", "top_k_ragged_transform"}
 SIGS: dict[str, dict[str, Any]] = json.loads(
     (Path(__file__).parent / "fixtures" / "gpu" / "flashinfer_signatures.json").read_text()
 )["versions"]
 
 
 def point(kernel: str, **over: Any) -> dict[str, Any]:
-    return complete_params(kernel, {"batch_size": 8, "vocab_size": 512, **over}, "torch")
+    width = FAMILY.width(kernel)  # vocab_size, or the transforms' max_len
+    return complete_params(kernel, {"batch_size": 8, width: 512, **over}, "torch")
 
 
 def run_torch(kernel: str, params: dict[str, Any]) -> tuple[Operands, list[torch.Tensor]]:
@@ -62,10 +64,10 @@ def test_it_declares_a_whole_family() -> None:
     for k in FAMILY.kernels.values():
         assert k.family == "sampling" and k.routine == k.name  # the tool's routine name
         assert k.backends == ("cuda", "torch") and {"sm80", "sm90"} <= set(k.archs)
-        assert k.params[:2] == ("batch_size", "vocab_size")
+        assert k.params[:2] == ("batch_size", FAMILY.width(k.name))
         assert ("input_dtype" in k.params) == (k.name in TAKES_DTYPE)
         assert KERNELS[k.name] is k  # no other family's kernel of the same name
-    assert KERNELS["top_k"].since == "0.6.0"
+    assert KERNELS["top_k"].since == KERNELS["top_k_ragged_transform"].since == "0.6.0"
     assert all(p.doc for p in FAMILY.params.values())
     # shared names mean the same everywhere (each family words its doc)
     assert all(_same(PARAMS[n], p) for n, p in FAMILY.params.items())
@@ -149,10 +151,12 @@ B, V, N, K = 3, 1000, 4, 20
     ("chain_speculative_sampling", None,
      B * N * V * 4 + B * N * 4 + B * (N + 1) * V * 4 + B * (N + 1) * 4 + 2 * B * 4),
     ("top_k", "bfloat16", B * V * 2 + B * K * 2 + B * K * 8),
+    ("top_k_page_table_transform", "bfloat16", B * V * 2 + B * V * 4 + B * K * 4),
+    ("top_k_ragged_transform", "float32", B * V * 4 + B * K * 4),
 ])
 def test_bytes_count_as_flashinfer_benchmark_does(kernel: str, dtype: str | None,
                                                   moved: int) -> None:
-    over: dict[str, Any] = {"batch_size": B, "vocab_size": V, "top_k": K,
+    over: dict[str, Any] = {"batch_size": B, FAMILY.width(kernel): V, "top_k": K,
                             "num_speculate_tokens": N}
     if dtype:
         over["input_dtype"] = dtype
@@ -272,6 +276,23 @@ def test_wrong_deterministic_results_are_caught() -> None:
     assert error("top_k", p, (values, indices.flip(0))) > 0  # another row's indices
 
 
+@pytest.mark.parametrize("kernel", ["top_k_page_table_transform", "top_k_ragged_transform"])
+def test_a_wrong_selection_is_caught(kernel: str) -> None:
+    p = point(kernel, top_k=16)
+    inp = FAMILY.inputs(kernel, p, "torch", "cpu")
+    prepared = FAMILY.prepare("torch", inp, "cpu")
+    right = prepared.fn(inp.data)
+    assert max_abs_error(prepared.outputs(right), FAMILY.reference(inp)) == 0.0
+    d = inp.data
+    bottom = d["scores"].topk(16, dim=-1, largest=False).indices  # the 16 smallest
+    wrong = (d["src_page_table"].gather(-1, bottom) if "src_page_table" in d
+             else bottom + d["offsets"][:, None]).int()
+    repeated = right.clone()
+    repeated[:, 1] = right[:, 0]
+    for raw in (wrong, repeated, right.flip(0), torch.full_like(right, -1)):
+        assert max_abs_error(prepared.outputs(raw), FAMILY.reference(inp)) == 1.0
+
+
 def test_ties_at_the_boundary_may_go_either_way() -> None:
     """Tokens of equal probability at the k-th place: a kernel may keep any of them."""
     p = point("top_k_renorm_probs", top_k=2, batch_size=1, vocab_size=16)
@@ -355,16 +376,20 @@ def test_the_call_adapts_to_the_installed_release(monkeypatch: pytest.MonkeyPatc
 
 def _signature(version: str, kernel: str) -> set[str]:
     """The parameters of the function the adapter calls, in the release's own module."""
-    file = "flashinfer/topk.py" if kernel == "top_k" else "flashinfer/sampling.py"
-    (sig,) = [s for s in SIGS[version].get(kernel, []) if s["file"] == file]
+    (sig,) = [s for s in SIGS[version].get(kernel, []) if s["file"] == _file(kernel)]
     return {*sig["positional"], *sig["keyword_only"]}
+
+
+def _file(kernel: str) -> str:
+    top = sampling_ops.api_name(kernel) == f"flashinfer.{kernel}"
+    return "flashinfer/topk.py" if top else "flashinfer/sampling.py"
 
 
 @pytest.mark.parametrize("version", sorted(SIGS))
 @pytest.mark.parametrize("kernel", sorted(KERNELS_COVERED))
 def test_the_keywords_fit_each_releases_signature(version: str, kernel: str) -> None:
-    if kernel == "top_k" and version == "0.5.3":
-        assert "top_k" not in SIGS[version]  # refused by name (above)
+    if KERNELS[kernel].since == "0.6.0" and version == "0.5.3":
+        assert kernel not in SIGS[version]  # refused by name (above)
         return
     names = _signature(version, kernel)
     kwargs = sampling_ops.flashinfer_kwargs(kernel, point(kernel), names, version, object())
@@ -374,9 +399,11 @@ def test_the_keywords_fit_each_releases_signature(version: str, kernel: str) -> 
         pre_seed = version == "0.5.3"
         assert ("generator" in kwargs) == pre_seed and ("seed" in kwargs) != pre_seed
     tensors = {"chain_speculative_sampling": ["draft_probs", "draft_token_ids", "target_probs"],
-               "top_k": ["input"]}.get(kernel, ["probs" if "probs" in kernel else "logits"])
-    file = "flashinfer/topk.py" if kernel == "top_k" else "flashinfer/sampling.py"
-    (sig,) = [s for s in SIGS[version][kernel] if s["file"] == file]
+               "top_k": ["input"],
+               "top_k_page_table_transform": ["input", "src_page_table", "lengths"],
+               "top_k_ragged_transform": ["input", "offsets", "lengths"],
+               }.get(kernel, ["probs" if "probs" in kernel else "logits"])
+    (sig,) = [s for s in SIGS[version][kernel] if s["file"] == _file(kernel)]
     assert sig["positional"][:len(tensors)] == tensors  # the tensors go first, by position
 
 
@@ -391,6 +418,8 @@ POINTS = [
     ("min_p_sampling_from_probs", {"min_p": 0.05}),
     ("chain_speculative_sampling", {"batch_size": 4, "num_speculate_tokens": 3}),
     ("top_k", {"top_k": 2048, "input_dtype": "float16"}),
+    ("top_k_page_table_transform", {"batch_size": 32, "max_len": 65536, "top_k": 2048}),
+    ("top_k_ragged_transform", {"max_len": 8192, "input_dtype": "bfloat16"}),
 ]
 
 
@@ -416,6 +445,13 @@ def test_a_points_command_reads_back_as_the_same_series(kernel: str,
     assert series_key(k, p, b, "h200") == series_key(kernel, completed, "cuda", "h200")
 
 
+def test_a_transform_line_takes_the_tools_max_len() -> None:
+    (spec,) = line_specs("--routine top_k_page_table_transform --batch_size 8 --top_k 256 "
+                         "--num_rows 8 --vocab_size 1000", 1)  # vocab_size: not this one's
+    assert spec["params"] == {"batch_size": [8], "max_len": [4096],
+                              "input_dtype": ["float32"], "top_k": [256]}
+
+
 def test_the_torch_backend_has_no_command() -> None:
     repro = repro_command("softmax", complete_params("softmax", {}, "torch"), "torch")
     assert repro.command is None and repro.reason == "backend torch is not FlashInfer's"
@@ -432,14 +468,10 @@ def test_a_sampling_line_is_the_same_experiment() -> None:
 
 
 @pytest.mark.parametrize(("line", "message"), [
-    ("--routine softmax --batch_size 8 --vocab_size 1024 --max_len 4096",
-     "--max_len: top_k_page_table_transform and top_k_ragged_transform are not measured yet"),
-    ("--routine top_k_page_table_transform --batch_size 8 --max_len 4096",
-     "--routine top_k_page_table_transform: kernelwatch measures"),
-    ("--routine top_k_ragged_transform --batch_size 8 --vocab_size 1024",
-     "--routine top_k_ragged_transform: kernelwatch measures"),
-    ("--routine softmax --batch_size 8 --vocab_size 1024 --num_rows 4",
-     "--num_rows: top_k_page_table_transform"),
+    ("--routine top_k_ragged_transform --batch_size 8 --num_rows 4",
+     "--num_rows 4: kernelwatch measures one row per request"),
+    ("--routine top_k_varlen --batch_size 8 --max_seq_len 1024",
+     "--routine top_k_varlen: kernelwatch measures"),
     ("--routine softmax --batch_size 8", "--vocab_size is required"),
     ("--routine softmax --batch_size 8 --vocab_size 1024 --backends torch",
      "--backends torch: flashinfer_benchmark.py runs softmax with cuda only"),

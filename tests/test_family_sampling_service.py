@@ -91,6 +91,7 @@ def test_a_sampling_sweep_end_to_end(kw_env: Settings, tmp_path: Path,
         KERNEL, "batch_size", "tbps", "backend", list(fixed.values()), jobs[0], ids)
     (trace,) = [t for t in fig["data"] if t["name"] == "torch"]
     assert trace["x"] == [4.0, 32.0] and all(y > 0 for y in trace["y"])
+    assert "2 measured points in 1 series" in str(summary.children[0])  # top_p fixed
 
     table, columns, *_ = pages["job"].load_table(jobs[0], 0, 25, [], "", None)
     names = [c["id"] for c in columns]

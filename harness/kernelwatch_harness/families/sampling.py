@@ -1,6 +1,6 @@
 """The sampling family: FlashInfer's token sampling, its probability filters and its top-k
-(``flashinfer.sampling``, ``flashinfer.top_k``), as flashinfer_benchmark.py's sampling
-routines of the same names run them.
+(``flashinfer.sampling``, ``flashinfer.top_k`` and its transforms), as
+flashinfer_benchmark.py's sampling routines of the same names run them.
 
 - ``softmax``: ``softmax(logits / temperature)``, float32 probabilities;
 - ``sampling_from_probs`` / ``sampling_from_logits``: one token per row from the distribution;
@@ -12,13 +12,19 @@ routines of the same names run them.
   ``top_k_mask_logits``: the logits outside the top k set to -inf;
 - ``chain_speculative_sampling``: accept or reject ``num_speculate_tokens`` draft tokens
   against the target model's probabilities, then sample the next token;
-- ``top_k``: the k largest values of each row and their indices (unsorted).
+- ``top_k``: the k largest values of each row and their indices (unsorted);
+- ``top_k_page_table_transform`` / ``top_k_ragged_transform``: the top k of each row of
+  ``max_len`` scores (sparse attention's selection), written as that row's page-table entries
+  or as indices offset into a ragged buffer (int32).
 
 Inputs are ``[batch_size, vocab_size]`` (chain speculative sampling: ``[batch_size, n, vocab]``
 draft and ``[batch_size, n + 1, vocab]`` target probabilities), seeded: logits standard
-normal, probabilities their softmax. As in flashinfer_benchmark.py, ``input_dtype`` is the
-dtype of the logits, and of the probabilities of ``top_k_renorm_probs``; the other kernels
-read float32 probabilities. Samplers are called with a fixed seed and offset where the
+normal, probabilities their softmax; the transforms' scores are ``[batch_size, max_len]``
+(all rows full length, one row per request, as the tool builds them), each row's page table a
+permutation (any table times the same; distinct entries make the selected indices readable
+back). As in flashinfer_benchmark.py, ``input_dtype`` is the dtype of the logits and scores,
+and of the probabilities of ``top_k_renorm_probs``; the other kernels read float32
+probabilities. Samplers are called with a fixed seed and offset where the
 release takes them (0.6.18 and later, as the tool does, so each call samples the same way), or
 with a seeded generator (0.5.3); softmax runs without PDL (the tool's default).
 
@@ -28,13 +34,15 @@ sum to filter, then renormalising or ``torch.multinomial``).
 
 Correctness. Deterministic results are checked against float32 computed from the inputs:
 softmax against ``torch.softmax``; ``top_k``'s values (sorted, and read back through its
-indices) against ``torch.topk``; the renormalised and masked results by their kept set, which
-must be a valid top-k set or nucleus, and their values, which must be the inputs (masking) or
-the inputs over the kept set's mass (renormalising). Where tokens tie at the boundary, any
-valid choice is accepted. Samplers are stochastic: each sampled token must lie in the allowed
-support (the top-k set, the nucleus, the min-p set, never a zero-probability token; a draft
-prefix, then a token the residual distribution can give, for speculative sampling), so the
-outputs are the violations (0 or 1 per row) against a reference of zeros, tolerance 0.
+indices) against ``torch.topk``; the transforms' entries, read back as indices, must be
+distinct members of a valid top-k set; the renormalised and masked results by their kept
+set, which must be a valid top-k set or nucleus, and their values, which must be the inputs
+(masking) or the inputs over the kept set's mass (renormalising). Where tokens tie at the
+boundary, any valid choice is accepted. Samplers are stochastic: each sampled token must lie
+in the allowed support (the top-k set, the nucleus, the min-p set, never a zero-probability
+token; a draft prefix, then a token the residual distribution can give, for speculative
+sampling), so the outputs are the violations (0 or 1 per row) against a reference of zeros,
+tolerance 0.
 
 Work counts as flashinfer_benchmark.py does: no FLOPs (memory bound); bytes are one read of
 the input and one write of the output (float32 probabilities, int32 samples, int64 top-k
@@ -75,8 +83,10 @@ SAMPLERS = ("sampling_from_probs", "sampling_from_logits", "top_k_sampling_from_
 # Kernels reading logits; the rest read probabilities.
 READS_LOGITS = ("softmax", "sampling_from_logits", "top_k_top_p_sampling_from_logits",
                 "top_k_mask_logits", "top_k")
+# Kernels selecting the top k of ``max_len`` scores per row (sparse attention's selection).
+TRANSFORMS = ("top_k_page_table_transform", "top_k_ragged_transform")
 # Kernels whose input is in ``input_dtype`` (the tool builds the rest's probabilities float32).
-TAKES_DTYPE = (*READS_LOGITS, "top_k_renorm_probs")
+TAKES_DTYPE = (*READS_LOGITS, *TRANSFORMS, "top_k_renorm_probs")
 # Kernels returning a [batch_size, vocab_size] tensor in their input's dtype.
 SAME_SHAPE = ("top_k_renorm_probs", "top_p_renorm_probs", "top_k_mask_logits")
 
@@ -88,7 +98,8 @@ def _p(*params: Param) -> dict[str, Param]:
 def _kernel(name: str, extra: tuple[str, ...], description: str,
             since: str | None = None) -> Kernel:
     dtype = ("input_dtype",) if name in TAKES_DTYPE else ()
-    return Kernel(name, "sampling", ("batch_size", "vocab_size", *dtype, *extra), ("cuda",),
+    width = "max_len" if name in TRANSFORMS else "vocab_size"
+    return Kernel(name, "sampling", ("batch_size", width, *dtype, *extra), ("cuda",),
                   ("torch",), description, routine=name, archs=ARCHS, since=since)
 
 
@@ -99,8 +110,11 @@ class SamplingFamily(Family):
               doc="rows (sequences) sampled in one call"),
         Param("vocab_size", int, 128256, min=16, max=1048576,
               doc="tokens per row (the last dimension)"),
+        Param("max_len", int, 4096, min=16, max=1048576,
+              doc="scores per row the transforms select from (a request's KV length)"),
         Param("input_dtype", str, "float32", choices=("float32", "float16", "bfloat16"),
-              doc="dtype of the logits (and of top_k_renorm_probs' probabilities)"),
+              doc="dtype of the logits and scores (and of top_k_renorm_probs' "
+                  "probabilities)"),
         Param("temperature", float, 1.0, min=0.01, max=100.0,
               doc="softmax's temperature: logits are divided by it"),
         Param("top_k", int, 50, min=1, max=1048576,
@@ -139,25 +153,35 @@ class SamplingFamily(Family):
                     "accept or reject draft tokens against the target, sample the next"),
             _kernel("top_k", ("top_k",), "the k largest values per row and their indices",
                     since="0.6.0"),
+            _kernel("top_k_page_table_transform", ("top_k",),
+                    "the top k scores per row as that row's page-table entries", since="0.6.0"),
+            _kernel("top_k_ragged_transform", ("top_k",),
+                    "the top k scores per row as offset indices into a ragged buffer",
+                    since="0.6.0"),
         )
     }
 
-    axes = ("batch_size", "vocab_size", "top_k", "top_p", "min_p", "num_speculate_tokens")
-    shape = ("batch_size", "vocab_size")
+    axes = ("batch_size", "vocab_size", "max_len", "top_k", "top_p", "min_p",
+            "num_speculate_tokens")
+    shape = ("batch_size", "vocab_size", "max_len")
     default_backend = "cuda"
 
     # flashinfer_benchmark.py's sampling routines: --backends cuda (their only backend).
     routine_flags = frozenset({"--backends", "--batch_size", "--vocab_size", "--input_dtype",
                                "--top_k", "--top_p", "--min_p", "--temperature",
                                "--filter_apply_order", "--num_speculate_tokens",
-                               "--no_cuda_graph"})
-    refused_flags = {f: f"{f}: top_k_page_table_transform and top_k_ragged_transform are not "
-                        "measured yet" for f in ("--max_len", "--num_rows")}
+                               "--max_len", "--num_rows", "--no_cuda_graph"})
+
+    @staticmethod
+    def width(kernel: str) -> str:
+        """The parameter giving a row's length."""
+        return "max_len" if kernel in TRANSFORMS else "vocab_size"
 
     def check_point(self, kernel: str, point: dict[str, Any]) -> None:
-        if "top_k" in point and int(point["top_k"]) > int(point["vocab_size"]):
-            raise ValueError(f"params: top_k={point['top_k']} exceeds vocab_size="
-                             f"{point['vocab_size']}; top_k is at most vocab_size")
+        width = self.width(kernel)
+        if "top_k" in point and int(point["top_k"]) > int(point[width]):
+            raise ValueError(f"params: top_k={point['top_k']} exceeds {width}="
+                             f"{point[width]}; top_k is at most {width}")
 
     def repro(self, kernel: str, params: dict[str, Any], backend: str) -> Repro:
         args = ["--routine", kernel, "--backends", "cuda"]
@@ -171,6 +195,10 @@ class SamplingFamily(Family):
             if backend != "cuda":
                 raise Unmapped(f"--backends {backend}: flashinfer_benchmark.py runs {kernel} "
                                "with cuda only")
+        rows = flags.one("--num_rows", flags.one("--batch_size"))
+        if rows != flags.one("--batch_size"):
+            raise Unmapped(f"--num_rows {rows}: kernelwatch measures one row per request "
+                           "(num_rows = batch_size, the tool's default)")
         # The tool reads every flag and uses the routine's own: the others change nothing.
         params: dict[str, Any] = {}
         for name in self.kernels[kernel].params:
@@ -186,7 +214,7 @@ class SamplingFamily(Family):
         return [(["cuda"], params)]
 
     def work(self, kernel: str, point: dict[str, Any]) -> Work:
-        b, v = int(point["batch_size"]), int(point["vocab_size"])
+        b, v = int(point["batch_size"]), int(point[self.width(kernel)])
         size = DTYPE_BYTES[str(point.get("input_dtype", "float32"))]
         if kernel == "chain_speculative_sampling":
             n = int(point["num_speculate_tokens"])
@@ -196,6 +224,11 @@ class SamplingFamily(Family):
             moved = b * v * size + b * v * 4  # float32 probabilities out
         elif kernel in SAME_SHAPE:
             moved = 2 * b * v * size
+        elif kernel == "top_k_page_table_transform":
+            # scores and the page table in, the selected entries out (int32)
+            moved = b * v * size + b * v * 4 + b * int(point["top_k"]) * 4
+        elif kernel == "top_k_ragged_transform":
+            moved = b * v * size + b * int(point["top_k"]) * 4
         elif kernel == "top_k":
             k = int(point["top_k"])
             moved = b * v * size + b * k * size + b * k * 8  # values, int64 indices
@@ -207,7 +240,7 @@ class SamplingFamily(Family):
         # the streams, a pristine copy, and the float32 check's sorted copy, sums and ranks
         rows = int(point["batch_size"]) * (2 * int(point.get("num_speculate_tokens", 0)) + 1
                                            if kernel == "chain_speculative_sampling" else 1)
-        return self.work(kernel, point).bytes * 2 + rows * int(point["vocab_size"]) * 4 * 6
+        return self.work(kernel, point).bytes * 2 + rows * int(point[self.width(kernel)]) * 4 * 6
 
     def inputs(self, kernel: str, params: dict[str, Any], backend: str,
                device: str) -> Operands:
@@ -226,8 +259,8 @@ class SamplingFamily(Family):
         return sampling_checks.reference(inp)
 
     def tolerance(self, kernel: str, params: dict[str, Any]) -> float:
-        if kernel in SAMPLERS or kernel in ("top_k", "top_k_mask_logits"):
-            return 0.0  # violations are 1, and top-k values and masking copy their inputs
+        if kernel in (*SAMPLERS, *TRANSFORMS, "top_k", "top_k_mask_logits"):
+            return 0.0  # violations are 1; top-k values and masking copy their inputs
         if kernel == "softmax":
             return 1e-5  # the tool's atol; float32 probabilities differ by ~1e-7
         # Renormalised probabilities (at most 1) written in the input's dtype: half an ulp at

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from kernelwatch_harness.families.sampling import SAMPLERS
+from kernelwatch_harness.families.sampling import SAMPLERS, TRANSFORMS
 from kernelwatch_harness.family import Operands
 
 # Nucleus boundaries are sums of float32 probabilities in another order than the kernel's:
@@ -157,6 +157,29 @@ def top_k_values(inp: Operands, values: torch.Tensor, indices: torch.Tensor) -> 
             at.sort(-1, descending=True).values]
 
 
+def transform_violations(inp: Operands, out: torch.Tensor) -> torch.Tensor:
+    """1 for each selected entry that, read back as its row's index (the page table is a
+    permutation; a ragged entry is offset by its row's start), is out of the row, repeated,
+    or outside every valid top-k set of the row's scores."""
+    d = inp.kept["pristine"]
+    x = d["scores"].float()
+    n = x.shape[-1]
+    out = out.long()
+    if inp.kernel == "top_k_page_table_transform":
+        inverse = d["src_page_table"].long().argsort(-1)
+        idx = inverse.gather(-1, out.clamp(0, n - 1))
+        inside = (out >= 0) & (out < n)
+    else:
+        idx = out - d["offsets"].long()[:, None]
+        inside = (idx >= 0) & (idx < n)
+    idx = idx.clamp(0, n - 1)
+    ordered, order = idx.sort(-1)
+    repeated = torch.zeros_like(inside)
+    repeated.scatter_(-1, order[:, 1:], ordered[:, 1:] == ordered[:, :-1])
+    allowed = Support(top_k=int(inp.params["top_k"]), probs=False).allowed(x, x.gather(-1, idx))
+    return (~(inside & allowed & ~repeated)).float()
+
+
 def reference(inp: Operands) -> list[torch.Tensor]:
     d = inp.kept["pristine"]
     b = int(inp.params["batch_size"])
@@ -167,6 +190,8 @@ def reference(inp: Operands) -> list[torch.Tensor]:
     if inp.kernel == "top_k":
         top = d["logits"].float().topk(int(inp.params["top_k"]), dim=-1).values
         return [top, top]
+    if inp.kernel in TRANSFORMS:
+        return [torch.zeros(b, int(inp.params["top_k"]), device=d["scores"].device)]
     x = next(iter(d.values()))
     zeros = torch.zeros(x.shape, device=x.device)
     return [zeros, zeros, torch.zeros(b, device=x.device)]
@@ -183,4 +208,6 @@ def outputs(inp: Operands, raw: Any) -> list[torch.Tensor]:
         return [raw.float()]
     if inp.kernel == "top_k":
         return top_k_values(inp, *raw)
+    if inp.kernel in TRANSFORMS:
+        return [transform_violations(inp, raw)]
     return set_errors(inp, raw)

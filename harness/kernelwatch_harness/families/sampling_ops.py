@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from kernelwatch_harness.families import sampling_checks
-from kernelwatch_harness.families.sampling import READS_LOGITS, TAKES_DTYPE
+from kernelwatch_harness.families.sampling import READS_LOGITS, TAKES_DTYPE, TRANSFORMS
 from kernelwatch_harness.family import Operands
 from kernelwatch_harness.prepared import Prepared
 
@@ -20,9 +20,10 @@ Call = Callable[[dict[str, torch.Tensor]], Any]
 
 def inputs(kernel: str, params: dict[str, Any], device: str) -> Operands:
     """Logits standard normal from one seed, probabilities their softmax (draft token ids
-    uniform); a pristine copy is kept for the checks."""
+    uniform, page tables permutations); a pristine copy is kept for the checks."""
     gen = torch.Generator(device="cpu").manual_seed(SEED)
-    b, v = int(params["batch_size"]), int(params["vocab_size"])
+    b = int(params["batch_size"])
+    v = int(params["max_len" if kernel in TRANSFORMS else "vocab_size"])
     dtype = getattr(torch, str(params["input_dtype"])) if kernel in TAKES_DTYPE else torch.float32
     data: dict[str, torch.Tensor]
     if kernel == "chain_speculative_sampling":
@@ -30,6 +31,14 @@ def inputs(kernel: str, params: dict[str, Any], device: str) -> Operands:
         data = {"draft_probs": torch.softmax(torch.randn(b, n, v, generator=gen), dim=-1),
                 "draft_token_ids": torch.randint(v, (b, n), generator=gen, dtype=torch.int32),
                 "target_probs": torch.softmax(torch.randn(b, n + 1, v, generator=gen), dim=-1)}
+    elif kernel in TRANSFORMS:
+        data = {"scores": torch.randn(b, v, generator=gen).to(dtype)}
+        if kernel == "top_k_page_table_transform":
+            data["src_page_table"] = torch.stack(
+                [torch.randperm(v, generator=gen) for _ in range(b)]).int()
+        else:  # each row's scores at its own offset of one ragged buffer
+            data["offsets"] = torch.arange(0, b * v, v, dtype=torch.int32)
+        data["lengths"] = torch.full((b,), v, dtype=torch.int32)
     else:
         logits = torch.randn(b, v, generator=gen)
         data = ({"logits": logits.to(dtype)} if kernel in READS_LOGITS
@@ -145,6 +154,10 @@ def _torch_call(kernel: str, params: dict[str, Any], device: str) -> Call:
         "top_k_mask_logits": mask,
         "chain_speculative_sampling": lambda d: _speculative(d, gen),
         "top_k": lambda d: d["logits"].topk(k, dim=-1),
+        "top_k_page_table_transform": lambda d: d["src_page_table"].gather(
+            -1, d["scores"].topk(k, dim=-1).indices).int(),
+        "top_k_ragged_transform": lambda d: (
+            d["scores"].topk(k, dim=-1).indices + d["offsets"][:, None]).int(),
     }
     return calls[kernel]
 
@@ -165,6 +178,14 @@ _KEYWORDS: dict[str, tuple[str, ...]] = {
     "top_p_renorm_probs": ("top_p",),
     "top_k_mask_logits": ("top_k",),
     "top_k": ("k",),
+    "top_k_page_table_transform": ("k",),
+    "top_k_ragged_transform": ("k",),
+}
+# The tensors each kernel's FlashInfer function takes first, in order.
+_TENSORS: dict[str, tuple[str, ...]] = {
+    "chain_speculative_sampling": ("draft_probs", "draft_token_ids", "target_probs"),
+    "top_k_page_table_transform": ("scores", "src_page_table", "lengths"),
+    "top_k_ragged_transform": ("scores", "offsets", "lengths"),
 }
 RANDOM = ("sampling_from_probs", "sampling_from_logits", "top_k_sampling_from_probs",
           "top_p_sampling_from_probs", "top_k_top_p_sampling_from_probs",
@@ -192,21 +213,22 @@ def flashinfer_kwargs(kernel: str, params: dict[str, Any], accepted: Collection[
 
 
 def api_name(kernel: str) -> str:
-    return "flashinfer.top_k" if kernel == "top_k" else f"flashinfer.sampling.{kernel}"
+    top = kernel == "top_k" or kernel in TRANSFORMS  # flashinfer.topk's, exported at the top
+    return f"flashinfer.{kernel}" if top else f"flashinfer.sampling.{kernel}"
 
 
 def _flashinfer_call(kernel: str, params: dict[str, Any], device: str) -> Call:
     import flashinfer
 
     version = str(getattr(flashinfer, "__version__", "unknown"))
-    module: Any = flashinfer if kernel == "top_k" else getattr(flashinfer, "sampling", None)
+    module: Any = (flashinfer if api_name(kernel) == f"flashinfer.{kernel}"
+                   else getattr(flashinfer, "sampling", None))
     op = getattr(module, kernel, None)
     if op is None:
         raise NotImplementedError(f"FlashInfer {version} has no {api_name(kernel)}")
     gen = torch.Generator(device=device).manual_seed(SEED)
     kwargs = flashinfer_kwargs(kernel, params, inspect.signature(op).parameters, version, gen)
-    names = (("draft_probs", "draft_token_ids", "target_probs")
-             if kernel == "chain_speculative_sampling" else None)
+    names = _TENSORS.get(kernel)
 
     def call(d: dict[str, torch.Tensor]) -> Any:
         return op(*(d[n] for n in names or d), **kwargs)
