@@ -237,10 +237,13 @@ class SamplingFamily(Family):
         return Work(flops=0.0, bytes=float(moved))
 
     def memory_bytes(self, kernel: str, point: dict[str, Any]) -> float:
-        # the streams, a pristine copy, and the float32 check's sorted copy, sums and ranks
+        # The streams, a pristine copy, and the float32 check: a sorted copy and its sums per
+        # row, and for a filter's whole result int64 ranks of every token (~64 B a token).
         rows = int(point["batch_size"]) * (2 * int(point.get("num_speculate_tokens", 0)) + 1
                                            if kernel == "chain_speculative_sampling" else 1)
-        return self.work(kernel, point).bytes * 2 + rows * int(point[self.width(kernel)]) * 4 * 6
+        per_token = 64 if kernel in SAME_SHAPE else 24
+        return (self.work(kernel, point).bytes * 2
+                + rows * int(point[self.width(kernel)]) * per_token)
 
     def inputs(self, kernel: str, params: dict[str, Any], backend: str,
                device: str) -> Operands:
