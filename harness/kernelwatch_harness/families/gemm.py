@@ -22,8 +22,8 @@ Inputs are standard normal from one seed, as flashinfer_benchmark.py draws them;
 are quantised with one scale per tensor (``448 / amax`` for e4m3) as its ``to_float8`` does.
 The ``torch`` backend is what a PyTorch user writes: ``torch.mm``/``torch.bmm``/``F.linear``
 on the same bfloat16 operands, and for FP8 kernels the same on the *dequantised* operands
-(the FP8 values upcast to the output dtype, exact, then the product times the two scales):
-PyTorch has no batched FP8 GEMM and no FP8 GEMM on CPU. The reference is float32 on the very
+(each FP8 tensor upcast to the output dtype and times its scale, then the GEMM in that
+dtype): PyTorch has no batched FP8 GEMM and no FP8 GEMM on CPU. The reference is float32 on the very
 operands the kernel reads (the dequantised FP8 values, not the originals), so quantisation
 error never counts against a kernel; see ``tolerance``.
 

@@ -47,21 +47,24 @@ def _lead(kernel: str, params: dict[str, Any]) -> tuple[int, ...]:
 
 def inputs(kernel: str, params: dict[str, Any], backend: str, device: str) -> Operands:
     """a [.., m, k] and b [.., n, k] standard normal from one seed (b transposed to
-    [.., k, n] for the column-major APIs), a bias of n where asked; FP8 kernels quantise
-    both with one scale each. ``kept["math"]`` holds what the reference multiplies: the
-    operands as the kernel reads them (dequantised for FP8), b as [.., k, n]."""
+    [.., k, n] for the column-major APIs), a bias of n (std sqrt(k)) where asked; FP8
+    kernels quantise both with one scale each. ``kept["math"]`` holds what the reference
+    multiplies: the operands as the kernel reads them (FP8 with their scales), b as
+    [.., k, n]."""
     m, n, k = (int(params[d]) for d in ("m", "n", "k"))
     lead = _lead(kernel, params)
     gen = torch.Generator(device="cpu").manual_seed(SEED)
     a = torch.randn((*lead, m, k), generator=gen)
     b = torch.randn((*lead, n, k), generator=gen)
-    bias = torch.randn(n, generator=gen) if params.get("bias") else None
+    # a bias on the products' scale (sqrt(k)), so that one left out is an error the
+    # tolerance, which scales with sqrt(k) too, catches at any k
+    bias = torch.randn(n, generator=gen) * k ** 0.5 if params.get("bias") else None
     data: dict[str, Any] = {}
-    scale = None
+    scale, scales = None, None
     if kernel in FP8:
         a8, sa = to_float8(a, getattr(torch, str(params.get("input_dtype", "float8_e4m3fn"))))
         b8, sb = to_float8(b, getattr(torch, str(params.get("mat2_dtype", "float8_e4m3fn"))))
-        scale = sa * sb
+        scale, scales = sa * sb, (sa, sb)
         data["a"], data["b"] = a8.to(device), b8.to(device)
         if kernel == "bmm_fp8":
             data["a_scale"], data["b_scale"] = sa.to(device), sb.to(device)
@@ -77,6 +80,7 @@ def inputs(kernel: str, params: dict[str, Any], backend: str, device: str) -> Op
     inp = Operands(kernel, params, data)
     b_kn = data["b"] if kernel in B_COLUMN_MAJOR else data["b"].transpose(-2, -1)
     inp.kept["math"] = {"a": data["a"], "b_kn": b_kn, "scale": scale, "bias": data.get("bias")}
+    inp.kept["scales"] = scales
     if kernel == "tinygemm_bf16":  # it writes a given output
         inp.kept["out"] = torch.empty((m, n), device=device, dtype=torch.bfloat16)
     return inp
@@ -98,8 +102,9 @@ def _out_dtype(params: dict[str, Any]) -> torch.dtype:
 
 def _torch_call(inp: Operands) -> Callable[[dict[str, Any]], torch.Tensor]:
     """What a PyTorch user writes on the same operands: F.linear for one weight (a bias
-    fused), torch.matmul for the batched forms; FP8 operands upcast to the output dtype
-    (exact) and the product scaled, since PyTorch has no batched or CPU FP8 GEMM."""
+    fused), torch.matmul for the batched forms. FP8 operands are dequantised first (upcast
+    to the output dtype and times their scale; PyTorch has no batched or CPU FP8 GEMM): the
+    raw FP8 values (up to 448, or 57344 for e5m2) would overflow a float16 product."""
     kernel, od = inp.kernel, _out_dtype(inp.params)
     column_major, batched = kernel in B_COLUMN_MAJOR, inp.data["a"].dim() == 3
 
@@ -109,8 +114,8 @@ def _torch_call(inp: Operands) -> Callable[[dict[str, Any]], torch.Tensor]:
         return F.linear(a, b.transpose(0, 1) if column_major else b, bias)
 
     if kernel in FP8:
-        scale = inp.kept["math"]["scale"].to(device=inp.data["a"].device, dtype=od)
-        return lambda d: product(d["a"].to(od), d["b"].to(od), None) * scale
+        sa, sb = (s.to(device=inp.data["a"].device, dtype=od) for s in inp.kept["scales"])
+        return lambda d: product(d["a"].to(od) * sa, d["b"].to(od) * sb, None)
     return lambda d: product(d["a"], d["b"], d.get("bias")).to(od)
 
 
@@ -165,12 +170,12 @@ def check_arch(kernel: str, backend: str, arch: str) -> None:
 
 
 def _flashinfer_call(backend: str, inp: Operands, device: str) -> Callable[..., Any]:
-    import flashinfer
-    import flashinfer.gemm as fg
-
     kernel = inp.kernel
     major, minor = torch.cuda.get_device_capability(torch.device(device))
     check_arch(kernel, backend, f"sm{major}{minor}")
+    import flashinfer
+    import flashinfer.gemm as fg
+
     check_release(kernel, backend, str(flashinfer.__version__))
     op = getattr(fg, API[kernel], None)
     if op is None:
@@ -178,7 +183,7 @@ def _flashinfer_call(backend: str, inp: Operands, device: str) -> Callable[..., 
                                   f"flashinfer.gemm.{API[kernel]}")
     if backend == "trtllm_low_latency":
         # its weight layout: FlashInfer's own shuffle, done once (not timed), as the tool does
-        inp.data["b"] = fg.prepare_low_latency_gemm_weights(inp.data["b"], {})
+        inp.data["b"] = flashinfer.prepare_low_latency_gemm_weights(inp.data["b"], {})
     out = inp.kept.get("out")
     params = inp.params
 
