@@ -54,8 +54,8 @@ def test_it_declares_a_whole_family() -> None:
     assert "sm80" in KERNELS["mm_bf16"].archs and "sm80" in KERNELS["bmm_bf16"].archs
     assert "sm80" not in KERNELS["bmm_fp8"].archs and "sm89" in KERNELS["bmm_fp8"].archs
     assert KERNELS["tinygemm_bf16"].archs[0] == "sm90"
-    for k in BLACKWELL_ONLY:
-        assert not set(KERNELS[k].archs) & {"sm80", "sm86", "sm89", "sm90"}, k
+    for name in BLACKWELL_ONLY:
+        assert not set(KERNELS[name].archs) & {"sm80", "sm86", "sm89", "sm90"}, name
 
 
 def test_shared_parameters_are_declared_as_every_family_does() -> None:

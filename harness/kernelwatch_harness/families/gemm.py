@@ -86,10 +86,15 @@ BACKEND_ARCHS: dict[str, dict[str, tuple[str, ...]]] = {
 # flashinfer_benchmark.py lines, the torch baseline) and their FlashInfer backends refused.
 MEASURED = ("bmm_fp8", "mm_fp8", "mm_bf16", "bmm_bf16", "tinygemm_bf16")
 # flashinfer.gemm's function for each kernel, and the first release with it (0.5.3 lacks the
-# bf16 GEMMs; git tags v0.6.1 and v0.6.5 added them). Backends a release added later.
+# bf16 GEMMs), then backends added after the function: the first release tag containing the
+# commit that added each (FlashInfer's git history); the wheels of the supported releases
+# confirm them (tests/test_family_gemm.py against the signature snapshot).
 API = {k: k for k in MEASURED}
 SINCE = {"mm_bf16": "0.6.1", "bmm_bf16": "0.6.1", "tinygemm_bf16": "0.6.5"}
-BACKEND_SINCE = {("mm_fp8", "cublas"): "0.7.2", ("mm_fp8", "cudnn"): "0.7.2"}
+BACKEND_SINCE = {("mm_fp8", "cublas"): "0.7.2", ("mm_fp8", "cudnn"): "0.7.2",
+                 ("mm_bf16", "cudnn"): "0.6.3", ("bmm_bf16", "cudnn"): "0.6.3",
+                 ("mm_bf16", "cublaslt"): "0.6.11", ("mm_bf16", "tinygemm"): "0.6.11",
+                 ("mm_bf16", "cutile"): "0.6.14", ("bmm_bf16", "cutile"): "0.6.14"}
 
 BATCHED = ("bmm_fp8", "bmm_bf16", "bmm_mxfp8")
 GROUPED = ("group_gemm_fp8_nt_groupwise",)
