@@ -293,7 +293,9 @@ def test_a_point_with_no_equal_command_says_why(kernel: str, backend: str, reaso
     ("--routine mm_bf16 --m 8 --n 64 --k 64 --backends cublas",
      "--backends cublas: kernelwatch runs mm_bf16 with cudnn, cublaslt"),
     ("--routine mm_fp8 --m 8 --n 64 --k 64 --out_dtype float16",
-     "--out_dtype float16: kernelwatch measures mm_fp8 with out_dtype bfloat16"),
+     "--out_dtype float16: flashinfer_benchmark.py runs mm_fp8 with bfloat16 only"),
+    ("--routine tinygemm_bf16 --m 8 --n 64 --k 64 --input_dtype fp8_e4m3",
+     "--input_dtype fp8_e4m3: flashinfer_benchmark.py runs tinygemm_bf16 with bfloat16"),
     ("--routine mm_bf16 --m 8 --n 64 --k 64 --batch_size 4",
      "--batch_size 4: mm_bf16 is one GEMM"),
     ("--routine bmm_bf16 --m 8 --n 64 --k 64 --bias", "--bias: bmm_bf16 takes no bias"),
@@ -308,6 +310,15 @@ def test_gemm_lines_that_cannot_be_mapped_are_refused(line: str, message: str) -
         specs = line_specs(line, 3)
         for spec in specs:  # a cross-parameter rule is the spec's, as for a submitted sweep
             SweepSpec(**{**spec, "targets": ["h200"], "flashinfer_versions": ["0.7.4"]})
+
+
+@pytest.mark.parametrize("line", [
+    "--routine tinygemm_bf16 --m 8 --n 64 --k 64 --input_dtype bfloat16 --bias",
+    "--routine mm_bf16 --backends cudnn --m 8 --n 64 --k 64 --input_dtype bfloat16",
+])
+def test_a_dtype_flag_the_routine_fixes_or_ignores_maps(line: str) -> None:
+    (spec,) = line_specs(line, 1)
+    assert "input_dtype" not in spec["params"] and spec["params"]["m"] == [8]
 
 
 def test_a_gemm_line_is_the_same_experiment() -> None:

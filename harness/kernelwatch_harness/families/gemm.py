@@ -113,6 +113,18 @@ TOOL_DTYPE = {"float8_e4m3fn": "fp8_e4m3", "float8_e5m2": "fp8_e5m2", "bfloat16"
               "float16": "float16"}
 # The routines whose line the tool builds the same for every backend but which it only runs
 # with some of kernelwatch's backends (it passes mm_fp8's prepared weight to every backend).
+# The dtype flags a routine checks though kernelwatch's kernel has no such parameter (the
+# tool makes tinygemm_bf16's default bfloat16 when the flag is absent); the other routines
+# without the parameter do not read the flag.
+TOOL_FIXED_DTYPES = {
+    "mm_fp8": {"input_dtype": "fp8_e4m3", "mat2_dtype": "fp8_e4m3", "out_dtype": "bfloat16"},
+    "tinygemm_bf16": {"input_dtype": "bfloat16", "mat2_dtype": "bfloat16",
+                      "out_dtype": "bfloat16"},
+    "mm_bf16_fp4": {"input_dtype": "bfloat16"},
+}
+# --backends when a line names none: cudnn, but the routines that lack it say their own
+TOOL_DEFAULT_BACKEND = {"mm_fp8": "trtllm_low_latency", "tinygemm_bf16": "tinygemm",
+                        "mm_bf16_fp4": "cute-dsl"}
 TOOL_BACKENDS = {"mm_fp8": ("trtllm_low_latency",), "bmm_bf16": ("cudnn", "cutlass", "auto")}
 
 
@@ -247,25 +259,25 @@ class GemmFamily(Family):
         for flag, value in self._FIXED.items():
             if flags.one(flag, value) != value:
                 raise Unmapped(f"{flag} {flags.one(flag)}: kernelwatch measures {flag} {value}")
-        backends = flags.get("--backends") or ["cudnn"]
+        backends = flags.get("--backends") or [TOOL_DEFAULT_BACKEND.get(kernel, "cudnn")]
         for b in backends:
             if b not in spec.flashinfer_backends:
                 raise Unmapped(f"--backends {b}: kernelwatch runs {kernel} with "
                                f"{', '.join(spec.flashinfer_backends)}")
         by_tool = {v: k for k, v in TOOL_DTYPE.items()}
         params: dict[str, Any] = {d: int(flags.one(f"--{d}")) for d in _MNK}
-        defaults = {"input_dtype": "fp8_e4m3", "mat2_dtype": "fp8_e4m3",
-                    "out_dtype": "bfloat16"}
-        for name, default in defaults.items():
-            value = flags.one(f"--{name}", default)
-            allowed = self.params[name].choices or ()
+        for name, default in (("input_dtype", "fp8_e4m3"), ("mat2_dtype", "fp8_e4m3"),
+                              ("out_dtype", "bfloat16")):
             if name in spec.params:
-                if by_tool.get(value) not in allowed:
+                value = flags.one(f"--{name}", default)
+                if by_tool.get(value) not in (self.params[name].choices or ()):
                     raise Unmapped(f"--{name} {value} cannot be mapped")
                 params[name] = by_tool[value]
-            elif value != default:
-                raise Unmapped(f"--{name} {value}: kernelwatch measures {kernel} with "
-                               f"{name} {default}")
+                continue
+            fixed = TOOL_FIXED_DTYPES.get(kernel, {}).get(name)  # else the routine ignores it
+            if fixed is not None and flags.one(f"--{name}", fixed) != fixed:
+                raise Unmapped(f"--{name} {flags.one(f'--{name}')}: flashinfer_benchmark.py "
+                               f"runs {kernel} with {fixed} only")
         for name in ("batch_size", "group_size"):
             if name in spec.params:
                 params[name] = int(flags.one(f"--{name}", "1"))
