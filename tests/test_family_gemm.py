@@ -84,7 +84,10 @@ def test_grouped_and_quantised_operands_are_counted_as_read() -> None:
                                                          m=8, n=16, k=128, group_size=4))
     assert g.flops == 4 * 2 * 8 * 16 * 128 and g.bytes == 4 * (8 * 128 + 16 * 128 + 8 * 16 * 2)
     fp4 = FAMILY.work("mm_fp4", point("mm_fp4", m=8, n=16, k=128))
-    assert fp4.bytes == (8 * 128 + 16 * 128) * (0.5 + 1 / 16) + 8 * 16 * 2
+    assert fp4.bytes == (8 * 128 + 16 * 128) * (0.5 + 1 / 32) + 8 * 16 * 2
+    # bfloat16 activations, NVFP4 weights with a scale per 16: the tool's own formula
+    w4 = FAMILY.work("mm_bf16_fp4", point("mm_bf16_fp4", m=8, n=16, k=128))
+    assert w4.bytes == 8 * 128 * 2 + (128 // 2) * 16 + (128 // 16) * 16 + 8 * 16 * 2
 
 
 @pytest.mark.parametrize("kernel", list(FAMILY.kernels))

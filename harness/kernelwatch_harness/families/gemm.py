@@ -100,19 +100,19 @@ BATCHED = ("bmm_fp8", "bmm_bf16", "bmm_mxfp8")
 GROUPED = ("group_gemm_fp8_nt_groupwise",)
 FP8 = ("bmm_fp8", "mm_fp8")  # per-tensor FP8 operands kernelwatch quantises and runs
 
-# Bytes per element of each operand as the kernel reads it (FP4 packs two per byte and
-# carries one FP8 scale per 16 elements; MXFP8 one per 32): the unquantised-operand kernels
-# (mm_bf16, bmm_bf16, tinygemm_bf16, and mm_bf16_fp4's activations) read 2.
+# Bytes per element of each operand as the kernel reads it, block scales included (which
+# flashinfer_benchmark.py leaves out but for mm_bf16_fp4): FP4 packs two per byte with one
+# 8-bit scale per 32 elements (MXFP4, mm_fp4's default; --use_nvfp4 is refused) or per 16
+# (mm_bf16_fp4's NVFP4 weights), MXFP8 one per 32. The bfloat16 operands (mm_bf16, bmm_bf16,
+# tinygemm_bf16, and mm_bf16_fp4's activations) read 2.
 OPERAND_BYTES = {"bmm_fp8": 1.0, "mm_fp8": 1.0, "gemm_fp8_nt_groupwise": 1.0,
-                 "group_gemm_fp8_nt_groupwise": 1.0, "mm_fp4": 0.5 + 1 / 16,
-                 "mm_mxfp8": 1 + 1 / 32, "bmm_mxfp8": 1 + 1 / 32}
+                 "group_gemm_fp8_nt_groupwise": 1.0, "mm_fp4": 0.5 + 1 / 32,
+                 "mm_bf16_fp4": 0.5 + 1 / 16, "mm_mxfp8": 1 + 1 / 32, "bmm_mxfp8": 1 + 1 / 32}
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2}
 FP8_DTYPES = ("float8_e4m3fn", "float8_e5m2")
 # flashinfer_benchmark.py's dtype names for kernelwatch's (torch's) names
 TOOL_DTYPE = {"float8_e4m3fn": "fp8_e4m3", "float8_e5m2": "fp8_e5m2", "bfloat16": "bfloat16",
               "float16": "float16"}
-# The routines whose line the tool builds the same for every backend but which it only runs
-# with some of kernelwatch's backends (it passes mm_fp8's prepared weight to every backend).
 # The dtype flags a routine checks though kernelwatch's kernel has no such parameter (the
 # tool makes tinygemm_bf16's default bfloat16 when the flag is absent); the other routines
 # without the parameter do not read the flag.
@@ -125,6 +125,8 @@ TOOL_FIXED_DTYPES = {
 # --backends when a line names none: cudnn, but the routines that lack it say their own
 TOOL_DEFAULT_BACKEND = {"mm_fp8": "trtllm_low_latency", "tinygemm_bf16": "tinygemm",
                         "mm_bf16_fp4": "cute-dsl"}
+# The routines whose line the tool builds the same for every backend but which it only runs
+# with some of kernelwatch's backends (it passes mm_fp8's prepared weight to every backend).
 TOOL_BACKENDS = {"mm_fp8": ("trtllm_low_latency",), "bmm_bf16": ("cudnn", "cutlass", "auto")}
 
 
