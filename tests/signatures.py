@@ -20,7 +20,10 @@ from typing import Any
 FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
              "cudnn_batch_prefill_with_kv_cache", "cudnn_batch_decode_with_kv_cache",
              "determine_attention_backend",
-             # the sampling family's (flashinfer.sampling, and flashinfer.top_k in topk.py)
+             # the GEMM family's (kernelwatch_harness.families.gemm_ops)
+             "bmm_fp8", "mm_fp8", "mm_bf16", "bmm_bf16", "tinygemm_bf16",
+             # the sampling family's (flashinfer.sampling, and flashinfer.top_k and its
+             # transforms in topk.py)
              "softmax", "sampling_from_probs", "sampling_from_logits",
              "top_k_sampling_from_probs", "top_p_sampling_from_probs",
              "top_k_top_p_sampling_from_probs", "top_k_top_p_sampling_from_logits",
@@ -44,14 +47,29 @@ def _is_overload(fn: ast.FunctionDef) -> bool:
     )
 
 
+def _literal(annotation: ast.expr | None) -> list[str] | None:
+    """The values of a ``Literal["a", "b"]`` annotation (a backend's choices), else None."""
+    if not (isinstance(annotation, ast.Subscript)
+            and ast.unparse(annotation.value).endswith("Literal")):
+        return None
+    items = annotation.slice.elts if isinstance(annotation.slice, ast.Tuple) else [
+        annotation.slice]
+    return [i.value for i in items if isinstance(i, ast.Constant) and isinstance(i.value, str)]
+
+
 def describe(fn: ast.FunctionDef) -> dict[str, Any]:
     a = fn.args
-    return {
+    out: dict[str, Any] = {
         "positional": [p.arg for p in (*a.posonlyargs, *a.args)],
         "keyword_only": [p.arg for p in a.kwonlyargs],
         "var_positional": a.vararg is not None,
         "var_keyword": a.kwarg is not None,
     }
+    literals = {p.arg: v for p in (*a.posonlyargs, *a.args, *a.kwonlyargs)
+                if (v := _literal(p.annotation)) is not None}
+    if literals:  # what a backend argument accepts in this release
+        out["literals"] = literals
+    return out
 
 
 def signatures_from_sources(sources: dict[str, str]) -> dict[str, Any]:

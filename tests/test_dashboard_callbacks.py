@@ -27,6 +27,7 @@ from kernelwatch.dashboard.app import create_app
 from kernelwatch.dashboard.export import to_csv
 from kernelwatch.dashboard.samples import clock_note, histogram_figure
 from tests.dashboard_seed import GPU, KV_LENS, N_SAMPLES, V_NEW, V_OLD, Seeded, seed
+from tests.test_dashboard_versions import find
 
 
 @pytest.fixture(scope="module")
@@ -134,17 +135,6 @@ def test_layout_restores_view_from_url(pages, seeded):
                                      None, ids)
     query = dict(parse_qsl(search.lstrip("?")))
     page = curves.layout(**query)
-
-    def find(node: Any, id_: Any) -> Any:
-        if getattr(node, "id", None) == id_:
-            return node
-        children = getattr(node, "children", None)
-        for child in children if isinstance(children, list) else [children]:
-            if child is not None and not isinstance(child, str):
-                hit = find(child, id_)
-                if hit is not None:
-                    return hit
-        return None
 
     assert find(page, "curves-kernel").value == "batch_decode"
     assert find(page, "curves-y").value == "tbps"

@@ -65,7 +65,7 @@ def test_it_declares_a_whole_family() -> None:
         assert k.family == "sampling" and k.routine == k.name  # the tool's routine name
         assert k.backends == ("cuda", "torch") and {"sm80", "sm90"} <= set(k.archs)
         assert k.params[:2] == ("batch_size", FAMILY.width(k.name))
-        assert ("input_dtype" in k.params) == (k.name in TAKES_DTYPE)
+        assert ("logits_dtype" in k.params) == (k.name in TAKES_DTYPE)
         assert KERNELS[k.name] is k  # no other family's kernel of the same name
     assert KERNELS["top_k"].since == KERNELS["top_k_ragged_transform"].since == "0.6.0"
     assert all(p.doc for p in FAMILY.params.values())
@@ -76,7 +76,7 @@ def test_it_declares_a_whole_family() -> None:
 
 def test_defaults_are_the_tools() -> None:
     p = complete_params("top_k_top_p_sampling_from_logits", {}, "cuda")
-    assert p == {"batch_size": 1, "vocab_size": 128256, "input_dtype": "float32", "top_k": 50,
+    assert p == {"batch_size": 1, "vocab_size": 128256, "logits_dtype": "float32", "top_k": 50,
                  "top_p": 0.9, "filter_apply_order": "top_k_first"}
     assert complete_params("softmax", {}, "torch")["temperature"] == 1.0
     assert complete_params("min_p_sampling_from_probs", {}, "cuda")["min_p"] == 0.1
@@ -100,12 +100,12 @@ def _spec(kernel: str, **params: Any) -> dict[str, Any]:
      ["params.top_p", "1.5", "out of range", "numbers from 0.01 to 1"]),
     ("top_p_sampling_from_probs", {"top_p": ["high"]}, ["params", "top_p"],
      ["params.top_p", "not a number", "numbers from 0.01 to 1"]),
-    ("softmax", {"input_dtype": ["float64"]}, ["params", "input_dtype"],
-     ["params.input_dtype", "float64", "allowed: float32, float16, bfloat16"]),
+    ("softmax", {"logits_dtype": ["float64"]}, ["params", "logits_dtype"],
+     ["params.logits_dtype", "float64", "allowed: float32, float16, bfloat16"]),
     ("top_k_top_p_sampling_from_probs", {"filter_apply_order": ["top_p_first"]},
      ["params", "filter_apply_order"], ["params.filter_apply_order", "top_k_first, joint"]),
-    ("sampling_from_probs", {"input_dtype": ["float16"]}, ["params"],
-     ["input_dtype", "sampling_from_probs", "allowed"]),
+    ("sampling_from_probs", {"logits_dtype": ["float16"]}, ["params"],
+     ["logits_dtype", "sampling_from_probs", "allowed"]),
     ("top_k", {"top_k": [1024]}, ["params"],
      ["top_k=1024 exceeds vocab_size=512", "at most vocab_size"]),
     ("sampling_from_probs", {"vocab_size": [8]}, ["params", "vocab_size"],
@@ -159,7 +159,7 @@ def test_bytes_count_as_flashinfer_benchmark_does(kernel: str, dtype: str | None
     over: dict[str, Any] = {"batch_size": B, FAMILY.width(kernel): V, "top_k": K,
                             "num_speculate_tokens": N}
     if dtype:
-        over["input_dtype"] = dtype
+        over["logits_dtype"] = dtype
     p = {k: v for k, v in complete_params(kernel, over, "cuda").items()}
     work = FAMILY.work(kernel, p)
     assert work.bytes == moved and work.flops == 0.0  # the tool counts no FLOPs: memory bound
@@ -172,7 +172,7 @@ def test_bytes_count_as_flashinfer_benchmark_does(kernel: str, dtype: str | None
 @pytest.mark.parametrize("kernel", sorted(KERNELS_COVERED))
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_the_torch_path_passes_the_check(kernel: str, dtype: str) -> None:
-    over = {"input_dtype": dtype} if kernel in TAKES_DTYPE else {}
+    over = {"logits_dtype": dtype} if kernel in TAKES_DTYPE else {}
     p = point(kernel, **over)
     inp, outs = run_torch(kernel, p)
     assert max_abs_error(outs, FAMILY.reference(inp)) <= FAMILY.tolerance(kernel, p)
@@ -310,9 +310,9 @@ def test_ties_at_the_boundary_may_go_either_way() -> None:
 
 
 def test_inputs_are_seeded_and_follow_the_tool() -> None:
-    a = FAMILY.inputs("top_k_renorm_probs", point("top_k_renorm_probs", input_dtype="bfloat16"),
+    a = FAMILY.inputs("top_k_renorm_probs", point("top_k_renorm_probs", logits_dtype="bfloat16"),
                       "torch", "cpu")
-    b = FAMILY.inputs("top_k_renorm_probs", point("top_k_renorm_probs", input_dtype="bfloat16"),
+    b = FAMILY.inputs("top_k_renorm_probs", point("top_k_renorm_probs", logits_dtype="bfloat16"),
                       "cuda", "cpu")
     assert torch.equal(a.data["probs"], b.data["probs"])
     assert a.data["probs"].dtype == torch.bfloat16  # the tool's input_dtype for this one
@@ -412,14 +412,14 @@ def test_the_keywords_fit_each_releases_signature(version: str, kernel: str) -> 
 
 POINTS = [
     ("softmax", {"batch_size": 64, "vocab_size": 32000, "temperature": 0.7,
-                 "input_dtype": "bfloat16"}),
+                 "logits_dtype": "bfloat16"}),
     ("top_k_top_p_sampling_from_logits", {"batch_size": 16, "top_p": 0.95,
                                           "filter_apply_order": "joint"}),
     ("min_p_sampling_from_probs", {"min_p": 0.05}),
     ("chain_speculative_sampling", {"batch_size": 4, "num_speculate_tokens": 3}),
-    ("top_k", {"top_k": 2048, "input_dtype": "float16"}),
+    ("top_k", {"top_k": 2048, "logits_dtype": "float16"}),
     ("top_k_page_table_transform", {"batch_size": 32, "max_len": 65536, "top_k": 2048}),
-    ("top_k_ragged_transform", {"max_len": 8192, "input_dtype": "bfloat16"}),
+    ("top_k_ragged_transform", {"max_len": 8192, "logits_dtype": "bfloat16"}),
 ]
 
 
@@ -449,7 +449,13 @@ def test_a_transform_line_takes_the_tools_max_len() -> None:
     (spec,) = line_specs("--routine top_k_page_table_transform --batch_size 8 --top_k 256 "
                          "--num_rows 8 --vocab_size 1000", 1)  # vocab_size: not this one's
     assert spec["params"] == {"batch_size": [8], "max_len": [4096],
-                              "input_dtype": ["float32"], "top_k": [256]}
+                              "logits_dtype": ["float32"], "top_k": [256]}
+
+
+def test_logits_dtype_is_the_tools_input_dtype() -> None:
+    p = complete_params("softmax", {"logits_dtype": "bfloat16"}, "cuda")
+    command = repro_command("softmax", p, "cuda").command or ""
+    assert "--input_dtype bfloat16" in command and "logits_dtype" not in command
 
 
 def test_the_torch_backend_has_no_command() -> None:

@@ -151,18 +151,45 @@ def test_cupti_cold_l2_methods_are_recorded_and_the_dirty_flush_costs_the_call()
 
 
 # A small point of each family's kernels (the attention ones take what they name of SMALL).
-FAMILY_POINTS: dict[str, dict[str, Any]] = {"attention": SMALL,
-                                            "norm": {"batch_size": 512, "hidden_size": 4096},
-                                            "sampling": {"batch_size": 64, "vocab_size": 128256}}
+FAMILY_POINTS: dict[str, dict[str, Any]] = {
+    "attention": SMALL, "norm": {"batch_size": 512, "hidden_size": 4096},
+    "gemm": {"batch_size": 2, "group_size": 2, "m": 128, "n": 1024, "k": 1024},
+    "sampling": {"batch_size": 64, "vocab_size": 128256, "max_len": 8192}}
 
 
-def _older_than(since: str | None) -> bool:
-    """Whether the installed FlashInfer predates a kernel's first release (it refuses it)."""
-    from importlib.metadata import version
+def refused_here(kernel: str, backend: str) -> str | None:
+    """Why this GPU (or FlashInfer release) cannot run a FlashInfer backend of the kernel, as
+    the harness words it, or None: Blackwell-only GEMMs on Hopper, a GEMM backend outside
+    its own architectures or newer than the installed release, a kernel newer than it."""
+    from kernelwatch_harness.families import gemm, gemm_ops
 
-    from packaging.version import Version
+    spec = KERNELS[kernel]
+    if backend not in spec.flashinfer_backends:
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    arch = f"sm{major}{minor}"
+    if arch not in spec.archs:
+        return f"this GPU is {arch}"
+    if spec.since is not None:
+        from importlib.metadata import version
 
-    return since is not None and Version(version("flashinfer-python")) < Version(since)
+        from packaging.version import Version
+
+        if Version(version("flashinfer-python")) < Version(spec.since):
+            return "has no"  # the adapter's refusal names the release and the function
+    if spec.family != "gemm":
+        return None
+    if arch not in gemm.BACKEND_ARCHS[kernel][backend]:
+        return f"this GPU is {arch}"
+    if kernel not in gemm.MEASURED:
+        return "does not run"
+    import flashinfer
+
+    try:
+        gemm_ops.check_release(kernel, backend, flashinfer.__version__)
+    except NotImplementedError:
+        return "added in"
+    return None
 
 
 @pytest.mark.parametrize("kernel", list(KERNELS))
@@ -176,11 +203,13 @@ def test_every_kernel_runs_and_is_checked(kernel: str) -> None:
     _, points = harness(kernel, backends, [params])
     assert {p["backend"] for p in points} == set(backends)
     for p in points:
-        if p["backend"] in spec.flashinfer_backends and _older_than(spec.since):
-            assert p["status"] == "unsupported", (p["backend"], p["error"])
-            continue
         # fa2 exists for every attention kernel on sm80+, every other family's FlashInfer
-        # backend on Ampere and Hopper; the outputs must match the float32 reference.
+        # backend on Ampere and Hopper unless the family says where it runs (the GEMMs);
+        # the outputs must match the float32 reference.
+        why = refused_here(kernel, p["backend"])
+        if why is not None:
+            assert p["status"] == "unsupported" and why in p["error"], (p["backend"], p)
+            continue
         assert p["status"] == "ok", (p["backend"], p["error"])
         assert p["max_abs_error"] is not None and p["max_abs_error"] <= p["telemetry"]["tolerance"]
 

@@ -31,6 +31,8 @@ from kernelwatch.core.releases import (
 )
 from kernelwatch.core.settings import Settings
 from kernelwatch.core.tokens import create_token
+from kernelwatch_harness import catalogue
+from kernelwatch_harness.catalogue import FAMILIES, KERNELS
 
 CPU = json.loads((Path(__file__).parent / "fixtures/compare/cpu_same_spec_two_runs.json")
                  .read_text())
@@ -50,10 +52,13 @@ def test_suite_per_tag_keeps_torch_backends_on_cpu() -> None:
     cpu = suite_specs("cpu", ["0.5.3", "0.6.18.post1"], suite)
     assert [s.kernel for s in gpu] == [e["kernel"] for e in suite]
     assert any(b in ("fa2", "fa3") for s in gpu for b in s.backends)
+    assert {KERNELS[s.kernel].family for s in gpu} == set(FAMILIES)  # every family
     for s in cpu:
-        assert set(s.backends) <= {"torch-sdpa", "torch-math"} and s.targets == ["cpu"]
+        assert set(s.backends) <= set(KERNELS[s.kernel].torch_backends)
+        assert s.targets == ["cpu"]
         assert s.versions() == ["0.5.3", "0.6.18.post1"]  # labels carried through
-        assert max(p["kv_len"] for p in s.combinations()) <= 1024  # cpu_params: small shapes
+        # cpu_params: small shapes
+        assert catalogue.memory_bytes(s.kernel, s.grid(s.backends[0])[0]) < 64 << 20
 
 
 def test_fleet_tags_and_previous_version(session: Session) -> None:

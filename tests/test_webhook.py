@@ -138,7 +138,7 @@ def test_release_creates_release_and_jobs_for_the_previous_and_new_version(
         assert j.kind == "release" and j.source == "webhook"
         assert j.spec["flashinfer_versions"] == ["0.6.18", "0.6.18.post1"]
         assert j.spec["targets"] == ["cpu"]
-        assert set(j.spec["backends"]) <= {"torch-sdpa", "torch-math"}  # cpu: torch only
+        assert set(j.spec["backends"]) <= {"torch-sdpa", "torch-math", "torch"}  # cpu: torch only
 
 
 def test_workflow_run_success_on_a_version_tag(client: TestClient, cpu_node: Node) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kernelwatch_harness.families.attention import FAMILY as ATTENTION
+from kernelwatch_harness.families.gemm import FAMILY as GEMM
 from kernelwatch_harness.families.norm import FAMILY as NORM
 from kernelwatch_harness.families.sampling import FAMILY as SAMPLING
 from kernelwatch_harness.family import Family, Kernel, Param
@@ -38,7 +39,7 @@ __all__ = [
     "work",
 ]
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (ATTENTION, NORM, SAMPLING)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (ATTENTION, NORM, GEMM, SAMPLING)}
 KERNELS: dict[str, Kernel] = {
     name: kernel for f in FAMILIES.values() for name, kernel in f.kernels.items()
 }

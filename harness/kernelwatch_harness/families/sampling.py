@@ -22,11 +22,12 @@ draft and ``[batch_size, n + 1, vocab]`` target probabilities), seeded: logits s
 normal, probabilities their softmax; the transforms' scores are ``[batch_size, max_len]``
 (all rows full length, one row per request, as the tool builds them), each row's page table a
 permutation (any table times the same; distinct entries make the selected indices readable
-back). As in flashinfer_benchmark.py, ``input_dtype`` is the dtype of the logits and scores,
-and of the probabilities of ``top_k_renorm_probs``; the other kernels read float32
-probabilities. Samplers are called with a fixed seed and offset where the
-release takes them (0.6.18 and later, as the tool does, so each call samples the same way), or
-with a seeded generator (0.5.3); softmax runs without PDL (the tool's default).
+back). ``logits_dtype`` is the tool's ``--input_dtype`` (kernelwatch's ``input_dtype`` is the
+GEMMs' fp8 operand type): as there, the dtype of the logits and scores, and of the
+probabilities of ``top_k_renorm_probs``; the other kernels read float32 probabilities.
+Samplers are called with a fixed seed and offset where the release takes them (0.6.18 and
+later, as the tool does, so each call samples the same way), or with a seeded generator
+(0.5.3); softmax runs without PDL (the tool's default).
 
 Backends: FlashInfer's ``cuda`` (its one CUDA kernel per function; the tool's name) and
 ``torch``: what a PyTorch user writes (``torch.softmax``, ``torch.topk`` or a sorted cumulative
@@ -85,7 +86,9 @@ READS_LOGITS = ("softmax", "sampling_from_logits", "top_k_top_p_sampling_from_lo
                 "top_k_mask_logits", "top_k")
 # Kernels selecting the top k of ``max_len`` scores per row (sparse attention's selection).
 TRANSFORMS = ("top_k_page_table_transform", "top_k_ragged_transform")
-# Kernels whose input is in ``input_dtype`` (the tool builds the rest's probabilities float32).
+# Kernels whose input is in ``logits_dtype`` (the tool builds the rest's probabilities float32).
+# The tool's flag for each parameter, where it is not the parameter's name.
+FLAG = {"logits_dtype": "--input_dtype"}
 TAKES_DTYPE = (*READS_LOGITS, *TRANSFORMS, "top_k_renorm_probs")
 # Kernels returning a [batch_size, vocab_size] tensor in their input's dtype.
 SAME_SHAPE = ("top_k_renorm_probs", "top_p_renorm_probs", "top_k_mask_logits")
@@ -97,7 +100,7 @@ def _p(*params: Param) -> dict[str, Param]:
 
 def _kernel(name: str, extra: tuple[str, ...], description: str,
             since: str | None = None) -> Kernel:
-    dtype = ("input_dtype",) if name in TAKES_DTYPE else ()
+    dtype = ("logits_dtype",) if name in TAKES_DTYPE else ()
     width = "max_len" if name in TRANSFORMS else "vocab_size"
     return Kernel(name, "sampling", ("batch_size", width, *dtype, *extra), ("cuda",),
                   ("torch",), description, routine=name, archs=ARCHS, since=since)
@@ -112,7 +115,7 @@ class SamplingFamily(Family):
               doc="tokens per row (the last dimension)"),
         Param("max_len", int, 4096, min=16, max=1048576,
               doc="scores per row the transforms select from (a request's KV length)"),
-        Param("input_dtype", str, "float32", choices=("float32", "float16", "bfloat16"),
+        Param("logits_dtype", str, "float32", choices=("float32", "float16", "bfloat16"),
               doc="dtype of the logits and scores (and of top_k_renorm_probs' "
                   "probabilities)"),
         Param("temperature", float, 1.0, min=0.01, max=100.0,
@@ -187,7 +190,8 @@ class SamplingFamily(Family):
         args = ["--routine", kernel, "--backends", "cuda"]
         for name in self.kernels[kernel].params:
             value = params[name]
-            args += [f"--{name}", repr(float(value)) if isinstance(value, float) else str(value)]
+            args += [FLAG.get(name, f"--{name}"),
+                     repr(float(value)) if isinstance(value, float) else str(value)]
         return Repro(args)
 
     def from_flags(self, kernel: str, flags: Flags) -> list[LineGroup]:
@@ -203,19 +207,20 @@ class SamplingFamily(Family):
         params: dict[str, Any] = {}
         for name in self.kernels[kernel].params:
             p = self.params[name]
+            flag = FLAG.get(name, f"--{name}")
             required = name in ("batch_size", "vocab_size")
-            text = flags.one(f"--{name}", None if required else str(p.default))
+            text = flags.one(flag, None if required else str(p.default))
             try:
                 params[name] = p.kind(text)
             except ValueError:
-                raise Unmapped(f"--{name} {text} is not a number") from None
+                raise Unmapped(f"{flag} {text} is not a number") from None
             if p.choices is not None and params[name] not in p.choices:
-                raise Unmapped(f"--{name} {text} cannot be mapped")
+                raise Unmapped(f"{flag} {text} cannot be mapped")
         return [(["cuda"], params)]
 
     def work(self, kernel: str, point: dict[str, Any]) -> Work:
         b, v = int(point["batch_size"]), int(point[self.width(kernel)])
-        size = DTYPE_BYTES[str(point.get("input_dtype", "float32"))]
+        size = DTYPE_BYTES[str(point.get("logits_dtype", "float32"))]
         if kernel == "chain_speculative_sampling":
             n = int(point["num_speculate_tokens"])
             # draft probs and ids, target probs in; tokens, accepted and emitted counts out
@@ -269,7 +274,7 @@ class SamplingFamily(Family):
         # Renormalised probabilities (at most 1) written in the input's dtype: half an ulp at
         # 1 (bf16 3.9e-3, fp16 4.9e-4); a wrong set or scale is off by far more.
         return {"float32": 1e-5, "float16": 1e-3, "bfloat16": 8e-3}[
-            str(params.get("input_dtype", "float32"))]
+            str(params.get("logits_dtype", "float32"))]
 
 
 FAMILY = SamplingFamily()

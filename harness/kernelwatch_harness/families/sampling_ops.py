@@ -24,7 +24,7 @@ def inputs(kernel: str, params: dict[str, Any], device: str) -> Operands:
     gen = torch.Generator(device="cpu").manual_seed(SEED)
     b = int(params["batch_size"])
     v = int(params["max_len" if kernel in TRANSFORMS else "vocab_size"])
-    dtype = getattr(torch, str(params["input_dtype"])) if kernel in TAKES_DTYPE else torch.float32
+    dtype = getattr(torch, str(params["logits_dtype"])) if kernel in TAKES_DTYPE else torch.float32
     data: dict[str, torch.Tensor]
     if kernel == "chain_speculative_sampling":
         n = int(params["num_speculate_tokens"])
