@@ -19,7 +19,9 @@ from typing import Any
 
 FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
              "cudnn_batch_prefill_with_kv_cache", "cudnn_batch_decode_with_kv_cache",
-             "determine_attention_backend")
+             "determine_attention_backend",
+             "apply_rope", "apply_rope_pos_ids", "apply_llama31_rope",
+             "apply_llama31_rope_pos_ids", "apply_rope_with_cos_sin_cache")
 CLASSES = (
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",

@@ -281,6 +281,16 @@ class RopeFamily(Family):
         return base + int(params["seq_len"]) * 2.0 ** -20
 
 
+def tensor_args(kernel: str) -> dict[str, str]:
+    """flashinfer.rope's tensor keywords for the kernel, each with the input it reads."""
+    if kernel == CACHED:  # this one names q and k query and key
+        return {"positions": "positions", "query": "q", "key": "k",
+                "cos_sin_cache": "cos_sin_cache"}
+    if kernel in INDPTR:
+        return {"q": "q", "k": "k", "indptr": "indptr", "offsets": "offsets"}
+    return {"q": "q", "k": "k", "pos_ids": "pos_ids"}
+
+
 def call_kwargs(kernel: str, params: dict[str, Any]) -> dict[str, Any]:
     """The scalar keywords flashinfer.rope's function of the kernel's name is called with, as
     flashinfer_benchmark.py calls it (tensors are the caller's)."""

@@ -15,7 +15,14 @@ from kernelwatch_harness.families.attention.reference import (
     rope_frequencies,
     rope_rotate,
 )
-from kernelwatch_harness.families.rope import CACHED, INDPTR, LLAMA31, POS_IDS, call_kwargs
+from kernelwatch_harness.families.rope import (
+    CACHED,
+    INDPTR,
+    LLAMA31,
+    POS_IDS,
+    call_kwargs,
+    tensor_args,
+)
 from kernelwatch_harness.family import Operands
 from kernelwatch_harness.prepared import Prepared
 
@@ -129,21 +136,16 @@ def _flashinfer_call(kernel: str, params: dict[str, Any]) -> Any:
     op = getattr(fr, kernel, None)
     if op is None:
         raise NotImplementedError(f"FlashInfer {version} has no flashinfer.rope.{kernel}")
-    kwargs = call_kwargs(kernel, params)
-    tensors = (("positions", "query", "key", "cos_sin_cache") if kernel == CACHED
-               else ("q", "k", "indptr", "offsets") if kernel in INDPTR else ("q", "k", "pos_ids"))
+    kwargs, tensors = call_kwargs(kernel, params), tensor_args(kernel)
     accepted = inspect.signature(op).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
         missing = [n for n in (*tensors, *kwargs) if n not in accepted]
         if missing:
             raise NotImplementedError(f"FlashInfer {version} flashinfer.rope.{kernel} takes no "
                                       f"{', '.join(missing)}")
-    # the cached form names q and k query and key
-    names = dict(zip(tensors, ("positions", "q", "k", "cos_sin_cache"), strict=True)) \
-        if kernel == CACHED else {n: n for n in tensors}
 
     def call(d: dict[str, torch.Tensor]) -> Any:
-        return op(**{arg: d[key] for arg, key in names.items()}, **kwargs)
+        return op(**{arg: d[key] for arg, key in tensors.items()}, **kwargs)
     return call
 
 
