@@ -309,7 +309,7 @@ def test_the_keywords_fit_every_releases_signature(version: str, kernel: str) ->
 ROUND_TRIP = [
     ("apply_rope", {}),
     ("apply_rope", {"batch_size": 16, "seq_len": 1024, "dtype": "bfloat16", "interleave": True}),
-    ("apply_rope_pos_ids", {"head_dim": 64, "rotary_dim": 32, "rope_theta": 5e5}),
+    ("apply_rope_pos_ids", {"head_dim": 64, "rotary_dim": 32, "rope_theta": 1234567.5}),
     ("apply_llama31_rope", {"rope_scale": 8.0, "rope_theta": 5e5, "low_freq_factor": 1.5,
                             "high_freq_factor": 4.5, "old_context_len": 4096}),
     ("apply_llama31_rope_pos_ids", {"num_qo_heads": 64, "num_kv_heads": 8}),

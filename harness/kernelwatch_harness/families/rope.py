@@ -182,9 +182,8 @@ class RopeFamily(Family):
             args.append("--interleave")
         for name in ("rope_scale", "rope_theta", "low_freq_factor", "high_freq_factor",
                      "old_context_len"):
-            if name in params:
-                args += [f"--{name}", f"{params[name]:g}" if isinstance(params[name], float)
-                         else str(params[name])]
+            if name in params:  # str() of a float is exact (":g" would round 1234567)
+                args += [f"--{name}", str(params[name])]
         # The same experiment, but the tool's cached routine fails as it stands: said beside it.
         note = CACHE_NOTE if kernel == CACHED else None
         return Repro([*args, "--input_dtype", str(params["dtype"])], note)
@@ -216,9 +215,6 @@ class RopeFamily(Family):
         if "old_context_len" in wanted:
             params["old_context_len"] = int(flags.one("--old_context_len", "8192"))
         params["dtype"] = dtype
-        for name in ("rotary_dim", "interleave"):
-            if name not in wanted:
-                params.pop(name)
         return [(["auto"], params)]
 
     # --- formulas --------------------------------------------------------------------------
@@ -235,9 +231,9 @@ class RopeFamily(Family):
         return self.tokens(point) * heads * int(point["head_dim"])
 
     def work(self, kernel: str, point: dict[str, Any]) -> Work:
-        n, size, tokens = self.elements(point), DTYPE_BYTES[str(point["dtype"])], \
-            self.tokens(point)
-        moved = n * size * 2  # q and k read, their rotated copies written
+        n, tokens = self.elements(point), self.tokens(point)
+        # q and k read, their rotated copies written
+        moved = n * DTYPE_BYTES[str(point["dtype"])] * 2
         if kernel in POS_IDS:
             moved += tokens * 4  # int32 pos_ids
         elif kernel == CACHED:
