@@ -9,7 +9,9 @@ flashinfer_benchmark.py's rope routines of the same names run them.
   frequency scaling (``low_freq_factor``, ``high_freq_factor``, ``old_context_len``);
 - ``apply_rope_with_cos_sin_cache``: q ``[tokens, num_qo_heads * head_dim]``, k likewise,
   turned by a precomputed float32 cos/sin table ``[seq_len, rotary_dim]`` (cos then sin) at
-  int64 ``positions``; ``interleave`` is the library's ``is_neox=False``.
+  int64 ``positions``; ``interleave`` is the library's ``is_neox=False``. The table holds
+  the angles at theta 1e4, as a model builds it (the tool fills it with random numbers: the
+  kernel's work is the same).
 
 The first ``rotary_dim`` dimensions of each head rotate (0: all of them), pairing a dimension
 with the one half of them further (FlashInfer's default) or with its neighbour when
@@ -25,7 +27,8 @@ shares the attention family's RoPE (``families.attention.reference``); flashinfe
 checks none of these routines.
 
 RoPE is memory bound: bytes are one read and one write of q and k, plus ``pos_ids`` (4 bytes a
-token) or ``positions`` (8) and the cos/sin table, as the tool counts them, except that the
+token) or ``positions`` (8) and the cos/sin table, as the tool counts them (``indptr`` and
+``offsets``, a few bytes a request, are not counted by it either), except that the
 table is counted as the float32 it must be (the tool builds it in the input dtype, which every
 FlashInfer release refuses). The tool reports 0 FLOPs; kernelwatch counts the rotation's
 arithmetic, 3 per rotated element (two products and a sum), so a point has a place on the
