@@ -72,12 +72,13 @@ class JobList(BaseModel):
 
 class CatalogueParam(BaseModel):
     name: str
-    kind: str  # int, str or bool
+    kind: str  # int, float, str or bool
     default: Any
     allowed: str  # the allowed values in words, as a 422 says them
     choices: list[Any] | None
-    min: int | None
-    max: int | None
+    # int | float: pydantic's smart union keeps an int an int and a real bound real
+    min: int | float | None
+    max: int | float | None
     doc: str
     by_backend: dict[str, Any] | None  # the default per backend, where it follows the backend
 
