@@ -22,6 +22,9 @@ FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
              "determine_attention_backend",
              # the GEMM family's (kernelwatch_harness.families.gemm_ops)
              "bmm_fp8", "mm_fp8", "mm_bf16", "bmm_bf16", "tinygemm_bf16",
+             # the RoPE family's (kernelwatch_harness.families.rope_ops)
+             "apply_rope", "apply_rope_pos_ids", "apply_llama31_rope",
+             "apply_llama31_rope_pos_ids", "apply_rope_with_cos_sin_cache",
              # the sampling family's (flashinfer.sampling, and flashinfer.top_k and its
              # transforms in topk.py)
              "softmax", "sampling_from_probs", "sampling_from_logits",

@@ -154,7 +154,9 @@ def test_cupti_cold_l2_methods_are_recorded_and_the_dirty_flush_costs_the_call()
 FAMILY_POINTS: dict[str, dict[str, Any]] = {
     "attention": SMALL, "norm": {"batch_size": 512, "hidden_size": 4096},
     "gemm": {"batch_size": 2, "group_size": 2, "m": 128, "n": 1024, "k": 1024},
-    "sampling": {"batch_size": 64, "vocab_size": 128256, "max_len": 8192}}
+    "rope": {"batch_size": 4, "seq_len": 1024, "num_qo_heads": 32, "num_kv_heads": 8},
+    "sampling": {"batch_size": 64, "vocab_size": 128256, "max_len": 8192},
+}
 
 
 def refused_here(kernel: str, backend: str) -> str | None:
@@ -192,7 +194,8 @@ def refused_here(kernel: str, backend: str) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("kernel", list(KERNELS))
+# Kernels declared without a backend (the catalogue lists them; nothing measures them yet).
+@pytest.mark.parametrize("kernel", [k for k, spec in KERNELS.items() if spec.backends])
 def test_every_kernel_runs_and_is_checked(kernel: str) -> None:
     spec = KERNELS[kernel]
     params = {k: v for k, v in FAMILY_POINTS[spec.family].items() if k in spec.params}

@@ -17,6 +17,7 @@ from typing import Any
 from kernelwatch_harness.families.attention import FAMILY as ATTENTION
 from kernelwatch_harness.families.gemm import FAMILY as GEMM
 from kernelwatch_harness.families.norm import FAMILY as NORM
+from kernelwatch_harness.families.rope import FAMILY as ROPE
 from kernelwatch_harness.families.sampling import FAMILY as SAMPLING
 from kernelwatch_harness.family import Family, Kernel, Param
 
@@ -39,7 +40,7 @@ __all__ = [
     "work",
 ]
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (ATTENTION, NORM, GEMM, SAMPLING)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (ATTENTION, NORM, GEMM, ROPE, SAMPLING)}
 KERNELS: dict[str, Kernel] = {
     name: kernel for f in FAMILIES.values() for name, kernel in f.kernels.items()
 }

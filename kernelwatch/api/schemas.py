@@ -76,7 +76,8 @@ class CatalogueParam(BaseModel):
     default: Any
     allowed: str  # the allowed values in words, as a 422 says them
     choices: list[Any] | None
-    min: int | float | None  # a float parameter's bounds are real numbers
+    # int | float: pydantic's smart union keeps an int an int and a real bound real
+    min: int | float | None
     max: int | float | None
     doc: str
     by_backend: dict[str, Any] | None  # the default per backend, where it follows the backend

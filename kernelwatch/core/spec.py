@@ -146,6 +146,8 @@ class SweepSpec(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> SweepSpec:
         kernel = catalogue.KERNELS[self.kernel]
+        if not kernel.backends:  # declared (the catalogue lists it), not measured
+            raise ValueError(f"kernel: {self.kernel} is {kernel.description}")
         for b in self.backends:
             if b not in kernel.backends:
                 raise ValueError(

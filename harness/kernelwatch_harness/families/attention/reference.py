@@ -76,16 +76,64 @@ ROPE_SCALE = 1.0
 """FlashInfer's defaults for ``rope_theta`` and ``rope_scale``, which the harness never sets."""
 
 
+class Llama31(NamedTuple):
+    """Llama 3.1's frequency scaling (``flashinfer.rope.apply_llama31_rope``'s arguments)."""
+
+    low_freq_factor: float
+    high_freq_factor: float
+    old_context_len: float
+
+
+def rope_frequencies(rotary_dim: int, theta: float = ROPE_THETA, scale: float = ROPE_SCALE,
+                     llama31: Llama31 | None = None,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """Float32 ``[rotary_dim / 2]``: the angle per position of each rotated pair, as
+    FlashInfer's kernels compute it: ``theta^(-2i / rotary_dim)``, blended towards that over
+    ``scale`` by ``1 - s`` where ``s`` is Llama 3.1's smoothing factor
+    ``clamp((old_context_len / wavelength - low) / (high - low), 0, 1)`` (0 without Llama 3.1
+    scaling, so plain RoPE divides every frequency by ``scale``)."""
+    freq = torch.pow(torch.tensor(theta, dtype=torch.float32, device=device),
+                     -torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=device)
+                     / rotary_dim)
+    smooth = torch.zeros_like(freq)
+    if llama31 is not None:
+        low, high, old = llama31
+        smooth = ((old * freq / (2 * math.pi) - low) / (high - low)).clamp(0, 1)
+    return (1 - smooth) * (freq / scale) + smooth * freq
+
+
+def rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                interleave: bool = False) -> torch.Tensor:
+    """``x`` (``[..., D]``) in float32 with its first ``2 * cos.shape[-1]`` dimensions rotated
+    (the rest passed through): pair ``i`` is ``(i, i + R/2)`` of those ``R`` (the halves,
+    FlashInfer's and Llama's default) or ``(2i, 2i + 1)`` when ``interleave`` (GPT-J's), and
+    turns by the angle whose ``cos`` and ``sin`` (broadcasting against ``x.shape[:-1]``) are
+    given."""
+    x = x.float()
+    r = 2 * cos.shape[-1]
+    rot, rest = x[..., :r], x[..., r:]
+    if interleave:
+        a, b = rot[..., 0::2], rot[..., 1::2]
+        out = torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).flatten(-2)
+    else:
+        a, b = rot.chunk(2, dim=-1)
+        out = torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+    return torch.cat((out, rest), dim=-1)
+
+
+def rope_angles(positions: torch.Tensor,
+                freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of ``position * freq`` (``[..., R/2]``), the product in float32 as the
+    kernels form it."""
+    angle = positions.to(torch.float32)[..., None] * freq
+    return angle.cos(), angle.sin()
+
+
 def rope_llama(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """``x`` (``[..., D]``) in float32, rotated as FlashInfer's ROPE_LLAMA rotates it inside
     its kernels; ``positions`` broadcasts against ``x.shape[:-1]``."""
-    d = x.shape[-1]
-    inv_freq = torch.pow(torch.tensor(ROPE_THETA, dtype=torch.float32, device=x.device),
-                         -torch.arange(0, d, 2, dtype=torch.float32, device=x.device) / d)
-    angle = positions.to(torch.float32)[..., None] * (inv_freq / ROPE_SCALE)
-    cos, sin = angle.cos(), angle.sin()
-    a, b = x.float().chunk(2, dim=-1)
-    return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+    freq = rope_frequencies(x.shape[-1], device=x.device)
+    return rope_rotate(x, *rope_angles(positions, freq))
 
 
 def rope_qk(q: torch.Tensor, k: torch.Tensor, seq_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
