@@ -4,7 +4,6 @@ drawn by the dashboard's callbacks. Nothing in the path names attention."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,12 +14,12 @@ from sqlalchemy import select
 
 from kernelwatch.api.main import create_app
 from kernelwatch.core import db
-from kernelwatch.core.models import Point, Run
+from kernelwatch.core.models import Point
 from kernelwatch.core.settings import Settings
 from kernelwatch.core.tokens import create_token
 from kernelwatch.dashboard import queries
 from kernelwatch_harness.families.norm import FAMILY as NORM
-from tests.worker_support import start_worker, stop, terminal_status, wait_for
+from tests.family_support import dashboard_pages, row_params, sweep_twice
 
 SPEC: dict[str, Any] = {
     "name": "norm-cpu", "kernel": "fused_add_rmsnorm", "backends": ["torch"],
@@ -32,44 +31,22 @@ SPEC: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def pages() -> dict[str, ModuleType]:
-    from kernelwatch.dashboard.app import create_app as dash_app
-
-    dash_app()
-    return {name: importlib.import_module(f"kernelwatch.dashboard.pages.{name}")
-            for name in ("curves", "roofline", "job", "compare")}
+    return dashboard_pages()
 
 
 def test_a_norm_sweep_end_to_end(kw_env: Settings, tmp_path: Path,
                                  pages: dict[str, ModuleType]) -> None:
-    log = tmp_path / "worker.log"
-    proc = start_worker(f"norm-{kw_env.queue_prefix[-6:]}", log)
-    try:
-        with db.session_scope() as session:
-            token = create_token(session, "e2e")
-        client = TestClient(create_app())
-        auth = {"Authorization": f"Bearer {token}"}
-        jobs = []
-        for _ in range(2):  # two runs of one sweep: a comparison with itself
-            r = client.post("/v1/jobs", json=SPEC, headers=auth)
-            assert r.status_code == 201, r.text
-            jobs.append(r.json()["id"])
-        for job_id in jobs:
-            status = wait_for("the job to finish", lambda j=job_id: terminal_status(j),
-                              log_path=log)
-            assert status == "succeeded", log.read_text()[-3000:]
-    finally:
-        stop(proc)
+    client, jobs, runs = sweep_twice(kw_env, tmp_path, SPEC, "norm")
 
     rows = client.get(f"/v1/jobs/{jobs[0]}/results").json()["rows"]
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
     for row in rows:
-        point = {k[len("param_"):]: v for k, v in row.items() if k.startswith("param_")}
+        point = row_params(row)
         work = NORM.work("fused_add_rmsnorm", point)  # the family's own formulas, stored
         assert row["bytes"] == work.bytes and row["flops"] == work.flops
         assert row["max_abs_error"] <= NORM.tolerance("fused_add_rmsnorm", point)
         assert row["repro_command"] is None and "not FlashInfer's" in row["repro_note"]
     with db.session_scope() as session:
-        runs = [session.scalars(select(Run.id).where(Run.job_id == j)).one() for j in jobs]
         stored = session.scalars(select(Point).where(Point.job_id == jobs[0])).all()
         assert all(p.params["num_heads"] == 0 for p in stored)  # completed with the defaults
 

@@ -44,7 +44,6 @@ from kernelwatch_harness.family import (
     Flags,
     Kernel,
     LineGroup,
-    Operands,
     Param,
     Repro,
     Unmapped,
@@ -52,9 +51,8 @@ from kernelwatch_harness.family import (
 )
 
 if TYPE_CHECKING:
-    import torch
 
-    from kernelwatch_harness.prepared import Prepared
+    pass
 
 BLACKWELL = ("sm100", "sm103", "sm120")
 HOPPER_ON = ("sm90", *BLACKWELL)
@@ -147,6 +145,7 @@ _MNK = ("m", "n", "k")
 
 class GemmFamily(Family):
     name = "gemm"
+    ops = "kernelwatch_harness.families.gemm_ops"
     params = _p(
         Param("batch_size", int, 1, min=1, max=16384,
               doc="matrices multiplied in one batched call"),
@@ -292,22 +291,6 @@ class GemmFamily(Family):
         return [(list(backends), params)]
 
     # --- measuring -------------------------------------------------------------------------
-
-    def inputs(self, kernel: str, params: dict[str, Any], backend: str,
-               device: str) -> Operands:
-        from kernelwatch_harness.families import gemm_ops
-
-        return gemm_ops.inputs(kernel, params, backend, device)
-
-    def prepare(self, backend: str, inp: Operands, device: str) -> Prepared:
-        from kernelwatch_harness.families import gemm_ops
-
-        return gemm_ops.prepare(backend, inp, device)
-
-    def reference(self, inp: Operands) -> list[torch.Tensor]:
-        from kernelwatch_harness.families import gemm_ops
-
-        return gemm_ops.reference(inp)
 
     def tolerance(self, kernel: str, params: dict[str, Any]) -> float:
         # Every output passes through bfloat16 (the output, or torch's product of bfloat16

@@ -28,7 +28,6 @@ from kernelwatch_harness.family import (
     Flags,
     Kernel,
     LineGroup,
-    Operands,
     Param,
     Repro,
     Unmapped,
@@ -36,9 +35,8 @@ from kernelwatch_harness.family import (
 )
 
 if TYPE_CHECKING:
-    import torch
 
-    from kernelwatch_harness.prepared import Prepared
+    pass
 
 EPS = 1e-6
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2}
@@ -56,6 +54,7 @@ def _p(*params: Param) -> dict[str, Param]:
 
 class NormFamily(Family):
     name = "norm"
+    ops = "kernelwatch_harness.families.norm_ops"
     params = _p(
         Param("batch_size", int, 1, min=1, max=16384,
               doc="tokens (rows) normalised in one call"),
@@ -131,22 +130,6 @@ class NormFamily(Family):
         # the streams, a pristine copy for the reference, and the float32 reference
         n = self.elements(point)
         return self.work(kernel, point).bytes * 2 + n * 4 * (2 if kernel in FUSED else 1)
-
-    def inputs(self, kernel: str, params: dict[str, Any], backend: str,
-               device: str) -> Operands:
-        from kernelwatch_harness.families import norm_ops
-
-        return norm_ops.inputs(kernel, params, device)
-
-    def prepare(self, backend: str, inp: Operands, device: str) -> Prepared:
-        from kernelwatch_harness.families import norm_ops
-
-        return norm_ops.prepare(backend, inp, device)
-
-    def reference(self, inp: Operands) -> list[torch.Tensor]:
-        from kernelwatch_harness.families import norm_ops
-
-        return norm_ops.reference(inp)
 
     def tolerance(self, kernel: str, params: dict[str, Any]) -> float:
         # Outputs reach ~9 (normal x, w in [-1, 1), Gemma's 1 + w): one rounding there is

@@ -21,7 +21,7 @@ def _shape(params: dict[str, Any]) -> tuple[int, ...]:
     return (*rows, int(params["hidden_size"]))
 
 
-def inputs(kernel: str, params: dict[str, Any], device: str) -> Operands:
+def inputs(kernel: str, params: dict[str, Any], backend: str, device: str) -> Operands:
     """x (and r) standard normal, w uniform in [-1, 1), from one seed; a pristine copy of the
     data is kept for the reference, because the fused kernels write their inputs."""
     dtype = getattr(torch, str(params["dtype"]))

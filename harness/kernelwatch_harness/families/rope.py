@@ -57,9 +57,8 @@ from kernelwatch_harness.family import (
 )
 
 if TYPE_CHECKING:
-    import torch
 
-    from kernelwatch_harness.prepared import Prepared
+    pass
 
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2}
 # Where FlashInfer's rope kernels run: flashinfer_benchmark.py lists the plain ones on every
@@ -103,6 +102,7 @@ def _kernel(name: str, params: tuple[str, ...], description: str,
 
 class RopeFamily(Family):
     name = "rope"
+    ops = "kernelwatch_harness.families.rope_ops"
     # Shared names are declared exactly as the other families declare them.
     params = _p(
         Param("batch_size", int, 1, min=1, max=16384,
@@ -256,19 +256,7 @@ class RopeFamily(Family):
                device: str) -> Operands:
         if kernel in FP8:
             raise NotImplementedError(f"{kernel}: {NOT_MEASURED}")
-        from kernelwatch_harness.families import rope_ops
-
-        return rope_ops.inputs(kernel, params, backend, device)
-
-    def prepare(self, backend: str, inp: Operands, device: str) -> Prepared:
-        from kernelwatch_harness.families import rope_ops
-
-        return rope_ops.prepare(backend, inp, device)
-
-    def reference(self, inp: Operands) -> list[torch.Tensor]:
-        from kernelwatch_harness.families import rope_ops
-
-        return rope_ops.reference(inp)
+        return super().inputs(kernel, params, backend, device)
 
     def tolerance(self, kernel: str, params: dict[str, Any]) -> float:
         # Outputs a*cos - b*sin of normal inputs reach ~6: rounding there (and the torch

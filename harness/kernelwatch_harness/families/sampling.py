@@ -70,7 +70,6 @@ from kernelwatch_harness.family import (
 if TYPE_CHECKING:
     import torch
 
-    from kernelwatch_harness.prepared import Prepared
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 # flashinfer_benchmark.py lists its sampling routines from SM75 to SM121.
@@ -108,6 +107,7 @@ def _kernel(name: str, extra: tuple[str, ...], description: str,
 
 class SamplingFamily(Family):
     name = "sampling"
+    ops = "kernelwatch_harness.families.sampling_ops"
     params = _p(
         Param("batch_size", int, 1, min=1, max=16384,
               doc="rows (sequences) sampled in one call"),
@@ -249,17 +249,6 @@ class SamplingFamily(Family):
         per_token = 64 if kernel in SAME_SHAPE else 24
         return (self.work(kernel, point).bytes * 2
                 + rows * int(point[self.width(kernel)]) * per_token)
-
-    def inputs(self, kernel: str, params: dict[str, Any], backend: str,
-               device: str) -> Operands:
-        from kernelwatch_harness.families import sampling_ops
-
-        return sampling_ops.inputs(kernel, params, device)
-
-    def prepare(self, backend: str, inp: Operands, device: str) -> Prepared:
-        from kernelwatch_harness.families import sampling_ops
-
-        return sampling_ops.prepare(backend, inp, device)
 
     def reference(self, inp: Operands) -> list[torch.Tensor]:
         from kernelwatch_harness.families import sampling_checks

@@ -18,7 +18,7 @@ SEED = 0
 Call = Callable[[dict[str, torch.Tensor]], Any]
 
 
-def inputs(kernel: str, params: dict[str, Any], device: str) -> Operands:
+def inputs(kernel: str, params: dict[str, Any], backend: str, device: str) -> Operands:
     """Logits standard normal from one seed, probabilities their softmax (draft token ids
     uniform, page tables permutations); a pristine copy is kept for the checks."""
     gen = torch.Generator(device="cpu").manual_seed(SEED)
