@@ -45,6 +45,11 @@ class Param:
         return f"integers from {self.min} to {self.max}"
 
 
+def by_name(*params: Param) -> dict[str, Param]:
+    """A family's parameters keyed by name, in declaration order."""
+    return {p.name: p for p in params}
+
+
 # Compute capabilities kernelwatch names (FlashInfer's support tables use the same).
 ARCHS = ("sm80", "sm86", "sm89", "sm90", "sm100", "sm103", "sm120")
 AMPERE_HOPPER = ("sm80", "sm86", "sm89", "sm90")

@@ -48,6 +48,7 @@ from kernelwatch_harness.family import (
     Repro,
     Unmapped,
     Work,
+    by_name,
 )
 
 if TYPE_CHECKING:
@@ -128,9 +129,6 @@ TOOL_DEFAULT_BACKEND = {"mm_fp8": "trtllm_low_latency", "tinygemm_bf16": "tinyge
 TOOL_BACKENDS = {"mm_fp8": ("trtllm_low_latency",), "bmm_bf16": ("cudnn", "cutlass", "auto")}
 
 
-def _p(*params: Param) -> dict[str, Param]:
-    return {p.name: p for p in params}
-
 
 def _kernel(name: str, params: tuple[str, ...], description: str,
             since: str | None = None) -> Kernel:
@@ -146,7 +144,7 @@ _MNK = ("m", "n", "k")
 class GemmFamily(Family):
     name = "gemm"
     ops = "kernelwatch_harness.families.gemm_ops"
-    params = _p(
+    params = by_name(
         Param("batch_size", int, 1, min=1, max=16384,
               doc="matrices multiplied in one batched call"),
         Param("group_size", int, 1, min=1, max=1024,

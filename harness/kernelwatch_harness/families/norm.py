@@ -32,6 +32,7 @@ from kernelwatch_harness.family import (
     Repro,
     Unmapped,
     Work,
+    by_name,
 )
 
 if TYPE_CHECKING:
@@ -48,14 +49,11 @@ FUSED = ("fused_add_rmsnorm", "gemma_fused_add_rmsnorm")
 GEMMA = ("gemma_rmsnorm", "gemma_fused_add_rmsnorm")
 
 
-def _p(*params: Param) -> dict[str, Param]:
-    return {p.name: p for p in params}
-
 
 class NormFamily(Family):
     name = "norm"
     ops = "kernelwatch_harness.families.norm_ops"
-    params = _p(
+    params = by_name(
         Param("batch_size", int, 1, min=1, max=16384,
               doc="tokens (rows) normalised in one call"),
         Param("hidden_size", int, 4096, min=16, max=65536,

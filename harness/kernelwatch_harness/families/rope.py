@@ -54,6 +54,7 @@ from kernelwatch_harness.family import (
     Repro,
     Unmapped,
     Work,
+    by_name,
 )
 
 if TYPE_CHECKING:
@@ -79,9 +80,6 @@ CACHE_NOTE = ("flashinfer_benchmark.py builds this routine's cos/sin table in th
               "table is float32")
 
 
-def _p(*params: Param) -> dict[str, Param]:
-    return {p.name: p for p in params}
-
 
 _SHAPE = ("batch_size", "seq_len", "num_qo_heads", "num_kv_heads", "head_dim", "rotary_dim",
           "interleave")
@@ -104,7 +102,7 @@ class RopeFamily(Family):
     name = "rope"
     ops = "kernelwatch_harness.families.rope_ops"
     # Shared names are declared exactly as the other families declare them.
-    params = _p(
+    params = by_name(
         Param("batch_size", int, 1, min=1, max=16384,
               doc="requests, each of seq_len tokens"),
         Param("seq_len", int, 1024, min=1, max=131072,

@@ -65,6 +65,7 @@ from kernelwatch_harness.family import (
     Repro,
     Unmapped,
     Work,
+    by_name,
 )
 
 if TYPE_CHECKING:
@@ -93,9 +94,6 @@ TAKES_DTYPE = (*READS_LOGITS, *TRANSFORMS, "top_k_renorm_probs")
 SAME_SHAPE = ("top_k_renorm_probs", "top_p_renorm_probs", "top_k_mask_logits")
 
 
-def _p(*params: Param) -> dict[str, Param]:
-    return {p.name: p for p in params}
-
 
 def _kernel(name: str, extra: tuple[str, ...], description: str,
             since: str | None = None) -> Kernel:
@@ -108,7 +106,7 @@ def _kernel(name: str, extra: tuple[str, ...], description: str,
 class SamplingFamily(Family):
     name = "sampling"
     ops = "kernelwatch_harness.families.sampling_ops"
-    params = _p(
+    params = by_name(
         Param("batch_size", int, 1, min=1, max=16384,
               doc="rows (sequences) sampled in one call"),
         Param("vocab_size", int, 128256, min=16, max=1048576,
