@@ -36,6 +36,7 @@ __all__ = [
     "family_of",
     "memory_bytes",
     "params_of",
+    "shared_defaults",
     "with_legacy_values",
     "work",
 ]
@@ -94,6 +95,16 @@ def backend_defaults(kernel: str, backend: str) -> dict[str, Any]:
     own = table.get(family.default_backend if backend in spec.torch_backends else backend, {})
     by_backend = {**table.get("*", {}), **own}
     return {name: by_backend.get(name, p.default) for name, p in params_of(kernel).items()}
+
+
+def shared_defaults(kernel: str) -> dict[str, Any]:
+    """The parameters whose default is the same for every backend of the kernel, with that
+    default (a parameter whose default follows the backend is left out)."""
+    per_backend = [backend_defaults(kernel, b) for b in KERNELS[kernel].backends]
+    if not per_backend:  # declared, not measured yet: the static defaults
+        return {name: p.default for name, p in params_of(kernel).items()}
+    return {name: v for name, v in per_backend[0].items()
+            if all(repr(d[name]) == repr(v) for d in per_backend[1:])}
 
 
 def complete_params(kernel: str, params: dict[str, Any], backend: str) -> dict[str, Any]:
@@ -157,11 +168,10 @@ def point_label(kernel: str, point: dict[str, Any]) -> str:
     every backend (a variant, a dtype, a plan mode), so two series never read the same."""
     if kernel not in KERNELS:
         return " ".join(f"{k}={v}" for k, v in point.items())
-    shape = family_of(kernel).shape
-    defaults = [backend_defaults(kernel, b) for b in KERNELS[kernel].backends]
+    shape, shared = family_of(kernel).shape, shared_defaults(kernel)
     rest = [f"{k}={v}" for k, v in point.items()
             if k not in shape and k in KERNELS[kernel].params
-            and any(d.get(k) != v for d in defaults)]
+            and (k not in shared or shared[k] != v)]
     return " ".join([shape_of(kernel, point), *rest]).strip()
 
 
@@ -173,18 +183,19 @@ def describe() -> list[dict[str, Any]]:
     out = []
     for name, k in KERNELS.items():
         by_backend = {b: backend_defaults(name, b) for b in k.backends}
+        shared = shared_defaults(name)
         params = []
         for pname, p in params_of(name).items():
-            values = {b: d[pname] for b, d in by_backend.items()}
-            varies = len(set(map(repr, values.values()))) > 1
+            varies = pname not in shared
             params.append({
                 "name": pname, "kind": p.kind.__name__,
                 # what every backend takes, or the static default where it follows the backend
-                "default": p.default if varies else next(iter(values.values()), p.default),
+                "default": shared.get(pname, p.default),
                 "allowed": p.describe_allowed(),
                 "choices": list(p.choices) if p.choices is not None else None,
                 "min": p.min, "max": p.max, "doc": p.doc,
-                "by_backend": values if varies else None,
+                "by_backend": ({b: d[pname] for b, d in by_backend.items()} if varies
+                               else None),
             })
         out.append({"name": name, "family": k.family, "description": k.description,
                     "backends": list(k.backends),

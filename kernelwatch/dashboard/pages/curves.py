@@ -26,7 +26,7 @@ from kernelwatch.dashboard.common import (
 )
 from kernelwatch.dashboard.export import chart, register_csv
 from kernelwatch.dashboard.urlstate import as_int, register_url_sync, search_string, url_sync
-from kernelwatch_harness.catalogue import KERNELS, axes_of, backend_defaults, groups_of
+from kernelwatch_harness.catalogue import KERNELS, axes_of, groups_of, shared_defaults
 
 dash.register_page(__name__, path="/curves", name="Curves", title="kernelwatch · curves")
 
@@ -161,11 +161,13 @@ def _x_key(x: str, value: str) -> Any:
 def _is_default(kernel: str, dim: str, value: str) -> bool:
     """Whether ``value`` is every backend's default (some defaults follow the backend: a value
     that is one backend's default only says something about the others)."""
-    spec = KERNELS.get(kernel)
-    if spec is None or dim not in spec.params:
+    if kernel not in KERNELS:
         return False
-    defaults = {queries.show(backend_defaults(kernel, b)[dim]) for b in spec.backends}
-    return len(defaults) == 1 and value in {d for s in defaults for d in (s, s.lower())}
+    shared = shared_defaults(kernel)
+    if dim not in shared:
+        return False
+    shown = queries.show(shared[dim])
+    return value in (shown, shown.lower())
 
 
 def curve_figure(rows: list[dict[str, Any]], kernel: str, x: str, y: str, series: str,
