@@ -324,8 +324,8 @@ def test_storage_replaces_a_retried_rows_and_feeds_results(session: Session) -> 
     job, run, point = _job_with_point(session, CHECKED)
     msg: Any = {"type": "crosscheck", "point_index": 0, "backend": "fa2", "status": "error",
                 "command": "python flashinfer_benchmark.py --routine X", "error": "boom"}
-    store_crosscheck(session, run, msg, cold_l2=True)
-    store_crosscheck(session, run, {**msg, **_official(median_us=110.0, wall_s=1.5,
+    store_crosscheck(session, point, msg, cold_l2=True)
+    store_crosscheck(session, point, {**msg, **_official(median_us=110.0, wall_s=1.5,
                                                        row={"median_time": "0.11"})}, True)
     session.commit()
     (row,) = session.scalars(select(Crosscheck)).all()

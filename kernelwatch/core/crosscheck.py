@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from kernelwatch.core.models import Crosscheck, Point, Run
+from kernelwatch.core.models import Crosscheck, Point
 from kernelwatch_harness.protocol import CrosscheckMessage
 
 # Two measurements of one shape agree when kernelwatch's median is within 3% of the tool's:
@@ -89,13 +89,10 @@ def judge(point: Point, msg: Mapping[str, Any], cold_l2: bool) -> Judgement:
                      [] if agrees else differences(point, msg, cold_l2))
 
 
-def store_crosscheck(session: Session, run: Run, msg: CrosscheckMessage, cold_l2: bool) -> None:
-    """The tool's result for a stored point, judged; a retried run replaces its row."""
-    point = session.scalar(select(Point).where(
-        Point.run_id == run.id, Point.point_index == msg["point_index"],
-        Point.backend == msg["backend"]))
-    if point is None:
-        return  # the point was not stored (cannot happen: the harness sends it first)
+def store_crosscheck(session: Session, point: Point, msg: CrosscheckMessage,
+                     cold_l2: bool) -> None:
+    """The tool's result for the point it followed (the harness sends a unit's point, then
+    its cross-check), judged; a second result for the point replaces the first."""
     verdict = judge(point, msg, cold_l2)
     session.execute(delete(Crosscheck).where(Crosscheck.point_id == point.id))
     session.add(Crosscheck(

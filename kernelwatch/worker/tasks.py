@@ -29,7 +29,15 @@ from kernelwatch.core.jobs import (
     mark_run_finished,
     mark_run_started,
 )
-from kernelwatch.core.models import TERMINAL_STATUSES, Job, JobStatus, Node, PointStatus, Run
+from kernelwatch.core.models import (
+    TERMINAL_STATUSES,
+    Job,
+    JobStatus,
+    Node,
+    Point,
+    PointStatus,
+    Run,
+)
 from kernelwatch.core.nodes import is_alive
 from kernelwatch.core.results import store_point, stored_point_keys
 from kernelwatch.core.spec import SweepSpec
@@ -249,15 +257,16 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
     _Shutdown.runner = runner
     cold_l2 = bool(request.timing.get("cold_l2", TIMING_DEFAULTS.cold_l2))
     cancelled = False
+    stored: dict[tuple[int, str], Point] = {}  # this attempt's points: their cross-checks follow
     try:
         for msg in runner.messages():
             if msg["type"] == "env":
                 store_environment(run, msg)
                 session.commit()
             elif msg["type"] == "point":
-                store_point(session, run, request.kernel,
-                            request.params(msg["point_index"], msg["backend"]), msg,
-                            cold_l2=cold_l2)
+                pair = (msg["point_index"], msg["backend"])
+                stored[pair] = store_point(session, run, request.kernel,
+                                           request.params(*pair), msg, cold_l2=cold_l2)
                 session.commit()
                 if msg["status"] != PointStatus.ok:
                     log.info("run %s point %s/%s %s: %s", run.id, msg["point_index"],
@@ -270,8 +279,10 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
                     runner.stop()
                     break
             elif msg["type"] == "crosscheck":
-                store_crosscheck(session, run, msg, cold_l2)
-                session.commit()
+                point = stored.get((msg["point_index"], msg["backend"]))
+                if point is not None:
+                    store_crosscheck(session, point, msg, cold_l2)
+                    session.commit()
             elif msg["type"] == "log" and msg["message"]:
                 log.info("harness: %s", msg["message"])
     finally:
