@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from kernelwatch_harness.prepared import Prepared
 
 
+def spell(value: Any) -> str:
+    """A parameter value as a spec writes it (JSON's true/false)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -37,9 +42,7 @@ class Param:
 
     def describe_allowed(self) -> str:
         if self.choices is not None:
-            return ", ".join(
-                str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices
-            )
+            return ", ".join(spell(c) for c in self.choices)
         if self.kind is float:
             return f"numbers from {self.min:g} to {self.max:g}"
         return f"integers from {self.min} to {self.max}"

@@ -8,6 +8,7 @@ import json
 import click
 
 from kernelwatch.cli import tables
+from kernelwatch_harness.family import spell
 
 
 def register(group: click.Group) -> None:
@@ -17,10 +18,10 @@ def register(group: click.Group) -> None:
 
 def _default(p: dict[str, object]) -> str:
     if p["by_backend"]:
-        return ", ".join(f"{b}: {str(v).lower() if isinstance(v, bool) else v}"
+        return ", ".join(f"{b}: {spell(v)}"
                          for b, v in p["by_backend"].items())  # type: ignore[attr-defined]
     v = p["default"]
-    return "-" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+    return "-" if v is None else spell(v)
 
 
 @click.command("catalogue")
