@@ -75,6 +75,8 @@ def clean_error(err: dict[str, Any], prefix: tuple[str | int, ...] = ()) -> dict
         msg = f"{field}: {msg}"  # pydantic's own messages do not say which field
     if field in _ALLOWED and "allowed" not in msg:
         msg += f"; allowed: {', '.join(_ALLOWED[field])}"
+    elif kind in ("bool_parsing", "bool_type") and "allowed" not in msg:
+        msg += "; allowed: true, false"  # a switch (timing.cold_l2, crosscheck, ...)
     return {"loc": loc, "msg": msg, "type": kind}
 
 
