@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from kernelwatch_harness.prepared import Prepared
 
 
+# Bytes per element of the dtypes kernelwatch names (torch's names): every family's byte
+# counts read this one table.
+DTYPE_BYTES: dict[str, int] = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1,
+                               "float8_e5m2": 1}
+
+
 def spell(value: Any) -> str:
     """A parameter value as a spec writes it (JSON's true/false)."""
     return str(value).lower() if isinstance(value, bool) else str(value)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernelwatch_harness.family import (
     AMPERE_HOPPER,
+    DTYPE_BYTES,
     Family,
     Flags,
     Kernel,
@@ -107,7 +108,6 @@ FP8 = ("bmm_fp8", "mm_fp8")  # per-tensor FP8 operands kernelwatch quantises and
 OPERAND_BYTES = {"bmm_fp8": 1.0, "mm_fp8": 1.0, "gemm_fp8_nt_groupwise": 1.0,
                  "group_gemm_fp8_nt_groupwise": 1.0, "mm_fp4": 0.5 + 1 / 32,
                  "mm_bf16_fp4": 0.5 + 1 / 16, "mm_mxfp8": 1 + 1 / 32, "bmm_mxfp8": 1 + 1 / 32}
-DTYPE_BYTES = {"bfloat16": 2, "float16": 2}
 FP8_DTYPES = ("float8_e4m3fn", "float8_e5m2")
 # flashinfer_benchmark.py's dtype names for kernelwatch's (torch's) names
 TOOL_DTYPE = {"float8_e4m3fn": "fp8_e4m3", "float8_e5m2": "fp8_e5m2", "bfloat16": "bfloat16",

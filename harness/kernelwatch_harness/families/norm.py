@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernelwatch_harness.family import (
     AMPERE_HOPPER,
+    DTYPE_BYTES,
     Family,
     Flags,
     Kernel,
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
     pass
 
 EPS = 1e-6
-DTYPE_BYTES = {"float16": 2, "bfloat16": 2}
 # Where FlashInfer's norm kernels run (its CUDA kernels build for every architecture it
 # supports; flashinfer_benchmark.py lists them from SM75 to SM121).
 ARCHS = (*AMPERE_HOPPER, "sm100", "sm103", "sm120")
@@ -107,7 +107,7 @@ class NormFamily(Family):
                 raise Unmapped(f"--backends {backend}: kernelwatch runs {kernel} with "
                                "FlashInfer's own dispatch (cuda, cute-dsl)")
         dtype = flags.one("--input_dtype", "bfloat16")
-        if dtype not in DTYPE_BYTES:
+        if dtype not in (self.params["dtype"].choices or ()):
             raise Unmapped(f"--input_dtype {dtype} cannot be mapped")
         params = {"batch_size": int(flags.one("--batch_size")),
                   "hidden_size": int(flags.one("--hidden_size")),

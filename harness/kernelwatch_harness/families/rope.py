@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernelwatch_harness.family import (
     AMPERE_HOPPER,
+    DTYPE_BYTES,
     Family,
     Flags,
     Kernel,
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
 
     pass
 
-DTYPE_BYTES = {"float16": 2, "bfloat16": 2}
 # Where FlashInfer's rope kernels run: flashinfer_benchmark.py lists the plain ones on every
 # architecture from SM75, the FP8 ones from SM89 (FP8 conversions need Ada or newer).
 ARCHS = (*AMPERE_HOPPER, "sm100", "sm103", "sm120")
@@ -197,7 +197,7 @@ class RopeFamily(Family):
                 raise Unmapped(f"--backends {backend}: flashinfer_benchmark.py runs {kernel} "
                                "with cuda only")
         dtype = flags.one("--input_dtype", "float16")
-        if dtype not in DTYPE_BYTES:
+        if dtype not in (self.params["dtype"].choices or ()):
             raise Unmapped(f"--input_dtype {dtype} cannot be mapped")
         if flags.get("--interleave", []):
             raise Unmapped("--interleave takes no value")

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernelwatch_harness.family import (
     AMPERE_HOPPER,
+    DTYPE_BYTES,
     Family,
     Flags,
     Kernel,
@@ -72,7 +73,6 @@ if TYPE_CHECKING:
     import torch
 
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 # flashinfer_benchmark.py lists its sampling routines from SM75 to SM121.
 ARCHS = (*AMPERE_HOPPER, "sm100", "sm103", "sm120")
 

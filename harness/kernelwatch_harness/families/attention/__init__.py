@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from kernelwatch_harness.families.attention import benchmark
 from kernelwatch_harness.families.attention.benchmark import ROUTINES
 from kernelwatch_harness.families.attention.formulas import (
-    DTYPE_SIZES,
+    DTYPE_BYTES,
     KV_DISTRIBUTIONS,
     point_work,
 )
@@ -245,7 +245,7 @@ class AttentionFamily(Family):
         are not counted: the harness caps them to the memory it has."""
         w = point_work(kernel, point)
         io = float(w["bytes"])
-        reference = io / DTYPE_SIZES[point.get("dtype", "bfloat16")] * 4
+        reference = io / DTYPE_BYTES[point.get("dtype", "bfloat16")] * 4
         # torch-math and the reference check are naive attention: float32 scores and their
         # softmax for the largest request (the reference runs one request at a time).
         h = int(point.get("num_qo_heads", 32))

@@ -16,13 +16,7 @@ import math
 import random
 from typing import Any
 
-DTYPE_SIZES: dict[str, int] = {
-    "float32": 4,
-    "float16": 2,
-    "bfloat16": 2,
-    "float8_e4m3fn": 1,
-    "float8_e5m2": 1,
-}
+from kernelwatch_harness.family import DTYPE_BYTES
 
 KV_DISTRIBUTIONS = ("constant", "uniform", "zipf")
 
@@ -113,7 +107,7 @@ def point_work(kernel: str, params: dict[str, Any]) -> dict[str, Any]:
     h_qo = int(params.get("num_qo_heads", 128))
     dtype = str(params.get("dtype", "bfloat16"))
     kv_dtype = str(params.get("kv_dtype") or dtype)
-    sz, sz_kv = DTYPE_SIZES[dtype], DTYPE_SIZES[kv_dtype]
+    sz, sz_kv = DTYPE_BYTES[dtype], DTYPE_BYTES[kv_dtype]
     flops = attention_flops(qo_lens, kv_lens, h_qo, d_qk, d_vo, bool(params.get("causal", False)))
     if kernel == "mla_decode":
         # One shared compressed KV (ckv + kpe) per token, read once; it serves as K and V.
