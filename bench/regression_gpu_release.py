@@ -42,6 +42,10 @@ def main() -> None:
     ap.add_argument("--wheelhouse", default=str(ROOT / ".whl"))
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/kw-out")))
     ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--envs-dir", type=Path, default=None,
+                    help="the FlashInfer envs and their JIT caches (default: under --data-dir)")
+    ap.add_argument("--crosscheck", action="store_true",
+                    help="run flashinfer_benchmark.py beside each point of the release's jobs")
     ap.add_argument("--timeout", type=float, default=540.0, help="seconds for the whole flow")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -56,9 +60,12 @@ def main() -> None:
             "KERNELWATCH_RELEASE_SUITE": str(Path(args.suite).resolve()),
             "KERNELWATCH_NOTIFY_URL": url,
             "KERNELWATCH_HEARTBEAT_SECONDS": "2",
+            "KERNELWATCH_RELEASE_CROSSCHECK": "1" if args.crosscheck else "0",
             # One intra-op thread: a CPU torch backend must not wait on a preempted thread.
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         })
+        if args.envs_dir:
+            os.environ["KERNELWATCH_ENVS_DIR"] = str(args.envs_dir.resolve())
         from kernelwatch.cli.service import worker_children
         from kernelwatch.core import db
         from kernelwatch.core.migrate import upgrade

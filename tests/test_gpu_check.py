@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu-check"
-CHECKS = ["tests", "sweep", "crosscheck", "release", "agreement", "evidence"]
+CHECKS = ["tests", "sweep", "crosscheck", "release", "agreement", "families", "evidence"]
 V = "0.6.18.post1"
 
 
@@ -44,7 +44,7 @@ def dry_run(name: str, out: Path, *extra: str) -> list[str]:
 def test_help_names_every_check() -> None:
     got = gpu_check("--help")
     assert got.returncode == 0
-    assert "{tests,sweep,crosscheck,release,agreement,evidence}" in got.stdout
+    assert "{" + ",".join(CHECKS) + "}" in got.stdout
     assert "--dry-run" in got.stdout and "$OUT" in got.stdout
 
 
@@ -80,13 +80,13 @@ def test_the_dry_run_lists_each_checks_commands(tmp_path: Path, wheelhouse: Path
     agreement = f"bench/gpu_agreement.py --versions 0.5.3,{V} --wheelhouse {wheelhouse}"
     expected = {"tests": [tests], "sweep": [sweep], "crosscheck": [crosscheck],
                 "release": [release], "agreement": [agreement],
-                "evidence": [sweep, crosscheck, tests]}[name]
+                "families": [tests, release], "evidence": [sweep, crosscheck, tests]}[name]
     for other in {sweep, crosscheck, tests, release, agreement} - set(expected):
         assert other not in joined
     # evidence: in that order, the version's env built once before them
     where = [next(i for i, s in enumerate(steps) if cmd in s) for cmd in expected]
     assert where == sorted(where)
-    if name not in ("release", "agreement"):  # those build their envs through the service
+    if name not in ("release", "agreement", "families"):  # those build envs through the service
         env = [i for i, s in enumerate(steps) if f"step env {V}" in s]
         assert len(env) == 1 and env[0] < where[0]
     venv_python = str(tmp_path / "envs" / V / "venv" / "bin" / "python")
@@ -99,8 +99,29 @@ def test_the_dry_run_lists_each_checks_commands(tmp_path: Path, wheelhouse: Path
     if name in ("crosscheck", "evidence"):
         assert any("cupti_python-13.0.1" in s and "--target" in s for s in steps)
         assert f"{crosscheck} --out {out / f'crosscheck-{V}.jsonl'} --cupti" in joined
-    if name in ("release", "agreement"):
+    if name in ("release", "agreement", "families"):
         assert any("step wheels" in s and str(wheelhouse / "svc") in s for s in steps)
+    if name in ("release", "families"):  # the flow's envs (and JIT caches) are the tests'
+        assert f"--envs-dir {tmp_path / 'envs'} " in next(s for s in steps if release in s)
+
+
+def test_families_tests_both_versions_then_the_standard_suite_cross_checked(
+        tmp_path: Path, wheelhouse: Path) -> None:
+    steps = dry_run("families", tmp_path / "out", "--wheelhouse", str(wheelhouse), "--version",
+                    "0.7.4", "--previous", V, "--envs-dir", str(tmp_path / "envs"),
+                    "--flow-timeout", "400")
+    tests = [s for s in steps if "tests/test_gpu.py" in s]
+    # each version's family tests in its own env and JIT cache, the versions built once each
+    for v, line in zip(["0.7.4", V], tests, strict=True):
+        assert str(tmp_path / "envs" / v / "venv" / "bin" / "python") in line
+        assert f"FLASHINFER_WORKSPACE_BASE={tmp_path / 'envs' / v / 'jit'}" in line
+        assert "-k 'every_kernel or crosscheck'" in line
+        assert sum(f"step env {v} " in s for s in steps) == 1
+    (flow,) = [s for s in steps if "regression_gpu_release.py" in s]
+    assert steps.index(tests[0]) < steps.index(flow) < steps.index(tests[1])
+    assert f"--new 0.7.4 --previous {V}" in flow and "--crosscheck" in flow
+    assert f"--suite {ROOT / 'kernelwatch' / 'core' / 'release_suite.yaml'}" in flow
+    assert "--timeout 400.0" in flow
 
 
 def test_out_defaults_to_the_out_variable(tmp_path: Path) -> None:

@@ -188,6 +188,33 @@ def test_wheelhouse_command_writes_the_tags_benchmarks(tmp_path: Path) -> None:
     missing = CliRunner().invoke(cli, ["wheelhouse", "benchmarks", "9.9.9", "--from-git",
                                        str(repo), "--dir", str(tmp_path / "wh")])
     assert missing.exit_code == 1 and "git archive v9.9.9" in missing.output
+    # The tag's commit is named in the archive and in the cache's READY.
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    assert (where / "SOURCE").read_text() == f"v1.2.3 {head}\n"
+    ready = json.loads((where.parent / "READY").read_text())
+    assert ready["git"] == f"v1.2.3 {head}"
+
+
+def test_wheelhouse_command_takes_a_branch_for_a_release_without_its_tag(tmp_path: Path) -> None:
+    repo = tmp_path / "flashinfer"
+    (repo / "benchmarks").mkdir(parents=True)
+    (repo / "benchmarks" / "flashinfer_benchmark.py").write_text("# rc\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "rc"], check=True)
+    subprocess.run([*git, "branch", "release-v1.2"], check=True)
+    (repo / "benchmarks" / "flashinfer_benchmark.py").write_text("# later\n")
+    subprocess.run([*git, "commit", "-qam", "later"], check=True)
+    out = CliRunner().invoke(cli, ["wheelhouse", "benchmarks", "1.2.post1", "--from-git",
+                                   str(repo), "--ref", "release-v1.2", "--dir",
+                                   str(tmp_path / "wh")])
+    assert out.exit_code == 0, out.output
+    where = script_dir("1.2.post1", tmp_path / "envs", str(tmp_path / "wh"))
+    assert (where / "flashinfer_benchmark.py").read_text() == "# rc\n"
+    ready = json.loads((where.parent / "READY").read_text())
+    assert ready["git"].startswith("release-v1.2 ") and len(ready["git"].split()[1]) == 40
 
 
 # --------------------------------------------------------------------------- harness side

@@ -190,9 +190,14 @@ def register(group: click.Group) -> None:
     @click.option("--from-git", "repo", required=True,
                   type=click.Path(exists=True, file_okay=False, path_type=Path),
                   help="A FlashInfer git checkout holding the tag v<VERSION>.")
+    @click.option("--ref", default=None,
+                  help="Take benchmarks/ from this ref instead of the tag v<VERSION> (a "
+                       "release branch, when the checkout lacks the tag); recorded in the "
+                       "archive's benchmarks/SOURCE.")
     @click.option("--dir", "out_dir", type=click.Path(file_okay=False, path_type=Path),
                   default=None, help="Default: KERNELWATCH_WHEELHOUSE.")
-    def wheelhouse_benchmarks(version: str, repo: Path, out_dir: Path | None) -> None:
+    def wheelhouse_benchmarks(version: str, repo: Path, out_dir: Path | None,
+                              ref: str | None) -> None:
         """Put VERSION's benchmarks/flashinfer_benchmark.py (from its tag) in the wheelhouse,
         for the cross-check on nodes that cannot download FlashInfer's source."""
         from kernelwatch.worker.benchmark_scripts import NoBenchmarkScript, archive_from_git
@@ -202,7 +207,7 @@ def register(group: click.Group) -> None:
         if target is None:
             raise click.UsageError("give --dir or set KERNELWATCH_WHEELHOUSE")
         try:
-            out = archive_from_git(repo, version, target)
+            out = archive_from_git(repo, version, target, ref)
         except NoBenchmarkScript as e:
             raise click.ClickException(str(e)) from None
         click.echo(f"wrote {out}")

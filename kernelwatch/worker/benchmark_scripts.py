@@ -26,6 +26,7 @@ from kernelwatch.core.settings import get_settings
 from kernelwatch.worker.envs import _check_version, _lock, _root, _wheelhouse
 
 SCRIPT = "flashinfer_benchmark.py"
+SOURCE = "SOURCE"  # in an archive made from git: the ref and commit its benchmarks/ came from
 DOWNLOAD_TIMEOUT_S = 120
 
 
@@ -116,22 +117,31 @@ def script_dir(version: str, envs_dir: Path | str | None = None,
             shutil.rmtree(benchmarks)
         benchmarks.mkdir(parents=True)
         extract(archive[0], benchmarks)
-        (where / "READY").write_text(json.dumps({"version": version, "source": archive[1]}))
+        origin = benchmarks / SOURCE
+        info = {"version": version, "source": archive[1]}
+        if origin.is_file():
+            info["git"] = origin.read_text().strip()
+        (where / "READY").write_text(json.dumps(info))
     return benchmarks
 
 
-def archive_from_git(repo: Path, version: str, out_dir: Path) -> Path:
-    """``flashinfer-benchmarks-<version>.tar.gz`` in ``out_dir``: the tag's ``benchmarks/``
-    from a FlashInfer git checkout, for a wheelhouse of nodes without network."""
-    tag = f"v{version}"
+def archive_from_git(repo: Path, version: str, out_dir: Path, ref: str | None = None) -> Path:
+    """``flashinfer-benchmarks-<version>.tar.gz`` in ``out_dir``: ``benchmarks/`` of the tag
+    ``v<version>`` (or of ``ref``, for a release whose tag the checkout lacks) from a FlashInfer
+    git checkout, for a wheelhouse of nodes without network. The archive's ``benchmarks/SOURCE``
+    names the ref and commit it came from; the cache's READY records it."""
+    ref = ref or f"v{version}"
     out = out_dir / wheelhouse_names(version)[0]
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", f"{ref}^{{commit}}"],
+                                check=True, capture_output=True, text=True).stdout.strip()
         data = subprocess.run(
-            ["git", "-C", str(repo), "archive", "--format=tar.gz", tag, "benchmarks"],
+            ["git", "-C", str(repo), "archive", "--format=tar.gz",
+             f"--add-virtual-file=benchmarks/{SOURCE}:{ref} {commit}\n", commit, "benchmarks"],
             check=True, capture_output=True).stdout
     except subprocess.CalledProcessError as e:
-        raise NoBenchmarkScript(
-            f"git archive {tag} benchmarks in {repo}: {e.stderr.decode().strip()}") from None
+        err = e.stderr if isinstance(e.stderr, str) else e.stderr.decode()
+        raise NoBenchmarkScript(f"git archive {ref} benchmarks in {repo}: {err.strip()}") from None
     out.write_bytes(data)
     return out
