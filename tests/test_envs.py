@@ -8,6 +8,7 @@ import base64
 import hashlib
 import subprocess
 import sys
+import sysconfig
 import threading
 import zipfile
 from pathlib import Path
@@ -166,3 +167,16 @@ def test_env_runs_its_own_installed_harness(built: Path, wheelhouse: Path) -> No
 
     got = _py(python, "import kernelwatch_harness.protocol as p; print(p.PROTOCOL_VERSION)")
     assert got == str(proto.PROTOCOL_VERSION)
+
+
+def test_site_dirs_seen_through_pth_files_reach_the_env(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker in a virtualenv made from another virtualenv's python sees that one's packages
+    through a .pth line, which the env's own .pth would not follow: every site directory on the
+    worker's sys.path is listed, in order, once."""
+    node = tmp_path / "node" / "lib" / "site-packages"
+    node.mkdir(parents=True)
+    monkeypatch.setattr(sys, "path", [*sys.path, str(node), str(node), str(tmp_path / "x")])
+    dirs = envs._parent_site_dirs()
+    assert dirs.count(str(node)) == 1 and str(tmp_path / "x") not in dirs
+    assert dirs[0] == sysconfig.get_paths()["purelib"]

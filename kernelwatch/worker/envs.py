@@ -159,8 +159,12 @@ def _parent_site_dirs() -> list[str]:
     """Site-packages of the interpreter creating the env. When that interpreter is itself a
     virtualenv (the node's torch often lives in one), ``--system-site-packages`` would expose
     only the base interpreter's packages, so these are added through a ``.pth`` file."""
-    paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    return sorted(p for p in paths if Path(p).is_dir())
+    paths = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    # and every site directory this interpreter sees through its own .pth files (a virtualenv
+    # made from a virtualenv's python sees that one's packages only so): a .pth line is not
+    # itself searched for .pth files, so the chain is flattened here
+    paths += [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    return [p for p in dict.fromkeys(paths) if Path(p).is_dir()]
 
 
 def _run(cmd: list[str], log: Path) -> None:
