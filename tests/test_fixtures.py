@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from kernelwatch.cli.main import cli
 from kernelwatch.core import fixtures
-from kernelwatch.core.models import Job, Point, Run, Sample
+from kernelwatch.core.models import Crosscheck, Job, Point, Run, Sample
 from kernelwatch.core.results import store_point
 from kernelwatch.core.series import series_key
 from kernelwatch.core.settings import Settings
@@ -40,6 +40,10 @@ def _make_job(session: Session) -> Job:
     store_point(session, run, "batch_decode", PARAMS, {
         "point_index": 0, "backend": "torch-math", "status": "error", "error": "boom",
     })
+    ok = session.scalars(select(Point).where(Point.job_id == job.id, Point.status == "ok")).one()
+    session.add(Crosscheck(point_id=ok.id, status="ok", command="python flashinfer_benchmark.py",
+                           median_us=20.4, method="cupti", diff_pct=-1.2, agrees=True,
+                           causes=[], row={"backend": "fa2"}))
     session.commit()
     return job
 
@@ -56,6 +60,8 @@ def _strip_ids(data: dict) -> dict:
         for p in r["points"]:
             for k in ("id", "job_id", "run_id"):
                 p.pop(k)
+            for k in ("id", "point_id", "created_at"):
+                (p.get("crosscheck") or {}).pop(k, None)
     return out
 
 
@@ -77,6 +83,9 @@ def test_round_trip_keeps_samples_and_statistics(session: Session) -> None:
     assert p.median_us == orig.median_us and p.ci_low_us == orig.ci_low_us
     run = session.scalars(select(Run).where(Run.job_id == copy.id)).one()
     assert run.environment == {"torch": "2.11.0", "device": "cpu"}
+    # FlashInfer's own benchmark beside the point travels with it
+    check = session.scalars(select(Crosscheck).where(Crosscheck.point_id == p.id)).one()
+    assert (check.median_us, check.agrees, check.row) == (20.4, True, {"backend": "fa2"})
 
 
 def test_import_rejects_other_formats(session: Session) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy import DateTime, insert, select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.legacy import legacy_identity, legacy_spec
-from kernelwatch.core.models import Base, Job, Node, Point, Run, Sample
+from kernelwatch.core.models import Base, Crosscheck, Job, Node, Point, Run, Sample
 from kernelwatch.core.stats import bootstrap_median_ci
 
 FORMAT = "kernelwatch-job/1"
@@ -81,9 +81,14 @@ def export_job(session: Session, job_id: int) -> dict[str, Any]:
     ):
         samples.setdefault(point_id, []).append((iteration, latency, repeat))
 
+    crosschecks = {c.point_id: c for c in session.scalars(
+        select(Crosscheck).join(Point, Point.id == Crosscheck.point_id)
+        .where(Point.job_id == job_id))}
     by_run: dict[int, list[dict[str, Any]]] = {}
     for p in points:
         row = _to_dict(p)
+        if p.id in crosschecks:  # flashinfer_benchmark.py beside the point (crosscheck: true)
+            row["crosscheck"] = _to_dict(crosschecks[p.id])
         pairs = samples.get(p.id, [])
         row["samples"] = {
             "iteration": [i for i, _, _ in pairs],
@@ -139,6 +144,9 @@ def import_job(session: Session, data: dict[str, Any]) -> Job:
             ]
             if rows:
                 session.execute(insert(Sample), rows)
+            if point_data.get("crosscheck"):
+                session.add(Crosscheck(point_id=point.id,
+                                       **_from_dict(Crosscheck, point_data["crosscheck"])))
     return job
 
 
