@@ -141,7 +141,7 @@ def flashinfer_kwargs(kernel: str, backend: str, params: dict[str, Any],
     raise NotImplementedError(f"kernelwatch does not run {kernel}'s FlashInfer call yet")
 
 
-def checkrelease(kernel: str, backend: str, version: str) -> None:
+def check_release(kernel: str, backend: str, version: str) -> None:
     """Refuse, naming the release, what an installed FlashInfer lacks."""
     since = SINCE.get(kernel)
     if since and release(version) < release(since):
@@ -164,7 +164,7 @@ def _flashinfer_call(backend: str, inp: Operands, device: str) -> Callable[..., 
     import flashinfer
     import flashinfer.gemm as fg
 
-    checkrelease(kernel, backend, str(flashinfer.__version__))
+    check_release(kernel, backend, str(flashinfer.__version__))
     op = getattr(fg, API[kernel], None)
     if op is None:
         raise NotImplementedError(f"FlashInfer {flashinfer.__version__} has no "
