@@ -185,8 +185,10 @@ def test_the_call_passes_the_tools_arguments(monkeypatch: pytest.MonkeyPatch,
 def test_a_release_or_gpu_without_it_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_flashinfer(monkeypatch, "0.5.3", (9, 0))
     refusal = r"FlashInfer 0\.5\.3 has no flashinfer\.top_k_varlen \(added in 0\.6\.18\)"
-    with pytest.raises(NotImplementedError, match=refusal):
-        sampling_ops._varlen_call("radix_cutlass", point("radix_cutlass"), "cuda")
+    for backend in BACKENDS:  # the release named before the GPU (as tests/test_gpu.py reads)
+        with pytest.raises(NotImplementedError, match=refusal):
+            sampling_ops._varlen_call(backend, point(backend), "cuda")
+    _fake_flashinfer(monkeypatch, "0.6.18.post1", (9, 0), lambda *a, **k: None)
     with pytest.raises(NotImplementedError, match="this GPU is sm90"):
         sampling_ops._varlen_call("radix", point("radix"), "cuda")
 

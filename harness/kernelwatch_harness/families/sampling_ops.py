@@ -288,17 +288,17 @@ def varlen_refusal(backend: str, params: dict[str, Any], arch: str) -> str | Non
 def _varlen_call(backend: str, params: dict[str, Any], device: str) -> Call:
     """flashinfer.top_k_varlen with the backend named, as the tool calls it (the hint for gvr,
     none for the others)."""
-    major, minor = torch.cuda.get_device_capability(torch.device(device))
-    why = varlen_refusal(backend, params, f"sm{major}{minor}")
-    if why is not None:
-        raise NotImplementedError(why)
     import flashinfer
 
     version = str(getattr(flashinfer, "__version__", "unknown"))
     op = getattr(flashinfer, VARLEN, None)
-    if op is None:
+    if op is None:  # named first: no backend of it runs on any GPU with this release
         raise NotImplementedError(f"FlashInfer {version} has no flashinfer.{VARLEN} (added in "
                                   "0.6.18)")
+    major, minor = torch.cuda.get_device_capability(torch.device(device))
+    why = varlen_refusal(backend, params, f"sm{major}{minor}")
+    if why is not None:
+        raise NotImplementedError(why)
     accepted = inspect.signature(op).parameters
     missing = [n for n in ("pre_idx", "backend") if n not in accepted]
     if missing:
