@@ -48,7 +48,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kernelwatch_harness.families import rope_fp8
-from kernelwatch_harness.families.rope_fp8 import APPEND, FP8, FP8_ARCHS, MLA
+from kernelwatch_harness.families.rope_fp8 import APPEND, FP8, FP8_ARCHS, MLA, QUANT
 from kernelwatch_harness.family import (
     AMPERE_HOPPER,
     DTYPE_BYTES,
@@ -157,7 +157,7 @@ class RopeFamily(Family):
             _kernel(MLA, rope_fp8.MLA_PARAMS,
                     "RoPE from a float32 cos/sin table, then FP8, MLA's one shared k head",
                     FP8_ARCHS),
-            _kernel("rope_quantize_fp8", rope_fp8.PARAMS,
+            _kernel(QUANT, rope_fp8.PARAMS,
                     "RoPE from a float32 cos/sin table, then FP8", FP8_ARCHS),
             _kernel(APPEND, rope_fp8.APPEND_PARAMS,
                     "RoPE then FP8, k and v appended to a paged FP8 KV cache", FP8_ARCHS),
