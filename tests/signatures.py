@@ -25,6 +25,8 @@ FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
              # the RoPE family's (kernelwatch_harness.families.rope_ops)
              "apply_rope", "apply_rope_pos_ids", "apply_llama31_rope",
              "apply_llama31_rope_pos_ids", "apply_rope_with_cos_sin_cache",
+             "mla_rope_quantize_fp8", "rope_quantize_fp8",
+             "rope_quantize_fp8_append_paged_kv_cache",
              # the sampling family's (flashinfer.sampling, and flashinfer.top_k and its
              # transforms in topk.py)
              "softmax", "sampling_from_probs", "sampling_from_logits",
@@ -32,7 +34,9 @@ FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
              "top_k_top_p_sampling_from_probs", "top_k_top_p_sampling_from_logits",
              "min_p_sampling_from_probs", "top_k_renorm_probs", "top_p_renorm_probs",
              "top_k_mask_logits", "chain_speculative_sampling", "top_k",
-             "top_k_page_table_transform", "top_k_ragged_transform")
+             "top_k_page_table_transform", "top_k_ragged_transform",
+             # flashinfer.top_k_varlen (topk_varlen/topk_varlen.py, 0.6.18 and later)
+             "top_k_varlen")
 CLASSES = (
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",

@@ -63,10 +63,10 @@ def test_it_declares_a_whole_family() -> None:
         k = FAMILY.kernels[name]
         assert k.routine == name and k.backends == ("auto", "torch")
         assert {"sm80", "sm86", "sm89", "sm90"} <= set(k.archs)
-    for name in FP8:  # declared where FlashInfer runs them, measured by nothing yet
+    for name in FP8:  # FP8 conversions: Ada and newer (SM89+), Hopper yes, Ampere no
         k = FAMILY.kernels[name]
-        assert k.routine == name and k.backends == () and "not measured yet" in k.description
-        assert "sm80" not in k.archs and {"sm89", "sm90"} <= set(k.archs)
+        assert k.routine == name and k.backends == ("auto", "torch")
+        assert not {"sm80", "sm86"} & set(k.archs) and {"sm89", "sm90"} <= set(k.archs)
     assert all(p.doc for p in FAMILY.params.values())
     assert "rope_scale" not in FAMILY.kernels[CACHED].params  # the table fixes the angles
     assert "old_context_len" in FAMILY.kernels["apply_llama31_rope"].params
@@ -76,7 +76,8 @@ def test_shared_parameters_are_declared_as_the_other_families_declare_them() -> 
     others = {n: p for f in catalogue.FAMILIES.values() if f is not FAMILY
               for n, p in f.params.items()}
     shared = set(FAMILY.params) & set(others)
-    assert shared == {"batch_size", "num_qo_heads", "num_kv_heads", "head_dim", "dtype"}
+    assert shared == {"batch_size", "num_qo_heads", "num_kv_heads", "head_dim", "dtype",
+                      "page_size", "kv_layout"}
     for name in shared:
         assert catalogue._same(FAMILY.params[name], others[name]), name
 
@@ -107,14 +108,6 @@ def test_invalid_points_are_refused_naming_the_field(params: dict[str, Any],
                                                       message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
         SweepSpec(name="r", kernel="apply_llama31_rope", backends=["torch"], params=params)
-
-
-def test_an_fp8_kernel_is_refused_with_the_reason() -> None:
-    why = re.escape("kernel: rope_quantize_fp8 is not measured yet (FP8")
-    with pytest.raises(ValidationError, match=why):
-        SweepSpec(name="r", kernel="rope_quantize_fp8", backends=["auto"])
-    with pytest.raises(NotImplementedError, match="FP8 quantising RoPE is not measured yet"):
-        FAMILY.inputs("rope_quantize_fp8", point("apply_rope"), "auto", "cpu")
 
 
 # ------------------------------------------------------------------------- formulas
@@ -332,14 +325,15 @@ def test_a_points_command_reads_back_as_the_same_series(kernel: str,
                                                                   "h200")
 
 
-def test_flashinfers_sample_rope_lines_map_or_are_refused_with_the_reason() -> None:
+def test_flashinfers_sample_rope_lines_all_map() -> None:
     lines = SAMPLE.read_text().splitlines()
     specs, refused = read_testlist(lines)
+    assert refused == []
     assert [s["kernel"] for s in specs] == [
         "apply_rope", "apply_rope", "apply_rope_pos_ids", "apply_rope_pos_ids",
-        "apply_llama31_rope", "apply_llama31_rope_pos_ids", CACHED, CACHED]
-    assert [e.line for e in refused] == [10, 11, 12, 13, 14]
-    assert all("FP8 quantising RoPE is not measured yet" in str(e) for e in refused)
+        "apply_llama31_rope", "apply_llama31_rope_pos_ids", CACHED, CACHED,
+        "mla_rope_quantize_fp8", "rope_quantize_fp8", "rope_quantize_fp8",
+        "rope_quantize_fp8_append_paged_kv_cache", "rope_quantize_fp8_append_paged_kv_cache"]
     by_tag = {s["name"]: s["params"] for s in specs}
     assert by_tag["apply_rope_pos_ids_interleave"]["interleave"] == [True]
     assert by_tag["apply_llama31_rope"]["rope_theta"] == [5e5]
@@ -361,9 +355,6 @@ def test_flashinfers_sample_rope_lines_map_or_are_refused_with_the_reason() -> N
      "--head_dim 128 --enable_pdl", "--enable_pdl cannot be mapped"),
     ("--routine apply_rope --seq_len 8 --num_qo_heads 8 --num_kv_heads 8 --head_dim 128",
      "--batch_size is required"),
-    ("--routine rope_quantize_fp8 --batch_size 1 --seq_len 8 --num_qo_heads 8 "
-     "--num_kv_heads 8 --head_dim 128", "--routine rope_quantize_fp8: FP8 quantising RoPE is "
-                                        "not measured yet"),
 ])
 def test_rope_lines_that_cannot_be_mapped_are_refused(line: str, message: str) -> None:
     with pytest.raises(UnmappedLine, match=re.escape(message)):

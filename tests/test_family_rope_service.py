@@ -89,9 +89,35 @@ def test_the_catalogue_lists_the_rope_family(kw_env: Settings) -> None:
     assert params["dtype"]["default"] == "float16"  # the tool's, for every backend
     assert params["rope_theta"]["allowed"] == "numbers from 1 to 1e+09"
     assert params["rope_scale"]["min"] == 0.001
-    fp8 = kernels["rope_quantize_fp8"]
-    assert fp8["backends"] == [] and "not measured yet" in fp8["description"]
-    assert "sm89" in fp8["archs"] and "sm80" not in fp8["archs"]
+    fp8 = kernels["rope_quantize_fp8_append_paged_kv_cache"]
+    assert fp8["backends"] == ["auto", "torch"]
+    assert "sm89" in fp8["archs"] and "sm90" in fp8["archs"] and "sm80" not in fp8["archs"]
+    params = {p["name"]: p for p in fp8["params"]}
+    assert params["quant_dtype"]["default"] == "float8_e4m3fn"
+    assert params["rope_dim"]["default"] == 128 and params["page_size"]["default"] == 16
+    assert "head_dim" not in params  # the tool's --head_dim is rope_dim + no_rope_dim
+
+
+FP8_KERNEL = "rope_quantize_fp8_append_paged_kv_cache"
+FP8_SPEC: dict[str, Any] = {
+    "name": "rope-fp8-cpu", "kernel": FP8_KERNEL, "backends": ["torch"], "targets": ["cpu"],
+    "params": {"batch_size": [2], "seq_len": [20, 40], "num_qo_heads": [4],
+               "num_kv_heads": [2], "rope_dim": [64], "no_rope_dim": [32],
+               "kv_layout": ["HND"], "page_size": [8]},
+    "timing": {"warmup": 1, "iterations": 30},
+}
+
+
+def test_an_fp8_rope_sweep_end_to_end(kw_env: Settings, tmp_path: Path) -> None:
+    """The append's quantised q and paged cache, measured by a real worker on CPU: correct
+    against the float32 reference, its bytes the family's count, its command the tool's."""
+    client, jobs, _runs = sweep_twice(kw_env, tmp_path, FP8_SPEC, "rope-fp8")
+    rows = client.get(f"/v1/jobs/{jobs[0]}/results").json()["rows"]
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"ok"}
+    for row in rows:
+        point = row_params(row)
+        assert row["bytes"] == ROPE.work(FP8_KERNEL, point).bytes
+        assert 0 < row["max_abs_error"] <= ROPE.tolerance(FP8_KERNEL, point)
 
 
 @pytest.mark.parametrize(("params", "message"), [

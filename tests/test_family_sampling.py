@@ -60,10 +60,12 @@ def error(kernel: str, params: dict[str, Any], raw: Any) -> float:
 
 def test_it_declares_a_whole_family() -> None:
     assert isinstance(FAMILY, Family) and FAMILIES["sampling"] is FAMILY
-    assert set(FAMILY.kernels) == KERNELS_COVERED
+    assert set(FAMILY.kernels) == {*KERNELS_COVERED, "top_k_varlen"}
     for k in FAMILY.kernels.values():
         assert k.family == "sampling" and k.routine == k.name  # the tool's routine name
-        assert k.backends == ("cuda", "torch") and {"sm80", "sm90"} <= set(k.archs)
+        # top_k_varlen: FlashInfer's own backends (tests/test_family_topk_varlen.py)
+        assert k.backends == ("cuda", "torch") or k.name == "top_k_varlen"
+        assert {"sm80", "sm90"} <= set(k.archs)
         assert k.params[:2] == ("batch_size", FAMILY.width(k.name))
         assert ("logits_dtype" in k.params) == (k.name in TAKES_DTYPE)
         assert KERNELS[k.name] is k  # no other family's kernel of the same name
@@ -476,8 +478,8 @@ def test_a_sampling_line_is_the_same_experiment() -> None:
 @pytest.mark.parametrize(("line", "message"), [
     ("--routine top_k_ragged_transform --batch_size 8 --num_rows 4",
      "--num_rows 4: kernelwatch measures one row per request"),
-    ("--routine top_k_varlen --batch_size 8 --max_seq_len 1024",
-     "--routine top_k_varlen: kernelwatch measures"),
+    ("--routine top_k_sampling --batch_size 8 --vocab_size 1024",
+     "--routine top_k_sampling: kernelwatch measures"),
     ("--routine softmax --batch_size 8", "--vocab_size is required"),
     ("--routine softmax --batch_size 8 --vocab_size 1024 --backends torch",
      "--backends torch: flashinfer_benchmark.py runs softmax with cuda only"),

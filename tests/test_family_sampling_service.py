@@ -85,3 +85,23 @@ def test_the_catalogue_lists_the_sampling_family(kw_env: Settings) -> None:
     assert params["top_p"]["allowed"] == "numbers from 0.01 to 1"
     assert params["filter_apply_order"]["allowed"] == "top_k_first, joint"
     assert kernels["top_k"]["since"] == "0.6.0"
+
+
+VARLEN_SPEC: dict[str, Any] = {
+    "name": "topk-varlen-cpu", "kernel": "top_k_varlen", "backends": ["torch"],
+    "targets": ["cpu"], "params": {"batch_size": [4, 16], "max_len": [2048], "top_k": [256]},
+    "timing": {"warmup": 1, "iterations": 30},
+}
+
+
+def test_a_top_k_varlen_sweep_end_to_end(kw_env: Settings, tmp_path: Path) -> None:
+    """top_k_varlen through the service on CPU: every selection checked (0 violations), its
+    bytes the family's count."""
+    client, jobs, _runs = sweep_twice(kw_env, tmp_path, VARLEN_SPEC, "topk-varlen")
+    rows = client.get(f"/v1/jobs/{jobs[0]}/results").json()["rows"]
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"ok"}
+    for row in rows:
+        point = row_params(row)
+        assert point["logits_dtype"] == "float32"  # the tool's default, completed
+        assert row["bytes"] == SAMPLING.work("top_k_varlen", point).bytes
+        assert row["max_abs_error"] == 0.0

@@ -154,7 +154,9 @@ def test_cupti_cold_l2_methods_are_recorded_and_the_dirty_flush_costs_the_call()
 FAMILY_POINTS: dict[str, dict[str, Any]] = {
     "attention": SMALL, "norm": {"batch_size": 512, "hidden_size": 4096},
     "gemm": {"batch_size": 2, "group_size": 2, "m": 128, "n": 1024, "k": 1024},
-    "rope": {"batch_size": 4, "seq_len": 1024, "num_qo_heads": 32, "num_kv_heads": 8},
+    # the FP8 kernels with a non-rotated part of whole rope_dim chunks: every release runs it
+    "rope": {"batch_size": 4, "seq_len": 1024, "num_qo_heads": 32, "num_kv_heads": 8,
+             "no_rope_dim": 128},
     "sampling": {"batch_size": 64, "vocab_size": 128256, "max_len": 8192},
 }
 
@@ -162,8 +164,9 @@ FAMILY_POINTS: dict[str, dict[str, Any]] = {
 def refused_here(kernel: str, backend: str) -> str | None:
     """Why this GPU (or FlashInfer release) cannot run a FlashInfer backend of the kernel, as
     the harness words it, or None: Blackwell-only GEMMs on Hopper, a GEMM backend outside
-    its own architectures or newer than the installed release, a kernel newer than it."""
-    from kernelwatch_harness.families import gemm, gemm_ops
+    its own architectures or newer than the installed release, a kernel newer than it,
+    top_k_varlen's Blackwell backends (radix, gvr) elsewhere."""
+    from kernelwatch_harness.families import gemm, gemm_ops, sampling
 
     spec = KERNELS[kernel]
     if backend not in spec.flashinfer_backends:
@@ -179,6 +182,8 @@ def refused_here(kernel: str, backend: str) -> str | None:
 
         if Version(version("flashinfer-python")) < Version(spec.since):
             return "has no"  # the adapter's refusal names the release and the function
+    if kernel == sampling.VARLEN and arch not in sampling.VARLEN_ARCHS[backend]:
+        return f"this GPU is {arch}"
     if spec.family != "gemm":
         return None
     if arch not in gemm.BACKEND_ARCHS[kernel][backend]:

@@ -129,6 +129,26 @@ def clone(obj: Any) -> Any:
     return obj
 
 
+def release(version: str) -> tuple[int, int, int]:
+    """A FlashInfer version's release numbers (``0.6.18.post1`` and ``0.6.18rc7``: 0, 6, 18),
+    to compare with the release a call needs."""
+    import re
+
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if match is None:
+        raise ValueError(f"unrecognised FlashInfer version {version!r}")
+    major, minor, patch = (int(g) for g in match.groups())
+    return major, minor, patch
+
+
+def check_backend_arch(kernel: str, backend: str, archs: tuple[str, ...], arch: str) -> None:
+    """Refuse a FlashInfer backend on a GPU outside the architectures it runs on (the kernel's
+    ``archs`` are the union over its backends: the measuring loop checks those)."""
+    if arch not in archs:
+        raise NotImplementedError(f"FlashInfer's {backend} backend of {kernel} runs on "
+                                  f"{', '.join(archs)}; this GPU is {arch}")
+
+
 def max_abs_error(outputs: list[torch.Tensor], refs: list[torch.Tensor]) -> float:
     """The largest absolute difference between outputs and references, in float32; NaN or
     infinity anywhere makes it infinite (never hidden by a max that skips NaN)."""

@@ -35,14 +35,20 @@ arithmetic, 3 per rotated element (two products and a sum), so a point has a pla
 roofline.
 
 The FP8 routines (``mla_rope_quantize_fp8``, ``rope_quantize_fp8``,
-``rope_quantize_fp8_append_paged_kv_cache``, SM89 and newer) are not measured yet: they are
-declared with the architectures FlashInfer runs them on and refused when a point asks for them.
+``rope_quantize_fp8_append_paged_kv_cache``, SM89 and newer) rotate as the cached form does
+(the same float32 table, ``interleave`` as ``is_neox=False``), then quantise to FP8: see
+``rope_fp8`` for their parameters and counts. Their torch backend rotates in float32 and
+casts (``.to(torch.float8_e4m3fn)``), writing the append's cache by index; their reference is
+the float32 rotation, compared with the dequantised outputs (and, for the append, the cache
+slots each token was written to) to half an FP8 step.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kernelwatch_harness.families import rope_fp8
+from kernelwatch_harness.families.rope_fp8 import APPEND, FP8, FP8_ARCHS, MLA, QUANT
 from kernelwatch_harness.family import (
     AMPERE_HOPPER,
     DTYPE_BYTES,
@@ -59,21 +65,22 @@ from kernelwatch_harness.family import (
 )
 
 if TYPE_CHECKING:
+    import torch
 
-    pass
+    from kernelwatch_harness.prepared import Prepared
+
+FP8_OPS = "kernelwatch_harness.families.rope_fp8_ops"
 
 # Where FlashInfer's rope kernels run: flashinfer_benchmark.py lists the plain ones on every
-# architecture from SM75, the FP8 ones from SM89 (FP8 conversions need Ada or newer).
+# architecture from SM75, the FP8 ones from SM89 (rope_fp8.FP8_ARCHS).
 ARCHS = (*AMPERE_HOPPER, "sm100", "sm103", "sm120")
-FP8_ARCHS = ("sm89", "sm90", "sm100", "sm103", "sm120")
 
 INDPTR = ("apply_rope", "apply_llama31_rope")  # requests by indptr and offsets
 POS_IDS = ("apply_rope_pos_ids", "apply_llama31_rope_pos_ids")  # a position per token
 LLAMA31 = ("apply_llama31_rope", "apply_llama31_rope_pos_ids")
 CACHED = "apply_rope_with_cos_sin_cache"
-FP8 = ("mla_rope_quantize_fp8", "rope_quantize_fp8", "rope_quantize_fp8_append_paged_kv_cache")
-NOT_MEASURED = ("FP8 quantising RoPE is not measured yet: kernelwatch has no inputs or "
-                "reference for it")
+# The flags only the FP8 routines read.
+FP8_FLAGS = ("--no_rope_dim", "--quant_dtype", "--page_size", "--kv_layout")
 
 CACHE_NOTE = ("flashinfer_benchmark.py builds this routine's cos/sin table in the input dtype, "
               "which FlashInfer refuses (\"cos_sin_cache should be float32\"); kernelwatch's "
@@ -87,15 +94,12 @@ _ROPE = (*_SHAPE, "rope_scale", "rope_theta", "dtype")
 _LLAMA = (*_SHAPE, "rope_scale", "rope_theta", "low_freq_factor", "high_freq_factor",
           "old_context_len", "dtype")
 _CACHE = (*_SHAPE, "dtype")
-_FP8 = ("batch_size", "seq_len", "num_qo_heads", "num_kv_heads", "head_dim", "dtype")
 
 
 def _kernel(name: str, params: tuple[str, ...], description: str,
             archs: tuple[str, ...] = ARCHS) -> Kernel:
-    # Declared with no backend until measured: the catalogue lists them, nothing runs them.
-    backends: tuple[tuple[str, ...], tuple[str, ...]] = \
-        ((), ()) if name in FP8 else (("auto",), ("torch",))
-    return Kernel(name, "rope", params, *backends, description, routine=name, archs=archs)
+    return Kernel(name, "rope", params, ("auto",), ("torch",), description, routine=name,
+                  archs=archs)
 
 
 class RopeFamily(Family):
@@ -126,7 +130,20 @@ class RopeFamily(Family):
         Param("old_context_len", int, 8192, min=1, max=1 << 24,
               doc="Llama 3.1: the context length the model was trained at"),
         Param("dtype", str, "bfloat16", choices=("float16", "bfloat16"),
-              doc="q, k and the outputs"),
+              doc="q, k and the outputs (the FP8 kernels: q, k and v)"),
+        Param("rope_dim", int, 128, min=32, max=512,
+              doc="FP8 kernels: dimensions of each head that rotate (q_rope, k_rope), a "
+                  "multiple of 32"),
+        Param("no_rope_dim", int, 0, min=0, max=512,
+              doc="FP8 kernels: dimensions of each head that only pass through (q_nope, "
+                  "k_nope), a multiple of 16; 0: none"),
+        Param("quant_dtype", str, "float8_e4m3fn", choices=tuple(rope_fp8.QUANT_FLAG),
+              doc="FP8 kernels: the format q and k (and the cache) are quantised to"),
+        # Shared with the attention family, declared as it declares them.
+        Param("page_size", int, 16, choices=(1, 8, 16, 32, 64, 128),
+              doc="tokens per page of the paged KV cache"),
+        Param("kv_layout", str, "NHD", choices=("NHD", "HND"),
+              doc="K/V memory layout: tokens then heads (NHD) or heads then tokens (HND)"),
     )
     kernels = {
         k.name: k for k in (
@@ -137,44 +154,58 @@ class RopeFamily(Family):
             _kernel("apply_llama31_rope_pos_ids", _LLAMA,
                     "Llama 3.1 scaled RoPE on q and k at per-token positions"),
             _kernel(CACHED, _CACHE, "RoPE from a precomputed float32 cos/sin table"),
-            *(_kernel(name, _FP8, f"not measured yet ({NOT_MEASURED})", FP8_ARCHS)
-              for name in FP8),
+            _kernel(MLA, rope_fp8.MLA_PARAMS,
+                    "RoPE from a float32 cos/sin table, then FP8, MLA's one shared k head",
+                    FP8_ARCHS),
+            _kernel(QUANT, rope_fp8.PARAMS,
+                    "RoPE from a float32 cos/sin table, then FP8", FP8_ARCHS),
+            _kernel(APPEND, rope_fp8.APPEND_PARAMS,
+                    "RoPE then FP8, k and v appended to a paged FP8 KV cache", FP8_ARCHS),
         )
     }
     # The tool's --input_dtype defaults to float16 (the shared declaration's is bfloat16).
     backend_defaults = {name: {"*": {"dtype": "float16"}} for name in kernels}
 
-    axes = ("seq_len", "batch_size", "num_qo_heads", "num_kv_heads", "head_dim", "rotary_dim")
+    axes = ("seq_len", "batch_size", "num_qo_heads", "num_kv_heads", "head_dim", "rotary_dim",
+            "rope_dim", "no_rope_dim", "page_size")
     groups = {"head_config": ("num_qo_heads", "num_kv_heads", "head_dim")}
-    shape = ("batch_size", "seq_len", "num_qo_heads", "num_kv_heads", "head_dim")
+    shape = ("batch_size", "seq_len", "num_qo_heads", "num_kv_heads", "head_dim", "rope_dim",
+             "no_rope_dim")
 
     # flashinfer_benchmark.py's rope routines: --backends cuda (their only one) is "auto".
     routine_flags = frozenset({"--backends", "--batch_size", "--seq_len", "--num_qo_heads",
                                "--num_kv_heads", "--head_dim", "--rotary_dim",
                                "--input_dtype", "--interleave", "--rope_scale", "--rope_theta",
                                "--low_freq_factor", "--high_freq_factor", "--old_context_len",
-                               "--no_cuda_graph"})
-    refused_flags = {f: f"{f}: only the FP8 rope routines read it; {NOT_MEASURED}"
-                     for f in ("--no_rope_dim", "--quant_dtype", "--page_size", "--kv_layout")}
+                               "--no_cuda_graph", *FP8_FLAGS})
 
     def check_point(self, kernel: str, point: dict[str, Any]) -> None:
-        rotary, head_dim = int(point.get("rotary_dim", 0)), int(point["head_dim"])
-        # FlashInfer's kernels move 16-byte vectors of each half; rotary_dim == head_dim would
-        # be the default's experiment under a second name.
-        if rotary and (rotary % 16 or rotary >= head_dim):
-            raise ValueError(f"rotary_dim={rotary} with head_dim={head_dim}: rotary_dim is 0 "
-                             "(every dimension) or a multiple of 16 below head_dim")
-        if int(point["num_qo_heads"]) % int(point["num_kv_heads"]):
+        if kernel in FP8:
+            rope_fp8.check_point(kernel, point)
+        else:
+            self._check_rotary_dim(point)
+        if "num_kv_heads" in point and int(point["num_qo_heads"]) % int(point["num_kv_heads"]):
             raise ValueError("num_qo_heads must be a multiple of num_kv_heads")
         if kernel in LLAMA31 and (float(point["high_freq_factor"])
                                   <= float(point["low_freq_factor"])):
             raise ValueError("high_freq_factor must exceed low_freq_factor (Llama 3.1 blends "
                              "between them)")
 
+    @staticmethod
+    def _check_rotary_dim(point: dict[str, Any]) -> None:
+        rotary, head_dim = int(point.get("rotary_dim", 0)), int(point["head_dim"])
+        # FlashInfer's kernels move 16-byte vectors of each half; rotary_dim == head_dim would
+        # be the default's experiment under a second name.
+        if rotary and (rotary % 16 or rotary >= head_dim):
+            raise ValueError(f"rotary_dim={rotary} with head_dim={head_dim}: rotary_dim is 0 "
+                             "(every dimension) or a multiple of 16 below head_dim")
+
     # --- flashinfer_benchmark.py ---------------------------------------------------------
 
     def repro(self, kernel: str, params: dict[str, Any], backend: str) -> Repro:
         args = ["--routine", kernel, "--backends", "cuda"]
+        if kernel in FP8:
+            return Repro([*args, *rope_fp8.repro_args(kernel, params)])
         for name in ("batch_size", "seq_len", "num_qo_heads", "num_kv_heads", "head_dim"):
             args += [f"--{name}", str(params[name])]
         if int(params.get("rotary_dim", 0)):
@@ -190,8 +221,6 @@ class RopeFamily(Family):
         return Repro([*args, "--input_dtype", str(params["dtype"])], note)
 
     def from_flags(self, kernel: str, flags: Flags) -> list[LineGroup]:
-        if kernel in FP8:
-            raise Unmapped(f"--routine {kernel}: {NOT_MEASURED}")
         for backend in flags.get("--backends") or ["cuda"]:
             if backend != "cuda":
                 raise Unmapped(f"--backends {backend}: flashinfer_benchmark.py runs {kernel} "
@@ -199,6 +228,11 @@ class RopeFamily(Family):
         dtype = flags.one("--input_dtype", "float16")
         if dtype not in (self.params["dtype"].choices or ()):
             raise Unmapped(f"--input_dtype {dtype} cannot be mapped")
+        if kernel in FP8:
+            return [(["auto"], {**rope_fp8.from_flags(kernel, flags), "dtype": dtype})]
+        for flag in FP8_FLAGS:
+            if flag in flags:
+                raise Unmapped(f"{flag}: only the FP8 rope routines read it")
         if flags.get("--interleave", []):
             raise Unmapped("--interleave takes no value")
         wanted = self.kernels[kernel].params
@@ -232,6 +266,8 @@ class RopeFamily(Family):
         return self.tokens(point) * heads * int(point["head_dim"])
 
     def work(self, kernel: str, point: dict[str, Any]) -> Work:
+        if kernel in FP8:
+            return rope_fp8.work(kernel, point)
         n, tokens = self.elements(point), self.tokens(point)
         # q and k read, their rotated copies written
         moved = n * DTYPE_BYTES[str(point["dtype"])] * 2
@@ -244,19 +280,33 @@ class RopeFamily(Family):
         return Work(flops=float(rotated * 3), bytes=float(moved))
 
     def memory_bytes(self, kernel: str, point: dict[str, Any]) -> float:
+        if kernel in FP8:
+            return rope_fp8.memory_bytes(kernel, point)
         # inputs and outputs, the float32 reference, and as much again for the torch path's
         # temporaries (cos, sin, the rotated halves)
         return self.work(kernel, point).bytes * 2 + self.elements(point) * 4 * 2
 
     # --- measuring ---------------------------------------------------------------------------
 
+    def _ops_of(self, kernel: str) -> Any:
+        """The module holding the kernel's tensors (the FP8 kernels have their own)."""
+        import importlib
+
+        return importlib.import_module(FP8_OPS if kernel in FP8 else self.ops)
+
     def inputs(self, kernel: str, params: dict[str, Any], backend: str,
                device: str) -> Operands:
-        if kernel in FP8:
-            raise NotImplementedError(f"{kernel}: {NOT_MEASURED}")
-        return super().inputs(kernel, params, backend, device)
+        return self._ops_of(kernel).inputs(kernel, params, backend, device)  # type: ignore[no-any-return]
+
+    def prepare(self, backend: str, inp: Operands, device: str) -> Prepared:
+        return self._ops_of(inp.kernel).prepare(backend, inp, device)  # type: ignore[no-any-return]
+
+    def reference(self, inp: Operands) -> list[torch.Tensor]:
+        return self._ops_of(inp.kernel).reference(inp)  # type: ignore[no-any-return]
 
     def tolerance(self, kernel: str, params: dict[str, Any]) -> float:
+        if kernel in FP8:
+            return rope_fp8.tolerance(params)
         # Outputs a*cos - b*sin of normal inputs reach ~6: rounding there (and the torch
         # path's rounding of cos, sin and each product) is ~1e-2 in bf16, 8x less in fp16.
         # Angles are position * frequency in float32 and the kernels' fast sincos: their

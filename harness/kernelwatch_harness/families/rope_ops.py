@@ -5,6 +5,7 @@ attention family's, ``families.attention.reference``)."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
@@ -93,20 +94,25 @@ def reference(inp: Operands) -> list[torch.Tensor]:
     return outs
 
 
+def rotate_half(x: torch.Tensor, interleave: bool) -> torch.Tensor:
+    """The partner of each rotated dimension, negated for the first of a pair (PyTorch's
+    idiom: ``x * cos + rotate_half(x) * sin`` turns every pair)."""
+    if interleave:
+        return torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((-b, a), dim=-1)
+
+
+def widen(c: torch.Tensor, interleave: bool) -> torch.Tensor:
+    """One cos (or sin) per pair -> one per rotated dimension."""
+    return c.repeat_interleave(2, dim=-1) if interleave else torch.cat((c, c), dim=-1)
+
+
 def _torch_call(kernel: str, params: dict[str, Any]) -> Any:
     """What a PyTorch user writes: angles in float32 from the positions (or the rows of their
     cos/sin table), cos and sin in the input dtype, ``x * cos + rotate_half(x) * sin`` on the
     rotary dimensions, the rest passed through."""
     rotary, interleave = _rotary_dim(params), bool(params.get("interleave", False))
-
-    def rotate_half(x: torch.Tensor) -> torch.Tensor:
-        if interleave:
-            return torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)
-        a, b = x.chunk(2, dim=-1)
-        return torch.cat((-b, a), dim=-1)
-
-    def widen(c: torch.Tensor) -> torch.Tensor:  # one angle per pair -> one per dimension
-        return c.repeat_interleave(2, dim=-1) if interleave else torch.cat((c, c), dim=-1)
 
     def call(d: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         dtype, dim = d["q"].dtype, int(params["head_dim"])
@@ -115,34 +121,42 @@ def _torch_call(kernel: str, params: dict[str, Any]) -> Any:
         else:
             angle = d["positions"][:, None].float() * d["inv_freq"]
             cos, sin = angle.cos(), angle.sin()
-        cos, sin = widen(cos).to(dtype)[:, None], widen(sin).to(dtype)[:, None]
+        cos = widen(cos, interleave).to(dtype)[:, None]
+        sin = widen(sin, interleave).to(dtype)[:, None]
         outs = []
         for x in (d["q"], d["k"]):
             heads = x.view(x.shape[0], -1, dim)
             rot, rest = heads[..., :rotary], heads[..., rotary:]
-            out = torch.cat((rot * cos + rotate_half(rot) * sin, rest), dim=-1)
+            out = torch.cat((rot * cos + rotate_half(rot, interleave) * sin, rest), dim=-1)
             outs.append(out.view(x.shape))
         return outs[0], outs[1]
     return call
 
 
-def _flashinfer_call(kernel: str, params: dict[str, Any]) -> Any:
-    """flashinfer.rope's function of the kernel's name, with the tool's keywords; a release
-    without the function or one of the keywords is refused, naming it."""
+def flashinfer_op(kernel: str, names: Collection[str]) -> tuple[Any, str]:
+    """flashinfer.rope's function of the kernel's name and the installed release's version;
+    a release without the function, or whose function takes none of ``names``, is refused,
+    naming it."""
     import flashinfer
     import flashinfer.rope as fr
 
-    version = getattr(flashinfer, "__version__", "?")
+    version = str(getattr(flashinfer, "__version__", "?"))
     op = getattr(fr, kernel, None)
     if op is None:
         raise NotImplementedError(f"FlashInfer {version} has no flashinfer.rope.{kernel}")
-    kwargs, tensors = call_kwargs(kernel, params), tensor_args(kernel)
     accepted = inspect.signature(op).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
-        missing = [n for n in (*tensors, *kwargs) if n not in accepted]
+        missing = [n for n in names if n not in accepted]
         if missing:
             raise NotImplementedError(f"FlashInfer {version} flashinfer.rope.{kernel} takes no "
                                       f"{', '.join(missing)}")
+    return op, version
+
+
+def _flashinfer_call(kernel: str, params: dict[str, Any]) -> Any:
+    """flashinfer.rope's function of the kernel's name, with the tool's keywords."""
+    kwargs, tensors = call_kwargs(kernel, params), tensor_args(kernel)
+    op, _ = flashinfer_op(kernel, (*tensors, *kwargs))
 
     def call(d: dict[str, torch.Tensor]) -> Any:
         return op(**{arg: d[key] for arg, key in tensors.items()}, **kwargs)
@@ -153,13 +167,23 @@ def _outputs(raw: Any) -> list[torch.Tensor]:
     return [t.float() for t in raw]
 
 
-def prepare(backend: str, inp: Operands, device: str) -> Prepared:
+Call = Callable[[dict[str, Any]], Any]
+
+
+def prepare_with(backend: str, inp: Operands, device: str, torch_call: Callable[[], Call],
+                 flashinfer_call: Callable[[], Call],
+                 outputs: Callable[[Any], list[torch.Tensor]] = _outputs) -> Prepared:
+    """The family's backends: ``torch``, or FlashInfer's call (``auto``, the tool's cuda) on a
+    CUDA device; anything else is refused."""
     if backend == "torch":
-        return Prepared(fn=_torch_call(inp.kernel, inp.params), outputs=_outputs,
-                        resolved_backend="torch")
+        return Prepared(fn=torch_call(), outputs=outputs, resolved_backend="torch")
     if backend != "auto":
         raise NotImplementedError(f"backend {backend!r} is not offered for {inp.kernel}")
     if device != "cuda":
         raise NotImplementedError(f"FlashInfer backend {backend!r} needs a CUDA device")
-    return Prepared(fn=_flashinfer_call(inp.kernel, inp.params), outputs=_outputs,
-                    resolved_backend="cuda")
+    return Prepared(fn=flashinfer_call(), outputs=outputs, resolved_backend="cuda")
+
+
+def prepare(backend: str, inp: Operands, device: str) -> Prepared:
+    return prepare_with(backend, inp, device, lambda: _torch_call(inp.kernel, inp.params),
+                        lambda: _flashinfer_call(inp.kernel, inp.params))

@@ -15,7 +15,15 @@ flashinfer_benchmark.py's sampling routines of the same names run them.
 - ``top_k``: the k largest values of each row and their indices (unsorted);
 - ``top_k_page_table_transform`` / ``top_k_ragged_transform``: the top k of each row of
   ``max_len`` scores (sparse attention's selection), written as that row's page-table entries
-  or as indices offset into a ragged buffer (int32).
+  or as indices offset into a ragged buffer (int32);
+- ``top_k_varlen`` (``flashinfer.top_k_varlen``, FlashInfer 0.6.18 and later): the top k
+  column indices (int32) of each row of ``max_len`` scores within the row's own length
+  (``seq_lens``, int32; a row shorter than k pads with -1), sparse attention's KV selection at
+  decode. The tool's routine of the same name (its own ``topk_varlen`` category) fills every
+  row to ``max_len`` (``--max_seq_len``), as kernelwatch does; its backends are FlashInfer's
+  own: ``radix_cutlass`` (every architecture), ``radix`` (CuTe DSL, Blackwell) and ``gvr``
+  (CuTe DSL, SM100/SM103; given the tool's previous-step hint ``pre_idx``: each row's argmax,
+  then columns 1 to k - 1; top_k 512, 1024 or 2048 only).
 
 Inputs are ``[batch_size, vocab_size]`` (chain speculative sampling: ``[batch_size, n, vocab]``
 draft and ``[batch_size, n + 1, vocab]`` target probabilities), seeded: logits standard
@@ -29,14 +37,16 @@ Samplers are called with a fixed seed and offset where the release takes them (0
 later, as the tool does, so each call samples the same way), or with a seeded generator
 (0.5.3); softmax runs without PDL (the tool's default).
 
-Backends: FlashInfer's ``cuda`` (its one CUDA kernel per function; the tool's name) and
-``torch``: what a PyTorch user writes (``torch.softmax``, ``torch.topk`` or a sorted cumulative
-sum to filter, then renormalising or ``torch.multinomial``).
+Backends: FlashInfer's ``cuda`` (its one CUDA kernel per function; the tool's name; for
+``top_k_varlen`` its three named backends) and ``torch``: what a PyTorch user writes
+(``torch.softmax``, ``torch.topk`` or a sorted cumulative sum to filter, then renormalising or
+``torch.multinomial``; for ``top_k_varlen`` ``torch.topk`` of each row masked to its length).
 
 Correctness. Deterministic results are checked against float32 computed from the inputs:
 softmax against ``torch.softmax``; ``top_k``'s values (sorted, and read back through its
 indices) against ``torch.topk``; the transforms' entries, read back as indices, must be
-distinct members of a valid top-k set; the renormalised and masked results by their kept
+distinct members of a valid top-k set (``top_k_varlen``'s: of the row's first ``seq_len``
+scores, -1 only past a short row's length); the renormalised and masked results by their kept
 set, which must be a valid top-k set or nucleus, and their values, which must be the inputs
 (masking) or the inputs over the kept set's mass (renormalising). Where tokens tie at the
 boundary, any valid choice is accepted. Samplers are stochastic: each sampled token must lie
@@ -47,7 +57,8 @@ tolerance 0.
 
 Work counts as flashinfer_benchmark.py does: no FLOPs (memory bound); bytes are one read of
 the input and one write of the output (float32 probabilities, int32 samples, int64 top-k
-indices); see ``work``.
+indices); see ``work``. ``top_k_varlen`` counts its int32 ``seq_lens`` too; the tool also
+counts a read of ``pre_idx`` (gvr's hint) for every backend, kernelwatch does not.
 """
 
 from __future__ import annotations
@@ -86,10 +97,23 @@ READS_LOGITS = ("softmax", "sampling_from_logits", "top_k_top_p_sampling_from_lo
                 "top_k_mask_logits", "top_k")
 # Kernels selecting the top k of ``max_len`` scores per row (sparse attention's selection).
 TRANSFORMS = ("top_k_page_table_transform", "top_k_ragged_transform")
+# The top k of each row within its own length (flashinfer.top_k_varlen).
+VARLEN = "top_k_varlen"
+# Where each of its FlashInfer backends runs (top_k_varlen's supported_compute_capability
+# tables, 0.6.18 to 0.7.4: radix_cutlass every architecture, radix Blackwell, gvr SM100/103).
+VARLEN_ARCHS: dict[str, tuple[str, ...]] = {
+    "radix_cutlass": ARCHS, "radix": ("sm100", "sm103", "sm120"), "gvr": ("sm100", "sm103")}
+# The k gvr has kernel parameters for (GvrParams); other values fail inside it.
+GVR_TOP_K = (512, 1024, 2048)
+# The most rows gvr's load-balanced kernel (the default, as the tool runs it) takes.
+GVR_MAX_ROWS = 1024
 # Kernels whose input is in ``logits_dtype`` (the tool builds the rest's probabilities float32).
 # The tool's flag for each parameter, where it is not the parameter's name.
 FLAG = {"logits_dtype": "--input_dtype"}
-TAKES_DTYPE = (*READS_LOGITS, *TRANSFORMS, "top_k_renorm_probs")
+VARLEN_FLAG = {**FLAG, "max_len": "--max_seq_len"}
+TAKES_DTYPE = (*READS_LOGITS, *TRANSFORMS, VARLEN, "top_k_renorm_probs")
+# Kernels whose rows are ``max_len`` scores (the rest: ``vocab_size`` tokens).
+SCORES = (*TRANSFORMS, VARLEN)
 # Kernels returning a [batch_size, vocab_size] tensor in their input's dtype.
 SAME_SHAPE = ("top_k_renorm_probs", "top_p_renorm_probs", "top_k_mask_logits")
 
@@ -98,9 +122,15 @@ SAME_SHAPE = ("top_k_renorm_probs", "top_p_renorm_probs", "top_k_mask_logits")
 def _kernel(name: str, extra: tuple[str, ...], description: str,
             since: str | None = None) -> Kernel:
     dtype = ("logits_dtype",) if name in TAKES_DTYPE else ()
-    width = "max_len" if name in TRANSFORMS else "vocab_size"
-    return Kernel(name, "sampling", ("batch_size", width, *dtype, *extra), ("cuda",),
+    width = "max_len" if name in SCORES else "vocab_size"
+    backends = tuple(VARLEN_ARCHS) if name == VARLEN else ("cuda",)
+    return Kernel(name, "sampling", ("batch_size", width, *dtype, *extra), backends,
                   ("torch",), description, routine=name, archs=ARCHS, since=since)
+
+
+def flag(kernel: str, name: str) -> str:
+    """The tool's flag for one of the kernel's parameters."""
+    return (VARLEN_FLAG if kernel == VARLEN else FLAG).get(name, f"--{name}")
 
 
 class SamplingFamily(Family):
@@ -159,8 +189,12 @@ class SamplingFamily(Family):
             _kernel("top_k_ragged_transform", ("top_k",),
                     "the top k scores per row as offset indices into a ragged buffer",
                     since="0.6.0"),
+            _kernel(VARLEN, ("top_k",), "the top k column indices per row within its length "
+                    "(sparse attention's KV selection)", since="0.6.18"),
         )
     }
+    # The tool's --top_k defaults to 512 for top_k_varlen (50 for the samplers).
+    backend_defaults = {VARLEN: {"*": {"top_k": 512}}}
 
     axes = ("batch_size", "vocab_size", "max_len", "top_k", "top_p", "min_p",
             "num_speculate_tokens")
@@ -171,12 +205,13 @@ class SamplingFamily(Family):
     routine_flags = frozenset({"--backends", "--batch_size", "--vocab_size", "--input_dtype",
                                "--top_k", "--top_p", "--min_p", "--temperature",
                                "--filter_apply_order", "--num_speculate_tokens",
-                               "--max_len", "--num_rows", "--no_cuda_graph"})
+                               "--max_len", "--num_rows", "--no_cuda_graph",
+                               "--max_seq_len"})
 
     @staticmethod
     def width(kernel: str) -> str:
         """The parameter giving a row's length."""
-        return "max_len" if kernel in TRANSFORMS else "vocab_size"
+        return "max_len" if kernel in SCORES else "vocab_size"
 
     def check_point(self, kernel: str, point: dict[str, Any]) -> None:
         width = self.width(kernel)
@@ -185,36 +220,43 @@ class SamplingFamily(Family):
                              f"{point[width]}; top_k is at most {width}")
 
     def repro(self, kernel: str, params: dict[str, Any], backend: str) -> Repro:
-        args = ["--routine", kernel, "--backends", "cuda"]
+        args = ["--routine", kernel, "--backends", backend]  # kernelwatch's names are the tool's
         for name in self.kernels[kernel].params:
             value = params[name]
-            args += [FLAG.get(name, f"--{name}"),
+            args += [flag(kernel, name),
                      repr(float(value)) if isinstance(value, float) else str(value)]
         return Repro(args)
 
     def from_flags(self, kernel: str, flags: Flags) -> list[LineGroup]:
-        for backend in flags.get("--backends") or ["cuda"]:
-            if backend != "cuda":
+        offered = self.kernels[kernel].flashinfer_backends
+        # The tool's default: every backend of the routine (top_k_varlen's run where the GPU
+        # has them; kernelwatch reports the others unsupported, with the reason).
+        backends = flags.get("--backends") or list(offered)
+        for backend in backends:
+            if backend not in offered:
                 raise Unmapped(f"--backends {backend}: flashinfer_benchmark.py runs {kernel} "
-                               "with cuda only")
+                               f"with {', '.join(offered)} only")
         rows = flags.one("--num_rows", flags.one("--batch_size"))
         if rows != flags.one("--batch_size"):
             raise Unmapped(f"--num_rows {rows}: kernelwatch measures one row per request "
                            "(num_rows = batch_size, the tool's default)")
         # The tool reads every flag and uses the routine's own: the others change nothing.
         params: dict[str, Any] = {}
+        defaults = self.backend_defaults.get(kernel, {}).get("*", {})
+        # The tool requires the row width but for the transforms (its --max_len has a default).
+        required = ("batch_size", "vocab_size", *(("max_len",) if kernel == VARLEN else ()))
         for name in self.kernels[kernel].params:
             p = self.params[name]
-            flag = FLAG.get(name, f"--{name}")
-            required = name in ("batch_size", "vocab_size")
-            text = flags.one(flag, None if required else str(p.default))
+            name_flag = flag(kernel, name)
+            default = str(defaults.get(name, p.default))
+            text = flags.one(name_flag, None if name in required else default)
             try:
                 params[name] = p.kind(text)
             except ValueError:
-                raise Unmapped(f"{flag} {text} is not a number") from None
+                raise Unmapped(f"{name_flag} {text} is not a number") from None
             if p.choices is not None and params[name] not in p.choices:
-                raise Unmapped(f"{flag} {text} cannot be mapped")
-        return [(["cuda"], params)]
+                raise Unmapped(f"{name_flag} {text} cannot be mapped")
+        return [(list(backends), params)]
 
     def work(self, kernel: str, point: dict[str, Any]) -> Work:
         b, v = int(point["batch_size"]), int(point[self.width(kernel)])
@@ -232,6 +274,8 @@ class SamplingFamily(Family):
             moved = b * v * size + b * v * 4 + b * int(point["top_k"]) * 4
         elif kernel == "top_k_ragged_transform":
             moved = b * v * size + b * int(point["top_k"]) * 4
+        elif kernel == VARLEN:  # scores and int32 seq_lens in, int32 indices out
+            moved = b * v * size + b * 4 + b * int(point["top_k"]) * 4
         elif kernel == "top_k":
             k = int(point["top_k"])
             moved = b * v * size + b * k * size + b * k * 8  # values, int64 indices
@@ -254,7 +298,7 @@ class SamplingFamily(Family):
         return sampling_checks.reference(inp)
 
     def tolerance(self, kernel: str, params: dict[str, Any]) -> float:
-        if kernel in (*SAMPLERS, *TRANSFORMS, "top_k", "top_k_mask_logits"):
+        if kernel in (*SAMPLERS, *SCORES, "top_k", "top_k_mask_logits"):
             return 0.0  # violations are 1; top-k values and masking copy their inputs
         if kernel == "softmax":
             return 1e-5  # the tool's atol; float32 probabilities differ by ~1e-7

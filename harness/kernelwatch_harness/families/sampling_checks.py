@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from kernelwatch_harness.families.sampling import SAMPLERS, TRANSFORMS
+from kernelwatch_harness.families.sampling import SAMPLERS, SCORES, TRANSFORMS, VARLEN
 from kernelwatch_harness.family import Operands
 
 # Nucleus boundaries are sums of float32 probabilities in another order than the kernel's:
@@ -162,8 +162,7 @@ def transform_violations(inp: Operands, out: torch.Tensor) -> torch.Tensor:
     permutation; a ragged entry is offset by its row's start), is out of the row, repeated,
     or outside every valid top-k set of the row's scores."""
     d = inp.kept["pristine"]
-    x = d["scores"].float()
-    n = x.shape[-1]
+    n = d["scores"].shape[-1]
     out = out.long()
     if inp.kernel == "top_k_page_table_transform":
         inverse = d["src_page_table"].long().argsort(-1)
@@ -172,11 +171,36 @@ def transform_violations(inp: Operands, out: torch.Tensor) -> torch.Tensor:
     else:
         idx = out - d["offsets"].long()[:, None]
         inside = (idx >= 0) & (idx < n)
-    idx = idx.clamp(0, n - 1)
-    ordered, order = idx.sort(-1)
+    return _selection_violations(d["scores"].float(), idx, inside, int(inp.params["top_k"]))
+
+
+def varlen_violations(inp: Operands, out: torch.Tensor) -> torch.Tensor:
+    """1 for each of top_k_varlen's column indices that is past its row's length, repeated,
+    or outside every valid top-k set of the row's first ``seq_len`` scores; -1 is right only
+    in the slots past a row shorter than k."""
+    d = inp.kept["pristine"]
+    x, lens = d["logits"].float(), d["seq_lens"].long()[:, None]
+    n, idx = x.shape[-1], out.long()
+    x = x.masked_fill(torch.arange(n, device=x.device) >= lens, float("-inf"))
+    padding = torch.arange(idx.shape[-1], device=idx.device) >= lens
+    inside = (idx >= 0) & (idx < lens)
+    bad = _selection_violations(x, idx, inside, int(inp.params["top_k"]))
+    return torch.where(padding, (idx != -1).float(), bad)
+
+
+def _selection_violations(x: torch.Tensor, idx: torch.Tensor, inside: torch.Tensor,
+                          k: int) -> torch.Tensor:
+    """1 for each selected row index (``idx``, ``inside`` its row) that is outside, repeated
+    or not in any valid top-k set of its row's ``x``."""
+    n = x.shape[-1]
+    # An entry outside its row is a violation already; a distinct key keeps it from making a
+    # valid entry look repeated.
+    key = torch.where(inside, idx, n + torch.arange(idx.shape[-1], device=idx.device))
+    ordered, order = key.sort(-1)
     repeated = torch.zeros_like(inside)
     repeated.scatter_(-1, order[:, 1:], ordered[:, 1:] == ordered[:, :-1])
-    allowed = Support(top_k=int(inp.params["top_k"]), probs=False).allowed(x, x.gather(-1, idx))
+    idx = idx.clamp(0, n - 1)
+    allowed = Support(top_k=k, probs=False).allowed(x, x.gather(-1, idx))
     return (~(inside & allowed & ~repeated)).float()
 
 
@@ -190,8 +214,9 @@ def reference(inp: Operands) -> list[torch.Tensor]:
     if inp.kernel == "top_k":
         top = d["logits"].float().topk(int(inp.params["top_k"]), dim=-1).values
         return [top, top]
-    if inp.kernel in TRANSFORMS:
-        return [torch.zeros(b, int(inp.params["top_k"]), device=d["scores"].device)]
+    if inp.kernel in SCORES:
+        x = next(iter(d.values()))
+        return [torch.zeros(b, int(inp.params["top_k"]), device=x.device)]
     x = next(iter(d.values()))
     zeros = torch.zeros(x.shape, device=x.device)
     return [zeros, zeros, torch.zeros(b, device=x.device)]
@@ -210,4 +235,7 @@ def outputs(inp: Operands, raw: Any) -> list[torch.Tensor]:
         return top_k_values(inp, *raw)
     if inp.kernel in TRANSFORMS:
         return [transform_violations(inp, raw)]
+    if inp.kernel == VARLEN:
+        indices, _values = raw
+        return [varlen_violations(inp, indices)]
     return set_errors(inp, raw)

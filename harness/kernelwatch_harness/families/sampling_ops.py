@@ -10,8 +10,17 @@ from typing import Any
 import torch
 
 from kernelwatch_harness.families import sampling_checks
-from kernelwatch_harness.families.sampling import READS_LOGITS, TAKES_DTYPE, TRANSFORMS
-from kernelwatch_harness.family import Operands
+from kernelwatch_harness.families.sampling import (
+    GVR_MAX_ROWS,
+    GVR_TOP_K,
+    READS_LOGITS,
+    SCORES,
+    TAKES_DTYPE,
+    TRANSFORMS,
+    VARLEN,
+    VARLEN_ARCHS,
+)
+from kernelwatch_harness.family import Operands, check_backend_arch
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -20,10 +29,11 @@ Call = Callable[[dict[str, torch.Tensor]], Any]
 
 def inputs(kernel: str, params: dict[str, Any], backend: str, device: str) -> Operands:
     """Logits standard normal from one seed, probabilities their softmax (draft token ids
-    uniform, page tables permutations); a pristine copy is kept for the checks."""
+    uniform, page tables permutations; top_k_varlen's rows full length, and for gvr the tool's
+    hint); a pristine copy is kept for the checks."""
     gen = torch.Generator(device="cpu").manual_seed(SEED)
     b = int(params["batch_size"])
-    v = int(params["max_len" if kernel in TRANSFORMS else "vocab_size"])
+    v = int(params["max_len" if kernel in SCORES else "vocab_size"])
     dtype = getattr(torch, str(params["logits_dtype"])) if kernel in TAKES_DTYPE else torch.float32
     data: dict[str, torch.Tensor]
     if kernel == "chain_speculative_sampling":
@@ -39,6 +49,13 @@ def inputs(kernel: str, params: dict[str, Any], backend: str, device: str) -> Op
         else:  # each row's scores at its own offset of one ragged buffer
             data["offsets"] = torch.arange(0, b * v, v, dtype=torch.int32)
         data["lengths"] = torch.full((b,), v, dtype=torch.int32)
+    elif kernel == VARLEN:
+        data = {"logits": torch.randn(b, v, generator=gen).to(dtype),
+                "seq_lens": torch.full((b,), v, dtype=torch.int32)}
+        if backend == "gvr":  # the previous step's selection: argmax first, then 1 to k - 1
+            hint = torch.arange(int(params["top_k"]), dtype=torch.int32).repeat(b, 1)
+            hint[:, 0] = data["logits"].argmax(dim=-1).int()
+            data["pre_idx"] = hint
     else:
         logits = torch.randn(b, v, generator=gen)
         data = ({"logits": logits.to(dtype)} if kernel in READS_LOGITS
@@ -133,6 +150,13 @@ def _torch_call(kernel: str, params: dict[str, Any], device: str) -> Call:
         floor = float(params["min_p"]) * x.max(-1, keepdim=True).values
         return _multinomial(x * (x >= floor), gen)
 
+    def varlen(d: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
+        x, lens = d["logits"], d["seq_lens"][:, None]
+        beyond = torch.arange(x.shape[-1], device=x.device) >= lens
+        idx = x.masked_fill(beyond, float("-inf")).topk(k, dim=-1).indices
+        slots = torch.arange(k, device=x.device)
+        return torch.where(slots < lens, idx, -1).int(), None  # -1 past a short row, as FI
+
     def top_k_sample(d: dict[str, torch.Tensor]) -> torch.Tensor:
         vals, idx = d["probs"].topk(k, dim=-1)
         return idx.gather(-1, _multinomial(vals, gen)[:, None]).squeeze(-1)
@@ -158,6 +182,7 @@ def _torch_call(kernel: str, params: dict[str, Any], device: str) -> Call:
             -1, d["scores"].topk(k, dim=-1).indices).int(),
         "top_k_ragged_transform": lambda d: (
             d["scores"].topk(k, dim=-1).indices + d["offsets"][:, None]).int(),
+        VARLEN: varlen,
     }
     return calls[kernel]
 
@@ -187,6 +212,8 @@ _TENSORS: dict[str, tuple[str, ...]] = {
     "top_k_page_table_transform": ("scores", "src_page_table", "lengths"),
     "top_k_ragged_transform": ("scores", "offsets", "lengths"),
 }
+# FlashInfer backends of the kernels that have more than the one CUDA kernel.
+KERNELS_BACKENDS: dict[str, tuple[str, ...]] = {VARLEN: tuple(VARLEN_ARCHS)}
 RANDOM = ("sampling_from_probs", "sampling_from_logits", "top_k_sampling_from_probs",
           "top_p_sampling_from_probs", "top_k_top_p_sampling_from_probs",
           "top_k_top_p_sampling_from_logits", "min_p_sampling_from_probs",
@@ -235,6 +262,55 @@ def _flashinfer_call(kernel: str, params: dict[str, Any], device: str) -> Call:
     return call
 
 
+def varlen_refusal(backend: str, params: dict[str, Any], arch: str) -> str | None:
+    """Why FlashInfer's ``backend`` of top_k_varlen cannot run the point on ``arch``, or
+    None: its architectures, and gvr's own limits (its admission check in every release
+    that has it)."""
+    try:
+        check_backend_arch(VARLEN, backend, VARLEN_ARCHS[backend], arch)
+    except NotImplementedError as e:
+        return str(e)
+    if backend != "gvr":
+        return None
+    k, rows = int(params["top_k"]), int(params["batch_size"])
+    # gvr loads 16 bytes at a time: each row must start 16-byte aligned
+    per_16_bytes = 16 // {"float32": 4}.get(str(params["logits_dtype"]), 2)
+    if k not in GVR_TOP_K:
+        return f"gvr selects top_k {', '.join(map(str, GVR_TOP_K))} only, not {k}"
+    if int(params["max_len"]) % per_16_bytes:
+        return (f"gvr reads rows in 16-byte vectors: max_len is a multiple of {per_16_bytes} "
+                f"for {params['logits_dtype']}")
+    if rows > GVR_MAX_ROWS:
+        return f"gvr's load-balanced kernel takes at most {GVR_MAX_ROWS} rows, not {rows}"
+    return None
+
+
+def _varlen_call(backend: str, params: dict[str, Any], device: str) -> Call:
+    """flashinfer.top_k_varlen with the backend named, as the tool calls it (the hint for gvr,
+    none for the others)."""
+    import flashinfer
+
+    version = str(getattr(flashinfer, "__version__", "unknown"))
+    op = getattr(flashinfer, VARLEN, None)
+    if op is None:  # named first: no backend of it runs on any GPU with this release
+        raise NotImplementedError(f"FlashInfer {version} has no flashinfer.{VARLEN} (added in "
+                                  "0.6.18)")
+    major, minor = torch.cuda.get_device_capability(torch.device(device))
+    why = varlen_refusal(backend, params, f"sm{major}{minor}")
+    if why is not None:
+        raise NotImplementedError(why)
+    accepted = inspect.signature(op).parameters
+    missing = [n for n in ("pre_idx", "backend") if n not in accepted]
+    if missing:
+        raise NotImplementedError(f"FlashInfer {version}: flashinfer.{VARLEN} has no keyword "
+                                  f"{missing[0]!r}")
+    k = int(params["top_k"])
+
+    def call(d: dict[str, torch.Tensor]) -> Any:
+        return op(d["logits"], d["seq_lens"], k, pre_idx=d.get("pre_idx"), backend=backend)
+    return call
+
+
 def prepare(backend: str, inp: Operands, device: str) -> Prepared:
     def outputs(raw: Any) -> list[torch.Tensor]:
         return sampling_checks.outputs(inp, raw)
@@ -242,9 +318,12 @@ def prepare(backend: str, inp: Operands, device: str) -> Prepared:
     if backend == "torch":
         return Prepared(fn=_torch_call(inp.kernel, inp.params, device), outputs=outputs,
                         resolved_backend="torch")
-    if backend != "cuda":
+    if backend not in KERNELS_BACKENDS.get(inp.kernel, ("cuda",)):
         raise NotImplementedError(f"backend {backend!r} is not offered for {inp.kernel}")
     if device != "cuda":
         raise NotImplementedError(f"FlashInfer backend {backend!r} needs a CUDA device")
+    if inp.kernel == VARLEN:
+        return Prepared(fn=_varlen_call(backend, inp.params, device), outputs=outputs,
+                        resolved_backend=backend)
     return Prepared(fn=_flashinfer_call(inp.kernel, inp.params, device), outputs=outputs,
                     resolved_backend="cuda")
