@@ -28,7 +28,7 @@ from kernelwatch_harness.families.gemm import (
     MEASURED,
     SINCE,
 )
-from kernelwatch_harness.family import Family, max_abs_error
+from kernelwatch_harness.family import Family, max_abs_error, release
 from tests.api_support import auth, make_client, new_token
 
 SIGS: dict[str, dict[str, Any]] = json.loads(
@@ -213,7 +213,7 @@ def test_a_release_lacking_a_kernel_or_backend_is_refused_naming_it() -> None:
 
 
 def _since(version: str, first: str | None) -> bool:
-    return first is None or gemm_ops._release(version) >= gemm_ops._release(first)
+    return first is None or release(version) >= release(first)
 
 
 @pytest.mark.parametrize("version", sorted(SIGS))

@@ -31,6 +31,18 @@ DTYPE_BYTES: dict[str, int] = {"float32": 4, "float16": 2, "bfloat16": 2, "float
                                "float8_e5m2": 1}
 
 
+def release(version: str) -> tuple[int, int, int]:
+    """A FlashInfer version's release numbers (``0.6.18.post1`` and ``0.6.18rc7`` are both
+    0.6.18), to compare with the first release that has a function."""
+    import re
+
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if match is None:
+        raise ValueError(f"unrecognised FlashInfer version {version!r}")
+    major, minor, patch = (int(g) for g in match.groups())
+    return major, minor, patch
+
+
 def spell(value: Any) -> str:
     """A parameter value as a spec writes it (JSON's true/false)."""
     return str(value).lower() if isinstance(value, bool) else str(value)

@@ -3,7 +3,6 @@ reference (kernelwatch_harness.families.gemm declares the family)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +19,7 @@ from kernelwatch_harness.families.gemm import (
     MEASURED,
     SINCE,
 )
-from kernelwatch_harness.family import Operands
+from kernelwatch_harness.family import Operands, release
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -142,22 +141,14 @@ def flashinfer_kwargs(kernel: str, backend: str, params: dict[str, Any],
     raise NotImplementedError(f"kernelwatch does not run {kernel}'s FlashInfer call yet")
 
 
-def _release(version: str) -> tuple[int, int, int]:
-    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
-    if match is None:
-        raise ValueError(f"unrecognised FlashInfer version {version!r}")
-    major, minor, patch = (int(g) for g in match.groups())
-    return major, minor, patch
-
-
 def check_release(kernel: str, backend: str, version: str) -> None:
     """Refuse, naming the release, what an installed FlashInfer lacks."""
     since = SINCE.get(kernel)
-    if since and _release(version) < _release(since):
+    if since and release(version) < release(since):
         raise NotImplementedError(f"FlashInfer {version} has no flashinfer.gemm."
                                   f"{API[kernel]} (added in {since})")
     since = BACKEND_SINCE.get((kernel, backend))
-    if since and _release(version) < _release(since):
+    if since and release(version) < release(since):
         raise NotImplementedError(f"FlashInfer {version}'s {kernel} has no {backend!r} "
                                   f"backend (added in {since})")
 
