@@ -32,7 +32,9 @@ FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
              "top_k_top_p_sampling_from_probs", "top_k_top_p_sampling_from_logits",
              "min_p_sampling_from_probs", "top_k_renorm_probs", "top_p_renorm_probs",
              "top_k_mask_logits", "chain_speculative_sampling", "top_k",
-             "top_k_page_table_transform", "top_k_ragged_transform")
+             "top_k_page_table_transform", "top_k_ragged_transform",
+             # the MoE family's (flashinfer.fused_moe: core.py and bgmv_moe.py)
+             "cutlass_fused_moe", "bgmv_moe_shrink", "bgmv_moe_expand", "fill_w_ptr")
 CLASSES = (
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",

@@ -156,13 +156,17 @@ FAMILY_POINTS: dict[str, dict[str, Any]] = {
     "gemm": {"batch_size": 2, "group_size": 2, "m": 128, "n": 1024, "k": 1024},
     "rope": {"batch_size": 4, "seq_len": 1024, "num_qo_heads": 32, "num_kv_heads": 8},
     "sampling": {"batch_size": 64, "vocab_size": 128256, "max_len": 8192},
+    "moe": {"num_tokens": 128, "hidden_size": 4096, "intermediate_size": 2048,
+            "num_experts": 8, "experts_per_token": 2, "rank": 32, "num_loras": 4,
+            "num_slices": 2},
 }
 
 
 def refused_here(kernel: str, backend: str) -> str | None:
     """Why this GPU (or FlashInfer release) cannot run a FlashInfer backend of the kernel, as
     the harness words it, or None: Blackwell-only GEMMs on Hopper, a GEMM backend outside
-    its own architectures or newer than the installed release, a kernel newer than it."""
+    its own architectures or newer than the installed release, a kernel newer than it, a MoE
+    kernel kernelwatch only declares."""
     from kernelwatch_harness.families import gemm, gemm_ops
 
     spec = KERNELS[kernel]
@@ -179,6 +183,10 @@ def refused_here(kernel: str, backend: str) -> str | None:
 
         if Version(version("flashinfer-python")) < Version(spec.since):
             return "has no"  # the adapter's refusal names the release and the function
+    if spec.family == "moe":
+        from kernelwatch_harness.families import moe
+
+        return None if kernel in moe.MEASURED else "does not run"
     if spec.family != "gemm":
         return None
     if arch not in gemm.BACKEND_ARCHS[kernel][backend]:
