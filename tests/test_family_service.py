@@ -121,6 +121,7 @@ def test_a_moe_sweep_end_to_end(kw_env: Settings, tmp_path: Path,
         kernel, "num_tokens", "tbps", "backend", list(fixed.values()), jobs[0], ids)
     (trace,) = [t for t in fig["data"] if t["name"] == "torch"]
     assert trace["x"] == [4.0, 16.0] and all(y > 0 for y in trace["y"])
+    assert "2 measured points in 1 series" in str(summary.children[0])
 
     table, columns, *_ = pages["job"].load_table(jobs[0], 0, 25, [], "", None)
     ids = [c["id"] for c in columns]
