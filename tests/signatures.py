@@ -36,7 +36,9 @@ FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
              "top_k_mask_logits", "chain_speculative_sampling", "top_k",
              "top_k_page_table_transform", "top_k_ragged_transform",
              # flashinfer.top_k_varlen (topk_varlen/topk_varlen.py, 0.6.18 and later)
-             "top_k_varlen")
+             "top_k_varlen",
+             # the MoE family's (flashinfer.fused_moe: core.py and bgmv_moe.py)
+             "cutlass_fused_moe", "bgmv_moe_shrink", "bgmv_moe_expand", "fill_w_ptr")
 CLASSES = (
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",

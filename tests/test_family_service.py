@@ -18,6 +18,7 @@ from kernelwatch.core.models import Point
 from kernelwatch.core.settings import Settings
 from kernelwatch.core.tokens import create_token
 from kernelwatch.dashboard import queries
+from kernelwatch_harness.families.moe import FAMILY as MOE
 from kernelwatch_harness.families.norm import FAMILY as NORM
 from tests.family_support import dashboard_pages, row_params, sweep_twice
 
@@ -76,6 +77,61 @@ def test_a_norm_sweep_end_to_end(kw_env: Settings, tmp_path: Path,
     table, columns, *_ = pages["job"].load_table(jobs[0], 0, 25, [], "", None)
     ids = [c["id"] for c in columns]
     assert "batch_size" in ids and "hidden_size" in ids and len(table) == 4
+
+
+MOE_SPEC: dict[str, Any] = {
+    "name": "moe-cpu", "kernel": "cutlass_fused_moe", "backends": ["torch"],
+    "targets": ["cpu"],
+    "params": {"num_tokens": [4, 16], "hidden_size": [128], "intermediate_size": [256],
+               "num_experts": [4], "experts_per_token": [1, 2]},
+    "timing": {"warmup": 1, "iterations": 30},
+}
+
+
+def test_a_moe_sweep_end_to_end(kw_env: Settings, tmp_path: Path,
+                                pages: dict[str, ModuleType]) -> None:
+    kernel = "cutlass_fused_moe"
+    client, jobs, runs = sweep_twice(kw_env, tmp_path, MOE_SPEC, "moe")
+
+    rows = client.get(f"/v1/jobs/{jobs[0]}/results").json()["rows"]
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    for row in rows:
+        point = row_params(row)
+        work = MOE.work(kernel, point)  # the family's own formulas, stored
+        assert row["bytes"] == pytest.approx(work.bytes) and row["flops"] == work.flops
+        assert row["max_abs_error"] <= MOE.tolerance(kernel, point)
+        assert row["repro_command"] is None and "not FlashInfer's" in row["repro_note"]
+    with db.session_scope() as session:
+        stored = session.scalars(select(Point).where(Point.job_id == jobs[0])).all()
+        assert all(p.params["dtype"] == "bfloat16" for p in stored)  # completed
+
+    comparison = client.get("/v1/compare", params={"baseline": runs[0],
+                                                   "contender": runs[1]}).json()
+    assert len(comparison["points"]) == 4
+    assert {(g["kernel"], g["backend"]) for g in comparison["groups"]} == {(kernel, "torch")}
+
+    curves = pages["curves"]
+    state = curves.resolve_state(kernel, None, None, None, {}, jobs[0])
+    assert state["x"] == "num_tokens"  # the family's first axis
+    assert "experts_per_token" in curves.x_options(kernel)
+    with curves.reading() as s:
+        fixed = queries.combos(s, kernel, jobs[0]).settle(s, ["num_tokens", "backend"], {})
+    ids = [{"type": "curves-fix", "dim": d} for d in fixed]
+    fig, _csv, summary, _ = curves.update_graph(
+        kernel, "num_tokens", "tbps", "backend", list(fixed.values()), jobs[0], ids)
+    (trace,) = [t for t in fig["data"] if t["name"] == "torch"]
+    assert trace["x"] == [4.0, 16.0] and all(y > 0 for y in trace["y"])
+    assert "2 measured points in 1 series" in str(summary.children[0])
+
+    table, columns, *_ = pages["job"].load_table(jobs[0], 0, 25, [], "", None)
+    ids = [c["id"] for c in columns]
+    assert "num_tokens" in ids and "experts_per_token" in ids and len(table) == 4
+
+    body = client.get("/v1/catalogue").json()
+    kernels = {k["name"]: k for k in body["kernels"]}
+    assert kernels[kernel]["family"] == "moe" and kernels[kernel]["routine"] == kernel
+    assert kernels["bgmv_moe"]["since"] == "0.6.13"
+    assert kernels["trtllm_fp4_block_scale_moe"]["archs"] == ["sm100", "sm103"]
 
 
 def test_the_catalogue_lists_every_family(kw_env: Settings) -> None:

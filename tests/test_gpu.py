@@ -158,6 +158,9 @@ FAMILY_POINTS: dict[str, dict[str, Any]] = {
     "rope": {"batch_size": 4, "seq_len": 1024, "num_qo_heads": 32, "num_kv_heads": 8,
              "no_rope_dim": 128},
     "sampling": {"batch_size": 64, "vocab_size": 128256, "max_len": 8192},
+    "moe": {"num_tokens": 128, "hidden_size": 4096, "intermediate_size": 2048,
+            "num_experts": 8, "experts_per_token": 2, "rank": 32, "num_loras": 4,
+            "num_slices": 2},
 }
 
 
@@ -165,7 +168,8 @@ def refused_here(kernel: str, backend: str) -> str | None:
     """Why this GPU (or FlashInfer release) cannot run a FlashInfer backend of the kernel, as
     the harness words it, or None: Blackwell-only GEMMs on Hopper, a GEMM backend outside
     its own architectures or newer than the installed release, a kernel newer than it,
-    top_k_varlen's Blackwell backends (radix, gvr) elsewhere."""
+    top_k_varlen's Blackwell backends (radix, gvr) elsewhere, a MoE kernel kernelwatch only
+    declares."""
     from kernelwatch_harness.families import gemm, gemm_ops, sampling
 
     spec = KERNELS[kernel]
@@ -184,6 +188,10 @@ def refused_here(kernel: str, backend: str) -> str | None:
             return "has no"  # the adapter's refusal names the release and the function
     if kernel == sampling.VARLEN and arch not in sampling.VARLEN_ARCHS[backend]:
         return f"this GPU is {arch}"
+    if spec.family == "moe":
+        from kernelwatch_harness.families import moe
+
+        return None if kernel in moe.MEASURED else "does not run"
     if spec.family != "gemm":
         return None
     if arch not in gemm.BACKEND_ARCHS[kernel][backend]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from kernelwatch_harness.families.attention import FAMILY as ATTENTION
 from kernelwatch_harness.families.gemm import FAMILY as GEMM
+from kernelwatch_harness.families.moe import FAMILY as MOE
 from kernelwatch_harness.families.norm import FAMILY as NORM
 from kernelwatch_harness.families.rope import FAMILY as ROPE
 from kernelwatch_harness.families.sampling import FAMILY as SAMPLING
@@ -41,7 +42,8 @@ __all__ = [
     "work",
 ]
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (ATTENTION, NORM, GEMM, ROPE, SAMPLING)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (ATTENTION, NORM, GEMM, ROPE, SAMPLING,
+                                                       MOE)}
 KERNELS: dict[str, Kernel] = {
     name: kernel for f in FAMILIES.values() for name, kernel in f.kernels.items()
 }

@@ -31,6 +31,18 @@ DTYPE_BYTES: dict[str, int] = {"float32": 4, "float16": 2, "bfloat16": 2, "float
                                "float8_e5m2": 1}
 
 
+def release(version: str) -> tuple[int, int, int]:
+    """A FlashInfer version's release numbers (``0.6.18.post1`` and ``0.6.18rc7`` are both
+    0.6.18), to compare with the first release that has a function."""
+    import re
+
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if match is None:
+        raise ValueError(f"unrecognised FlashInfer version {version!r}")
+    major, minor, patch = (int(g) for g in match.groups())
+    return major, minor, patch
+
+
 def spell(value: Any) -> str:
     """A parameter value as a spec writes it (JSON's true/false)."""
     return str(value).lower() if isinstance(value, bool) else str(value)
@@ -127,18 +139,6 @@ def clone(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return tuple(clone(v) for v in obj)
     return obj
-
-
-def release(version: str) -> tuple[int, int, int]:
-    """A FlashInfer version's release numbers (``0.6.18.post1`` and ``0.6.18rc7``: 0, 6, 18),
-    to compare with the release a call needs."""
-    import re
-
-    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
-    if match is None:
-        raise ValueError(f"unrecognised FlashInfer version {version!r}")
-    major, minor, patch = (int(g) for g in match.groups())
-    return major, minor, patch
 
 
 def check_backend_arch(kernel: str, backend: str, archs: tuple[str, ...], arch: str) -> None:
