@@ -32,7 +32,11 @@ FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
              "top_k_top_p_sampling_from_probs", "top_k_top_p_sampling_from_logits",
              "min_p_sampling_from_probs", "top_k_renorm_probs", "top_p_renorm_probs",
              "top_k_mask_logits", "chain_speculative_sampling", "top_k",
-             "top_k_page_table_transform", "top_k_ragged_transform")
+             "top_k_page_table_transform", "top_k_ragged_transform",
+             # the GDN family's (flashinfer.gdn_decode, flashinfer.gdn_prefill) and the mamba
+             # family's (flashinfer.mamba)
+             "gated_delta_rule_decode", "gated_delta_rule_decode_pretranspose",
+             "gated_delta_rule_mtp", "chunk_gated_delta_rule", "selective_state_update")
 CLASSES = (
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",

@@ -4,7 +4,6 @@ attention family's, ``families.attention.reference``)."""
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from kernelwatch_harness.families.rope import (
     call_kwargs,
     tensor_args,
 )
-from kernelwatch_harness.family import Operands
+from kernelwatch_harness.family import Operands, require_keywords
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -137,12 +136,7 @@ def _flashinfer_call(kernel: str, params: dict[str, Any]) -> Any:
     if op is None:
         raise NotImplementedError(f"FlashInfer {version} has no flashinfer.rope.{kernel}")
     kwargs, tensors = call_kwargs(kernel, params), tensor_args(kernel)
-    accepted = inspect.signature(op).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
-        missing = [n for n in (*tensors, *kwargs) if n not in accepted]
-        if missing:
-            raise NotImplementedError(f"FlashInfer {version} flashinfer.rope.{kernel} takes no "
-                                      f"{', '.join(missing)}")
+    require_keywords(op, f"flashinfer.rope.{kernel}", version, [*tensors, *kwargs])
 
     def call(d: dict[str, torch.Tensor]) -> Any:
         return op(**{arg: d[key] for arg, key in tensors.items()}, **kwargs)
