@@ -156,6 +156,9 @@ FAMILY_POINTS: dict[str, dict[str, Any]] = {
     "gemm": {"batch_size": 2, "group_size": 2, "m": 128, "n": 1024, "k": 1024},
     "rope": {"batch_size": 4, "seq_len": 1024, "num_qo_heads": 32, "num_kv_heads": 8},
     "sampling": {"batch_size": 64, "vocab_size": 128256, "max_len": 8192},
+    # MTP's and the prefill's tokens per request (4-token sequences are legal varlen)
+    "gdn": {"batch_size": 8, "seq_len": 4},
+    "mamba": {"batch_size": 16},
 }
 
 

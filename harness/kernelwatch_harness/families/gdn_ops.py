@@ -235,7 +235,8 @@ def _flashinfer_call(inp: Operands, device: str) -> Call:
     if op is None:
         raise NotImplementedError(f"FlashInfer {version} has no {api}")
     require_keywords(op, api, version, [*tensor_names(api, kernel, params), *kwargs])
-    kept = {n: inp.kept[n] for n in ("read", "write", "cu_seqlens") if n in inp.kept}
+    kept: dict[str, Any] = {n: inp.kept[n] for n in ("read", "write", "cu_seqlens")
+                            if n in inp.kept}
     write = _slots(params)[1]
     written = state_written(kernel, params)
 

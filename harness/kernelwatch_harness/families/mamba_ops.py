@@ -28,7 +28,8 @@ def inputs(kernel: str, params: dict[str, Any], backend: str, device: str) -> Op
                                                   "ngroups"))
     steps = int(params["cache_steps"])
     tok = (b, steps) if steps else (b,)  # MTP inputs have a tokens dimension
-    dtype, weight = getattr(torch, str(params["dtype"])), getattr(torch, str(params["weight_dtype"]))
+    dtype = getattr(torch, str(params["dtype"]))
+    weight = getattr(torch, str(params["weight_dtype"]))
 
     def put(t: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
         return t.to(device=device, dtype=dt)
