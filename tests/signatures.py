@@ -38,7 +38,11 @@ FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
              # flashinfer.top_k_varlen (topk_varlen/topk_varlen.py, 0.6.18 and later)
              "top_k_varlen",
              # the MoE family's (flashinfer.fused_moe: core.py and bgmv_moe.py)
-             "cutlass_fused_moe", "bgmv_moe_shrink", "bgmv_moe_expand", "fill_w_ptr")
+             "cutlass_fused_moe", "bgmv_moe_shrink", "bgmv_moe_expand", "fill_w_ptr",
+             # the GDN family's (flashinfer.gdn_decode, flashinfer.gdn_prefill) and the mamba
+             # family's (flashinfer.mamba)
+             "gated_delta_rule_decode", "gated_delta_rule_decode_pretranspose",
+             "gated_delta_rule_mtp", "chunk_gated_delta_rule", "selective_state_update")
 CLASSES = (
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",

@@ -161,6 +161,9 @@ FAMILY_POINTS: dict[str, dict[str, Any]] = {
     "moe": {"num_tokens": 128, "hidden_size": 4096, "intermediate_size": 2048,
             "num_experts": 8, "experts_per_token": 2, "rank": 32, "num_loras": 4,
             "num_slices": 2},
+    # MTP's and the prefill's tokens per request (4-token sequences are legal varlen)
+    "gdn": {"batch_size": 8, "seq_len": 4},
+    "mamba": {"batch_size": 16},
 }
 
 

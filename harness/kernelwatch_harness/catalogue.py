@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from kernelwatch_harness.families.attention import FAMILY as ATTENTION
+from kernelwatch_harness.families.gdn import FAMILY as GDN
 from kernelwatch_harness.families.gemm import FAMILY as GEMM
+from kernelwatch_harness.families.mamba import FAMILY as MAMBA
 from kernelwatch_harness.families.moe import FAMILY as MOE
 from kernelwatch_harness.families.norm import FAMILY as NORM
 from kernelwatch_harness.families.rope import FAMILY as ROPE
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (ATTENTION, NORM, GEMM, ROPE, SAMPLING,
-                                                       MOE)}
+                                                     MOE, GDN, MAMBA)}
 KERNELS: dict[str, Kernel] = {
     name: kernel for f in FAMILIES.values() for name, kernel in f.kernels.items()
 }

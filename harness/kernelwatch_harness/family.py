@@ -166,6 +166,20 @@ def max_abs_error(outputs: list[torch.Tensor], refs: list[torch.Tensor]) -> floa
     return worst
 
 
+def require_keywords(fn: Any, api: str, version: str, names: Any) -> None:
+    """Refuse (NotImplementedError, naming the release and the keywords) a FlashInfer function
+    of this ``version`` that lacks any of ``names``: a release older than the call's keyword
+    would otherwise fail with a TypeError that reads as a broken kernel."""
+    import inspect
+
+    accepted = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        return
+    missing = [n for n in names if n not in accepted]
+    if missing:
+        raise NotImplementedError(f"FlashInfer {version} {api} takes no {', '.join(missing)}")
+
+
 # ----------------------------------------------------------------- flashinfer_benchmark.py
 
 BENCHMARK_SCRIPT = "benchmarks/flashinfer_benchmark.py"

@@ -4,7 +4,6 @@ attention family's, ``families.attention.reference``)."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -24,7 +23,7 @@ from kernelwatch_harness.families.rope import (
     call_kwargs,
     tensor_args,
 )
-from kernelwatch_harness.family import Operands
+from kernelwatch_harness.family import Operands, require_keywords
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -144,12 +143,7 @@ def flashinfer_op(kernel: str, names: Collection[str]) -> tuple[Any, str]:
     op = getattr(fr, kernel, None)
     if op is None:
         raise NotImplementedError(f"FlashInfer {version} has no flashinfer.rope.{kernel}")
-    accepted = inspect.signature(op).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
-        missing = [n for n in names if n not in accepted]
-        if missing:
-            raise NotImplementedError(f"FlashInfer {version} flashinfer.rope.{kernel} takes no "
-                                      f"{', '.join(missing)}")
+    require_keywords(op, f"flashinfer.rope.{kernel}", version, names)
     return op, version
 
 
