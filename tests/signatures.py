@@ -32,7 +32,12 @@ FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
              "top_k_top_p_sampling_from_probs", "top_k_top_p_sampling_from_logits",
              "min_p_sampling_from_probs", "top_k_renorm_probs", "top_p_renorm_probs",
              "top_k_mask_logits", "chain_speculative_sampling", "top_k",
-             "top_k_page_table_transform", "top_k_ragged_transform")
+             "top_k_page_table_transform", "top_k_ragged_transform",
+             # the norm family's quantising and fused norms (flashinfer.norm)
+             "rmsnorm_quant", "fused_add_rmsnorm_quant", "layernorm_quant",
+             "fused_rmsnorm_silu", "fused_dit_gate_residual_layernorm_gamma_beta",
+             "fused_dit_gate_residual_layernorm_scale_shift",
+             "fused_dit_residual_layernorm_scale_shift", "fused_qk_rmsnorm_rope")
 CLASSES = (
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",
