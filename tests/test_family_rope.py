@@ -76,7 +76,8 @@ def test_shared_parameters_are_declared_as_the_other_families_declare_them() -> 
     others = {n: p for f in catalogue.FAMILIES.values() if f is not FAMILY
               for n, p in f.params.items()}
     shared = set(FAMILY.params) & set(others)
-    assert shared == {"batch_size", "num_qo_heads", "num_kv_heads", "head_dim", "dtype"}
+    assert shared == {"batch_size", "num_qo_heads", "num_kv_heads", "head_dim", "dtype",
+                      "seq_len"}  # the norm family's DiT rows per sequence
     for name in shared:
         assert catalogue._same(FAMILY.params[name], others[name]), name
 
