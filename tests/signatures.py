@@ -42,7 +42,12 @@ FUNCTIONS = ("single_decode_with_kv_cache", "single_prefill_with_kv_cache",
              # the GDN family's (flashinfer.gdn_decode, flashinfer.gdn_prefill) and the mamba
              # family's (flashinfer.mamba)
              "gated_delta_rule_decode", "gated_delta_rule_decode_pretranspose",
-             "gated_delta_rule_mtp", "chunk_gated_delta_rule", "selective_state_update")
+             "gated_delta_rule_mtp", "chunk_gated_delta_rule", "selective_state_update",
+             # the norm family's quantising and fused norms (flashinfer.norm)
+             "rmsnorm_quant", "fused_add_rmsnorm_quant", "layernorm_quant",
+             "fused_rmsnorm_silu", "fused_dit_gate_residual_layernorm_gamma_beta",
+             "fused_dit_gate_residual_layernorm_scale_shift",
+             "fused_dit_residual_layernorm_scale_shift", "fused_qk_rmsnorm_rope")
 CLASSES = (
     "BatchDecodeWithPagedKVCacheWrapper",
     "BatchPrefillWithPagedKVCacheWrapper",

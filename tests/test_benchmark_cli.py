@@ -223,18 +223,29 @@ def test_results_carry_each_points_repro_command(session: Session) -> None:
 
 
 @pytest.mark.parametrize(("line", "message"), [
-    ("--routine rmsnorm --batch_size 8 --hidden_size 4096 --out_dtype fp8_e4m3",
-     "--out_dtype: the quantising norm routines are not measured yet"),
+    ("--routine rmsnorm --batch_size 8 --hidden_size 4096 --is_sf_swizzled_layout",
+     "--is_sf_swizzled_layout: only the FP4 norm routines"),
     ("--routine rmsnorm --batch_size 8 --hidden_size 4096 --eps 1e-5",
      "--eps 1e-5: kernelwatch measures eps=1e-06"),
-    ("--routine rmsnorm_quant --batch_size 8 --hidden_size 4096",
-     "--routine rmsnorm_quant: kernelwatch measures"),
+    ("--routine rmsnorm_fp4quant --batch_size 8 --hidden_size 4096",
+     "--routine rmsnorm_fp4quant: kernelwatch measures"),
     ("--routine rmsnorm --batch_size 8 --hidden_size 64 --input_dtype float32",
      "--input_dtype float32 cannot be mapped"),
 ])
 def test_norm_lines_that_cannot_be_mapped_are_refused(line: str, message: str) -> None:
     with pytest.raises(UnmappedLine, match=re.escape(message)):
         line_specs(line, 3)
+
+
+def test_a_quantising_norm_line_is_read_and_rmsnorm_ignores_its_flags() -> None:
+    (spec,) = line_specs("--routine rmsnorm_quant --batch_size 4 --hidden_size 2048 "
+                         "--out_dtype fp8_e5m2 --scale 0.5 --num_heads 8", 1)
+    # 2D only in the tool: --num_heads is ignored, as it is there
+    assert spec["params"] == {"batch_size": [4], "hidden_size": [2048], "dtype": ["bfloat16"],
+                              "quant_dtype": ["float8_e5m2"], "quant_scale": [0.5]}
+    (plain,) = line_specs("--routine rmsnorm --batch_size 4 --hidden_size 2048 "
+                          "--out_dtype fp8_e4m3 --scale 2", 1)
+    assert set(plain["params"]) == {"batch_size", "hidden_size", "num_heads", "dtype"}
 
 
 def test_a_norm_line_is_the_same_experiment() -> None:

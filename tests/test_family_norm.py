@@ -19,11 +19,17 @@ def point(**over: Any) -> dict[str, Any]:
 def test_it_declares_a_whole_family() -> None:
     assert isinstance(FAMILY, Family) and FAMILY.name == "norm"
     assert set(FAMILY.kernels) == {"rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm",
-                                   "gemma_fused_add_rmsnorm"}
+                                   "gemma_fused_add_rmsnorm", "rmsnorm_quant",
+                                   "fused_add_rmsnorm_quant", "layernorm_quant",
+                                   "fused_rmsnorm_silu", "fused_dit_layernorm",
+                                   "fused_qk_rmsnorm_rope"}
     for k in FAMILY.kernels.values():
         assert k.family == "norm" and k.routine == k.name  # flashinfer_benchmark.py's name
-        assert set(k.params) == set(FAMILY.params)
+        assert set(k.params) <= set(FAMILY.params)
         assert k.backends == ("auto", "torch") and "sm80" in k.archs and "sm90" in k.archs
+    for name in ("rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm"):
+        assert FAMILY.kernels[name].params == ("batch_size", "hidden_size", "num_heads", "dtype")
+        assert FAMILY.kernels[name].since is None  # every supported release
     assert all(p.doc for p in FAMILY.params.values())
 
 

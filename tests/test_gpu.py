@@ -152,7 +152,11 @@ def test_cupti_cold_l2_methods_are_recorded_and_the_dirty_flush_costs_the_call()
 
 # A small point of each family's kernels (the attention ones take what they name of SMALL).
 FAMILY_POINTS: dict[str, dict[str, Any]] = {
-    "attention": SMALL, "norm": {"batch_size": 512, "hidden_size": 4096},
+    "attention": SMALL,
+    # the quantising norms with a scale other than 1 (a kernel multiplying by it shows); the
+    # DiT LayerNorm over its one hidden dimension (3072), 4096 rows; the fused QK norm at
+    # WAN 2.2 5B's 24 heads of 128 (its defaults) over 5 x 12 x 32 patches
+    "norm": {"batch_size": 512, "hidden_size": 4096, "quant_scale": 0.5},
     "gemm": {"batch_size": 2, "group_size": 2, "m": 128, "n": 1024, "k": 1024},
     # the FP8 kernels with a non-rotated part of whole rope_dim chunks: every release runs it
     "rope": {"batch_size": 4, "seq_len": 1024, "num_qo_heads": 32, "num_kv_heads": 8,
@@ -164,6 +168,12 @@ FAMILY_POINTS: dict[str, dict[str, Any]] = {
     # MTP's and the prefill's tokens per request (4-token sequences are legal varlen)
     "gdn": {"batch_size": 8, "seq_len": 4},
     "mamba": {"batch_size": 16},
+}
+
+# Kernels whose shape the family's point does not fit (their parameters replace its values).
+KERNEL_POINTS: dict[str, dict[str, Any]] = {
+    "fused_dit_layernorm": {"batch_size": 1, "seq_len": 4096, "hidden_size": 3072},
+    "fused_qk_rmsnorm_rope": {"batch_size": 1, "hidden_size": 3072},
 }
 
 
@@ -215,6 +225,7 @@ def refused_here(kernel: str, backend: str) -> str | None:
 def test_every_kernel_runs_and_is_checked(kernel: str) -> None:
     spec = KERNELS[kernel]
     params = {k: v for k, v in FAMILY_POINTS[spec.family].items() if k in spec.params}
+    params.update(KERNEL_POINTS.get(kernel, {}))
     if kernel == "mla_decode":
         params = {"batch_size": 4, "kv_len": 1000, "num_qo_heads": 16, "page_size": 64}
     backends = (["fa2", "torch-sdpa"] if spec.family == "attention"
@@ -231,6 +242,37 @@ def test_every_kernel_runs_and_is_checked(kernel: str) -> None:
             continue
         assert p["status"] == "ok", (p["backend"], p["error"])
         assert p["max_abs_error"] is not None and p["max_abs_error"] <= p["telemetry"]["tolerance"]
+
+
+NORM_VARIANTS = [
+    ("fused_dit_layernorm", {"batch_size": 2, "seq_len": 1024, "dit_mode": mode})
+    for mode in ("gate_residual_gamma_beta", "gate_residual_scale_shift", "residual_scale_shift")
+] + [
+    ("rmsnorm_quant", {"batch_size": 64, "hidden_size": 8192, "quant_dtype": "float8_e5m2",
+                       "dtype": "float16", "quant_scale": 4.0}),
+    ("fused_add_rmsnorm_quant", {"batch_size": 32, "hidden_size": 4096, "dtype": "float16"}),
+    ("layernorm_quant", {"batch_size": 32, "hidden_size": 768, "quant_dtype": "float8_e5m2"}),
+    ("fused_rmsnorm_silu", {"batch_size": 1560, "hidden_size": 160}),
+    ("fused_qk_rmsnorm_rope", {"batch_size": 2, "hidden_size": 1536, "num_heads": 24,
+                               "ppf": 5, "pph": 6, "ppw": 4}),  # head_dim 64
+    ("fused_qk_rmsnorm_rope", {"batch_size": 1, "hidden_size": 2048, "num_heads": 8,
+                               "ppf": 1, "pph": 12, "ppw": 32}),  # head_dim 256
+]
+
+
+@pytest.mark.parametrize(("kernel", "params"), NORM_VARIANTS)
+def test_the_norm_variants_match_the_reference(kernel: str, params: dict[str, Any]) -> None:
+    """Each DiT mode, the FP8 formats and scales of the quantising norms, the fused QK norm at
+    head dims 64 and 256: FlashInfer's result against the float32 reference (or the release's
+    refusal), and the torch backend's."""
+    _, points = harness(kernel, ["auto", "torch"], [params])
+    for p in points:
+        why = refused_here(kernel, p["backend"])
+        if why is not None:
+            assert p["status"] == "unsupported" and why in p["error"], (p["backend"], p)
+            continue
+        assert p["status"] == "ok", (p["backend"], p["error"])
+        assert p["max_abs_error"] <= p["telemetry"]["tolerance"], p
 
 
 @pytest.mark.parametrize("mode", ["ROPE_LLAMA", "ALIBI"])

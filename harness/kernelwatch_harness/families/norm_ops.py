@@ -1,18 +1,53 @@
 """The norm family's tensors: seeded inputs, the FlashInfer and PyTorch calls, the float32
-reference (kernelwatch_harness.families.norm declares the family)."""
+reference (kernelwatch_harness.families.norm declares the family). The quantising and SiLU
+norms live in ``norm_quant_ops``, the DiT and fused QK ones in ``norm_dit_ops``; this module
+holds what they share and sends each kernel to its module."""
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from kernelwatch_harness.families.norm import EPS, FUSED, GEMMA
+from kernelwatch_harness.families.norm import DIT, EPS, FUSED, GEMMA, QK_ROPE, QUANT, SILU, SINCE
 from kernelwatch_harness.family import Operands
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
+
+
+def _module(kernel: str) -> ModuleType | None:
+    """The helper module holding a kernel's tensors (None: this one)."""
+    if kernel in (*QUANT, SILU):
+        return importlib.import_module("kernelwatch_harness.families.norm_quant_ops")
+    if kernel in (DIT, QK_ROPE):
+        return importlib.import_module("kernelwatch_harness.families.norm_dit_ops")
+    return None
+
+
+def seeded() -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(SEED)
+
+
+def uniform(shape: tuple[int, ...], gen: torch.Generator, bound: float) -> torch.Tensor:
+    """float32 values uniform in [-bound, bound)."""
+    return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+
+
+def flashinfer_op(name: str, kernel: str) -> Any:
+    """flashinfer.norm's function ``name``, or the reason this release has none."""
+    import flashinfer
+    import flashinfer.norm as fn
+
+    op = getattr(fn, name, None)
+    if op is None:
+        since = f" (FlashInfer {SINCE[kernel]} and later have it)" if kernel in SINCE else ""
+        raise NotImplementedError(f"FlashInfer {flashinfer.__version__} has no "
+                                  f"flashinfer.norm.{name}{since}")
+    return op
 
 
 def _shape(params: dict[str, Any]) -> tuple[int, ...]:
@@ -24,12 +59,14 @@ def _shape(params: dict[str, Any]) -> tuple[int, ...]:
 def inputs(kernel: str, params: dict[str, Any], backend: str, device: str) -> Operands:
     """x (and r) standard normal, w uniform in [-1, 1), from one seed; a pristine copy of the
     data is kept for the reference, because the fused kernels write their inputs."""
+    if (helper := _module(kernel)) is not None:
+        return helper.inputs(kernel, params, backend, device)  # type: ignore[no-any-return]
     dtype = getattr(torch, str(params["dtype"]))
-    gen = torch.Generator(device="cpu").manual_seed(SEED)
+    gen = seeded()
     shape = _shape(params)
     data: dict[str, Any] = {
         "x": torch.randn(shape, generator=gen).to(device=device, dtype=dtype),
-        "w": (torch.rand(shape[-1], generator=gen) * 2 - 1).to(device=device, dtype=dtype),
+        "w": uniform(shape[-1:], gen, 1.0).to(device=device, dtype=dtype),
     }
     if kernel in FUSED:
         data["r"] = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
@@ -39,17 +76,20 @@ def inputs(kernel: str, params: dict[str, Any], backend: str, device: str) -> Op
 
 
 def reference(inp: Operands) -> list[torch.Tensor]:
+    if (helper := _module(inp.kernel)) is not None:
+        return helper.reference(inp)  # type: ignore[no-any-return]
     d = inp.kept["pristine"]
     x, w = d["x"].float(), d["w"].float()
     if inp.kernel in GEMMA:
         w = 1 + w
     if inp.kernel in FUSED:
         r = x + d["r"].float()
-        return [_rms(r) * w, r]
-    return [_rms(x) * w]
+        return [rms(r) * w, r]
+    return [rms(x) * w]
 
 
-def _rms(x: torch.Tensor) -> torch.Tensor:
+def rms(x: torch.Tensor) -> torch.Tensor:
+    """x / rms(x) along the last dimension, in x's dtype (float32 for a reference)."""
     return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + EPS)
 
 
@@ -74,11 +114,7 @@ def _torch_call(kernel: str) -> Any:
 def _flashinfer_call(kernel: str) -> Any:
     """flashinfer.norm's function of the same name; the fused forms write x and r in place
     and return nothing, so the call hands those back."""
-    import flashinfer.norm as fn
-
-    op = getattr(fn, kernel, None)
-    if op is None:
-        raise NotImplementedError(f"this FlashInfer has no flashinfer.norm.{kernel}")
+    op = flashinfer_op(kernel, kernel)
     if kernel in FUSED:
         def fused(d: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
             op(d["x"], d["r"], d["w"], eps=EPS)
@@ -104,16 +140,24 @@ def resolved(device: str) -> str:
     return "cuda"
 
 
-def _outputs(raw: Any) -> list[torch.Tensor]:
+def outputs(raw: Any) -> list[torch.Tensor]:
     return [t.float() for t in raw] if isinstance(raw, tuple) else [raw.float()]
 
 
-def prepare(backend: str, inp: Operands, device: str) -> Prepared:
-    if backend == "torch":
-        return Prepared(fn=_torch_call(inp.kernel), outputs=_outputs, resolved_backend="torch")
-    if backend != "auto":
+def check_backend(backend: str, inp: Operands, device: str) -> None:
+    """Refuse, with the reason, what no norm kernel runs: another backend, or FlashInfer
+    without a GPU."""
+    if backend not in ("auto", "torch"):
         raise NotImplementedError(f"backend {backend!r} is not offered for {inp.kernel}")
-    if device != "cuda":
+    if backend == "auto" and device != "cuda":
         raise NotImplementedError(f"FlashInfer backend {backend!r} needs a CUDA device")
-    return Prepared(fn=_flashinfer_call(inp.kernel), outputs=_outputs,
+
+
+def prepare(backend: str, inp: Operands, device: str) -> Prepared:
+    check_backend(backend, inp, device)
+    if (helper := _module(inp.kernel)) is not None:
+        return helper.prepare(backend, inp, device)  # type: ignore[no-any-return]
+    if backend == "torch":
+        return Prepared(fn=_torch_call(inp.kernel), outputs=outputs, resolved_backend="torch")
+    return Prepared(fn=_flashinfer_call(inp.kernel), outputs=outputs,
                     resolved_backend=resolved(device))
