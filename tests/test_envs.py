@@ -23,7 +23,7 @@ def _wheel(folder: Path, dist: str, version: str, module: str, body: str) -> Pat
     name = dist.replace("-", "_")
     info = f"{name}-{version}.dist-info"
     files = {
-        f"{module}/__init__.py": body,
+        f"{module.replace('.', '/')}/__init__.py": body,
         f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
         f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
         "Tag: py3-none-any\n",
@@ -47,7 +47,8 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for v in ("0.0.1", "0.0.2"):
         _wheel(wh, "flashinfer-python", v, "flashinfer", f"__version__ = {v!r}\n")
     # The light dependencies the env does not already see get installed from here too, and
-    # the packages one backend needs (the cuDNN frontend, module ``cudnn``).
+    # the packages one backend needs (the cuDNN frontend, module ``cudnn``; cuda-tile, module
+    # ``cuda.tile``, a namespace package's submodule).
     for module, dist in {**envs.LIGHT_DEPS, **envs.BACKEND_DEPS}.items():
         _wheel(wh, dist, "0.0.1", module, "FAKE = True\n")
     return wh
@@ -107,8 +108,9 @@ def test_backend_packages_are_installed_where_the_wheelhouse_has_them(built: Pat
 
     python = envs.venv_python("0.0.1", built)
     assert _py(python, "import cudnn; print(cudnn.FAKE)") == "True"
+    assert _py(python, "import cuda.tile; print(cuda.tile.FAKE)") == "True"
     ready = json.loads((built / "0.0.1" / "READY").read_text())
-    assert ready["installed_backend_deps"] == ["nvidia-cudnn-frontend"]
+    assert ready["installed_backend_deps"] == ["cuda-tile", "nvidia-cudnn-frontend"]
     assert ready["unavailable_backend_deps"] == {}
 
 
@@ -129,7 +131,7 @@ def test_a_missing_backend_package_leaves_a_working_env(tmp_path: Path,
     assert _py(python, "import importlib.util; print(importlib.util.find_spec('cudnn'))") \
         == "None"
     ready = json.loads((tmp_path / "envs" / "0.0.1" / "READY").read_text())
-    assert ready["installed_backend_deps"] == []
+    assert ready["installed_backend_deps"] == ["cuda-tile"]
     assert "nvidia-cudnn-frontend" in ready["unavailable_backend_deps"]
 
 

@@ -358,3 +358,22 @@ def test_tolerance_is_finite_for_every_kernel() -> None:
     for kernel in FAMILY.kernels:
         assert math.isfinite(FAMILY.tolerance(kernel, point(kernel)))
     assert set(BACKEND_ARCHS) == set(FAMILY.kernels)
+
+
+def test_a_backend_whose_package_is_missing_is_refused_naming_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """cutile's kernels come from cuda-tile, which FlashInfer imports only when the backend
+    runs: a node without it reports the point unsupported, naming the package (seen on an
+    H100 whose image lacks it), not a ModuleNotFoundError."""
+    import importlib.util
+
+    def missing(name: str, *args: object) -> None:
+        if name == "cuda.tile":
+            raise ModuleNotFoundError("No module named 'cuda'")
+        return None
+
+    monkeypatch.setattr(importlib.util, "find_spec", missing)
+    with pytest.raises(NotImplementedError, match=r"needs the cuda-tile package \(import "
+                                                  r"cuda\.tile\)"):
+        gemm_ops.check_backend_module("cutile")
+    gemm_ops.check_backend_module("cublaslt")  # no package of its own

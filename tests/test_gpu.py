@@ -217,6 +217,10 @@ def refused_here(kernel: str, backend: str) -> str | None:
         gemm_ops.check_release(kernel, backend, flashinfer.__version__)
     except NotImplementedError:
         return "added in"
+    try:
+        gemm_ops.check_backend_module(backend)  # cutile without cuda-tile on the node
+    except NotImplementedError:
+        return "which this node lacks"
     return None
 
 

@@ -19,7 +19,7 @@ FlashInfer is installed with ``--no-deps`` plus the few light packages it import
 (``apache-tvm-ffi`` and friends): its full dependency list names CUDA toolkits and DSL
 compilers that the node's torch environment already covers or that only optional backends
 use, and resolving them on a node without an index would fail. The packages one backend
-needs (``BACKEND_DEPS``: the cuDNN frontend) are installed where available and recorded in
+needs (``BACKEND_DEPS``: the cuDNN frontend, cuda-tile for the cutile GEMMs) are installed where available and recorded in
 READY either way. From ``KERNELWATCH_WHEELHOUSE``
 (``--no-index --find-links``) when set, else from the package index.
 
@@ -66,7 +66,7 @@ LIGHT_DEPS = {
 # (``--no-deps``) when the wheelhouse or index has them; without them the env still serves
 # every other backend, and the harness refuses that one with the reason. cuDNN: without its
 # frontend FlashInfer falls back to cubins built for sm100 only (docs/measurement.md).
-BACKEND_DEPS = {"cudnn": "nvidia-cudnn-frontend"}
+BACKEND_DEPS = {"cudnn": "nvidia-cudnn-frontend", "cuda.tile": "cuda-tile"}
 _VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+!-]*$")
 
 
@@ -212,7 +212,12 @@ def _missing_modules(python: Path, modules: dict[str, str]) -> list[str]:
     code = (
         "import importlib.util, json, sys\n"
         f"mods = {sorted(modules)!r}\n"
-        "print(json.dumps([m for m in mods if importlib.util.find_spec(m) is None]))\n"
+        "def found(m):\n"
+        "    try:\n"
+        "        return importlib.util.find_spec(m) is not None\n"
+        "    except ModuleNotFoundError:  # its parent package is missing\n"
+        "        return False\n"
+        "print(json.dumps([m for m in mods if not found(m)]))\n"
     )
     out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
     return list(json.loads(out.stdout.strip().splitlines()[-1]))

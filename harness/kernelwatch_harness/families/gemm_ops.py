@@ -153,6 +153,27 @@ def check_release(kernel: str, backend: str, version: str) -> None:
                                   f"backend (added in {since})")
 
 
+# Backends whose kernels come from a package FlashInfer imports only when they run: without
+# it the call fails with an ImportError that would read as a broken kernel.
+BACKEND_MODULES = {"cutile": ("cuda.tile", "cuda-tile")}
+
+
+def check_backend_module(backend: str) -> None:
+    """Refuse, naming the package, a backend whose package this node lacks."""
+    if backend not in BACKEND_MODULES:
+        return
+    import importlib.util
+
+    module, dist = BACKEND_MODULES[backend]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing too
+        found = False
+    if not found:
+        raise NotImplementedError(f"FlashInfer's {backend} backend needs the {dist} package "
+                                  f"(import {module}), which this node lacks")
+
+
 def check_arch(kernel: str, backend: str, arch: str) -> None:
     check_backend_arch(kernel, backend, BACKEND_ARCHS[kernel][backend], arch)
 
@@ -165,6 +186,7 @@ def _flashinfer_call(backend: str, inp: Operands, device: str) -> Callable[..., 
     import flashinfer.gemm as fg
 
     check_release(kernel, backend, str(flashinfer.__version__))
+    check_backend_module(backend)
     op = getattr(fg, API[kernel], None)
     if op is None:
         raise NotImplementedError(f"FlashInfer {flashinfer.__version__} has no "
