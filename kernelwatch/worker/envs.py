@@ -19,8 +19,8 @@ FlashInfer is installed with ``--no-deps`` plus the few light packages it import
 (``apache-tvm-ffi`` and friends): its full dependency list names CUDA toolkits and DSL
 compilers that the node's torch environment already covers or that only optional backends
 use, and resolving them on a node without an index would fail. The packages one backend
-needs (``BACKEND_DEPS``: the cuDNN frontend, cuda-tile for the cutile GEMMs) are installed where available and recorded in
-READY either way. From ``KERNELWATCH_WHEELHOUSE``
+needs (``BACKEND_DEPS``: the cuDNN frontend, cuda-tile for the cutile GEMMs) are installed
+where available and recorded in READY either way. From ``KERNELWATCH_WHEELHOUSE``
 (``--no-index --find-links``) when set, else from the package index.
 
 Standard library only at import time (the GPU check uses it where kernelwatch's service
