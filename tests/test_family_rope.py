@@ -77,7 +77,7 @@ def test_shared_parameters_are_declared_as_the_other_families_declare_them() -> 
               for n, p in f.params.items()}
     shared = set(FAMILY.params) & set(others)
     assert shared == {"batch_size", "seq_len", "num_qo_heads", "num_kv_heads", "head_dim",
-                      "dtype", "page_size", "kv_layout"}
+                      "dtype", "page_size", "kv_layout", "quant_dtype"}
     for name in shared:
         assert catalogue._same(FAMILY.params[name], others[name]), name
 
