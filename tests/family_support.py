@@ -59,3 +59,26 @@ def sweep_twice(kw_env: Settings, tmp_path: Path, spec: dict[str, Any], name: st
 def row_params(row: dict[str, Any]) -> dict[str, Any]:
     """A result row's point parameters (its ``param_*`` columns)."""
     return {k[len("param_"):]: v for k, v in row.items() if k.startswith("param_")}
+
+
+def fake_flashinfer(monkeypatch: Any, submodule: str, version: str,
+                    **functions: Any) -> None:
+    """``flashinfer`` and ``flashinfer.<submodule>`` (holding ``functions``) in sys.modules, at
+    ``version``: a family's FlashInfer call as a test without a GPU sees it."""
+    import sys
+    from types import ModuleType
+
+    fi, sub = ModuleType("flashinfer"), ModuleType(f"flashinfer.{submodule}")
+    fi.__version__ = version  # type: ignore[attr-defined]
+    setattr(fi, submodule, sub)
+    for name, fn in functions.items():
+        setattr(sub, name, fn)
+    monkeypatch.setitem(sys.modules, "flashinfer", fi)
+    monkeypatch.setitem(sys.modules, f"flashinfer.{submodule}", sub)
+
+
+def run_torch(family: Any, kernel: str, params: dict[str, Any]) -> tuple[list[Any], Any]:
+    """A point through the family's torch backend on the CPU: its outputs and its operands."""
+    inp = family.inputs(kernel, params, "torch", "cpu")
+    prepared = family.prepare("torch", inp, "cpu")
+    return prepared.outputs(prepared.fn(inp.data)), inp

@@ -24,6 +24,7 @@ from kernelwatch_harness.catalogue import complete_params
 from kernelwatch_harness.families import gdn_ops
 from kernelwatch_harness.families.gdn import CHUNK, DECODE, FAMILY, MTP
 from kernelwatch_harness.family import Family, max_abs_error
+from tests.family_support import run_torch as family_run_torch
 
 KERNELS = [DECODE, MTP, CHUNK]
 SMALL = {"batch_size": 3, "num_q_heads": 2, "num_k_heads": 2, "num_v_heads": 4}
@@ -49,9 +50,7 @@ def point(kernel: str, backend: str = "torch", **over: Any) -> dict[str, Any]:
 
 
 def run_torch(kernel: str, p: dict[str, Any]) -> tuple[list[torch.Tensor], Any]:
-    inp = FAMILY.inputs(kernel, p, "torch", "cpu")
-    prepared = FAMILY.prepare("torch", inp, "cpu")
-    return prepared.outputs(prepared.fn(inp.data)), inp
+    return family_run_torch(FAMILY, kernel, p)
 
 
 # ------------------------------------------------------------------ declarations

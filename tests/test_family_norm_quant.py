@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -23,6 +21,8 @@ from kernelwatch_harness.catalogue import complete_params
 from kernelwatch_harness.families import norm_dit_ops, norm_quant_ops
 from kernelwatch_harness.families.norm import DIT, DIT_MODES, FAMILY, QK_ROPE, SILU, fp8_step
 from kernelwatch_harness.family import Operands, max_abs_error
+from tests.family_support import fake_flashinfer
+from tests.family_support import run_torch as family_run_torch
 
 QUANT = ["rmsnorm_quant", "fused_add_rmsnorm_quant", "layernorm_quant"]
 NEW = [*QUANT, SILU, DIT, QK_ROPE]
@@ -42,9 +42,7 @@ def point(kernel: str, backend: str = "torch", **over: Any) -> dict[str, Any]:
 
 
 def run_torch(kernel: str, p: dict[str, Any]) -> tuple[list[torch.Tensor], Operands]:
-    inp = FAMILY.inputs(kernel, p, "torch", "cpu")
-    prepared = FAMILY.prepare("torch", inp, "cpu")
-    return prepared.outputs(prepared.fn(inp.data)), inp
+    return family_run_torch(FAMILY, kernel, p)
 
 
 # ------------------------------------------------------------------ declarations
@@ -244,13 +242,7 @@ def test_inputs_are_seeded_and_bounded() -> None:
 
 def _fake_flashinfer(monkeypatch: pytest.MonkeyPatch, version: str = "0.6.18",
                      **functions: Any) -> None:
-    fi, norm = ModuleType("flashinfer"), ModuleType("flashinfer.norm")
-    fi.__version__ = version  # type: ignore[attr-defined]
-    fi.norm = norm  # type: ignore[attr-defined]
-    for name, fn in functions.items():
-        setattr(norm, name, fn)
-    monkeypatch.setitem(sys.modules, "flashinfer", fi)
-    monkeypatch.setitem(sys.modules, "flashinfer.norm", norm)
+    fake_flashinfer(monkeypatch, "norm", version, **functions)
 
 
 def test_a_release_without_the_function_is_refused_naming_it(

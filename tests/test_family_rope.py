@@ -9,9 +9,7 @@ import json
 import math
 import re
 import shlex
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -34,6 +32,8 @@ from kernelwatch_harness.families.rope import (
     tensor_args,
 )
 from kernelwatch_harness.family import Family, Operands, max_abs_error
+from tests.family_support import fake_flashinfer
+from tests.family_support import run_torch as family_run_torch
 
 MEASURED = ["apply_rope", "apply_rope_pos_ids", "apply_llama31_rope",
             "apply_llama31_rope_pos_ids", "apply_rope_with_cos_sin_cache"]
@@ -49,9 +49,7 @@ def point(kernel: str, backend: str = "torch", **over: Any) -> dict[str, Any]:
 
 
 def run_torch(kernel: str, p: dict[str, Any]) -> tuple[list[torch.Tensor], Operands]:
-    inp = FAMILY.inputs(kernel, p, "torch", "cpu")
-    prepared = FAMILY.prepare("torch", inp, "cpu")
-    return prepared.outputs(prepared.fn(inp.data)), inp
+    return family_run_torch(FAMILY, kernel, p)
 
 
 # ------------------------------------------------------------------ declarations
@@ -241,13 +239,7 @@ def test_flashinfer_needs_a_gpu_and_unknown_backends_are_refused() -> None:
 
 
 def _fake_flashinfer(monkeypatch: pytest.MonkeyPatch, **functions: Any) -> None:
-    fi, rope = ModuleType("flashinfer"), ModuleType("flashinfer.rope")
-    fi.__version__ = "0.1.0"  # type: ignore[attr-defined]
-    fi.rope = rope  # type: ignore[attr-defined]
-    for name, fn in functions.items():
-        setattr(rope, name, fn)
-    monkeypatch.setitem(sys.modules, "flashinfer", fi)
-    monkeypatch.setitem(sys.modules, "flashinfer.rope", rope)
+    fake_flashinfer(monkeypatch, "rope", "0.1.0", **functions)
 
 
 def test_a_release_without_the_function_or_a_keyword_is_refused_naming_it(

@@ -10,9 +10,7 @@ import json
 import math
 import re
 import shlex
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -33,6 +31,8 @@ from kernelwatch_harness.families.rope_fp8 import (
     TENSORS,
 )
 from kernelwatch_harness.family import Operands, max_abs_error
+from tests.family_support import fake_flashinfer
+from tests.family_support import run_torch as family_run_torch
 
 SMALL = {"batch_size": 2, "seq_len": 40, "num_qo_heads": 4, "num_kv_heads": 2}
 SIGS: dict[str, dict[str, Any]] = json.loads(
@@ -45,9 +45,7 @@ def point(kernel: str, backend: str = "torch", **over: Any) -> dict[str, Any]:
 
 
 def run_torch(kernel: str, p: dict[str, Any]) -> tuple[list[torch.Tensor], Operands]:
-    inp = FAMILY.inputs(kernel, p, "torch", "cpu")
-    prepared = FAMILY.prepare("torch", inp, "cpu")
-    return prepared.outputs(prepared.fn(inp.data)), inp
+    return family_run_torch(FAMILY, kernel, p)
 
 
 # ------------------------------------------------------------------ declarations
@@ -208,13 +206,7 @@ def test_flashinfer_needs_a_gpu_and_unknown_backends_are_refused() -> None:
 
 
 def _fake_flashinfer(monkeypatch: pytest.MonkeyPatch, version: str, **functions: Any) -> None:
-    fi, rope = ModuleType("flashinfer"), ModuleType("flashinfer.rope")
-    fi.__version__ = version  # type: ignore[attr-defined]
-    fi.rope = rope  # type: ignore[attr-defined]
-    for name, fn in functions.items():
-        setattr(rope, name, fn)
-    monkeypatch.setitem(sys.modules, "flashinfer", fi)
-    monkeypatch.setitem(sys.modules, "flashinfer.rope", rope)
+    fake_flashinfer(monkeypatch, "rope", version, **functions)
 
 
 def test_the_call_passes_the_tools_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
