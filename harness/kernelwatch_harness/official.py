@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kernelwatch_harness.protocol import CrosscheckLine, CrosscheckMessage
+from kernelwatch_harness.routed import routed
 
 SCRIPT = "flashinfer_benchmark.py"
 MS_TO_US = 1000.0
@@ -114,9 +115,11 @@ def result_of(row: dict[str, str]) -> dict[str, Any]:
 class OfficialBenchmark:
     """One version's flashinfer_benchmark.py, loaded once per harness run."""
 
-    def __init__(self, script_dir: str, nvml: Any = None) -> None:
+    def __init__(self, script_dir: str, nvml: Any = None, timer: Any = None) -> None:
         self.script_dir = Path(script_dir)
         self.nvml = nvml
+        # A stand-in for the routines' bench_gpu_time (routed.RoutedTimer), or None: the tool's
+        self.timer = timer
         self._module: Any = None
 
     def load(self) -> Any:
@@ -153,7 +156,9 @@ class OfficialBenchmark:
         msg["wall_s"] = round(time.perf_counter() - started, 3)
         return msg
 
-    def _run(self, args: list[str], backend: str) -> dict[str, Any]:
+    def rows(self, args: list[str]) -> tuple[Any, list[dict[str, str]], list[str], Any]:
+        """The tool run in-process on ``args``: its parsed arguments, its CSV rows (one per
+        backend), what it printed or warned, and the SM clock over its run."""
         module = self.load()
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "out.csv"
@@ -161,12 +166,17 @@ class OfficialBenchmark:
             parsed = module.parse_args(list(args))
             parsed.output_path = str(out)
             printed = io.StringIO()
+            timer = routed(self.timer) if self.timer is not None else contextlib.nullcontext()
             with ClockSampler(self.nvml) as clocks, contextlib.redirect_stdout(printed), \
-                    warnings.catch_warnings(record=True) as caught:
+                    warnings.catch_warnings(record=True) as caught, timer:
                 warnings.simplefilter("always")
                 module.run_test(parsed)
             rows = read_rows(out)
-        said = [str(w.message) for w in caught] + printed.getvalue().splitlines()
+        return parsed, rows, [str(w.message) for w in caught] + printed.getvalue().splitlines(), \
+            clocks
+
+    def _run(self, args: list[str], backend: str) -> dict[str, Any]:
+        parsed, rows, said, clocks = self.rows(args)
         if not rows:
             errors = [s for s in said if "[ERROR]" in s or "rror" in s][:3]
             raise RuntimeError("flashinfer_benchmark.py wrote no result"

@@ -1,0 +1,160 @@
+"""The prototype that runs flashinfer_benchmark.py's routines with their bench_gpu_time routed
+to kernelwatch's timer (kernelwatch_harness.routed, bench/routed_routines.py), on a CPU: a
+stand-in tool laid out as the real one (a script that imports a routine module when it runs
+it, the routine importing bench_gpu_time from flashinfer.testing.utils and handing it its
+call and tensors)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+
+from kernelwatch_harness.official import OfficialBenchmark
+from kernelwatch_harness.routed import RoutedTimer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCRIPT = '''
+import argparse, csv
+full_output_columns = ["routine", "median_time", "std_time", "backend"]
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--routine")
+    ap.add_argument("--backends", nargs="+", default=["cuda"])
+    ap.add_argument("--pass_tensors", action="store_true")
+    return ap.parse_args(argv)
+
+def run_test(args):
+    from routines.fake import run  # imported when first run, as the tool does
+    ms = run(args)
+    with open(args.output_path, "a", newline="") as f:
+        for b in args.backends:
+            csv.writer(f).writerow([args.routine, sorted(ms)[len(ms) // 2], 0.0, b])
+'''
+
+ROUTINE = '''
+import torch
+from flashinfer.testing.utils import bench_gpu_time
+
+SEEN = []
+
+def run(args):
+    x = torch.ones(1024)
+    def fn(t=None):
+        t = x if t is None else t
+        SEEN.append(t.data_ptr())
+        return t * 2
+    if args.pass_tensors:
+        return bench_gpu_time(fn=fn, dry_run_iters=2, repeat_iters=7, input_args=(x,))
+    return bench_gpu_time(fn=fn, dry_run_iters=2, repeat_iters=7)
+'''
+
+
+@pytest.fixture
+def tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OfficialBenchmark:
+    bench = tmp_path / "benchmarks"
+    (bench / "routines").mkdir(parents=True)
+    (bench / "flashinfer_benchmark.py").write_text(SCRIPT)
+    (bench / "routines" / "__init__.py").write_text("")
+    (bench / "routines" / "fake.py").write_text(ROUTINE)
+
+    def own_timer(fn: Any, dry_run_iters: int = 0, repeat_iters: int = 0,
+                  **kw: Any) -> list[float]:
+        return [9.0] * repeat_iters  # FlashInfer's timer: 9 ms a call
+
+    fi, testing, utils = (ModuleType(n) for n in ("flashinfer", "flashinfer.testing",
+                                                  "flashinfer.testing.utils"))
+    utils.bench_gpu_time = own_timer  # type: ignore[attr-defined]
+    testing.bench_gpu_time = own_timer  # type: ignore[attr-defined]
+    testing.utils = utils  # type: ignore[attr-defined]
+    fi.testing = testing  # type: ignore[attr-defined]
+    for name, module in (("flashinfer", fi), ("flashinfer.testing", testing),
+                         ("flashinfer.testing.utils", utils)):
+        monkeypatch.setitem(sys.modules, name, module)
+    for name in [n for n in sys.modules if n == "routines" or n.startswith("routines.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    return OfficialBenchmark(str(bench))
+
+
+def test_the_tools_timer_answers_until_a_timer_is_routed(tool: OfficialBenchmark) -> None:
+    _, rows, _, _ = tool.rows(["--routine", "fake", "--pass_tensors"])
+    assert [r["median_time"] for r in rows] == ["9.0"]
+
+    timer = RoutedTimer("cpu")
+    tool.timer = timer
+    _, rows, _, _ = tool.rows(["--routine", "fake", "--pass_tensors", "--backends", "a", "b"])
+    median_ms = float(rows[0]["median_time"])
+    assert 0 < median_ms < 9.0 and [r["backend"] for r in rows] == ["a", "b"]
+    (call,) = timer.calls
+    assert call["rotated"] and call["method"] == "cpu_perf_counter"
+    assert call["bytes_per_copy"] == 1024 * 4
+    # every name is put back, also in the routine module imported while routed
+    routine = sys.modules["routines.fake"]
+    assert routine.bench_gpu_time is sys.modules["flashinfer.testing.utils"].bench_gpu_time
+    tool.timer = None
+    _, rows, _, _ = tool.rows(["--routine", "fake", "--pass_tensors"])
+    assert rows[0]["median_time"] == "9.0"
+
+
+def test_a_routine_that_keeps_its_tensors_is_timed_unrotated_and_says_so(
+        tool: OfficialBenchmark) -> None:
+    timer = RoutedTimer("cpu")
+    tool.timer = timer
+    tool.rows(["--routine", "fake"])
+    (call,) = timer.calls
+    assert call["rotated"] is False and call["copies"] == 1
+
+
+def test_rotation_hands_the_routine_distinct_copies_of_its_inputs() -> None:
+    """Sized as on a GPU with a 40 MB L2 (5x L2 of 4 KB inputs: capped at the most copies),
+    each call reads another copy of the routine's input, with the same values."""
+    seen: list[int] = []
+    timer = RoutedTimer("cpu")
+    timer._memory = lambda: (40 << 20, 1 << 30)  # type: ignore[method-assign]
+    x = torch.arange(1024.0)
+
+    def fn(t: torch.Tensor) -> None:
+        assert torch.equal(t, x)
+        seen.append(t.data_ptr())
+
+    out = timer(fn, 1, 4, input_args=(x,))
+    assert len(out) == 4 and all(ms >= 0 for ms in out)
+    assert len(seen) == 5 and len(set(seen[1:])) == 4  # the four timed calls: four copies
+    assert timer.calls[0]["copies"] == 4096 and timer.calls[0]["rotated"]
+
+
+def _bench_module() -> Any:
+    spec = importlib.util.spec_from_file_location("routed_routines",
+                                                  ROOT / "bench" / "routed_routines.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_bench_reads_a_testlist_and_compares_per_backend(tmp_path: Path) -> None:
+    bench = _bench_module()
+    testlist = tmp_path / "t.txt"
+    testlist.write_text("# a comment\n\n--routine rmsnorm --batch_size 8\n"
+                        "--routine softmax --batch_size 4\n--routine rmsnorm --batch_size 16\n")
+    assert bench.testlist_lines(testlist, {"rmsnorm"}, None) == [
+        ["--routine", "rmsnorm", "--batch_size", "8"],
+        ["--routine", "rmsnorm", "--batch_size", "16"]]
+    assert len(bench.testlist_lines(testlist, None, 2)) == 2
+    own = {"backends": {"cuda": 10.0, "cudnn": 20.0}}
+    routed = {"backends": {"cuda": 10.5, "cudnn": None}}
+    assert bench.compare(own, routed) == {"cuda": 0.05}
+    text = bench.summary([{"routine": "rmsnorm", "diff": {"cuda": 0.05},
+                           "tool": {"status": "ok", "wall_s": 1.0},
+                           "routed": {"status": "ok", "wall_s": 2.0},
+                           "routed_calls": [{"rotated": True}]}])
+    assert "rmsnorm: 1 lines; tool ok 1, routed ok 1; 0/1 within 3%" in text
+    assert "inputs rotated: [True]" in text and "routed 2.0 s" in text
