@@ -10,7 +10,7 @@ On a GPU node, in the version's env (scripts/gpu-check builds it), from the repo
 
     python bench/routed_routines.py --benchmarks ENVS/benchmarks/V/benchmarks \\
         [--testlist FILE] [--routines rmsnorm,BatchDecodeWithPagedKVCacheWrapper] \\
-        [--limit 40] --out $OUT/routed.jsonl
+        [--per-routine 2] [--limit 40] --out $OUT/routed.jsonl
 
 ``--testlist`` defaults to the version's own ``samples/sample_testlist.txt``. Each line's
 result is appended to ``--out`` as it finishes.
@@ -32,10 +32,12 @@ from kernelwatch_harness.routed import RoutedTimer
 AGREE = 0.03
 
 
-def testlist_lines(path: Path, routines: set[str] | None, limit: int | None) -> list[list[str]]:
+def testlist_lines(path: Path, routines: set[str] | None, limit: int | None,
+                   per_routine: int | None = None) -> list[list[str]]:
     """The testlist's command lines (comments and blank lines skipped), as argument lists,
-    only those of ``routines`` when given."""
+    only those of ``routines`` when given, the first ``per_routine`` of each routine."""
     out = []
+    count: dict[str | None, int] = {}
     for text in path.read_text().splitlines():
         text = text.strip()
         if not text or text.startswith("#"):
@@ -43,6 +45,9 @@ def testlist_lines(path: Path, routines: set[str] | None, limit: int | None) -> 
         args = shlex.split(text)
         routine = args[args.index("--routine") + 1] if "--routine" in args else None
         if routines and routine not in routines:
+            continue
+        count[routine] = count.get(routine, 0) + 1
+        if per_routine and count[routine] > per_routine:
             continue
         out.append(args)
     return out[:limit] if limit else out
@@ -97,12 +102,13 @@ def main() -> None:
     ap.add_argument("--testlist", type=Path)
     ap.add_argument("--routines", help="comma-separated routine names to keep")
     ap.add_argument("--limit", type=int)
+    ap.add_argument("--per-routine", type=int, help="at most this many lines of each routine")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     testlist = args.testlist or args.benchmarks / "samples" / "sample_testlist.txt"
     routines = set(args.routines.split(",")) if args.routines else None
-    lines = testlist_lines(testlist, routines, args.limit)
+    lines = testlist_lines(testlist, routines, args.limit, args.per_routine)
     timer = RoutedTimer(args.device)
     tool = OfficialBenchmark(str(args.benchmarks))
     results = []

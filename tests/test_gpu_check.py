@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu-check"
-CHECKS = ["tests", "sweep", "crosscheck", "release", "agreement", "families", "evidence"]
+CHECKS = ["tests", "sweep", "crosscheck", "release", "agreement", "families", "routed",
+          "evidence"]
 V = "0.6.18.post1"
 
 
@@ -78,10 +79,12 @@ def test_the_dry_run_lists_each_checks_commands(tmp_path: Path, wheelhouse: Path
     tests = "-m pytest --noconftest -p no:cacheprovider tests/test_gpu.py"
     release = f"bench/regression_gpu_release.py --new {V} --previous 0.5.3"
     agreement = f"bench/gpu_agreement.py --versions 0.5.3,{V} --wheelhouse {wheelhouse}"
+    routed = "bench/routed_routines.py --benchmarks"
     expected = {"tests": [tests], "sweep": [sweep], "crosscheck": [crosscheck],
                 "release": [release], "agreement": [agreement],
-                "families": [tests, release], "evidence": [sweep, crosscheck, tests]}[name]
-    for other in {sweep, crosscheck, tests, release, agreement} - set(expected):
+                "families": [tests, release], "routed": [routed],
+                "evidence": [sweep, crosscheck, tests]}[name]
+    for other in {sweep, crosscheck, tests, release, agreement, routed} - set(expected):
         assert other not in joined
     # evidence: in that order, the version's env built once before them
     where = [next(i for i, s in enumerate(steps) if cmd in s) for cmd in expected]
@@ -90,7 +93,7 @@ def test_the_dry_run_lists_each_checks_commands(tmp_path: Path, wheelhouse: Path
         env = [i for i, s in enumerate(steps) if f"step env {V}" in s]
         assert len(env) == 1 and env[0] < where[0]
     venv_python = str(tmp_path / "envs" / V / "venv" / "bin" / "python")
-    if name in ("tests", "crosscheck", "evidence"):  # these run in the version's env
+    if name in ("tests", "crosscheck", "routed", "evidence"):  # in the version's env
         for cmd in expected:
             if cmd != sweep:
                 line = next(s for s in steps if cmd in s)

@@ -149,6 +149,8 @@ def test_the_bench_reads_a_testlist_and_compares_per_backend(tmp_path: Path) -> 
         ["--routine", "rmsnorm", "--batch_size", "8"],
         ["--routine", "rmsnorm", "--batch_size", "16"]]
     assert len(bench.testlist_lines(testlist, None, 2)) == 2
+    assert [a[1] for a in bench.testlist_lines(testlist, None, None, 1)] == ["rmsnorm",
+                                                                           "softmax"]
     own = {"backends": {"cuda": 10.0, "cudnn": 20.0}}
     routed = {"backends": {"cuda": 10.5, "cudnn": None}}
     assert bench.compare(own, routed) == {"cuda": 0.05}
