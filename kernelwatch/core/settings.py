@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # Cross-check every release's GPU points with flashinfer_benchmark.py (core.crosscheck);
     # off: as each suite entry says (its `crosscheck`).
     release_crosscheck: bool = False
+    # Before a node measures its first run of a release, build the JIT modules of all the
+    # release's runs queued for its tag side by side (worker.prebuild); off: each run builds
+    # what it calls as it goes.
+    release_prebuild: bool = True
     flashinfer_repo: str = "flashinfer-ai/flashinfer"
     # The source archive of a release's tag, for its benchmarks/flashinfer_benchmark.py (the
     # cross-check); a wheelhouse's copy is used first (worker.benchmark_scripts).

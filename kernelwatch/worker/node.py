@@ -217,6 +217,8 @@ class NodeService:
         self.ident = ident
         self.node_id: int | None = None
         self.current_run_id: int | None = None
+        # The releases whose JIT modules this worker built before their first run (prebuild)
+        self.prebuilt: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

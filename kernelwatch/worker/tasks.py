@@ -213,6 +213,10 @@ def _execute(session: Session, run_id: int, service: node_mod.NodeService) -> st
                 "points are kept")
         return str(run.status)
     try:
+        _prebuild(session, run, service)
+        if _Shutdown.requested:
+            _leave_for_reaper(session, run)
+            return "interrupted"
         return _measure_run(session, run, service)
     except Exception as e:
         # A deterministic failure (a bug, a spec this worker cannot read) must not come back
@@ -222,6 +226,18 @@ def _execute(session: Session, run_id: int, service: node_mod.NodeService) -> st
         session.rollback()
         _finish(session, run, message=f"worker error: {type(e).__name__}: {e}"[:2000])
         return str(run.status)
+
+
+def _prebuild(session: Session, run: Run, service: node_mod.NodeService) -> None:
+    """A release's JIT modules, built side by side before its first run here (a failure
+    there only costs the time: each run still builds what it calls)."""
+    from kernelwatch.worker.prebuild import prebuild_release_once
+
+    try:
+        prebuild_release_once(session, run, service.ident.device, service.prebuilt)
+    except Exception:
+        log.exception("prebuild before run %s failed; the runs build as they go", run.id)
+        session.rollback()
 
 
 def _measure_run(session: Session, run: Run, service: node_mod.NodeService) -> str:

@@ -1,0 +1,163 @@
+"""Build a release's FlashInfer JIT modules side by side before the first of its runs is
+measured on a node.
+
+On a node whose JIT caches are empty, a release's comparison is mostly builds: on an H100,
+406 s of the first 756 s of the standard suite were FlashInfer compiling its modules, the
+sampling module alone 248 s per version (docs/results/h100-2026-12.md). Each run builds what
+it calls when it first calls it, so the builds of both versions and every family come one
+after another. A build is CPU work (nvcc), the measurement GPU work: here every run of the
+release queued for this node's tag is called once per unit, each run in its own harness
+process and all of them at once, so the release waits for its longest build instead of their
+sum, and nothing is timed while they run. The measurement that follows finds the modules
+built (its points' ``jit_seconds`` near zero); the builds' own time is recorded in the
+release's details (``prebuild.<tag>``), kept apart as every JIT time is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kernelwatch.core.models import Job, Release, Run
+from kernelwatch.core.releases import RELEASE_JOB_KIND
+from kernelwatch.core.settings import get_settings
+from kernelwatch.worker.runner import HarnessRequest, HarnessRunner
+from kernelwatch_harness.catalogue import FLASHINFER_BACKENDS
+
+log = logging.getLogger(__name__)
+
+# One call per unit, nothing the build does not need: no cold-L2 copies, no reference, no
+# graph capture, no clock floor.
+BUILD_TIMING: dict[str, Any] = {"warmup": 1, "iterations": 1, "repeats": 1, "cold_l2": False,
+                                "check_correctness": False, "clock_floor": 0.0,
+                                "method": "cuda_event"}
+PENDING = ("queued", "running")
+
+
+@dataclass
+class Built:
+    run_id: int
+    version: str | None
+    kernel: str
+    units: int
+    failed: int
+    jit_seconds: float
+    wall_seconds: float
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "version": self.version, "kernel": self.kernel,
+                "units": self.units, "failed": self.failed,
+                "jit_seconds": round(self.jit_seconds, 2),
+                "wall_seconds": round(self.wall_seconds, 2), "error": self.error}
+
+
+def release_runs(session: Session, version: str, queue: str) -> list[Run]:
+    """The release's runs still to measure on ``queue``, in the order they were queued."""
+    return list(session.scalars(
+        select(Run).join(Job, Job.id == Run.job_id)
+        .where(Job.release_version == version, Job.kind == RELEASE_JOB_KIND, Run.queue == queue,
+               Run.status.in_(PENDING))
+        .order_by(Run.id)))
+
+
+def build_request_for(session: Session, run: Run, job: Job, device: str) -> HarnessRequest:
+    from kernelwatch.worker.tasks import build_request
+
+    request = build_request(session, run, job, device)
+    request.timing = dict(BUILD_TIMING)  # type: ignore[assignment]
+    request.crosscheck = None
+    request.skip = set()
+    return request
+
+
+def _build(python: str, request: HarnessRequest, env: dict[str, str], run: Run) -> Built:
+    started = time.monotonic()
+    units = failed = 0
+    jit = 0.0
+    error = None
+    try:
+        for msg in HarnessRunner(python, request, env=env).messages():
+            if msg.get("type") == "point":
+                units += 1
+                seconds = msg.get("jit_seconds")
+                jit += float(seconds) if isinstance(seconds, int | float) else 0.0
+                failed += msg.get("status") not in ("ok", "unsupported")
+            elif msg.get("type") == "fatal":
+                error = str(msg.get("error"))[:500]
+    except Exception as e:  # a build that fails leaves the run to report it when measured
+        error = f"{type(e).__name__}: {e}"[:500]
+    return Built(run.id, run.flashinfer_version, request.kernel, units, failed, jit,
+                 time.monotonic() - started, error)
+
+
+def prebuild(session: Session, runs: list[Run], device: str,
+             parallel: int | None = None) -> list[Built]:
+    """Call every unit of ``runs`` once, each run in its own harness process, at most
+    ``parallel`` at a time (default: half the CPUs, at least one)."""
+    from kernelwatch.worker.envs import harness_env
+    from kernelwatch.worker.tasks import harness_python_for
+
+    jobs = {j.id: j for j in session.scalars(select(Job).where(
+        Job.id.in_({r.job_id for r in runs})))}
+    work = []
+    for run in runs:
+        request = build_request_for(session, run, jobs[run.job_id], device)
+        try:
+            python = harness_python_for(run, request.backends, request.device)
+        except Exception as e:  # no env for this version: its run says so when measured
+            log.warning("prebuild: run %s has no harness environment: %s", run.id, e)
+            continue
+        work.append((python, request, harness_env(run.flashinfer_version), run))
+    width = max(1, parallel or (os.cpu_count() or 2) // 2)
+    with ThreadPoolExecutor(max_workers=min(width, max(1, len(work)))) as pool:
+        return list(pool.map(lambda w: _build(*w), work))
+
+
+def _names_flashinfer(session: Session, run: Run) -> bool:
+    job = session.get(Job, run.job_id)
+    backends = (job.spec or {}).get("backends") or [] if job is not None else []
+    return any(b in FLASHINFER_BACKENDS for b in backends)
+
+
+def prebuild_release_once(session: Session, run: Run, device: str, done: set[str]) -> None:
+    """Before the first run of a release on this node (``done`` remembers the releases this
+    worker built), build every run of it queued for the run's tag, and record how long that
+    took in the release's details. A run of no release, or of one built already, passes."""
+    job = session.get(Job, run.job_id)
+    version = job.release_version if job is not None and job.kind == RELEASE_JOB_KIND else None
+    if version is None or version in done or not get_settings().release_prebuild:
+        return
+    done.add(version)
+    runs = release_runs(session, version, run.queue)
+    if run not in runs:
+        runs.insert(0, run)
+    # Only FlashInfer builds anything, and only where it runs: a CPU node measures the torch
+    # backends alone.
+    runs = [r for r in runs if device == "cuda" and _names_flashinfer(session, r)]
+    if not runs:
+        return
+    started = time.monotonic()
+    built = prebuild(session, runs, device)
+    wall = time.monotonic() - started
+    summary = {"runs": len(built), "wall_seconds": round(wall, 2),
+               "jit_seconds": round(sum(b.jit_seconds for b in built), 2),
+               "longest_seconds": round(max((b.wall_seconds for b in built), default=0.0), 2),
+               "builds": [b.as_dict() for b in built]}
+    log.info("release %s: built %d run(s) side by side in %.1f s (JIT %.1f s in all)", version,
+             len(built), wall, summary["jit_seconds"])
+    release = session.scalar(select(Release).where(Release.version == version)
+                             .with_for_update())
+    if release is None:
+        return
+    details = dict(release.details or {})
+    details["prebuild"] = {**(details.get("prebuild") or {}), run.target: summary}
+    release.details = details
+    session.commit()

@@ -1,0 +1,93 @@
+"""A release's JIT modules built side by side before its first run on a node
+(kernelwatch.worker.prebuild): every queued run of the release on the tag goes through the
+real harness once, several at a time; a worker does it once per release, records its time in
+the release's details, and skips it where nothing is built (a CPU node, the setting off)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kernelwatch.core.models import Node, Release, Run
+from kernelwatch.core.releases import start_release
+from kernelwatch.core.settings import Settings
+from kernelwatch.worker import prebuild as prebuild_mod
+from kernelwatch.worker.prebuild import Built, prebuild, prebuild_release_once, release_runs
+from tests.conftest import configure
+from tests.release_support import write_tiny_suite
+
+
+@pytest.fixture
+def release_runs_cpu(kw_env: Settings, session: Session, cpu_node: Node, tmp_path: Path,
+                     monkeypatch: pytest.MonkeyPatch) -> list[Run]:
+    configure(monkeypatch, release_suite=str(write_tiny_suite(tmp_path)))
+    start = start_release(session, "0.7.4", previous="0.6.18.post1")
+    session.commit()
+    runs = release_runs(session, "0.7.4", start.runs[0].queue)
+    assert [r.id for r in runs] == sorted(r.id for r in start.runs) and len(runs) == 2
+    return runs
+
+
+def test_each_run_goes_through_the_harness_once_all_at_once(
+        session: Session, release_runs_cpu: list[Run], monkeypatch: pytest.MonkeyPatch) -> None:
+    both = threading.Barrier(2, timeout=60)  # passes only if the two harnesses overlap
+    requests: list[Any] = []
+    real = prebuild_mod.HarnessRunner
+
+    class Together(real):  # type: ignore[misc, valid-type]
+        def messages(self) -> Iterator[Any]:
+            requests.append(self.request)
+            both.wait()
+            yield from super().messages()
+
+    monkeypatch.setattr(prebuild_mod, "HarnessRunner", Together)
+    built = prebuild(session, release_runs_cpu, "cpu", parallel=2)
+    assert [b.run_id for b in built] == [r.id for r in release_runs_cpu]
+    assert {b.version for b in built} == {"0.6.18.post1", "0.7.4"}
+    for b in built:  # the tiny suite on a CPU tag: 2 points of torch-sdpa
+        assert (b.units, b.failed, b.error) == (2, 0, None), b
+    # one call a unit: nothing timed for long, nothing checked, nothing cross-checked
+    for request in requests:
+        assert request.timing["iterations"] == 1 and request.timing["cold_l2"] is False
+        assert request.timing["check_correctness"] is False and request.crosscheck is None
+
+
+def test_a_worker_builds_a_release_once_and_records_how_long(
+        session: Session, release_runs_cpu: list[Run], monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[int]] = []
+
+    def fake(session: Session, runs: list[Run], device: str) -> list[Built]:
+        calls.append([r.id for r in runs])
+        return [Built(r.id, r.flashinfer_version, "batch_decode", 2, 0, 30.0 + i, 40.0 + i)
+                for i, r in enumerate(runs)]
+
+    # On this CPU tag the suite keeps the torch backends only: nothing to build, nothing done.
+    done: set[str] = set()
+    first, second = release_runs_cpu[1], release_runs_cpu[0]
+    prebuild_release_once(session, first, "cpu", done)
+    assert not prebuild_mod._names_flashinfer(session, first)
+    assert (session.scalar(select(Release)).details or {}).get("prebuild") is None
+
+    monkeypatch.setattr(prebuild_mod, "prebuild", fake)
+    monkeypatch.setattr(prebuild_mod, "_names_flashinfer", lambda s, r: True)
+    done = set()
+    prebuild_release_once(session, first, "cuda", done)
+    prebuild_release_once(session, second, "cuda", done)  # the same release: built already
+    assert calls == [[r.id for r in release_runs_cpu]] and done == {"0.7.4"}
+    record = session.scalar(select(Release)).details["prebuild"]["cpu"]
+    assert (record["runs"], record["jit_seconds"], record["longest_seconds"]) == (2, 61.0, 41.0)
+    assert [b["run_id"] for b in record["builds"]] == calls[0]
+
+
+def test_the_setting_turns_it_off(session: Session, release_runs_cpu: list[Run],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, release_prebuild=False)
+    monkeypatch.setattr(prebuild_mod, "prebuild", lambda *a: pytest.fail("built"))
+    monkeypatch.setattr(prebuild_mod, "_names_flashinfer", lambda s, r: True)
+    prebuild_release_once(session, release_runs_cpu[0], "cuda", set())
