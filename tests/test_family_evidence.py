@@ -173,3 +173,30 @@ def test_the_fixture_script_groups_jobs_by_family_and_names_what_it_left_out(
     assert norm["left_out"] == ["release-rmsnorm 0.7.4: running with no point stored when the "
                                 "flow stopped (flow A, release 0.7.4 vs 0.6.18.post1)"]
     assert norm["jobs"][0]["runs"][0] == flow["jobs"][0]["runs"][0]  # as exported
+
+
+@pytest.mark.parametrize(("family", "kernel", "version", "scenarios"), [
+    ("norm", "fused_add_rmsnorm", "0.7.4", 6), ("gemm", "mm_bf16", "0.7.4", 2),
+    ("sampling", "top_k_top_p_sampling_from_logits", "0.6.18.post1", 3)])
+def test_the_speedup_page_puts_each_familys_pytorch_beside_flashinfer(
+        session: Session, family: str, kernel: str, version: str, scenarios: int) -> None:
+    """Every family with a PyTorch equivalent is on the speedup page, from the GPU runs:
+    each scenario's speedup is PyTorch's median over the best FlashInfer backend's."""
+    import importlib
+
+    from kernelwatch.dashboard.app import create_app as dash_app
+
+    _import(session, family)
+    dash_app()
+    speedup = importlib.import_module("kernelwatch.dashboard.pages.speedup")
+    rows, *_ = speedup.update("h100", version, [kernel])
+    assert len(rows) == scenarios
+    for row in rows:
+        best = row[row["best FlashInfer"]]
+        assert row["speedup vs torch"] == pytest.approx(row["torch"] / best, abs=0.01)
+        # on the H100: FlashInfer's norm and sampler beat PyTorch's at every shape, and its
+        # GEMM backends are cuBLAS/cuDNN as torch.mm is (within 3 %)
+        if family == "gemm":
+            assert row["speedup vs torch"] == pytest.approx(1.0, abs=0.03)
+        else:
+            assert row["speedup vs torch"] > 1.2
