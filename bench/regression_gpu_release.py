@@ -119,15 +119,17 @@ def _progress(version: str, t0: float) -> str:
     from sqlalchemy import func, select
 
     from kernelwatch.core import db
-    from kernelwatch.core.models import Point, Release
+    from kernelwatch.core.models import Point, Release, ReleaseTag
 
     with db.session_scope() as session:
         release = session.scalar(select(Release).where(Release.version == version))
         points = session.scalar(select(func.count(Point.id)))
-        tags = {t: s.get("state") for t, s in ((release.details or {}).get("tags") or {}).items()
-                } if release else {}
+        tags = {t.tag: str(t.state) for t in session.scalars(
+            select(ReleaseTag).where(ReleaseTag.release_id == release.id))} if release else {}
+        built = {t: f"built in {p['wall_seconds']:.0f} s" for t, p in
+                 ((release.details or {}).get("prebuild") or {}).items()} if release else {}
         return (f"[{time.monotonic() - t0:5.0f} s] release {release.status if release else '?'}"
-                f" {tags}, {points} points stored")
+                f" {tags}{' ' + str(built) if built else ''}, {points} points stored")
 
 
 def _wait(what: str, ok: Any, timeout: float, progress: Any = None) -> None:

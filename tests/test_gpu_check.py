@@ -112,13 +112,13 @@ def test_families_tests_both_versions_then_the_standard_suite_cross_checked(
         tmp_path: Path, wheelhouse: Path) -> None:
     steps = dry_run("families", tmp_path / "out", "--wheelhouse", str(wheelhouse), "--version",
                     "0.7.4", "--previous", V, "--envs-dir", str(tmp_path / "envs"),
-                    "--flow-timeout", "400")
+                    "--flow-timeout", "400", "--test-workers", "4")
     tests = [s for s in steps if "tests/test_gpu.py" in s]
     # each version's family tests in its own env and JIT cache, the versions built once each
     for v, line in zip(["0.7.4", V], tests, strict=True):
         assert str(tmp_path / "envs" / v / "venv" / "bin" / "python") in line
         assert f"FLASHINFER_WORKSPACE_BASE={tmp_path / 'envs' / v / 'jit'}" in line
-        assert "-k 'every_kernel or crosscheck'" in line
+        assert "-k 'every_kernel or crosscheck' -n 4" in line
         assert sum(f"step env {v} " in s for s in steps) == 1
     (flow,) = [s for s in steps if "regression_gpu_release.py" in s]
     assert steps.index(tests[0]) < steps.index(flow) < steps.index(tests[1])
