@@ -25,7 +25,6 @@ from kernelwatch.core.models import Job
 from kernelwatch.core.series import series_key
 from kernelwatch.core.spec import SweepSpec
 from kernelwatch_harness.catalogue import KERNELS, complete_params
-from kernelwatch_harness.families.moe import DECLARED as MOE_DECLARED
 
 SAMPLE = Path(__file__).parent / "fixtures" / "testlist" / "attention.txt"
 
@@ -73,9 +72,11 @@ def test_a_points_command_reads_back_as_the_same_series(kernel: str, params: dic
 # weight layout to every backend; its bmm_bf16 accepts cudnn, cutlass and auto): no command
 # measures them, and test_family_gemm checks the reason given.
 NOT_THE_TOOLS = {("mm_fp8", "cublas"), ("mm_fp8", "cudnn"), ("bmm_bf16", "cutile"),
-                 # the Blackwell-only MoE routines are only declared: a line naming them is
-                 # refused with the reason, and a point has no command (test_family_moe)
-                 *((k, KERNELS[k].flashinfer_backends[0]) for k in MOE_DECLARED)}
+                 # the declared routines (but the GEMMs, whose commands are written out): a
+                 # line naming them is refused with the reason, and a point has no command
+                 # (test_family_moe, test_family_declared)
+                 *((k, b) for k, spec in KERNELS.items() if spec.declared
+                   and spec.family != "gemm" for b in spec.flashinfer_backends)}
 
 
 @pytest.mark.parametrize(("kernel", "backend"), [
@@ -228,7 +229,7 @@ def test_results_carry_each_points_repro_command(session: Session) -> None:
     ("--routine rmsnorm --batch_size 8 --hidden_size 4096 --eps 1e-5",
      "--eps 1e-5: kernelwatch measures eps=1e-06"),
     ("--routine rmsnorm_fp4quant --batch_size 8 --hidden_size 4096",
-     "--routine rmsnorm_fp4quant: kernelwatch measures"),
+     "--routine rmsnorm_fp4quant: kernelwatch does not run rmsnorm_fp4quant's FlashInfer call yet"),
     ("--routine rmsnorm --batch_size 8 --hidden_size 64 --input_dtype float32",
      "--input_dtype float32 cannot be mapped"),
 ])

@@ -22,10 +22,14 @@ def test_it_declares_a_whole_family() -> None:
                                    "gemma_fused_add_rmsnorm", "rmsnorm_quant",
                                    "fused_add_rmsnorm_quant", "layernorm_quant",
                                    "fused_rmsnorm_silu", "fused_dit_layernorm",
-                                   "fused_qk_rmsnorm_rope"}
+                                   "fused_qk_rmsnorm_rope", "rmsnorm_fp4quant",
+                                   "add_rmsnorm_fp4quant"}
     for k in FAMILY.kernels.values():
         assert k.family == "norm" and k.routine == k.name  # flashinfer_benchmark.py's name
         assert set(k.params) <= set(FAMILY.params)
+        if k.declared:  # the FP4 norms: CuTe-DSL on Blackwell only (test_family_declared)
+            assert k.backends == ("cute-dsl",) and k.archs == ("sm100", "sm103", "sm120")
+            continue
         assert k.backends == ("auto", "torch") and "sm80" in k.archs and "sm90" in k.archs
     for name in ("rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm"):
         assert FAMILY.kernels[name].params == ("batch_size", "hidden_size", "num_heads", "dtype")

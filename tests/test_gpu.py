@@ -168,6 +168,10 @@ FAMILY_POINTS: dict[str, dict[str, Any]] = {
     # MTP's and the prefill's tokens per request (4-token sequences are legal varlen)
     "gdn": {"batch_size": 8, "seq_len": 4},
     "mamba": {"batch_size": 16},
+    # declared only: refused with the reason (their defaults would do; small shapes anyway)
+    "quantization": {"batch_size": 2, "m": 128, "k": 1024},
+    "sparse_attention": {"batch_size": 1, "qo_len": 256, "kv_len": 1024},
+    "comm": {"num_tokens": 64, "world_size": 2},
 }
 
 # Kernels whose shape the family's point does not fit (their parameters replace its values).
@@ -181,8 +185,8 @@ def refused_here(kernel: str, backend: str) -> str | None:
     """Why this GPU (or FlashInfer release) cannot run a FlashInfer backend of the kernel, as
     the harness words it, or None: Blackwell-only GEMMs on Hopper, a GEMM backend outside
     its own architectures or newer than the installed release, a kernel newer than it,
-    top_k_varlen's Blackwell backends (radix, gvr) elsewhere, a MoE kernel kernelwatch only
-    declares."""
+    top_k_varlen's Blackwell backends (radix, gvr) elsewhere, a kernel kernelwatch only
+    declares (the several-GPU comm routines on any GPU)."""
     from kernelwatch_harness.families import gemm, gemm_ops, sampling
 
     spec = KERNELS[kernel]
@@ -201,10 +205,10 @@ def refused_here(kernel: str, backend: str) -> str | None:
             return "has no"  # the adapter's refusal names the release and the function
     if kernel == sampling.VARLEN and arch not in sampling.VARLEN_ARCHS[backend]:
         return f"this GPU is {arch}"
-    if spec.family == "moe":
-        from kernelwatch_harness.families import moe
-
-        return None if kernel in moe.MEASURED else "does not run"
+    if spec.family == "comm":  # declared: one GPU per point, wherever it is
+        return "GPUs of one node"
+    if spec.declared and spec.family != "gemm":  # on Blackwell: declared, not run yet
+        return "does not run"
     if spec.family != "gemm":
         return None
     if arch not in gemm.BACKEND_ARCHS[kernel][backend]:

@@ -15,13 +15,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from kernelwatch_harness.families.attention import FAMILY as ATTENTION
+from kernelwatch_harness.families.comm import FAMILY as COMM
 from kernelwatch_harness.families.gdn import FAMILY as GDN
 from kernelwatch_harness.families.gemm import FAMILY as GEMM
 from kernelwatch_harness.families.mamba import FAMILY as MAMBA
 from kernelwatch_harness.families.moe import FAMILY as MOE
 from kernelwatch_harness.families.norm import FAMILY as NORM
+from kernelwatch_harness.families.quantization import FAMILY as QUANTIZATION
 from kernelwatch_harness.families.rope import FAMILY as ROPE
 from kernelwatch_harness.families.sampling import FAMILY as SAMPLING
+from kernelwatch_harness.families.sparse_attention import FAMILY as SPARSE_ATTENTION
 from kernelwatch_harness.family import Family, Kernel, Param
 
 __all__ = [
@@ -45,7 +48,8 @@ __all__ = [
 ]
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (ATTENTION, NORM, GEMM, ROPE, SAMPLING,
-                                                     MOE, GDN, MAMBA)}
+                                                     MOE, GDN, MAMBA, QUANTIZATION,
+                                                     SPARSE_ATTENTION, COMM)}
 KERNELS: dict[str, Kernel] = {
     name: kernel for f in FAMILIES.values() for name, kernel in f.kernels.items()
 }

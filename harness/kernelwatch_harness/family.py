@@ -90,6 +90,9 @@ class Kernel:
     archs: tuple[str, ...] = ARCHS
     # the first FlashInfer release that has it (None: every release kernelwatch supports)
     since: str | None = None
+    # True: declared only (parameters, architectures, formulas, the tool's routine), its
+    # FlashInfer call not run by kernelwatch yet: the harness refuses it with the reason
+    declared: bool = False
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -319,3 +322,42 @@ class Family(ABC):
     @abstractmethod
     def tolerance(self, kernel: str, params: dict[str, Any]) -> float:
         """The largest absolute error accepted against ``reference``."""
+
+
+class DeclaredFamily(Family):
+    """A family whose kernels are all declared (``Kernel.declared``): the catalogue lists
+    them with their parameters, architectures and formulas, and everything that would run or
+    map one refuses it with ``why_not_run``'s reason. A node outside a kernel's ``archs`` is
+    refused by the measuring loop first, naming them; no torch side exists to import."""
+
+    @abstractmethod
+    def why_not_run(self, kernel: str) -> str:
+        """Why kernelwatch does not run the kernel (on a GPU FlashInfer runs it on)."""
+
+    def repro(self, kernel: str, params: dict[str, Any], backend: str) -> Repro:
+        return Repro(None, self.why_not_run(kernel))
+
+    def from_flags(self, kernel: str, flags: Flags) -> list[LineGroup]:
+        raise Unmapped(f"--routine {flags.one('--routine')}: {self.why_not_run(kernel)}")
+
+    def inputs(self, kernel: str, params: dict[str, Any], backend: str,
+               device: str) -> Operands:
+        return Operands(kernel, params, {})  # nothing to draw: prepare refuses it
+
+    def prepare(self, backend: str, inp: Operands, device: str) -> Prepared:
+        if backend not in self.kernels[inp.kernel].flashinfer_backends:
+            raise NotImplementedError(f"backend {backend!r} is not offered for {inp.kernel}")
+        raise NotImplementedError(self.why_not_run(inp.kernel))
+
+    def reference(self, inp: Operands) -> list[torch.Tensor]:
+        raise NotImplementedError(self.why_not_run(inp.kernel))
+
+    def tolerance(self, kernel: str, params: dict[str, Any]) -> float:
+        return 0.0  # never compared: nothing runs
+
+
+def not_run_yet(kernel: str, what: str, archs: tuple[str, ...]) -> str:
+    """The refusal of a declared kernel on a GPU FlashInfer runs it on: what kernelwatch's
+    call would need (``what``), and where FlashInfer runs it."""
+    return (f"kernelwatch does not run {kernel}'s FlashInfer call yet ({what}; FlashInfer "
+            f"runs it on {', '.join(archs)})")

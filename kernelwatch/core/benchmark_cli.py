@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kernelwatch_harness.catalogue import KERNELS, complete_params, family_of
-from kernelwatch_harness.family import Flags, Repro, Unmapped
+from kernelwatch_harness.family import DeclaredFamily, Flags, Repro, Unmapped
 
 __all__ = ["Repro", "UnmappedLine", "line_specs", "read_testlist", "repro_command"]
 
@@ -100,6 +100,8 @@ def line_specs(text: str, line: int, name: str | None = None) -> list[dict[str, 
             raise Unmapped(f"--routine {routine}: kernelwatch measures "
                            f"{', '.join(sorted(KERNEL_OF))}")
         family = family_of(kernel)
+        if isinstance(family, DeclaredFamily):
+            family.from_flags(kernel, flags)  # refuses the routine, whatever its flags
         for flag, why in family.refused_flags.items():
             if flag in flags:
                 raise Unmapped(why)

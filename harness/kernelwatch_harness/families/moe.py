@@ -146,7 +146,7 @@ class MoeFamily(Family):
                    "multi-LoRA MoE delta: per-pair LoRA shrink and routing-weighted expand",
                    routine="bgmv_moe", archs=BGMV_ARCHS, since=BGMV_SINCE),
             *(Kernel(name, "moe", _LAYER, (backend,), (), description, routine=name,
-                     archs=archs)
+                     archs=archs, declared=True)
               for name, (backend, archs, description) in DECLARED.items()),
         )
     }

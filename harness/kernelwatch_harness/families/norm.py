@@ -39,6 +39,14 @@ an element for RMSNorm (6 with the residual add): square, sum, scale, weight, an
 offset or the add; one more for the quantising division; 7 for LayerNorm (mean, centre,
 square, sum, normalise, gamma, beta); 2 for SiLU; see ``work`` for the fused DiT and QK forms.
 FlashInfer releases before 0.6.0 have none of the quantising or fused norms (``since``).
+
+Declared for Blackwell only: ``rmsnorm_fp4quant`` and ``add_rmsnorm_fp4quant``, RMSNorm (of
+``x + r``, ``r`` written in place) quantised to NVFP4 (one FP8 scale per 16 elements) or MXFP4
+(one UE8M0 scale per 32), ``fp4_format``, by CuTe-DSL kernels that flashinfer_benchmark.py
+runs on SM100, SM103 and SM120/121 only. Every other node reports them unsupported with the
+reason, a Blackwell node that kernelwatch does not run their FP4 call yet; a testlist line
+naming them is refused for that reason. Their bytes count the packed FP4 output (half a byte
+an element) and its one-byte scales, their FLOPs those of ``rmsnorm_quant``.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ from kernelwatch_harness.family import (
     Unmapped,
     Work,
     by_name,
+    not_run_yet,
 )
 
 EPS = 1e-6
@@ -73,6 +82,12 @@ RESIDUAL = (*FUSED, "fused_add_rmsnorm_quant")  # r = x + r, written in place
 SILU = "fused_rmsnorm_silu"
 DIT = "fused_dit_layernorm"
 QK_ROPE = "fused_qk_rmsnorm_rope"
+# The FP4 norms (CuTe-DSL, routine_cc_to_supported_backends: 10.0, 10.3, 12.0, 12.1), the
+# elements per scale of each FP4 format, and the tool's flags only they read.
+FP4 = ("rmsnorm_fp4quant", "add_rmsnorm_fp4quant")
+FP4_ARCHS = ("sm100", "sm103", "sm120")
+FP4_BLOCK = {"nvfp4": 16, "mxfp4": 32}
+FP4_FLAGS = ("--use_global_scale", "--is_sf_swizzled_layout", "--output_both_sf_layouts")
 # The kernels FlashInfer runs in bfloat16 only (the tool refuses or ignores other dtypes).
 BF16_ONLY = ("layernorm_quant", SILU, DIT, QK_ROPE)
 
@@ -113,6 +128,17 @@ def _kernel(name: str, params: tuple[str, ...], description: str) -> Kernel:
                   archs=ARCHS, since=SINCE.get(name))
 
 
+def _fp4_kernel(name: str, description: str) -> Kernel:
+    return Kernel(name, "norm", ("batch_size", "hidden_size", "fp4_format", "dtype"),
+                  ("cute-dsl",), (), description, routine=name, archs=FP4_ARCHS,
+                  declared=True)
+
+
+def fp4_refusal(kernel: str) -> str:
+    """Why kernelwatch does not run an FP4 norm on a Blackwell node."""
+    return not_run_yet(kernel, "its FP4 block-scaled output", FP4_ARCHS)
+
+
 class NormFamily(Family):
     name = "norm"
     ops = "kernelwatch_harness.families.norm_ops"
@@ -143,6 +169,8 @@ class NormFamily(Family):
               doc="fused_qk_rmsnorm_rope: patches along frames (sequence = ppf * pph * ppw)"),
         Param("pph", int, 12, min=1, max=1024, doc="fused_qk_rmsnorm_rope: patches along height"),
         Param("ppw", int, 32, min=1, max=1024, doc="fused_qk_rmsnorm_rope: patches along width"),
+        Param("fp4_format", str, "nvfp4", choices=tuple(FP4_BLOCK),
+              doc="the FP4 norms' output format (the tool's --out_dtype nvfp4 or mxfp4)"),
     )
     _params = ("batch_size", "hidden_size", "num_heads", "dtype")
     _quant = ("batch_size", "hidden_size", "dtype", "quant_dtype", "quant_scale")
@@ -167,6 +195,10 @@ class NormFamily(Family):
                               "dtype"),
                     "RMSNorm of q and k across heads, 3D RoPE, v copied, from packed qkv, "
                     "bfloat16"),
+            _fp4_kernel("rmsnorm_fp4quant", "RMSNorm quantised to NVFP4 or MXFP4 (Blackwell)"),
+            _fp4_kernel("add_rmsnorm_fp4quant",
+                        "residual add (in place) then RMSNorm quantised to NVFP4 or MXFP4 "
+                        "(Blackwell)"),
         )
     }
     # What the tool builds these with where kernelwatch's shared defaults differ: the DiT's
@@ -180,15 +212,19 @@ class NormFamily(Family):
 
     # flashinfer_benchmark.py's norm routines: --backends cuda (its default; 0.6 runs the same
     # public flashinfer.norm call for "cute-dsl") is kernelwatch's "auto".
+    # The FP4 routines' own flags are known, so that their lines are refused for the routine
+    # (from_flags), and another routine's line naming one for the flag.
     routine_flags = frozenset({"--backends", "--batch_size", "--hidden_size", "--num_heads",
                                "--input_dtype", "--eps", "--no_cuda_graph", "--out_dtype",
-                               "--scale", "--dit_mode", "--ppf", "--pph", "--ppw"})
-    refused_flags = {f: f"{f}: only the FP4 norm routines (rmsnorm_fp4quant, "
-                        "add_rmsnorm_fp4quant, Blackwell only) read it; they are not measured"
-                     for f in ("--use_global_scale", "--is_sf_swizzled_layout",
-                               "--output_both_sf_layouts")}
+                               "--scale", "--dit_mode", "--ppf", "--pph", "--ppw", *FP4_FLAGS})
 
     def check_point(self, kernel: str, point: dict[str, Any]) -> None:
+        if kernel in FP4:
+            block = FP4_BLOCK[str(point["fp4_format"])]
+            if int(point["hidden_size"]) % block:
+                raise ValueError(f"hidden_size={point['hidden_size']}: {point['fp4_format']} "
+                                 f"quantises blocks of {block}; hidden_size must be a "
+                                 f"multiple of {block}")
         if kernel in BF16_ONLY and point.get("dtype") != "bfloat16":
             raise ValueError(f"dtype={point.get('dtype')}: FlashInfer runs {kernel} in "
                              "bfloat16 only (allowed: bfloat16)")
@@ -213,6 +249,8 @@ class NormFamily(Family):
     # --- flashinfer_benchmark.py ---------------------------------------------------------
 
     def repro(self, kernel: str, params: dict[str, Any], backend: str) -> Repro:
+        if kernel in FP4:
+            return Repro(None, fp4_refusal(kernel))
         args = ["--routine", kernel, "--backends", "cuda", "--batch_size",
                 str(params["batch_size"])]
         note = None
@@ -234,6 +272,13 @@ class NormFamily(Family):
         return Repro([*args, "--input_dtype", str(params["dtype"])], note)
 
     def from_flags(self, kernel: str, flags: Flags) -> list[LineGroup]:
+        if kernel in FP4:
+            raise Unmapped(f"--routine {kernel}: {fp4_refusal(kernel)}")
+        for flag in FP4_FLAGS:
+            if flag in flags:
+                raise Unmapped(f"{flag}: only the FP4 norm routines (rmsnorm_fp4quant, "
+                               "add_rmsnorm_fp4quant, Blackwell only) read it; kernelwatch does "
+                               "not run them yet")
         if float(flags.one("--eps", str(EPS))) != EPS:
             raise Unmapped(f"--eps {flags.one('--eps')}: kernelwatch measures eps={EPS}")
         # The tool runs layernorm_quant with cuda only; the fused SiLU, DiT and QK routines
@@ -297,6 +342,13 @@ class NormFamily(Family):
     def work(self, kernel: str, point: dict[str, Any]) -> Work:
         n, hidden = self.elements(kernel, point), int(point["hidden_size"])
         size = DTYPE_BYTES[str(point["dtype"])]
+        if kernel in FP4:
+            # x (and r) in, r out, w; the packed FP4 output and its one-byte scales
+            residual = kernel == "add_rmsnorm_fp4quant"
+            scales = n // FP4_BLOCK[str(point["fp4_format"])]
+            return Work(flops=float(n * (7 if residual else 6)),
+                        bytes=float(n * size * (3 if residual else 1) + n / 2 + scales
+                                    + hidden * size), extra={"scales": scales})
         if kernel in QUANT:
             fp8 = DTYPE_BYTES[str(point["quant_dtype"])]
             if kernel == "layernorm_quant":  # x in, FP8 out, float32 gamma and beta

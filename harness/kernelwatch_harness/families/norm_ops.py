@@ -12,7 +12,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kernelwatch_harness.families.norm import DIT, EPS, FUSED, GEMMA, QK_ROPE, QUANT, SILU, SINCE
+from kernelwatch_harness.families.norm import (
+    DIT,
+    EPS,
+    FP4,
+    FUSED,
+    GEMMA,
+    QK_ROPE,
+    QUANT,
+    SILU,
+    SINCE,
+    fp4_refusal,
+)
 from kernelwatch_harness.family import Operands
 from kernelwatch_harness.prepared import Prepared
 
@@ -59,6 +70,8 @@ def _shape(params: dict[str, Any]) -> tuple[int, ...]:
 def inputs(kernel: str, params: dict[str, Any], backend: str, device: str) -> Operands:
     """x (and r) standard normal, w uniform in [-1, 1), from one seed; a pristine copy of the
     data is kept for the reference, because the fused kernels write their inputs."""
+    if kernel in FP4:
+        return Operands(kernel, params, {})  # declared: prepare refuses it
     if (helper := _module(kernel)) is not None:
         return helper.inputs(kernel, params, backend, device)  # type: ignore[no-any-return]
     dtype = getattr(torch, str(params["dtype"]))
@@ -154,6 +167,10 @@ def check_backend(backend: str, inp: Operands, device: str) -> None:
 
 
 def prepare(backend: str, inp: Operands, device: str) -> Prepared:
+    if inp.kernel in FP4:  # declared: the harness refused it off Blackwell already
+        if backend != "cute-dsl":
+            raise NotImplementedError(f"backend {backend!r} is not offered for {inp.kernel}")
+        raise NotImplementedError(fp4_refusal(inp.kernel))
     check_backend(backend, inp, device)
     if (helper := _module(inp.kernel)) is not None:
         return helper.prepare(backend, inp, device)  # type: ignore[no-any-return]
