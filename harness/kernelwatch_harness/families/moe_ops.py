@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from kernelwatch_harness.families.moe import BGMV_SINCE, DECLARED, FAMILY, MEASURED
-from kernelwatch_harness.family import Operands, clone, release
+from kernelwatch_harness.family import Operands, clone, not_run_yet, release
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -233,8 +233,7 @@ def prepare(backend: str, inp: Operands, device: str) -> Prepared:
     if device != "cuda":
         raise NotImplementedError(f"FlashInfer backend {backend!r} needs a CUDA device")
     if kernel not in MEASURED:
-        raise NotImplementedError(f"kernelwatch does not run {kernel}'s FlashInfer call yet "
-                                  f"(its block-scaled operands; FlashInfer runs it on "
-                                  f"{', '.join(DECLARED[kernel][1])})")
+        raise NotImplementedError(not_run_yet(kernel, "its block-scaled operands",
+                                              DECLARED[kernel][1]))
     call = _flashinfer_cutlass(inp) if kernel == "cutlass_fused_moe" else _flashinfer_bgmv(inp)
     return Prepared(fn=call, outputs=_outputs, resolved_backend=backend)
