@@ -339,3 +339,18 @@ def test_the_api_lists_them_with_their_archs(kw_env: Settings) -> None:
     assert kernels["MSAPipeline"]["archs"] == ["sm120"]
     topk = next(p for p in kernels["MSASparseDecode"]["params"] if p["name"] == "topk_blocks")
     assert topk["default"] == 16 and topk["kind"] == "int"
+    # declared ones say so (the MoE and GEMM ones kernelwatch only lists, too); measured not
+    assert all(kernels[name]["declared"] for name in DECLARED)
+    assert kernels["b12x_fused_moe"]["declared"] and kernels["mm_fp4"]["declared"]
+    assert not kernels["rmsnorm"]["declared"] and not kernels["cutlass_fused_moe"]["declared"]
+
+
+def test_the_cli_says_a_kernel_is_only_declared() -> None:
+    from click.testing import CliRunner
+
+    from kernelwatch.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["catalogue", "mxfp8_quantize"])
+    assert out.exit_code == 0, out.output
+    assert "declared only: kernelwatch does not run its FlashInfer call" in out.output
+    assert "declared only" not in CliRunner().invoke(cli, ["catalogue", "rmsnorm"]).output

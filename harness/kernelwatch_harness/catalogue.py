@@ -186,8 +186,8 @@ def point_label(kernel: str, point: dict[str, Any]) -> str:
 def describe() -> list[dict[str, Any]]:
     """Every kernel with its family, parameters (kind, default, allowed values, and the default
     per backend where it follows the backend), backends, flashinfer_benchmark.py routine,
-    architectures and first release: what ``GET /v1/catalogue`` and ``kernelwatch catalogue``
-    list."""
+    architectures, first release and whether it is only declared (listed, its points refused
+    with the reason): what ``GET /v1/catalogue`` and ``kernelwatch catalogue`` list."""
     out = []
     for name, k in KERNELS.items():
         by_backend = {b: backend_defaults(name, b) for b in k.backends}
@@ -209,5 +209,6 @@ def describe() -> list[dict[str, Any]]:
                     "backends": list(k.backends),
                     "flashinfer_backends": list(k.flashinfer_backends),
                     "torch_backends": list(k.torch_backends), "routine": k.routine,
-                    "archs": list(k.archs), "since": k.since, "params": params})
+                    "archs": list(k.archs), "since": k.since, "declared": k.declared,
+                    "params": params})
     return out

@@ -93,6 +93,7 @@ class CatalogueKernel(BaseModel):
     routine: str | None  # flashinfer_benchmark.py's routine measuring the same thing
     archs: list[str]  # where FlashInfer runs it (sm80, sm90, ...)
     since: str | None  # the first FlashInfer release that has it (None: every supported one)
+    declared: bool  # listed only: kernelwatch does not run it, its points say why
     params: list[CatalogueParam]
 
 

@@ -63,3 +63,6 @@ def catalogue_cmd(kernel: str | None, family: str | None, as_json: bool) -> None
     tables.console().print(table)
     click.echo(f"backends: {', '.join(k['backends'])}; FlashInfer runs it on "
                f"{', '.join(k['archs'])}; flashinfer_benchmark.py routine: {k['routine'] or '-'}")
+    if k["declared"]:
+        click.echo("declared only: kernelwatch does not run its FlashInfer call; a point "
+                   "naming it is reported unsupported, with the reason")
