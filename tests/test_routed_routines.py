@@ -160,3 +160,24 @@ def test_the_bench_reads_a_testlist_and_compares_per_backend(tmp_path: Path) -> 
                            "routed_calls": [{"rotated": True}]}])
     assert "rmsnorm: 1 lines; tool ok 1, routed ok 1; 0/1 within 3%" in text
     assert "inputs rotated: [True]" in text and "routed 2.0 s" in text
+
+
+def test_a_call_that_cannot_be_captured_is_timed_with_events_and_says_why(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the adapters fall back: graph capture refused (a host sync inside the routine's
+    call), the routed timer times the same rotation with CUDA events and records the error."""
+    from kernelwatch_harness import routed, timing
+
+    timer = RoutedTimer("cuda")
+    monkeypatch.setattr(timer, "_memory", lambda: (0, 0))
+
+    def refuse(*args: Any) -> list[float]:
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(timer, "_graph", refuse)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(timing, "time_cuda_events", lambda fn, datas, w, n: [2000.0] * n)
+    assert routed.timing is timing
+    assert timer(lambda t: t, 1, 3, input_args=(torch.ones(4),)) == [2.0, 2.0, 2.0]
+    (call,) = timer.calls
+    assert call["method"] == "cuda_event" and "capturing" in call["cuda_graph_error"]

@@ -69,7 +69,15 @@ class RoutedTimer:
         warmup = max(1, int(dry_run_iters or WARMUP))
         record: dict[str, Any] = {"rotated": per_copy > 0, **rotation.as_dict()}
         if cuda:
-            samples_us = self._graph(call, datas, warmup, iterations, record)
+            try:
+                samples_us = self._graph(call, datas, warmup, iterations, record)
+            except Exception as exc:  # capture refused (a host sync in the call): events
+                import torch
+
+                torch.cuda.synchronize()
+                record.update(method=timing.CUDA_EVENT,
+                              cuda_graph_error=f"{type(exc).__name__}: {exc}"[:500])
+                samples_us = timing.time_cuda_events(call, datas, warmup, iterations)
         else:
             samples_us = timing.time_cpu(call, datas, warmup, iterations)
             record["method"] = timing.CPU_PERF_COUNTER
