@@ -73,7 +73,10 @@ def test_up_embedded_runs_a_job_and_resumes_after_ctrl_c(tmp_path: Path) -> None
         assert printed, log.read_text()
         token = printed.group(1)
         assert (data / "token").read_text().strip() == token  # where the CLI finds it
-        assert (data / "kernelwatch.sqlite").exists() and (data / "broker.sqlite").exists()
+        assert (data / "kernelwatch.sqlite").exists()
+        # the local broker's file appears when the worker (started beside the API) connects
+        wait_for("the broker's database", lambda: (data / "broker.sqlite").exists(),
+                 timeout=60, log_path=log)
         auth = {"Authorization": f"Bearer {token}"}
 
         r = httpx.post(f"{api}/v1/jobs", json=SPEC, headers=auth, timeout=10)

@@ -87,7 +87,7 @@ def test_a_worker_builds_a_release_once_and_records_how_long(
 
 def test_the_setting_turns_it_off(session: Session, release_runs_cpu: list[Run],
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    configure(monkeypatch, release_prebuild=False)
+    configure(monkeypatch, release_prebuild="false")
     monkeypatch.setattr(prebuild_mod, "prebuild", lambda *a: pytest.fail("built"))
     monkeypatch.setattr(prebuild_mod, "_names_flashinfer", lambda s, r: True)
     prebuild_release_once(session, release_runs_cpu[0], "cuda", set())
