@@ -51,10 +51,13 @@ RECORDED = sorted(p.name.removesuffix(".json.gz") for p in FAMILY_FIXTURES.glob(
 def test_every_family_has_gpu_evidence_or_says_why_not() -> None:
     assert set(RECORDED) | set(NOT_YET) == set(FAMILIES)
     assert not set(RECORDED) & set(NOT_YET)
+    points = 0
     for family in RECORDED:
         data = _fixture(family)
         assert data["format"] == "kernelwatch-family-evidence/1" and data["family"] == family
         assert all(family_of(j["job"]["kernel"]).name == family for j in data["jobs"])
+        points += sum(len(r["points"]) for j in data["jobs"] for r in j["runs"])
+    assert points == 102  # docs/results/h100-2026-12.md
 
 
 @pytest.mark.parametrize("family", RECORDED)
