@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from kernelwatch.core.models import Job, Release, Run
 from kernelwatch.core.releases import RELEASE_JOB_KIND
 from kernelwatch.core.settings import get_settings
+from kernelwatch.core.spec import SweepSpec
 from kernelwatch.worker.runner import HarnessRequest, HarnessRunner
 from kernelwatch_harness.catalogue import FLASHINFER_BACKENDS
 
@@ -68,14 +69,14 @@ def release_runs(session: Session, version: str, queue: str) -> list[Run]:
         .order_by(Run.id)))
 
 
-def build_request_for(session: Session, run: Run, job: Job, device: str) -> HarnessRequest:
-    from kernelwatch.worker.tasks import build_request
+def build_request_for(run: Run, job: Job, device: str) -> HarnessRequest:
+    """Every unit of the run, called once: no stored points skipped, no cross-check."""
+    from kernelwatch.worker.tasks import run_points
 
-    request = build_request(session, run, job, device)
-    request.timing = dict(BUILD_TIMING)  # type: ignore[assignment]
-    request.crosscheck = None
-    request.skip = set()
-    return request
+    spec = SweepSpec(**job.spec)
+    return HarnessRequest(kernel=spec.kernel, device=device, backends=list(spec.backends),
+                          timing=dict(BUILD_TIMING),  # type: ignore[arg-type]
+                          points=run_points(spec, run))
 
 
 def _build(python: str, request: HarnessRequest, env: dict[str, str], run: Run) -> Built:
@@ -109,7 +110,7 @@ def prebuild(session: Session, runs: list[Run], device: str,
         Job.id.in_({r.job_id for r in runs})))}
     work = []
     for run in runs:
-        request = build_request_for(session, run, jobs[run.job_id], device)
+        request = build_request_for(run, jobs[run.job_id], device)
         try:
             python = harness_python_for(run, request.backends, request.device)
         except Exception as e:  # no env for this version: its run says so when measured

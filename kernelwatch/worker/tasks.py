@@ -138,10 +138,15 @@ def _finish(session: Session, run: Run, status: str | None = None,
             log.exception("on_job_finished(%s) failed", run.job_id)
 
 
+def run_points(spec: SweepSpec, run: Run) -> list[tuple[int, dict[str, dict[str, Any]]]]:
+    """The run's points: (point_index, completed params by backend)."""
+    by_index = spec.backend_points()
+    return [(int(i), by_index[int(i)]) for i in run.point_indices]
+
+
 def build_request(session: Session, run: Run, job: Job, device: str) -> HarnessRequest:
     spec = SweepSpec(**job.spec)
-    by_index = spec.backend_points()
-    points = [(int(i), by_index[int(i)]) for i in run.point_indices]
+    points = run_points(spec, run)
     return HarnessRequest(
         kernel=spec.kernel,
         device=device,
