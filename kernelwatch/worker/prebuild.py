@@ -31,14 +31,15 @@ from kernelwatch.core.settings import get_settings
 from kernelwatch.core.spec import SweepSpec
 from kernelwatch.worker.runner import HarnessRequest, HarnessRunner
 from kernelwatch_harness.catalogue import FLASHINFER_BACKENDS
+from kernelwatch_harness.protocol import TimingConfig
 
 log = logging.getLogger(__name__)
 
 # One call per unit, nothing the build does not need: no cold-L2 copies, no reference, no
 # graph capture, no clock floor.
-BUILD_TIMING: dict[str, Any] = {"warmup": 1, "iterations": 1, "repeats": 1, "cold_l2": False,
-                                "check_correctness": False, "clock_floor": 0.0,
-                                "method": "cuda_event"}
+BUILD_TIMING: TimingConfig = {"warmup": 1, "iterations": 1, "repeats": 1, "cold_l2": False,
+                               "check_correctness": False, "clock_floor": 0.0,
+                               "method": "cuda_event"}
 PENDING = ("queued", "running")
 
 
@@ -75,7 +76,7 @@ def build_request_for(run: Run, job: Job, device: str) -> HarnessRequest:
 
     spec = SweepSpec(**job.spec)
     return HarnessRequest(kernel=spec.kernel, device=device, backends=list(spec.backends),
-                          timing=dict(BUILD_TIMING),  # type: ignore[arg-type]
+                          timing=TimingConfig(**BUILD_TIMING),
                           points=run_points(spec, run))
 
 
