@@ -169,6 +169,32 @@ def max_abs_error(outputs: list[torch.Tensor], refs: list[torch.Tensor]) -> floa
     return worst
 
 
+def flashinfer_api(api: str, note: str = "") -> tuple[Any, str]:
+    """FlashInfer's function ``api`` (its dotted name, ``flashinfer.rope.apply_rope``) and the
+    installed release's version; a release without it, or without its module, is refused
+    (NotImplementedError) naming both, with ``note`` after (where a release adds it)."""
+    import importlib
+
+    import flashinfer
+
+    version = str(getattr(flashinfer, "__version__", "unknown"))
+    module_name, name = api.rsplit(".", 1)
+    module: Any = flashinfer
+    for part in module_name.split(".")[1:]:
+        module = getattr(module, part, None)
+        if module is None:
+            break
+    if module is None:  # a submodule flashinfer does not import itself
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # a release before the module
+            module = None
+    op = getattr(module, name, None)
+    if op is None:
+        raise NotImplementedError(f"FlashInfer {version} has no {api}{note}")
+    return op, version
+
+
 def require_keywords(fn: Any, api: str, version: str, names: Any) -> None:
     """Refuse (NotImplementedError, naming the release and the keywords) a FlashInfer function
     of this ``version`` that lacks any of ``names``: a release older than the call's keyword

@@ -11,7 +11,6 @@ state. The state pool is ``data`` (each timed copy its own), written by every ca
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +25,7 @@ from kernelwatch_harness.families.gdn import (
     state_written,
     tokens_per_request,
 )
-from kernelwatch_harness.family import Operands, require_keywords
+from kernelwatch_harness.family import Operands, flashinfer_api, require_keywords
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -216,9 +215,6 @@ def _torch_call(inp: Operands) -> Call:
 def _flashinfer_call(inp: Operands, device: str) -> Call:
     """FlashInfer's function for the point, with the tool's arguments; a release without the
     function or a keyword is refused, naming it."""
-    import flashinfer
-
-    version = str(getattr(flashinfer, "__version__", "unknown"))
     kernel, params = inp.kernel, inp.params
     if kernel == CHUNK:
         major, _ = torch.cuda.get_device_capability(torch.device(device))
@@ -226,14 +222,7 @@ def _flashinfer_call(inp: Operands, device: str) -> Call:
             raise NotImplementedError("FlashInfer's SM100 chunk_gated_delta_rule kernel "
                                       "takes head_size 128 only")
     api, kwargs = call_of(kernel, params)
-    module_name, name = api.rsplit(".", 1)
-    try:
-        module: Any = importlib.import_module(module_name)
-    except ImportError:  # a release before the module
-        module = None
-    op = getattr(module, name, None)
-    if op is None:
-        raise NotImplementedError(f"FlashInfer {version} has no {api}")
+    op, version = flashinfer_api(api)
     require_keywords(op, api, version, [*tensor_names(api, kernel, params), *kwargs])
     kept: dict[str, Any] = {n: inp.kept[n] for n in ("read", "write", "cu_seqlens")
                             if n in inp.kept}

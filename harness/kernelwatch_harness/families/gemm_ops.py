@@ -19,7 +19,7 @@ from kernelwatch_harness.families.gemm import (
     MEASURED,
     SINCE,
 )
-from kernelwatch_harness.family import Operands, check_backend_arch, release
+from kernelwatch_harness.family import Operands, check_backend_arch, flashinfer_api, release
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -183,14 +183,10 @@ def _flashinfer_call(backend: str, inp: Operands, device: str) -> Callable[..., 
     major, minor = torch.cuda.get_device_capability(torch.device(device))
     check_arch(kernel, backend, f"sm{major}{minor}")
     import flashinfer
-    import flashinfer.gemm as fg
 
     check_release(kernel, backend, str(flashinfer.__version__))
     check_backend_module(backend)
-    op = getattr(fg, API[kernel], None)
-    if op is None:
-        raise NotImplementedError(f"FlashInfer {flashinfer.__version__} has no "
-                                  f"flashinfer.gemm.{API[kernel]}")
+    op, _ = flashinfer_api(f"flashinfer.gemm.{API[kernel]}")
     if backend == "trtllm_low_latency":
         # its weight layout: FlashInfer's own shuffle, done once (not timed), as the tool does
         inp.data["b"] = flashinfer.prepare_low_latency_gemm_weights(inp.data["b"], {})

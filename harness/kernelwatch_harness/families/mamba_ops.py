@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from kernelwatch_harness.families.mamba import KERNEL, TMA_ALGORITHMS, cache_slots
-from kernelwatch_harness.family import Operands, require_keywords
+from kernelwatch_harness.family import Operands, flashinfer_api, require_keywords
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -136,12 +136,7 @@ def _flashinfer_call(inp: Operands, device: str) -> Any:
     if params["algorithm"] in TMA_ALGORITHMS and major < 9:
         raise NotImplementedError(f"algorithm {params['algorithm']!r} of FlashInfer's "
                                   f"{KERNEL} uses TMA: SM90 and newer")
-    import flashinfer
-
-    version = str(getattr(flashinfer, "__version__", "unknown"))
-    op = getattr(getattr(flashinfer, "mamba", None), KERNEL, None)
-    if op is None:
-        raise NotImplementedError(f"FlashInfer {version} has no {API}")
+    op, version = flashinfer_api(API)
     slots = inp.kept["slots"]
     require_keywords(op, API, version, flashinfer_kwargs(params, inp.data, slots))
 

@@ -24,7 +24,7 @@ from kernelwatch_harness.families.norm import (
     SINCE,
     fp4_refusal,
 )
-from kernelwatch_harness.family import Operands
+from kernelwatch_harness.family import Operands, flashinfer_api
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -50,15 +50,8 @@ def uniform(shape: tuple[int, ...], gen: torch.Generator, bound: float) -> torch
 
 def flashinfer_op(name: str, kernel: str) -> Any:
     """flashinfer.norm's function ``name``, or the reason this release has none."""
-    import flashinfer
-    import flashinfer.norm as fn
-
-    op = getattr(fn, name, None)
-    if op is None:
-        since = f" (FlashInfer {SINCE[kernel]} and later have it)" if kernel in SINCE else ""
-        raise NotImplementedError(f"FlashInfer {flashinfer.__version__} has no "
-                                  f"flashinfer.norm.{name}{since}")
-    return op
+    since = f" (FlashInfer {SINCE[kernel]} and later have it)" if kernel in SINCE else ""
+    return flashinfer_api(f"flashinfer.norm.{name}", since)[0]
 
 
 def _shape(params: dict[str, Any]) -> tuple[int, ...]:

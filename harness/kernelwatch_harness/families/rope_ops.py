@@ -23,7 +23,7 @@ from kernelwatch_harness.families.rope import (
     call_kwargs,
     tensor_args,
 )
-from kernelwatch_harness.family import Operands, require_keywords
+from kernelwatch_harness.family import Operands, flashinfer_api, require_keywords
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -136,13 +136,7 @@ def flashinfer_op(kernel: str, names: Collection[str]) -> tuple[Any, str]:
     """flashinfer.rope's function of the kernel's name and the installed release's version;
     a release without the function, or whose function takes none of ``names``, is refused,
     naming it."""
-    import flashinfer
-    import flashinfer.rope as fr
-
-    version = str(getattr(flashinfer, "__version__", "?"))
-    op = getattr(fr, kernel, None)
-    if op is None:
-        raise NotImplementedError(f"FlashInfer {version} has no flashinfer.rope.{kernel}")
+    op, version = flashinfer_api(f"flashinfer.rope.{kernel}")
     require_keywords(op, f"flashinfer.rope.{kernel}", version, names)
     return op, version
 

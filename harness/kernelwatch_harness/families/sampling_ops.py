@@ -20,7 +20,7 @@ from kernelwatch_harness.families.sampling import (
     VARLEN,
     VARLEN_ARCHS,
 )
-from kernelwatch_harness.family import Operands, check_backend_arch
+from kernelwatch_harness.family import Operands, check_backend_arch, flashinfer_api
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -245,14 +245,7 @@ def api_name(kernel: str) -> str:
 
 
 def _flashinfer_call(kernel: str, params: dict[str, Any], device: str) -> Call:
-    import flashinfer
-
-    version = str(getattr(flashinfer, "__version__", "unknown"))
-    module: Any = (flashinfer if api_name(kernel) == f"flashinfer.{kernel}"
-                   else getattr(flashinfer, "sampling", None))
-    op = getattr(module, kernel, None)
-    if op is None:
-        raise NotImplementedError(f"FlashInfer {version} has no {api_name(kernel)}")
+    op, version = flashinfer_api(api_name(kernel))
     gen = torch.Generator(device=device).manual_seed(SEED)
     kwargs = flashinfer_kwargs(kernel, params, inspect.signature(op).parameters, version, gen)
     names = _TENSORS.get(kernel)
@@ -288,13 +281,8 @@ def varlen_refusal(backend: str, params: dict[str, Any], arch: str) -> str | Non
 def _varlen_call(backend: str, params: dict[str, Any], device: str) -> Call:
     """flashinfer.top_k_varlen with the backend named, as the tool calls it (the hint for gvr,
     none for the others)."""
-    import flashinfer
-
-    version = str(getattr(flashinfer, "__version__", "unknown"))
-    op = getattr(flashinfer, VARLEN, None)
-    if op is None:  # named first: no backend of it runs on any GPU with this release
-        raise NotImplementedError(f"FlashInfer {version} has no flashinfer.{VARLEN} (added in "
-                                  "0.6.18)")
+    # named first: no backend of it runs on any GPU with this release
+    op, version = flashinfer_api(f"flashinfer.{VARLEN}", " (added in 0.6.18)")
     major, minor = torch.cuda.get_device_capability(torch.device(device))
     why = varlen_refusal(backend, params, f"sm{major}{minor}")
     if why is not None:
