@@ -5,6 +5,7 @@ release's signatures. FlashInfer's path itself runs on the GPU (tests/test_gpu.p
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import math
 import re
@@ -314,7 +315,18 @@ def test_the_call_passes_the_tools_arguments() -> None:
     assert chunk_kwargs["use_qk_l2norm_in_kernel"] is False  # k normalised by the caller
 
 
-def _fake_flashinfer(monkeypatch: pytest.MonkeyPatch, version: str, **fns: Any) -> None:
+def _installed(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Stand-in modules that importlib finds (find_spec reads a loaded module's spec)."""
+    for name in names:
+        module = ModuleType(name)
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+def _fake_flashinfer(monkeypatch: pytest.MonkeyPatch, version: str, dsl: bool = True,
+                     **fns: Any) -> None:
+    if dsl:
+        _installed(monkeypatch, "cutlass", "cutlass.cute")
     fi = ModuleType("flashinfer")
     fi.__version__ = version  # type: ignore[attr-defined]
     decode = ModuleType("flashinfer.gdn_decode")
@@ -341,6 +353,25 @@ def test_a_release_without_the_function_or_a_keyword_is_refused_naming_it(
     with pytest.raises(NotImplementedError, match=r"gated_delta_rule_mtp takes no "
                                                   r"use_qk_l2norm"):
         gdn_ops._flashinfer_call(inp, "cuda")
+
+
+def test_a_node_without_the_cutlass_dsl_refuses_the_dsl_kernels_naming_the_package(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decode and MTP are CuTe DSL kernels in every release; without nvidia-cutlass-dsl
+    FlashInfer catches the failed import and has no kernel to run. The point is refused
+    naming the package, before any FlashInfer call. The prefill needs it from the release
+    whose SM90 kernel moved into gdn_kernels/delta_rule_dsl (0.6.14)."""
+    monkeypatch.setitem(sys.modules, "cutlass", None)  # importing it fails: not installed
+    _fake_flashinfer(monkeypatch, "0.6.18.post1", dsl=False)
+    for kernel in (DECODE, MTP):
+        inp = FAMILY.inputs(kernel, point(kernel, "auto"), "auto", "cpu")
+        with pytest.raises(NotImplementedError,
+                           match=rf"FlashInfer's {kernel} needs the nvidia-cutlass-dsl package "
+                                 r"\(import cutlass\.cute\), which this node lacks"):
+            gdn_ops._flashinfer_call(inp, "cuda")
+    assert not gdn_ops.needs_cute_dsl(CHUNK)  # no delta_rule_dsl: the CUDA JIT prefill
+    _installed(monkeypatch, "flashinfer.gdn_kernels", gdn_ops.CHUNK_DSL_MODULE)
+    assert gdn_ops.needs_cute_dsl(CHUNK)
 
 
 def test_the_fake_release_is_called_with_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -169,6 +169,27 @@ def max_abs_error(outputs: list[torch.Tensor], refs: list[torch.Tensor]) -> floa
     return worst
 
 
+def module_installed(module: str) -> bool:
+    """Whether ``import module`` would find it, without importing it (a dotted name whose
+    parent package is missing is not installed either)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def require_module(module: str, dist: str, what: str) -> None:
+    """Refuse (NotImplementedError, naming the package) ``what`` on a node without the
+    package FlashInfer imports only when that code runs: without this check the call would
+    fail with an ImportError that reads as a broken kernel, or, where FlashInfer catches the
+    import, as a function the release does not have."""
+    if not module_installed(module):
+        raise NotImplementedError(f"{what} needs the {dist} package (import {module}), which "
+                                  f"this node lacks")
+
+
 def flashinfer_api(api: str, note: str = "") -> tuple[Any, str]:
     """FlashInfer's function ``api`` (its dotted name, ``flashinfer.rope.apply_rope``) and the
     installed release's version; a release without it, or without its module, is refused

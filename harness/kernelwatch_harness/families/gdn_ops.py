@@ -25,7 +25,13 @@ from kernelwatch_harness.families.gdn import (
     state_written,
     tokens_per_request,
 )
-from kernelwatch_harness.family import Operands, flashinfer_api, require_keywords
+from kernelwatch_harness.family import (
+    Operands,
+    flashinfer_api,
+    module_installed,
+    require_keywords,
+    require_module,
+)
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -212,6 +218,20 @@ def _torch_call(inp: Operands) -> Call:
     return recurrent
 
 
+# FlashInfer's GDN kernels are CuTe DSL kernels, compiled at the first call by the CUTLASS
+# DSL: decode and MTP always (gdn_decode.py imports it, or catches its absence and then has no
+# kernel), the prefill from 0.6.14 (its SM90 kernel moved from a CUDA JIT module into
+# gdn_kernels/delta_rule_dsl).
+CUTE_DSL_MODULE = "cutlass.cute"
+CUTE_DSL_PACKAGE = "nvidia-cutlass-dsl"
+CHUNK_DSL_MODULE = "flashinfer.gdn_kernels.delta_rule_dsl"
+
+
+def needs_cute_dsl(kernel: str) -> bool:
+    """Whether the installed release runs ``kernel`` through the CUTLASS DSL."""
+    return kernel != CHUNK or module_installed(CHUNK_DSL_MODULE)
+
+
 def _flashinfer_call(inp: Operands, device: str) -> Call:
     """FlashInfer's function for the point, with the tool's arguments; a release without the
     function or a keyword is refused, naming it."""
@@ -221,6 +241,8 @@ def _flashinfer_call(inp: Operands, device: str) -> Call:
         if major == 10 and int(params["head_size"]) != 128:
             raise NotImplementedError("FlashInfer's SM100 chunk_gated_delta_rule kernel "
                                       "takes head_size 128 only")
+    if needs_cute_dsl(kernel):
+        require_module(CUTE_DSL_MODULE, CUTE_DSL_PACKAGE, f"FlashInfer's {kernel}")
     api, kwargs = call_of(kernel, params)
     op, version = flashinfer_api(api)
     require_keywords(op, api, version, [*tensor_names(api, kernel, params), *kwargs])

@@ -19,7 +19,13 @@ from kernelwatch_harness.families.gemm import (
     MEASURED,
     SINCE,
 )
-from kernelwatch_harness.family import Operands, check_backend_arch, flashinfer_api, release
+from kernelwatch_harness.family import (
+    Operands,
+    check_backend_arch,
+    flashinfer_api,
+    release,
+    require_module,
+)
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -160,18 +166,9 @@ BACKEND_MODULES = {"cutile": ("cuda.tile", "cuda-tile")}
 
 def check_backend_module(backend: str) -> None:
     """Refuse, naming the package, a backend whose package this node lacks."""
-    if backend not in BACKEND_MODULES:
-        return
-    import importlib.util
-
-    module, dist = BACKEND_MODULES[backend]
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package is missing too
-        found = False
-    if not found:
-        raise NotImplementedError(f"FlashInfer's {backend} backend needs the {dist} package "
-                                  f"(import {module}), which this node lacks")
+    if backend in BACKEND_MODULES:
+        module, dist = BACKEND_MODULES[backend]
+        require_module(module, dist, f"FlashInfer's {backend} backend")
 
 
 def check_arch(kernel: str, backend: str, arch: str) -> None:

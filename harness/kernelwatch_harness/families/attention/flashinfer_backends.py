@@ -17,6 +17,7 @@ import torch
 
 from kernelwatch_harness.families.attention.inputs import Inputs, indptr, torch_dtype
 from kernelwatch_harness.families.attention.reference import variant
+from kernelwatch_harness.family import module_installed
 from kernelwatch_harness.prepared import Prepared
 
 WORKSPACE_BYTES = 256 * 1024 * 1024
@@ -354,9 +355,7 @@ def check_decode_backend(backend: str, tensor_cores: bool, version: str) -> None
 def cudnn_frontend_installed() -> bool:
     """Whether ``import cudnn`` (the cuDNN frontend's Python package, nvidia-cudnn-frontend)
     would work: the import FlashInfer's cuDNN paths try before they fall back to cubins."""
-    import importlib.util
-
-    return importlib.util.find_spec("cudnn") is not None
+    return module_installed("cudnn")
 
 
 def check_arch(backend: str, capability: tuple[int, int], cudnn_frontend: bool = True) -> None:
