@@ -185,8 +185,9 @@ def refused_here(kernel: str, backend: str) -> str | None:
     """Why this GPU (or FlashInfer release) cannot run a FlashInfer backend of the kernel, as
     the harness words it, or None: Blackwell-only GEMMs on Hopper, a GEMM backend outside
     its own architectures or newer than the installed release, a kernel newer than it,
-    top_k_varlen's Blackwell backends (radix, gvr) elsewhere, a kernel kernelwatch only
-    declares (the several-GPU comm routines on any GPU)."""
+    top_k_varlen's Blackwell backends (radix, gvr) elsewhere, GDN's CuTe DSL kernels on a
+    node without nvidia-cutlass-dsl, a kernel kernelwatch only declares (the several-GPU comm
+    routines on any GPU)."""
     from kernelwatch_harness.families import gemm, gemm_ops, sampling
 
     spec = KERNELS[kernel]
@@ -205,6 +206,13 @@ def refused_here(kernel: str, backend: str) -> str | None:
             return "has no"  # the adapter's refusal names the release and the function
     if kernel == sampling.VARLEN and arch not in sampling.VARLEN_ARCHS[backend]:
         return f"this GPU is {arch}"
+    if spec.family == "gdn":  # CuTe DSL kernels: refused naming nvidia-cutlass-dsl without it
+        from kernelwatch_harness.families import gdn_ops
+        from kernelwatch_harness.family import module_installed
+
+        if (gdn_ops.needs_cute_dsl(kernel)
+                and not module_installed(gdn_ops.CUTE_DSL_MODULE)):
+            return "which this node lacks"
     if spec.family == "comm":  # declared: one GPU per point, wherever it is
         return "GPUs of one node"
     if spec.declared and spec.family != "gemm":  # on Blackwell: declared, not run yet

@@ -127,6 +127,14 @@ def test_families_tests_both_versions_then_the_standard_suite_cross_checked(
     assert "--timeout 400.0" in flow
 
 
+def test_select_narrows_the_gpu_tests(tmp_path: Path, wheelhouse: Path) -> None:
+    for name in ("tests", "families"):
+        steps = dry_run(name, tmp_path / name, "--wheelhouse", str(wheelhouse),
+                        "--select", "every_kernel and moe")
+        tests = [s for s in steps if "tests/test_gpu.py" in s]
+        assert tests and all("-k 'every_kernel and moe'" in s for s in tests), (name, tests)
+
+
 def test_out_defaults_to_the_out_variable(tmp_path: Path) -> None:
     got = gpu_check("tests", "--dry-run", env={"OUT": str(tmp_path / "o")})
     assert got.returncode == 0
