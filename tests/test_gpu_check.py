@@ -135,6 +135,31 @@ def test_select_narrows_the_gpu_tests(tmp_path: Path, wheelhouse: Path) -> None:
         assert tests and all("-k 'every_kernel and moe'" in s for s in tests), (name, tests)
 
 
+def test_entries_run_a_part_of_the_suite(tmp_path: Path, wheelhouse: Path) -> None:
+    steps = dry_run("release", tmp_path / "out", "--wheelhouse", str(wheelhouse),
+                    "--entries", "release-norm,release-moe")
+    (flow,) = [s for s in steps if "regression_gpu_release.py" in s]
+    assert "--entries release-norm,release-moe" in flow
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "regression_gpu_release", ROOT / "bench" / "regression_gpu_release.py")
+    assert spec is not None and spec.loader is not None
+    flow_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(flow_module)
+    import yaml
+
+    standard = ROOT / "kernelwatch" / "core" / "release_suite.yaml"
+    part = flow_module.suite_part(standard, ["release-moe", "release-norm"],
+                                  tmp_path / "part.yaml")
+    specs = yaml.safe_load(part.read_text())["specs"]
+    assert [s["name"] for s in specs] == ["release-norm", "release-moe"]  # the suite's order
+    assert specs[1]["kernel"] == "bgmv_moe"
+    with pytest.raises(SystemExit, match=r"release-mo not in .*its entries: release-batch-decode"):
+        flow_module.suite_part(standard, ["release-mo"], tmp_path / "bad.yaml")
+
+
 def test_out_defaults_to_the_out_variable(tmp_path: Path) -> None:
     got = gpu_check("tests", "--dry-run", env={"OUT": str(tmp_path / "o")})
     assert got.returncode == 0
