@@ -160,6 +160,13 @@ def test_entries_run_a_part_of_the_suite(tmp_path: Path, wheelhouse: Path) -> No
         flow_module.suite_part(standard, ["release-mo"], tmp_path / "bad.yaml")
 
 
+def test_routines_narrow_the_routed_check(tmp_path: Path, wheelhouse: Path) -> None:
+    steps = dry_run("routed", tmp_path / "out", "--wheelhouse", str(wheelhouse),
+                    "--routines", "rmsnorm,mm_bf16")
+    (routed,) = [s for s in steps if "bench/routed_routines.py" in s]
+    assert "--routines rmsnorm,mm_bf16" in routed
+
+
 def test_out_defaults_to_the_out_variable(tmp_path: Path) -> None:
     got = gpu_check("tests", "--dry-run", env={"OUT": str(tmp_path / "o")})
     assert got.returncode == 0
