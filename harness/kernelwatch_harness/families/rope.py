@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kernelwatch_harness import shared_params as shared
 from kernelwatch_harness.families import rope_fp8
 from kernelwatch_harness.families.rope_fp8 import APPEND, FP8, FP8_ARCHS, MLA, QUANT
 from kernelwatch_harness.family import (
@@ -105,15 +106,13 @@ def _kernel(name: str, params: tuple[str, ...], description: str,
 class RopeFamily(Family):
     name = "rope"
     ops = "kernelwatch_harness.families.rope_ops"
-    # Shared names are declared exactly as the other families declare them.
+    # Shared names are declared once, in shared_params, with rope's doc.
     params = by_name(
-        Param("batch_size", int, 1, min=1, max=16384,
-              doc="requests, each of seq_len tokens"),
-        Param("seq_len", int, 1024, min=1, max=131072,
-              doc="tokens per request, at positions 0 to seq_len - 1"),
-        Param("num_qo_heads", int, 32, min=1, max=256, doc="query heads"),
-        Param("num_kv_heads", int, 8, min=1, max=256, doc="key heads"),
-        Param("head_dim", int, 128, choices=(64, 128, 256), doc="head dimension of q and k"),
+        shared.batch_size(doc="requests, each of seq_len tokens"),
+        shared.seq_len(doc="tokens per request, at positions 0 to seq_len - 1"),
+        shared.num_qo_heads(doc="query heads"),
+        shared.num_kv_heads(doc="key heads"),
+        shared.head_dim(doc="head dimension of q and k"),
         Param("rotary_dim", int, 0, min=0, max=256,
               doc="leading dimensions of each head that rotate, a multiple of 16 below "
                   "head_dim; 0: all of them (the tool's default)"),
@@ -129,21 +128,19 @@ class RopeFamily(Family):
               doc="Llama 3.1: wavelengths below old_context_len / it are not scaled"),
         Param("old_context_len", int, 8192, min=1, max=1 << 24,
               doc="Llama 3.1: the context length the model was trained at"),
-        Param("dtype", str, "bfloat16", choices=("float16", "bfloat16"),
-              doc="q, k and the outputs (the FP8 kernels: q, k and v)"),
+        shared.dtype(doc="q, k and the outputs (the FP8 kernels: q, k and v)"),
         Param("rope_dim", int, 128, min=32, max=512,
               doc="FP8 kernels: dimensions of each head that rotate (q_rope, k_rope), a "
                   "multiple of 32"),
         Param("no_rope_dim", int, 0, min=0, max=512,
               doc="FP8 kernels: dimensions of each head that only pass through (q_nope, "
                   "k_nope), a multiple of 16; 0: none"),
-        Param("quant_dtype", str, "float8_e4m3fn", choices=tuple(rope_fp8.QUANT_FLAG),
-              doc="FP8 kernels: the format q and k (and the cache) are quantised to"),
-        # Shared with the attention family, declared as it declares them.
-        Param("page_size", int, 16, choices=(1, 8, 16, 32, 64, 128),
-              doc="tokens per page of the paged KV cache"),
-        Param("kv_layout", str, "NHD", choices=("NHD", "HND"),
-              doc="K/V memory layout: tokens then heads (NHD) or heads then tokens (HND)"),
+        shared.quant_dtype(
+            doc="FP8 kernels: the format q and k (and the cache) are quantised to"),
+        # The append kernel's paged cache, as the attention family's.
+        shared.page_size(doc="tokens per page of the paged KV cache"),
+        shared.kv_layout(
+            doc="K/V memory layout: tokens then heads (NHD) or heads then tokens (HND)"),
     )
     kernels = {
         k.name: k for k in (

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from kernelwatch_harness import shared_params as shared
 from kernelwatch_harness.families.moe import expected_distinct
 from kernelwatch_harness.family import (
     DTYPE_BYTES,
@@ -72,25 +73,20 @@ KV_DTYPES = (None, "float16", "bfloat16", "float8_e4m3fn")
 
 class SparseAttentionFamily(DeclaredFamily):
     name = "sparse_attention"
-    # Shared names are declared exactly as the attention family declares them; the tool's
+    # Shared names are declared once, in shared_params (as the attention family takes them);
+    # kv_dtype keeps attention's choices, float8_e5m2 refused by check_point. The tool's
     # --topk (KV blocks) is topk_blocks: top_k is the sampling family's (tokens kept).
     params = by_name(
-        Param("batch_size", int, 1, min=1, max=16384, doc="requests in the batch"),
-        Param("qo_len", int, 1, min=1, max=1 << 17,
-              doc="query tokens per request (the tool's --s_qo)"),
-        Param("kv_len", int, 1024, min=1, max=1 << 20,
-              doc="KV tokens per request (the tool's --s_kv)"),
-        Param("num_qo_heads", int, 32, min=1, max=256, doc="query heads"),
-        Param("num_kv_heads", int, 8, min=1, max=256,
-              doc="KV heads (num_qo_heads a multiple of it: grouped heads)"),
+        shared.batch_size(doc="requests in the batch"),
+        shared.qo_len(doc="query tokens per request (the tool's --s_qo)"),
+        shared.kv_len(doc="KV tokens per request (the tool's --s_kv)"),
+        shared.num_qo_heads(doc="query heads"),
+        shared.num_kv_heads(doc="KV heads (num_qo_heads a multiple of it: grouped heads)"),
         Param("topk_blocks", int, 16, min=1, max=4096,
               doc="KV blocks of 128 tokens each query attends to (the tool's --topk)"),
-        Param("causal", bool, False, choices=(False, True), doc="causal mask"),
-        Param("dtype", str, "bfloat16", choices=("float16", "bfloat16"),
-              doc="q and output dtype (and K/V unless kv_dtype; the tool's --q_dtype)"),
-        Param("kv_dtype", str, None,
-              choices=(None, "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"),
-              doc="K/V dtype when it differs from dtype (the tool's --kv_dtype)"),
+        shared.causal(doc="causal mask"),
+        shared.dtype(doc="q and output dtype (and K/V unless kv_dtype; the tool's --q_dtype)"),
+        shared.kv_dtype(doc="K/V dtype when it differs from dtype (the tool's --kv_dtype)"),
     )
     kernels = {
         name: Kernel(name, "sparse_attention", _PARAMS[name], (BACKEND,), (), description,

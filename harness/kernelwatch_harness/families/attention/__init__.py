@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kernelwatch_harness import shared_params as shared
 from kernelwatch_harness.families.attention import benchmark
 from kernelwatch_harness.families.attention.benchmark import ROUTINES
 from kernelwatch_harness.families.attention.formulas import (
@@ -36,42 +37,29 @@ if TYPE_CHECKING:
 
     from kernelwatch_harness.prepared import Prepared
 
-DTYPES = ("float16", "bfloat16")
 # FlashInfer's PosEncodingMode names, in its order.
 POS_ENCODING_MODES = ("NONE", "ROPE_LLAMA", "ALIBI")
-KV_DTYPES = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
 
 PARAMS: dict[str, Param] = {
     p.name: p
     for p in (
-        Param("batch_size", int, 1, min=1, max=16384,
-              doc="requests in the batch"),
-        Param("kv_len", int, 1024, min=1, max=1 << 20,
-              doc="KV length per request (the mean under kv_len_distribution)"),
-        Param("qo_len", int, 1, min=1, max=1 << 17,
-              doc="query tokens per request (prefill)"),
-        Param("num_qo_heads", int, 32, min=1, max=256,
-              doc="query heads"),
-        Param("num_kv_heads", int, 8, min=1, max=256,
-              doc="KV heads (num_qo_heads a multiple of it: grouped heads)"),
-        Param("head_dim", int, 128, choices=(64, 128, 256),
-              doc="head dimension of q, k and v"),
+        # Shared with other families: declared once in shared_params, with attention's doc.
+        shared.batch_size(doc="requests in the batch"),
+        shared.kv_len(doc="KV length per request (the mean under kv_len_distribution)"),
+        shared.qo_len(doc="query tokens per request (prefill)"),
+        shared.num_qo_heads(doc="query heads"),
+        shared.num_kv_heads(doc="KV heads (num_qo_heads a multiple of it: grouped heads)"),
+        shared.head_dim(doc="head dimension of q, k and v"),
         Param("head_dim_ckv", int, 512, choices=(512,),
               doc="MLA's compressed KV dimension"),
         Param("head_dim_kpe", int, 64, choices=(64,),
               doc="MLA's rotary key dimension"),
-        Param("page_size", int, 16, choices=(1, 8, 16, 32, 64, 128),
-              doc="tokens per page of the paged KV cache"),
-        # The single kernels' default: FlashInfer's single_*_with_kv_cache() take NHD unless
-        # told otherwise. The paged batch kernels' defaults are per backend (BACKEND_DEFAULTS).
-        Param("kv_layout", str, "NHD", choices=("NHD", "HND"),
-              doc="K/V memory layout: tokens then heads (NHD) or heads then tokens (HND)"),
-        Param("dtype", str, "bfloat16", choices=DTYPES,
-              doc="q and output dtype (and K/V unless kv_dtype)"),
-        Param("kv_dtype", str, None, choices=(None, *KV_DTYPES),
-              doc="K/V dtype when it differs from dtype (fp8 KV)"),
-        Param("causal", bool, False, choices=(False, True),
-              doc="bottom-right causal mask (prefill)"),
+        shared.page_size(doc="tokens per page of the paged KV cache"),
+        shared.kv_layout(
+            doc="K/V memory layout: tokens then heads (NHD) or heads then tokens (HND)"),
+        shared.dtype(doc="q and output dtype (and K/V unless kv_dtype)"),
+        shared.kv_dtype(doc="K/V dtype when it differs from dtype (fp8 KV)"),
+        shared.causal(doc="bottom-right causal mask (prefill)"),
         # single_decode_with_kv_cache()'s own default; batch_decode's is per backend.
         Param("use_tensor_cores", bool, False, choices=(False, True),
               doc="decode with the tensor-core (prefill) kernels"),
