@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kernelwatch_harness import shared_params as shared
 from kernelwatch_harness.family import (
     ARCHS,
     DTYPE_BYTES,
@@ -72,22 +73,20 @@ _KERNELS = {
 
 class CommFamily(DeclaredFamily):
     name = "comm"
-    # Shared names are declared exactly as the moe family declares them.
+    # Shared names are declared once, in shared_params (as the moe family takes them).
     params = by_name(
-        Param("num_tokens", int, 256, min=1, max=65536,
-              doc="tokens (rows) on each rank (mixed_comm: the tool's --local_bs_list)"),
-        Param("hidden_size", int, 4096, min=16, max=65536, doc="each token's width"),
-        Param("num_experts", int, 8, min=1, max=1024, doc="experts of the layer"),
-        Param("experts_per_token", int, 2, min=1, max=64,
-              doc="experts each token is routed to (the tool's --top_k)"),
+        shared.num_tokens(
+            doc="tokens (rows) on each rank (mixed_comm: the tool's --local_bs_list)"),
+        shared.hidden_size(doc="each token's width"),
+        shared.num_experts(doc="experts of the layer"),
+        shared.experts_per_token(doc="experts each token is routed to (the tool's --top_k)"),
         Param("world_size", int, 8, min=2, max=1024,
               doc="GPUs taking part (the tool's mpirun -np, or local_tp x local_dp)"),
         Param("fusion_pattern", str, "allreduce", choices=tuple(PATTERN_FLOPS),
               doc="allreduce_fusion: what follows the all-reduce (the tool's --pattern)"),
         Param("comm_op", str, "allreduce", choices=COMM_OPS,
               doc="mixed_comm: the collective (the tool's op)"),
-        Param("dtype", str, "bfloat16", choices=("float16", "bfloat16"),
-              doc="the activations (the tool's --input_dtype or --dtype)"),
+        shared.dtype(doc="the activations (the tool's --input_dtype or --dtype)"),
     )
     kernels = {
         name: Kernel(name, "comm", params, backends, (), description, routine=name,

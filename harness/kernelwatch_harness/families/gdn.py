@@ -52,6 +52,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from kernelwatch_harness import shared_params as shared
 from kernelwatch_harness.family import (
     DTYPE_BYTES,
     Family,
@@ -118,22 +119,19 @@ def heads(point: dict[str, Any]) -> int:
 class GdnFamily(Family):
     name = "gdn"
     ops = "kernelwatch_harness.families.gdn_ops"
-    # Shared names are declared exactly as the other families declare them.
+    # Shared names are declared once, in shared_params, with gdn's doc.
     params = by_name(
-        Param("batch_size", int, 1, min=1, max=16384,
-              doc="requests (decode, MTP) or sequences (prefill)"),
-        Param("seq_len", int, 1024, min=1, max=131072,
-              doc="MTP: tokens per request (>= 2); prefill: tokens per sequence"),
+        shared.batch_size(doc="requests (decode, MTP) or sequences (prefill)"),
+        shared.seq_len(doc="MTP: tokens per request (>= 2); prefill: tokens per sequence"),
         Param("num_q_heads", int, 16, min=1, max=256, doc="query heads"),
         Param("num_k_heads", int, 16, min=1, max=256, doc="key heads"),
         Param("num_v_heads", int, 32, min=1, max=256,
               doc="value heads (grouped value heads when more than num_q_heads)"),
         Param("head_size", int, 128, choices=(128, 256),
               doc="K = V, the head dimension of q, k, v and the state"),
-        Param("dtype", str, "bfloat16", choices=("float16", "bfloat16"),
-              doc="q, k, v, the gate inputs a and b, and the output"),
-        Param("state_dtype", str, "float32", choices=("float32", "bfloat16", "float16"),
-              doc="the recurrent state (gdn: float32 or bfloat16; mamba: all three)"),
+        shared.dtype(doc="q, k, v, the gate inputs a and b, and the output"),
+        shared.state_dtype(
+            doc="the recurrent state (gdn: float32 or bfloat16; mamba: all three)"),
         Param("state_layout", str, "pretranspose", choices=("pretranspose", "nontranspose"),
               doc="pretranspose: state [V, K] (K-last); nontranspose: [K, V]"),
         Param("pool_mode", str, "single", choices=("single", "split"),

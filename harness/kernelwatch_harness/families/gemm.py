@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from kernelwatch_harness import shared_params as shared
 from kernelwatch_harness.family import (
     AMPERE_HOPPER,
     DTYPE_BYTES,
@@ -145,13 +146,12 @@ class GemmFamily(Family):
     name = "gemm"
     ops = "kernelwatch_harness.families.gemm_ops"
     params = by_name(
-        Param("batch_size", int, 1, min=1, max=16384,
-              doc="matrices multiplied in one batched call"),
+        shared.batch_size(doc="matrices multiplied in one batched call"),
         Param("group_size", int, 1, min=1, max=1024,
               doc="groups of a grouped GEMM, each [m, k] x [k, n]"),
-        Param("m", int, 1024, min=1, max=131072, doc="rows of the output (tokens)"),
+        shared.m(doc="rows of the output (tokens)"),
         Param("n", int, 4096, min=1, max=131072, doc="columns of the output"),
-        Param("k", int, 4096, min=16, max=131072, doc="the reduced dimension"),
+        shared.k(doc="the reduced dimension"),
         Param("input_dtype", str, "float8_e4m3fn", choices=FP8_DTYPES,
               doc="the first operand's FP8 format"),
         Param("mat2_dtype", str, "float8_e4m3fn", choices=FP8_DTYPES,

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kernelwatch_harness import shared_params as shared
 from kernelwatch_harness.family import (
     AMPERE_HOPPER,
     DTYPE_BYTES,
@@ -77,9 +78,9 @@ def tokens(point: dict[str, Any]) -> int:
 class MambaFamily(Family):
     name = "mamba"
     ops = "kernelwatch_harness.families.mamba_ops"
-    # Shared names are declared exactly as the other families declare them.
+    # Shared names are declared once, in shared_params, with mamba's doc.
     params = by_name(
-        Param("batch_size", int, 1, min=1, max=16384, doc="requests (sequences)"),
+        shared.batch_size(doc="requests (sequences)"),
         Param("nheads", int, 64, min=1, max=1024, doc="SSM heads"),
         Param("dim", int, 128, choices=DIMS, doc="head dimension"),
         Param("dstate", int, 128, choices=DIMS, doc="SSM state size"),
@@ -87,10 +88,9 @@ class MambaFamily(Family):
               doc="groups sharing B and C (nheads / ngroups: 1, 8 or 16)"),
         Param("cache_steps", int, 0, min=0, max=64,
               doc="0: one token a request (STP); n: n tokens a request (MTP)"),
-        Param("dtype", str, "bfloat16", choices=("float16", "bfloat16"),
-              doc="x, B, C, z and the output (the kernel takes bfloat16)"),
-        Param("state_dtype", str, "float32", choices=("float32", "bfloat16", "float16"),
-              doc="the recurrent state (gdn: float32 or bfloat16; mamba: all three)"),
+        shared.dtype(doc="x, B, C, z and the output (the kernel takes bfloat16)"),
+        shared.state_dtype(
+            doc="the recurrent state (gdn: float32 or bfloat16; mamba: all three)"),
         Param("weight_dtype", str, "float32", choices=("float32", "bfloat16"),
               doc="dt, D and dt_bias"),
         Param("has_z", bool, False, choices=(False, True),

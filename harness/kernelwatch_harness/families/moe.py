@@ -51,6 +51,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from kernelwatch_harness import shared_params as shared
 from kernelwatch_harness.family import (
     DTYPE_BYTES,
     Family,
@@ -120,22 +121,19 @@ class MoeFamily(Family):
     name = "moe"
     ops = "kernelwatch_harness.families.moe_ops"
     params = by_name(
-        Param("num_tokens", int, 256, min=1, max=65536,
-              doc="tokens routed in one call (the tool's --num_tokens)"),
-        Param("hidden_size", int, 4096, min=16, max=65536,
-              doc="the model dimension: each token's activations and the output row"),
+        shared.num_tokens(doc="tokens routed in one call (the tool's --num_tokens)"),
+        shared.hidden_size(
+            doc="the model dimension: each token's activations and the output row"),
         Param("intermediate_size", int, 14336, min=16, max=65536,
               doc="each expert's MLP width (fc1 is [2 x intermediate_size, hidden_size])"),
-        Param("num_experts", int, 8, min=1, max=1024, doc="experts of the layer"),
-        Param("experts_per_token", int, 2, min=1, max=64,
-              doc="experts each token is routed to (the tool's --top_k)"),
+        shared.num_experts(doc="experts of the layer"),
+        shared.experts_per_token(doc="experts each token is routed to (the tool's --top_k)"),
         Param("rank", int, 32, choices=BGMV_RANKS, doc="LoRA rank (bgmv_moe)"),
         Param("num_loras", int, 8, min=1, max=256,
               doc="LoRA adapters, one drawn per token (bgmv_moe)"),
         Param("num_slices", int, 1, min=1, max=4,
               doc="weight slices, each its own LoRA pair and output columns (2: gate + up)"),
-        Param("dtype", str, "bfloat16", choices=("float16", "bfloat16"),
-              doc="activations, weights and the output (bgmv_moe's output is float32)"),
+        shared.dtype(doc="activations, weights and the output (bgmv_moe's output is float32)"),
     )
     kernels = {
         k.name: k for k in (

@@ -54,6 +54,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from kernelwatch_harness import shared_params as shared
 from kernelwatch_harness.family import (
     AMPERE_HOPPER,
     DTYPE_BYTES,
@@ -142,23 +143,19 @@ def fp4_refusal(kernel: str) -> str:
 class NormFamily(Family):
     name = "norm"
     ops = "kernelwatch_harness.families.norm_ops"
-    # Shared names are declared exactly as the other families declare them.
+    # Shared names are declared once, in shared_params, with norm's doc.
     params = by_name(
-        Param("batch_size", int, 1, min=1, max=16384,
-              doc="tokens (rows) normalised in one call; fused_dit_layernorm and "
-                  "fused_qk_rmsnorm_rope: sequences"),
-        Param("hidden_size", int, 4096, min=16, max=65536,
-              doc="elements normalised together (the last dimension); fused_qk_rmsnorm_rope: "
-                  "q's width, num_heads * head_dim"),
+        shared.batch_size(doc="tokens (rows) normalised in one call; fused_dit_layernorm and "
+                              "fused_qk_rmsnorm_rope: sequences"),
+        shared.hidden_size(doc="elements normalised together (the last dimension); "
+                               "fused_qk_rmsnorm_rope: q's width, num_heads * head_dim"),
         Param("num_heads", int, 0, min=0, max=256,
               doc="0: x is [batch_size, hidden_size]; n: [batch_size, n, hidden_size], a "
                   "per-head norm; fused_qk_rmsnorm_rope: heads of q, k and v"),
-        Param("seq_len", int, 1024, min=1, max=131072,
-              doc="fused_dit_layernorm: rows of each sequence (the tool's --hidden_size)"),
-        Param("dtype", str, "bfloat16", choices=("float16", "bfloat16"),
-              doc="x, r, w and the unquantised outputs"),
-        Param("quant_dtype", str, "float8_e4m3fn", choices=tuple(FP8),
-              doc="the quantising norms' output format (the tool's --out_dtype)"),
+        shared.seq_len(
+            doc="fused_dit_layernorm: rows of each sequence (the tool's --hidden_size)"),
+        shared.dtype(doc="x, r, w and the unquantised outputs"),
+        shared.quant_dtype(doc="the quantising norms' output format (the tool's --out_dtype)"),
         Param("quant_scale", float, 1.0, min=0.001, max=1000.0,
               doc="the quantising norms divide their output by it before the FP8 cast "
                   "(the tool's --scale)"),

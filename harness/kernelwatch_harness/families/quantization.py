@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kernelwatch_harness import shared_params as shared
 from kernelwatch_harness.family import (
     DTYPE_BYTES,
     DeclaredFamily,
@@ -60,19 +61,16 @@ _PARAMS = {"mxfp8_quantize": ("m", "k", "dtype"),
 
 class QuantizationFamily(DeclaredFamily):
     name = "quantization"
-    # Shared names are declared exactly as the other families declare them (m, k: gemm's).
+    # Shared names are declared once, in shared_params (m, k: as gemm takes them).
     params = by_name(
-        Param("batch_size", int, 1, min=1, max=16384,
-              doc="nvfp4_batched_quantize: matrices quantised in one call"),
-        Param("m", int, 1024, min=1, max=131072, doc="rows of the input (tokens)"),
-        Param("k", int, 4096, min=16, max=131072,
-              doc="columns of the input, quantised in blocks along it"),
+        shared.batch_size(doc="nvfp4_batched_quantize: matrices quantised in one call"),
+        shared.m(doc="rows of the input (tokens)"),
+        shared.k(doc="columns of the input, quantised in blocks along it"),
         Param("sf_layout", str, "128x4", choices=("128x4", "8x4", "linear"),
               doc="the scales' layout (the tool's --sf_layout)"),
         Param("sf_vec_size", int, 16, choices=(16, 32),
               doc="NVFP4: elements per FP8 scale (the tool's --sf_vec_size)"),
-        Param("dtype", str, "bfloat16", choices=("float16", "bfloat16"),
-              doc="the input (the tool's --input_dtype)"),
+        shared.dtype(doc="the input (the tool's --input_dtype)"),
     )
     kernels = {
         name: Kernel(name, "quantization", _PARAMS[name], backends, (), description,

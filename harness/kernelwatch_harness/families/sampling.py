@@ -65,6 +65,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kernelwatch_harness import shared_params as shared
 from kernelwatch_harness.family import (
     AMPERE_HOPPER,
     DTYPE_BYTES,
@@ -137,8 +138,7 @@ class SamplingFamily(Family):
     name = "sampling"
     ops = "kernelwatch_harness.families.sampling_ops"
     params = by_name(
-        Param("batch_size", int, 1, min=1, max=16384,
-              doc="rows (sequences) sampled in one call"),
+        shared.batch_size(doc="rows (sequences) sampled in one call"),
         Param("vocab_size", int, 128256, min=16, max=1048576,
               doc="tokens per row (the last dimension)"),
         Param("max_len", int, 4096, min=16, max=1048576,
