@@ -71,7 +71,8 @@ def _same(a: Param, b: Param) -> bool:
 
 def _all_params() -> dict[str, Param]:
     """Every parameter by name. Families may share a name (``batch_size``, ``dtype``) only
-    with the same meaning: one column, one axis, one filter on every page."""
+    with the same meaning: one column, one axis, one filter on every page (such a name is
+    declared once, in ``shared_params``; this check also catches one declared by hand)."""
     out: dict[str, Param] = {}
     for f in FAMILIES.values():
         for name, p in f.params.items():
