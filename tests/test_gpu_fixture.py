@@ -32,11 +32,15 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _strip(obj: Any) -> Any:
-    """An export without its database ids and timestamps."""
+    """An export without its database ids and timestamps, its floats to 12 significant
+    digits: the last bits of a derived statistic (a bootstrap CI) follow the summation order
+    of the installed numpy and scipy, not the samples."""
     if isinstance(obj, dict):
         return {k: _strip(v) for k, v in obj.items() if k not in VOLATILE}
     if isinstance(obj, list):
         return [_strip(v) for v in obj]
+    if isinstance(obj, float):
+        return float(f"{obj:.12g}")
     return obj
 
 
