@@ -8,7 +8,9 @@ import json
 import math
 import re
 import shlex
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -237,6 +239,39 @@ def test_a_rotated_copy_points_at_its_own_lora_weights() -> None:
     assert strides == {"a": 6 * 16 * 384, "b": 6 * 384 * 16}  # one adapter's elements
     assert copy["y"].shape == (12, 2 * 384) and copy["y"].dtype == torch.float32
     assert copy["shrink"].shape == (2, 24, 16) and copy["slice_start"].tolist() == [0, 384]
+
+
+def test_the_bgmv_call_takes_fill_w_ptr_from_the_module_not_the_reexported_function(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """flashinfer/fused_moe/__init__.py re-exports the module's ``bgmv_moe`` function under
+    the module's name, so ``from flashinfer.fused_moe import bgmv_moe`` is the function: the
+    adapter takes the shrink, the expand and fill_w_ptr from the module in sys.modules (as a
+    GPU run of 0.6.18.post1 and 0.7.4 showed, the function has no fill_w_ptr)."""
+    calls: list[str] = []
+
+    def shrink(**kw: Any) -> None:
+        calls.append("shrink")
+
+    def expand(**kw: Any) -> None:
+        calls.append("expand")
+        kw["y"].add_(1.0)
+
+    module = ModuleType(moe_ops.BGMV_MODULE)
+    module.fill_w_ptr = _fill_w_ptr  # type: ignore[attr-defined]
+    module.bgmv_moe_shrink = shrink  # type: ignore[attr-defined]
+    module.bgmv_moe_expand = expand  # type: ignore[attr-defined]
+    package = ModuleType("flashinfer.fused_moe")
+    package.bgmv_moe = lambda *a, **k: None  # type: ignore[attr-defined]  # the function
+    fi = ModuleType("flashinfer")
+    fi.__version__ = "0.7.4"  # type: ignore[attr-defined]
+    fi.fused_moe = package  # type: ignore[attr-defined]
+    for name, m in (("flashinfer", fi), ("flashinfer.fused_moe", package),
+                    (moe_ops.BGMV_MODULE, module)):
+        monkeypatch.setitem(sys.modules, name, m)
+    inp = FAMILY.inputs("bgmv_moe", point("bgmv_moe"), "cuda", "cpu")
+    y = moe_ops._flashinfer_bgmv(inp)(inp.data)
+    assert calls == ["shrink", "expand"] and bool((y == 1.0).all())
+    assert int(inp.data["w_ptr_a"][0, 0]) == inp.data["lora_a"][0].data_ptr()
 
 
 # ---------------------------------------------------------------------------- refusals

@@ -191,6 +191,19 @@ def lora_tables(d: dict[str, Any], fill: Any) -> dict[str, int]:
     return strides
 
 
+BGMV_MODULE = "flashinfer.fused_moe.bgmv_moe"
+
+
+def bgmv_module() -> Any:
+    """FlashInfer's ``fused_moe/bgmv_moe.py`` module. Not ``from flashinfer.fused_moe import
+    bgmv_moe``: the package re-exports the module's ``bgmv_moe`` function under the module's
+    own name, so that import gives the function (which has no ``fill_w_ptr``); the module
+    itself is only in ``sys.modules``."""
+    import importlib
+
+    return importlib.import_module(BGMV_MODULE)
+
+
 def _flashinfer_bgmv(inp: Operands) -> Any:
     """flashinfer.fused_moe.bgmv_moe's shrink then expand, as the tool times them: both
     buffers zeroed in the call (the kernels accumulate into them), the pointer tables made by
@@ -200,8 +213,7 @@ def _flashinfer_bgmv(inp: Operands) -> Any:
     if release(flashinfer.__version__) < release(BGMV_SINCE):
         raise NotImplementedError(f"FlashInfer {flashinfer.__version__} has no "
                                   f"flashinfer.fused_moe.bgmv_moe (added in {BGMV_SINCE})")
-    from flashinfer.fused_moe import bgmv_moe as fb
-
+    fb = bgmv_module()
     strides = lora_tables(inp.data, fb.fill_w_ptr)
     inp.kept["point_at"] = lambda d: lora_tables(d, fb.fill_w_ptr)
 
