@@ -115,10 +115,14 @@ def test_script_from_the_wheelhouse_is_cached_once(tmp_path: Path) -> None:
 
 def test_a_source_archive_in_the_wheelhouse_serves_too(tmp_path: Path) -> None:
     (tmp_path / "flashinfer-0.7.4.tar.gz").write_bytes(
-        _archive({**BENCH, "../evil.py": "x", "benchmarks/../../evil.py": "x"},
+        _archive({**BENCH, "../evil.py": "x", "benchmarks/../../evil.py": "x",
+                  "tests/mamba/triton_reference/__init__.py": "", "tests/test_x.py": "x",
+                  "tests/mamba/../../evil.py": "x"},
                  top="flashinfer-0.7.4/"))
     where = script_dir("0.7.4", tmp_path / "envs", str(tmp_path))
     assert (where / "flashinfer_benchmark.py").is_file()
+    assert (where.parent / "tests" / "mamba" / "triton_reference" / "__init__.py").is_file()
+    assert not (where.parent / "tests" / "test_x.py").exists()
     assert not list(tmp_path.rglob("evil.py"))
 
 
@@ -173,6 +177,13 @@ def test_wheelhouse_command_writes_the_tags_benchmarks(tmp_path: Path) -> None:
     (repo / "benchmarks" / "routines").mkdir(parents=True)
     (repo / "benchmarks" / "flashinfer_benchmark.py").write_text("# v1.2.3\n")
     (repo / "benchmarks" / "routines" / "norm.py").write_text("# norm\n")
+    # the references the tool's mamba and gdn routines import, found from benchmarks/..
+    (repo / "tests" / "mamba" / "triton_reference").mkdir(parents=True)
+    (repo / "tests" / "mamba" / "triton_reference" / "ssu.py").write_text("# ref\n")
+    (repo / "tests" / "gdn").mkdir(parents=True)
+    (repo / "tests" / "gdn" / "reference_delta_rule.py").write_text("# gdn ref\n")
+    (repo / "tests" / "attention").mkdir(parents=True)
+    (repo / "tests" / "attention" / "test_big.py").write_text("# not needed\n")
     (repo / "setup.py").write_text("")
     git = ["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a"]
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
@@ -185,6 +196,10 @@ def test_wheelhouse_command_writes_the_tags_benchmarks(tmp_path: Path) -> None:
     where = script_dir("1.2.3", tmp_path / "envs", str(tmp_path / "wh"))
     assert (where / "flashinfer_benchmark.py").read_text() == "# v1.2.3\n"
     assert (where / "routines" / "norm.py").is_file()
+    tests = where.parent / "tests"
+    assert (tests / "mamba" / "triton_reference" / "ssu.py").read_text() == "# ref\n"
+    assert (tests / "gdn" / "reference_delta_rule.py").is_file()
+    assert not (tests / "attention").exists()
     missing = CliRunner().invoke(cli, ["wheelhouse", "benchmarks", "9.9.9", "--from-git",
                                        str(repo), "--dir", str(tmp_path / "wh")])
     assert missing.exit_code == 1 and "git archive v9.9.9" in missing.output

@@ -47,33 +47,52 @@ def source_url(version: str) -> str:
     return s.benchmarks_url.format(repo=s.flashinfer_repo, version=version)
 
 
-def _benchmark_members(tar: tarfile.TarFile) -> list[tuple[tarfile.TarInfo, PurePosixPath]]:
-    """The regular files under ``benchmarks/`` (at the top, or one folder down as in a source
-    archive), with their paths relative to it. Nothing outside it is extracted, and no path
-    that climbs out of it."""
+# The folders of FlashInfer's tests/ that the tool's routines import their references from:
+# routines/mamba.py and gdn.py put tests/mamba and tests/gdn on sys.path (mamba's
+# triton_reference, gdn's reference_delta_rule), found from the benchmarks folder's parent.
+REFERENCE_DIRS = ("tests/mamba", "tests/gdn")
+
+
+def _members(tar: tarfile.TarFile, top: str,
+             keep: tuple[str, ...] | None = None) -> list[tuple[tarfile.TarInfo, PurePosixPath]]:
+    """The regular files under ``top/`` (at the archive's top, or one folder down as in a
+    source archive), with their paths relative to it; with ``keep``, only those under one of
+    those folders (given from the archive's top, ``tests/mamba``). No path that climbs out."""
     out = []
     for m in tar.getmembers():
         parts = PurePosixPath(m.name).parts
-        if "benchmarks" not in parts[:2] or not m.isfile() or ".." in parts:
+        if top not in parts[:2] or not m.isfile() or ".." in parts:
             continue
-        rel = PurePosixPath(*parts[parts.index("benchmarks") + 1:])
-        if rel.parts:
-            out.append((m, rel))
+        rel = PurePosixPath(*parts[parts.index(top) + 1:])
+        if not rel.parts:
+            continue
+        if keep is not None and not any(
+                PurePosixPath(top, rel).is_relative_to(k) for k in keep):
+            continue
+        out.append((m, rel))
     return out
 
 
+def _write(tar: tarfile.TarFile, members: list[tuple[tarfile.TarInfo, PurePosixPath]],
+           into: Path) -> None:
+    for member, rel in members:
+        data = tar.extractfile(member)
+        if data is None:
+            continue
+        target = into / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data.read())
+
+
 def extract(archive: bytes, into: Path) -> None:
+    """``benchmarks/`` into ``into``, and the reference folders of ``tests/`` beside it (into
+    ``into``'s parent), where the routines look for them."""
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
-        members = _benchmark_members(tar)
+        members = _members(tar, "benchmarks")
         if not any(str(rel) == SCRIPT for _, rel in members):
             raise NoBenchmarkScript(f"the archive has no benchmarks/{SCRIPT}")
-        for member, rel in members:
-            data = tar.extractfile(member)
-            if data is None:
-                continue
-            target = into / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data.read())
+        _write(tar, members, into)
+        _write(tar, _members(tar, "tests", REFERENCE_DIRS), into.parent / "tests")
 
 
 def _from_wheelhouse(version: str, wheelhouse: str) -> tuple[bytes, str] | None:
@@ -128,7 +147,8 @@ def script_dir(version: str, envs_dir: Path | str | None = None,
 def archive_from_git(repo: Path, version: str, out_dir: Path, ref: str | None = None) -> Path:
     """``flashinfer-benchmarks-<version>.tar.gz`` in ``out_dir``: ``benchmarks/`` of the tag
     ``v<version>`` (or of ``ref``, for a release whose tag the checkout lacks) from a FlashInfer
-    git checkout, for a wheelhouse of nodes without network. The archive's ``benchmarks/SOURCE``
+    git checkout, for a wheelhouse of nodes without network, with the reference folders of
+    ``tests/`` its routines import (``REFERENCE_DIRS``). The archive's ``benchmarks/SOURCE``
     names the ref and commit it came from; the cache's READY records it."""
     ref = ref or f"v{version}"
     out = out_dir / wheelhouse_names(version)[0]
@@ -136,9 +156,14 @@ def archive_from_git(repo: Path, version: str, out_dir: Path, ref: str | None = 
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", f"{ref}^{{commit}}"],
                                 check=True, capture_output=True, text=True).stdout.strip()
+        # the reference folders the release has (0.5.3 has neither)
+        present = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only", commit,
+                                  *REFERENCE_DIRS], check=True, capture_output=True,
+                                 text=True).stdout.split()
         data = subprocess.run(
             ["git", "-C", str(repo), "archive", "--format=tar.gz",
-             f"--add-virtual-file=benchmarks/{SOURCE}:{ref} {commit}\n", commit, "benchmarks"],
+             f"--add-virtual-file=benchmarks/{SOURCE}:{ref} {commit}\n", commit, "benchmarks",
+             *present],
             check=True, capture_output=True).stdout
     except subprocess.CalledProcessError as e:
         err = e.stderr if isinstance(e.stderr, str) else e.stderr.decode()
