@@ -25,9 +25,11 @@ from tests.family_support import dashboard_pages
 FAMILY_FIXTURES = Path(__file__).parent / "fixtures" / "gpu" / "families"
 # The families whose GPU evidence is not recorded yet, and why (docs/results/h100-2026-12.md).
 NOT_YET = {
-    "rope": "the flow's time limit stopped before its runs (sampling's JIT build took 248 s)",
-    "moe": "added after the GPU runs", "gdn": "added after the GPU runs",
-    "mamba": "added after the GPU runs",
+    "moe": "the GPU run of 2026-12-06 stopped at the bgmv call's fill_w_ptr (taken from the "
+           "function FlashInfer's package re-exports under the module's name), fixed since and "
+           "not rerun; its torch points were correct",
+    "gdn": "the GPU node's image has no nvidia-cutlass-dsl, which FlashInfer's GDN kernels "
+           "need: its FlashInfer points were refused naming the package",
     # declared only: every point is refused with its reason, there is nothing to record
     **{f: "declared only: nothing to measure" for f in ("quantization", "sparse_attention",
                                                         "comm")},
@@ -57,7 +59,7 @@ def test_every_family_has_gpu_evidence_or_says_why_not() -> None:
         assert data["format"] == "kernelwatch-family-evidence/1" and data["family"] == family
         assert all(family_of(j["job"]["kernel"]).name == family for j in data["jobs"])
         points += sum(len(r["points"]) for j in data["jobs"] for r in j["runs"])
-    assert points == 102  # docs/results/h100-2026-12.md
+    assert points == 126  # docs/results/h100-2026-12.md
 
 
 @pytest.mark.parametrize("family", RECORDED)
@@ -83,7 +85,9 @@ def test_every_point_is_correct_on_the_gpu(session: Session, family: str) -> Non
 # decode's flagged points are docs/results/h100-2026-12.md's
 VERDICTS = {"batch_decode": {"unchanged": 19, "improvement": 2, "regression": 3},
             "batch_prefill": {"unchanged": 5, "improvement": 1},
-            "mm_bf16": {"unchanged": 6}, "fused_add_rmsnorm": {"unchanged": 12}}
+            "mm_bf16": {"unchanged": 6}, "fused_add_rmsnorm": {"unchanged": 12},
+            "apply_rope_pos_ids": {"unchanged": 7, "improvement": 1},
+            "selective_state_update": {"unchanged": 4}}
 
 
 @pytest.mark.parametrize("family", [f for f in RECORDED if f != "sampling"])
@@ -113,6 +117,10 @@ def test_the_cross_check_verdicts_follow_from_both_medians(session: Session) -> 
             if p.backend == "torch":
                 assert c.status == "unavailable" and "not FlashInfer's" in c.error
                 continue
+            if family == "mamba":  # the tool's mamba routine imports its Triton reference
+                # from FlashInfer's tests/, which the benchmark archive did not carry then
+                assert c.status == "error" and "triton_reference" in c.error
+                continue
             assert c.status == "ok" and c.method == "cuda_graph", c.error
             again = judge(p, {"status": c.status, "median_us": c.median_us}, cold_l2=True)
             assert again.diff_pct == pytest.approx(c.diff_pct, abs=1e-3)
@@ -120,7 +128,8 @@ def test_the_cross_check_verdicts_follow_from_both_medians(session: Session) -> 
             if not c.agrees:  # a disagreement says what differed
                 assert c.causes and c.causes[0]["cause"] == "clock"
             judged += 1
-    assert judged == 11  # mm_bf16's 8 FlashInfer points, sampling's 3 (0.6.18.post1)
+    # mm_bf16's 8 FlashInfer points, sampling's 3 (0.6.18.post1), apply_rope_pos_ids's 8
+    assert judged == 19
 
 
 @pytest.fixture
