@@ -343,7 +343,10 @@ def _fake_flashinfer(monkeypatch: pytest.MonkeyPatch, version: str,
                      **functions: Any) -> None:
     fi = types.ModuleType("flashinfer")
     fi.__version__ = version  # type: ignore[attr-defined]
-    fi.sampling = types.SimpleNamespace(**functions)  # type: ignore[attr-defined]
+    sampling = types.ModuleType("flashinfer.sampling")
+    for name, fn in functions.items():
+        setattr(sampling, name, fn)
+    fi.sampling = sampling  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "flashinfer", fi)
 
 

@@ -170,8 +170,8 @@ def max_abs_error(outputs: list[torch.Tensor], refs: list[torch.Tensor]) -> floa
 
 
 def module_installed(module: str) -> bool:
-    """Whether ``import module`` would find it, without importing it (a dotted name whose
-    parent package is missing is not installed either)."""
+    """Whether ``import module`` would find it, without running it (its parent packages are
+    imported to look; a dotted name whose parent package is missing is not installed)."""
     import importlib.util
 
     try:
@@ -190,26 +190,40 @@ def require_module(module: str, dist: str, what: str) -> None:
                                   f"this node lacks")
 
 
-def flashinfer_api(api: str, note: str = "") -> tuple[Any, str]:
-    """FlashInfer's function ``api`` (its dotted name, ``flashinfer.rope.apply_rope``) and the
-    installed release's version; a release without it, or without its module, is refused
-    (NotImplementedError) naming both, with ``note`` after (where a release adds it)."""
+def flashinfer_module(module_name: str) -> Any:
+    """FlashInfer's module ``module_name`` (dotted, ``flashinfer.fused_moe.bgmv_moe``), or
+    None in a release without it. An attribute on the way that is not a module counts as
+    absent: a package may re-export one of its modules' functions under the module's own name
+    (``flashinfer.fused_moe.bgmv_moe`` is then the function), and the module itself is the one
+    ``sys.modules`` holds."""
     import importlib
+    from types import ModuleType
 
     import flashinfer
 
-    version = str(getattr(flashinfer, "__version__", "unknown"))
-    module_name, name = api.rsplit(".", 1)
     module: Any = flashinfer
     for part in module_name.split(".")[1:]:
         module = getattr(module, part, None)
-        if module is None:
+        if not isinstance(module, ModuleType):
+            module = None
             break
-    if module is None:  # a submodule flashinfer does not import itself
+    if module is None:  # a submodule flashinfer does not import itself, or a shadowed one
         try:
             module = importlib.import_module(module_name)
         except ImportError:  # a release before the module
             module = None
+    return module
+
+
+def flashinfer_api(api: str, note: str = "") -> tuple[Any, str]:
+    """FlashInfer's function ``api`` (its dotted name, ``flashinfer.rope.apply_rope``) and the
+    installed release's version; a release without it, or without its module, is refused
+    (NotImplementedError) naming both, with ``note`` after (where a release adds it)."""
+    import flashinfer
+
+    version = str(getattr(flashinfer, "__version__", "unknown"))
+    module_name, name = api.rsplit(".", 1)
+    module = flashinfer_module(module_name)
     op = getattr(module, name, None)
     if op is None:
         raise NotImplementedError(f"FlashInfer {version} has no {api}{note}")

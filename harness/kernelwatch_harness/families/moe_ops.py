@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from kernelwatch_harness.families.moe import BGMV_SINCE, DECLARED, FAMILY, MEASURED
-from kernelwatch_harness.family import Operands, clone, not_run_yet, release
+from kernelwatch_harness.family import Operands, clone, flashinfer_module, not_run_yet, release
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -191,17 +191,9 @@ def lora_tables(d: dict[str, Any], fill: Any) -> dict[str, int]:
     return strides
 
 
+# The module, not the package's attribute of that name: flashinfer.fused_moe re-exports the
+# module's bgmv_moe function under it (family.flashinfer_module takes the module).
 BGMV_MODULE = "flashinfer.fused_moe.bgmv_moe"
-
-
-def bgmv_module() -> Any:
-    """FlashInfer's ``fused_moe/bgmv_moe.py`` module. Not ``from flashinfer.fused_moe import
-    bgmv_moe``: the package re-exports the module's ``bgmv_moe`` function under the module's
-    own name, so that import gives the function (which has no ``fill_w_ptr``); the module
-    itself is only in ``sys.modules``."""
-    import importlib
-
-    return importlib.import_module(BGMV_MODULE)
 
 
 def _flashinfer_bgmv(inp: Operands) -> Any:
@@ -213,7 +205,7 @@ def _flashinfer_bgmv(inp: Operands) -> Any:
     if release(flashinfer.__version__) < release(BGMV_SINCE):
         raise NotImplementedError(f"FlashInfer {flashinfer.__version__} has no "
                                   f"flashinfer.fused_moe.bgmv_moe (added in {BGMV_SINCE})")
-    fb = bgmv_module()
+    fb = flashinfer_module(BGMV_MODULE)
     strides = lora_tables(inp.data, fb.fill_w_ptr)
     inp.kept["point_at"] = lambda d: lora_tables(d, fb.fill_w_ptr)
 
