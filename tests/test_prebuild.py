@@ -5,6 +5,7 @@ the release's details, and skips it where nothing is built (a CPU node, the sett
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,3 +92,27 @@ def test_the_setting_turns_it_off(session: Session, release_runs_cpu: list[Run],
     monkeypatch.setattr(prebuild_mod, "prebuild", lambda *a: pytest.fail("built"))
     monkeypatch.setattr(prebuild_mod, "_names_flashinfer", lambda s, r: True)
     prebuild_release_once(session, release_runs_cpu[0], "cuda", set())
+
+
+def test_the_versions_environments_are_made_side_by_side(
+        session: Session, release_runs_cpu: list[Run], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each version's environment is made inside the pool, so a node with neither waits for
+    the longer of the two instead of their sum; one that cannot be made fails its own build."""
+    from kernelwatch.worker import tasks
+
+    both = threading.Barrier(2, timeout=60)  # passes only if the two are made at once
+    made: list[str | None] = []
+
+    def make(run: Run, backends: list[str], device: str) -> str:
+        made.append(run.flashinfer_version)
+        both.wait()
+        if run.flashinfer_version == "0.6.18.post1":
+            raise RuntimeError("no wheel for 0.6.18.post1 in the wheelhouse")
+        return sys.executable
+
+    monkeypatch.setattr(tasks, "harness_python_for", make)
+    built = {b.version: b for b in prebuild(session, release_runs_cpu, "cpu", parallel=2)}
+    assert sorted(made) == ["0.6.18.post1", "0.7.4"]
+    assert (built["0.7.4"].units, built["0.7.4"].error) == (2, None)
+    assert built["0.6.18.post1"].units == 0
+    assert built["0.6.18.post1"].error == "RuntimeError: no wheel for 0.6.18.post1 in the wheelhouse"

@@ -252,9 +252,11 @@ def harness_source(wheelhouse: str, root: Path, log: Path, fingerprint: str) -> 
             if path.is_file():
                 return [str(path)]
             out = root / ".harness" / fingerprint
-            if not any(out.glob("*.whl")):
-                _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                      "--no-build-isolation", "--wheel-dir", str(out), str(path)], log)
+            # Two versions' envs may be made at once (worker/prebuild.py): one builds the wheel.
+            with _lock(root, "harness-wheel"):
+                if not any(out.glob("*.whl")):
+                    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                          "--no-build-isolation", "--wheel-dir", str(out), str(path)], log)
             return [str(sorted(out.glob("*.whl"))[-1])]
     return [f"{HARNESS}=={dist.version}"]
 

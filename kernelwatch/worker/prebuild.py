@@ -80,12 +80,20 @@ def build_request_for(run: Run, job: Job, device: str) -> HarnessRequest:
                           points=run_points(spec, run))
 
 
-def _build(python: str, request: HarnessRequest, env: dict[str, str], run: Run) -> Built:
+def _build(request: HarnessRequest, run: Run) -> Built:
+    """Make the run's version environment if the node lacks it, then call every unit once."""
+    from kernelwatch.worker.envs import harness_env
+    from kernelwatch.worker.tasks import harness_python_for
+
     started = time.monotonic()
     units = failed = 0
     jit = 0.0
     error = None
     try:
+        # Here, in the pool, so that the environments of two versions are made side by side
+        # (about 30 s each on a GPU node); two runs of one version wait on its lock instead.
+        python = harness_python_for(run, request.backends, request.device)
+        env = harness_env(run.flashinfer_version)
         for msg in HarnessRunner(python, request, env=env).messages():
             if msg.get("type") == "point":
                 units += 1
@@ -95,6 +103,7 @@ def _build(python: str, request: HarnessRequest, env: dict[str, str], run: Run) 
             elif msg.get("type") == "fatal":
                 error = str(msg.get("error"))[:500]
     except Exception as e:  # a build that fails leaves the run to report it when measured
+        log.warning("prebuild: run %s: %s", run.id, e)
         error = f"{type(e).__name__}: {e}"[:500]
     return Built(run.id, run.flashinfer_version, request.kernel, units, failed, jit,
                  time.monotonic() - started, error)
@@ -104,20 +113,9 @@ def prebuild(session: Session, runs: list[Run], device: str,
              parallel: int | None = None) -> list[Built]:
     """Call every unit of ``runs`` once, each run in its own harness process, at most
     ``parallel`` at a time (default: half the CPUs, at least one)."""
-    from kernelwatch.worker.envs import harness_env
-    from kernelwatch.worker.tasks import harness_python_for
-
     jobs = {j.id: j for j in session.scalars(select(Job).where(
         Job.id.in_({r.job_id for r in runs})))}
-    work = []
-    for run in runs:
-        request = build_request_for(run, jobs[run.job_id], device)
-        try:
-            python = harness_python_for(run, request.backends, request.device)
-        except Exception as e:  # no env for this version: its run says so when measured
-            log.warning("prebuild: run %s has no harness environment: %s", run.id, e)
-            continue
-        work.append((python, request, harness_env(run.flashinfer_version), run))
+    work = [(build_request_for(run, jobs[run.job_id], device), run) for run in runs]
     width = max(1, parallel or (os.cpu_count() or 2) // 2)
     with ThreadPoolExecutor(max_workers=min(width, max(1, len(work)))) as pool:
         return list(pool.map(lambda w: _build(*w), work))
