@@ -115,4 +115,5 @@ def test_the_versions_environments_are_made_side_by_side(
     assert sorted(made) == ["0.6.18.post1", "0.7.4"]
     assert (built["0.7.4"].units, built["0.7.4"].error) == (2, None)
     assert built["0.6.18.post1"].units == 0
-    assert built["0.6.18.post1"].error == "RuntimeError: no wheel for 0.6.18.post1 in the wheelhouse"
+    assert built["0.6.18.post1"].error == ("RuntimeError: no wheel for 0.6.18.post1 in the "
+                                           "wheelhouse")
