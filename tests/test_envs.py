@@ -18,13 +18,17 @@ import pytest
 from kernelwatch.worker import envs
 
 
-def _wheel(folder: Path, dist: str, version: str, module: str, body: str) -> Path:
-    """A minimal valid pure-Python wheel (PEP 427) holding ``module/__init__.py``."""
+def _wheel(folder: Path, dist: str, version: str, module: str | None, body: str,
+           requires: tuple[str, ...] = ()) -> Path:
+    """A minimal valid pure-Python wheel (PEP 427) holding ``module/__init__.py`` (none for
+    a package whose code is all in its ``requires``)."""
     name = dist.replace("-", "_")
     info = f"{name}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
+    metadata += "".join(f"Requires-Dist: {r}\n" for r in requires)
     files = {
-        f"{module.replace('.', '/')}/__init__.py": body,
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
+        **({f"{module.replace('.', '/')}/__init__.py": body} if module else {}),
+        f"{info}/METADATA": metadata,
         f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
         "Tag: py3-none-any\n",
     }
@@ -50,7 +54,11 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # the packages one backend needs (the cuDNN frontend, module ``cudnn``; cuda-tile, module
     # ``cuda.tile``, a namespace package's submodule).
     for module, dist in {**envs.LIGHT_DEPS, **envs.BACKEND_DEPS}.items():
-        _wheel(wh, dist, "0.0.1", module, "FAKE = True\n")
+        if dist not in envs.WITH_DEPENDENCIES:
+            _wheel(wh, dist, "0.0.1", module, "FAKE = True\n")
+    # The CuTe DSL as it ships: nvidia-cutlass-dsl holds no code, its libs package does.
+    _wheel(wh, "nvidia-cutlass-dsl", "0.0.1", None, "", requires=("nvidia-cutlass-dsl-libs",))
+    _wheel(wh, "nvidia-cutlass-dsl-libs", "0.0.1", "cutlass.cute", "FAKE = True\n")
     return wh
 
 
@@ -109,8 +117,10 @@ def test_backend_packages_are_installed_where_the_wheelhouse_has_them(built: Pat
     python = envs.venv_python("0.0.1", built)
     assert _py(python, "import cudnn; print(cudnn.FAKE)") == "True"
     assert _py(python, "import cuda.tile; print(cuda.tile.FAKE)") == "True"
+    assert _py(python, "import cutlass.cute; print(cutlass.cute.FAKE)") == "True"
     ready = json.loads((built / "0.0.1" / "READY").read_text())
-    assert ready["installed_backend_deps"] == ["cuda-tile", "nvidia-cudnn-frontend"]
+    assert ready["installed_backend_deps"] == ["cuda-tile", "nvidia-cudnn-frontend",
+                                               "nvidia-cutlass-dsl"]
     assert ready["unavailable_backend_deps"] == {}
 
 
@@ -131,8 +141,39 @@ def test_a_missing_backend_package_leaves_a_working_env(tmp_path: Path,
     assert _py(python, "import importlib.util; print(importlib.util.find_spec('cudnn'))") \
         == "None"
     ready = json.loads((tmp_path / "envs" / "0.0.1" / "READY").read_text())
-    assert ready["installed_backend_deps"] == ["cuda-tile"]
+    assert ready["installed_backend_deps"] == ["cuda-tile", "nvidia-cutlass-dsl"]
     assert "nvidia-cudnn-frontend" in ready["unavailable_backend_deps"]
+
+
+def test_a_backend_package_that_arrives_later_is_installed_at_the_next_use(
+        tmp_path: Path, wheelhouse: Path) -> None:
+    """An env made while the wheelhouse lacked the CuTe DSL (with its libs) gets it when the
+    wheelhouse has it and the env is next asked for, without being rebuilt; READY says so."""
+    import json
+    import shutil
+
+    partial = tmp_path / "wheelhouse"
+    partial.mkdir()
+    for whl in wheelhouse.glob("*.whl"):
+        if not whl.name.startswith("nvidia_cutlass_dsl"):
+            shutil.copy(whl, partial)
+    root = tmp_path / "envs"
+    python = envs.build_env("0.0.1", root, str(partial))
+    ready = root / "0.0.1" / "READY"
+    assert "nvidia-cutlass-dsl" in json.loads(ready.read_text())["unavailable_backend_deps"]
+    envs.build_env("0.0.1", root, str(partial))  # still absent: nothing tried, nothing changed
+    assert "nvidia-cutlass-dsl" in json.loads(ready.read_text())["unavailable_backend_deps"]
+    kept = python.parent.parent / "kept"  # in the venv: gone if the env were made again
+    kept.write_text("")
+    for whl in wheelhouse.glob("nvidia_cutlass_dsl*.whl"):
+        shutil.copy(whl, partial)
+    assert envs.build_env("0.0.1", root, str(partial)) == python
+    assert _py(python, "import cutlass.cute; print(cutlass.cute.FAKE)") == "True"
+    info = json.loads(ready.read_text())
+    assert info["installed_backend_deps"] == ["cuda-tile", "nvidia-cudnn-frontend",
+                                              "nvidia-cutlass-dsl"]
+    assert info["unavailable_backend_deps"] == {}
+    assert kept.exists()
 
 
 def test_missing_version_in_wheelhouse_fails_and_is_not_ready(tmp_path: Path,

@@ -19,8 +19,9 @@ FlashInfer is installed with ``--no-deps`` plus the few light packages it import
 (``apache-tvm-ffi`` and friends): its full dependency list names CUDA toolkits and DSL
 compilers that the node's torch environment already covers or that only optional backends
 use, and resolving them on a node without an index would fail. The packages one backend
-needs (``BACKEND_DEPS``: the cuDNN frontend, cuda-tile for the cutile GEMMs) are installed
-where available and recorded in READY either way. From ``KERNELWATCH_WHEELHOUSE``
+needs (``BACKEND_DEPS``: the cuDNN frontend, cuda-tile for the cutile GEMMs, the CuTe DSL for
+GDN) are installed where available and recorded in READY either way; one that arrives in the
+wheelhouse later is installed at the env's next use. From ``KERNELWATCH_WHEELHOUSE``
 (``--no-index --find-links``) when set, else from the package index.
 
 Standard library only at import time (the GPU check uses it where kernelwatch's service
@@ -45,6 +46,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 FLASHINFER = "flashinfer-python"
 HARNESS = "kernelwatch-harness"
@@ -66,7 +68,12 @@ LIGHT_DEPS = {
 # (``--no-deps``) when the wheelhouse or index has them; without them the env still serves
 # every other backend, and the harness refuses that one with the reason. cuDNN: without its
 # frontend FlashInfer falls back to cubins built for sm100 only (docs/measurement.md).
-BACKEND_DEPS = {"cudnn": "nvidia-cudnn-frontend", "cuda.tile": "cuda-tile"}
+BACKEND_DEPS = {"cudnn": "nvidia-cudnn-frontend", "cuda.tile": "cuda-tile",
+                "cutlass.cute": "nvidia-cutlass-dsl"}
+# Of those, the ones whose code lives in their dependencies: the CuTe DSL (GDN's kernels) is a
+# .pth file over nvidia-cutlass-dsl-libs-{base,core,cu12}. Installed with them; pip keeps what
+# the node already has that satisfies them (cuda-bindings, protobuf).
+WITH_DEPENDENCIES = frozenset({"nvidia-cutlass-dsl"})
 _VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+!-]*$")
 
 
@@ -268,6 +275,30 @@ def _install_harness(pip: list[str], wheelhouse: str, root: Path, log: Path,
     _run([*pip, *_pip_args(wheelhouse), "--no-deps", "--force-reinstall", *source], log)
 
 
+def _in_wheelhouse(wheelhouse: str, dist: str) -> bool:
+    """Whether the wheelhouse holds a wheel of ``dist`` (names normalized as wheels spell them)."""
+    name = re.sub(r"[-_.]+", "_", dist).lower()
+    return bool(wheelhouse) and any(
+        w.name.lower().startswith(name + "-") for w in Path(wheelhouse).glob("*.whl"))
+
+
+def _install_backend_deps(pip: list[str], wheelhouse: str, log: Path,
+                          modules: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Install the packages of ``modules`` (keys of BACKEND_DEPS) that the wheelhouse or index
+    has: (installed, {missing distribution: why})."""
+    installed: list[str] = []
+    unavailable: dict[str, str] = {}
+    for module in modules:
+        dist = BACKEND_DEPS[module]
+        deps = [] if dist in WITH_DEPENDENCIES else ["--no-deps"]
+        try:
+            _run([*pip, *_pip_args(wheelhouse), *deps, dist], log)
+            installed.append(dist)
+        except EnvBuildError as exc:  # that backend is refused; the others run
+            unavailable[dist] = str(exc).splitlines()[0][:300]
+    return installed, unavailable
+
+
 def build_env(
     version: str, envs_dir: Path | str | None = None, wheelhouse: str | None = None
 ) -> Path:
@@ -279,13 +310,29 @@ def build_env(
     with _lock(root, version):
         if is_ready(version, root):
             info = _ready_info(version, root)
+            where = env_dir(version, root)
+            python = venv_python(version, root)
+            changed = False
             if info.get("harness") != fingerprint:
-                where = env_dir(version, root)
-                python = venv_python(version, root)
                 _install_harness(_env_pip(python), wh, root, where / "build.log", fingerprint)
                 info["harness"] = fingerprint
+                changed = True
+            # A backend's package put into the wheelhouse after the env was made is installed
+            # at its next use, so its backend is no longer refused (and nothing is rebuilt).
+            lacked = cast("dict[str, str]", info.get("unavailable_backend_deps") or {})
+            arrived = [m for m, d in BACKEND_DEPS.items()
+                       if d in lacked and _in_wheelhouse(wh, d)]
+            if arrived:
+                added, still = _install_backend_deps(_env_pip(python), wh,
+                                                     where / "build.log", arrived)
+                before = cast("list[str]", info.get("installed_backend_deps") or [])
+                info["installed_backend_deps"] = [*before, *added]
+                info["unavailable_backend_deps"] = {
+                    d: why for d, why in {**lacked, **still}.items() if d not in added}
+                changed = True
+            if changed:
                 (where / "READY").write_text(json.dumps(info))
-            return venv_python(version, root)
+            return python
         where = env_dir(version, root)
         shutil.rmtree(where / "venv", ignore_errors=True)  # a half-built one from a crash
         where.mkdir(parents=True, exist_ok=True)
@@ -307,15 +354,8 @@ def build_env(
         missing = [LIGHT_DEPS[m] for m in _missing_modules(python, LIGHT_DEPS)]
         if missing:
             _run([*pip, *_pip_args(wh), *missing], log)
-        backend_deps: list[str] = []
-        unavailable: dict[str, str] = {}
-        for module in _missing_modules(python, BACKEND_DEPS):
-            dist = BACKEND_DEPS[module]
-            try:
-                _run([*pip, *_pip_args(wh), "--no-deps", dist], log)
-                backend_deps.append(dist)
-            except EnvBuildError as exc:  # that backend is refused; the others run
-                unavailable[dist] = str(exc).splitlines()[0][:300]
+        backend_deps, unavailable = _install_backend_deps(
+            pip, wh, log, _missing_modules(python, BACKEND_DEPS))
         _install_harness(pip, wh, root, log, fingerprint)
         got = installed_version(python)
         if got != version:
