@@ -29,10 +29,12 @@ SLOW_SPEC = {
     "name": "embedded-slow",
     "kernel": "batch_decode",
     "backends": ["torch-sdpa", "torch-math"],
-    "params": {"batch_size": [4], "kv_len": [512, 1024, 1536, 2048], "num_qo_heads": [8],
+    # long enough that Ctrl-C, sent once two points are stored, lands before the last one
+    "params": {"batch_size": [4], "kv_len": list(range(512, 4097, 512)), "num_qo_heads": [8],
                "num_kv_heads": [2], "head_dim": [128]},
     "timing": {"warmup": 1, "iterations": 30},
 }
+SLOW_POINTS = 2 * 8
 TERMINAL = {"succeeded", "partial", "failed", "cancelled"}
 
 
@@ -106,7 +108,7 @@ def test_up_embedded_runs_a_job_and_resumes_after_ctrl_c(tmp_path: Path) -> None
         assert f"kernelwatch: stopped {name}" in text
     with sqlite3.connect(data / "kernelwatch.sqlite") as db:
         stored = db.execute("SELECT count(*) FROM points WHERE job_id = ?", (slow,)).fetchone()[0]
-    assert 2 <= stored < 8, "Ctrl-C must land in the middle of the run"
+    assert 2 <= stored < SLOW_POINTS, "Ctrl-C must land in the middle of the run"
 
     proc = _up(data, log, api_port, dash_port, "--no-dashboard")
     try:
@@ -114,10 +116,10 @@ def test_up_embedded_runs_a_job_and_resumes_after_ctrl_c(tmp_path: Path) -> None
                  and _status(api, slow)["status"] in TERMINAL, timeout=120, log_path=log)
         body = _status(api, slow)
         assert body["status"] == "succeeded"
-        assert body["progress"] == {"done": 8, "total": 8, "errored": 0}
+        assert body["progress"] == {"done": SLOW_POINTS, "total": SLOW_POINTS, "errored": 0}
         assert body["runs"][0]["attempts"] == 2
         m = re.findall(r"(\d+) pairs to measure, (\d+) already stored", log.read_text())
-        assert [int(x) for x in m[-1]] == [8 - stored, stored]
+        assert [int(x) for x in m[-1]] == [SLOW_POINTS - stored, stored]
         # No second token on a second start: the first one still works.
         assert log.read_text().count("API token: ") == 2
         assert "API token: see" in log.read_text()
