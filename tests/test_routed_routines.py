@@ -181,3 +181,31 @@ def test_a_call_that_cannot_be_captured_is_timed_with_events_and_says_why(
     assert timer(lambda t: t, 1, 3, input_args=(torch.ones(4),)) == [2.0, 2.0, 2.0]
     (call,) = timer.calls
     assert call["method"] == "cuda_event" and "capturing" in call["cuda_graph_error"]
+
+
+def test_a_captured_call_is_recorded_as_graph_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The graph path's record: method, calls per replay and whether the captured calls read
+    distinct copies. The GPU's graph timer is replaced at its boundary (time_cuda_graph), so
+    everything the routed timer does around it runs here."""
+    from kernelwatch_harness import timing
+
+    timer = RoutedTimer("cuda")
+    monkeypatch.setattr(timer, "_memory", lambda: (1 << 20, 1 << 30))
+    monkeypatch.setattr(timing, "estimate_call_us", lambda call, datas: 5.0)
+    monkeypatch.setattr(timing, "boost_reference_mhz", lambda: 1980.0)
+    seen: dict[str, Any] = {}
+
+    def graph(fn: Any, datas: list[dict[str, Any]], warmup: int, iterations: int, calls: int,
+              **kw: Any) -> timing.GraphTiming:
+        seen.update(copies=len(datas), calls=calls, floor_mhz=kw["floor_mhz"])
+        pointers = [tuple(kw["pointers"](datas[i % len(datas)])) for i in range(calls)]
+        return timing.GraphTiming([3000.0] * iterations, calls, pointers)
+
+    monkeypatch.setattr(timing, "time_cuda_graph", graph)
+    x = torch.ones(64 * 1024)  # 256 KiB: rotated over copies to exceed the 1 MiB L2
+    assert timer(lambda t: t, 1, 4, input_args=(x,)) == [3.0] * 4
+    (call,) = timer.calls
+    assert call["method"] == "cuda_graph" and "cuda_graph_error" not in call
+    assert call["calls_per_replay"] == seen["calls"]
+    assert call["distinct_inputs_in_graph"] == min(seen["calls"], seen["copies"]) > 1
+    assert seen["floor_mhz"] == pytest.approx(timer.clock_floor * 1980.0) and call["floor_met"]
