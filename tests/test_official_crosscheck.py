@@ -232,6 +232,41 @@ def test_wheelhouse_command_takes_a_branch_for_a_release_without_its_tag(tmp_pat
     assert ready["git"].startswith("release-v1.2 ") and len(ready["git"].split()[1]) == 40
 
 
+def test_a_ref_of_another_release_is_refused_unless_taken_knowingly(tmp_path: Path) -> None:
+    """A branch whose version.txt still names 0.6.18 does not hold 0.7.4's routines (on a
+    GPU, such an archive's decode routine called a testing helper with an argument 0.7.4's
+    lacks): refused, naming both; --other-release takes it and SOURCE says what it is. A
+    post-release of the named release is the same release."""
+    repo = tmp_path / "flashinfer"
+    (repo / "benchmarks").mkdir(parents=True)
+    (repo / "benchmarks" / "flashinfer_benchmark.py").write_text("# dev\n")
+    (repo / "version.txt").write_text("0.6.18\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "dev"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    wh = tmp_path / "wh"
+    base = ["wheelhouse", "benchmarks", "0.7.4", "--from-git", str(repo), "--ref", "main",
+            "--dir", str(wh)]
+    refused = CliRunner().invoke(cli, base)
+    assert refused.exit_code == 1
+    assert f"main ({head[:12]}) holds FlashInfer 0.6.18 (its version.txt), not 0.7.4" \
+        in refused.output
+    assert not (wh / "flashinfer-benchmarks-0.7.4.tar.gz").exists()
+    taken = CliRunner().invoke(cli, [*base, "--other-release"])
+    assert taken.exit_code == 0, taken.output
+    where = script_dir("0.7.4", tmp_path / "envs", str(wh))
+    assert (where / "SOURCE").read_text() == f"main {head} version.txt=0.6.18\n"
+    same = CliRunner().invoke(cli, ["wheelhouse", "benchmarks", "0.6.18.post1", "--from-git",
+                                    str(repo), "--ref", "main", "--dir", str(wh)])
+    assert same.exit_code == 0, same.output
+    with tarfile.open(wh / "flashinfer-benchmarks-0.6.18.post1.tar.gz") as tar:
+        member = tar.extractfile("benchmarks/SOURCE")
+        assert member is not None and member.read().decode() == f"main {head}\n"
+
+
 # --------------------------------------------------------------------------- harness side
 
 

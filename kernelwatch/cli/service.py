@@ -194,10 +194,13 @@ def register(group: click.Group) -> None:
                   help="Take benchmarks/ from this ref instead of the tag v<VERSION> (a "
                        "release branch, when the checkout lacks the tag); recorded in the "
                        "archive's benchmarks/SOURCE.")
+    @click.option("--other-release", is_flag=True,
+                  help="Take a ref whose version.txt names another release (refused by "
+                       "default); SOURCE records which release the scripts are.")
     @click.option("--dir", "out_dir", type=click.Path(file_okay=False, path_type=Path),
                   default=None, help="Default: KERNELWATCH_WHEELHOUSE.")
     def wheelhouse_benchmarks(version: str, repo: Path, out_dir: Path | None,
-                              ref: str | None) -> None:
+                              ref: str | None, other_release: bool) -> None:
         """Put VERSION's benchmarks/flashinfer_benchmark.py (from its tag) in the wheelhouse,
         for the cross-check on nodes that cannot download FlashInfer's source."""
         from kernelwatch.worker.benchmark_scripts import NoBenchmarkScript, archive_from_git
@@ -207,7 +210,7 @@ def register(group: click.Group) -> None:
         if target is None:
             raise click.UsageError("give --dir or set KERNELWATCH_WHEELHOUSE")
         try:
-            out = archive_from_git(repo, version, target, ref)
+            out = archive_from_git(repo, version, target, ref, other_release)
         except NoBenchmarkScript as e:
             raise click.ClickException(str(e)) from None
         click.echo(f"wrote {out}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import tarfile
 import urllib.request
@@ -144,25 +145,52 @@ def script_dir(version: str, envs_dir: Path | str | None = None,
     return benchmarks
 
 
-def archive_from_git(repo: Path, version: str, out_dir: Path, ref: str | None = None) -> Path:
+def _release(version: str) -> str:
+    """The numeric release of a version string: 0.6.18.post1 and 0.6.18rc2 are 0.6.18."""
+    found = re.match(r"\d+(?:\.\d+)*", version.strip())
+    return found.group() if found else version.strip()
+
+
+def source_version(repo: Path, commit: str) -> str | None:
+    """The FlashInfer version a commit's ``version.txt`` names (None where it has none)."""
+    got = subprocess.run(["git", "-C", str(repo), "show", f"{commit}:version.txt"],
+                         capture_output=True, text=True)
+    return got.stdout.strip() or None if got.returncode == 0 else None
+
+
+def archive_from_git(repo: Path, version: str, out_dir: Path, ref: str | None = None,
+                     other_release: bool = False) -> Path:
     """``flashinfer-benchmarks-<version>.tar.gz`` in ``out_dir``: ``benchmarks/`` of the tag
     ``v<version>`` (or of ``ref``, for a release whose tag the checkout lacks) from a FlashInfer
     git checkout, for a wheelhouse of nodes without network, with the reference folders of
     ``tests/`` its routines import (``REFERENCE_DIRS``). The archive's ``benchmarks/SOURCE``
-    names the ref and commit it came from; the cache's READY records it."""
+    names the ref and commit it came from; the cache's READY records it.
+
+    A ref whose ``version.txt`` names another release is refused: its routines are not the
+    version's (a 0.7.4 archive from a branch still at 0.6.18 called a testing helper with an
+    argument 0.7.4's lacks). ``other_release`` takes it anyway, and SOURCE then says which
+    release the scripts are."""
     ref = ref or f"v{version}"
     out = out_dir / wheelhouse_names(version)[0]
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", f"{ref}^{{commit}}"],
                                 check=True, capture_output=True, text=True).stdout.strip()
+        theirs = source_version(repo, commit)
+        differs = theirs is not None and _release(theirs) != _release(version)
+        if differs and not other_release:
+            raise NoBenchmarkScript(
+                f"{ref} ({commit[:12]}) holds FlashInfer {theirs} (its version.txt), not "
+                f"{version}: its benchmark routines are not {version}'s. Give the ref of "
+                f"{version}'s source, or take it anyway (--other-release), recorded so.")
+        source = f"{ref} {commit}" + (f" version.txt={theirs}" if differs else "")
         # the reference folders the release has (0.5.3 has neither)
         present = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only", commit,
                                   *REFERENCE_DIRS], check=True, capture_output=True,
                                  text=True).stdout.split()
         data = subprocess.run(
             ["git", "-C", str(repo), "archive", "--format=tar.gz",
-             f"--add-virtual-file=benchmarks/{SOURCE}:{ref} {commit}\n", commit, "benchmarks",
+             f"--add-virtual-file=benchmarks/{SOURCE}:{source}\n", commit, "benchmarks",
              *present],
             check=True, capture_output=True).stdout
     except subprocess.CalledProcessError as e:
