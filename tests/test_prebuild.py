@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,43 @@ def test_the_versions_environments_are_made_side_by_side(
     assert built["0.6.18.post1"].units == 0
     assert built["0.6.18.post1"].error == ("RuntimeError: no wheel for 0.6.18.post1 in the "
                                            "wheelhouse")
+
+
+def test_a_build_that_does_not_end_is_stopped_at_the_time_limit_and_logged(
+        session: Session, release_runs_cpu: list[Run], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One run's build hangs (a release's builds on a GPU node held its runs for more than
+    7 minutes with nothing in the worker's log): the log says every interval which builds it
+    waits for, and at the limit the hanging harness is stopped and its build recorded so,
+    while the other run's build finished normally."""
+    import logging
+
+    real = prebuild_mod.HarnessRunner
+    hung = threading.Event()
+
+    class HangsFor074(real):  # type: ignore[misc, valid-type]
+        def messages(self) -> Iterator[Any]:
+            if "0.7.4" in self.env.get("FLASHINFER_WORKSPACE_BASE", ""):
+                hung.set()
+                while not self.stopped:  # until stop(), which the time limit calls
+                    time.sleep(0.05)
+                return
+            yield from super().messages()
+
+    monkeypatch.setattr(prebuild_mod, "HarnessRunner", HangsFor074)
+    monkeypatch.setattr(prebuild_mod, "PROGRESS_SECONDS", 0.5)
+    caplog.set_level(logging.INFO, logger=prebuild_mod.__name__)
+    started = time.monotonic()
+    built = {b.version: b for b in prebuild(session, release_runs_cpu, "cpu", parallel=2,
+                                            timeout=4.0)}
+    assert hung.is_set() and 4.0 <= time.monotonic() - started < 30
+    assert (built["0.6.18.post1"].units, built["0.6.18.post1"].error) == (2, None)
+    assert built["0.7.4"].units == 0
+    assert built["0.7.4"].error == "stopped at the prebuild's time limit after 0 unit(s)"
+    hanging = built["0.7.4"].run_id
+    assert f"prebuild: 1 of 2 built; building: run {hanging} batch_decode 0.7.4 for" \
+        in caplog.text
+    assert "prebuild: time limit of 4 s reached" in caplog.text
+    done = built["0.6.18.post1"].run_id
+    assert f"prebuild: run {done} (batch_decode, FlashInfer 0.6.18.post1) built in" \
+        in caplog.text

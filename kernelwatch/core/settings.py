@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # release's runs queued for its tag side by side (worker.prebuild); off: each run builds
     # what it calls as it goes.
     release_prebuild: bool = True
+    # Seconds the side-by-side builds may take; those still running then are stopped and the
+    # runs build the rest as they measure (a build that never ends must not hold the release).
+    release_prebuild_timeout: float = 600.0
     flashinfer_repo: str = "flashinfer-ai/flashinfer"
     # The source archive of a release's tag, for its benchmarks/flashinfer_benchmark.py (the
     # cross-check); a wheelhouse's copy is used first (worker.benchmark_scripts).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ BUILD_TIMING: TimingConfig = {"warmup": 1, "iterations": 1, "repeats": 1, "cold_
                                "check_correctness": False, "clock_floor": 0.0,
                                "method": "cuda_event"}
 PENDING = ("queued", "running")
+PROGRESS_SECONDS = 60.0  # how often the worker's log says which builds are still running
 
 
 @dataclass
@@ -80,7 +82,54 @@ def build_request_for(run: Run, job: Job, device: str) -> HarnessRequest:
                           points=run_points(spec, run))
 
 
-def _build(request: HarnessRequest, run: Run) -> Built:
+class _Builds:
+    """The builds under way: each one's harness, so that the deadline can stop it, and when it
+    started, so that the log says which ones a release is waiting for."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.expired = threading.Event()
+        self.lock = threading.Lock()
+        self.running: dict[int, tuple[str, str | None, float, HarnessRunner | None]] = {}
+        self.done = 0
+
+    def start(self, run: Run, kernel: str) -> None:
+        with self.lock:
+            self.running[run.id] = (kernel, run.flashinfer_version, time.monotonic(), None)
+
+    def attach(self, run: Run, runner: HarnessRunner) -> bool:
+        """Register the run's harness; False when the deadline has passed (do not start it)."""
+        with self.lock:
+            kernel, version, started, _ = self.running[run.id]
+            self.running[run.id] = (kernel, version, started, runner)
+            return not self.expired.is_set()
+
+    def finish(self, built: Built) -> None:
+        with self.lock:
+            self.running.pop(built.run_id, None)
+            self.done += 1
+        log.info("prebuild: run %s (%s, FlashInfer %s) built in %.0f s, JIT %.0f s, "
+                 "%d unit(s), %d failed%s", built.run_id, built.kernel, built.version,
+                 built.wall_seconds, built.jit_seconds, built.units, built.failed,
+                 f": {built.error}" if built.error else "")
+
+    def expire(self) -> None:
+        """The deadline: stop every harness still building."""
+        with self.lock:
+            self.expired.set()
+            runners = [r for *_, r in self.running.values() if r is not None]
+        for runner in runners:
+            runner.stop()
+
+    def report(self, total: int) -> str:
+        now = time.monotonic()
+        with self.lock:
+            waiting = ", ".join(f"run {rid} {k} {v} for {now - t:.0f} s"
+                                for rid, (k, v, t, _) in sorted(self.running.items()))
+            return f"prebuild: {self.done} of {total} built; building: {waiting or 'none'}"
+
+
+def _build(request: HarnessRequest, run: Run, builds: _Builds) -> Built:
     """Make the run's version environment if the node lacks it, then call every unit once."""
     from kernelwatch.worker.envs import harness_env
     from kernelwatch.worker.tasks import harness_python_for
@@ -89,12 +138,17 @@ def _build(request: HarnessRequest, run: Run) -> Built:
     units = failed = 0
     jit = 0.0
     error = None
+    builds.start(run, request.kernel)
     try:
+        if builds.expired.is_set():
+            raise TimeoutError("not started before the prebuild's time limit")
         # Here, in the pool, so that the environments of two versions are made side by side
         # (about 30 s each on a GPU node); two runs of one version wait on its lock instead.
         python = harness_python_for(run, request.backends, request.device)
-        env = harness_env(run.flashinfer_version)
-        for msg in HarnessRunner(python, request, env=env).messages():
+        runner = HarnessRunner(python, request, env=harness_env(run.flashinfer_version))
+        if not builds.attach(run, runner):
+            raise TimeoutError("not started before the prebuild's time limit")
+        for msg in runner.messages():
             if msg.get("type") == "point":
                 units += 1
                 seconds = msg.get("jit_seconds")
@@ -102,23 +156,48 @@ def _build(request: HarnessRequest, run: Run) -> Built:
                 failed += msg.get("status") not in ("ok", "unsupported")
             elif msg.get("type") == "fatal":
                 error = str(msg.get("error"))[:500]
+        if builds.expired.is_set() and runner.stopped:
+            error = f"stopped at the prebuild's time limit after {units} unit(s)"
     except Exception as e:  # a build that fails leaves the run to report it when measured
-        log.warning("prebuild: run %s: %s", run.id, e)
         error = f"{type(e).__name__}: {e}"[:500]
-    return Built(run.id, run.flashinfer_version, request.kernel, units, failed, jit,
-                 time.monotonic() - started, error)
+    built = Built(run.id, run.flashinfer_version, request.kernel, units, failed, jit,
+                  time.monotonic() - started, error)
+    builds.finish(built)
+    return built
 
 
 def prebuild(session: Session, runs: list[Run], device: str,
-             parallel: int | None = None) -> list[Built]:
+             parallel: int | None = None, timeout: float | None = None) -> list[Built]:
     """Call every unit of ``runs`` once, each run in its own harness process, at most
-    ``parallel`` at a time (default: half the CPUs, at least one)."""
+    ``parallel`` at a time (default: half the CPUs, at least one), for at most ``timeout``
+    seconds (default: the release_prebuild_timeout setting); the worker's log says every
+    minute which builds it is waiting for."""
     jobs = {j.id: j for j in session.scalars(select(Job).where(
         Job.id.in_({r.job_id for r in runs})))}
     work = [(build_request_for(run, jobs[run.job_id], device), run) for run in runs]
     width = max(1, parallel or (os.cpu_count() or 2) // 2)
-    with ThreadPoolExecutor(max_workers=min(width, max(1, len(work)))) as pool:
-        return list(pool.map(lambda w: _build(*w), work))
+    limit = get_settings().release_prebuild_timeout if timeout is None else timeout
+    builds = _Builds(time.monotonic() + limit)
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(timeout=min(PROGRESS_SECONDS,
+                                            max(0.0, builds.deadline - time.monotonic()))):
+            if time.monotonic() >= builds.deadline:
+                log.warning("prebuild: time limit of %.0f s reached; %s", limit,
+                            builds.report(len(work)))
+                builds.expire()
+                return
+            log.info(builds.report(len(work)))
+
+    watcher = threading.Thread(target=watch, name="prebuild-watch", daemon=True)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(max_workers=min(width, max(1, len(work)))) as pool:
+            return list(pool.map(lambda w: _build(w[0], w[1], builds), work))
+    finally:
+        finished.set()
+        watcher.join()
 
 
 def _names_flashinfer(session: Session, run: Run) -> bool:
