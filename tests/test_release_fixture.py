@@ -1,7 +1,9 @@
-"""The release flow's GPU evidence (FlashInfer 0.6.18.post1 vs 0.5.3, recorded by
-bench/regression_gpu_release.py on the GPU machine: one H200, then a machine with two)
-replayed through the comparison engine and the confirmation: the verdicts must follow again
-from the stored raw samples. The two-GPU run also shows a sweep shared by two pinned workers."""
+"""The release flow's GPU evidence, recorded by bench/regression_gpu_release.py on GPU
+machines: FlashInfer 0.6.18.post1 vs 0.5.3 (decode and prefill; one H200, then a machine with
+two) and 0.7.4 vs 0.6.18.post1 (the standard suite's decode, prefill, norm and GEMM jobs on one
+H100, docs/results/h100-2026-12.md), replayed through the comparison engine and the
+confirmation: the verdicts must follow again from the stored raw samples. The two-GPU run also
+shows a sweep shared by two pinned workers."""
 
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ from kernelwatch.worker.confirm import settle
 from kernelwatch_harness.catalogue import with_legacy_values
 
 RELEASE = Path(__file__).parent / "fixtures" / "gpu" / "release"
+FAMILIES = Path(__file__).parent / "fixtures" / "gpu" / "families"
 FIXTURES = {
     "1xh200": RELEASE / "release-0.6.18.post1-vs-0.5.3-h200.json.gz",
     "2xh200": RELEASE / "release-0.6.18.post1-vs-0.5.3-2xh200.json.gz",
+    "1xh100": RELEASE / "release-0.7.4-vs-0.6.18.post1-h100.json.gz",
 }
 
 
@@ -52,8 +56,9 @@ def test_recorded_release_verdicts_follow_from_the_raw_samples(session: Session,
     data = _load(name)
     recorded = data["comparisons"][0]
     runs = _import_runs(session, data, "release")
+    old, new = data["release"]["previous_version"], data["release"]["version"]
 
-    result = compare_runs(session, runs["0.5.3"], runs["0.6.18.post1"])
+    result = compare_runs(session, runs[old], runs[new])
 
     flagged = {(p.kernel, p.backend, json.dumps(p.params, sort_keys=True))
                for p in result.regressions}
@@ -74,8 +79,10 @@ def test_every_point_flagged_on_one_h200_held_up_when_re_measured() -> None:
 
 @pytest.mark.parametrize("name", list(FIXTURES))
 def test_a_release_run_compared_with_itself_reports_nothing(session: Session, name: str) -> None:
-    runs = _import_runs(session, _load(name), "release")
-    result = compare_runs(session, runs["0.6.18.post1"], runs["0.6.18.post1"])
+    data = _load(name)
+    runs = _import_runs(session, data, "release")
+    new = data["release"]["version"]
+    result = compare_runs(session, runs[new], runs[new])
     assert result.regressions == []
     assert result.counts["unchanged"] > 0
 
@@ -114,20 +121,19 @@ def test_two_pinned_gpus_shared_each_release_sweep() -> None:
         assert order == ["0.5.3", "0.6.18.post1"] * 5
 
 
-def test_confirmation_pairs_rounds_and_repeats(session: Session) -> None:
-    """The two-GPU run's confirmation, settled again from its raw samples. One point (B=1
-    kv=2048 decode, tensor cores) was +5.2% in all 15 (round, repeat) blocks, but its
-    repeats 1-3 sat at three levels for both versions: the pooled statistic the run used gave
-    CI 0.997-1.110 and called it not reproduced. Paired by block, all four hold up."""
-    data = _load("2xh200")
+def _settle_again(session: Session, name: str) -> tuple[list[Regression], dict[str, str],
+                                                        dict[str, Any]]:
+    """The recorded run's flagged points, settled again by the confirmation from the raw
+    samples of its confirm jobs: (regressions, their new states, what was recorded)."""
+    data = _load(name)
     recorded = data["comparisons"][0]
+    old, new = data["release"]["previous_version"], data["release"]["version"]
     release = _import_runs(session, data, "release")
     confirm = _import_runs(session, data, "confirm")
-    comparison = Comparison(baseline_run_ids=release["0.5.3"],
-                            contender_run_ids=release["0.6.18.post1"],
-                            baseline_label="0.5.3", contender_label="0.6.18.post1",
-                            gpu_sku="h200", threshold=recorded["summary"]["threshold"],
-                            summary={})
+    comparison = Comparison(baseline_run_ids=release[old], contender_run_ids=release[new],
+                            baseline_label=old, contender_label=new,
+                            gpu_sku=recorded["gpu_sku"],
+                            threshold=recorded["summary"]["threshold"], summary={})
     session.add(comparison)
     session.flush()
     regs = []
@@ -144,10 +150,17 @@ def test_confirmation_pairs_rounds_and_repeats(session: Session) -> None:
         session.add(reg)
         regs.append(reg)
     session.flush()
-    roles = {rid: "baseline" for rid in confirm["0.5.3"]}
-    roles.update({rid: "contender" for rid in confirm["0.6.18.post1"]})
+    roles = {rid: "baseline" for rid in confirm[old]}
+    roles.update({rid: "contender" for rid in confirm[new]})
+    return regs, settle(session, comparison, regs, roles, {}), recorded
 
-    states = settle(session, comparison, regs, roles, {})
+
+def test_confirmation_pairs_rounds_and_repeats(session: Session) -> None:
+    """The two-GPU run's confirmation, settled again from its raw samples. One point (B=1
+    kv=2048 decode, tensor cores) was +5.2% in all 15 (round, repeat) blocks, but its
+    repeats 1-3 sat at three levels for both versions: the pooled statistic the run used gave
+    CI 0.997-1.110 and called it not reproduced. Paired by block, all four hold up."""
+    regs, states, recorded = _settle_again(session, "2xh200")
 
     assert sorted(states.values()) == ["confirmed"] * 4
     was = {(r["backend"], json.dumps(with_legacy_values(r["kernel"], r["params"]),
@@ -158,3 +171,35 @@ def test_confirmation_pairs_rounds_and_repeats(session: Session) -> None:
     assert blurred[0].confirm_ci_low is not None and blurred[0].confirm_ci_low > 1.03
     for r in regs:  # each confirmed ratio is close to what the release comparison found
         assert r.confirm_ratio is not None and abs(r.confirm_ratio - r.ratio) < 0.015
+
+
+def test_074s_cuda_core_decode_regression_holds_up_on_two_machines(session: Session) -> None:
+    """0.7.4 against 0.6.18.post1 on an H100: fa2's CUDA-core decode at batch 128 was flagged
+    and confirmed (about +9-10 %), batch 16 was flagged (+5.4 %) and not reproduced, as the
+    run recorded; and the two confirmed points are among those the run of the day before, on
+    another machine, flagged (the attention family's fixture)."""
+    regs, states, recorded = _settle_again(session, "1xh100")
+    got = {(r.params["batch_size"], r.params["kv_len"]): states[str(r.id)] for r in regs}
+    assert got == {(16, 1024): "not_reproduced", (128, 1024): "confirmed",
+                   (128, 8192): "confirmed"}
+    assert {(r["params"]["batch_size"], r["params"]["kv_len"]): r["state"]
+            for r in recorded["regressions"]} == got
+    for r in regs:
+        assert r.backend == "fa2" and r.params["use_tensor_cores"] is False
+        if states[str(r.id)] == "confirmed":
+            assert r.confirm_ci_low is not None and r.confirm_ci_low > 1.09
+            assert r.confirm_ratio is not None and 1.09 < r.confirm_ratio < 1.11
+
+    earlier = read_file(FAMILIES / "attention.json.gz")
+    decode = [j for j in earlier["jobs"] if j["job"]["kernel"] == "batch_decode"]
+    ids = [import_job(session, export).id for export in decode]
+    session.commit()
+    runs = session.scalars(select(Run).where(Run.job_id.in_(ids)).order_by(Run.id)).all()
+    by_version: dict[str, list[int]] = {}
+    for run in runs:
+        by_version.setdefault(str(run.flashinfer_version), []).append(run.id)
+    day_before = compare_runs(session, by_version["0.6.18.post1"], by_version["0.7.4"])
+    flagged = {(p.params["batch_size"], p.params["kv_len"], p.params["use_tensor_cores"])
+               for p in day_before.regressions if p.backend == "fa2"}
+    confirmed = {(b, kv, False) for (b, kv), state in got.items() if state == "confirmed"}
+    assert confirmed <= flagged
