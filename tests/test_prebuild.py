@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kernelwatch.core.models import Node, Release, Run
+from kernelwatch.core.models import Job, Node, Release, Run
 from kernelwatch.core.releases import start_release
 from kernelwatch.core.settings import Settings
 from kernelwatch.worker import prebuild as prebuild_mod
@@ -158,3 +158,57 @@ def test_a_build_that_does_not_end_is_stopped_at_the_time_limit_and_logged(
     done = built["0.6.18.post1"].run_id
     assert f"prebuild: run {done} (batch_decode, FlashInfer 0.6.18.post1) built in" \
         in caplog.text
+
+
+def test_builds_start_longest_first_by_what_they_took_last_release(
+        kw_env: Settings, session: Session, cpu_node: Node, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With more runs than build slots, the order builds start in decides when the release can
+    measure: kernels never built on the tag first, then the slowest of the last release's
+    builds (sampling's module took 248 s on an H100; queued in the suite's order it waited
+    behind the entries before it)."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("""
+specs:
+  - name: norm
+    kernel: fused_add_rmsnorm
+    backends: [auto, torch]
+    params: {batch_size: [1], hidden_size: [4096]}
+  - name: gemm
+    kernel: mm_bf16
+    backends: [cublaslt, torch]
+    params: {m: [16], n: [4096], k: [4096]}
+  - name: sampling
+    kernel: top_k_top_p_sampling_from_logits
+    backends: [cuda, torch]
+    params: {batch_size: [1], vocab_size: [128256]}
+""")
+    configure(monkeypatch, release_suite=str(suite))
+    previous = start_release(session, "0.6.18.post1", previous="0.5.3")
+    session.commit()
+    tag = previous.runs[0].target
+    release = session.scalar(select(Release).where(Release.version == "0.6.18.post1"))
+    assert release is not None
+    release.details = {**(release.details or {}), "prebuild": {tag: {"builds": [
+        {"kernel": "fused_add_rmsnorm", "wall_seconds": 34.1},
+        {"kernel": "top_k_top_p_sampling_from_logits", "wall_seconds": 248.2},
+        {"kernel": "top_k_top_p_sampling_from_logits", "wall_seconds": 251.0}]}}}
+    start = start_release(session, "0.7.4", previous="0.6.18.post1")
+    session.commit()
+    runs = release_runs(session, "0.7.4", start.runs[0].queue)
+
+    def kernels(order: list[Run]) -> list[str]:
+        return [session.get(Job, r.job_id).kernel for r in order]  # type: ignore[union-attr]
+
+    assert kernels(runs) == ["fused_add_rmsnorm"] * 2 + ["mm_bf16"] * 2 \
+        + ["top_k_top_p_sampling_from_logits"] * 2
+    assert prebuild_mod.past_build_seconds(session, tag, "0.7.4") == {
+        "fused_add_rmsnorm": 34.1, "top_k_top_p_sampling_from_logits": 251.0}
+    ordered = prebuild_mod.longest_first(session, runs, tag, "0.7.4")
+    assert kernels(ordered) == ["mm_bf16"] * 2 + ["top_k_top_p_sampling_from_logits"] * 2 \
+        + ["fused_add_rmsnorm"] * 2
+    # within a kernel, the queue's order (the previous version's run first)
+    assert [r.flashinfer_version for r in ordered[:2]] == \
+        [r.flashinfer_version for r in runs[2:4]]
+    # another tag's record says nothing about this one
+    assert prebuild_mod.past_build_seconds(session, "other-tag", "0.7.4") == {}

@@ -206,6 +206,45 @@ def _names_flashinfer(session: Session, run: Run) -> bool:
     return any(b in FLASHINFER_BACKENDS for b in backends)
 
 
+def past_build_seconds(session: Session, tag: str, before: str,
+                       releases: int = 5) -> dict[str, float]:
+    """How long each kernel's build took on ``tag`` in the latest releases that recorded one
+    (other than ``before``): the newest record of a kernel wins, the slower version of it."""
+    seconds: dict[str, float] = {}
+    recent = session.scalars(select(Release).where(Release.version != before)
+                             .order_by(Release.created_at.desc(), Release.id.desc()))
+    seen = 0
+    for release in recent:
+        record = ((release.details or {}).get("prebuild") or {}).get(tag)
+        if not record:
+            continue
+        newest: dict[str, float] = {}
+        for b in record.get("builds", []):
+            newest[b["kernel"]] = max(newest.get(b["kernel"], 0.0), float(b["wall_seconds"]))
+        for kernel, wall in newest.items():
+            seconds.setdefault(kernel, wall)
+        seen += 1
+        if seen == releases:
+            break
+    return seconds
+
+
+def longest_first(session: Session, runs: list[Run], tag: str, version: str) -> list[Run]:
+    """The runs in the order their builds should start: kernels never built on this tag
+    first (nothing says they are short), then by how long they took last time, longest first.
+    With more runs than build slots, the longest build (sampling's module: 248 s on an H100)
+    otherwise waits for a slot behind the suite's earlier entries, and the release with it."""
+    past = past_build_seconds(session, tag, version)
+    jobs = {j.id: j for j in session.scalars(select(Job).where(
+        Job.id.in_({r.job_id for r in runs})))}
+
+    def key(r: Run) -> tuple[int, float]:
+        kernel = str((jobs[r.job_id].spec or {}).get("kernel"))
+        return (1, -past[kernel]) if kernel in past else (0, 0.0)
+
+    return sorted(runs, key=key)  # stable: the queue's order among equals
+
+
 def prebuild_release_once(session: Session, run: Run, device: str, done: set[str]) -> None:
     """Before the first run of a release on this node (``done`` remembers the releases this
     worker built), build every run of it queued for the run's tag, and record how long that
@@ -223,6 +262,7 @@ def prebuild_release_once(session: Session, run: Run, device: str, done: set[str
     runs = [r for r in runs if device == "cuda" and _names_flashinfer(session, r)]
     if not runs:
         return
+    runs = longest_first(session, runs, run.target, version)
     started = time.monotonic()
     built = prebuild(session, runs, device)
     wall = time.monotonic() - started
