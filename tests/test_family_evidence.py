@@ -26,10 +26,12 @@ FAMILY_FIXTURES = Path(__file__).parent / "fixtures" / "gpu" / "families"
 # The families whose GPU evidence is not recorded yet, and why (docs/results/h100-2026-12.md).
 NOT_YET = {
     "moe": "the GPU run of 2026-12-06 stopped at the bgmv call's fill_w_ptr (taken from the "
-           "function FlashInfer's package re-exports under the module's name), fixed since and "
-           "not rerun; its torch points were correct",
+           "function FlashInfer's package re-exports under the module's name), fixed since; "
+           "the rerun stopped in its builds before storing a point; its torch points were "
+           "correct",
     "gdn": "the GPU node's image has no nvidia-cutlass-dsl, which FlashInfer's GDN kernels "
-           "need: its FlashInfer points were refused naming the package",
+           "need: its FlashInfer points were refused naming the package; with the package "
+           "carried in the wheelhouse, the run stopped in its builds before storing a point",
     # declared only: every point is refused with its reason, there is nothing to record
     **{f: "declared only: nothing to measure" for f in ("quantization", "sparse_attention",
                                                         "comm")},
