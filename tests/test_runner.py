@@ -142,3 +142,38 @@ def test_hung_point_is_killed_after_the_timeout_and_the_sweep_goes_on(tmp_path: 
     hung = _only_failed(points, (0, "torch-math"))
     assert hung["status"] == "error" and "hung (no result within 3 s)" in hung["error"]
     assert runner.restarts == 1
+
+
+def test_stopping_a_harness_stops_what_it_started(tmp_path: Path) -> None:
+    """A harness building FlashInfer's JIT modules has ninja and nvcc children: stopping it (a
+    release's build time limit, a cancel) kills them too, instead of leaving them compiling
+    beside the measurements that follow. Here the 'harness' starts a child and waits."""
+    import threading
+    import time
+
+    child_pid = tmp_path / "child.pid"
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {child_pid}\nsleep 300\n")
+    fake.chmod(0o755)
+    runner = HarnessRunner(str(fake), _request(), startup_timeout_s=120)
+    consumer = threading.Thread(target=lambda: list(runner.messages()), daemon=True)
+    consumer.start()
+    deadline = time.monotonic() + 30
+    while not (child_pid.exists() and child_pid.read_text().strip()):
+        assert time.monotonic() < deadline, "the fake harness did not start its child"
+        time.sleep(0.05)
+    pid = int(child_pid.read_text())
+    runner.stop()
+    consumer.join(timeout=30)
+    assert not consumer.is_alive()
+
+    def gone() -> bool:  # no such process, or a zombie left for init to reap
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            return True
+        return state in ("Z", "X")
+
+    while not gone():
+        assert time.monotonic() < deadline, f"the harness's child {pid} outlived it"
+        time.sleep(0.05)

@@ -110,6 +110,17 @@ def harness_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def kill_harness(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the harness and whatever it started: it leads its own session (``_spawn``), and
+    a harness building FlashInfer's JIT modules has ninja and nvcc children, which would go on
+    compiling, beside the measurements that follow, if only the harness were killed."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+
 class HarnessRunner:
     """Yields the harness's messages (``env`` once, ``point`` for every pair, ``log``), with a
     synthesised error ``point`` for a pair the harness died on. ``stop()`` (from another
@@ -139,8 +150,7 @@ class HarnessRunner:
         self.stopped = True
         proc = self.proc
         if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGKILL)
+            kill_harness(proc)
 
     def close(self) -> None:
         """Stop and reap the harness (no zombie left) and close its pipes."""
@@ -210,8 +220,7 @@ class HarnessRunner:
                     line = lines.get(timeout=wait)
                 except queue.Empty:
                     hung = wait
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
+                    kill_harness(proc)
                     break
                 if line is None:
                     break
@@ -220,8 +229,7 @@ class HarnessRunner:
                 except ProtocolError as exc:
                     # A harness that speaks another protocol cannot be trusted with the rest.
                     fatal = str(exc)
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
+                    kill_harness(proc)
                     break
                 if msg is None:
                     continue
@@ -229,8 +237,7 @@ class HarnessRunner:
                     mismatch = version_mismatch(msg["protocol"])
                     if mismatch:
                         fatal = mismatch
-                        with contextlib.suppress(ProcessLookupError):
-                            proc.kill()
+                        kill_harness(proc)
                         break
                     saw_env = True
                     if not env_sent:
