@@ -192,12 +192,7 @@ def test_074s_cuda_core_decode_regression_holds_up_on_two_machines(session: Sess
 
     earlier = read_file(FAMILIES / "attention.json.gz")
     decode = [j for j in earlier["jobs"] if j["job"]["kernel"] == "batch_decode"]
-    ids = [import_job(session, export).id for export in decode]
-    session.commit()
-    runs = session.scalars(select(Run).where(Run.job_id.in_(ids)).order_by(Run.id)).all()
-    by_version: dict[str, list[int]] = {}
-    for run in runs:
-        by_version.setdefault(str(run.flashinfer_version), []).append(run.id)
+    by_version = _import_runs(session, {"jobs": decode}, "release")
     day_before = compare_runs(session, by_version["0.6.18.post1"], by_version["0.7.4"])
     flagged = {(p.params["batch_size"], p.params["kv_len"], p.params["use_tensor_cores"])
                for p in day_before.regressions if p.backend == "fa2"}

@@ -72,6 +72,11 @@ def release_runs(session: Session, version: str, queue: str) -> list[Run]:
         .order_by(Run.id)))
 
 
+def _jobs_of(session: Session, runs: list[Run]) -> dict[int, Job]:
+    return {j.id: j for j in session.scalars(select(Job).where(
+        Job.id.in_({r.job_id for r in runs})))}
+
+
 def build_request_for(run: Run, job: Job, device: str) -> HarnessRequest:
     """Every unit of the run, called once: no stored points skipped, no cross-check."""
     from kernelwatch.worker.tasks import run_points
@@ -172,8 +177,7 @@ def prebuild(session: Session, runs: list[Run], device: str,
     ``parallel`` at a time (default: half the CPUs, at least one), for at most ``timeout``
     seconds (default: the release_prebuild_timeout setting); the worker's log says every
     minute which builds it is waiting for."""
-    jobs = {j.id: j for j in session.scalars(select(Job).where(
-        Job.id.in_({r.job_id for r in runs})))}
+    jobs = _jobs_of(session, runs)
     work = [(build_request_for(run, jobs[run.job_id], device), run) for run in runs]
     width = max(1, parallel or (os.cpu_count() or 2) // 2)
     limit = get_settings().release_prebuild_timeout if timeout is None else timeout
@@ -235,8 +239,7 @@ def longest_first(session: Session, runs: list[Run], tag: str, version: str) -> 
     With more runs than build slots, the longest build (sampling's module: 248 s on an H100)
     otherwise waits for a slot behind the suite's earlier entries, and the release with it."""
     past = past_build_seconds(session, tag, version)
-    jobs = {j.id: j for j in session.scalars(select(Job).where(
-        Job.id.in_({r.job_id for r in runs})))}
+    jobs = _jobs_of(session, runs)
 
     def key(r: Run) -> tuple[int, float]:
         kernel = str((jobs[r.job_id].spec or {}).get("kernel"))
