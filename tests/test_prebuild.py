@@ -5,6 +5,7 @@ the release's details, and skips it where nothing is built (a CPU node, the sett
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -40,11 +41,13 @@ def test_each_run_goes_through_the_harness_once_all_at_once(
         session: Session, release_runs_cpu: list[Run], monkeypatch: pytest.MonkeyPatch) -> None:
     both = threading.Barrier(2, timeout=60)  # passes only if the two harnesses overlap
     requests: list[Any] = []
+    max_jobs: list[str] = []
     real = prebuild_mod.HarnessRunner
 
     class Together(real):  # type: ignore[misc, valid-type]
         def messages(self) -> Iterator[Any]:
             requests.append(self.request)
+            max_jobs.append(self.env["MAX_JOBS"])
             both.wait()
             yield from super().messages()
 
@@ -58,6 +61,18 @@ def test_each_run_goes_through_the_harness_once_all_at_once(
     for request in requests:
         assert request.timing["iterations"] == 1 and request.timing["cold_l2"] is False
         assert request.timing["check_correctness"] is False and request.crosscheck is None
+    # the two builds share the CPUs: each harness's ninja (FlashInfer's JIT) gets half
+    each = str(max(1, (os.cpu_count() or 1) // 2))
+    assert max_jobs == [each, each] and [b.max_jobs for b in built] == [each, each]
+
+
+def test_builds_at_once_share_the_cpus_and_an_operators_max_jobs_is_kept(
+        session: Session, release_runs_cpu: list[Run], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [prebuild_mod.ninja_jobs(n, cpus=16) for n in (1, 2, 8, 10, 40)] == [16, 8, 2, 1, 1]
+    monkeypatch.setenv("MAX_JOBS", "3")
+    built = prebuild(session, release_runs_cpu, "cpu", parallel=2)
+    assert [b.max_jobs for b in built] == ["3", "3"]
+    assert all(b.as_dict()["max_jobs"] == "3" for b in built)
 
 
 def test_a_worker_builds_a_release_once_and_records_how_long(

@@ -45,6 +45,14 @@ PENDING = ("queued", "running")
 PROGRESS_SECONDS = 60.0  # how often the worker's log says which builds are still running
 
 
+def ninja_jobs(builds: int, cpus: int | None = None) -> int:
+    """ninja's parallel jobs for each of ``builds`` builds at once: the node's CPUs shared
+    among them. FlashInfer's JIT runs ninja with its default (CPUs + 2) unless MAX_JOBS says
+    otherwise, so eight builds at once on 16 CPUs would start up to 144 nvcc processes, each
+    up to a few GB of memory: the node thrashes and every build takes longer."""
+    return max(1, (cpus if cpus is not None else os.cpu_count() or 1) // max(1, builds))
+
+
 @dataclass
 class Built:
     run_id: int
@@ -55,12 +63,14 @@ class Built:
     jit_seconds: float
     wall_seconds: float
     error: str | None = None
+    max_jobs: str | None = None  # the MAX_JOBS its harness ran with (ninja's parallel jobs)
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "version": self.version, "kernel": self.kernel,
                 "units": self.units, "failed": self.failed,
                 "jit_seconds": round(self.jit_seconds, 2),
-                "wall_seconds": round(self.wall_seconds, 2), "error": self.error}
+                "wall_seconds": round(self.wall_seconds, 2), "error": self.error,
+                "max_jobs": self.max_jobs}
 
 
 def release_runs(session: Session, version: str, queue: str) -> list[Run]:
@@ -134,15 +144,16 @@ class _Builds:
             return f"prebuild: {self.done} of {total} built; building: {waiting or 'none'}"
 
 
-def _build(request: HarnessRequest, run: Run, builds: _Builds) -> Built:
-    """Make the run's version environment if the node lacks it, then call every unit once."""
+def _build(request: HarnessRequest, run: Run, builds: _Builds, jobs: int) -> Built:
+    """Make the run's version environment if the node lacks it, then call every unit once,
+    with FlashInfer's ninja limited to ``jobs`` (where the worker sets no MAX_JOBS of its own)."""
     from kernelwatch.worker.envs import harness_env
     from kernelwatch.worker.tasks import harness_python_for
 
     started = time.monotonic()
     units = failed = 0
     jit = 0.0
-    error = None
+    error = max_jobs = None
     builds.start(run, request.kernel)
     try:
         if builds.expired.is_set():
@@ -150,7 +161,9 @@ def _build(request: HarnessRequest, run: Run, builds: _Builds) -> Built:
         # Here, in the pool, so that the environments of two versions are made side by side
         # (about 30 s each on a GPU node); two runs of one version wait on its lock instead.
         python = harness_python_for(run, request.backends, request.device)
-        runner = HarnessRunner(python, request, env=harness_env(run.flashinfer_version))
+        env = harness_env(run.flashinfer_version)
+        max_jobs = env.setdefault("MAX_JOBS", str(jobs))  # an operator's own is kept
+        runner = HarnessRunner(python, request, env=env)
         if not builds.attach(run, runner):
             raise TimeoutError("not started before the prebuild's time limit")
         for msg in runner.messages():
@@ -166,7 +179,7 @@ def _build(request: HarnessRequest, run: Run, builds: _Builds) -> Built:
     except Exception as e:  # a build that fails leaves the run to report it when measured
         error = f"{type(e).__name__}: {e}"[:500]
     built = Built(run.id, run.flashinfer_version, request.kernel, units, failed, jit,
-                  time.monotonic() - started, error)
+                  time.monotonic() - started, error, max_jobs)
     builds.finish(built)
     return built
 
@@ -179,7 +192,10 @@ def prebuild(session: Session, runs: list[Run], device: str,
     minute which builds it is waiting for."""
     jobs = _jobs_of(session, runs)
     work = [(build_request_for(run, jobs[run.job_id], device), run) for run in runs]
-    width = max(1, parallel or (os.cpu_count() or 2) // 2)
+    width = min(max(1, parallel or (os.cpu_count() or 2) // 2), max(1, len(work)))
+    each = ninja_jobs(width)
+    log.info("prebuild: %d run(s), %d at a time, MAX_JOBS %s each", len(work), width,
+             os.environ.get("MAX_JOBS", each))
     limit = get_settings().release_prebuild_timeout if timeout is None else timeout
     builds = _Builds(time.monotonic() + limit)
     finished = threading.Event()
@@ -197,8 +213,8 @@ def prebuild(session: Session, runs: list[Run], device: str,
     watcher = threading.Thread(target=watch, name="prebuild-watch", daemon=True)
     watcher.start()
     try:
-        with ThreadPoolExecutor(max_workers=min(width, max(1, len(work)))) as pool:
-            return list(pool.map(lambda w: _build(w[0], w[1], builds), work))
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            return list(pool.map(lambda w: _build(w[0], w[1], builds, each), work))
     finally:
         finished.set()
         watcher.join()
