@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from kernelwatch_harness.families.moe import BGMV_SINCE, DECLARED, FAMILY, MEASURED
 from kernelwatch_harness.family import Operands, clone, flashinfer_module, not_run_yet, release
+from kernelwatch_harness.jit_sources import keep_bgmv_moe_built
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -239,5 +240,10 @@ def prepare(backend: str, inp: Operands, device: str) -> Prepared:
     if kernel not in MEASURED:
         raise NotImplementedError(not_run_yet(kernel, "its block-scaled operands",
                                               DECLARED[kernel][1]))
-    call = _flashinfer_cutlass(inp) if kernel == "cutlass_fused_moe" else _flashinfer_bgmv(inp)
-    return Prepared(fn=call, outputs=_outputs, resolved_backend=backend)
+    if kernel == "cutlass_fused_moe":
+        return Prepared(fn=_flashinfer_cutlass(inp), outputs=_outputs, resolved_backend=backend)
+    # Before anything calls the module: 0.6's generator gives its source copies fresh times,
+    # and every process would rebuild it (kernelwatch_harness.jit_sources)
+    kept = keep_bgmv_moe_built()
+    return Prepared(fn=_flashinfer_bgmv(inp), outputs=_outputs, resolved_backend=backend,
+                    notes={"jit_source_times_kept": len(kept)} if kept else {})
