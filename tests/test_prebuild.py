@@ -66,6 +66,21 @@ def test_each_run_goes_through_the_harness_once_all_at_once(
     assert max_jobs == [each, each] and [b.max_jobs for b in built] == [each, each]
 
 
+def test_a_build_counts_the_units_its_release_refused(
+        session: Session, release_runs_cpu: list[Run]) -> None:
+    """A unit the release refuses builds nothing: the record says so apart from the failures
+    (a GPU node's log gave only "0 failed" for builds that may have been refusals)."""
+    for job in {r.job_id for r in release_runs_cpu}:
+        row = session.get(Job, job)
+        assert row is not None
+        row.spec = {**row.spec, "backends": ["fa2", *row.spec["backends"]]}
+    session.commit()
+    for b in prebuild(session, release_runs_cpu, "cpu", parallel=2):
+        # fa2 needs a CUDA device: refused on this CPU tag; torch-sdpa runs
+        assert (b.units, b.failed, b.unsupported, b.error) == (4, 0, 2, None), b
+        assert b.as_dict()["unsupported"] == 2
+
+
 def test_builds_at_once_share_the_cpus_and_an_operators_max_jobs_is_kept(
         session: Session, release_runs_cpu: list[Run], monkeypatch: pytest.MonkeyPatch) -> None:
     assert [prebuild_mod.ninja_jobs(n, cpus=16) for n in (1, 2, 8, 10, 40)] == [16, 8, 2, 1, 1]

@@ -64,13 +64,15 @@ class Built:
     wall_seconds: float
     error: str | None = None
     max_jobs: str | None = None  # the MAX_JOBS its harness ran with (ninja's parallel jobs)
+    # units the release refused (nothing built for them): a build of only those built nothing
+    unsupported: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "version": self.version, "kernel": self.kernel,
                 "units": self.units, "failed": self.failed,
                 "jit_seconds": round(self.jit_seconds, 2),
                 "wall_seconds": round(self.wall_seconds, 2), "error": self.error,
-                "max_jobs": self.max_jobs}
+                "max_jobs": self.max_jobs, "unsupported": self.unsupported}
 
 
 def release_runs(session: Session, version: str, queue: str) -> list[Run]:
@@ -124,9 +126,9 @@ class _Builds:
             self.running.pop(built.run_id, None)
             self.done += 1
         log.info("prebuild: run %s (%s, FlashInfer %s) built in %.0f s, JIT %.0f s, "
-                 "%d unit(s), %d failed%s", built.run_id, built.kernel, built.version,
-                 built.wall_seconds, built.jit_seconds, built.units, built.failed,
-                 f": {built.error}" if built.error else "")
+                 "%d unit(s), %d failed, %d unsupported%s", built.run_id, built.kernel,
+                 built.version, built.wall_seconds, built.jit_seconds, built.units,
+                 built.failed, built.unsupported, f": {built.error}" if built.error else "")
 
     def expire(self) -> None:
         """The deadline: stop every harness still building."""
@@ -151,7 +153,7 @@ def _build(request: HarnessRequest, run: Run, builds: _Builds, jobs: int) -> Bui
     from kernelwatch.worker.tasks import harness_python_for
 
     started = time.monotonic()
-    units = failed = 0
+    units = failed = unsupported = 0
     jit = 0.0
     error = max_jobs = None
     builds.start(run, request.kernel)
@@ -172,6 +174,7 @@ def _build(request: HarnessRequest, run: Run, builds: _Builds, jobs: int) -> Bui
                 seconds = msg.get("jit_seconds")
                 jit += float(seconds) if isinstance(seconds, int | float) else 0.0
                 failed += msg.get("status") not in ("ok", "unsupported")
+                unsupported += msg.get("status") == "unsupported"
             elif msg.get("type") == "fatal":
                 error = str(msg.get("error"))[:500]
         if builds.expired.is_set() and runner.stopped:
@@ -179,7 +182,7 @@ def _build(request: HarnessRequest, run: Run, builds: _Builds, jobs: int) -> Bui
     except Exception as e:  # a build that fails leaves the run to report it when measured
         error = f"{type(e).__name__}: {e}"[:500]
     built = Built(run.id, run.flashinfer_version, request.kernel, units, failed, jit,
-                  time.monotonic() - started, error, max_jobs)
+                  time.monotonic() - started, error, max_jobs, unsupported)
     builds.finish(built)
     return built
 
