@@ -27,11 +27,13 @@ FAMILY_FIXTURES = Path(__file__).parent / "fixtures" / "gpu" / "families"
 NOT_YET = {
     "moe": "the GPU run of 2026-12-06 stopped at the bgmv call's fill_w_ptr (taken from the "
            "function FlashInfer's package re-exports under the module's name), fixed since; "
-           "the rerun stopped in its builds before storing a point; its torch points were "
-           "correct",
+           "the reruns built it (376 s; 0.6.18.post1's again in every process, fixed "
+           "since) and stopped before measuring, held by 0.7.4's sampling build; its torch "
+           "points were correct",
     "gdn": "the GPU node's image has no nvidia-cutlass-dsl, which FlashInfer's GDN kernels "
            "need: its FlashInfer points were refused naming the package; with the package "
-           "carried in the wheelhouse, the run stopped in its builds before storing a point",
+           "carried in the wheelhouse, its builds ran (25-37 s) and the runs stopped before "
+           "measuring, held by 0.7.4's sampling build",
     # declared only: every point is refused with its reason, there is nothing to record
     **{f: "declared only: nothing to measure" for f in ("quantization", "sparse_attention",
                                                         "comm")},
