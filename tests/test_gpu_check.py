@@ -102,7 +102,7 @@ def test_the_dry_run_lists_each_checks_commands(tmp_path: Path, wheelhouse: Path
     if name in ("crosscheck", "evidence"):
         assert any("cupti_python-13.0.1" in s and "--target" in s for s in steps)
         assert f"{crosscheck} --out {out / f'crosscheck-{V}.jsonl'} --cupti" in joined
-    if name in ("release", "agreement", "families"):
+    if name in ("release", "agreement", "families", "routed"):
         assert any("step wheels" in s and str(wheelhouse / "svc") in s for s in steps)
     if name in ("release", "families"):  # the flow's envs (and JIT caches) are the tests'
         assert f"--envs-dir {tmp_path / 'envs'} " in next(s for s in steps if release in s)
