@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu-check"
 CHECKS = ["tests", "sweep", "crosscheck", "release", "agreement", "families", "routed",
-          "evidence"]
+          "buildload", "evidence"]
 V = "0.6.18.post1"
 
 
@@ -80,11 +80,14 @@ def test_the_dry_run_lists_each_checks_commands(tmp_path: Path, wheelhouse: Path
     release = f"bench/regression_gpu_release.py --new {V} --previous 0.5.3"
     agreement = f"bench/gpu_agreement.py --versions 0.5.3,{V} --wheelhouse {wheelhouse}"
     routed = "bench/routed_routines.py --benchmarks"
+    venv_python = str(tmp_path / "envs" / V / "venv" / "bin" / "python")
+    buildload = f"bench/build_load_bias.py --python {venv_python}"
     expected = {"tests": [tests], "sweep": [sweep], "crosscheck": [crosscheck],
                 "release": [release], "agreement": [agreement],
-                "families": [tests, release], "routed": [routed],
+                "families": [tests, release], "routed": [routed], "buildload": [buildload],
                 "evidence": [sweep, crosscheck, tests]}[name]
-    for other in {sweep, crosscheck, tests, release, agreement, routed} - set(expected):
+    for other in {sweep, crosscheck, tests, release, agreement, routed,
+                  buildload} - set(expected):
         assert other not in joined
     # evidence: in that order, the version's env built once before them
     where = [next(i for i, s in enumerate(steps) if cmd in s) for cmd in expected]
@@ -92,7 +95,6 @@ def test_the_dry_run_lists_each_checks_commands(tmp_path: Path, wheelhouse: Path
     if name not in ("release", "agreement", "families"):  # those build envs through the service
         env = [i for i, s in enumerate(steps) if f"step env {V}" in s]
         assert len(env) == 1 and env[0] < where[0]
-    venv_python = str(tmp_path / "envs" / V / "venv" / "bin" / "python")
     if name in ("tests", "crosscheck", "routed", "evidence"):  # in the version's env
         for cmd in expected:
             if cmd != sweep:
@@ -102,8 +104,12 @@ def test_the_dry_run_lists_each_checks_commands(tmp_path: Path, wheelhouse: Path
     if name in ("crosscheck", "evidence"):
         assert any("cupti_python-13.0.1" in s and "--target" in s for s in steps)
         assert f"{crosscheck} --out {out / f'crosscheck-{V}.jsonl'} --cupti" in joined
-    if name in ("release", "agreement", "families", "routed"):
+    if name in ("release", "agreement", "families", "routed", "buildload"):
         assert any("step wheels" in s and str(wheelhouse / "svc") in s for s in steps)
+    if name == "buildload":  # the driver runs it; the builds' JIT cache is the version's
+        line = next(s for s in steps if buildload in s)
+        assert f"FLASHINFER_WORKSPACE_BASE={tmp_path / 'envs' / V / 'jit'}" in line
+        assert "kernelwatch/core/release_suite.yaml" in line
     if name in ("release", "families"):  # the flow's envs (and JIT caches) are the tests'
         assert f"--envs-dir {tmp_path / 'envs'} " in next(s for s in steps if release in s)
 

@@ -1,0 +1,193 @@
+"""Does compiling on the node's CPUs move the GPU timings measured beside it?
+
+A release's runs are measured only after the last of its FlashInfer builds ends (the
+prebuild, docs/regressions.md), so one long build (0.7.4's sampling module: more than 540 s on
+an H100) holds every run that is already built. Measuring each run as its own build ends,
+while slower builds go on, would cut that wait, but only if a compile beside a measurement
+does not change the measurement. This measures it: the release suite's points, through the
+harness with each entry's own timing, once with the node idle and once with CPU load
+processes running, the order alternating from round to round; per point, the loaded/idle
+ratio of medians with the bootstrap CI kernelwatch's comparisons use
+(kernelwatch.core.compare.stats.compare_samples) and its verdict at the comparison threshold.
+
+Loads (``--load``):
+  jit   FlashInfer compiling its sampling module (the suite's longest build) in throwaway
+        workspaces, one nvcc at a time per process: what the prebuild puts on the CPUs
+  busy  a copy loop over 256 MiB arrays per process: a core and memory bandwidth kept busy,
+        more than a compiler keeps them
+``--load-procs`` defaults to the node's CPU count.
+
+With kernelwatch installed, from the repository root, the harness and the loads run by the
+version env's python (FLASHINFER_WORKSPACE_BASE set to the version's JIT cache; scripts/gpu-check
+buildload does all this):
+    python bench/build_load_bias.py --python ENVS/V/venv/bin/python
+        [--suite kernelwatch/core/release_suite.yaml]
+        [--entries release-norm,release-sampling] [--rounds 2] [--load jit|busy]
+        [--load-procs N] [--device cuda|cpu] [--out F]
+``--device cpu`` runs the torch points of the suite's ``cpu_params`` (the plumbing, no GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kernelwatch.core.compare.stats import DEFAULT_THRESHOLD, compare_samples
+from kernelwatch.core.releases import load_suite, suite_specs
+from kernelwatch.core.spec import SweepSpec
+from kernelwatch.worker.runner import HarnessRequest, HarnessRunner
+
+LOADS = {
+    "busy": ("import numpy as np\n"
+             "a = np.ones(1 << 25)\n"
+             "b = np.empty_like(a)\n"
+             "while True:\n"
+             "    np.copyto(b, a)\n"),
+    # each build in a new workspace (a built module would load in seconds and stop loading
+    # the CPU) and in a new process (FlashInfer reads its workspace at import)
+    "jit": ("import os, subprocess, sys, tempfile\n"
+            "BUILD = 'from flashinfer.jit.sampling import gen_sampling_module; "
+            "gen_sampling_module().build()'\n"
+            "while True:\n"
+            "    with tempfile.TemporaryDirectory() as ws:\n"
+            "        env = {**os.environ, 'FLASHINFER_WORKSPACE_BASE': ws, 'MAX_JOBS': '1'}\n"
+            "        subprocess.run([sys.executable, '-c', BUILD], env=env, check=False)\n"),
+}
+
+
+@contextlib.contextmanager
+def cpu_load(kind: str, procs: int, python: str = sys.executable) -> Iterator[None]:
+    """``procs`` load processes for the block's duration, each in its own
+    session so that stopping one stops what it started (nvcc under ninja under the build)."""
+    # the jit load needs FlashInfer (the version env's python); busy only numpy (this one's)
+    interpreter = python if kind == "jit" else sys.executable
+    started = [subprocess.Popen([interpreter, "-c", LOADS[kind]], start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for _ in range(procs)]
+    try:
+        time.sleep(5.0)  # the loads under way before the first point
+        yield
+    finally:
+        for p in started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def measure(spec: SweepSpec, device: str, python: str) -> dict[tuple[int, str], dict[str, Any]]:
+    """Every point of the spec through the harness of ``python``, by (point, backend)."""
+    points = list(enumerate(spec.backend_points()))
+    request = HarnessRequest(kernel=spec.kernel, device=device, backends=list(spec.backends),
+                             timing=spec.timing.config(), points=points)
+    out: dict[tuple[int, str], dict[str, Any]] = {}
+    for m in HarnessRunner(python, request).messages():
+        if m["type"] == "point":
+            out[(m["point_index"], m["backend"])] = dict(m)
+    return out
+
+
+def rows(idle: dict[tuple[int, str], dict[str, Any]],
+         loaded: dict[tuple[int, str], dict[str, Any]], name: str,
+         params: dict[int, dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
+    """One row per point measured ``ok`` both ways: the loaded/idle ratio and its CI."""
+    out = []
+    for key, a in sorted(idle.items()):
+        b = loaded.get(key)
+        if b is None or a["status"] != "ok" or b["status"] != "ok":
+            continue
+        est = compare_samples(a["samples_us"], b["samples_us"], threshold,
+                              baseline_groups=_groups(a), contender_groups=_groups(b))
+        out.append({"entry": name, "point": key[0], "backend": key[1],
+                    "params": params.get(key[0], {}), "timing_method": b.get("timing_method"),
+                    "idle_us": est.baseline_median, "loaded_us": est.contender_median,
+                    "ratio": est.ratio, "ci_low": est.ci_low, "ci_high": est.ci_high,
+                    "verdict": str(est.verdict.value)})
+    return out
+
+
+def _groups(m: dict[str, Any]) -> list[int] | None:
+    sizes = m.get("repeat_sizes")
+    return [i for i, n in enumerate(sizes) for _ in range(n)] if sizes else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--suite", default=None, help="the release suite (default: the standard)")
+    ap.add_argument("--entries", help="comma-separated entry names (default: every entry)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--load", choices=sorted(LOADS), default="jit")
+    ap.add_argument("--load-procs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    ap.add_argument("--python", default=sys.executable,
+                    help="the version env's python: runs the harness and the jit load")
+    ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    ap.add_argument("--out", type=Path, help="write the rows as JSON lines")
+    args = ap.parse_args(argv)
+
+    suite = load_suite(args.suite)
+    if args.entries:
+        names = set(args.entries.split(","))
+        suite = [e for e in suite if e.get("name") in names]
+    tag = "cpu" if args.device == "cpu" else "gpu"
+    # the version label is the spec's, not the harness's: it measures what is installed
+    specs = suite_specs(tag, ["0.0.0"], suite, crosscheck=False)
+    results = []
+    started = time.monotonic()
+    for spec in specs:
+        name = spec.name
+        # the entry's own parameters of each point (the rest are the kernel's defaults)
+        params = {i: {k: v for k, v in next(iter(p.values())).items() if k in spec.params}
+                  for i, p in enumerate(spec.backend_points())}
+        idle: dict[tuple[int, str], dict[str, Any]] = {}
+        loaded: dict[tuple[int, str], dict[str, Any]] = {}
+        for r in range(args.rounds):
+            # alternate which goes first, so neither always follows the other's GPU state
+            for with_load in ((False, True) if r % 2 == 0 else (True, False)):
+                if with_load:
+                    with cpu_load(args.load, args.load_procs, args.python):
+                        _pool(loaded, measure(spec, args.device, args.python))
+                else:
+                    _pool(idle, measure(spec, args.device, args.python))
+        for row in rows(idle, loaded, name, params, args.threshold):
+            results.append(row)
+            print(f"{name:<24} {row['backend']:<10} {row['idle_us']:>10.2f} us "
+                  f"{row['loaded_us']:>10.2f} us  x{row['ratio']:.4f} "
+                  f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}] {row['verdict']}"
+                  f"  {json.dumps(row['params'], sort_keys=True)}")
+    moved = [r for r in results if r["verdict"] != "unchanged"]
+    print(f"{len(results)} point(s), load {args.load} x{args.load_procs}, {args.rounds} "
+          f"round(s): {len(moved)} moved beyond {args.threshold:.0%} with the CI clear of 1, "
+          f"in {time.monotonic() - started:.0f} s")
+    if args.out:
+        args.out.write_text("".join(json.dumps(r) + "\n" for r in results))
+    return 0
+
+
+def _pool(into: dict[tuple[int, str], dict[str, Any]],
+          new: dict[tuple[int, str], dict[str, Any]]) -> None:
+    """Each point's samples over the rounds, a round per repeat group."""
+    for key, m in new.items():
+        kept = into.get(key)
+        if kept is None:
+            into[key] = {**m, "repeat_sizes": list(m.get("repeat_sizes") or
+                                                   [len(m.get("samples_us") or [])])}
+            continue
+        if kept["status"] == "ok" and m["status"] == "ok":
+            kept["samples_us"] = kept["samples_us"] + m["samples_us"]
+            kept["repeat_sizes"] = kept["repeat_sizes"] + list(
+                m.get("repeat_sizes") or [len(m["samples_us"])])
+        else:
+            kept["status"] = m["status"] if m["status"] != "ok" else kept["status"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

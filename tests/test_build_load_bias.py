@@ -1,0 +1,71 @@
+"""bench/build_load_bias.py on a CPU: the suite's torch points through the real harness idle and
+under a CPU load, the ratios with the comparisons' CI, and no load process left behind."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.release_support import write_tiny_suite
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_load_bias",
+                                                  ROOT / "bench" / "build_load_bias.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_points_idle_and_loaded_are_compared_with_the_comparisons_ci(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _bench()
+    out = tmp_path / "rows.jsonl"
+    assert bench.main(["--suite", str(write_tiny_suite(tmp_path)), "--device", "cpu",
+                       "--rounds", "2", "--load", "busy", "--load-procs", "1",
+                       "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2  # the tiny suite's two torch-sdpa points
+    for row in rows:
+        assert row["backend"] == "torch-sdpa" and row["verdict"] in (
+            "unchanged", "regression", "improvement")
+        assert row["ci_low"] <= row["ratio"] <= row["ci_high"]
+        assert row["ratio"] == pytest.approx(row["loaded_us"] / row["idle_us"])
+        assert set(row["params"]) <= {"batch_size", "kv_len", "num_qo_heads",
+                                      "num_kv_heads", "head_dim"}
+    assert "2 point(s), load busy x1, 2 round(s)" in capsys.readouterr().out
+
+
+def test_the_load_runs_inside_the_block_and_is_gone_after_it() -> None:
+    bench = _bench()
+    before = _children()
+    with bench.cpu_load("busy", 2):
+        during = _children() - before
+        assert len(during) == 2
+    assert not (_children() & during)
+
+
+def _children() -> set[int]:
+    """This process's live (not zombie) children."""
+    me = str(os.getpid())
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[1] == me and fields[0] != "Z":
+                out.add(int(d.name))
+    return out
