@@ -29,6 +29,7 @@ from tests.dashboard_seed import (
     seed,
     seed_history,
 )
+from tests.test_release_fixture import FIXTURES as RELEASE_FIXTURES
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +259,31 @@ def test_release_page_lists_what_the_release_changed(pages, hist, session):
     assert "2 regression(s)" not in text and "1 regression(s) confirmed" in text
     assert "notified 46 min after" in text
     assert [t["name"] for t in fig["data"]] == ["regression", "improvement"]
+
+
+def test_release_page_shows_the_builds_its_node_waited_for(pages, hist, session):
+    """The prebuild record of a real H100 run (the half-A release fixture): where the time
+    before measuring went, the longest build first."""
+    from kernelwatch.core.fixtures import read_file
+
+    release = pages["release"]
+    body, *_ = release.render(H_RELEASE)
+    assert "Builds before measuring" not in str(body)  # no record, no section
+    flow = read_file(RELEASE_FIXTURES["1xh100"])
+    record = flow["release"]["details"]["prebuild"]
+    row = session.scalar(select(Release).where(Release.version == H_RELEASE))
+    row.details = {**(row.details or {}), "prebuild": record}
+    session.commit()
+    body, *_ = release.render(H_RELEASE)
+    text = str(body)
+    assert "Builds before measuring" in text
+    assert ("h100: 8 run(s) built side by side in 161 s before the first was measured "
+            "(JIT 301 s in all, the longest build 161 s)") in text
+    rows = release.build_rows(row.details)
+    assert len(rows) == 8 and [r["wall"] for r in rows][:2] == ["161 s", "144 s"]
+    assert (rows[0]["kernel"], rows[0]["version"]) == ("batch_prefill", "0.7.4")
+    # that record predates the refusals' count and MAX_JOBS: shown as unknown, not as zero
+    assert rows[0]["unsupported"] == "-" and rows[0]["max_jobs"] == "-"
 
 
 def test_release_page_of_the_decode_release_and_an_unknown_one(pages, hist):

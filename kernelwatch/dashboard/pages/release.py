@@ -1,5 +1,6 @@
 """Release: one FlashInfer release as the release flow benchmarked it (core/releases.py): the
-verdict, each GPU tag's progress and timings, its jobs, the regressions with their
+verdict, each GPU tag's progress and timings, its jobs, the FlashInfer builds each tag's node
+ran before measuring (longest first), the regressions with their
 confirmation (its own ratio and CI), the improvements, and the series measured on one side
 only. Each tag's comparison and each series' history are one click away. The overview and the
 release notification link here.
@@ -137,6 +138,37 @@ def job_rows(detail: queries.ReleaseDetail) -> list[dict[str, Any]]:
                        f"{j.total_points:,}",
              "queued": duration(j.created_at, j.started_at),
              "ran": duration(j.started_at, j.finished_at)} for j in detail.jobs]
+
+
+def _seconds(v: Any) -> str:
+    return f"{v:,.0f} s" if isinstance(v, int | float) else "-"
+
+
+def build_summaries(details: dict[str, Any] | None) -> list[str]:
+    """Per GPU tag, what its node built before measuring (the worker's prebuild record in the
+    release's details): on a node with empty JIT caches most of a comparison's time."""
+    out = []
+    for tag, rec in sorted(((details or {}).get("prebuild") or {}).items()):
+        out.append(f"{tag}: {rec.get('runs', 0)} run(s) built side by side in "
+                   f"{_seconds(rec.get('wall_seconds'))} before the first was measured "
+                   f"(JIT {_seconds(rec.get('jit_seconds'))} in all, the longest build "
+                   f"{_seconds(rec.get('longest_seconds'))})")
+    return out
+
+
+def build_rows(details: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Every recorded build, each tag's longest first: the one the release waited for."""
+    rows = []
+    for tag, rec in sorted(((details or {}).get("prebuild") or {}).items()):
+        for b in sorted(rec.get("builds") or [], key=lambda b: -(b.get("wall_seconds") or 0)):
+            rows.append({"tag": tag, "kernel": b.get("kernel") or "-",
+                         "version": b.get("version") or "-",
+                         "wall": _seconds(b.get("wall_seconds")),
+                         "jit": _seconds(b.get("jit_seconds")), "units": b.get("units"),
+                         # older records do not count refusals apart, nor the ninja jobs
+                         "unsupported": b.get("unsupported", "-"), "failed": b.get("failed"),
+                         "max_jobs": b.get("max_jobs") or "-", "error": b.get("error") or ""})
+    return rows
 
 
 def change_rows(detail: queries.ReleaseDetail) -> list[dict[str, Any]]:
@@ -278,6 +310,8 @@ def render(version: str | None) -> tuple[Any, ...]:
             return (html.P(f"Release {version} is not recorded.", className="error"),
                     empty_figure("No such release"), [])
         progress, jobs, rows = progress_rows(detail), job_rows(detail), change_rows(detail)
+        builds, built = build_rows(detail.release.details), build_summaries(
+            detail.release.details)
         head = header(detail)
     sections: list[Any] = [
         head,
@@ -297,6 +331,16 @@ def render(version: str | None) -> tuple[Any, ...]:
                      links={"id": "link", "name": "link"}) if jobs else
         html.P("No jobs.", className="note"),
     ]
+    if builds:
+        sections += [
+            html.H3("Builds before measuring"),
+            html.Div(id=f"{P}-builds", children=[
+                *(html.P(line, className="note") for line in built),
+                simple_table(builds, [("tag", "GPU tag"), ("kernel", "kernel"),
+                                      ("version", "FlashInfer"), ("wall", "built in"),
+                                      ("jit", "of which JIT"), ("units", "units"),
+                                      ("unsupported", "refused"), ("failed", "failed"),
+                                      ("max_jobs", "MAX_JOBS"), ("error", "error")])])]
     for name, title in LISTS.items():
         part = [r for r in rows if r["list"] == name]
         more = (html.P(f"… and {len(part) - LIST_ROWS} more: the CSV under the chart holds "
