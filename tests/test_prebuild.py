@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.models import Job, Node, Release, Run
-from kernelwatch.core.releases import start_release
+from kernelwatch.core.releases import release_response, start_release
 from kernelwatch.core.settings import Settings
 from kernelwatch.worker import prebuild as prebuild_mod
 from kernelwatch.worker.prebuild import Built, prebuild, prebuild_release_once, release_runs
@@ -105,6 +105,7 @@ def test_a_worker_builds_a_release_once_and_records_how_long(
     prebuild_release_once(session, first, "cpu", done)
     assert not prebuild_mod._names_flashinfer(session, first)
     assert (session.scalar(select(Release)).details or {}).get("prebuild") is None
+    assert release_response(session, session.scalar(select(Release)))["prebuild"] == {}
 
     monkeypatch.setattr(prebuild_mod, "prebuild", fake)
     monkeypatch.setattr(prebuild_mod, "_names_flashinfer", lambda s, r: True)
@@ -115,6 +116,9 @@ def test_a_worker_builds_a_release_once_and_records_how_long(
     record = session.scalar(select(Release)).details["prebuild"]["cpu"]
     assert (record["runs"], record["jit_seconds"], record["longest_seconds"]) == (2, 61.0, 41.0)
     assert [b["run_id"] for b in record["builds"]] == calls[0]
+    # what the API and the webhook answer about the release carries it
+    release = session.scalar(select(Release))
+    assert release_response(session, release)["prebuild"] == {"cpu": record}
 
 
 def test_the_setting_turns_it_off(session: Session, release_runs_cpu: list[Run],

@@ -390,6 +390,8 @@ def release_response(session: Session, release: Release) -> dict[str, Any]:
         "notification": ({k: v for k, v in notification.items() if k != "payload"}
                          if isinstance(notification, dict) else None),
         "status_url": f"{get_settings().api_url.rstrip('/')}/v1/releases/{release.version}",
+        # per GPU tag, what its node built before measuring (worker/prebuild.py); none on CPU
+        "prebuild": details.get("prebuild") or {},
         "tags": tags,
         "jobs": [{"id": j.id, "name": j.name, "target": tag_of.get(j.id), "status": j.status}
                  for j in jobs],
