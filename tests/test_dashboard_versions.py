@@ -278,7 +278,7 @@ def test_release_page_shows_the_builds_its_node_waited_for(pages, hist, session)
     text = str(body)
     assert "Builds before measuring" in text
     assert ("h100: 8 run(s) built side by side in 161 s before the first was measured "
-            "(JIT 301 s in all, the longest build 161 s)") in text
+            "(JIT 301 s in all; the longest, batch_prefill on FlashInfer 0.7.4, 161 s)") in text
     rows = release.build_rows(row.details)
     assert len(rows) == 8 and [r["wall"] for r in rows][:2] == ["161 s", "144 s"]
     assert (rows[0]["kernel"], rows[0]["version"]) == ("batch_prefill", "0.7.4")

@@ -155,9 +155,19 @@ def test_release_status_shows_progress_regressions_and_verdict(
         api_server: str, session: Session) -> None:
     release = _release_with_finished_jobs(session, planted=1.5)
     on_job_finished(session.scalars(select(ReleaseTag.job_ids)).one()[0])
+    # as a GPU node's worker records its builds (kernelwatch.worker.prebuild)
+    release.details = {**(release.details or {}), "prebuild": {"h100": {
+        "runs": 2, "wall_seconds": 268.4, "jit_seconds": 250.0, "longest_seconds": 268.4,
+        "builds": [{"kernel": "rmsnorm", "version": "0.5.3", "wall_seconds": 20.0},
+                   {"kernel": "top_k_top_p_sampling_from_logits", "version": "0.6.18.post1",
+                    "wall_seconds": 268.4}]}}}
+    session.commit()
     out = CliRunner().invoke(cli, ["release", "status", release.version])
     assert out.exit_code == 0, out.output
-    text = out.output
+    text = " ".join(out.output.split())  # the console wraps long lines
+    assert ("builds before measuring, h100: 2 run(s) built side by side in 268 s before the "
+            "first was measured (JIT 250 s in all; the longest, "
+            "top_k_top_p_sampling_from_logits on FlashInfer 0.6.18.post1, 268 s)") in text
     assert "release 0.6.18.post1 against 0.5.3" in text
     assert "verdict pending" in text  # a regression is waiting for its confirmation
     assert "confirming" in text and "+50.0%" in text  # the tag and the regression's change

@@ -234,6 +234,30 @@ class NotificationOut(BaseModel):
     at: str | None = None
 
 
+class PrebuildBuildOut(BaseModel):
+    """One run's build (kernelwatch.worker.prebuild.Built); records made before a field was
+    added lack it."""
+
+    run_id: int | None = None
+    version: str | None = None
+    kernel: str | None = None
+    units: int | None = None
+    failed: int | None = None
+    unsupported: int | None = None
+    jit_seconds: float | None = None
+    wall_seconds: float | None = None
+    max_jobs: str | None = None
+    error: str | None = None
+
+
+class PrebuildOut(BaseModel):
+    runs: int
+    wall_seconds: float
+    jit_seconds: float
+    longest_seconds: float
+    builds: list[PrebuildBuildOut]
+
+
 class ReleaseOut(BaseModel):
     version: str
     previous_version: str | None
@@ -247,6 +271,8 @@ class ReleaseOut(BaseModel):
     baseline: ReleaseBaselineOut | None = None  # None: recorded before baselines were
     notification: NotificationOut | None = None  # None until the release is complete
     status_url: str  # poll it: GET this URL for the release's progress and verdict
+    # per GPU tag, the FlashInfer builds its node ran before measuring (worker/prebuild.py)
+    prebuild: dict[str, PrebuildOut] = {}
     tags: dict[str, ReleaseTagOut]
     jobs: list[ReleaseJobOut]
 

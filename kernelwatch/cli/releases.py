@@ -12,6 +12,7 @@ import click
 
 from kernelwatch.cli import tables
 from kernelwatch.core.db import session_scope
+from kernelwatch.core.releases import prebuild_lines
 from kernelwatch_harness.catalogue import point_label
 
 
@@ -253,6 +254,8 @@ def _print_status(body: dict[str, Any]) -> None:
                      str(tag.get("not_reproduced", "")), str(counts.get("improvement", "")),
                      tag.get("message") or "")
     console.print(tags)
+    for line in prebuild_lines(body.get("prebuild")):
+        console.print(f"builds before measuring, {line}")
     regs = [r for c in body.get("comparisons", []) for r in c["regressions"]]
     if regs:
         table = tables.table("regressions", ["gpu", "kernel", "backend", "params", "change",

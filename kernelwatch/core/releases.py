@@ -398,6 +398,28 @@ def release_response(session: Session, release: Release) -> dict[str, Any]:
     }
 
 
+def seconds_text(v: Any) -> str:
+    """A recorded duration for people: whole seconds, "-" where none was recorded."""
+    return f"{v:,.0f} s" if isinstance(v, int | float) else "-"
+
+
+def prebuild_lines(prebuild: dict[str, Any] | None) -> list[str]:
+    """One line per GPU tag for a release's prebuild record (worker/prebuild.py): how long its
+    node built before measuring, and the build it waited for."""
+    secs = seconds_text
+    out = []
+    for tag, rec in sorted((prebuild or {}).items()):
+        builds = rec.get("builds") or []
+        longest = max(builds, key=lambda b: b.get("wall_seconds") or 0, default=None)
+        which = (f"; the longest, {longest.get('kernel')} on FlashInfer "
+                 f"{longest.get('version')}, {secs(longest.get('wall_seconds'))}"
+                 if longest else "")
+        out.append(f"{tag}: {rec.get('runs', 0)} run(s) built side by side in "
+                   f"{secs(rec.get('wall_seconds'))} before the first was measured (JIT "
+                   f"{secs(rec.get('jit_seconds'))} in all{which})")
+    return out
+
+
 # --------------------------------------------------------------------------- progress
 
 

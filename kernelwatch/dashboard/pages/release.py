@@ -25,6 +25,7 @@ from kernelwatch.core.compare import (
     PointComparison,
 )
 from kernelwatch.core.models import FINAL_TAG_STATES, Regression, ReleaseTag, TagState
+from kernelwatch.core.releases import prebuild_lines, seconds_text
 from kernelwatch.dashboard import queries
 from kernelwatch.dashboard.common import empty_figure, reading, simple_table
 from kernelwatch.dashboard.comparisons import result_from_summary, varying_params
@@ -140,22 +141,6 @@ def job_rows(detail: queries.ReleaseDetail) -> list[dict[str, Any]]:
              "ran": duration(j.started_at, j.finished_at)} for j in detail.jobs]
 
 
-def _seconds(v: Any) -> str:
-    return f"{v:,.0f} s" if isinstance(v, int | float) else "-"
-
-
-def build_summaries(details: dict[str, Any] | None) -> list[str]:
-    """Per GPU tag, what its node built before measuring (the worker's prebuild record in the
-    release's details): on a node with empty JIT caches most of a comparison's time."""
-    out = []
-    for tag, rec in sorted(((details or {}).get("prebuild") or {}).items()):
-        out.append(f"{tag}: {rec.get('runs', 0)} run(s) built side by side in "
-                   f"{_seconds(rec.get('wall_seconds'))} before the first was measured "
-                   f"(JIT {_seconds(rec.get('jit_seconds'))} in all, the longest build "
-                   f"{_seconds(rec.get('longest_seconds'))})")
-    return out
-
-
 def build_rows(details: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Every recorded build, each tag's longest first: the one the release waited for."""
     rows = []
@@ -163,8 +148,8 @@ def build_rows(details: dict[str, Any] | None) -> list[dict[str, Any]]:
         for b in sorted(rec.get("builds") or [], key=lambda b: -(b.get("wall_seconds") or 0)):
             rows.append({"tag": tag, "kernel": b.get("kernel") or "-",
                          "version": b.get("version") or "-",
-                         "wall": _seconds(b.get("wall_seconds")),
-                         "jit": _seconds(b.get("jit_seconds")), "units": b.get("units"),
+                         "wall": seconds_text(b.get("wall_seconds")),
+                         "jit": seconds_text(b.get("jit_seconds")), "units": b.get("units"),
                          # older records do not count refusals apart, nor the ninja jobs
                          "unsupported": b.get("unsupported", "-"), "failed": b.get("failed"),
                          "max_jobs": b.get("max_jobs") or "-", "error": b.get("error") or ""})
@@ -310,8 +295,8 @@ def render(version: str | None) -> tuple[Any, ...]:
             return (html.P(f"Release {version} is not recorded.", className="error"),
                     empty_figure("No such release"), [])
         progress, jobs, rows = progress_rows(detail), job_rows(detail), change_rows(detail)
-        builds, built = build_rows(detail.release.details), build_summaries(
-            detail.release.details)
+        builds = build_rows(detail.release.details)
+        built = prebuild_lines((detail.release.details or {}).get("prebuild"))
         head = header(detail)
     sections: list[Any] = [
         head,
