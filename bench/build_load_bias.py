@@ -44,6 +44,7 @@ from typing import Any
 from kernelwatch.core.compare.stats import DEFAULT_THRESHOLD, compare_samples
 from kernelwatch.core.releases import load_suite, suite_specs
 from kernelwatch.core.spec import SweepSpec
+from kernelwatch.core.stats import repeat_labels
 from kernelwatch.worker.runner import HarnessRequest, HarnessRunner
 
 LOADS = {
@@ -105,18 +106,16 @@ def rows(idle: dict[tuple[int, str], dict[str, Any]],
         if b is None or a["status"] != "ok" or b["status"] != "ok":
             continue
         est = compare_samples(a["samples_us"], b["samples_us"], threshold,
-                              baseline_groups=_groups(a), contender_groups=_groups(b))
+                              baseline_groups=repeat_labels(a["repeat_sizes"],
+                                                            len(a["samples_us"])),
+                              contender_groups=repeat_labels(b["repeat_sizes"],
+                                                             len(b["samples_us"])))
         out.append({"entry": name, "point": key[0], "backend": key[1],
                     "params": params.get(key[0], {}), "timing_method": b.get("timing_method"),
                     "idle_us": est.baseline_median, "loaded_us": est.contender_median,
                     "ratio": est.ratio, "ci_low": est.ci_low, "ci_high": est.ci_high,
                     "verdict": str(est.verdict.value)})
     return out
-
-
-def _groups(m: dict[str, Any]) -> list[int] | None:
-    sizes = m.get("repeat_sizes")
-    return [i for i, n in enumerate(sizes) for _ in range(n)] if sizes else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,10 +6,10 @@ only when ninja sees every source older than its objects. In the releases from 0
 first with ``bgmv_moe``) through the 0.6 line, ``flashinfer/jit/bgmv_moe.py`` copies the
 module's CUDA sources into the generated-source folder with ``shutil.copy`` on each process's
 first call: every copy gets a fresh modification time, so ninja rebuilds the whole module in
-every process. On an H100 that was 354 s of nvcc, each time, in each of the three processes
-that called it for 0.6.18.post1 (docs/results/h100-2026-12.md), while 0.7.4, which copies with
-``shutil.copy2`` (FlashInfer's own comment names the fix: "a fresh mtime forces a full ninja
-rebuild (#4782)"), loaded its module built by the process before in 6 s.
+every process. On an H100, 0.6.18.post1's was built in 376 s, again in 358 s by the next
+process, and a third time by the one after (docs/results/h100-2026-12.md), while 0.7.4, which
+copies with ``shutil.copy2`` (FlashInfer's own comment names the fix: "a fresh mtime forces a
+full ninja rebuild (#4782)"), loaded its module built by the process before in 6 s.
 
 The compiled code does not depend on the copies' times, only ninja's view of them does. So,
 for a release whose generator still copies with ``shutil.copy``, the harness runs the

@@ -406,17 +406,16 @@ def seconds_text(v: Any) -> str:
 def prebuild_lines(prebuild: dict[str, Any] | None) -> list[str]:
     """One line per GPU tag for a release's prebuild record (worker/prebuild.py): how long its
     node built before measuring, and the build it waited for."""
-    secs = seconds_text
     out = []
     for tag, rec in sorted((prebuild or {}).items()):
         builds = rec.get("builds") or []
         longest = max(builds, key=lambda b: b.get("wall_seconds") or 0, default=None)
         which = (f"; the longest, {longest.get('kernel')} on FlashInfer "
-                 f"{longest.get('version')}, {secs(longest.get('wall_seconds'))}"
+                 f"{longest.get('version')}, {seconds_text(longest.get('wall_seconds'))}"
                  if longest else "")
         out.append(f"{tag}: {rec.get('runs', 0)} run(s) built side by side in "
-                   f"{secs(rec.get('wall_seconds'))} before the first was measured (JIT "
-                   f"{secs(rec.get('jit_seconds'))} in all{which})")
+                   f"{seconds_text(rec.get('wall_seconds'))} before the first was measured (JIT "
+                   f"{seconds_text(rec.get('jit_seconds'))} in all{which})")
     return out
 
 
