@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     suite = load_suite(args.suite)
     if args.entries:
         names = set(args.entries.split(","))
+        known = [str(e.get("name")) for e in suite]
+        if names - set(known):
+            ap.error(f"--entries: {', '.join(sorted(names - set(known)))} not in the suite; "
+                     f"its entries: {', '.join(known)}")
         suite = [e for e in suite if e.get("name") in names]
     tag = "cpu" if args.device == "cpu" else "gpu"
     # the version label is the spec's, not the harness's: it measures what is installed

@@ -69,3 +69,13 @@ def _children() -> set[int]:
             if fields[1] == me and fields[0] != "Z":
                 out.add(int(d.name))
     return out
+
+
+def test_an_entry_the_suite_lacks_is_refused_naming_the_suites(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _bench().main(["--suite", str(write_tiny_suite(tmp_path)), "--device", "cpu",
+                       "--entries", "release-nope"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--entries: release-nope not in the suite; its entries: release-tiny-decode" in err
