@@ -15,15 +15,19 @@ Loads (``--load``):
         workspaces, one nvcc at a time per process: what the prebuild puts on the CPUs
   busy  a copy loop over 256 MiB arrays per process: a core and memory bandwidth kept busy,
         more than a compiler keeps them
-``--load-procs`` defaults to the node's CPU count.
+``--load-procs`` defaults to the node's CPU count, ``--nice`` to the CPU priority the worker
+gives a release's builds (``release_build_niceness``): the load as the worker puts it beside a
+measurement. ``--nice 0`` measures compilers at the measurement's own priority.
 
 With kernelwatch installed, from the repository root, the harness and the loads run by the
 version env's python (FLASHINFER_WORKSPACE_BASE set to the version's JIT cache; scripts/gpu-check
 buildload does all this):
     python bench/build_load_bias.py --python ENVS/V/venv/bin/python
         [--suite kernelwatch/core/release_suite.yaml]
-        [--entries release-norm,release-sampling] [--rounds 2] [--load jit|busy]
-        [--load-procs N] [--device cuda|cpu] [--out F]
+        [--entries release-norm,release-sampling] [--backends auto,torch] [--rounds 2]
+        [--load jit|busy] [--load-procs N] [--nice N] [--device cuda|cpu] [--out F]
+``--backends`` keeps only those backends of each entry (a backend whose module takes longer to
+build than the check may run, left out).
 ``--device cpu`` runs the torch points of the suite's ``cpu_params`` (the plumbing, no GPU).
 """
 
@@ -43,6 +47,7 @@ from typing import Any
 
 from kernelwatch.core.compare.stats import DEFAULT_THRESHOLD, compare_samples
 from kernelwatch.core.releases import load_suite, suite_specs
+from kernelwatch.core.settings import get_settings
 from kernelwatch.core.spec import SweepSpec
 from kernelwatch.core.stats import repeat_labels
 from kernelwatch.worker.runner import HarnessRequest, HarnessRunner
@@ -66,14 +71,18 @@ LOADS = {
 
 
 @contextlib.contextmanager
-def cpu_load(kind: str, procs: int, python: str = sys.executable) -> Iterator[None]:
-    """``procs`` load processes for the block's duration, each in its own
+def cpu_load(kind: str, procs: int, python: str = sys.executable,
+             niceness: int = 0) -> Iterator[None]:
+    """``procs`` load processes at ``niceness`` for the block's duration, each in its own
     session so that stopping one stops what it started (nvcc under ninja under the build)."""
     # the jit load needs FlashInfer (the version env's python); busy only numpy (this one's)
     interpreter = python if kind == "jit" else sys.executable
     started = [subprocess.Popen([interpreter, "-c", LOADS[kind]], start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for _ in range(procs)]
+    for p in started:  # before the loads start their compilers, which inherit it
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, p.pid, niceness)
     try:
         time.sleep(5.0)  # the loads under way before the first point
         yield
@@ -125,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--load", choices=sorted(LOADS), default="jit")
     ap.add_argument("--load-procs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--nice", type=int, default=get_settings().release_build_niceness,
+                    help="the load processes' CPU priority (default: the worker's builds')")
+    ap.add_argument("--backends", help="comma-separated backends to keep (default: all)")
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     ap.add_argument("--python", default=sys.executable,
                     help="the version env's python: runs the harness and the jit load")
@@ -143,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     tag = "cpu" if args.device == "cpu" else "gpu"
     # the version label is the spec's, not the harness's: it measures what is installed
     specs = suite_specs(tag, ["0.0.0"], suite, crosscheck=False)
+    if args.backends:
+        keep = args.backends.split(",")
+        specs = [SweepSpec(**{**s.model_dump(), "backends": [b for b in s.backends
+                                                              if b in keep]})
+                 for s in specs if any(b in keep for b in s.backends)]
+        if not specs:
+            ap.error(f"--backends: no entry has any of {args.backends}")
     results = []
     started = time.monotonic()
     for spec in specs:
@@ -156,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             # alternate which goes first, so neither always follows the other's GPU state
             for with_load in ((False, True) if r % 2 == 0 else (True, False)):
                 if with_load:
-                    with cpu_load(args.load, args.load_procs, args.python):
+                    with cpu_load(args.load, args.load_procs, args.python, args.nice):
                         _pool(loaded, measure(spec, args.device, args.python))
                 else:
                     _pool(idle, measure(spec, args.device, args.python))
@@ -167,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}] {row['verdict']}"
                   f"  {json.dumps(row['params'], sort_keys=True)}")
     moved = [r for r in results if r["verdict"] != "unchanged"]
-    print(f"{len(results)} point(s), load {args.load} x{args.load_procs}, {args.rounds} "
+    print(f"{len(results)} point(s), load {args.load} x{args.load_procs} at nice {args.nice}, "
+          f"{args.rounds} "
           f"round(s): {len(moved)} moved beyond {args.threshold:.0%} with the CI clear of 1, "
           f"in {time.monotonic() - started:.0f} s")
     if args.out:

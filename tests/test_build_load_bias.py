@@ -43,16 +43,35 @@ def test_points_idle_and_loaded_are_compared_with_the_comparisons_ci(
         assert row["ratio"] == pytest.approx(row["loaded_us"] / row["idle_us"])
         assert set(row["params"]) <= {"batch_size", "kv_len", "num_qo_heads",
                                       "num_kv_heads", "head_dim"}
-    assert "2 point(s), load busy x1, 2 round(s)" in capsys.readouterr().out
+    assert "2 point(s), load busy x1 at nice 10, 2 round(s)" in capsys.readouterr().out
 
 
 def test_the_load_runs_inside_the_block_and_is_gone_after_it() -> None:
     bench = _bench()
     before = _children()
-    with bench.cpu_load("busy", 2):
+    with bench.cpu_load("busy", 2, niceness=9):
         during = _children() - before
         assert len(during) == 2
+        # at the niceness asked for (the worker's builds'), or the worker's own if higher
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert {os.getpriority(os.PRIO_PROCESS, p) for p in during} == {max(9, own)}
     assert not (_children() & during)
+
+
+def test_backends_narrow_each_entry_and_one_no_entry_has_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _bench()
+    suite = write_tiny_suite(tmp_path)
+    out = tmp_path / "rows.jsonl"
+    assert bench.main(["--suite", str(suite), "--device", "cpu", "--rounds", "1",
+                       "--load", "busy", "--load-procs", "1", "--backends", "torch-sdpa",
+                       "--out", str(out)]) == 0
+    assert {json.loads(line)["backend"] for line in out.read_text().splitlines()} == \
+        {"torch-sdpa"}
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--suite", str(suite), "--device", "cpu", "--backends", "cuda"])
+    assert exit_.value.code == 2
+    assert "--backends: no entry has any of cuda" in capsys.readouterr().err
 
 
 def _children() -> set[int]:

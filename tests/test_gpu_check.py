@@ -200,3 +200,12 @@ def test_a_failed_setup_step_stops_the_check_and_says_so(tmp_path: Path) -> None
                for line in record)
     assert record[-1] == f"tests-{V}: not run (" + record[-1].split("(", 1)[1]
     assert "python" in (out / "machine.txt").read_text()
+
+
+def test_buildload_passes_the_entries_and_backends_on(tmp_path: Path, wheelhouse: Path) -> None:
+    steps = dry_run("buildload", tmp_path / "out", "--wheelhouse", str(wheelhouse), "--version",
+                    V, "--envs-dir", str(tmp_path / "envs"), "--entries",
+                    "release-norm,release-sampling", "--backends", "auto,torch")
+    line = next(s for s in steps if "bench/build_load_bias.py" in s)
+    assert line.split(" > ")[0].endswith("--entries release-norm,release-sampling "
+                                         "--backends auto,torch")

@@ -93,7 +93,7 @@ def test_reaper_requeues_runs_of_dead_nodes_and_of_my_previous_life(session: Ses
     queue = on_dead.queue
     before = r.llen(queue)
 
-    assert reap_and_requeue(this_node_id=me.id, current_run_id=mine_now.id) == 2
+    assert reap_and_requeue(this_node_id=me.id, current_run_ids={mine_now.id}) == 2
 
     session.expire_all()
     status = {run.id: (run.status, run.node_id) for run in session.scalars(select(Run))}

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from kernelwatch.core.models import Job, Node, Release, Run
+from kernelwatch.core import db
+from kernelwatch.core.models import Job, Node, Point, Release, Run
 from kernelwatch.core.releases import release_response, start_release
 from kernelwatch.core.settings import Settings
 from kernelwatch.worker import prebuild as prebuild_mod
@@ -94,10 +95,11 @@ def test_a_worker_builds_a_release_once_and_records_how_long(
         session: Session, release_runs_cpu: list[Run], monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[int]] = []
 
-    def fake(session: Session, runs: list[Run], device: str) -> list[Built]:
+    def fake(session: Session, runs: list[Run], device: str,
+             on_built: Any = None) -> list[Built]:
         calls.append([r.id for r in runs])
-        return [Built(r.id, r.flashinfer_version, "batch_decode", 2, 0, 30.0 + i, 40.0 + i)
-                for i, r in enumerate(runs)]
+        return [Built(r.id, r.flashinfer_version, "batch_decode", 2, 0, 30.0 + i, 40.0 + i,
+                      ended_after=45.0 + i) for i, r in enumerate(runs)]
 
     # On this CPU tag the suite keeps the torch backends only: nothing to build, nothing done.
     done: set[str] = set()
@@ -115,6 +117,7 @@ def test_a_worker_builds_a_release_once_and_records_how_long(
     assert calls == [[r.id for r in release_runs_cpu]] and done == {"0.7.4"}
     record = session.scalar(select(Release)).details["prebuild"]["cpu"]
     assert (record["runs"], record["jit_seconds"], record["longest_seconds"]) == (2, 61.0, 41.0)
+    assert record["wall_seconds"] == 46.0  # when the last build ended
     assert [b["run_id"] for b in record["builds"]] == calls[0]
     # what the API and the webhook answer about the release carries it
     release = session.scalar(select(Release))
@@ -138,10 +141,10 @@ def test_the_versions_environments_are_made_side_by_side(
     both = threading.Barrier(2, timeout=60)  # passes only if the two are made at once
     made: list[str | None] = []
 
-    def make(run: Run, backends: list[str], device: str) -> str:
-        made.append(run.flashinfer_version)
+    def make(version: str | None, backends: list[str], device: str) -> str:
+        made.append(version)
         both.wait()
-        if run.flashinfer_version == "0.6.18.post1":
+        if version == "0.6.18.post1":
             raise RuntimeError("no wheel for 0.6.18.post1 in the wheelhouse")
         return sys.executable
 
@@ -246,3 +249,152 @@ specs:
         [r.flashinfer_version for r in runs[2:4]]
     # another tag's record says nothing about this one
     assert prebuild_mod.past_build_seconds(session, "other-tag", "0.7.4") == {}
+
+
+def test_each_build_is_handed_on_as_it_ends_while_the_slower_ones_go_on(
+        session: Session, release_runs_cpu: list[Run], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The release measures a run as soon as its own build ends: 0.7.4's build here does not
+    end until the 0.6.18.post1 build has been handed on (in the worker, measured), so the
+    prebuild returns at all only if that happens while 0.7.4's build still runs."""
+    real = prebuild_mod.HarnessRunner
+    handed = threading.Event()
+    niceness: list[int] = []
+
+    class SlowFor074(real):  # type: ignore[misc, valid-type]
+        def messages(self) -> Iterator[Any]:
+            niceness.append(self.niceness)
+            if "0.7.4" in self.env.get("FLASHINFER_WORKSPACE_BASE", ""):
+                assert handed.wait(timeout=60), "0.7.4's build waited for the other's hand-on"
+            yield from super().messages()
+
+    order: list[tuple[str | None, str]] = []
+
+    def on_built(b: Built) -> bool:
+        order.append((b.version, threading.current_thread().name))
+        handed.set()
+        return True
+
+    monkeypatch.setattr(prebuild_mod, "HarnessRunner", SlowFor074)
+    built = prebuild(session, release_runs_cpu, "cpu", parallel=2, on_built=on_built)
+    # in the caller's thread, which owns the session, in the order the builds ended
+    main = threading.current_thread().name
+    assert order == [("0.6.18.post1", main), ("0.7.4", main)]
+    assert [b.run_id for b in built] == [r.id for r in release_runs_cpu]  # the runs' order
+    by_version = {b.version: b for b in built}
+    assert by_version["0.7.4"].ended_after > by_version["0.6.18.post1"].ended_after > 0
+    assert all((b.units, b.error) == (2, None) for b in built)
+    # the builds' harnesses (and the compilers they start) at the builds' CPU priority
+    assert niceness == [10, 10]
+
+
+def test_a_stop_from_the_measuring_side_stops_the_builds_still_running(
+        session: Session, release_runs_cpu: list[Run], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker stopping while a release builds: the builds still running are stopped at
+    once, not left to the time limit, and their records say what stopped them."""
+    real = prebuild_mod.HarnessRunner
+
+    class HangsFor074(real):  # type: ignore[misc, valid-type]
+        def messages(self) -> Iterator[Any]:
+            if "0.7.4" in self.env.get("FLASHINFER_WORKSPACE_BASE", ""):
+                while not self.stopped:
+                    time.sleep(0.05)
+                return
+            yield from super().messages()
+
+    monkeypatch.setattr(prebuild_mod, "HarnessRunner", HangsFor074)
+    started = time.monotonic()
+    built = {b.version: b for b in prebuild(session, release_runs_cpu, "cpu", parallel=2,
+                                            timeout=600, on_built=lambda b: False)}
+    assert time.monotonic() - started < 60
+    assert built["0.6.18.post1"].error is None
+    assert built["0.7.4"].error == "stopped at the worker's stop after 0 unit(s)"
+
+
+def test_a_release_is_measured_run_by_run_as_its_builds_end(
+        kw_env: Settings, session: Session, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the worker's task: the first delivery of a release's run builds every run of
+    the release on the tag and measures each as its build ends. Here the delivered run's own
+    build ends last (it waits for the other run's measurement to start), so the other run is
+    measured first, while the delivered one is held: claimed, and not re-queued by this
+    node's reaper. The other run's own delivery then finds it measured."""
+    from kernelwatch.worker import node as node_mod
+    from kernelwatch.worker import tasks
+    from kernelwatch.worker.node import NodeIdentity
+
+    configure(monkeypatch, release_suite=str(write_tiny_suite(tmp_path)))
+    service = node_mod.start_service(NodeIdentity(name="pipeline", hostname="h", tags=["cpu"]))
+    try:
+        start = start_release(session, "0.7.4", previous="0.6.18.post1")
+        session.commit()
+        delivered, other = (sorted(start.runs, key=lambda r: r.flashinfer_version != "0.7.4"))
+        assert (delivered.flashinfer_version, other.flashinfer_version) == \
+            ("0.7.4", "0.6.18.post1")
+        measuring_other = threading.Event()
+        seen: dict[str, Any] = {}
+        build_runner, measure_runner = prebuild_mod.HarnessRunner, tasks.HarnessRunner
+
+        class DeliveredBuildsLast(build_runner):  # type: ignore[misc, valid-type]
+            def messages(self) -> Iterator[Any]:
+                if "0.7.4" in self.env.get("FLASHINFER_WORKSPACE_BASE", ""):
+                    assert measuring_other.wait(timeout=60)
+                yield from super().messages()
+
+        class Measure(measure_runner):  # type: ignore[misc, valid-type]
+            def messages(self) -> Iterator[Any]:
+                if "0.6.18.post1" in self.env.get("FLASHINFER_WORKSPACE_BASE", ""):
+                    seen["current"] = service.current_run_id
+                    seen["held"] = set(service.held_run_ids)
+                    service.reap_once()  # the reaper runs meanwhile: the held run stays
+                    with db.session_scope() as s:
+                        seen["delivered"] = s.get(Run, delivered.id).status  # type: ignore
+                    measuring_other.set()
+                yield from super().messages()
+
+        monkeypatch.setattr(prebuild_mod, "HarnessRunner", DeliveredBuildsLast)
+        monkeypatch.setattr(tasks, "HarnessRunner", Measure)
+        monkeypatch.setattr(prebuild_mod, "_builds_here", lambda s, r, d: True)
+        assert tasks.execute_run(delivered.id) == "succeeded"
+        assert seen == {"current": other.id, "held": {delivered.id}, "delivered": "running"}
+        assert tasks.execute_run(other.id) == "skipped"
+        session.expire_all()
+        for run in (delivered, other):
+            row = session.get(Run, run.id)
+            assert row is not None and row.status == "succeeded"
+            assert session.scalar(select(func.count()).select_from(Point)
+                                  .where(Point.run_id == run.id)) == 2
+        record = session.scalar(select(Release).where(Release.version == "0.7.4"))
+        summary = record.details["prebuild"]["cpu"]  # type: ignore[union-attr]
+        assert summary["measured_as_built"] is True and summary["runs"] == 2
+        ends = {b["version"]: b["ended_after"] for b in summary["builds"]}
+        assert ends["0.7.4"] > ends["0.6.18.post1"]
+        assert summary["wall_seconds"] == ends["0.7.4"]
+        assert service.held_run_ids == set()
+    finally:
+        node_mod.stop_service()
+
+
+def test_with_the_setting_off_the_runs_wait_for_the_last_build(
+        kw_env: Settings, session: Session, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kernelwatch.worker import node as node_mod
+    from kernelwatch.worker import tasks
+    from kernelwatch.worker.node import NodeIdentity
+
+    configure(monkeypatch, release_suite=str(write_tiny_suite(tmp_path)),
+              release_measure_while_building="false")
+    service = node_mod.start_service(NodeIdentity(name="waits", hostname="h", tags=["cpu"]))
+    try:
+        start = start_release(session, "0.7.4", previous="0.6.18.post1")
+        session.commit()
+        monkeypatch.setattr(prebuild_mod, "_builds_here", lambda s, r, d: True)
+        first, second = start.runs
+        assert tasks.execute_run(first.id) == "succeeded"
+        session.expire_all()
+        assert session.get(Run, second.id).status == "queued"  # type: ignore[union-attr]
+        assert tasks.execute_run(second.id) == "succeeded"
+        record = session.scalar(select(Release).where(Release.version == "0.7.4"))
+        assert record.details["prebuild"]["cpu"]["measured_as_built"] is False  # type: ignore
+        assert service.prebuilt == {"0.7.4"}
+    finally:
+        node_mod.stop_service()

@@ -177,3 +177,18 @@ def test_stopping_a_harness_stops_what_it_started(tmp_path: Path) -> None:
     while not gone():
         assert time.monotonic() < deadline, f"the harness's child {pid} outlived it"
         time.sleep(0.05)
+
+
+def test_a_harness_runs_at_the_niceness_it_is_given() -> None:
+    """A release's builds run their harness, and so its compilers, below the measuring
+    harness's CPU priority (worker.prebuild); the measuring harness keeps the worker's."""
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    seen = {}
+    for niceness in (0, 7):
+        runner = HarnessRunner(sys.executable, _request(), niceness=niceness)
+        for msg in runner.messages():
+            if msg["type"] == "env":
+                assert runner.proc is not None
+                seen[niceness] = os.getpriority(os.PRIO_PROCESS, runner.proc.pid)
+    # an unprivileged worker may raise a niceness, never lower it below its own
+    assert seen == {0: own, 7: max(7, own)}

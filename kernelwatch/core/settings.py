@@ -62,7 +62,15 @@ class Settings(BaseSettings):
     release_prebuild: bool = True
     # Seconds the side-by-side builds may take; those still running then are stopped and the
     # runs build the rest as they measure (a build that never ends must not hold the release).
-    release_prebuild_timeout: float = 600.0
+    # 0.7.4's sampling module alone took more than 540 s on an H100: a limit near that stops
+    # it just before it ends, and its run then builds it again from the start.
+    release_prebuild_timeout: float = 1800.0
+    # Measure each of a release's runs as soon as its own build ends, while slower builds go
+    # on (worker.prebuild); off: every run waits for the release's last build.
+    release_measure_while_building: bool = True
+    # The CPU priority (nice) of the builds' harnesses and their compilers: below the
+    # measuring harness's, so that compiling beside a measurement does not delay its launches.
+    release_build_niceness: int = Field(default=10, ge=0, le=19)
     flashinfer_repo: str = "flashinfer-ai/flashinfer"
     # The source archive of a release's tag, for its benchmarks/flashinfer_benchmark.py (the
     # cross-check); a wheelhouse's copy is used first (worker.benchmark_scripts).

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -171,9 +172,9 @@ def heartbeat(session: Session, node_id: int) -> None:
 
 
 def reap(session: Session, this_node_id: int | None = None,
-         current_run_id: int | None = None) -> list[Run]:
+         current_run_ids: Collection[int] = ()) -> list[Run]:
     """Put back to ``queued`` the runs that no live process is executing: runs marked running on
-    a node whose heartbeat is stale, and runs marked running on *this* node other than the one
+    a node whose heartbeat is stale, and runs marked running on *this* node other than the ones
     it is executing now (they belong to a previous life of this node: killed, restarted).
     Returns them, to be enqueued once the caller commits (``core.jobs.enqueue_after_commit``)."""
     now = utcnow()
@@ -187,7 +188,7 @@ def reap(session: Session, this_node_id: int | None = None,
         node = nodes.get(run.node_id) if run.node_id is not None else None
         mine = this_node_id is not None and run.node_id == this_node_id
         dead = not is_alive(node, now)
-        if (mine and run.id != current_run_id) or (not mine and dead):
+        if (mine and run.id not in current_run_ids) or (not mine and dead):
             log.warning("run %s was running on %s, which is gone: queued again", run.id,
                         node.name if node else "an unknown node")
             run.status = JobStatus.queued
@@ -199,9 +200,10 @@ def reap(session: Session, this_node_id: int | None = None,
     return reaped
 
 
-def reap_and_requeue(this_node_id: int | None = None, current_run_id: int | None = None) -> int:
+def reap_and_requeue(this_node_id: int | None = None,
+                     current_run_ids: Collection[int] = ()) -> int:
     with session_scope() as session:
-        runs = reap(session, this_node_id, current_run_id)
+        runs = reap(session, this_node_id, current_run_ids)
         enqueue_after_commit(session, runs)
     failed = outbox.failures(session)
     if failed:
@@ -217,6 +219,9 @@ class NodeService:
         self.ident = ident
         self.node_id: int | None = None
         self.current_run_id: int | None = None
+        # Runs this process has claimed and will measure later in the task under way (a
+        # release's run waits while the runs whose builds ended first are measured)
+        self.held_run_ids: set[int] = set()
         # The releases whose JIT modules this worker built before their first run (prebuild)
         self.prebuilt: set[str] = set()
         self._stop = threading.Event()
@@ -244,7 +249,8 @@ class NodeService:
 
     def reap_once(self) -> int:
         try:
-            reaped = reap_and_requeue(self.node_id, self.current_run_id)
+            mine = {r for r in (self.current_run_id, *tuple(self.held_run_ids)) if r is not None}
+            reaped = reap_and_requeue(self.node_id, mine)
         except Exception:  # the reaper must never take the worker down
             log.exception("reaper failed")
             reaped = 0

@@ -8,9 +8,16 @@ it calls when it first calls it, so the builds of both versions and every family
 after another. A build is CPU work (nvcc), the measurement GPU work: here every run of the
 release queued for this node's tag is called once per unit, each run in its own harness
 process and all of them at once, so the release waits for its longest build instead of their
-sum, and nothing is timed while they run. The measurement that follows finds the modules
-built (its points' ``jit_seconds`` near zero); the builds' own time is recorded in the
-release's details (``prebuild.<tag>``), kept apart as every JIT time is.
+sum. The measurement finds the modules built (its points' ``jit_seconds`` near zero); the
+builds' own time is recorded in the release's details (``prebuild.<tag>``), kept apart as
+every JIT time is.
+
+Each run is measured as soon as its own build ends (``release_measure_while_building``), one
+at a time on the GPU, while the slower builds go on: one long build (0.7.4's sampling module,
+more than 540 s on an H100) otherwise holds every run that is already built. The builds run
+at a lower CPU priority (``release_build_niceness``), so that the measuring process gets a
+CPU whenever it asks for one; bench/build_load_bias.py measures whether builds beside a
+measurement move it. With the setting off, every run waits for the last build.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,13 +74,27 @@ class Built:
     max_jobs: str | None = None  # the MAX_JOBS its harness ran with (ninja's parallel jobs)
     # units the release refused (nothing built for them): a build of only those built nothing
     unsupported: int = 0
+    # seconds from the start of the release's builds to this one's end: when its run could
+    # be measured
+    ended_after: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "version": self.version, "kernel": self.kernel,
                 "units": self.units, "failed": self.failed,
                 "jit_seconds": round(self.jit_seconds, 2),
                 "wall_seconds": round(self.wall_seconds, 2), "error": self.error,
-                "max_jobs": self.max_jobs, "unsupported": self.unsupported}
+                "max_jobs": self.max_jobs, "unsupported": self.unsupported,
+                "ended_after": round(self.ended_after, 2)}
+
+
+@dataclass(frozen=True)
+class BuildTarget:
+    """What a build needs of its run, read before the builds start: the pool's threads must
+    not touch the ORM objects of a session the measuring thread commits on."""
+
+    run_id: int
+    version: str | None
+    kernel: str
 
 
 def release_runs(session: Session, version: str, queue: str) -> list[Run]:
@@ -104,21 +126,24 @@ class _Builds:
     started, so that the log says which ones a release is waiting for."""
 
     def __init__(self, deadline: float) -> None:
+        self.started = time.monotonic()
         self.deadline = deadline
         self.expired = threading.Event()
+        self.why = "the prebuild's time limit"  # what stopped the builds, for their records
         self.lock = threading.Lock()
         self.running: dict[int, tuple[str, str | None, float, HarnessRunner | None]] = {}
         self.done = 0
 
-    def start(self, run: Run, kernel: str) -> None:
+    def start(self, target: BuildTarget) -> None:
         with self.lock:
-            self.running[run.id] = (kernel, run.flashinfer_version, time.monotonic(), None)
+            self.running[target.run_id] = (target.kernel, target.version, time.monotonic(),
+                                           None)
 
-    def attach(self, run: Run, runner: HarnessRunner) -> bool:
+    def attach(self, target: BuildTarget, runner: HarnessRunner) -> bool:
         """Register the run's harness; False when the deadline has passed (do not start it)."""
         with self.lock:
-            kernel, version, started, _ = self.running[run.id]
-            self.running[run.id] = (kernel, version, started, runner)
+            kernel, version, started, _ = self.running[target.run_id]
+            self.running[target.run_id] = (kernel, version, started, runner)
             return not self.expired.is_set()
 
     def finish(self, built: Built) -> None:
@@ -130,9 +155,12 @@ class _Builds:
                  built.version, built.wall_seconds, built.jit_seconds, built.units,
                  built.failed, built.unsupported, f": {built.error}" if built.error else "")
 
-    def expire(self) -> None:
-        """The deadline: stop every harness still building."""
+    def expire(self, why: str | None = None) -> None:
+        """The deadline, or nothing left to wait for the builds: stop every harness still
+        building."""
         with self.lock:
+            if not self.expired.is_set() and why:
+                self.why = why
             self.expired.set()
             runners = [r for *_, r in self.running.values() if r is not None]
         for runner in runners:
@@ -146,9 +174,10 @@ class _Builds:
             return f"prebuild: {self.done} of {total} built; building: {waiting or 'none'}"
 
 
-def _build(request: HarnessRequest, run: Run, builds: _Builds, jobs: int) -> Built:
+def _build(request: HarnessRequest, target: BuildTarget, builds: _Builds, jobs: int) -> Built:
     """Make the run's version environment if the node lacks it, then call every unit once,
-    with FlashInfer's ninja limited to ``jobs`` (where the worker sets no MAX_JOBS of its own)."""
+    with FlashInfer's ninja limited to ``jobs`` (where the worker sets no MAX_JOBS of its own)
+    and the harness, and so its compilers, at the builds' CPU priority."""
     from kernelwatch.worker.envs import harness_env
     from kernelwatch.worker.tasks import harness_python_for
 
@@ -156,18 +185,19 @@ def _build(request: HarnessRequest, run: Run, builds: _Builds, jobs: int) -> Bui
     units = failed = unsupported = 0
     jit = 0.0
     error = max_jobs = None
-    builds.start(run, request.kernel)
+    builds.start(target)
     try:
         if builds.expired.is_set():
-            raise TimeoutError("not started before the prebuild's time limit")
+            raise TimeoutError(f"not started before {builds.why}")
         # Here, in the pool, so that the environments of two versions are made side by side
         # (about 30 s each on a GPU node); two runs of one version wait on its lock instead.
-        python = harness_python_for(run, request.backends, request.device)
-        env = harness_env(run.flashinfer_version)
+        python = harness_python_for(target.version, request.backends, request.device)
+        env = harness_env(target.version)
         max_jobs = env.setdefault("MAX_JOBS", str(jobs))  # an operator's own is kept
-        runner = HarnessRunner(python, request, env=env)
-        if not builds.attach(run, runner):
-            raise TimeoutError("not started before the prebuild's time limit")
+        runner = HarnessRunner(python, request, env=env,
+                               niceness=get_settings().release_build_niceness)
+        if not builds.attach(target, runner):
+            raise TimeoutError(f"not started before {builds.why}")
         for msg in runner.messages():
             if msg.get("type") == "point":
                 units += 1
@@ -178,23 +208,30 @@ def _build(request: HarnessRequest, run: Run, builds: _Builds, jobs: int) -> Bui
             elif msg.get("type") == "fatal":
                 error = str(msg.get("error"))[:500]
         if builds.expired.is_set() and runner.stopped:
-            error = f"stopped at the prebuild's time limit after {units} unit(s)"
+            error = f"stopped at {builds.why} after {units} unit(s)"
     except Exception as e:  # a build that fails leaves the run to report it when measured
         error = f"{type(e).__name__}: {e}"[:500]
-    built = Built(run.id, run.flashinfer_version, request.kernel, units, failed, jit,
-                  time.monotonic() - started, error, max_jobs, unsupported)
+    now = time.monotonic()
+    built = Built(target.run_id, target.version, request.kernel, units, failed, jit,
+                  now - started, error, max_jobs, unsupported, now - builds.started)
     builds.finish(built)
     return built
 
 
 def prebuild(session: Session, runs: list[Run], device: str,
-             parallel: int | None = None, timeout: float | None = None) -> list[Built]:
+             parallel: int | None = None, timeout: float | None = None,
+             on_built: Callable[[Built], bool] | None = None) -> list[Built]:
     """Call every unit of ``runs`` once, each run in its own harness process, at most
     ``parallel`` at a time (default: half the CPUs, at least one), for at most ``timeout``
     seconds (default: the release_prebuild_timeout setting); the worker's log says every
-    minute which builds it is waiting for."""
+    minute which builds it is waiting for. ``on_built`` is called in this thread with each
+    build as it ends, while the others go on (the release measures its run there); when it
+    returns False, the builds still running are stopped. Returns the builds in ``runs``'
+    order."""
     jobs = _jobs_of(session, runs)
-    work = [(build_request_for(run, jobs[run.job_id], device), run) for run in runs]
+    work = [(build_request_for(run, jobs[run.job_id], device),
+             BuildTarget(run.id, run.flashinfer_version, str(jobs[run.job_id].kernel)))
+            for run in runs]
     width = min(max(1, parallel or (os.cpu_count() or 2) // 2), max(1, len(work)))
     each = ninja_jobs(width)
     log.info("prebuild: %d run(s), %d at a time, MAX_JOBS %s each", len(work), width,
@@ -215,12 +252,30 @@ def prebuild(session: Session, runs: list[Run], device: str,
 
     watcher = threading.Thread(target=watch, name="prebuild-watch", daemon=True)
     watcher.start()
+    done: dict[int, Built] = {}
     try:
         with ThreadPoolExecutor(max_workers=width) as pool:
-            return list(pool.map(lambda w: _build(w[0], w[1], builds, each), work))
+            futures = [pool.submit(_build, request, target, builds, each)
+                       for request, target in work]
+            try:
+                for future in as_completed(futures):
+                    built = future.result()
+                    done[built.run_id] = built
+                    if on_built is not None and not on_built(built):
+                        builds.expire("the worker's stop")
+            except BaseException:
+                builds.expire("an error in the worker")  # nothing waits for them any more
+                raise
+        return [done[target.run_id] for _, target in work]
     finally:
         finished.set()
         watcher.join()
+
+
+def _builds_here(session: Session, run: Run, device: str) -> bool:
+    """Only FlashInfer builds anything, and only where it runs: a CPU node measures the
+    torch backends alone."""
+    return device == "cuda" and _names_flashinfer(session, run)
 
 
 def _names_flashinfer(session: Session, run: Run) -> bool:
@@ -267,30 +322,44 @@ def longest_first(session: Session, runs: list[Run], tag: str, version: str) -> 
     return sorted(runs, key=key)  # stable: the queue's order among equals
 
 
-def prebuild_release_once(session: Session, run: Run, device: str, done: set[str]) -> None:
+def prebuild_release_once(session: Session, run: Run, device: str, done: set[str],
+                          measure: Callable[[int], bool] | None = None) -> None:
     """Before the first run of a release on this node (``done`` remembers the releases this
     worker built), build every run of it queued for the run's tag, and record how long that
-    took in the release's details. A run of no release, or of one built already, passes."""
+    took in the release's details. With ``measure`` (and ``release_measure_while_building``
+    on), each run is measured through it, by id, as soon as its build ends; it returns False
+    to stop (the worker is shutting down). A run of no release, or of one built already,
+    passes."""
     job = session.get(Job, run.job_id)
     version = job.release_version if job is not None and job.kind == RELEASE_JOB_KIND else None
-    if version is None or version in done or not get_settings().release_prebuild:
+    settings = get_settings()
+    if version is None or version in done or not settings.release_prebuild:
         return
     done.add(version)
     runs = release_runs(session, version, run.queue)
     if run not in runs:
         runs.insert(0, run)
-    # Only FlashInfer builds anything, and only where it runs: a CPU node measures the torch
-    # backends alone.
-    runs = [r for r in runs if device == "cuda" and _names_flashinfer(session, r)]
+    runs = [r for r in runs if _builds_here(session, r, device)]
     if not runs:
         return
-    runs = longest_first(session, runs, run.target, version)
-    started = time.monotonic()
-    built = prebuild(session, runs, device)
-    wall = time.monotonic() - started
+    tag = run.target
+    runs = longest_first(session, runs, tag, version)
+    pipelined = measure is not None and settings.release_measure_while_building
+
+    def measured_as_built(b: Built) -> bool:
+        assert measure is not None
+        log.info("release %s: run %s built after %.0f s; measuring it while %d build(s) go "
+                 "on", version, b.run_id, b.ended_after, len(runs) - len(ended) - 1)
+        ended.append(b.run_id)
+        return measure(b.run_id)
+
+    ended: list[int] = []
+    built = prebuild(session, runs, device, on_built=measured_as_built if pipelined else None)
+    wall = max((b.ended_after for b in built), default=0.0)
     summary = {"runs": len(built), "wall_seconds": round(wall, 2),
                "jit_seconds": round(sum(b.jit_seconds for b in built), 2),
                "longest_seconds": round(max((b.wall_seconds for b in built), default=0.0), 2),
+               "measured_as_built": pipelined,
                "builds": [b.as_dict() for b in built]}
     log.info("release %s: built %d run(s) side by side in %.1f s (JIT %.1f s in all)", version,
              len(built), wall, summary["jit_seconds"])
@@ -299,6 +368,6 @@ def prebuild_release_once(session: Session, run: Run, device: str, done: set[str
     if release is None:
         return
     details = dict(release.details or {})
-    details["prebuild"] = {**(details.get("prebuild") or {}), run.target: summary}
+    details["prebuild"] = {**(details.get("prebuild") or {}), tag: summary}
     release.details = details
     session.commit()

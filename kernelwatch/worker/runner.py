@@ -130,8 +130,10 @@ class HarnessRunner:
     def __init__(self, python: str, request: HarnessRequest,
                  env: dict[str, str] | None = None,
                  point_timeout_s: float = POINT_TIMEOUT_SECONDS,
-                 startup_timeout_s: float = STARTUP_TIMEOUT_SECONDS) -> None:
+                 startup_timeout_s: float = STARTUP_TIMEOUT_SECONDS,
+                 niceness: int = 0) -> None:
         self.python = python
+        self.niceness = niceness  # the harness's CPU priority, inherited by what it starts
         self.point_timeout_s = point_timeout_s
         self.startup_timeout_s = startup_timeout_s
         self.request = request
@@ -175,6 +177,11 @@ class HarnessRunner:
             # it must not kill the harness behind its back and look like a crashed point.
             start_new_session=True,
         )
+        if self.niceness:
+            # Set before the request is written: the harness compiles nothing before it
+            # reads it, so every compiler it starts inherits this priority.
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, proc.pid, self.niceness)
         assert proc.stdin is not None and proc.stderr is not None
         threading.Thread(target=self._drain, args=(proc.stderr,), daemon=True).start()
         proc.stdin.write(self.request.to_json(skip))

@@ -180,13 +180,14 @@ def crosscheck_request(spec: SweepSpec, points: list[tuple[int, dict[str, dict[s
     return CrosscheckRequest(script_dir=script, lines=lines)
 
 
-def harness_python_for(run: Run, backends: list[str], device: str) -> str:
+def harness_python_for(version: str | None, backends: list[str], device: str) -> str:
+    """The python of the harness for a run of FlashInfer ``version``."""
     from kernelwatch.worker.envs import harness_python
 
     # FlashInfer needs a GPU: on a CPU node the harness reports its backends unsupported
     # without importing it, so no version environment is built there for nothing.
     needs = device == "cuda" and any(b in FLASHINFER_BACKENDS for b in backends)
-    return harness_python(run.flashinfer_version, needs)
+    return harness_python(version, needs)
 
 
 @app.task(name=TASK_EXECUTE_RUN, acks_late=True, reject_on_worker_lost=True)
@@ -217,11 +218,18 @@ def _execute(session: Session, run_id: int, service: node_mod.NodeService) -> st
         _finish(session, run, message=f"gave up after {MAX_ATTEMPTS} attempts; the stored "
                 "points are kept")
         return str(run.status)
+    measured = _prebuild(session, run, service, me)
+    if measured is not None:
+        return measured
+    if _Shutdown.requested:
+        _leave_for_reaper(session, run)
+        return "interrupted"
+    return _measure_guarded(session, run, service)
+
+
+def _measure_guarded(session: Session, run: Run, service: node_mod.NodeService) -> str:
+    """Measure a claimed run; an error finishes it with what it has."""
     try:
-        _prebuild(session, run, service)
-        if _Shutdown.requested:
-            _leave_for_reaper(session, run)
-            return "interrupted"
         return _measure_run(session, run, service)
     except Exception as e:
         # A deterministic failure (a bug, a spec this worker cannot read) must not come back
@@ -233,16 +241,44 @@ def _execute(session: Session, run_id: int, service: node_mod.NodeService) -> st
         return str(run.status)
 
 
-def _prebuild(session: Session, run: Run, service: node_mod.NodeService) -> None:
-    """A release's JIT modules, built side by side before its first run here (a failure
-    there only costs the time: each run still builds what it calls)."""
+def _prebuild(session: Session, run: Run, service: node_mod.NodeService,
+              me: Node | None) -> str | None:
+    """A release's JIT modules, built side by side before its first run here, each of its
+    runs on this tag measured as its own build ends (a failure there only costs the time:
+    each run still builds what it calls). Returns ``run``'s outcome when it was measured
+    here, None when the caller is still to measure it.
+
+    The release's other runs are claimed one at a time, as their builds end: a run not yet
+    claimed stays queued for any node of the tag, and its own delivery, when it comes, finds
+    it measured. While one of them is measured, ``run`` is held: claimed, not yet measured,
+    and not to be re-queued by this node's reaper."""
     from kernelwatch.worker.prebuild import prebuild_release_once
 
+    outcomes: dict[int, str] = {}
+
+    def measure(run_id: int) -> bool:
+        if _Shutdown.requested:
+            return False
+        target = run if run_id == run.id else _claim(session, run_id, me)
+        session.commit()
+        if target is None:  # finished, cancelled or taken by another node meanwhile
+            return True
+        if run.id not in outcomes:
+            service.held_run_ids.add(run.id)  # before it stops being the current run
+        service.current_run_id = run_id
+        try:
+            outcomes[run_id] = _measure_guarded(session, target, service)
+        finally:
+            service.current_run_id = run.id
+            service.held_run_ids.discard(run.id)
+        return outcomes[run_id] != "interrupted"
+
     try:
-        prebuild_release_once(session, run, service.ident.device, service.prebuilt)
+        prebuild_release_once(session, run, service.ident.device, service.prebuilt, measure)
     except Exception:
         log.exception("prebuild before run %s failed; the runs build as they go", run.id)
         session.rollback()
+    return outcomes.get(run.id)
 
 
 def _measure_run(session: Session, run: Run, service: node_mod.NodeService) -> str:
@@ -262,7 +298,7 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
     log.info("run %s (job %s): %d pairs to measure, %d already stored", run.id, job.id,
              len(request.pairs()), len(request.skip))
     try:
-        python = harness_python_for(run, request.backends, request.device)
+        python = harness_python_for(run.flashinfer_version, request.backends, request.device)
     except Exception as e:  # no environment for this version on this node
         for pair in request.pairs():
             store_point(session, run, request.kernel, request.params(*pair),
