@@ -282,8 +282,20 @@ def test_release_page_shows_the_builds_its_node_waited_for(pages, hist, session)
     rows = release.build_rows(row.details)
     assert len(rows) == 8 and [r["wall"] for r in rows][:2] == ["161 s", "144 s"]
     assert (rows[0]["kernel"], rows[0]["version"]) == ("batch_prefill", "0.7.4")
-    # that record predates the refusals' count and MAX_JOBS: shown as unknown, not as zero
+    # that record predates the refusals' count, MAX_JOBS and the builds' end times: shown as
+    # unknown, not as zero
     assert rows[0]["unsupported"] == "-" and rows[0]["max_jobs"] == "-"
+    assert rows[0]["ended"] == "-"
+    # a record of runs measured as their builds ended says when the last build ended
+    measured = {"h100": {**record["h100"], "measured_as_built": True, "builds": [
+        {**b, "ended_after": b["wall_seconds"] + 30} for b in record["h100"]["builds"]]}}
+    row.details = {**row.details, "prebuild": measured}
+    session.commit()
+    text = str(release.render(H_RELEASE)[0])
+    assert ("h100: 8 run(s) built side by side, the last after 161 s, each run measured as "
+            "its own build ended (JIT 301 s in all; the longest, batch_prefill on FlashInfer "
+            "0.7.4, 161 s)") in text
+    assert release.build_rows(row.details)[0]["ended"] == "191 s"
 
 
 def test_release_page_of_the_decode_release_and_an_unknown_one(pages, hist):

@@ -413,8 +413,12 @@ def prebuild_lines(prebuild: dict[str, Any] | None) -> list[str]:
         which = (f"; the longest, {longest.get('kernel')} on FlashInfer "
                  f"{longest.get('version')}, {seconds_text(longest.get('wall_seconds'))}"
                  if longest else "")
-        out.append(f"{tag}: {rec.get('runs', 0)} run(s) built side by side in "
-                   f"{seconds_text(rec.get('wall_seconds'))} before the first was measured (JIT "
+        # a record of runs measured as their builds ended (worker.prebuild) says when the last
+        # build ended; an older one, how long every run waited
+        when = (f", the last after {seconds_text(rec.get('wall_seconds'))}, each run measured "
+                "as its own build ended" if rec.get("measured_as_built") else
+                f" in {seconds_text(rec.get('wall_seconds'))} before the first was measured")
+        out.append(f"{tag}: {rec.get('runs', 0)} run(s) built side by side{when} (JIT "
                    f"{seconds_text(rec.get('jit_seconds'))} in all{which})")
     return out
 

@@ -152,7 +152,9 @@ def build_rows(details: dict[str, Any] | None) -> list[dict[str, Any]]:
                          "jit": seconds_text(b.get("jit_seconds")), "units": b.get("units"),
                          # older records do not count refusals apart, nor the ninja jobs
                          "unsupported": b.get("unsupported", "-"), "failed": b.get("failed"),
-                         "max_jobs": b.get("max_jobs") or "-", "error": b.get("error") or ""})
+                         "max_jobs": b.get("max_jobs") or "-",
+                         "ended": seconds_text(b.get("ended_after")),
+                         "error": b.get("error") or ""})
     return rows
 
 
@@ -325,7 +327,8 @@ def render(version: str | None) -> tuple[Any, ...]:
                                       ("version", "FlashInfer"), ("wall", "built in"),
                                       ("jit", "of which JIT"), ("units", "units"),
                                       ("unsupported", "refused"), ("failed", "failed"),
-                                      ("max_jobs", "MAX_JOBS"), ("error", "error")])])]
+                                      ("max_jobs", "MAX_JOBS"),
+                                      ("ended", "ended after"), ("error", "error")])])]
     for name, title in LISTS.items():
         part = [r for r in rows if r["list"] == name]
         more = (html.P(f"… and {len(part) - LIST_ROWS} more: the CSV under the chart holds "
