@@ -98,3 +98,23 @@ def test_an_entry_the_suite_lacks_is_refused_naming_the_suites(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "--entries: release-nope not in the suite; its entries: release-tiny-decode" in err
+
+
+def test_entries_are_measured_in_the_order_named(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What matters most is named first, so that a time limit stops only the rest."""
+    suite = tmp_path / "two.yaml"
+    suite.write_text(write_tiny_suite(tmp_path).read_text() + """
+  - name: release-tiny-norm
+    kernel: fused_add_rmsnorm
+    backends: [auto, torch]
+    params: {batch_size: [1], hidden_size: [4096]}
+    cpu_params: {batch_size: [4], hidden_size: [256]}
+    timing: {warmup: 1, iterations: 30}
+""")
+    out = tmp_path / "rows.jsonl"
+    assert _bench().main(["--suite", str(suite), "--device", "cpu", "--rounds", "1",
+                          "--load", "busy", "--load-procs", "1", "--entries",
+                          "release-tiny-norm,release-tiny-decode", "--out", str(out)]) == 0
+    entries = [json.loads(line)["entry"] for line in out.read_text().splitlines()]
+    assert entries == ["release-tiny-norm"] + ["release-tiny-decode"] * 2
