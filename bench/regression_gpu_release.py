@@ -17,6 +17,11 @@ kernelwatch's service wheels in .whl/svc/, see scripts/service-wheels.sh),
 
 Prints the seconds from the trigger to each stage and the notification's text. On a machine
 without a GPU the same flow runs on the cpu tag (torch backends only).
+
+release_flow.json is written as soon as the flow ends or times out, before the workers are
+stopped (an outer time limit may end this process while a worker finishes its build), and
+again once they are. ``--export-only --data-dir DIR --new V`` writes it from a flow's
+database left in DIR without running anything.
 """
 
 from __future__ import annotations
@@ -49,8 +54,17 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=540.0, help="seconds for the whole flow")
     ap.add_argument("--entries", help="comma-separated names of the suite's entries to run "
                                       "(default: all): a suite measured in parts")
+    ap.add_argument("--export-only", action="store_true",
+                    help="write release_flow.json from --data-dir's database, run nothing")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.export_only:
+        if args.data_dir is None:
+            ap.error("--export-only needs --data-dir: the flow's data folder")
+        _use_data_dir(args.data_dir)
+        _dump(args.out / "release_flow.json", args.new, [])
+        print(f"wrote {args.out / 'release_flow.json'} from {args.data_dir}")
+        return
     if args.entries:
         args.suite = str(suite_part(Path(args.suite), args.entries.split(","),
                                     args.out / "suite.yaml"))
@@ -97,6 +111,8 @@ def main() -> None:
             _wait("the notification", lambda: bool(received), args.timeout,
                   progress=lambda: _progress(args.new, t0))
         finally:
+            # first what is stored now, then again once the workers have stopped
+            _dump(args.out / "release_flow.json", args.new, received)
             for p in procs:
                 p.terminate()
             for p in procs:
@@ -108,6 +124,16 @@ def main() -> None:
     print(f"[{time.monotonic() - t0:5.0f} s] wrote {args.out / 'release_flow.json'}")
     if received:
         print(received[0]["text"])
+
+
+def _use_data_dir(data_dir: Path) -> None:
+    """The settings and engine of a flow's embedded database in ``data_dir``."""
+    from kernelwatch.core import db
+    from kernelwatch.core.settings import get_settings
+
+    os.environ.update({"KERNELWATCH_DATA_DIR": str(data_dir), "KERNELWATCH_DATABASE_URL": ""})
+    get_settings.cache_clear()
+    db.reset_engine()
 
 
 def suite_part(suite: Path, names: list[str], dest: Path) -> Path:

@@ -398,3 +398,41 @@ def test_with_the_setting_off_the_runs_wait_for_the_last_build(
         assert service.prebuilt == {"0.7.4"}
     finally:
         node_mod.stop_service()
+
+
+def test_a_stopping_worker_stops_the_release_builds_under_way(
+        session: Session, release_runs_cpu: list[Run], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery's warm shutdown waits for the task: a task waiting on a build (0.7.4's sampler
+    module, more than 8 minutes on an H100) held a stopping worker until the flow's limit
+    killed it. The shutdown request stops the builds; nothing is then measured."""
+    from kernelwatch.worker import tasks
+
+    real = prebuild_mod.HarnessRunner
+    hanging = threading.Event()
+
+    class HangsFor074(real):  # type: ignore[misc, valid-type]
+        def messages(self) -> Iterator[Any]:
+            if "0.7.4" in self.env.get("FLASHINFER_WORKSPACE_BASE", ""):
+                hanging.set()
+                while not self.stopped:
+                    time.sleep(0.05)
+                return
+            yield from super().messages()
+
+    monkeypatch.setattr(prebuild_mod, "HarnessRunner", HangsFor074)
+    monkeypatch.setattr(tasks._Shutdown, "requested", False)
+    measured: list[int] = []
+
+    def on_built(b: Built) -> bool:
+        if not hanging.wait(timeout=60):
+            raise AssertionError("0.7.4's build did not start")
+        tasks.request_shutdown()  # as Celery's worker_shutting_down does
+        measured.append(b.run_id)
+        return True  # only the shutdown request may stop the other build
+
+    started = time.monotonic()
+    built = {b.version: b for b in prebuild(session, release_runs_cpu, "cpu", parallel=2,
+                                            timeout=30, on_built=on_built)}
+    assert time.monotonic() - started < 25
+    assert built["0.7.4"].error == "stopped at the worker's stop after 0 unit(s)"
+    assert not prebuild_mod._ACTIVE

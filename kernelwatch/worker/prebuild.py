@@ -174,6 +174,20 @@ class _Builds:
             return f"prebuild: {self.done} of {total} built; building: {waiting or 'none'}"
 
 
+_ACTIVE: set[_Builds] = set()  # the builds under way in this process (one release at a time)
+
+
+def stop_builds(why: str = "the worker's stop") -> None:
+    """Stop every build under way in this process: the worker is stopping, and nothing is to
+    wait for a build (up to the time limit) before it may. Called from a signal handler, so
+    it only starts a thread that takes the builds' locks."""
+    def stop() -> None:
+        for builds in list(_ACTIVE):
+            builds.expire(why)
+
+    threading.Thread(target=stop, name="prebuild-stop", daemon=True).start()
+
+
 def _build(request: HarnessRequest, target: BuildTarget, builds: _Builds, jobs: int) -> Built:
     """Make the run's version environment if the node lacks it, then call every unit once,
     with FlashInfer's ninja limited to ``jobs`` (where the worker sets no MAX_JOBS of its own)
@@ -253,6 +267,7 @@ def prebuild(session: Session, runs: list[Run], device: str,
     watcher = threading.Thread(target=watch, name="prebuild-watch", daemon=True)
     watcher.start()
     done: dict[int, Built] = {}
+    _ACTIVE.add(builds)
     try:
         with ThreadPoolExecutor(max_workers=width) as pool:
             futures = [pool.submit(_build, request, target, builds, each)
@@ -268,6 +283,7 @@ def prebuild(session: Session, runs: list[Run], device: str,
                 raise
         return [done[target.run_id] for _, target in work]
     finally:
+        _ACTIVE.discard(builds)
         finished.set()
         watcher.join()
 

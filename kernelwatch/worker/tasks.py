@@ -74,9 +74,13 @@ class _Shutdown:
 
 
 def request_shutdown() -> None:
+    from kernelwatch.worker.prebuild import stop_builds
+
     _Shutdown.requested = True
     if _Shutdown.runner is not None:
         _Shutdown.runner.stop()
+    # a release's builds too: a stopping worker must not wait for them to end
+    stop_builds()
 
 
 def _leave_for_reaper(session: Session, run: Run) -> None:
