@@ -93,6 +93,41 @@ def cpu_load(kind: str, procs: int, python: str = sys.executable,
             p.wait()
 
 
+COMPILERS = frozenset({"nvcc", "cicc", "ptxas", "cudafe++", "fatbinary", "nvlink"})
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """The node's busy and total CPU time so far (/proc/stat), in clock ticks."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # idle and iowait are not busy
+
+
+def compilers_running() -> int:
+    """CUDA compiler processes on the node now: whether a jit load is compiling."""
+    count = 0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                count += (d / "comm").read_text().strip() in COMPILERS
+    return count
+
+
+class Pass:
+    """What the node's CPUs did during one measuring pass: the busy share and how many
+    compilers ran at its end, so that a loaded pass shows that the load was there."""
+
+    def __init__(self) -> None:
+        self.busy, self.total = cpu_jiffies()
+        self.share = 0.0
+        self.compilers = 0
+
+    def end(self) -> Pass:
+        busy, total = cpu_jiffies()
+        self.share = (busy - self.busy) / max(1, total - self.total)
+        self.compilers = compilers_running()
+        return self
+
+
 def measure(spec: SweepSpec, device: str, python: str) -> dict[tuple[int, str], dict[str, Any]]:
     """Every point of the spec through the harness of ``python``, by (point, backend)."""
     points = list(enumerate(spec.backend_points()))
@@ -167,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         if not specs:
             ap.error(f"--backends: no entry has any of {args.backends}")
     results = []
+    passes: dict[str, list[Pass]] = {"idle": [], "loaded": []}
     started = time.monotonic()
     for spec in specs:
         name = spec.name
@@ -180,9 +216,13 @@ def main(argv: list[str] | None = None) -> int:
             for with_load in ((False, True) if r % 2 == 0 else (True, False)):
                 if with_load:
                     with cpu_load(args.load, args.load_procs, args.python, args.nice):
+                        cpu = Pass()
                         _pool(loaded, measure(spec, args.device, args.python))
+                        passes["loaded"].append(cpu.end())
                 else:
+                    cpu = Pass()
                     _pool(idle, measure(spec, args.device, args.python))
+                    passes["idle"].append(cpu.end())
         for row in rows(idle, loaded, name, params, args.threshold):
             results.append(row)
             print(f"{name:<24} {row['backend']:<10} {row['idle_us']:>10.2f} us "
@@ -194,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.rounds} "
           f"round(s): {len(moved)} moved beyond {args.threshold:.0%} with the CI clear of 1, "
           f"in {time.monotonic() - started:.0f} s")
+    for kind, done in passes.items():
+        if done:
+            print(f"CPU busy during the {kind} passes: "
+                  f"{', '.join(f'{p.share:.0%}' for p in done)}; compilers running at their "
+                  f"ends: {', '.join(str(p.compilers) for p in done)}")
     if args.out:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in results))
     return 0

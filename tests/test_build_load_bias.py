@@ -6,7 +6,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -43,7 +47,12 @@ def test_points_idle_and_loaded_are_compared_with_the_comparisons_ci(
         assert row["ratio"] == pytest.approx(row["loaded_us"] / row["idle_us"])
         assert set(row["params"]) <= {"batch_size", "kv_len", "num_qo_heads",
                                       "num_kv_heads", "head_dim"}
-    assert "2 point(s), load busy x1 at nice 10, 2 round(s)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 point(s), load busy x1 at nice 10, 2 round(s)" in printed
+    # each pass says what the CPUs did: the busy share and the compilers at its end
+    assert re.search(r"CPU busy during the idle passes: \d+%, \d+%; compilers running at "
+                     r"their ends: \d+, \d+", printed)
+    assert "CPU busy during the loaded passes:" in printed
 
 
 def test_the_load_runs_inside_the_block_and_is_gone_after_it() -> None:
@@ -118,3 +127,27 @@ def test_entries_are_measured_in_the_order_named(
                           "release-tiny-norm,release-tiny-decode", "--out", str(out)]) == 0
     entries = [json.loads(line)["entry"] for line in out.read_text().splitlines()]
     assert entries == ["release-tiny-norm"] + ["release-tiny-decode"] * 2
+
+
+def test_a_pass_counts_the_busy_share_and_the_compilers_running() -> None:
+    """The loaded passes' record shows the load was there: a busy loop makes its share of the
+    CPUs busy, and a process named as a CUDA compiler is counted."""
+    bench = _bench()
+    idle = bench.Pass()
+    time.sleep(0.5)
+    idle.end()
+    fake_nvcc = Path(tempfile.mkdtemp()) / "cicc"
+    os.symlink("/bin/sleep", fake_nvcc)  # a process whose name is a compiler's
+    proc = subprocess.Popen([str(fake_nvcc), "30"])
+    try:
+        with bench.cpu_load("busy", 1):
+            loaded = bench.Pass()
+            time.sleep(1.0)
+            loaded.end()
+        assert loaded.compilers >= 1
+        # a busy loop on one CPU: at least its share of the node's (other tests may add more)
+        assert 1.0 / (os.cpu_count() or 1) * 0.5 < loaded.share <= 1.0
+        assert 0.0 <= idle.share <= 1.0
+    finally:
+        proc.kill()
+        proc.wait()
