@@ -267,18 +267,19 @@ def test_each_build_is_handed_on_as_it_ends_while_the_slower_ones_go_on(
                 assert handed.wait(timeout=60), "0.7.4's build waited for the other's hand-on"
             yield from super().messages()
 
-    order: list[tuple[str | None, str]] = []
+    order: list[tuple[str | None, str, bool]] = []
 
-    def on_built(b: Built) -> bool:
-        order.append((b.version, threading.current_thread().name))
+    def on_built(b: Built, building: Any) -> bool:
+        order.append((b.version, threading.current_thread().name, building()))
         handed.set()
         return True
 
     monkeypatch.setattr(prebuild_mod, "HarnessRunner", SlowFor074)
     built = prebuild(session, release_runs_cpu, "cpu", parallel=2, on_built=on_built)
-    # in the caller's thread, which owns the session, in the order the builds ended
+    # in the caller's thread, which owns the session, in the order the builds ended, saying
+    # whether a build still runs: 0.7.4's while the first is handed on, none at the last
     main = threading.current_thread().name
-    assert order == [("0.6.18.post1", main), ("0.7.4", main)]
+    assert order == [("0.6.18.post1", main, True), ("0.7.4", main, False)]
     assert [b.run_id for b in built] == [r.id for r in release_runs_cpu]  # the runs' order
     by_version = {b.version: b for b in built}
     assert by_version["0.7.4"].ended_after > by_version["0.6.18.post1"].ended_after > 0
@@ -304,7 +305,7 @@ def test_a_stop_from_the_measuring_side_stops_the_builds_still_running(
     monkeypatch.setattr(prebuild_mod, "HarnessRunner", HangsFor074)
     started = time.monotonic()
     built = {b.version: b for b in prebuild(session, release_runs_cpu, "cpu", parallel=2,
-                                            timeout=600, on_built=lambda b: False)}
+                                            timeout=600, on_built=lambda b, building: False)}
     assert time.monotonic() - started < 60
     assert built["0.6.18.post1"].error is None
     assert built["0.7.4"].error == "stopped at the worker's stop after 0 unit(s)"
@@ -355,7 +356,9 @@ def test_a_release_is_measured_run_by_run_as_its_builds_end(
         monkeypatch.setattr(tasks, "HarnessRunner", Measure)
         monkeypatch.setattr(prebuild_mod, "_builds_here", lambda s, r, d: True)
         assert tasks.execute_run(delivered.id) == "succeeded"
-        assert seen == {"current": other.id, "held": {delivered.id}, "delivered": "running"}
+        # the delivered run is held (with the one measured, which is current as well)
+        assert seen == {"current": other.id, "held": {delivered.id, other.id},
+                        "delivered": "running"}
         assert tasks.execute_run(other.id) == "skipped"
         session.expire_all()
         for run in (delivered, other):
@@ -423,7 +426,7 @@ def test_a_stopping_worker_stops_the_release_builds_under_way(
     monkeypatch.setattr(tasks._Shutdown, "requested", False)
     measured: list[int] = []
 
-    def on_built(b: Built) -> bool:
+    def on_built(b: Built, building: Any) -> bool:
         if not hanging.wait(timeout=60):
             raise AssertionError("0.7.4's build did not start")
         tasks.request_shutdown()  # as Celery's worker_shutting_down does
@@ -436,3 +439,69 @@ def test_a_stopping_worker_stops_the_release_builds_under_way(
     assert time.monotonic() - started < 25
     assert built["0.7.4"].error == "stopped at the worker's stop after 0 unit(s)"
     assert not prebuild_mod._ACTIVE
+
+
+def test_points_timed_by_cuda_events_beside_builds_are_measured_again_after_them(
+        kw_env: Settings, session: Session, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A point timed one call at a time by CUDA events includes the host's launch delays,
+    which compiling on the CPUs lengthens (the torch sampler read up to 1.9x on an H100): the
+    run measured while another build still runs stores none of those; they are measured
+    again once every build has ended, while the run stays claimed and held from the reaper.
+    A run measured after the last build stores them at once. (On a CPU node every point is
+    wall-timed, so here the test says which points a GPU would time by events.)"""
+    from kernelwatch.worker import node as node_mod
+    from kernelwatch.worker import tasks
+    from kernelwatch.worker.node import NodeIdentity
+
+    configure(monkeypatch, release_suite=str(write_tiny_suite(tmp_path)))
+    service = node_mod.start_service(NodeIdentity(name="holds", hostname="h", tags=["cpu"]))
+    try:
+        start = start_release(session, "0.7.4", previous="0.6.18.post1")
+        session.commit()
+        delivered, early = sorted(start.runs, key=lambda r: r.flashinfer_version != "0.7.4")
+        early_measured, reaped = threading.Event(), threading.Event()
+        real_build, real_measure = prebuild_mod.HarnessRunner, tasks.HarnessRunner
+        harnesses: list[tuple[str | None, int]] = []
+
+        class DeliveredBuildsLast(real_build):  # type: ignore[misc, valid-type]
+            def messages(self) -> Iterator[Any]:
+                if "0.7.4" in self.env.get("FLASHINFER_WORKSPACE_BASE", ""):
+                    # ends only after the early run's first measurement and a reaper pass
+                    assert reaped.wait(timeout=60)
+                yield from super().messages()
+
+        class Measure(real_measure):  # type: ignore[misc, valid-type]
+            def messages(self) -> Iterator[Any]:
+                version = "0.7.4" if "0.7.4" in self.env["FLASHINFER_WORKSPACE_BASE"] \
+                    else "0.6.18.post1"
+                harnesses.append((version, len(self.request.skip)))
+                yield from super().messages()
+                if version == "0.6.18.post1" and not early_measured.is_set():
+                    early_measured.set()
+                    service.reap_once()  # its points held back, the run must stay claimed
+                    with db.session_scope() as s:
+                        assert s.get(Run, early.id).status == "running"  # type: ignore
+                    reaped.set()
+
+        monkeypatch.setattr(prebuild_mod, "HarnessRunner", DeliveredBuildsLast)
+        monkeypatch.setattr(tasks, "HarnessRunner", Measure)
+        monkeypatch.setattr(prebuild_mod, "_builds_here", lambda s, r, d: True)
+        # as a GPU would time torch-sdpa's points by CUDA events
+        monkeypatch.setattr(tasks, "held_while_building", lambda msg: msg["status"] == "ok")
+        assert tasks.execute_run(delivered.id) == "succeeded"
+        # the early run twice (its points held back, then measured with nothing stored
+        # to skip); the delivered run once, after the last build: nothing held back
+        assert harnesses == [("0.6.18.post1", 0), ("0.7.4", 0), ("0.6.18.post1", 0)]
+        session.expire_all()
+        for run in (delivered, early):
+            row = session.get(Run, run.id)
+            assert row is not None and row.status == "succeeded"
+            assert session.scalar(select(func.count()).select_from(Point)
+                                  .where(Point.run_id == run.id)) == 2
+        row = session.get(Run, early.id)
+        assert row is not None and "measured again after the release's builds ended" in \
+            (row.message or "")
+        assert service.held_run_ids == set()
+    finally:
+        node_mod.stop_service()

@@ -125,7 +125,8 @@ class _Builds:
     """The builds under way: each one's harness, so that the deadline can stop it, and when it
     started, so that the log says which ones a release is waiting for."""
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, total: int = 0) -> None:
+        self.total = total  # the builds to run
         self.started = time.monotonic()
         self.deadline = deadline
         self.expired = threading.Event()
@@ -165,6 +166,11 @@ class _Builds:
             runners = [r for *_, r in self.running.values() if r is not None]
         for runner in runners:
             runner.stop()
+
+    def building(self) -> bool:
+        """Whether any build is still running (or yet to start)."""
+        with self.lock:
+            return bool(self.running) or self.done < self.total
 
     def report(self, total: int) -> str:
         now = time.monotonic()
@@ -234,14 +240,15 @@ def _build(request: HarnessRequest, target: BuildTarget, builds: _Builds, jobs: 
 
 def prebuild(session: Session, runs: list[Run], device: str,
              parallel: int | None = None, timeout: float | None = None,
-             on_built: Callable[[Built], bool] | None = None) -> list[Built]:
+             on_built: Callable[[Built, Callable[[], bool]], bool] | None = None
+             ) -> list[Built]:
     """Call every unit of ``runs`` once, each run in its own harness process, at most
     ``parallel`` at a time (default: half the CPUs, at least one), for at most ``timeout``
     seconds (default: the release_prebuild_timeout setting); the worker's log says every
     minute which builds it is waiting for. ``on_built`` is called in this thread with each
-    build as it ends, while the others go on (the release measures its run there); when it
-    returns False, the builds still running are stopped. Returns the builds in ``runs``'
-    order."""
+    build as it ends, while the others go on (the release measures its run there), and a
+    function that says whether any build is still running; when it returns False, the
+    builds still running are stopped. Returns the builds in ``runs``' order."""
     jobs = _jobs_of(session, runs)
     work = [(build_request_for(run, jobs[run.job_id], device),
              BuildTarget(run.id, run.flashinfer_version, str(jobs[run.job_id].kernel)))
@@ -251,7 +258,7 @@ def prebuild(session: Session, runs: list[Run], device: str,
     log.info("prebuild: %d run(s), %d at a time, MAX_JOBS %s each", len(work), width,
              os.environ.get("MAX_JOBS", each))
     limit = get_settings().release_prebuild_timeout if timeout is None else timeout
-    builds = _Builds(time.monotonic() + limit)
+    builds = _Builds(time.monotonic() + limit, len(work))
     finished = threading.Event()
 
     def watch() -> None:
@@ -276,7 +283,7 @@ def prebuild(session: Session, runs: list[Run], device: str,
                 for future in as_completed(futures):
                     built = future.result()
                     done[built.run_id] = built
-                    if on_built is not None and not on_built(built):
+                    if on_built is not None and not on_built(built, builds.building):
                         builds.expire("the worker's stop")
             except BaseException:
                 builds.expire("an error in the worker")  # nothing waits for them any more
@@ -339,13 +346,14 @@ def longest_first(session: Session, runs: list[Run], tag: str, version: str) -> 
 
 
 def prebuild_release_once(session: Session, run: Run, device: str, done: set[str],
-                          measure: Callable[[int], bool] | None = None) -> None:
+                          measure: Callable[[int, Callable[[], bool]], bool] | None = None
+                          ) -> None:
     """Before the first run of a release on this node (``done`` remembers the releases this
     worker built), build every run of it queued for the run's tag, and record how long that
     took in the release's details. With ``measure`` (and ``release_measure_while_building``
-    on), each run is measured through it, by id, as soon as its build ends; it returns False
-    to stop (the worker is shutting down). A run of no release, or of one built already,
-    passes."""
+    on), each run is measured through it, by id, as soon as its build ends, with a function
+    that says whether builds are still running; it returns False to stop (the worker is
+    shutting down). A run of no release, or of one built already, passes."""
     job = session.get(Job, run.job_id)
     version = job.release_version if job is not None and job.kind == RELEASE_JOB_KIND else None
     settings = get_settings()
@@ -362,12 +370,12 @@ def prebuild_release_once(session: Session, run: Run, device: str, done: set[str
     runs = longest_first(session, runs, tag, version)
     pipelined = measure is not None and settings.release_measure_while_building
 
-    def measured_as_built(b: Built) -> bool:
+    def measured_as_built(b: Built, building: Callable[[], bool]) -> bool:
         assert measure is not None
         log.info("release %s: run %s built after %.0f s; measuring it while %d build(s) go "
                  "on", version, b.run_id, b.ended_after, len(runs) - len(ended) - 1)
         ended.append(b.run_id)
-        return measure(b.run_id)
+        return measure(b.run_id, building)
 
     ended: list[int] = []
     built = prebuild(session, runs, device, on_built=measured_as_built if pipelined else None)

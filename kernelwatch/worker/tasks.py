@@ -10,7 +10,7 @@ delivery skips the (point_index, backend) pairs already stored: nothing is measu
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -231,10 +231,12 @@ def _execute(session: Session, run_id: int, service: node_mod.NodeService) -> st
     return _measure_guarded(session, run, service)
 
 
-def _measure_guarded(session: Session, run: Run, service: node_mod.NodeService) -> str:
+def _measure_guarded(session: Session, run: Run, service: node_mod.NodeService,
+                     hold: Callable[[Mapping[str, Any]], bool] | None = None,
+                     note: str | None = None) -> str:
     """Measure a claimed run; an error finishes it with what it has."""
     try:
-        return _measure_run(session, run, service)
+        return _measure_run(session, run, service, hold, note)
     except Exception as e:
         # A deterministic failure (a bug, a spec this worker cannot read) must not come back
         # through the reaper forever: finish the run with what it has. If the database itself
@@ -259,45 +261,85 @@ def _prebuild(session: Session, run: Run, service: node_mod.NodeService,
     from kernelwatch.worker.prebuild import prebuild_release_once
 
     outcomes: dict[int, str] = {}
+    claimed: dict[int, Run] = {run.id: run}
 
-    def measure(run_id: int) -> bool:
+    def protect() -> None:
+        # every claimed run not finished yet (``run``, and those with points held back) is
+        # kept from this node's reaper, which spares only the current run otherwise; the set
+        # is replaced, not changed, as the heartbeat thread reads it
+        service.held_run_ids = {r for r in claimed if outcomes.get(r) in (None, HELD)}
+
+    def measure_one(target: Run, hold: Callable[[Mapping[str, Any]], bool] | None,
+                    note: str | None = None) -> bool:
+        protect()  # before ``run`` stops being the current run
+        service.current_run_id = target.id
+        try:
+            outcomes[target.id] = _measure_guarded(session, target, service, hold, note)
+        finally:
+            protect()
+            service.current_run_id = run.id
+        return outcomes[target.id] != "interrupted"
+
+    def measure(run_id: int, building: Callable[[], bool]) -> bool:
         if _Shutdown.requested:
             return False
         target = run if run_id == run.id else _claim(session, run_id, me)
         session.commit()
         if target is None:  # finished, cancelled or taken by another node meanwhile
             return True
-        if run.id not in outcomes:
-            service.held_run_ids.add(run.id)  # before it stops being the current run
-        service.current_run_id = run_id
-        try:
-            outcomes[run_id] = _measure_guarded(session, target, service)
-        finally:
-            service.current_run_id = run.id
-            service.held_run_ids.discard(run.id)
-        return outcomes[run_id] != "interrupted"
+        claimed[run_id] = target
+        # while other builds go on, a point timed one call at a time waits for them to end
+        return measure_one(target, lambda msg: building() and held_while_building(msg))
 
     try:
         prebuild_release_once(session, run, service.ident.device, service.prebuilt, measure)
     except Exception:
         log.exception("prebuild before run %s failed; the runs build as they go", run.id)
         session.rollback()
+    # the builds have ended: the points held back are measured now, on a quiet node
+    for run_id, target in claimed.items():
+        if outcomes.get(run_id) == HELD and not _Shutdown.requested:
+            measure_one(target, None, note="measured as its build ended; its points timed "
+                        "by CUDA events were measured again after the release's builds ended")
+    service.held_run_ids = set()
     return outcomes.get(run.id)
 
 
-def _measure_run(session: Session, run: Run, service: node_mod.NodeService) -> str:
+def _measure_run(session: Session, run: Run, service: node_mod.NodeService,
+                 hold: Callable[[Mapping[str, Any]], bool] | None = None,
+                 note: str | None = None) -> str:
     job = session.get(Job, run.job_id)
     assert job is not None
-    return measure_run(session, run, job, service.ident.device)
+    return measure_run(session, run, job, service.ident.device, hold, note)
 
 
-def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
+# What a run measured while a release's builds go on returns for the points it held back.
+HELD = "held"
+
+
+def held_while_building(msg: Mapping[str, Any]) -> bool:
+    """A point timed by CUDA events, one call at a time, includes the host's launch delays: on
+    an H100 the torch sampler's batch-1 and batch-64 points read 1.9x and 1.75x their idle
+    medians with FlashInfer compiling on every CPU (at a lower priority), while 39
+    graph-timed points moved by less than 0.05 with none flagged
+    (docs/results/h100-2026-12.md). Such a point is measured again once the builds end."""
+    return msg.get("status") == PointStatus.ok and msg.get("timing_method") == "cuda_event"
+
+
+def measure_run(session: Session, run: Run, job: Job, device: str,
+                hold: Callable[[Mapping[str, Any]], bool] | None = None,
+                note: str | None = None) -> str:
     """Measure a started run through the harness, storing the environment and every point as
     it arrives, then finish it. Shared by sweeps and confirmation rounds. Returns the run's
-    status, or "interrupted" when the worker is stopping (the run is left to the reaper)."""
+    status, or "interrupted" when the worker is stopping (the run is left to the reaper).
+
+    A point for which ``hold`` says so is not stored: the run is left running and ``HELD``
+    returned, and measuring it again later measures just those points (the stored ones are
+    skipped). ``note`` is the run's message for this attempt."""
     request = build_request(session, run, job, device)
-    run.message = (f"resumed (attempt {run.attempts}): {len(request.skip)} points stored by "
-                   "an earlier attempt are kept, not measured again") if request.skip else None
+    run.message = note or ((f"resumed (attempt {run.attempts}): {len(request.skip)} points "
+                            "stored by an earlier attempt are kept, not measured again")
+                           if request.skip else None)
     session.commit()
     log.info("run %s (job %s): %d pairs to measure, %d already stored", run.id, job.id,
              len(request.pairs()), len(request.skip))
@@ -318,12 +360,15 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
     _Shutdown.runner = runner
     cold_l2 = bool(request.timing.get("cold_l2", TIMING_DEFAULTS.cold_l2))
     cancelled = False
+    held = 0
     stored: dict[tuple[int, str], Point] = {}  # this attempt's points: their cross-checks follow
     try:
         for msg in runner.messages():
             if msg["type"] == "env":
                 store_environment(run, msg)
                 session.commit()
+            elif msg["type"] == "point" and hold is not None and hold(msg):
+                held += 1  # not stored: measured again later (its cross-check is skipped)
             elif msg["type"] == "point":
                 pair = (msg["point_index"], msg["backend"])
                 stored[pair] = store_point(session, run, request.kernel,
@@ -357,5 +402,8 @@ def measure_run(session: Session, run: Run, job: Job, device: str) -> str:
     if _Shutdown.requested:
         _leave_for_reaper(session, run)
         return "interrupted"
+    if held:
+        log.info("run %s: %d point(s) held back, to be measured again", run.id, held)
+        return HELD
     _finish(session, run)
     return str(run.status)
