@@ -319,10 +319,11 @@ HELD = "held"
 
 def held_while_building(msg: Mapping[str, Any]) -> bool:
     """A point timed by CUDA events, one call at a time, includes the host's launch delays: on
-    an H100 the torch sampler's batch-1 and batch-64 points read 1.9x and 1.75x their idle
-    medians with FlashInfer compiling on every CPU (at a lower priority), while 39
-    graph-timed points moved by less than 0.05 with none flagged
-    (docs/results/h100-2026-12.md). Such a point is measured again once the builds end."""
+    an H100 the torch sampler's batch-1 and batch-64 points read 1.89x and 1.75x their idle
+    medians with FlashInfer compiling on every CPU at a lower priority (in one of two runs;
+    in the other they did not move), while 36 graph-timed points stayed within 4 % of theirs,
+    none flagged (docs/results/h100-2026-12.md). Such a point is measured again once the
+    builds end."""
     return msg.get("status") == PointStatus.ok and msg.get("timing_method") == "cuda_event"
 
 
