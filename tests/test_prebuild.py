@@ -27,6 +27,47 @@ from tests.conftest import configure
 from tests.release_support import write_tiny_suite
 
 
+def _assert_measured(session: Session, *runs: Run) -> None:
+    """Each run finished with the tiny suite's two points stored."""
+    session.expire_all()
+    for run in runs:
+        row = session.get(Run, run.id)
+        assert row is not None and row.status == "succeeded"
+        assert session.scalar(select(func.count()).select_from(Point)
+                              .where(Point.run_id == run.id)) == 2
+
+
+def _build_074_hangs(started: threading.Event | None = None) -> type:
+    """The builds' harness runner, with 0.7.4's build hanging (``started`` set) until its
+    harness is stopped: by the time limit, or the measuring side."""
+    real = prebuild_mod.HarnessRunner
+
+    class Hangs074(real):  # type: ignore[misc, valid-type]
+        def messages(self) -> Iterator[Any]:
+            if "0.7.4" in self.env.get("FLASHINFER_WORKSPACE_BASE", ""):
+                if started is not None:
+                    started.set()
+                while not self.stopped:
+                    time.sleep(0.05)
+                return
+            yield from super().messages()
+
+    return Hangs074
+
+
+def _build_074_after(event: threading.Event) -> type:
+    """The builds' harness runner, with 0.7.4's build starting only once ``event`` is set."""
+    real = prebuild_mod.HarnessRunner
+
+    class Build074After(real):  # type: ignore[misc, valid-type]
+        def messages(self) -> Iterator[Any]:
+            if "0.7.4" in self.env.get("FLASHINFER_WORKSPACE_BASE", ""):
+                assert event.wait(timeout=60), "0.7.4's build waited in vain"
+            yield from super().messages()
+
+    return Build074After
+
+
 @pytest.fixture
 def release_runs_cpu(kw_env: Settings, session: Session, cpu_node: Node, tmp_path: Path,
                      monkeypatch: pytest.MonkeyPatch) -> list[Run]:
@@ -166,19 +207,8 @@ def test_a_build_that_does_not_end_is_stopped_at_the_time_limit_and_logged(
     while the other run's build finished normally."""
     import logging
 
-    real = prebuild_mod.HarnessRunner
     hung = threading.Event()
-
-    class HangsFor074(real):  # type: ignore[misc, valid-type]
-        def messages(self) -> Iterator[Any]:
-            if "0.7.4" in self.env.get("FLASHINFER_WORKSPACE_BASE", ""):
-                hung.set()
-                while not self.stopped:  # until stop(), which the time limit calls
-                    time.sleep(0.05)
-                return
-            yield from super().messages()
-
-    monkeypatch.setattr(prebuild_mod, "HarnessRunner", HangsFor074)
+    monkeypatch.setattr(prebuild_mod, "HarnessRunner", _build_074_hangs(hung))
     monkeypatch.setattr(prebuild_mod, "PROGRESS_SECONDS", 0.5)
     caplog.set_level(logging.INFO, logger=prebuild_mod.__name__)
     started = time.monotonic()
@@ -292,17 +322,7 @@ def test_a_stop_from_the_measuring_side_stops_the_builds_still_running(
         session: Session, release_runs_cpu: list[Run], monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker stopping while a release builds: the builds still running are stopped at
     once, not left to the time limit, and their records say what stopped them."""
-    real = prebuild_mod.HarnessRunner
-
-    class HangsFor074(real):  # type: ignore[misc, valid-type]
-        def messages(self) -> Iterator[Any]:
-            if "0.7.4" in self.env.get("FLASHINFER_WORKSPACE_BASE", ""):
-                while not self.stopped:
-                    time.sleep(0.05)
-                return
-            yield from super().messages()
-
-    monkeypatch.setattr(prebuild_mod, "HarnessRunner", HangsFor074)
+    monkeypatch.setattr(prebuild_mod, "HarnessRunner", _build_074_hangs())
     started = time.monotonic()
     built = {b.version: b for b in prebuild(session, release_runs_cpu, "cpu", parallel=2,
                                             timeout=600, on_built=lambda b, building: False)}
@@ -333,13 +353,7 @@ def test_a_release_is_measured_run_by_run_as_its_builds_end(
             ("0.7.4", "0.6.18.post1")
         measuring_other = threading.Event()
         seen: dict[str, Any] = {}
-        build_runner, measure_runner = prebuild_mod.HarnessRunner, tasks.HarnessRunner
-
-        class DeliveredBuildsLast(build_runner):  # type: ignore[misc, valid-type]
-            def messages(self) -> Iterator[Any]:
-                if "0.7.4" in self.env.get("FLASHINFER_WORKSPACE_BASE", ""):
-                    assert measuring_other.wait(timeout=60)
-                yield from super().messages()
+        measure_runner = tasks.HarnessRunner
 
         class Measure(measure_runner):  # type: ignore[misc, valid-type]
             def messages(self) -> Iterator[Any]:
@@ -352,7 +366,7 @@ def test_a_release_is_measured_run_by_run_as_its_builds_end(
                     measuring_other.set()
                 yield from super().messages()
 
-        monkeypatch.setattr(prebuild_mod, "HarnessRunner", DeliveredBuildsLast)
+        monkeypatch.setattr(prebuild_mod, "HarnessRunner", _build_074_after(measuring_other))
         monkeypatch.setattr(tasks, "HarnessRunner", Measure)
         monkeypatch.setattr(prebuild_mod, "_builds_here", lambda s, r, d: True)
         assert tasks.execute_run(delivered.id) == "succeeded"
@@ -360,12 +374,7 @@ def test_a_release_is_measured_run_by_run_as_its_builds_end(
         assert seen == {"current": other.id, "held": {delivered.id, other.id},
                         "delivered": "running"}
         assert tasks.execute_run(other.id) == "skipped"
-        session.expire_all()
-        for run in (delivered, other):
-            row = session.get(Run, run.id)
-            assert row is not None and row.status == "succeeded"
-            assert session.scalar(select(func.count()).select_from(Point)
-                                  .where(Point.run_id == run.id)) == 2
+        _assert_measured(session, delivered, other)
         record = session.scalar(select(Release).where(Release.version == "0.7.4"))
         summary = record.details["prebuild"]["cpu"]  # type: ignore[union-attr]
         assert summary["measured_as_built"] is True and summary["runs"] == 2
@@ -410,19 +419,8 @@ def test_a_stopping_worker_stops_the_release_builds_under_way(
     killed it. The shutdown request stops the builds; nothing is then measured."""
     from kernelwatch.worker import tasks
 
-    real = prebuild_mod.HarnessRunner
     hanging = threading.Event()
-
-    class HangsFor074(real):  # type: ignore[misc, valid-type]
-        def messages(self) -> Iterator[Any]:
-            if "0.7.4" in self.env.get("FLASHINFER_WORKSPACE_BASE", ""):
-                hanging.set()
-                while not self.stopped:
-                    time.sleep(0.05)
-                return
-            yield from super().messages()
-
-    monkeypatch.setattr(prebuild_mod, "HarnessRunner", HangsFor074)
+    monkeypatch.setattr(prebuild_mod, "HarnessRunner", _build_074_hangs(hanging))
     monkeypatch.setattr(tasks._Shutdown, "requested", False)
     measured: list[int] = []
 
@@ -461,15 +459,8 @@ def test_points_timed_by_cuda_events_beside_builds_are_measured_again_after_them
         session.commit()
         delivered, early = sorted(start.runs, key=lambda r: r.flashinfer_version != "0.7.4")
         early_measured, reaped = threading.Event(), threading.Event()
-        real_build, real_measure = prebuild_mod.HarnessRunner, tasks.HarnessRunner
+        real_measure = tasks.HarnessRunner
         harnesses: list[tuple[str | None, int]] = []
-
-        class DeliveredBuildsLast(real_build):  # type: ignore[misc, valid-type]
-            def messages(self) -> Iterator[Any]:
-                if "0.7.4" in self.env.get("FLASHINFER_WORKSPACE_BASE", ""):
-                    # ends only after the early run's first measurement and a reaper pass
-                    assert reaped.wait(timeout=60)
-                yield from super().messages()
 
         class Measure(real_measure):  # type: ignore[misc, valid-type]
             def messages(self) -> Iterator[Any]:
@@ -484,7 +475,8 @@ def test_points_timed_by_cuda_events_beside_builds_are_measured_again_after_them
                         assert s.get(Run, early.id).status == "running"  # type: ignore
                     reaped.set()
 
-        monkeypatch.setattr(prebuild_mod, "HarnessRunner", DeliveredBuildsLast)
+        # 0.7.4's build ends only after the early run's first measurement and a reaper pass
+        monkeypatch.setattr(prebuild_mod, "HarnessRunner", _build_074_after(reaped))
         monkeypatch.setattr(tasks, "HarnessRunner", Measure)
         monkeypatch.setattr(prebuild_mod, "_builds_here", lambda s, r, d: True)
         # as a GPU would time torch-sdpa's points by CUDA events
@@ -493,12 +485,7 @@ def test_points_timed_by_cuda_events_beside_builds_are_measured_again_after_them
         # the early run twice (its points held back, then measured with nothing stored
         # to skip); the delivered run once, after the last build: nothing held back
         assert harnesses == [("0.6.18.post1", 0), ("0.7.4", 0), ("0.6.18.post1", 0)]
-        session.expire_all()
-        for run in (delivered, early):
-            row = session.get(Run, run.id)
-            assert row is not None and row.status == "succeeded"
-            assert session.scalar(select(func.count()).select_from(Point)
-                                  .where(Point.run_id == run.id)) == 2
+        _assert_measured(session, delivered, early)
         row = session.get(Run, early.id)
         assert row is not None and "measured again after the release's builds ended" in \
             (row.message or "")
