@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from kernelwatch_harness import measure
+from kernelwatch_harness import backend_packages, measure
 from kernelwatch_harness.catalogue import KERNELS, complete_params
 from kernelwatch_harness.families.attention.formulas import point_work
 from kernelwatch_harness.families.attention.inputs import flashinfer_inputs, torch_inputs
@@ -76,6 +76,8 @@ def test_protocol_every_kernel_with_torch_backends(kernel: str) -> None:
     msgs = [m for m in msgs if m["type"] != "start"]
     env = msgs[0]
     assert env["timing_method"] == "cpu_perf_counter" and env["environment"]["torch"]
+    # the optional backends' packages the env has (none of them here)
+    assert env["environment"]["backend_packages"] == backend_packages.installed()
     done = {(m["point_index"], m["backend"]) for m in msgs if m["type"] == "point"}
     assert done == {(0, "torch-sdpa"), (0, "torch-math"), (1, "torch-sdpa")}  # skip honoured
     for m in msgs[1:-1]:
@@ -257,3 +259,23 @@ def test_torch_math_and_sdpa_agree_on_variable_lengths() -> None:
         assert a.shape == b.shape
         assert float((a.float() - b).abs().max()) < 1e-2
     assert not any(math.isnan(float(o.sum())) for o in outs["torch-math"])
+
+
+def test_the_backend_packages_found_are_recorded_with_their_versions(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GDN point on FlashInfer runs only with the CuTe DSL: which of the optional backends'
+    packages a run's env had is in its environment."""
+    import importlib.metadata
+
+    def version(dist: str) -> str:
+        if dist in ("nvidia-cutlass-dsl", "cupti-python"):
+            return {"nvidia-cutlass-dsl": "4.8.1", "cupti-python": "13.0.1"}[dist]
+        raise importlib.metadata.PackageNotFoundError(dist)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert backend_packages.installed() == {"nvidia-cutlass-dsl": "4.8.1",
+                                            "cupti-python": "13.0.1"}
+    # the worker installs the same backends' packages it records
+    from kernelwatch.worker import envs
+
+    assert envs.BACKEND_DEPS is backend_packages.BACKEND_DEPS

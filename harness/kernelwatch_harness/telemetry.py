@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from kernelwatch_harness import backend_packages
+
 # Throttle ("clocks event") reason bits that mean the GPU ran slower than it could. Idle,
 # application-clock settings, sync boost and display settings are not throttling.
 THROTTLE_BITS = {
@@ -122,6 +124,9 @@ def environment(device: str, nvml: Nvml | None) -> dict[str, Any]:
         "flashinfer": package_version("flashinfer-python"),
         "flashinfer_cubin": package_version("flashinfer-cubin"),
         "flashinfer_jit_cache": package_version("flashinfer-jit-cache"),
+        # which optional backends' packages (and CUPTI's) the env has: GDN's FlashInfer
+        # points, for one, run only with the CuTe DSL
+        "backend_packages": backend_packages.installed(),
         "flashinfer_workspace": os.environ.get("FLASHINFER_WORKSPACE_BASE"),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }

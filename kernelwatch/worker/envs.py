@@ -48,6 +48,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
+from kernelwatch_harness.backend_packages import BACKEND_DEPS
+
 FLASHINFER = "flashinfer-python"
 HARNESS = "kernelwatch-harness"
 # Imported by ``import flashinfer`` (module name -> distribution). Installed only when the
@@ -64,12 +66,9 @@ LIGHT_DEPS = {
     "pynvml": "nvidia-ml-py",
     "numpy": "numpy",
 }
-# FlashInfer dependencies that one backend needs (module name -> distribution): installed
-# (``--no-deps``) when the wheelhouse or index has them; without them the env still serves
-# every other backend, and the harness refuses that one with the reason. cuDNN: without its
-# frontend FlashInfer falls back to cubins built for sm100 only (docs/measurement.md).
-BACKEND_DEPS = {"cudnn": "nvidia-cudnn-frontend", "cuda.tile": "cuda-tile",
-                "cutlass.cute": "nvidia-cutlass-dsl"}
+# FlashInfer dependencies that one backend needs (BACKEND_DEPS, module name -> distribution):
+# installed (``--no-deps``) when the wheelhouse or index has them; without them the env still
+# serves every other backend, and the harness refuses that one with the reason.
 # Of those, the ones whose code lives in their dependencies: the CuTe DSL (GDN's kernels) is a
 # .pth file over nvidia-cutlass-dsl-libs-{base,core,cu12}. Installed with them; pip keeps what
 # the node already has that satisfies them (cuda-bindings, protobuf).
