@@ -59,6 +59,18 @@ def test_a_generator_the_release_lacks_is_skipped_and_one_alone_is_left_to_the_c
     assert fake_jit["topk"].built_in is None
 
 
+def test_compiling_without_loading_calls_the_specs_build(
+        fake_jit: dict[str, FakeSpec]) -> None:
+    """On a machine without a GPU (the bench) a module can be compiled, not loaded."""
+    for spec in fake_jit.values():
+        spec.build = spec.build_and_load  # type: ignore[attr-defined]
+        spec.build_and_load = None  # type: ignore[assignment]
+    assert jit_modules.build_side_by_side([("fakejit.topk", "gen_topk_module"),
+                                           ("fakejit.sampling", "gen_sampling_module")],
+                                          step="build") == ["topk", "sampling"]
+    assert all(s.built_in for s in fake_jit.values())
+
+
 def test_a_failed_build_reaches_the_caller(fake_jit: dict[str, FakeSpec]) -> None:
     fake_jit["sampling"].fail = True
     with pytest.raises(RuntimeError, match="ninja failed building sampling"):

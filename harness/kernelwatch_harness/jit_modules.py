@@ -35,13 +35,16 @@ def specs(generators: Sequence[Generator]) -> list[Any]:
     return out
 
 
-def build_side_by_side(generators: Sequence[Generator]) -> list[str]:
+def build_side_by_side(generators: Sequence[Generator], step: str = "build_and_load"
+                       ) -> list[str]:
     """Build (or load, where an earlier process built it) each module of ``generators`` that
     the release has, all at once: each ``build_and_load`` takes its own module's lock and runs
-    its own ninja. Returns the modules' names; none where fewer than two would overlap."""
+    its own ninja. Returns the modules' names; none where fewer than two would overlap.
+    ``step="build"`` compiles without loading (a machine without a GPU cannot load them)."""
     found = specs(generators)
     if len(found) < 2:
         return []
     with ThreadPoolExecutor(max_workers=len(found), thread_name_prefix="jit") as pool:
-        list(pool.map(lambda spec: spec.build_and_load(), found))  # re-raises a build's error
+        # list(): waits for every build and re-raises a build's error
+        list(pool.map(lambda spec: getattr(spec, step)(), found))
     return [str(spec.name) for spec in found]
