@@ -278,20 +278,6 @@ def test_a_built_bgmv_moe_module_is_found_by_the_next_process() -> None:
     assert points[0]["jit_seconds"] < 30, points[0]
 
 
-def test_the_samplers_two_modules_are_built_side_by_side_where_a_release_needs_both() -> None:
-    """FlashInfer 0.7's top-k-first sampler builds the radix top-k's module and then the
-    sampling module inside its first call; the harness builds them at once before it, and
-    the point says so (kernelwatch_harness.jit_modules)."""
-    import flashinfer.sampling
-
-    if not hasattr(flashinfer.sampling, "_top_k_first_fast_path_applicable"):
-        pytest.skip(f"FlashInfer {flashinfer.__version__} has no top-k-first fast path")
-    _, points = harness("top_k_top_p_sampling_from_logits", ["cuda"],
-                        [{"batch_size": 64, "vocab_size": 128256}])
-    assert points[0]["status"] == "ok", points[0]["error"]
-    assert points[0]["telemetry"]["jit_modules_side_by_side"] == ["topk", "sampling"]
-
-
 NORM_VARIANTS = [
     ("fused_dit_layernorm", {"batch_size": 2, "seq_len": 1024, "dit_mode": mode})
     for mode in ("gate_residual_gamma_beta", "gate_residual_scale_shift", "residual_scale_shift")

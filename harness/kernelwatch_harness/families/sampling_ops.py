@@ -21,7 +21,6 @@ from kernelwatch_harness.families.sampling import (
     VARLEN_ARCHS,
 )
 from kernelwatch_harness.family import Operands, check_backend_arch, flashinfer_api
-from kernelwatch_harness.jit_modules import build_side_by_side
 from kernelwatch_harness.prepared import Prepared
 
 SEED = 0
@@ -245,31 +244,6 @@ def api_name(kernel: str) -> str:
     return f"flashinfer.{kernel}" if top else f"flashinfer.sampling.{kernel}"
 
 
-# The modules a call builds one after another in a release, built side by side first
-# (kernelwatch_harness.jit_modules): FlashInfer 0.7's top_k_first fast path runs the radix
-# top_k (``topk``), then samples the k kept (``sampling``).
-TOP_K_FIRST_MODULES = (("flashinfer.jit.topk", "gen_topk_module"),
-                       ("flashinfer.jit.sampling", "gen_sampling_module"))
-TOP_K_FIRST = ("top_k_top_p_sampling_from_logits", "top_k_top_p_sampling_from_probs")
-
-
-def modules_in_turn(kernel: str, params: dict[str, Any], data: dict[str, Any],
-                    sampling: Any) -> tuple[tuple[str, str], ...]:
-    """The JIT modules the call of ``kernel`` builds one after another in the release whose
-    ``flashinfer.sampling`` is ``sampling``: the top-k-first fast path's two where the
-    release has it and takes it for this point (its own test), none otherwise."""
-    applicable = getattr(sampling, "_top_k_first_fast_path_applicable", None)
-    if (kernel not in TOP_K_FIRST or params.get("filter_apply_order") != "top_k_first"
-            or applicable is None):
-        return ()
-    scores = data["logits" if kernel in READS_LOGITS else "probs"]
-    try:
-        taken = bool(applicable(scores, int(params["top_k"]), None))
-    except TypeError:  # a release whose test takes other arguments: nothing assumed
-        return ()
-    return TOP_K_FIRST_MODULES if taken else ()
-
-
 def _flashinfer_call(kernel: str, params: dict[str, Any], device: str) -> Call:
     op, version = flashinfer_api(api_name(kernel))
     gen = torch.Generator(device=device).manual_seed(SEED)
@@ -339,10 +313,5 @@ def prepare(backend: str, inp: Operands, device: str) -> Prepared:
     if inp.kernel == VARLEN:
         return Prepared(fn=_varlen_call(backend, inp.params, device), outputs=outputs,
                         resolved_backend=backend)
-    import flashinfer.sampling
-
-    built = build_side_by_side(modules_in_turn(inp.kernel, inp.params, inp.data,
-                                               flashinfer.sampling))
     return Prepared(fn=_flashinfer_call(inp.kernel, inp.params, device), outputs=outputs,
-                    resolved_backend="cuda",
-                    notes={"jit_modules_side_by_side": built} if built else {})
+                    resolved_backend="cuda")
