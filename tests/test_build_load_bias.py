@@ -3,12 +3,10 @@ under a CPU load, the ratios with the comparisons' CI, and no load process left 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,19 +14,14 @@ from types import ModuleType
 
 import pytest
 
+from tests.bench_support import load_bench
 from tests.release_support import write_tiny_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_load_bias",
-                                                  ROOT / "bench" / "build_load_bias.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("build_load_bias")
 
 
 def test_points_idle_and_loaded_are_compared_with_the_comparisons_ci(

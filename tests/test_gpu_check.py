@@ -147,13 +147,9 @@ def test_entries_run_a_part_of_the_suite(tmp_path: Path, wheelhouse: Path) -> No
     (flow,) = [s for s in steps if "regression_gpu_release.py" in s]
     assert "--entries release-norm,release-moe" in flow
 
-    import importlib.util
+    from tests.bench_support import load_bench
 
-    spec = importlib.util.spec_from_file_location(
-        "regression_gpu_release", ROOT / "bench" / "regression_gpu_release.py")
-    assert spec is not None and spec.loader is not None
-    flow_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(flow_module)
+    flow_module = load_bench("regression_gpu_release")
     import yaml
 
     standard = ROOT / "kernelwatch" / "core" / "release_suite.yaml"

@@ -3,24 +3,18 @@ read from its ninja log, and an unknown module refused naming the known ones."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.bench_support import load_bench
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("jit_side_by_side",
-                                                  ROOT / "bench" / "jit_side_by_side.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("jit_side_by_side")
 
 
 def test_the_slowest_step_comes_from_the_modules_ninja_log(tmp_path: Path) -> None:

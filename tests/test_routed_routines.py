@@ -6,7 +6,6 @@ call and tensors)."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -17,6 +16,7 @@ import torch
 
 from kernelwatch_harness.official import OfficialBenchmark
 from kernelwatch_harness.routed import RoutedTimer
+from tests.bench_support import load_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,12 +132,7 @@ def test_rotation_hands_the_routine_distinct_copies_of_its_inputs() -> None:
 
 
 def _bench_module() -> Any:
-    spec = importlib.util.spec_from_file_location("routed_routines",
-                                                  ROOT / "bench" / "routed_routines.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("routed_routines")
 
 
 def test_the_bench_reads_a_testlist_and_compares_per_backend(tmp_path: Path) -> None:
