@@ -174,6 +174,21 @@ def test_release_status_shows_progress_regressions_and_verdict(
     body = json.loads(CliRunner().invoke(cli, ["release", "status", release.version,
                                                "--json"]).output)
     assert body["tags"]["cpu"]["state"] == "confirming"
+    # a record of runs measured as their builds ended: the API carries what says so
+    release.details = {**release.details, "prebuild": {"h100": {
+        **release.details["prebuild"]["h100"], "measured_as_built": True,
+        "builds": [{**b, "ended_after": b["wall_seconds"] + 5.0}
+                   for b in release.details["prebuild"]["h100"]["builds"]]}}}
+    session.commit()
+    body = json.loads(CliRunner().invoke(cli, ["release", "status", release.version,
+                                               "--json"]).output)
+    record = body["prebuild"]["h100"]
+    assert record["measured_as_built"] is True
+    assert [b["ended_after"] for b in record["builds"]] == [25.0, 273.4]
+    text = " ".join(CliRunner().invoke(cli, ["release", "status", release.version]).output
+                    .split())
+    assert ("builds before measuring, h100: 2 run(s) built side by side, the last after "
+            "268 s, each run measured as its own build ended") in text
     missing = CliRunner().invoke(cli, ["release", "status", "9.9.9"])
     assert missing.exit_code != 0 and "not found" in missing.output
 

@@ -248,6 +248,8 @@ class PrebuildBuildOut(BaseModel):
     wall_seconds: float | None = None
     max_jobs: str | None = None
     error: str | None = None
+    # seconds from the start of the release's builds to this one's end
+    ended_after: float | None = None
 
 
 class PrebuildOut(BaseModel):
@@ -255,6 +257,8 @@ class PrebuildOut(BaseModel):
     wall_seconds: float
     jit_seconds: float
     longest_seconds: float
+    # each run measured as its own build ended (False: every run waited for the last build)
+    measured_as_built: bool = False
     builds: list[PrebuildBuildOut]
 
 
