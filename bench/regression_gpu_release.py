@@ -73,8 +73,7 @@ def main() -> None:
     t0 = time.monotonic()
     with local_receiver() as (url, received):
         os.environ.update({
-            "KERNELWATCH_DATA_DIR": str(data_dir),
-            "KERNELWATCH_DATABASE_URL": "", "KERNELWATCH_BROKER_URL": "",
+            "KERNELWATCH_BROKER_URL": "",
             "KERNELWATCH_WHEELHOUSE": str(Path(args.wheelhouse).resolve()),
             "KERNELWATCH_RELEASE_SUITE": str(Path(args.suite).resolve()),
             "KERNELWATCH_NOTIFY_URL": url,
@@ -88,10 +87,8 @@ def main() -> None:
         from kernelwatch.cli.service import worker_children
         from kernelwatch.core import db
         from kernelwatch.core.migrate import upgrade
-        from kernelwatch.core.settings import get_settings
 
-        get_settings.cache_clear()
-        db.reset_engine()
+        _use_data_dir(data_dir)
         upgrade()
         children = worker_children()
         log = open(args.out / "worker.log", "ab")  # noqa: SIM115 (the workers keep it)

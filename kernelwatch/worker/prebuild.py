@@ -94,7 +94,6 @@ class BuildTarget:
 
     run_id: int
     version: str | None
-    kernel: str
 
 
 def release_runs(session: Session, version: str, queue: str) -> list[Run]:
@@ -125,7 +124,7 @@ class _Builds:
     """The builds under way: each one's harness, so that the deadline can stop it, and when it
     started, so that the log says which ones a release is waiting for."""
 
-    def __init__(self, deadline: float, total: int = 0) -> None:
+    def __init__(self, deadline: float, total: int) -> None:
         self.total = total  # the builds to run
         self.started = time.monotonic()
         self.deadline = deadline
@@ -135,10 +134,9 @@ class _Builds:
         self.running: dict[int, tuple[str, str | None, float, HarnessRunner | None]] = {}
         self.done = 0
 
-    def start(self, target: BuildTarget) -> None:
+    def start(self, target: BuildTarget, kernel: str) -> None:
         with self.lock:
-            self.running[target.run_id] = (target.kernel, target.version, time.monotonic(),
-                                           None)
+            self.running[target.run_id] = (kernel, target.version, time.monotonic(), None)
 
     def attach(self, target: BuildTarget, runner: HarnessRunner) -> bool:
         """Register the run's harness; False when the deadline has passed (do not start it)."""
@@ -170,14 +168,15 @@ class _Builds:
     def building(self) -> bool:
         """Whether any build is still running (or yet to start)."""
         with self.lock:
-            return bool(self.running) or self.done < self.total
+            return self.done < self.total
 
-    def report(self, total: int) -> str:
+    def report(self) -> str:
         now = time.monotonic()
         with self.lock:
             waiting = ", ".join(f"run {rid} {k} {v} for {now - t:.0f} s"
                                 for rid, (k, v, t, _) in sorted(self.running.items()))
-            return f"prebuild: {self.done} of {total} built; building: {waiting or 'none'}"
+            return (f"prebuild: {self.done} of {self.total} built; building: "
+                    f"{waiting or 'none'}")
 
 
 _ACTIVE: set[_Builds] = set()  # the builds under way in this process (one release at a time)
@@ -205,7 +204,7 @@ def _build(request: HarnessRequest, target: BuildTarget, builds: _Builds, jobs: 
     units = failed = unsupported = 0
     jit = 0.0
     error = max_jobs = None
-    builds.start(target)
+    builds.start(target, request.kernel)
     try:
         if builds.expired.is_set():
             raise TimeoutError(f"not started before {builds.why}")
@@ -251,7 +250,7 @@ def prebuild(session: Session, runs: list[Run], device: str,
     builds still running are stopped. Returns the builds in ``runs``' order."""
     jobs = _jobs_of(session, runs)
     work = [(build_request_for(run, jobs[run.job_id], device),
-             BuildTarget(run.id, run.flashinfer_version, str(jobs[run.job_id].kernel)))
+             BuildTarget(run.id, run.flashinfer_version))
             for run in runs]
     width = min(max(1, parallel or (os.cpu_count() or 2) // 2), max(1, len(work)))
     each = ninja_jobs(width)
@@ -266,10 +265,10 @@ def prebuild(session: Session, runs: list[Run], device: str,
                                             max(0.0, builds.deadline - time.monotonic()))):
             if time.monotonic() >= builds.deadline:
                 log.warning("prebuild: time limit of %.0f s reached; %s", limit,
-                            builds.report(len(work)))
+                            builds.report())
                 builds.expire()
                 return
-            log.info(builds.report(len(work)))
+            log.info(builds.report())
 
     watcher = threading.Thread(target=watch, name="prebuild-watch", daemon=True)
     watcher.start()
