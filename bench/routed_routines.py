@@ -56,7 +56,8 @@ def testlist_lines(path: Path, routines: set[str] | None, limit: int | None,
 def run_once(tool: OfficialBenchmark, args: list[str]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        _parsed, rows, said, _clocks = tool.rows(args)
+        run = tool.rows(args)
+        rows, said = run.rows, run.said
         result: dict[str, Any] = {"status": "ok" if rows else "error",
                                   "backends": {r.get("backend", "?"): result_of(r)["median_us"]
                                                for r in rows}}

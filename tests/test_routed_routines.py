@@ -85,12 +85,12 @@ def tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OfficialBenchmark:
 
 
 def test_the_tools_timer_answers_until_a_timer_is_routed(tool: OfficialBenchmark) -> None:
-    _, rows, _, _ = tool.rows(["--routine", "fake", "--pass_tensors"])
+    rows = tool.rows(["--routine", "fake", "--pass_tensors"]).rows
     assert [r["median_time"] for r in rows] == ["9.0"]
 
     timer = RoutedTimer("cpu")
     tool.timer = timer
-    _, rows, _, _ = tool.rows(["--routine", "fake", "--pass_tensors", "--backends", "a", "b"])
+    rows = tool.rows(["--routine", "fake", "--pass_tensors", "--backends", "a", "b"]).rows
     median_ms = float(rows[0]["median_time"])
     assert 0 < median_ms < 9.0 and [r["backend"] for r in rows] == ["a", "b"]
     (call,) = timer.calls
@@ -100,7 +100,7 @@ def test_the_tools_timer_answers_until_a_timer_is_routed(tool: OfficialBenchmark
     routine = sys.modules["routines.fake"]
     assert routine.bench_gpu_time is sys.modules["flashinfer.testing.utils"].bench_gpu_time
     tool.timer = None
-    _, rows, _, _ = tool.rows(["--routine", "fake", "--pass_tensors"])
+    rows = tool.rows(["--routine", "fake", "--pass_tensors"]).rows
     assert rows[0]["median_time"] == "9.0"
 
 
@@ -204,3 +204,27 @@ def test_a_captured_call_is_recorded_as_graph_replay(monkeypatch: pytest.MonkeyP
     assert call["calls_per_replay"] == seen["calls"]
     assert call["distinct_inputs_in_graph"] == min(seen["calls"], seen["copies"]) > 1
     assert seen["floor_mhz"] == pytest.approx(timer.clock_floor * 1980.0) and call["floor_met"]
+
+
+def test_the_tools_own_timer_is_read_for_its_l2_state(tool: OfficialBenchmark,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unrouted, the tool's own timer answers, and what the routine handed it decides whether
+    the cross-check calls the tool's L2 cold: here a graph timer that cycles ten copies of a
+    4 KiB input through a 50 MiB L2 (warm), or that is handed nothing to rotate."""
+    from kernelwatch_harness import official
+
+    monkeypatch.setattr(official, "l2_bytes", lambda: 50 << 20)
+    utils = sys.modules["flashinfer.testing.utils"]
+    utils.calculate_rotation_count = lambda tensors, device: 126  # type: ignore[attr-defined]
+    got = tool._run(["--routine", "fake", "--pass_tensors"], "cuda")
+    assert got["median_us"] == pytest.approx(9000.0) and got["method"] == "cuda_graph"
+    assert got["cold_l2"] is False
+    assert "over 10 of its 126 input copies" in got["l2_detail"]
+    got = tool._run(["--routine", "fake"], "cuda")
+    assert got["cold_l2"] is False and "no tensors to rotate" in got["l2_detail"]
+    # the routine's module keeps the tool's own timer afterwards
+    assert sys.modules["routines.fake"].bench_gpu_time is utils.bench_gpu_time
+    # routed to kernelwatch's timer, the inputs handed over are rotated: cold
+    tool.timer = RoutedTimer("cpu")
+    assert tool._run(["--routine", "fake", "--pass_tensors"], "cuda")["cold_l2"] is True
+    assert tool._run(["--routine", "fake"], "cuda")["cold_l2"] is False

@@ -21,11 +21,13 @@ import tempfile
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kernelwatch_harness.protocol import CrosscheckLine, CrosscheckMessage
 from kernelwatch_harness.routed import routed
+from kernelwatch_harness.tool_timer import TimerCall, TimerSpy, l2_state
 
 SCRIPT = "flashinfer_benchmark.py"
 MS_TO_US = 1000.0
@@ -112,6 +114,18 @@ def result_of(row: dict[str, str]) -> dict[str, Any]:
             "resolved_backend": row.get("resolved_backend") or None}
 
 
+@dataclass
+class ToolRun:
+    """One run of the tool: its parsed arguments, CSV rows, what it said, its clock and the
+    call its routine made to FlashInfer's own timer (None when kernelwatch's timer ran)."""
+
+    parsed: Any
+    rows: list[dict[str, str]]
+    said: list[str]
+    clocks: ClockSampler
+    timer_call: TimerCall | None
+
+
 class OfficialBenchmark:
     """One version's flashinfer_benchmark.py, loaded once per harness run."""
 
@@ -156,35 +170,60 @@ class OfficialBenchmark:
         msg["wall_s"] = round(time.perf_counter() - started, 3)
         return msg
 
-    def rows(self, args: list[str]) -> tuple[Any, list[dict[str, str]], list[str], Any]:
+    def rows(self, args: list[str]) -> ToolRun:
         """The tool run in-process on ``args``: its parsed arguments, its CSV rows (one per
-        backend), what it printed or warned, and the SM clock over its run."""
+        backend), what it printed or warned, the SM clock over its run and, when its own timer
+        ran, what its routine asked that timer for."""
         module = self.load()
+        spy = None
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "out.csv"
             out.write_text(",".join(module.full_output_columns) + "\n")
             parsed = module.parse_args(list(args))
             parsed.output_path = str(out)
             printed = io.StringIO()
-            timer = routed(self.timer) if self.timer is not None else contextlib.nullcontext()
+            if self.timer is not None:
+                timer: Any = routed(self.timer)
+            else:
+                import flashinfer.testing.utils as ftu
+
+                # FlashInfer's own timer, unchanged, read on the way through (tool_timer)
+                spy = TimerSpy(ftu.bench_gpu_time, ftu)
+                timer = routed(spy)
             with ClockSampler(self.nvml) as clocks, contextlib.redirect_stdout(printed), \
                     warnings.catch_warnings(record=True) as caught, timer:
                 warnings.simplefilter("always")
                 module.run_test(parsed)
             rows = read_rows(out)
-        return parsed, rows, [str(w.message) for w in caught] + printed.getvalue().splitlines(), \
-            clocks
+        return ToolRun(parsed, rows, [str(w.message) for w in caught]
+                       + printed.getvalue().splitlines(), clocks,
+                       spy.last if spy is not None else None)
 
     def _run(self, args: list[str], backend: str) -> dict[str, Any]:
-        parsed, rows, said, clocks = self.rows(args)
-        if not rows:
-            errors = [s for s in said if "[ERROR]" in s or "rror" in s][:3]
+        run = self.rows(args)
+        if not run.rows:
+            errors = [s for s in run.said if "[ERROR]" in s or "rror" in s][:3]
             raise RuntimeError("flashinfer_benchmark.py wrote no result"
                                + (f": {' | '.join(errors)}" if errors else ""))
-        row = rows[-1]
+        row = run.rows[-1]
         result = result_of(row)
         if result["median_us"] is None:
             raise RuntimeError(f"flashinfer_benchmark.py wrote no median: {row}")
-        return {**result, "method": timer_method(parsed, said), "cold_l2": True,
-                "cuda_graph_plan": cuda_graph_plan(parsed, backend),
-                "clock_mhz": clocks.median_mhz, "row": row}
+        method = timer_method(run.parsed, run.said)
+        cold: bool | None
+        if self.timer is not None:  # kernelwatch's timer (routed): cold when it could rotate
+            calls = getattr(self.timer, "calls", None) or [{}]
+            cold = bool(calls[-1].get("rotated"))
+            why = ("kernelwatch's timer rotated the routine's inputs past the L2" if cold else
+                   "the routine handed kernelwatch's timer no tensors to rotate")
+        else:
+            cold, why = l2_state(method, run.timer_call, l2_bytes())
+        return {**result, "method": method, "cold_l2": cold, "l2_detail": why,
+                "cuda_graph_plan": cuda_graph_plan(run.parsed, backend),
+                "clock_mhz": run.clocks.median_mhz, "row": row}
+
+
+def l2_bytes() -> int:
+    import torch
+
+    return int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0))

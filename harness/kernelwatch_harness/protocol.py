@@ -192,7 +192,8 @@ class CrosscheckMessage(TypedDict):
     std_us: NotRequired[float | None]
     method: NotRequired[str | None]  # cupti | cuda_graph | cuda_event: what its timer used
     resolved_backend: NotRequired[str | None]  # as the tool reports it (0.6+)
-    cold_l2: NotRequired[bool | None]
+    cold_l2: NotRequired[bool | None]  # None: the tool's L2 state could not be told
+    l2_detail: NotRequired[str | None]  # why its L2 was cold or warm (tool_timer.l2_state)
     cuda_graph_plan: NotRequired[bool | None]  # the wrapper's use_cuda_graph in that tool
     clock_mhz: NotRequired[float | None]  # NVML SM clock, median over the tool's run
     wall_s: NotRequired[float | None]  # the tool's wall time for the unit

@@ -58,8 +58,9 @@ def differences(point: Point, msg: Mapping[str, Any], cold_l2: bool) -> list[dic
         out.append({"cause": "clock", "detail": f"SM clock {ours:.0f} MHz in kernelwatch, "
                                                 f"{theirs:.0f} MHz in flashinfer_benchmark.py"})
     if msg.get("cold_l2") is not None and bool(msg["cold_l2"]) != cold_l2:
+        why = f": {msg['l2_detail']}" if msg.get("l2_detail") else ""
         out.append({"cause": "l2", "detail": f"L2 {'cold' if cold_l2 else 'warm'} in "
-                    f"kernelwatch, {'cold' if msg['cold_l2'] else 'warm'} in the tool"})
+                    f"kernelwatch, {'cold' if msg['cold_l2'] else 'warm'} in the tool{why}"})
     plan = (point.params or {}).get("use_cuda_graph")
     if plan is not None and msg.get("cuda_graph_plan") is not None \
             and bool(plan) != bool(msg["cuda_graph_plan"]):
