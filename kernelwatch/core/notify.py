@@ -52,6 +52,13 @@ def compare_url(baseline: list[int], contender: list[int]) -> str:
 
 
 
+def _regression(r: Regression) -> dict[str, Any]:
+    return {"regression_id": r.id, "kernel": r.kernel, "backend": r.backend,
+            "params": r.params, "ratio": r.ratio, "ci_low": r.ci_low, "ci_high": r.ci_high,
+            "confirm_ratio": r.confirm_ratio, "confirm_ci_low": r.confirm_ci_low,
+            "confirm_ci_high": r.confirm_ci_high}
+
+
 def release_summary(session: Session, release: Release) -> dict[str, Any]:
     gpus = []
     for tag, st in ((t.tag, t.as_dict()) for t in session.scalars(
@@ -60,19 +67,19 @@ def release_summary(session: Session, release: Release) -> dict[str, Any]:
         entry: dict[str, Any] = {"tag": tag, "state": st.get("state"),
                                  "comparison_id": st.get("comparison_id"),
                                  "counts": st.get("counts", {}), "confirmed": [],
-                                 "not_reproduced": 0, "message": st.get("message")}
+                                 "unconfirmed": [], "not_reproduced": 0,
+                                 "message": st.get("message")}
         if st.get("comparison_id"):
             regs = session.scalars(select(Regression).where(
                 Regression.comparison_id == st["comparison_id"]).order_by(Regression.ratio.desc())
             ).all()
             entry["gpu_sku"] = regs[0].gpu_sku if regs else tag
-            entry["confirmed"] = [
-                {"regression_id": r.id, "kernel": r.kernel, "backend": r.backend,
-                 "params": r.params, "ratio": r.ratio, "ci_low": r.ci_low, "ci_high": r.ci_high,
-                 "confirm_ratio": r.confirm_ratio, "confirm_ci_low": r.confirm_ci_low,
-                 "confirm_ci_high": r.confirm_ci_high}
-                for r in regs if r.state == RegressionState.confirmed
-            ]
+            entry["confirmed"] = [_regression(r) for r in regs
+                                  if r.state == RegressionState.confirmed]
+            # flagged by the comparison, but the re-measurement that would confirm them could
+            # not be made: a notification must not read "no regression" over them
+            entry["unconfirmed"] = [_regression(r) for r in regs
+                                    if r.state == RegressionState.confirm_failed]
             entry["not_reproduced"] = sum(r.state == RegressionState.not_reproduced
                                           for r in regs)
             entry["compare_url"] = compare_url(st.get("baseline_run_ids", []),
@@ -94,25 +101,33 @@ def release_text(summary: dict[str, Any]) -> str:
         if not g.get("comparison_id"):
             lines.append(f"• {g['tag']}: not compared ({g.get('message') or g.get('state')})")
             continue
-        confirmed = g["confirmed"]
+        confirmed, unconfirmed = g["confirmed"], g.get("unconfirmed") or []
         verdict = (f"{len(confirmed)} confirmed regression(s)" if confirmed
                    else "no confirmed regression")
+        if unconfirmed:
+            verdict += (f", {len(unconfirmed)} flagged that could not be confirmed (their "
+                        f"re-measurement failed)")
         lines.append(
             f"• {g['tag']}: {verdict}; {c.get('improvement', 0)} faster, "
             f"{c.get('unchanged', 0)} unchanged, {g.get('not_reproduced', 0)} flagged but not "
             f"reproduced, {c.get('not_comparable', 0)} not comparable "
             f"<{g['compare_url']}|compare>"
         )
-        for r in confirmed[:5]:
-            lines.append(
-                f"    {r['kernel']} {r['backend']} {point_label(r['kernel'], r['params'])}: "
-                f"{(r['confirm_ratio'] or r['ratio']) - 1:+.1%} "
-                f"(95% CI {(r['confirm_ci_low'] or r['ci_low']) - 1:+.1%} .. "
-                f"{(r['confirm_ci_high'] or r['ci_high']) - 1:+.1%})"
-            )
-        if len(confirmed) > 5:
-            lines.append(f"    … and {len(confirmed) - 5} more")
+        lines += _regression_lines(confirmed, "")
+        lines += _regression_lines(unconfirmed, ", not confirmed")
     return "\n".join(lines)
+
+
+def _regression_lines(regs: list[dict[str, Any]], note: str) -> list[str]:
+    """The first five of ``regs``, each with its confirmed change (else the comparison's)."""
+    lines = [f"    {r['kernel']} {r['backend']} {point_label(r['kernel'], r['params'])}: "
+             f"{(r['confirm_ratio'] or r['ratio']) - 1:+.1%} "
+             f"(95% CI {(r['confirm_ci_low'] or r['ci_low']) - 1:+.1%} .. "
+             f"{(r['confirm_ci_high'] or r['ci_high']) - 1:+.1%}){note}"
+             for r in regs[:5]]
+    if len(regs) > 5:
+        lines.append(f"    … and {len(regs) - 5} more{note}")
+    return lines
 
 
 def post_json(url: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,9 @@ Nothing is lost: the re-measurement is a Job of kind ``confirm`` whose runs (one
 version) store their points and every sample through ``core.results.store_point``. Its spec is
 a valid sweep spec over the flagged points (params: the values they take; each run's
 ``point_indices`` pick exactly the flagged combinations), so if this node dies mid-way, the
-reaper's re-queued runs are ordinary runs the worker knows how to finish.
+reaper's re-queued runs are ordinary runs the worker knows how to finish. A worker that is
+stopped mid-way cancels the partial job and sends the confirmation again to the node's queue
+(``WorkerShuttingDown``): the release waits for it rather than settling on nothing.
 
 Per regression the rounds give a new ratio with its bootstrap CI, paired block by block (a
 block: one round's repeat r of each version, measured back to back; ``kernelwatch.core.compare.
@@ -38,6 +40,7 @@ from kernelwatch.core.compare.stats import (
     pool_samples,
 )
 from kernelwatch.core.db import new_session
+from kernelwatch.core.jobs import cancel_job
 from kernelwatch.core.models import (
     Comparison,
     Job,
@@ -61,8 +64,14 @@ CONFIRMABLE = (RegressionState.open, RegressionState.confirming)
 
 
 class WorkerShuttingDown(Exception):
-    """The worker is stopping: the regressions are marked ``confirm_failed`` (they say nothing
-    either way) and what was measured stays stored."""
+    """The worker stopped in the middle of a confirmation. What was measured stays stored, the
+    partial confirm job is cancelled and the regressions stay ``confirming``: the confirmation
+    is sent again to ``queue`` (the node's), so the release waits for its verdict instead of
+    reporting regressions that were never re-measured as settled."""
+
+    def __init__(self, message: str, queue: str) -> None:
+        super().__init__(message)
+        self.queue = queue
 
 
 def _key(params: dict[str, Any]) -> str:
@@ -176,8 +185,12 @@ def run_confirmation(
                  me.name if me else device)
         for run, _ in runs:
             if not _measure_run(session, run, job, device, me, service):
+                # its unfinished runs must not be picked up as ordinary runs: a new delivery
+                # measures every round again, interleaved
+                cancel_job(session, job)
+                session.commit()
                 raise WorkerShuttingDown(f"comparison {comparison_id}: stopped in round "
-                                         f"{run.chunk} of {rounds}")
+                                         f"{run.chunk} of {rounds}", queue)
     return settle(session, comparison, regs, roles, thresholds)
 
 
@@ -238,6 +251,11 @@ def confirm_regressions(comparison_id: int, rounds: int = ROUNDS) -> dict[str, s
         states = run_confirmation(session, comparison_id, rounds, service)
         log.info("confirm: comparison %s settled in %.0f s: %s", comparison_id,
                  (_now() - started).total_seconds(), states)
+    except WorkerShuttingDown as stop:
+        log.warning("confirm: %s; sent again to %s", stop, stop.queue)
+        app.send_task(TASK_CONFIRM_REGRESSIONS, args=[comparison_id, rounds],
+                               queue=stop.queue)
+        return {}  # not settled: the release keeps waiting for this confirmation
     except Exception:
         log.exception("confirm: comparison %s failed", comparison_id)
         session.rollback()
