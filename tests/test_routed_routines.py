@@ -228,3 +228,19 @@ def test_the_tools_own_timer_is_read_for_its_l2_state(tool: OfficialBenchmark,
     tool.timer = RoutedTimer("cpu")
     assert tool._run(["--routine", "fake", "--pass_tensors"], "cuda")["cold_l2"] is True
     assert tool._run(["--routine", "fake"], "cuda")["cold_l2"] is False
+
+
+def test_a_command_the_versions_tool_refuses_is_unavailable_not_fatal(
+        tool: OfficialBenchmark) -> None:
+    """argparse exits on a routine or flag the version's tool lacks (FlashInfer 0.5.3's tool
+    has no norm routine); that once ended the harness and errored every later point. The
+    cross-check is unavailable with argparse's reason, and the harness goes on."""
+    line: Any = {"point_index": 3, "backend": "cuda", "args": ["--routine", "fake", "--rms"],
+                 "reason": None}
+    msg = tool.run(line)
+    assert msg["status"] == "unavailable" and msg["point_index"] == 3
+    assert msg["error"].startswith("flashinfer_benchmark.py of this version refused the "
+                                   "command: ")
+    assert msg["error"].endswith("error: unrecognized arguments: --rms")
+    ok = tool.run({**line, "args": ["--routine", "fake", "--pass_tensors"]})
+    assert ok["status"] == "ok" and ok["median_us"] == pytest.approx(9000.0)

@@ -114,6 +114,24 @@ def result_of(row: dict[str, str]) -> dict[str, Any]:
             "resolved_backend": row.get("resolved_backend") or None}
 
 
+class ToolRefused(Exception):
+    """The version's flashinfer_benchmark.py does not accept the command (argparse exits):
+    a routine or a flag that this version's tool does not have."""
+
+
+def _parse(module: Any, args: list[str]) -> Any:
+    """The tool's ``parse_args``, whose argparse would exit the harness on a command it does not
+    know (FlashInfer 0.5's tool has no norm routine): refused instead, with argparse's reason."""
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            return module.parse_args(list(args))
+    except SystemExit:
+        reason = [line for line in said.getvalue().splitlines() if line.strip()][-1:]
+        raise ToolRefused(f"{SCRIPT} of this version refused the command"
+                          + (f": {reason[0][:500]}" if reason else "")) from None
+
+
 @dataclass
 class ToolRun:
     """One run of the tool: its parsed arguments, CSV rows, what it said, its clock and the
@@ -164,6 +182,9 @@ class OfficialBenchmark:
         started = time.perf_counter()
         try:
             msg.update(self._run(args, backend))  # type: ignore[typeddict-item]
+        except ToolRefused as exc:
+            msg["status"] = "unavailable"
+            msg["error"] = str(exc)[:2000]
         except Exception as exc:  # the tool's failure is the cross-check's, never the point's
             msg["status"] = "error"
             msg["error"] = f"{type(exc).__name__}: {exc}"[:2000]
@@ -179,7 +200,7 @@ class OfficialBenchmark:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "out.csv"
             out.write_text(",".join(module.full_output_columns) + "\n")
-            parsed = module.parse_args(list(args))
+            parsed = _parse(module, args)
             parsed.output_path = str(out)
             printed = io.StringIO()
             if self.timer is not None:
@@ -193,7 +214,10 @@ class OfficialBenchmark:
             with ClockSampler(self.nvml) as clocks, contextlib.redirect_stdout(printed), \
                     warnings.catch_warnings(record=True) as caught, timer:
                 warnings.simplefilter("always")
-                module.run_test(parsed)
+                try:
+                    module.run_test(parsed)
+                except SystemExit as exc:  # the tool's own exit must not end the harness
+                    raise RuntimeError(f"{SCRIPT} exited with {exc.code!r}") from None
             rows = read_rows(out)
         return ToolRun(parsed, rows, [str(w.message) for w in caught]
                        + printed.getvalue().splitlines(), clocks,
@@ -224,6 +248,9 @@ class OfficialBenchmark:
 
 
 def l2_bytes() -> int:
+    """The GPU's L2 size (0 without one: then no input set fits, and none is called warm)."""
     import torch
 
+    if not torch.cuda.is_available():
+        return 0
     return int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0))
