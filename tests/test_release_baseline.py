@@ -165,7 +165,7 @@ def test_release_status_shows_progress_regressions_and_verdict(
     out = CliRunner().invoke(cli, ["release", "status", release.version])
     assert out.exit_code == 0, out.output
     text = " ".join(out.output.split())  # the console wraps long lines
-    assert ("builds before measuring, h100: 2 run(s) built side by side in 268 s before the "
+    assert ("builds: h100: 2 run(s) built side by side in 268 s before the "
             "first was measured (JIT 250 s in all; the longest, "
             "top_k_top_p_sampling_from_logits on FlashInfer 0.6.18.post1, 268 s)") in text
     assert "release 0.6.18.post1 against 0.5.3" in text
@@ -187,7 +187,7 @@ def test_release_status_shows_progress_regressions_and_verdict(
     assert [b["ended_after"] for b in record["builds"]] == [25.0, 273.4]
     text = " ".join(CliRunner().invoke(cli, ["release", "status", release.version]).output
                     .split())
-    assert ("builds before measuring, h100: 2 run(s) built side by side, the last after "
+    assert ("builds: h100: 2 run(s) built side by side, the last after "
             "268 s, each run measured as its own build ended") in text
     missing = CliRunner().invoke(cli, ["release", "status", "9.9.9"])
     assert missing.exit_code != 0 and "not found" in missing.output

@@ -255,7 +255,7 @@ def _print_status(body: dict[str, Any]) -> None:
                      tag.get("message") or "")
     console.print(tags)
     for line in prebuild_lines(body.get("prebuild")):
-        console.print(f"builds before measuring, {line}")
+        console.print(f"builds: {line}")
     regs = [r for c in body.get("comparisons", []) for r in c["regressions"]]
     if regs:
         table = tables.table("regressions", ["gpu", "kernel", "backend", "params", "change",

@@ -320,7 +320,7 @@ def render(version: str | None) -> tuple[Any, ...]:
     ]
     if builds:
         sections += [
-            html.H3("Builds before measuring"),
+            html.H3("The release's builds"),
             html.Div(id=f"{P}-builds", children=[
                 *(html.P(line, className="note") for line in built),
                 simple_table(builds, [("tag", "GPU tag"), ("kernel", "kernel"),
