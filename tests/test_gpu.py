@@ -419,3 +419,5 @@ def test_the_crosscheck_runs_flashinfers_own_benchmark_beside_each_point() -> No
                                    "BatchDecodeWithPagedKVCacheWrapper")
     assert c["clock_mhz"] is None or c["clock_mhz"] > 500
     assert c["row"]["backend"] == "fa2"
+    # whether the tool's L2 was cold is read from its timer call, with the reason
+    assert isinstance(c["cold_l2"], bool) and c["l2_detail"].startswith("the tool")
