@@ -45,6 +45,9 @@ def measure_or_signal(self, kernel, index, params, backend, previous=None):
     return _measure(self, kernel, index, params, backend, previous)
 
 measure.Measurer.measure = measure_or_signal
+
+if os.environ.get("KW_BOOST"):  # as a GPU harness keeps its points: at the boost clock floor
+    measure.Measurer.clock_identity = lambda self: {"clock_floor": 0.985, "clock_mode": "boost"}
 """
 
 
@@ -90,6 +93,23 @@ def test_harness_killed_mid_point_is_recorded_and_sweep_goes_on(tmp_path: Path,
     assert runner.restarts == 1
     assert len([m for m in seen if m["type"] == "env"]) == 1
     assert all(m["type"] in ("env", "point") for m in seen)  # "start" stays in the runner
+
+
+def test_a_point_errored_for_a_dead_harness_stays_in_its_series(tmp_path: Path) -> None:
+    """The harness says its clock discipline when it starts; the point the worker errors for
+    it carries that discipline as the measured points do, so it keeps their series identity
+    (a comparison then calls it not comparable, instead of one-sided)."""
+    from kernelwatch.core.series import clock_state
+
+    env = {**_signalled_at(tmp_path, (1, "torch-math"), 1, signal.SIGKILL), "KW_BOOST": "1"}
+    seen = list(HarnessRunner(sys.executable, _request(), env=env).messages())
+    assert seen[0]["type"] == "env"
+    assert seen[0]["clock"] == {"clock_floor": 0.985, "clock_mode": "boost"}
+    points = [m for m in seen if m["type"] == "point"]
+    dead = _only_failed(points, (1, "torch-math"))
+    assert "exited with code -9" in dead["error"]
+    assert {clock_state(m) for m in points} == {"boost"}
+    assert (dead["clock_floor"], dead["clock_mode"]) == (0.985, "boost")
 
 
 def test_harness_that_cannot_start_errors_every_pair_once() -> None:

@@ -72,7 +72,8 @@ def run(request: Request, out: IO[str]) -> int:
         measurer = Measurer(device, request.get("timing") or {})
         emit(out, EnvMessage(type="env", protocol=PROTOCOL_VERSION,
                              environment=environment(device, measurer.nvml),
-                             timing_method=measurer.default_method))
+                             timing_method=measurer.default_method,
+                             clock=measurer.clock_identity()))
     except Exception as exc:
         emit(out, FatalMessage(type="fatal", error=f"{type(exc).__name__}: {exc}",
                                traceback=traceback.format_exc(limit=6)))

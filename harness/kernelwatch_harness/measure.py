@@ -19,6 +19,7 @@ from kernelwatch_harness.prepared import Prepared
 from kernelwatch_harness.protocol import (
     SUSTAINED_WARMUP_MS,
     TIMING_DEFAULTS,
+    ClockIdentity,
     ClockMode,
     PointMessage,
     TimingConfig,
@@ -120,6 +121,13 @@ class Measurer:
         if device == "cuda":
             self.l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0))
 
+    def clock_identity(self) -> ClockIdentity:
+        """The clock discipline every point of this harness keeps its samples under: part of
+        the series identity (core.series.clock_state), sent with the env message too so that
+        a point the worker errors for a crashed harness carries it as well."""
+        return {"clock_floor": self.clock_floor or None,
+                "clock_mode": self.clock_mode if self.device == "cuda" else None}
+
     @property
     def default_method(self) -> str:
         if self.device != "cuda":
@@ -158,9 +166,7 @@ class Measurer:
                 "peak_memory_bytes": None,
                 "throttled": False,
                 "telemetry": {},
-                # the clock discipline this point's samples are kept under (series identity)
-                "clock_floor": self.clock_floor or None,
-                "clock_mode": self.clock_mode if self.device == "cuda" else None,
+                **self.clock_identity(),
             }
         )
         # The first repeat's telemetry stays at the top level; every repeat's NVML readings

@@ -139,11 +139,21 @@ class Request(TypedDict):
 # --------------------------------------------------------------------------- messages
 
 
+class ClockIdentity(TypedDict):
+    """The clock discipline a harness keeps every point's samples under (series identity)."""
+
+    clock_floor: float | None  # samples kept only at >= this x the boost clock
+    clock_mode: ClockMode | None  # the clock it measures at (GPU points)
+
+
 class EnvMessage(TypedDict):
     type: Literal["env"]
     protocol: int
     environment: dict[str, Any]  # the fingerprint: GPU, driver, CUDA, torch, flashinfer, ...
     timing_method: str
+    # what every point of this harness carries: the worker stamps it on the points it errors
+    # for a harness that died, so that they stay in their series
+    clock: NotRequired[ClockIdentity]
 
 
 class StartMessage(TypedDict):
@@ -259,10 +269,16 @@ def parse_message(line: str) -> Message | None:
     return obj  # type: ignore[return-value]
 
 
-def error_point(point_index: int, backend: str, error: str) -> PointMessage:
-    """The point message for a unit that could not be measured (no env, a crashed harness)."""
-    return PointMessage(type="point", point_index=point_index, backend=backend, status="error",
-                        error=error, samples_us=[])
+def error_point(point_index: int, backend: str, error: str,
+                clock: ClockIdentity | None = None) -> PointMessage:
+    """The point message for a unit that could not be measured (no env, a crashed harness),
+    with the harness's clock discipline when it said one (its env message): the point keeps
+    the series identity its measured twins have."""
+    msg = PointMessage(type="point", point_index=point_index, backend=backend, status="error",
+                       error=error, samples_us=[])
+    if clock is not None:
+        msg.update(clock)  # type: ignore[typeddict-item]
+    return msg
 
 
 def version_mismatch(got: object) -> str | None:

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from kernelwatch_harness.protocol import (
     PROTOCOL_VERSION,
+    ClockIdentity,
     CrosscheckMessage,
     CrosscheckRequest,
     EnvMessage,
@@ -208,6 +209,7 @@ class HarnessRunner:
         done: set[Pair] = set(self.request.skip)
         todo = self.request.pairs()
         env_sent = False
+        clock: ClockIdentity | None = None  # the harness's clock discipline, once it said it
         while not self.stopped:
             remaining = [p for p in todo if p not in done]
             if not remaining:
@@ -247,6 +249,7 @@ class HarnessRunner:
                         kill_harness(proc)
                         break
                     saw_env = True
+                    clock = msg.get("clock") or clock
                     if not env_sent:
                         env_sent = True
                         yield msg
@@ -280,7 +283,7 @@ class HarnessRunner:
                 tail = self.stderr_tail()
                 for pair in remaining:
                     done.add(pair)
-                    yield error_point(*pair, f"{why}\n{tail}".strip())
+                    yield error_point(*pair, f"{why}\n{tail}".strip(), clock)
                 return
             # It died in the middle of the unit it started last. (Not the first unreported
             # one: repeats are interleaved, so every unit of a window is unreported until the
@@ -294,7 +297,7 @@ class HarnessRunner:
                    f"exited with code {code}")
             yield error_point(
                 *pair, f"harness {how} while measuring this point; stderr tail:\n"
-                f"{self.stderr_tail()}".strip())
+                f"{self.stderr_tail()}".strip(), clock)
             self.restarts += 1
             log.warning("harness %s on point %s/%s; restarting for %d pairs left", how,
                         pair[0], pair[1], len(remaining) - 1)
