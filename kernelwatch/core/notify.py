@@ -107,11 +107,13 @@ def release_text(summary: dict[str, Any]) -> str:
         if unconfirmed:
             verdict += (f", {len(unconfirmed)} flagged that could not be confirmed (their "
                         f"re-measurement failed)")
+        one_sided = c.get("baseline_only", 0) + c.get("contender_only", 0)
         lines.append(
             f"• {g['tag']}: {verdict}; {c.get('improvement', 0)} faster, "
             f"{c.get('unchanged', 0)} unchanged, {g.get('not_reproduced', 0)} flagged but not "
-            f"reproduced, {c.get('not_comparable', 0)} not comparable "
-            f"<{g['compare_url']}|compare>"
+            f"reproduced, {c.get('not_comparable', 0)} not comparable"
+            + (f", {one_sided} measured in one release only" if one_sided else "")
+            + f" <{g['compare_url']}|compare>"
         )
         lines += _regression_lines(confirmed, "")
         lines += _regression_lines(unconfirmed, ", not confirmed")
