@@ -190,6 +190,29 @@ def test_the_cross_check_verdicts_follow_from_both_medians(session: Session) -> 
     assert (judged, errors, warm, unexplained) == (99, 16, 21, 1)
 
 
+def test_pytorch_beside_two_releases_is_a_control_not_a_change(session: Session) -> None:
+    """The release flow compares PyTorch's points as controls: the torch sampler, timed with
+    CUDA events, read 0.50x and 0.52x between the two runs (the same PyTorch code), which is
+    the node's measurement moving. As controls they leave the counts and the regressions and
+    are counted apart; FlashInfer's sampler is unchanged."""
+    from kernelwatch_harness.catalogue import TORCH_BACKENDS
+
+    (job,) = _import(session, "sampling")[WHOLE]
+    runs = {r.flashinfer_version: r.id for r in session.scalars(select(Run).where(
+        Run.job_id == job))}
+    plain = compare_runs(session, [runs["0.6.18.post1"]], [runs["0.7.4"]])
+    assert plain.counts == {**dict.fromkeys(plain.counts, 0), "unchanged": 4, "improvement": 2}
+    result = compare_runs(session, [runs["0.6.18.post1"]], [runs["0.7.4"]],
+                          controls=TORCH_BACKENDS)
+    assert result.counts == {**dict.fromkeys(result.counts, 0), "unchanged": 3}
+    assert result.control_counts == {**dict.fromkeys(result.counts, 0), "improvement": 2,
+                                     "unchanged": 1}
+    moved = sorted(p.ratio for p in result.points if p.control and p.ratio
+                   and p.verdict.value == "improvement")
+    assert [round(r, 2) for r in moved] == [0.5, 0.52]
+    assert result.regressions == [] and result.summary()["control_counts"]["improvement"] == 2
+
+
 def test_flashinfers_benchmark_times_small_gdn_decode_with_a_warm_l2(session: Session) -> None:
     """GDN decode at batch 1 hands the tool's timer a 2 MiB state: its CUDA graph cycles ten
     copies, 20 MiB, through the H100's 50 MiB L2, so its number is a warm-L2 number, about 30 %

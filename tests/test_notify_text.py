@@ -28,3 +28,13 @@ def test_nothing_one_sided_says_nothing_of_it() -> None:
     text = release_text(_summary())
     assert "one release only" not in text
     assert "1 not comparable <http://d/compare|compare>" in text
+
+
+def test_moved_pytorch_controls_are_said_apart_from_flashinfers_changes() -> None:
+    summary = _summary()
+    summary["gpus"][0].update(controls=12, controls_moved=3)
+    text = release_text(summary)
+    assert ("    PyTorch controls: 3 of 12 series moved between the runs (the same code in "
+            "both: the node moved, not FlashInfer)") in text
+    summary["gpus"][0].update(controls_moved=0)
+    assert "PyTorch controls" not in release_text(summary)

@@ -61,6 +61,13 @@ def test_a_lost_job_hook_and_a_lost_confirmation_step_are_re_driven(session: Ses
     regs = session.scalars(select(Regression).where(
         Regression.comparison_id == comparison.id)).all()
     assert {r.state for r in regs} == {"confirming"}
+    # on a GPU tag PyTorch's series are controls: counted apart, never a release's change
+    points = comparison.summary["points"]
+    torch = [p for p in points if p["backend"] == "torch-sdpa"]
+    assert torch and all(p["control"] for p in torch)
+    assert sum(tag.counts.values()) == len(points) - len(torch)
+    assert sum(comparison.summary["control_counts"].values()) == len(torch)
+    assert {r.backend for r in regs} == {"fa2"}
     assert redrive_releases() == 0  # confirmation still under way: nothing to do
 
     # The confirmation settled every regression but its last step was lost.

@@ -29,7 +29,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernelwatch.core.db import session_scope
-from kernelwatch.core.models import Regression, RegressionState, Release, ReleaseTag, utcnow
+from kernelwatch.core.models import (
+    Comparison,
+    Regression,
+    RegressionState,
+    Release,
+    ReleaseTag,
+    utcnow,
+)
 from kernelwatch.core.settings import get_settings
 from kernelwatch_harness.catalogue import point_label
 
@@ -84,6 +91,12 @@ def release_summary(session: Session, release: Release) -> dict[str, Any]:
                                           for r in regs)
             entry["compare_url"] = compare_url(st.get("baseline_run_ids", []),
                                                st.get("contender_run_ids", []))
+            comparison = session.get(Comparison, st["comparison_id"])
+            controls = ((comparison.summary or {}).get("control_counts") or {}
+                        if comparison is not None else {})
+            entry["controls"] = sum(controls.values())
+            entry["controls_moved"] = sum(controls.get(v, 0) for v in ("regression",
+                                                                        "improvement"))
         gpus.append(entry)
     return {"release": release.version, "previous": release.previous_version,
             "status": str(release.status), "release_url": release_url(release.version),
@@ -115,6 +128,11 @@ def release_text(summary: dict[str, Any]) -> str:
             + (f", {one_sided} measured in one release only" if one_sided else "")
             + f" <{g['compare_url']}|compare>"
         )
+        if g.get("controls_moved"):
+            # PyTorch ran the same code in both runs: when it moved, the node did
+            lines.append(f"    PyTorch controls: {g['controls_moved']} of {g['controls']} series "
+                         f"moved between the runs (the same code in both: the node moved, "
+                         f"not FlashInfer)")
         lines += _regression_lines(confirmed, "")
         lines += _regression_lines(unconfirmed, ", not confirmed")
     return "\n".join(lines)

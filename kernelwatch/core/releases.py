@@ -66,7 +66,7 @@ from kernelwatch.core.models import (
 from kernelwatch.core.nodes import alive_nodes
 from kernelwatch.core.settings import get_settings
 from kernelwatch.core.spec import SweepSpec
-from kernelwatch_harness.catalogue import KERNELS
+from kernelwatch_harness.catalogue import KERNELS, TORCH_BACKENDS
 
 log = logging.getLogger(__name__)
 
@@ -486,9 +486,14 @@ def _compare_tag(session: Session, release: Release, tag: ReleaseTag) -> tuple[i
                        else "no runs of one of the versions")
         return None
     settings = get_settings()
+    # Beside two FlashInfer releases the PyTorch points run the same code: on a GPU tag they
+    # are controls, whose change is the node's (a CUDA-event-timed torch sampler moved 2x
+    # between two harness processes on an H100), never a release's regression or improvement.
+    # A cpu tag measures only them: there they are what the flow compares.
+    controls = TORCH_BACKENDS if tag.tag != "cpu" else ()
     result = compare_runs(session, [r.id for r in base], [r.id for r in cont],
                           threshold=settings.regression_threshold,
-                          kernel_thresholds=settings.kernel_thresholds)
+                          kernel_thresholds=settings.kernel_thresholds, controls=controls)
     comparison = persist_comparison(session, result, (release.previous_version, release.version),
                                     release_id=release.id)
     regressions = result.regressions

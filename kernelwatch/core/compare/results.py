@@ -8,6 +8,7 @@ import csv
 import io
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,6 +52,10 @@ class PointComparison:
     ci_high: float | None = None
     # Why a point measured on both sides is not compared (e.g. by two timing methods).
     reason: str | None = None
+    # A control series: code that is the same on both sides (PyTorch beside two FlashInfer
+    # releases), so its change is the machine's. Compared and shown, kept out of the counts
+    # and the regressions (ComparisonResult.control_counts counts it).
+    control: bool = False
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -100,14 +105,17 @@ class ComparisonResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys((v.value for v in VERDICTS), 0)
-        for p in self.points:
-            out[str(p.verdict)] += 1
-        return out
+        """Points per verdict, controls left out."""
+        return _verdict_counts(p for p in self.points if not p.control)
+
+    @property
+    def control_counts(self) -> dict[str, int]:
+        """The control series' verdicts: a control that moved says the machine moved."""
+        return _verdict_counts(p for p in self.points if p.control)
 
     @property
     def regressions(self) -> list[PointComparison]:
-        return [p for p in self.points if p.verdict == Verdict.regression]
+        return [p for p in self.points if p.verdict == Verdict.regression and not p.control]
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -120,6 +128,7 @@ class ComparisonResult:
             "kernel_thresholds": self.kernel_thresholds,
             "confidence": CONFIDENCE,
             "counts": self.counts,
+            "control_counts": self.control_counts,
             "groups": [asdict(g) for g in self.groups],
             "environment_differences": self.environment_differences,
             "sources": self.sources,
@@ -144,6 +153,13 @@ class ComparisonResult:
             row["params"] = ";".join(f"{k}={v}" for k, v in sorted(p.params.items()))
             writer.writerow(["" if row[c] is None else row[c] for c in cols])
         return buf.getvalue()
+
+
+def _verdict_counts(points: Iterable[PointComparison]) -> dict[str, int]:
+    out = dict.fromkeys((v.value for v in VERDICTS), 0)
+    for p in points:
+        out[str(p.verdict)] += 1
+    return out
 
 
 def group_summaries(

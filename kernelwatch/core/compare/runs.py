@@ -5,7 +5,7 @@ Comparison with its open Regressions."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,9 +112,12 @@ def compare_runs(
     *,
     resamples: int = RESAMPLES,
     seed: int = 0,
+    controls: Collection[str] = (),
 ) -> ComparisonResult:
     """Compare the points of the contender runs with those of the baseline runs. Points are
-    matched by series key; a series measured by several runs of one side pools their samples."""
+    matched by series key; a series measured by several runs of one side pools their samples.
+    Series of a backend in ``controls`` are compared as controls (``PointComparison.control``):
+    the release flow's PyTorch points, the same code beside two FlashInfer releases."""
     if not (0 <= threshold < 1):
         raise ValueError(f"threshold: {threshold!r} must be in [0, 1), e.g. 0.03 for 3%")
     kernel_thresholds = dict(kernel_thresholds or {})
@@ -151,6 +154,7 @@ def compare_runs(
             gpu_sku=ref.gpu_sku,
             verdict=Verdict.unchanged,
             threshold=t,
+            control=ref.backend in controls,
         )
         if b is not None:
             pc.baseline_status, pc.baseline_error = b.status(), b.error()
