@@ -62,6 +62,21 @@ def test_a_stopped_worker_sends_the_confirmation_again_and_the_release_waits(
     assert sent == [(confirm.TASK_CONFIRM_REGRESSIONS, [comparison_id, confirm.ROUNDS], queue)]
 
 
+def test_a_stopped_worker_without_a_broker_settles_rather_than_leave_it_hanging(
+        session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    release, comparison_id = _confirming(session, monkeypatch)
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(confirm, "_measure_run", lambda *args: False)
+    monkeypatch.setattr(confirm.app, "send_task", refused)
+    assert confirm.confirm_regressions(comparison_id) == {}
+    assert _states(session, comparison_id) == ["confirm_failed"] * 4
+    done = session.get(Release, release.id)
+    assert done is not None and done.status == "complete"
+
+
 def test_a_failed_confirmation_is_named_in_the_notification(
         session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
     release, comparison_id = _confirming(session, monkeypatch)

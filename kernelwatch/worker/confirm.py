@@ -240,6 +240,18 @@ def settle(session: Session, comparison: Comparison, regs: list[Regression],
     return out
 
 
+def _failed(session: Session, comparison_id: int) -> dict[str, str]:
+    """The comparison's regressions still confirming are ``confirm_failed``: the notification
+    names them as flagged but not confirmed."""
+    session.rollback()
+    for r in session.scalars(select(Regression).where(
+            Regression.comparison_id == comparison_id,
+            Regression.state == RegressionState.confirming)):
+        r.state = RegressionState.confirm_failed
+    session.commit()
+    return {}
+
+
 @app.task(name=TASK_CONFIRM_REGRESSIONS, acks_late=True)
 def confirm_regressions(comparison_id: int, rounds: int = ROUNDS) -> dict[str, str]:
     service = node_mod.service()
@@ -252,19 +264,18 @@ def confirm_regressions(comparison_id: int, rounds: int = ROUNDS) -> dict[str, s
         log.info("confirm: comparison %s settled in %.0f s: %s", comparison_id,
                  (_now() - started).total_seconds(), states)
     except WorkerShuttingDown as stop:
-        log.warning("confirm: %s; sent again to %s", stop, stop.queue)
-        app.send_task(TASK_CONFIRM_REGRESSIONS, args=[comparison_id, rounds],
-                               queue=stop.queue)
-        return {}  # not settled: the release keeps waiting for this confirmation
+        try:
+            app.send_task(TASK_CONFIRM_REGRESSIONS, args=[comparison_id, rounds],
+                          queue=stop.queue)
+            log.warning("confirm: %s; sent again to %s", stop, stop.queue)
+            return {}  # not settled: the release keeps waiting for this confirmation
+        except Exception:  # no broker to take it: nothing would ever finish it
+            log.exception("confirm: comparison %s: %s, and could not be sent again",
+                          comparison_id, stop)
+            states = _failed(session, comparison_id)
     except Exception:
         log.exception("confirm: comparison %s failed", comparison_id)
-        session.rollback()
-        for r in session.scalars(select(Regression).where(
-                Regression.comparison_id == comparison_id,
-                Regression.state == RegressionState.confirming)):
-            r.state = RegressionState.confirm_failed
-        session.commit()
-        states = {}
+        states = _failed(session, comparison_id)
     finally:
         session.close()
     from kernelwatch.core.releases import confirmation_finished
