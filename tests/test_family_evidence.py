@@ -213,6 +213,41 @@ def test_pytorch_beside_two_releases_is_a_control_not_a_change(session: Session)
     assert result.regressions == [] and result.summary()["control_counts"]["improvement"] == 2
 
 
+def test_the_release_flow_lists_moved_controls_apart(session: Session,
+                                                     pages: dict[str, ModuleType]) -> None:
+    """Through the release flow (its comparison step, re-driven as a worker's reaper does),
+    the sampler job of the whole-suite run: FlashInfer's sampler is unchanged, the torch
+    sampler's two moved points are controls, not improvements, on the release page and in
+    the notification."""
+    import importlib
+
+    from kernelwatch.core import notify
+    from kernelwatch.core.models import Release, ReleaseStatus, ReleaseTag, TagState
+    from kernelwatch.core.releases import redrive_releases
+
+    change_rows = importlib.import_module("kernelwatch.dashboard.pages.release").change_rows
+
+    (job,) = _import(session, "sampling")[WHOLE]
+    session.add(Release(version="0.7.4", previous_version="0.6.18.post1", source="manual",
+                        status=ReleaseStatus.benchmarking, details={},
+                        tags=[ReleaseTag(tag="h100", job_ids=[job],
+                                         state=TagState.benchmarking)]))
+    session.commit()
+    assert redrive_releases() == 1
+    session.expire_all()
+    detail = queries.release_detail(session, "0.7.4")
+    assert detail is not None
+    rows = change_rows(detail)
+    assert [r["list"] for r in rows] == ["control", "control"]
+    assert {r["backend"] for r in rows} == {"torch"}
+    assert [r["change"] for r in rows] == ["-50.3%", "-48.0%"]
+    release = session.scalar(select(Release).where(Release.version == "0.7.4"))
+    assert release is not None and release.status == "complete"
+    (gpu,) = notify.release_summary(session, release)["gpus"]
+    assert gpu["counts"]["unchanged"] == 3 and gpu["counts"]["improvement"] == 0
+    assert (gpu["controls"], gpu["controls_moved"]) == (3, 2)
+
+
 def test_flashinfers_benchmark_times_small_gdn_decode_with_a_warm_l2(session: Session) -> None:
     """GDN decode at batch 1 hands the tool's timer a 2 MiB state: its CUDA graph cycles ten
     copies, 20 MiB, through the H100's 50 MiB L2, so its number is a warm-L2 number, about 30 %

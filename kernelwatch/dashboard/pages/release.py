@@ -21,6 +21,7 @@ from kernelwatch.core.compare import (
     BASELINE_ONLY,
     CONTENDER_ONLY,
     IMPROVEMENT,
+    REGRESSION,
     ComparisonResult,
     PointComparison,
 )
@@ -43,7 +44,9 @@ LIST_ROWS = 200
 CHART_ROWS = 40
 LISTS = {"regression": "Regressions", "improvement": "Improvements",
          "baseline_only": "Only in the previous release", "contender_only":
-         "Only in this release"}
+         "Only in this release",
+         # PyTorch beside both releases: the same code, so a change is the node's
+         "control": "PyTorch controls that moved (the same code in both runs: the node moved)"}
 
 
 def layout(version: str | None = None, **_q: Any) -> html.Div:
@@ -173,9 +176,14 @@ def change_rows(detail: queries.ReleaseDetail) -> list[dict[str, Any]]:
             rows.append(_regression_row(r, shown, compare))
         for verdict in (IMPROVEMENT, BASELINE_ONLY, CONTENDER_ONLY):
             # The largest improvement first, as the regressions list the worst first.
-            points = sorted((p for p in result.points if p.verdict == verdict),
+            points = sorted((p for p in result.points if p.verdict == verdict
+                             and not (p.control and verdict == IMPROVEMENT)),
                             key=lambda p: p.ratio or 1.0)
             rows += [_point_row(p, result, shown, compare) for p in points]
+        moved = sorted((p for p in result.points
+                        if p.control and p.verdict in (REGRESSION, IMPROVEMENT)),
+                       key=lambda p: -abs(math.log(p.ratio or 1.0)))
+        rows += [{**_point_row(p, result, shown, compare), "list": "control"} for p in moved]
     return rows
 
 
@@ -220,6 +228,7 @@ LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
                       ("status", "status"), ("median_us", "median µs"), ("history", "")],
 }
 LIST_COLUMNS["contender_only"] = LIST_COLUMNS["baseline_only"]
+LIST_COLUMNS["control"] = LIST_COLUMNS["improvement"]
 LINKS = {"history": "history_link", "compare": "compare_link"}
 
 
