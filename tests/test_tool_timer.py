@@ -121,6 +121,21 @@ def test_observe_reads_the_call_with_the_versions_defaults() -> None:
     assert observe(bench_gpu_time_06, utils, lambda: None, (2, 7), {}).input_bytes == 0
 
 
+def test_observe_counts_the_tensors_the_versions_timer_rotates() -> None:
+    """FlashInfer 0.6's timer rotates only its GPU tensors (``_extract_gpu_tensors``): a host
+    tensor handed over with them is not rotated, so not counted."""
+    utils = Utils06()
+    device, host = torch.zeros(1024), torch.zeros(4096)
+
+    def on_gpu(obj: Any) -> list[torch.Tensor]:
+        return [t for t in obj if t is device] if isinstance(obj, tuple) else []
+
+    utils._extract_gpu_tensors = on_gpu  # type: ignore[attr-defined]
+    call = observe(bench_gpu_time_06, utils, lambda *a: None, (),
+                   {"use_cuda_graph": True, "input_args": (device, host)})
+    assert call.input_bytes == 1024 * 4 and utils.given == [[device]]
+
+
 def test_observe_reads_a_05_timer_that_cannot_rotate() -> None:
     call = observe(bench_gpu_time_05, SimpleNamespace(), lambda: None, (),
                    {"num_iters_within_graph": 4})

@@ -70,7 +70,9 @@ def observe(timer: Callable[..., Any], utils: Any, fn: Any, args: tuple[Any, ...
     # 0.6+: cold_l2_cache, with the deprecated l2_flush still winning when given; 0.5: l2_flush
     flush = p.get("l2_flush")
     cold = bool(flush if flush is not None else p.get("cold_l2_cache", True))
-    inputs = _tensors(p.get("input_args") or ()) + _tensors(p.get("input_kwargs") or {})
+    # the tensors the version's timer itself rotates (its own helper: the GPU ones), else all
+    extract = getattr(utils, "_extract_gpu_tensors", _tensors)
+    inputs = list(extract(p.get("input_args") or ())) + list(extract(p.get("input_kwargs") or {}))
     nbytes = sum(t.numel() * t.element_size() for t in inputs)
     rotates = hasattr(utils, "calculate_rotation_count")
     copies = 1
