@@ -162,8 +162,8 @@ def test_the_cross_check_verdicts_follow_from_both_medians(session: Session) -> 
                 assert c.status == "unavailable" and "not FlashInfer's" in c.error
                 continue
             if c.status == "error":
-                # the 0.7.4 tool is FlashInfer's later source (no v0.7.4 tag to take it from):
-                # its attention routines call a flashinfer.testing newer than 0.7.4's
+                # the 0.7.4 tool is FlashInfer's main at fb28d72 (no v0.7.4 tag to take it
+                # from): its attention routines pass a kv_dtype 0.7.4's flashinfer.testing lacks
                 assert p.flashinfer_version == "0.7.4"
                 assert p.kernel in ("batch_decode", "batch_prefill")
                 assert "attention_tb_per_sec_with_actual_seq_lens() got an unexpected " \
