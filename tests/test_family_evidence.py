@@ -143,7 +143,6 @@ def test_the_comparison_follows_from_the_stored_samples(session: Session, family
             for c in result.points:
                 got[c.verdict.value] = got.get(c.verdict.value, 0) + 1
             kernel = session.scalar(select(Job.kernel).where(Job.id == job))
-            print("VERDICT", pair, kernel, got)
             assert got == VERDICTS[pair][kernel], (pair, kernel)
 
 
