@@ -360,13 +360,27 @@ def test_the_call_adapts_to_the_installed_release(monkeypatch: pytest.MonkeyPatc
         seen.update(top_p=top_p, generator=generator)
         return probs.argmax(-1)
 
+    gen = torch.Generator()
     _fake_flashinfer(monkeypatch, "0.5.3", top_p_sampling_from_probs=top_p_053)
-    call = sampling_ops._flashinfer_call("top_p_sampling_from_probs",
-                                         point("top_p_sampling_from_probs"), "cpu")
+    call, drawn = sampling_ops._flashinfer_call("top_p_sampling_from_probs",
+                                                point("top_p_sampling_from_probs"), gen)
     call({"probs": torch.ones(2, 4)})
-    assert seen["top_p"] == 0.9 and isinstance(seen["generator"], torch.Generator)
+    # the generator it draws from is declared, for the graph to register before capture
+    assert seen["top_p"] == 0.9 and seen["generator"] is gen and drawn == (gen,)
     with pytest.raises(NotImplementedError, match=r"FlashInfer 0.5.3 has no flashinfer.top_k"):
-        sampling_ops._flashinfer_call("top_k", point("top_k"), "cpu")
+        sampling_ops._flashinfer_call("top_k", point("top_k"), gen)
+
+    def top_p_0618(probs: Any, top_p: Any, indices: Any = None, deterministic: bool = True,
+                   generator: Any = None, check_nan: bool = False, seed: Any = None,
+                   offset: Any = None) -> Any:
+        seen.update(seed=seed, generator=generator)
+        return probs.argmax(-1)
+
+    _fake_flashinfer(monkeypatch, "0.6.18", top_p_sampling_from_probs=top_p_0618)
+    call, drawn = sampling_ops._flashinfer_call("top_p_sampling_from_probs",
+                                                point("top_p_sampling_from_probs"), gen)
+    call({"probs": torch.ones(2, 4)})
+    assert seen["seed"] == sampling_ops.SEED and seen["generator"] is None and drawn == ()
 
     def old_joint(probs: Any, top_k: Any, top_p: Any, generator: Any = None) -> Any:
         return None
@@ -376,7 +390,7 @@ def test_the_call_adapts_to_the_installed_release(monkeypatch: pytest.MonkeyPatc
             "FlashInfer 0.4.0: flashinfer.sampling.top_k_top_p_sampling_from_probs has no "
             "keyword 'filter_apply_order'")):
         sampling_ops._flashinfer_call("top_k_top_p_sampling_from_probs",
-                                      point("top_k_top_p_sampling_from_probs"), "cpu")
+                                      point("top_k_top_p_sampling_from_probs"), gen)
 
 
 def _signature(version: str, kernel: str) -> set[str]:
@@ -496,3 +510,34 @@ def test_a_sampling_line_is_the_same_experiment() -> None:
 def test_sampling_lines_that_cannot_be_mapped_are_refused(line: str, message: str) -> None:
     with pytest.raises(UnmappedLine, match=re.escape(message)):
         line_specs(line, 3)
+
+
+def test_a_torch_sampler_hands_its_generator_to_the_graph_timer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sampler's own generator must be registered with the graph before capture (else the
+    capture fails and the point is timed by CUDA events, host launch gaps included). The
+    PyTorch samplers declare it; the deterministic kernels declare none; the measurer passes
+    it to the graph timer, replaced here at its boundary."""
+    from kernelwatch_harness import measure, timing
+
+    sampler = FAMILY.inputs("top_k_top_p_sampling_from_logits",
+                            point("top_k_top_p_sampling_from_logits"), "torch", "cpu")
+    prepared = FAMILY.prepare("torch", sampler, "cpu")
+    (gen,) = prepared.generators
+    assert isinstance(gen, torch.Generator)
+    mask = FAMILY.inputs("top_k_mask_logits", point("top_k_mask_logits"), "torch", "cpu")
+    assert FAMILY.prepare("torch", mask, "cpu").generators == ()
+
+    seen: dict[str, Any] = {}
+
+    def graph(fn: Any, datas: list[dict[str, Any]], *args: Any) -> timing.GraphTiming:
+        seen["generators"] = args[-1]
+        return timing.GraphTiming([5.0] * 4, 1, [tuple(sampler.data_ptrs(datas[0]))])
+
+    monkeypatch.setattr(timing, "time_cuda_graph", graph)
+    monkeypatch.setattr(timing, "estimate_call_us", lambda fn, datas: 5.0)
+    monkeypatch.setattr(timing, "boost_reference_mhz", lambda: 1980.0)
+    m = measure.Measurer("cpu", {"iterations": 4})
+    telemetry: dict[str, Any] = {"rotation": {}}
+    assert m._graph(prepared, sampler, [sampler.data], telemetry) == [5.0] * 4
+    assert seen["generators"] == (gen,)

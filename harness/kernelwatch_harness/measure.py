@@ -358,6 +358,7 @@ class Measurer:
             self.warmup_ms,
             timing.PROBE_CYCLES,
             floor,
+            prepared.generators,
         )
         telemetry["warmup"] = {"replays": res.warmup_replays, "gpu_ms": res.warmup_gpu_ms}
         clocks = res.clocks_mhz or []

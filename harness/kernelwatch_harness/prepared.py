@@ -23,3 +23,8 @@ class Prepared:
     notes: dict[str, Any] = field(default_factory=dict)
     """Facts about the prepared call kept in the point's telemetry (torch-sdpa: the kernel
     SDPA dispatched to)."""
+    generators: tuple[torch.Generator, ...] = ()
+    """The random-number generators ``fn`` draws from (samplers). A CUDA graph must register
+    a generator other than the device's default before it captures a call that advances it,
+    or the capture fails and the point falls back to CUDA events, which time host launch
+    gaps with the kernels; registered, each replay draws new numbers as eager calls do."""

@@ -17,7 +17,7 @@ import itertools
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,12 +278,14 @@ def time_cuda_graph(
     warmup_ms: float = 0.0,
     probe_cycles: int = 0,
     floor_mhz: float = 0.0,
+    generators: Sequence[Any] = (),
 ) -> GraphTiming:
     """``warmup`` replays, then (``warmup_ms`` > 0) as many more as ``warmup_replays`` asks
     for the call time those replays measured, then the ``iterations`` timed replays, each
     preceded (``probe_cycles`` > 0) by a clock probe, and one probe after the last. With
     ``floor_mhz`` (and probes), samples under that clock are replaced by later bursts
-    (``collect_at_clock``), each after its own ``warmup`` replays."""
+    (``collect_at_clock``), each after its own ``warmup`` replays. ``generators``: the
+    call's own random-number generators, registered with the graph before its capture."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # warm-up off the capture stream, as torch requires
@@ -292,6 +294,8 @@ def time_cuda_graph(
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
+    for generator in generators:  # so that its offset advances at each replay
+        graph.register_generator_state(generator)
     used: list[tuple[int, ...]] = []
     with torch.cuda.graph(graph):
         for i in range(calls):

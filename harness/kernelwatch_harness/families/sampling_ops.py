@@ -111,9 +111,8 @@ def _speculative(d: dict[str, torch.Tensor],
     return tokens.int(), accepted.int().sum(-1).int(), emitted.int()
 
 
-def _torch_call(kernel: str, params: dict[str, Any], device: str) -> Call:
-    """What a PyTorch user writes for each kernel."""
-    gen = torch.Generator(device=device).manual_seed(SEED)
+def _torch_call(kernel: str, params: dict[str, Any], gen: torch.Generator) -> Call:
+    """What a PyTorch user writes for each kernel; the samplers draw from ``gen``."""
     k = int(params.get("top_k", 1))
     top_p = float(params.get("top_p", 1.0))
 
@@ -244,15 +243,16 @@ def api_name(kernel: str) -> str:
     return f"flashinfer.{kernel}" if top else f"flashinfer.sampling.{kernel}"
 
 
-def _flashinfer_call(kernel: str, params: dict[str, Any], device: str) -> Call:
+def _flashinfer_call(kernel: str, params: dict[str, Any],
+                     gen: torch.Generator) -> tuple[Call, tuple[torch.Generator, ...]]:
+    """The call, and the generators it draws from (``gen`` where the release takes one)."""
     op, version = flashinfer_api(api_name(kernel))
-    gen = torch.Generator(device=device).manual_seed(SEED)
     kwargs = flashinfer_kwargs(kernel, params, inspect.signature(op).parameters, version, gen)
     names = _TENSORS.get(kernel)
 
     def call(d: dict[str, torch.Tensor]) -> Any:
         return op(*(d[n] for n in names or d), **kwargs)
-    return call
+    return call, ((gen,) if "generator" in kwargs else ())
 
 
 def varlen_refusal(backend: str, params: dict[str, Any], arch: str) -> str | None:
@@ -303,9 +303,11 @@ def prepare(backend: str, inp: Operands, device: str) -> Prepared:
     def outputs(raw: Any) -> list[torch.Tensor]:
         return sampling_checks.outputs(inp, raw)
 
+    gen = torch.Generator(device=device).manual_seed(SEED)
     if backend == "torch":
-        return Prepared(fn=_torch_call(inp.kernel, inp.params, device), outputs=outputs,
-                        resolved_backend="torch")
+        return Prepared(fn=_torch_call(inp.kernel, inp.params, gen), outputs=outputs,
+                        resolved_backend="torch",
+                        generators=(gen,) if inp.kernel in RANDOM else ())
     if backend not in KERNELS_BACKENDS.get(inp.kernel, ("cuda",)):
         raise NotImplementedError(f"backend {backend!r} is not offered for {inp.kernel}")
     if device != "cuda":
@@ -313,5 +315,5 @@ def prepare(backend: str, inp: Operands, device: str) -> Prepared:
     if inp.kernel == VARLEN:
         return Prepared(fn=_varlen_call(backend, inp.params, device), outputs=outputs,
                         resolved_backend=backend)
-    return Prepared(fn=_flashinfer_call(inp.kernel, inp.params, device), outputs=outputs,
-                    resolved_backend="cuda")
+    fn, generators = _flashinfer_call(inp.kernel, inp.params, gen)
+    return Prepared(fn=fn, outputs=outputs, resolved_backend="cuda", generators=generators)
