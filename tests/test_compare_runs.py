@@ -323,3 +323,42 @@ def test_two_releases_on_one_gpu_compare_every_series_of_every_job(
                                    "0.6.18.post1"], env={"COLUMNS": "200"})
     assert out.exit_code == 0, out.output
     assert "2 series from 2 jobs (4 runs)" in out.output
+
+
+def test_two_releases_on_one_gpu_compare_pytorch_as_controls(
+        kw_env: Settings, session: Session) -> None:
+    """PyTorch beside two FlashInfer releases runs the same code: on a GPU a 2x move of its
+    series is the node's, counted apart as in the release flow; a CPU node measures only
+    PyTorch, so there it is what is compared."""
+    from kernelwatch.core.compare.runs import compare_release_pair
+    from kernelwatch.core.models import Job
+    from kernelwatch.core.results import store_point
+    from kernelwatch_harness.catalogue import complete_params
+
+    for sku in ("h200", None):
+        job = Job(name=f"torch-{sku}", kernel="single_decode", spec={}, status="succeeded")
+        session.add(job)
+        session.flush()
+        for version, us in (("0.5.3", 10.0), ("0.6.18.post1", 20.0)):
+            run = Run(job_id=job.id, target=sku or "cpu", queue="q", point_indices=[0],
+                      flashinfer_version=version, gpu_sku=sku, status="succeeded")
+            session.add(run)
+            session.flush()
+            store_point(session, run, "single_decode",
+                        complete_params("single_decode", {}, "torch-sdpa"),
+                        {"type": "point", "point_index": 0, "backend": "torch-sdpa",
+                         "status": "ok", "error": None,
+                         "samples_us": [us, us * 1.01, us * 0.99, us]})
+    session.commit()
+    gpu = compare_release_pair(session, "h200", "0.5.3", "0.6.18.post1")
+    (point,) = gpu.points
+    assert point.control and point.verdict == REGRESSION
+    assert gpu.regressions == [] and gpu.control_counts["regression"] == 1
+    assert gpu.counts["regression"] == 0
+    cpu = compare_release_pair(session, None, "0.5.3", "0.6.18.post1")
+    (point,) = cpu.points
+    assert not point.control and [p.series_key for p in cpu.regressions] == [point.series_key]
+    with TestClient(create_app()) as client:
+        body = client.get("/v1/compare", params={"gpu": "h200", "from": "0.5.3",
+                                                 "to": "0.6.18.post1"}).json()
+    assert body["control_counts"]["regression"] == 1 and body["points"][0]["control"]

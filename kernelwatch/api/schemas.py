@@ -148,7 +148,8 @@ _COMPARISON_FIELDS: dict[str, Any] = {
     **{name: (hint, ...) for name, hint in get_type_hints(ComparisonResult).items()},
     "environment_differences": (list[EnvironmentDifferenceOut], []),
     "confidence": (float, ...),
-    "counts": (dict[str, int], ...),  # points per verdict
+    "counts": (dict[str, int], ...),  # points per verdict, controls left out
+    "control_counts": (dict[str, int], ...),  # the control series' verdicts
 }
 ComparisonOut = create_model(
     "ComparisonOut",

@@ -42,7 +42,7 @@ from kernelwatch.core.broker import (
     queue_for_node,
     queue_for_tag,
 )
-from kernelwatch.core.compare.runs import compare_runs, persist_comparison
+from kernelwatch.core.compare.runs import compare_runs, persist_comparison, release_controls
 from kernelwatch.core.db import insert_or_existing, session_scope
 from kernelwatch.core.errors import InvalidInput, Unavailable
 from kernelwatch.core.history import sort_versions
@@ -66,7 +66,7 @@ from kernelwatch.core.models import (
 from kernelwatch.core.nodes import alive_nodes
 from kernelwatch.core.settings import get_settings
 from kernelwatch.core.spec import SweepSpec
-from kernelwatch_harness.catalogue import KERNELS, TORCH_BACKENDS
+from kernelwatch_harness.catalogue import KERNELS
 
 log = logging.getLogger(__name__)
 
@@ -486,11 +486,7 @@ def _compare_tag(session: Session, release: Release, tag: ReleaseTag) -> tuple[i
                        else "no runs of one of the versions")
         return None
     settings = get_settings()
-    # Beside two FlashInfer releases the PyTorch points run the same code: on a GPU tag they
-    # are controls, whose change is the node's (a CUDA-event-timed torch sampler moved 2x
-    # between two harness processes on an H100), never a release's regression or improvement.
-    # A cpu tag measures only them: there they are what the flow compares.
-    controls = TORCH_BACKENDS if tag.tag != "cpu" else ()
+    controls = release_controls(tag.tag != "cpu")
     result = compare_runs(session, [r.id for r in base], [r.id for r in cont],
                           threshold=settings.regression_threshold,
                           kernel_thresholds=settings.kernel_thresholds, controls=controls)

@@ -39,6 +39,16 @@ from kernelwatch.core.models import (
     Run,
     Sample,
 )
+from kernelwatch_harness.catalogue import TORCH_BACKENDS
+
+
+def release_controls(gpu: bool) -> frozenset[str]:
+    """The backends compared as controls when two FlashInfer releases are compared on one
+    node: on a GPU the PyTorch points run the same code beside both releases, so their change
+    is the node's (a CUDA-event-timed torch sampler moved 2x between two harness processes on
+    an H100), never a release's regression or improvement. A CPU node measures only them:
+    there they are what is compared."""
+    return frozenset(TORCH_BACKENDS) if gpu else frozenset()
 
 
 class UnknownRunsError(NotFound):
@@ -294,12 +304,14 @@ def jobs_of_runs(session: Session, run_ids: Sequence[int]) -> int:
 def compare_release_pair(session: Session, gpu_sku: str | None, baseline_version: str,
                          contender_version: str, **options: Any) -> ComparisonResult:
     """Two versions on one GPU, compared over everything measured (``release_pair_runs``); the
-    result says how many series came from how many jobs, pooled."""
+    result says how many series came from how many jobs, pooled. On a GPU the PyTorch series
+    are controls, as in the release flow (``release_controls``)."""
     b, c = release_pair_runs(session, gpu_sku, baseline_version, contender_version)
     if not b:
         where = gpu_sku or "cpu"
         raise NotFound(f"no finished runs of both {baseline_version} and {contender_version} "
                        f"on {where}")
+    options.setdefault("controls", release_controls(gpu_sku is not None))
     result = compare_runs(session, b, c, **options)
     result.sources = {"gpu_sku": gpu_sku, "baseline_version": baseline_version,
                       "contender_version": contender_version,
