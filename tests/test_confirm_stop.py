@@ -62,6 +62,51 @@ def test_a_stopped_worker_sends_the_confirmation_again_and_the_release_waits(
     assert sent == [(confirm.TASK_CONFIRM_REGRESSIONS, [comparison_id, confirm.ROUNDS], queue)]
 
 
+def test_each_kernel_is_settled_as_its_confirmation_ends_and_a_resent_one_resumes(
+        session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The regressions of a kernel whose confirm job was measured are settled before the next
+    kernel's job starts: a worker stopped in that next job keeps them, and the confirmation
+    sent again re-measures only the kernel still confirming."""
+    from kernelwatch.core.results import store_point
+
+    _, comparison_id = _confirming(session, monkeypatch)
+    regs = list(session.scalars(select(Regression).where(
+        Regression.comparison_id == comparison_id).order_by(Regression.id)))
+    contender = regs[0].contender_version
+    stop_in: list[str] = ["batch_prefill"]
+
+    def measure(session: Session, run: Run, job: Job, *rest: Any) -> bool:
+        if job.kernel in stop_in:
+            return False
+        slower = 1.2 if run.flashinfer_version == contender else 1.0
+        flagged = [r for r in regs if r.kernel == job.kernel]
+        for index, r in zip(run.point_indices, flagged, strict=True):
+            store_point(session, run, r.kernel, dict(r.params), {
+                "type": "point", "point_index": index, "backend": r.backend, "status": "ok",
+                "error": None, "samples_us": [10.0 * slower * (1 + i / 1000) for i in range(8)],
+                "repeat_sizes": [4, 4]})
+        session.commit()
+        return True
+
+    sent: list[tuple[str, list[Any], str]] = []
+    monkeypatch.setattr(confirm, "_measure_run", measure)
+    monkeypatch.setattr(confirm.app, "send_task",
+                        lambda name, args, queue: sent.append((name, args, queue)))
+    assert confirm.confirm_regressions(comparison_id) == {}
+    session.expire_all()
+    assert {r.kernel: str(session.get(Regression, r.id).state)  # type: ignore[union-attr]
+            for r in regs} == {"batch_decode": "confirmed", "batch_prefill": "confirming"}
+    assert len(sent) == 1
+
+    stop_in.clear()  # the confirmation sent again, on a worker that keeps going
+    states = confirm.run_confirmation(session, comparison_id, service=confirm.node_mod.service())
+    assert sorted(states.values()) == ["confirmed", "confirmed"]
+    assert _states(session, comparison_id) == ["confirmed"] * 4
+    jobs = session.scalars(select(Job).where(Job.kind == "confirm").order_by(Job.id)).all()
+    assert [(j.kernel, j.status) for j in jobs][-1][0] == "batch_prefill"
+    assert [j.kernel for j in jobs].count("batch_decode") == 1  # not measured again
+
+
 def test_a_stopped_worker_without_a_broker_settles_rather_than_leave_it_hanging(
         session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
     release, comparison_id = _confirming(session, monkeypatch)

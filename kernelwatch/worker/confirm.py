@@ -125,7 +125,10 @@ def run_confirmation(
     rounds: int = ROUNDS,
     service: node_mod.NodeService | None = None,
 ) -> dict[str, str]:
-    """Re-measure and settle every open regression of a comparison; returns {id: state}."""
+    """Re-measure and settle every open regression of a comparison, kernel by kernel: each
+    kernel's regressions are settled as soon as its confirm job is measured, so a stop in a
+    later kernel's job keeps them, and a confirmation sent again re-measures only the kernels
+    still confirming. Returns {id: state}."""
     comparison = session.get(Comparison, comparison_id)
     if comparison is None:
         log.warning("confirm: comparison %s does not exist", comparison_id)
@@ -154,8 +157,9 @@ def run_confirmation(
         r.state = RegressionState.confirming
     session.commit()
 
-    roles: dict[int, str] = {}  # run id -> baseline | contender
+    states: dict[str, str] = {}
     for kernel, kregs in by_kernel.items():
+        roles: dict[int, str] = {}  # run id -> baseline | contender
         spec, indices = confirm_spec(comparison_id, kernel, kregs, ref_run.target,
                                      [base_version, cont_version], timing)
         job = Job(name=spec.name, kind="confirm", kernel=kernel,
@@ -191,7 +195,10 @@ def run_confirmation(
                 session.commit()
                 raise WorkerShuttingDown(f"comparison {comparison_id}: stopped in round "
                                          f"{run.chunk} of {rounds}", queue)
-    return settle(session, comparison, regs, roles, thresholds)
+        states.update(settle(session, comparison, kregs, roles, thresholds))
+        log.info("confirm: comparison %s, %s settled: %s", comparison_id, kernel,
+                 {k: v for k, v in states.items() if int(k) in {r.id for r in kregs}})
+    return states
 
 
 def settle(session: Session, comparison: Comparison, regs: list[Regression],
