@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ def timeline(flow: dict[str, Any]) -> list[str]:
             lines.append(f"  {b['kernel']:<36} {b['version']:<14} built in "
                          f"{b['wall_seconds']:6.0f} s, ended after "
                          f"{b.get('ended_after') or 0:6.0f} s")
+        lines += _measuring(jobs, tag, {b["run_id"]: b.get("ended_after") or 0.0
+                                        for b in builds if "run_id" in b}, after)
         last_build = max((b.get("ended_after") or 0 for b in builds), default=None)
         stored = sorted(s for j in jobs for r in j["runs"] for p in r["points"]
                         if (s := after(p.get("created_at"))) is not None)
@@ -84,10 +87,67 @@ def timeline(flow: dict[str, Any]) -> list[str]:
         lines.append(f"confirmation of {j['job']['kernel']}: {len(done)} of {len(runs)} runs "
                      f"measured" + (f", from {began:.0f} s" if began is not None else "")
                      + f" ({j['job'].get('status')})")
+        lines += _rounds(j, release.get("version"))
     sent = (details.get("notification") or {}).get("at")
     if sent:
         lines.append(f"notification: {after(sent):.0f} s after the trigger")
     return lines
+
+
+def _rounds(job: dict[str, Any], version: str | None) -> list[str]:
+    """Each flagged series of a confirm job: the median over its rounds of the new release's
+    medians against the previous one's (a summary of what the confirmation measured; its
+    verdict is the paired comparison's, kernelwatch.worker.confirm.settle)."""
+    sides: dict[str, dict[bool, list[float]]] = {}
+    params: dict[str, dict[str, Any]] = {}
+    for r in job["runs"]:
+        for p in r["points"]:
+            if p.get("status") == "ok" and p.get("median_us") is not None:
+                side = sides.setdefault(p["series_key"], {True: [], False: []})
+                side[r["flashinfer_version"] == version].append(float(p["median_us"]))
+                params[p["series_key"]] = p["params"]
+    out = []
+    for key, side in sides.items():
+        if side[True] and side[False]:
+            shown = {k: v for k, v in params[key].items()
+                     if k in ("batch_size", "kv_len", "num_tokens", "use_tensor_cores")}
+            ratio = statistics.median(side[True]) / statistics.median(side[False])
+            out.append(f"  {shown}: {ratio:.3f} over {len(side[False])}+{len(side[True])} "
+                       "rounds (median of medians)")
+    return out
+
+
+def _measuring(jobs: list[dict[str, Any]], tag: str, built: dict[int, float],
+               after: Any) -> list[str]:
+    """The tag's node measures one run at a time: how long it measured, how much of that the
+    cross-check took (flashinfer_benchmark.py's own routine per point, ``wall_s``), and, by
+    replaying the same order with each run shortened by its cross-check, when the last run
+    would have ended without it (the release flow's default). The replay is an estimate from
+    this run's recorded times: each run starts when the one before it ended and its own
+    build had ended."""
+    runs = sorted((r for j in jobs for r in j["runs"]
+                   if r.get("target") == tag and after(r.get("finished_at")) is not None),
+                  key=lambda r: after(r["finished_at"]))
+    if not runs:
+        return []
+    checked = {r["id"]: sum((p.get("crosscheck") or {}).get("wall_s") or 0.0
+                            for p in r["points"]) for r in runs}
+    prev, busy, replay, first = 0.0, 0.0, 0.0, None
+    for r in runs:
+        began = max(after(r.get("started_at")) or 0.0, prev, built.get(r["id"], 0.0))
+        ended = after(r["finished_at"])
+        first = began if first is None else first
+        busy += ended - began
+        replay = max(replay, built.get(r["id"], 0.0)) + (ended - began) - checked[r["id"]]
+        prev = ended
+    heaviest = max(runs, key=lambda r: checked[r["id"]])
+    kernel = next((p["kernel"] for p in heaviest["points"]), "?")
+    return [f"  measuring: {len(runs)} run(s) one at a time, from {first:.0f} s to {prev:.0f} s, "
+            f"{busy:.0f} s busy; the cross-check took {sum(checked.values()):.0f} s of it "
+            f"(most in one run: {kernel} {heaviest['flashinfer_version']}, "
+            f"{checked[heaviest['id']]:.0f} s)",
+            f"  without the cross-check (estimate, this order replayed): the last run would have "
+            f"ended after {replay:.0f} s"]
 
 
 def main() -> None:

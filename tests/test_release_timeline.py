@@ -31,3 +31,38 @@ def test_where_the_whole_suites_time_went() -> None:
     builds = [line for line in lines if "built in" in line]
     assert len(builds) == 18 and builds[-1].split()[:2] == ["top_k_top_p_sampling_from_logits",
                                                             "0.7.4"]
+
+
+JOINT = FLOW.with_name("release-0.7.4-vs-0.6.18.post1-h100-whole-suite-joint.json.gz")
+
+
+def test_the_suite_with_the_joint_sampler_and_the_measuring_it_waited_for() -> None:
+    """The suite with its sampler filtering jointly and its entries longest build first, from
+    a fresh H100: the builds end by 676 s, the node's one-at-a-time measuring (cross-check on)
+    bounds the comparison at 994 s, and replayed without the cross-check the last run ends at
+    684 s. The confirmation reproduces the decode regressions and not the Mamba one."""
+    lines = load_bench("release_timeline").timeline(read_file(JOINT))
+    text = "\n".join(lines)
+    assert "h100: 18 run(s) built side by side, 676 s wall, 3019 s of JIT" in text
+    assert "  longest build: bgmv_moe 0.7.4, 676 s, ended after 676 s" in text
+    assert ("  measuring: 18 run(s) one at a time, from 162 s to 994 s, 832 s busy; the "
+            "cross-check took 379 s of it (most in one run: batch_decode 0.6.18.post1, 186 s)"
+            ) in text
+    assert ("  without the cross-check (estimate, this order replayed): the last run would "
+            "have ended after 684 s") in text
+    assert ("comparison 1 (h100): 994 s after the trigger, 6 regression, 8 improvement, "
+            "25 unchanged; regressions confirming") in text
+    assert ("  {'batch_size': 128, 'kv_len': 8192, 'use_tensor_cores': False}: 1.105 over "
+            "5+5 rounds (median of medians)") in text
+    assert "  {'batch_size': 64}: 1.001 over 5+5 rounds (median of medians)" in text
+    sampler = [line for line in lines if line.lstrip().startswith("top_k_top_p_sampling")]
+    assert [line.split()[4] for line in sampler] == ["161", "198"]  # built in, joint: no top-k
+
+
+def test_the_replay_without_the_cross_check_on_the_earlier_run() -> None:
+    """In the earlier run the sampler's top-k build (ended 1004 s) bounded everything: taking
+    the cross-check away would not have moved the last run."""
+    text = "\n".join(load_bench("release_timeline").timeline(read_file(FLOW)))
+    assert ("  measuring: 18 run(s) one at a time, from 45 s to 1041 s, 696 s busy; the "
+            "cross-check took 308 s of it") in text
+    assert "would have ended after 1039 s" in text
