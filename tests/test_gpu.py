@@ -17,6 +17,7 @@ if not torch.cuda.is_available():
 
 from kernelwatch.worker.runner import HarnessRequest, HarnessRunner  # noqa: E402
 from kernelwatch_harness.catalogue import KERNELS, complete_params  # noqa: E402
+from kernelwatch_harness.families.sampling_ops import RANDOM as SAMPLERS  # noqa: E402
 from kernelwatch_harness.timing import cupti_module  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -258,6 +259,8 @@ def test_every_kernel_runs_and_is_checked(kernel: str) -> None:
             continue
         assert p["status"] == "ok", (p["backend"], p["error"])
         assert p["max_abs_error"] is not None and p["max_abs_error"] <= p["telemetry"]["tolerance"]
+        if kernel in SAMPLERS:  # its own generator is registered with the graph: replayed
+            assert p["timing_method"] == "cuda_graph", p["telemetry"].get("cuda_graph_error")
 
 
 def test_a_built_bgmv_moe_module_is_found_by_the_next_process() -> None:
