@@ -153,12 +153,13 @@ def test_entries_run_a_part_of_the_suite(tmp_path: Path, wheelhouse: Path) -> No
     import yaml
 
     standard = ROOT / "kernelwatch" / "core" / "release_suite.yaml"
-    part = flow_module.suite_part(standard, ["release-moe", "release-norm"],
+    part = flow_module.suite_part(standard, ["release-norm", "release-moe"],
                                   tmp_path / "part.yaml")
     specs = yaml.safe_load(part.read_text())["specs"]
-    assert [s["name"] for s in specs] == ["release-norm", "release-moe"]  # the suite's order
-    assert specs[1]["kernel"] == "bgmv_moe"
-    with pytest.raises(SystemExit, match=r"release-mo not in .*its entries: release-batch-decode"):
+    assert [s["name"] for s in specs] == ["release-moe", "release-norm"]  # the suite's order
+    assert specs[0]["kernel"] == "bgmv_moe"
+    with pytest.raises(SystemExit,
+                       match=r"release-mo not in .*its entries: release-batch-prefill, rel"):
         flow_module.suite_part(standard, ["release-mo"], tmp_path / "bad.yaml")
 
 
