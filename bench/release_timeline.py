@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import heapq
 import statistics
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,7 @@ def timeline(flow: dict[str, Any]) -> list[str]:
             lines.append(f"  {b['kernel']:<36} {b['version']:<14} built in "
                          f"{b['wall_seconds']:6.0f} s, ended after "
                          f"{b.get('ended_after') or 0:6.0f} s")
-        lines += _measuring(jobs, tag, {b["run_id"]: b.get("ended_after") or 0.0
-                                        for b in builds if "run_id" in b}, after)
+        lines += _measuring(jobs, tag, builds, after)
         last_build = max((b.get("ended_after") or 0 for b in builds), default=None)
         stored = sorted(s for j in jobs for r in j["runs"] for p in r["points"]
                         if (s := after(p.get("created_at"))) is not None)
@@ -117,14 +117,16 @@ def _rounds(job: dict[str, Any], version: str | None) -> list[str]:
     return out
 
 
-def _measuring(jobs: list[dict[str, Any]], tag: str, built: dict[int, float],
+def _measuring(jobs: list[dict[str, Any]], tag: str, builds: list[dict[str, Any]],
                after: Any) -> list[str]:
     """The tag's node measures one run at a time: how long it measured, how much of that the
     cross-check took (flashinfer_benchmark.py's own routine per point, ``wall_s``), and, by
     replaying the same order with each run shortened by its cross-check, when the last run
-    would have ended without it (the release flow's default). The replay is an estimate from
-    this run's recorded times: each run starts when the one before it ended and its own
-    build had ended."""
+    would have ended without it (the release flow's default). Then the builds' start orders
+    the node can choose, replayed (``_replay``). Replays are estimates from this run's
+    recorded times: each run is measured when the one before it ended and its own build
+    had ended."""
+    built = {b["run_id"]: b.get("ended_after") or 0.0 for b in builds if "run_id" in b}
     runs = sorted((r for j in jobs for r in j["runs"]
                    if r.get("target") == tag and after(r.get("finished_at")) is not None),
                   key=lambda r: after(r["finished_at"]))
@@ -132,22 +134,69 @@ def _measuring(jobs: list[dict[str, Any]], tag: str, built: dict[int, float],
         return []
     checked = {r["id"]: sum((p.get("crosscheck") or {}).get("wall_s") or 0.0
                             for p in r["points"]) for r in runs}
-    prev, busy, replay, first = 0.0, 0.0, 0.0, None
+    took: dict[int, float] = {}
+    prev, first = 0.0, None
     for r in runs:
         began = max(after(r.get("started_at")) or 0.0, prev, built.get(r["id"], 0.0))
-        ended = after(r["finished_at"])
+        prev = after(r["finished_at"])
         first = began if first is None else first
-        busy += ended - began
-        replay = max(replay, built.get(r["id"], 0.0)) + (ended - began) - checked[r["id"]]
-        prev = ended
+        took[r["id"]] = prev - began
+    without = {rid: took[rid] - checked[rid] for rid in took}
     heaviest = max(runs, key=lambda r: checked[r["id"]])
     kernel = next((p["kernel"] for p in heaviest["points"]), "?")
-    return [f"  measuring: {len(runs)} run(s) one at a time, from {first:.0f} s to {prev:.0f} s, "
-            f"{busy:.0f} s busy; the cross-check took {sum(checked.values()):.0f} s of it "
-            f"(most in one run: {kernel} {heaviest['flashinfer_version']}, "
-            f"{checked[heaviest['id']]:.0f} s)",
-            f"  without the cross-check (estimate, this order replayed): the last run would have "
-            f"ended after {replay:.0f} s"]
+    lines = [f"  measuring: {len(runs)} run(s) one at a time, from {first:.0f} s to {prev:.0f} s, "
+             f"{sum(took.values()):.0f} s busy; the cross-check took "
+             f"{sum(checked.values()):.0f} s of it (most in one run: {kernel} "
+             f"{heaviest['flashinfer_version']}, {checked[heaviest['id']]:.0f} s)",
+             f"  without the cross-check (estimate, this order replayed): the last run would "
+             f"have ended after {_queue([r['id'] for r in runs], built, without):.0f} s"]
+    return lines + _replay(builds, took, without)
+
+
+def _queue(order: list[int], built: dict[int, float], took: dict[int, float]) -> float:
+    """When the last of ``order`` is measured, one at a time, none before its build ended."""
+    t = 0.0
+    for rid in order:
+        t = max(t, built.get(rid, 0.0)) + took[rid]
+    return t
+
+
+def _replay(builds: list[dict[str, Any]], took: dict[int, float],
+            without: dict[int, float]) -> list[str]:
+    """The builds started in other orders, as many at a time as ran at once here, each taking
+    the time it took here, and each run measured as its build ends (with and without the
+    cross-check): as the node ran them, longest first, and alternating the longest and the
+    shortest (``kernelwatch.worker.prebuild.alternate``, what a node with build history does).
+    A build's time depends on what builds beside it, so these are estimates; the first line
+    says how close the model comes to this run."""
+    from kernelwatch.worker.prebuild import alternate
+
+    seconds = {b["run_id"]: float(b["wall_seconds"]) for b in builds
+               if "run_id" in b and b["run_id"] in took}
+    if not seconds:
+        return []
+    began = {rid: next(b.get("ended_after") or 0.0 for b in builds if b.get("run_id") == rid)
+             - seconds[rid] for rid in seconds}
+    # how many ran at once: a build's recorded start can read a second or two before the end
+    # of the one whose slot it took (its wall time counts its harness's start)
+    width = max(sum(1 for o in seconds if began[o] <= began[r] + 2 < began[o] + seconds[o])
+                for r in seconds)
+    longest = sorted(seconds, key=lambda r: -seconds[r])
+    orders = {"as run": sorted(seconds, key=lambda r: began[r]), "longest first": longest,
+              "alternating longest and shortest": alternate(longest)}
+    lines = [f"  build orders replayed ({width} at a time, the recorded times):"]
+    for name, order in orders.items():
+        free = [0.0] * width
+        ended: dict[int, float] = {}
+        for rid in order:
+            start = heapq.heappop(free)
+            ended[rid] = start + seconds[rid]
+            heapq.heappush(free, ended[rid])
+        by_end = sorted(ended, key=lambda r: ended[r])
+        lines.append(f"    {name}: builds end after {max(ended.values()):.0f} s; measuring ends "
+                     f"after {_queue(by_end, ended, took):.0f} s with the cross-check, "
+                     f"{_queue(by_end, ended, without):.0f} s without")
+    return lines
 
 
 def main() -> None:

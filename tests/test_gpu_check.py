@@ -159,7 +159,7 @@ def test_entries_run_a_part_of_the_suite(tmp_path: Path, wheelhouse: Path) -> No
     assert [s["name"] for s in specs] == ["release-moe", "release-norm"]  # the suite's order
     assert specs[0]["kernel"] == "bgmv_moe"
     with pytest.raises(SystemExit,
-                       match=r"release-mo not in .*its entries: release-batch-prefill, rel"):
+                       match=r"release-mo not in .*its entries: release-moe, release-gdn"):
         flow_module.suite_part(standard, ["release-mo"], tmp_path / "bad.yaml")
 
 

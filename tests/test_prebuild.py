@@ -227,13 +227,13 @@ def test_a_build_that_does_not_end_is_stopped_at_the_time_limit_and_logged(
         in caplog.text
 
 
-def test_builds_start_longest_first_by_what_they_took_last_release(
+def test_builds_start_by_what_they_took_last_release_longest_and_shortest_in_turn(
         kw_env: Settings, session: Session, cpu_node: Node, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """With more runs than build slots, the order builds start in decides when the release can
-    measure: kernels never built on the tag first, then the slowest of the last release's
-    builds (sampling's module took 248 s on an H100; queued in the suite's order it waited
-    behind the entries before it)."""
+    measure: kernels never built on the tag first, then the last release's builds, the
+    longest and the shortest left in turn (the longest start at once; the shortest end
+    within seconds, so measuring starts then)."""
     suite = tmp_path / "suite.yaml"
     suite.write_text("""
 specs:
@@ -271,12 +271,14 @@ specs:
         + ["top_k_top_p_sampling_from_logits"] * 2
     assert prebuild_mod.past_build_seconds(session, tag, "0.7.4") == {
         "fused_add_rmsnorm": 34.1, "top_k_top_p_sampling_from_logits": 251.0}
-    ordered = prebuild_mod.longest_first(session, runs, tag, "0.7.4")
-    assert kernels(ordered) == ["mm_bf16"] * 2 + ["top_k_top_p_sampling_from_logits"] * 2 \
-        + ["fused_add_rmsnorm"] * 2
-    # within a kernel, the queue's order (the previous version's run first)
-    assert [r.flashinfer_version for r in ordered[:2]] == \
-        [r.flashinfer_version for r in runs[2:4]]
+    ordered = prebuild_mod.build_order(session, runs, tag, "0.7.4")
+    assert kernels(ordered) == ["mm_bf16"] * 2 + ["top_k_top_p_sampling_from_logits",
+                                                  "fused_add_rmsnorm"] * 2
+    # never built: the queue's order (the previous version's run first)
+    assert ordered[:2] == runs[2:4]
+    # longest first, then shortest: the ends of the list sorted longest first, in turn
+    assert ordered[2:] == [runs[4], runs[1], runs[5], runs[0]]
+    assert prebuild_mod.alternate([9, 7, 5, 3, 1]) == [9, 1, 7, 3, 5]
     # another tag's record says nothing about this one
     assert prebuild_mod.past_build_seconds(session, "other-tag", "0.7.4") == {}
 

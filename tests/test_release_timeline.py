@@ -52,6 +52,13 @@ def test_the_suite_with_the_joint_sampler_and_the_measuring_it_waited_for() -> N
             "have ended after 684 s") in text
     assert ("comparison 1 (h100): 994 s after the trigger, 6 regression, 8 improvement, "
             "25 unchanged; regressions confirming") in text
+    # the builds' start orders replayed: the model reproduces the run (993 s against 994 s),
+    # and alternating the longest and shortest builds starts the measuring earlier
+    assert "  build orders replayed (8 at a time, the recorded times):" in text
+    assert ("    as run: builds end after 676 s; measuring ends after 993 s with the "
+            "cross-check, 684 s without") in text
+    assert ("    alternating longest and shortest: builds end after 676 s; measuring ends "
+            "after 842 s with the cross-check, 684 s without") in text
     assert ("  {'batch_size': 128, 'kv_len': 8192, 'use_tensor_cores': False}: 1.105 over "
             "5+5 rounds (median of medians)") in text
     assert "  {'batch_size': 64}: 1.001 over 5+5 rounds (median of medians)" in text
