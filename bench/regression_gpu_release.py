@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -37,6 +38,10 @@ from typing import Any
 from kernelwatch.core.notify import local_receiver
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    raise SystemExit(f"stopped by signal {signum}: writing what the flow has")
 
 
 def main() -> None:
@@ -69,6 +74,9 @@ def main() -> None:
         args.suite = str(suite_part(Path(args.suite), args.entries.split(","),
                                     args.out / "suite.yaml"))
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="kw-release-"))
+    # Stopped from outside (scripts/gpu-check's --limit): leave through the finally below, so
+    # the flow is written and the workers are stopped.
+    signal.signal(signal.SIGTERM, _stopped)
 
     t0 = time.monotonic()
     with local_receiver() as (url, received):

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -206,3 +207,54 @@ def test_buildload_passes_the_entries_and_backends_on(tmp_path: Path, wheelhouse
     line = next(s for s in steps if "bench/build_load_bias.py" in s)
     assert line.split(" > ")[0].endswith("--entries release-norm,release-sampling "
                                          "--backends auto,torch")
+
+
+def _module() -> Any:
+    """scripts/gpu-check imported (it has no .py suffix)."""
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader("gpu_check", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("gpu_check", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # its dataclasses look their module up
+    loader.exec_module(module)
+    return module
+
+
+TRAPS_TERM = """
+import signal, sys, time
+def stop(*_):
+    open(sys.argv[1], "w").write("written")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+time.sleep(60)
+"""
+
+
+def test_a_step_out_of_time_is_asked_to_stop_before_it_is_killed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At its share of --limit less the grace, a step gets SIGTERM and the grace to write what
+    it has (the release flow writes release_flow.json); one that ignores it is killed at the
+    limit. Either way the step is recorded as out of time (124)."""
+    check = _module()
+    monkeypatch.setattr(check, "GRACE", 2.0)
+    written = tmp_path / "flow.json"
+    step = check.Step("release", [sys.executable, "-c", TRAPS_TERM, str(written)],
+                      tmp_path / "release.log")
+    assert check.run_step(step, 3.0) == 124
+    assert written.read_text() == "written"
+
+    deaf = check.Step("deaf", [sys.executable, "-c",
+                               "import signal, time; "
+                               "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"],
+                      tmp_path / "deaf.log")
+    import time
+
+    t0 = time.monotonic()
+    assert check.run_step(deaf, 3.0) == 124
+    assert time.monotonic() - t0 < 10  # killed once the grace ran out, not after its sleep
+    quick = check.Step("quick", [sys.executable, "-c", "raise SystemExit(3)"],
+                       tmp_path / "quick.log")
+    assert check.run_step(quick, 30.0) == 3 and check.run_step(quick, None) == 3

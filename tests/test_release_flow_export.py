@@ -55,3 +55,34 @@ def test_export_only_needs_the_data_dir(tmp_path: Path) -> None:
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert done.returncode == 2
     assert "--export-only needs --data-dir" in done.stderr
+
+
+def test_a_flow_stopped_from_outside_writes_what_it_has(tmp_path: Path) -> None:
+    """SIGTERM (scripts/gpu-check's --limit) while the flow waits: it leaves through its
+    cleanup, writing release_flow.json with the release and its jobs and stopping its
+    workers, instead of dying with nothing written (a real flow on this CPU node: embedded
+    database and broker, a worker process)."""
+    import signal
+    import time
+
+    out, data = tmp_path / "out", tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "bench/regression_gpu_release.py", "--new", "0.7.4", "--previous",
+         "0.6.18.post1", "--suite", str(write_tiny_suite(tmp_path)), "--wheelhouse",
+         str(tmp_path / "whl"), "--out", str(out), "--data-dir", str(data), "--timeout", "600"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen = []
+    deadline = time.monotonic() + 180
+    for line in proc.stdout:  # until the release is triggered
+        seen.append(line)
+        if "release 0.7.4 vs 0.6.18.post1" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, "".join(seen) + rest  # stopped, not finished
+    assert "stopped by signal" in rest
+    flow = json.loads((out / "release_flow.json").read_text())
+    assert flow["release"]["version"] == "0.7.4"
+    assert flow["jobs"][0]["job"]["name"].startswith("release-tiny-decode")
