@@ -117,9 +117,7 @@ class Measurer:
         # keep every call), and off when warmup_ms asks for the sustained-load clock.
         on_graph = device == "cuda" and self.method == timing.CUDA_GRAPH
         self.clock_floor = floor if on_graph and self.warmup_ms <= 0 else 0.0
-        self.l2_bytes = 0
-        if device == "cuda":
-            self.l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0))
+        self.l2_bytes = timing.l2_bytes() if device == "cuda" else 0
 
     def clock_identity(self) -> ClockIdentity:
         """The clock discipline every point of this harness keeps its samples under: part of

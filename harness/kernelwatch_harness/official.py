@@ -27,6 +27,7 @@ from typing import Any
 
 from kernelwatch_harness.protocol import CrosscheckLine, CrosscheckMessage
 from kernelwatch_harness.routed import routed
+from kernelwatch_harness.timing import l2_bytes
 from kernelwatch_harness.tool_timer import TimerCall, TimerSpy, l2_state
 
 SCRIPT = "flashinfer_benchmark.py"
@@ -245,12 +246,3 @@ class OfficialBenchmark:
         return {**result, "method": method, "cold_l2": cold, "l2_detail": why,
                 "cuda_graph_plan": cuda_graph_plan(run.parsed, backend),
                 "clock_mhz": run.clocks.median_mhz, "row": row}
-
-
-def l2_bytes() -> int:
-    """The GPU's L2 size (0 without one: then no input set fits, and none is called warm)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return 0
-    return int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0))

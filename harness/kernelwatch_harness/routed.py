@@ -91,7 +91,7 @@ class RoutedTimer:
         import torch
 
         free, _ = torch.cuda.mem_get_info()
-        return int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0)), int(free)
+        return timing.l2_bytes(), int(free)
 
     def _graph(self, call: Callable[[dict[str, Any]], Any], datas: list[dict[str, Any]],
                warmup: int, iterations: int, record: dict[str, Any]) -> list[float]:

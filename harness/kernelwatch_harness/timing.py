@@ -380,6 +380,14 @@ def replay_samples(
     return samples, [min(read[i], read[i + 1]) for i in range(n)]
 
 
+def l2_bytes() -> int:
+    """The GPU's L2 size in bytes; 0 without a CUDA device (nothing to rotate past, and no
+    input set said to fit)."""
+    if not torch.cuda.is_available():
+        return 0
+    return int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0))
+
+
 def boost_reference_mhz(cycles: int = PROBE_CYCLES) -> float:
     """What the probe reads at the boost clock: the median of five probes after ~20 ms of a
     one-thread spin, a load light enough that no power limiter acts (it matches what the
