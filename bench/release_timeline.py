@@ -150,7 +150,7 @@ def _measuring(jobs: list[dict[str, Any]], tag: str, builds: list[dict[str, Any]
              f"{heaviest['flashinfer_version']}, {checked[heaviest['id']]:.0f} s)",
              f"  without the cross-check (estimate, this order replayed): the last run would "
              f"have ended after {_queue([r['id'] for r in runs], built, without):.0f} s"]
-    return lines + _replay(builds, took, without)
+    return lines + _replay(builds, built, took, without)
 
 
 def _queue(order: list[int], built: dict[int, float], took: dict[int, float]) -> float:
@@ -161,7 +161,7 @@ def _queue(order: list[int], built: dict[int, float], took: dict[int, float]) ->
     return t
 
 
-def _replay(builds: list[dict[str, Any]], took: dict[int, float],
+def _replay(builds: list[dict[str, Any]], built: dict[int, float], took: dict[int, float],
             without: dict[int, float]) -> list[str]:
     """The builds started in other orders, as many at a time as ran at once here, each taking
     the time it took here, and each run measured as its build ends (with and without the
@@ -175,8 +175,7 @@ def _replay(builds: list[dict[str, Any]], took: dict[int, float],
                if "run_id" in b and b["run_id"] in took}
     if not seconds:
         return []
-    began = {rid: next(b.get("ended_after") or 0.0 for b in builds if b.get("run_id") == rid)
-             - seconds[rid] for rid in seconds}
+    began = {rid: built.get(rid, 0.0) - seconds[rid] for rid in seconds}
     # how many ran at once: a build's recorded start can read a second or two before the end
     # of the one whose slot it took (its wall time counts its harness's start)
     width = max(sum(1 for o in seconds if began[o] <= began[r] + 2 < began[o] + seconds[o])

@@ -200,9 +200,9 @@ def run_confirmation(
                 session.commit()
                 raise WorkerShuttingDown(f"comparison {comparison_id}: stopped in round "
                                          f"{run.chunk} of {rounds}", queue)
-        states.update(settle(session, comparison, kregs, roles, thresholds))
-        log.info("confirm: comparison %s, %s settled: %s", comparison_id, kernel,
-                 {k: v for k, v in states.items() if int(k) in {r.id for r in kregs}})
+        settled = settle(session, comparison, kregs, roles, thresholds)
+        log.info("confirm: comparison %s, %s settled: %s", comparison_id, kernel, settled)
+        states.update(settled)
     return states
 
 
