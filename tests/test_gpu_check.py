@@ -258,3 +258,24 @@ def test_a_step_out_of_time_is_asked_to_stop_before_it_is_killed(
     quick = check.Step("quick", [sys.executable, "-c", "raise SystemExit(3)"],
                        tmp_path / "quick.log")
     assert check.run_step(quick, 30.0) == 3 and check.run_step(quick, None) == 3
+
+
+def test_the_older_release_suite_is_the_standard_one_for_the_families_0_5_has() -> None:
+    """bench/regression_gpu_suite_older.yaml measures an older release with the cross-check
+    on: the standard suite's entries for the families 0.5.x has, as they are, except batch
+    decode without its largest batch (the tool's decode routine makes its KV cache on the
+    CPU); every entry is a valid release suite entry."""
+    from kernelwatch.core.releases import load_suite, suite_specs
+
+    standard = {e["name"]: e for e in load_suite(ROOT / "kernelwatch" / "core" /
+                                                 "release_suite.yaml")}
+    older = load_suite(ROOT / "bench" / "regression_gpu_suite_older.yaml")
+    assert [e["name"] for e in older] == ["release-batch-prefill", "release-sampling",
+                                          "release-batch-decode", "release-rope"]
+    for entry in older:
+        expected = {k: v for k, v in standard[entry["name"]].items() if k != "cpu_params"}
+        if entry["name"] == "release-batch-decode":
+            assert entry["params"].pop("batch_size") == [1, 16]
+            assert expected["params"].pop("batch_size") == [1, 16, 128]
+        assert entry == expected
+    assert len(suite_specs("h100", ["0.5.3", "0.6.18.post1"], older, crosscheck=True)) == 4
