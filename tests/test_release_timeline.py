@@ -73,3 +73,35 @@ def test_the_replay_without_the_cross_check_on_the_earlier_run() -> None:
     assert ("  measuring: 18 run(s) one at a time, from 45 s to 1041 s, 696 s busy; the "
             "cross-check took 308 s of it") in text
     assert "would have ended after 1039 s" in text
+
+
+ALTERNATING = FLOW.with_name(
+    "release-0.7.4-vs-0.6.18.post1-h100-whole-suite-alternating.json.gz")
+
+
+def test_the_suite_without_the_cross_check_from_a_fresh_node() -> None:
+    """The release flow's default (no cross-check), builds started long and short in turn,
+    from a fresh H100: the builds end at 452 s, 142 of the 148 points are measured while they
+    run, the comparison comes 12 s after the last build, and the confirmation (bgmv_moe's
+    27x first, then decode) is done at 571 s."""
+    lines = load_bench("release_timeline").timeline(read_file(ALTERNATING))
+    text = "\n".join(lines)
+    assert lines[0] == ("release 0.7.4 vs 0.6.18.post1 (complete): triggered "
+                        "2026-12-06 14:20:38")
+    assert "h100: 18 run(s) built side by side, 452 s wall, 1959 s of JIT" in text
+    assert "  longest build: bgmv_moe 0.7.4, 452 s, ended after 452 s" in text
+    # a node with no build history starts the suite's entries in its listed order
+    builds = [line.split()[0] for line in lines if "built in" in line]
+    assert builds[:4] == ["gated_delta_rule_decode", "fused_add_rmsnorm",
+                          "gated_delta_rule_decode", "fused_add_rmsnorm"]
+    assert ("  measuring: 18 run(s) one at a time, from 33 s to 464 s, 324 s busy; the "
+            "cross-check took 0 s of it") in text
+    assert ("  points stored: 148; 142 before the last build ended, the last of those after "
+            "428 s") in text
+    assert ("comparison 1 (h100): 464 s after the trigger, 5 regression, 6 improvement, "
+            "28 unchanged; regressions confirmed") in text
+    confirmations = [line for line in lines if line.startswith("confirmation of")]
+    assert confirmations == [
+        "confirmation of bgmv_moe: 10 of 10 runs measured, from 464 s (succeeded)",
+        "confirmation of batch_decode: 10 of 10 runs measured, from 517 s (succeeded)"]
+    assert lines[-1] == "notification: 571 s after the trigger"
