@@ -270,6 +270,52 @@ def test_the_release_flow_lists_moved_controls_apart(session: Session,
     assert (gpu["controls"], gpu["controls_moved"]) == (3, 2)
 
 
+def test_pytorch_controls_measured_on_one_side_only_are_listed_apart(
+        session: Session, pages: dict[str, ModuleType]) -> None:
+    """0.6.18.post1 against 0.5.3's norm job: 0.5.3's torch points errored (its tool's
+    argparse exit, above), so PyTorch's six series were measured on one side only. Through
+    the release flow they are controls that failed on the node, listed and said apart from
+    FlashInfer's changes, not among the series only one release has."""
+    import importlib
+
+    from kernelwatch.core import notify
+    from kernelwatch.core.models import Release, ReleaseStatus, ReleaseTag, TagState
+    from kernelwatch.core.releases import redrive_releases
+
+    change_rows = importlib.import_module("kernelwatch.dashboard.pages.release").change_rows
+
+    (job,) = _import(session, "norm")[OLDER]
+    session.add(Release(version="0.6.18.post1", previous_version="0.5.3", source="manual",
+                        status=ReleaseStatus.benchmarking, details={},
+                        tags=[ReleaseTag(tag="h100", job_ids=[job],
+                                         state=TagState.benchmarking)]))
+    session.commit()
+    assert redrive_releases() == 1
+    session.expire_all()
+    detail = queries.release_detail(session, "0.6.18.post1")
+    assert detail is not None
+    rows = change_rows(detail)
+    lists: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        lists.setdefault(r["list"], []).append(r)
+    assert sorted(lists) == ["control_one_side", "improvement"]
+    assert len(lists["control_one_side"]) == 12
+    assert {r["backend"] for r in lists["control_one_side"]} == {"torch"}
+    assert {(r["version"], r["status"]) for r in lists["control_one_side"]} == {
+        ("0.5.3", "error"), ("0.6.18.post1", "ok")}
+    assert {r["backend"] for r in lists["improvement"]} == {"auto"}
+    release = session.scalar(select(Release).where(Release.version == "0.6.18.post1"))
+    assert release is not None
+    summary = notify.release_summary(session, release)
+    (gpu,) = summary["gpus"]
+    assert gpu["counts"]["baseline_only"] == gpu["counts"]["contender_only"] == 0
+    assert (gpu["controls"], gpu["controls_one_sided"]) == (12, 12)
+    text = notify.release_text(summary)
+    assert "measured in one release only" not in text
+    assert ("PyTorch controls: 12 of 12 series measured in one run only (the same code in "
+            "both: it failed on the node, not in FlashInfer)") in text
+
+
 def test_flashinfers_benchmark_times_small_gdn_decode_with_a_warm_l2(session: Session) -> None:
     """GDN decode at batch 1 hands the tool's timer a 2 MiB state: its CUDA graph cycles ten
     copies, 20 MiB, through the H100's 50 MiB L2, so its number is a warm-L2 number, about 30 %

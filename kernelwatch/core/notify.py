@@ -97,6 +97,8 @@ def release_summary(session: Session, release: Release) -> dict[str, Any]:
             entry["controls"] = sum(controls.values())
             entry["controls_moved"] = sum(controls.get(v, 0) for v in ("regression",
                                                                         "improvement"))
+            entry["controls_one_sided"] = sum(controls.get(v, 0) for v in ("baseline_only",
+                                                                            "contender_only"))
         gpus.append(entry)
     return {"release": release.version, "previous": release.previous_version,
             "status": str(release.status), "release_url": release_url(release.version),
@@ -133,6 +135,10 @@ def release_text(summary: dict[str, Any]) -> str:
             lines.append(f"    PyTorch controls: {g['controls_moved']} of {g['controls']} series "
                          f"moved between the runs (the same code in both: the node moved, "
                          f"not FlashInfer)")
+        if g.get("controls_one_sided"):
+            lines.append(f"    PyTorch controls: {g['controls_one_sided']} of {g['controls']} "
+                         f"series measured in one run only (the same code in both: it failed "
+                         f"on the node, not in FlashInfer)")
         lines += _regression_lines(confirmed, "")
         lines += _regression_lines(unconfirmed, ", not confirmed")
     return "\n".join(lines)

@@ -46,7 +46,10 @@ LISTS = {"regression": "Regressions", "improvement": "Improvements",
          "baseline_only": "Only in the previous release", "contender_only":
          "Only in this release",
          # PyTorch beside both releases: the same code, so a change is the node's
-         "control": "PyTorch controls that moved (the same code in both runs: the node moved)"}
+         "control": "PyTorch controls that moved (the same code in both runs: the node moved)",
+         # and one measured on one side only failed there, on the node or in the harness
+         "control_one_side": "PyTorch controls measured in one release's run only (the same "
+                             "code in both: it failed on the node, not in FlashInfer)"}
 
 
 def layout(version: str | None = None, **_q: Any) -> html.Div:
@@ -175,15 +178,18 @@ def change_rows(detail: queries.ReleaseDetail) -> list[dict[str, Any]]:
         for r in detail.regressions.get(comp.id, []):
             rows.append(_regression_row(r, shown, compare))
         for verdict in (IMPROVEMENT, BASELINE_ONLY, CONTENDER_ONLY):
-            # The largest improvement first, as the regressions list the worst first.
+            # The largest improvement first, as the regressions list the worst first; the
+            # PyTorch controls apart, as the comparison counts them apart.
             points = sorted((p for p in result.points if p.verdict == verdict
-                             and not (p.control and verdict == IMPROVEMENT)),
-                            key=lambda p: p.ratio or 1.0)
+                             and not p.control), key=lambda p: p.ratio or 1.0)
             rows += [_point_row(p, result, shown, compare) for p in points]
         moved = sorted((p for p in result.points
                         if p.control and p.verdict in (REGRESSION, IMPROVEMENT)),
                        key=lambda p: -abs(math.log(p.ratio or 1.0)))
         rows += [{**_point_row(p, result, shown, compare), "list": "control"} for p in moved]
+        rows += [{**_point_row(p, result, shown, compare), "list": "control_one_side"}
+                 for p in result.points
+                 if p.control and p.verdict in (BASELINE_ONLY, CONTENDER_ONLY)]
     return rows
 
 
@@ -229,6 +235,7 @@ LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
 }
 LIST_COLUMNS["contender_only"] = LIST_COLUMNS["baseline_only"]
 LIST_COLUMNS["control"] = LIST_COLUMNS["improvement"]
+LIST_COLUMNS["control_one_side"] = LIST_COLUMNS["baseline_only"]
 LINKS = {"history": "history_link", "compare": "compare_link"}
 
 
