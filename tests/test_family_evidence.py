@@ -235,12 +235,10 @@ def test_pytorch_beside_two_releases_is_a_control_not_a_change(session: Session)
     assert result.regressions == [] and result.summary()["control_counts"]["improvement"] == 2
 
 
-def test_the_release_flow_lists_moved_controls_apart(session: Session,
-                                                     pages: dict[str, ModuleType]) -> None:
-    """Through the release flow (its comparison step, re-driven as a worker's reaper does),
-    the sampler job of the whole-suite run: FlashInfer's sampler is unchanged, the torch
-    sampler's two moved points are controls, not improvements, on the release page and in
-    the notification."""
+def _through_the_release_flow(session: Session, family: str, pair: tuple[str, ...]
+                              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The family's job of ``pair`` as a release's only job, its comparison step re-driven
+    as a worker's reaper does: the release page's rows and the notification's summary."""
     import importlib
 
     from kernelwatch.core import notify
@@ -249,23 +247,31 @@ def test_the_release_flow_lists_moved_controls_apart(session: Session,
 
     change_rows = importlib.import_module("kernelwatch.dashboard.pages.release").change_rows
 
-    (job,) = _import(session, "sampling")[WHOLE]
-    session.add(Release(version="0.7.4", previous_version="0.6.18.post1", source="manual",
+    (job,) = _import(session, family)[pair]
+    session.add(Release(version=pair[1], previous_version=pair[0], source="manual",
                         status=ReleaseStatus.benchmarking, details={},
                         tags=[ReleaseTag(tag="h100", job_ids=[job],
                                          state=TagState.benchmarking)]))
     session.commit()
     assert redrive_releases() == 1
     session.expire_all()
-    detail = queries.release_detail(session, "0.7.4")
+    detail = queries.release_detail(session, pair[1])
     assert detail is not None
-    rows = change_rows(detail)
+    release = session.scalar(select(Release).where(Release.version == pair[1]))
+    assert release is not None and release.status == "complete"
+    return change_rows(detail), notify.release_summary(session, release)
+
+
+def test_the_release_flow_lists_moved_controls_apart(session: Session,
+                                                     pages: dict[str, ModuleType]) -> None:
+    """Through the release flow, the sampler job of the whole-suite run: FlashInfer's sampler
+    is unchanged, the torch sampler's two moved points are controls, not improvements, on
+    the release page and in the notification."""
+    rows, summary = _through_the_release_flow(session, "sampling", WHOLE)
     assert [r["list"] for r in rows] == ["control", "control"]
     assert {r["backend"] for r in rows} == {"torch"}
     assert [r["change"] for r in rows] == ["-50.3%", "-48.0%"]
-    release = session.scalar(select(Release).where(Release.version == "0.7.4"))
-    assert release is not None and release.status == "complete"
-    (gpu,) = notify.release_summary(session, release)["gpus"]
+    (gpu,) = summary["gpus"]
     assert gpu["counts"]["unchanged"] == 3 and gpu["counts"]["improvement"] == 0
     assert (gpu["controls"], gpu["controls_moved"]) == (3, 2)
 
@@ -276,25 +282,9 @@ def test_pytorch_controls_measured_on_one_side_only_are_listed_apart(
     argparse exit, above), so PyTorch's six series were measured on one side only. Through
     the release flow they are controls that failed on the node, listed and said apart from
     FlashInfer's changes, not among the series only one release has."""
-    import importlib
-
     from kernelwatch.core import notify
-    from kernelwatch.core.models import Release, ReleaseStatus, ReleaseTag, TagState
-    from kernelwatch.core.releases import redrive_releases
 
-    change_rows = importlib.import_module("kernelwatch.dashboard.pages.release").change_rows
-
-    (job,) = _import(session, "norm")[OLDER]
-    session.add(Release(version="0.6.18.post1", previous_version="0.5.3", source="manual",
-                        status=ReleaseStatus.benchmarking, details={},
-                        tags=[ReleaseTag(tag="h100", job_ids=[job],
-                                         state=TagState.benchmarking)]))
-    session.commit()
-    assert redrive_releases() == 1
-    session.expire_all()
-    detail = queries.release_detail(session, "0.6.18.post1")
-    assert detail is not None
-    rows = change_rows(detail)
+    rows, summary = _through_the_release_flow(session, "norm", OLDER)
     lists: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         lists.setdefault(r["list"], []).append(r)
@@ -304,9 +294,6 @@ def test_pytorch_controls_measured_on_one_side_only_are_listed_apart(
     assert {(r["version"], r["status"]) for r in lists["control_one_side"]} == {
         ("0.5.3", "error"), ("0.6.18.post1", "ok")}
     assert {r["backend"] for r in lists["improvement"]} == {"auto"}
-    release = session.scalar(select(Release).where(Release.version == "0.6.18.post1"))
-    assert release is not None
-    summary = notify.release_summary(session, release)
     (gpu,) = summary["gpus"]
     assert gpu["counts"]["baseline_only"] == gpu["counts"]["contender_only"] == 0
     assert (gpu["controls"], gpu["controls_one_sided"]) == (12, 12)
