@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import heapq
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ def timeline(flow: dict[str, Any]) -> list[str]:
                      + (f"{made:.0f} s after the trigger, " if made is not None else "")
                      + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
                      + (f"; regressions {', '.join(states)}" if regs else ""))
+    released = _medians(jobs)
     for j in flow.get("jobs", []):
         if j["job"].get("kind") != "confirm":
             continue
@@ -87,34 +89,77 @@ def timeline(flow: dict[str, Any]) -> list[str]:
         lines.append(f"confirmation of {j['job']['kernel']}: {len(done)} of {len(runs)} runs "
                      f"measured" + (f", from {began:.0f} s" if began is not None else "")
                      + f" ({j['job'].get('status')})")
-        lines += _rounds(j, release.get("version"))
+        lines += _rounds(j, release.get("version"), released)
     sent = (details.get("notification") or {}).get("at")
     if sent:
         lines.append(f"notification: {after(sent):.0f} s after the trigger")
     return lines
 
 
-def _rounds(job: dict[str, Any], version: str | None) -> list[str]:
+def _medians(jobs: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """Each point's median by (series, FlashInfer version), over the given jobs' runs."""
+    return {(p["series_key"], r["flashinfer_version"]): float(p["median_us"])
+            for j in jobs for r in j["runs"] for p in r["points"]
+            if p.get("status") == "ok" and p.get("median_us") is not None}
+
+
+def _rounds(job: dict[str, Any], version: str | None,
+            released: dict[tuple[str, str], float]) -> list[str]:
     """Each flagged series of a confirm job: the median over its rounds of the new release's
     medians against the previous one's (a summary of what the confirmation measured; its
-    verdict is the paired comparison's, kernelwatch.worker.confirm.settle)."""
+    verdict is the paired comparison's, kernelwatch.worker.confirm.settle), and how far the
+    release's own run of each version (``released``, measured while builds may still have
+    run) read from that version's rounds."""
     sides: dict[str, dict[bool, list[float]]] = {}
     params: dict[str, dict[str, Any]] = {}
+    versions: dict[str, dict[bool, str]] = {}
     for r in job["runs"]:
         for p in r["points"]:
             if p.get("status") == "ok" and p.get("median_us") is not None:
+                new = r["flashinfer_version"] == version
                 side = sides.setdefault(p["series_key"], {True: [], False: []})
-                side[r["flashinfer_version"] == version].append(float(p["median_us"]))
+                side[new].append(float(p["median_us"]))
                 params[p["series_key"]] = p["params"]
+                versions.setdefault(p["series_key"], {})[new] = r["flashinfer_version"]
     out = []
     for key, side in sides.items():
         if side[True] and side[False]:
             shown = {k: v for k, v in params[key].items()
                      if k in ("batch_size", "kv_len", "num_tokens", "use_tensor_cores")}
             ratio = statistics.median(side[True]) / statistics.median(side[False])
-            out.append(f"  {shown}: {ratio:.3f} over {len(side[False])}+{len(side[True])} "
-                       "rounds (median of medians)")
+            line = (f"  {shown}: {ratio:.3f} over {len(side[False])}+{len(side[True])} "
+                    "rounds (median of medians)")
+            off = [f"{(released[k] / statistics.median(side[new]) - 1) * 100:+.1f} %"
+                   for new in (False, True)
+                   if (k := (key, versions[key][new])) in released]
+            if len(off) == 2:
+                line += f"; the release's runs read {off[0]} and {off[1]} from them"
+            out.append(line)
     return out
+
+
+def series_differences(flow: dict[str, Any], other: dict[str, Any], largest: int = 6
+                       ) -> list[str]:
+    """The same series in two flows' release runs (two nodes, say): how far each point's
+    median in ``flow`` is from ``other``'s, as the median and 90th percentile of the absolute
+    differences, and the largest."""
+    def medians(f: dict[str, Any]) -> dict[tuple[str, str], float]:
+        return _medians([j for j in f.get("jobs", []) if j["job"].get("kind") == "release"])
+
+    mine, theirs = medians(flow), medians(other)
+    kernels = {(p["series_key"], r["flashinfer_version"]): (p["kernel"], p["backend"])
+               for j in flow.get("jobs", []) for r in j["runs"] for p in r["points"]}
+    diffs = sorted(((mine[k] / theirs[k] - 1) * 100, k) for k in mine if k in theirs)
+    if not diffs:
+        return ["against the other flow: no series in common"]
+    size = sorted(abs(d) for d, _ in diffs)
+    p90 = size[max(0, math.ceil(0.9 * len(size)) - 1)]
+    lines = [f"against the other flow: {len(diffs)} series in common, median difference "
+             f"{statistics.median(size):.1f} %, 90th percentile {p90:.1f} %; the largest:"]
+    for d, key in sorted(diffs, key=lambda x: -abs(x[0]))[:largest]:
+        kernel, backend = kernels[key]
+        lines.append(f"  {d:+.1f} %  {kernel} {backend} {key[1]} ({key[0][:8]})")
+    return lines
 
 
 def _measuring(jobs: list[dict[str, Any]], tag: str, builds: list[dict[str, Any]],
@@ -201,9 +246,16 @@ def _replay(builds: list[dict[str, Any]], built: dict[int, float], took: dict[in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("flows", nargs="+", type=Path, help="release_flow.json files (or .json.gz)")
+    ap.add_argument("--against", type=Path, metavar="FLOW",
+                    help="another flow of the same releases (another node): how far the same "
+                         "series read in the two")
     args = ap.parse_args()
+    other = read_file(args.against) if args.against else None
     for path in args.flows:
-        print("\n".join(timeline(read_file(path))))
+        flow = read_file(path)
+        print("\n".join(timeline(flow)))
+        if other is not None:
+            print("\n".join(series_differences(flow, other)))
 
 
 if __name__ == "__main__":

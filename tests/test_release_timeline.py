@@ -105,3 +105,25 @@ def test_the_suite_without_the_cross_check_from_a_fresh_node() -> None:
         "confirmation of bgmv_moe: 10 of 10 runs measured, from 464 s (succeeded)",
         "confirmation of batch_decode: 10 of 10 runs measured, from 517 s (succeeded)"]
     assert lines[-1] == "notification: 571 s after the trigger"
+
+
+def test_what_builds_beside_the_measuring_and_another_node_moved() -> None:
+    """Decode's confirmed series, measured in the release's runs while builds ran, read within
+    1.4 % of the confirmation's rounds measured after them; the same 148 series on two fresh
+    H100 nodes differ by 1.0 % at the median, most where CUDA events time PyTorch's MoE."""
+    bench = load_bench("release_timeline")
+    flow = read_file(ALTERNATING)
+    text = "\n".join(bench.timeline(flow))
+    assert ("  {'batch_size': 16, 'kv_len': 1024, 'use_tensor_cores': False}: 1.051 over 5+5 "
+            "rounds (median of medians); the release's runs read -1.4 % and -0.8 % from them"
+            ) in text
+    assert ("  {'batch_size': 128, 'kv_len': 1024, 'use_tensor_cores': False}: 1.100 over 5+5 "
+            "rounds (median of medians); the release's runs read +1.1 % and -0.7 % from them"
+            ) in text
+    lines = bench.series_differences(flow, read_file(JOINT))
+    assert lines[0] == ("against the other flow: 148 series in common, median difference "
+                        "1.0 %, 90th percentile 3.6 %; the largest:")
+    assert [line.split()[2:4] for line in lines[1:5]] == [["bgmv_moe", "torch"]] * 4
+    assert lines[5].split()[:4] == ["+13.8", "%", "batch_decode", "fa2"]
+    assert bench.series_differences(flow, {"jobs": []}) == [
+        "against the other flow: no series in common"]
