@@ -129,6 +129,32 @@ def test_compressed_fixture_files_read_back_and_import_from_the_cli(
     assert session.scalar(select(func.count()).select_from(Job)) == 2
 
 
+def test_a_file_of_jobs_imports_each_from_the_cli(kw_env: Settings, session: Session,
+                                                  tmp_path) -> None:
+    """A release flow's output or a family's GPU fixture holds its jobs under ``jobs``:
+    ``kernelwatch import`` inserts each and prints each id; a file of anything else is
+    refused, naming what it expected, and inserts nothing."""
+    from pathlib import Path
+
+    family = Path(__file__).parent / "fixtures" / "gpu" / "families" / "rope.json.gz"
+    res = CliRunner().invoke(cli, ["import", str(family)])
+    assert res.exit_code == 0, res.output
+    ids = [int(line) for line in res.output.split()]
+    assert len(ids) == len(fixtures.read_file(family)["jobs"]) == 2
+    session.expire_all()
+    assert {j.kernel for j in session.scalars(select(Job).where(Job.id.in_(ids)))} == {
+        "apply_rope_pos_ids"}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"jobs": [1, 2]}))
+    res = CliRunner().invoke(cli, ["import", str(bad)])
+    assert res.exit_code == 1 and "nor a file of them under 'jobs'" in res.output
+    bad.write_text(json.dumps({"jobs": [{"format": "other"}]}))
+    res = CliRunner().invoke(cli, ["import", str(bad)])
+    assert res.exit_code == 1 and "format must be" in res.output
+    session.expire_all()
+    assert session.scalar(select(func.count()).select_from(Job)) == 2
+
+
 def test_samples_keep_their_repeat_and_the_ci_is_two_stage(session: Session) -> None:
     job = _make_job(session)
     point = session.scalars(select(Point).where(Point.job_id == job.id,

@@ -314,15 +314,21 @@ def export_cmd(job_id: int, output: Path | None) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_cmd(file: Path) -> None:
     """Insert a job exported with ``kernelwatch export`` as a new job (the file gzip-compressed
-    when its name ends in .gz, as the committed fixtures are); prints its id."""
+    when its name ends in .gz, as the committed fixtures are); prints its id. A file that
+    holds several exported jobs under ``jobs`` (a release flow's ``release_flow.json``, a
+    family's GPU fixture) inserts each, in one transaction, and prints each id."""
     from kernelwatch.core.fixtures import import_job, read_file
 
     try:
         data = read_file(file)
+        exports = data["jobs"] if isinstance(data, dict) and "jobs" in data else [data]
+        if not all(isinstance(e, dict) for e in exports):
+            raise ValueError("not a kernelwatch job export, nor a file of them under 'jobs'")
         with session_scope() as session:
-            job = import_job(session, data)
+            jobs = [import_job(session, export) for export in exports]
             session.flush()
-            job_id = job.id
+            job_ids = [job.id for job in jobs]
     except (ValueError, KeyError, OSError) as e:
         raise click.ClickException(f"{file}: {e}") from None
-    click.echo(job_id)
+    for job_id in job_ids:
+        click.echo(job_id)
