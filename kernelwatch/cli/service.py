@@ -115,7 +115,7 @@ def register(group: click.Group) -> None:
         s = get_settings()
         if s.embedded:
             s.ensure_dirs()
-        click.echo(f"kernelwatch: database {s.resolved_database_url}")
+        click.echo(f"kernelwatch: database {s.shown_database_url}")
         click.echo(f"kernelwatch: broker   {s.resolved_broker_url}")
         for what, host, port in (("API", s.api_host, s.api_port),
                                  ("dashboard", s.dashboard_host, s.dashboard_port)):
@@ -179,7 +179,7 @@ def register(group: click.Group) -> None:
         """Migrate the database to the latest schema (Alembic upgrade head)."""
         s = get_settings()
         _migrate()
-        click.echo(f"database at head: {s.resolved_database_url}")
+        click.echo(f"database at head: {s.shown_database_url}")
 
     @group.group()
     def wheelhouse() -> None:

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.data_dir / 'kernelwatch.sqlite'}"
 
     @property
+    def shown_database_url(self) -> str:
+        """The database URL as messages print it: its password masked."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.resolved_database_url).render_as_string(hide_password=True)
+
+    @property
     def resolved_broker_url(self) -> str:
         if self.broker_url:
             return self.broker_url
